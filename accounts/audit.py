@@ -1,0 +1,25 @@
+"""The audit trail: django-auditlog rows for every change to clinical and credentialing records and
+for every read of patient data, with who, when, from which address and which object.
+
+Rows are append-only: migration accounts/0003 installs database triggers that refuse UPDATE (and,
+on PostgreSQL, DELETE) of ``auditlog_logentry``; the admin shows them read-only.
+
+Each audited model's ``get_additional_data()`` puts ``patient_id`` and ``facility`` into the row,
+so the audit page can search by patient without joining every table."""
+
+from __future__ import annotations
+
+from auditlog.registry import auditlog
+from auditlog.signals import accessed
+from django.db import models
+
+from accounts.models import User
+
+auditlog.register(User, exclude_fields=["password", "last_login"], m2m_fields={"groups"})
+
+
+def record_phi_access(instance: models.Model) -> None:
+    """Record that the current user (from the request context) read this patient record.
+
+    Call it from every place that shows patient data: study, images, report."""
+    accessed.send(sender=instance.__class__, instance=instance)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from accounts.roles import requires_second_factor
+from accounts.second_factor import has_confirmed_device
+
+
+class SecondFactorRequiredMiddleware:
+    """People who sign final reads or adjudicate peer review work only with a verified second factor.
+
+    Signed in but not verified: with an enrolled authenticator they are sent to enter a code, without
+    one to enrol one. Nothing else is served to them until then."""
+
+    EXEMPT_PREFIXES = ("/static/", "/healthz", "/readyz", "/logout/", "/account/verify/", "/account/security/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if (
+            user.is_authenticated
+            and not user.is_verified()
+            and requires_second_factor(user)
+            and not request.path.startswith(self.EXEMPT_PREFIXES)
+        ):
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": "A verified second factor is required."}, status=403)
+            target = "accounts:verify" if has_confirmed_device(user) else "accounts:security"
+            return redirect(f"{reverse(target)}?next={request.get_full_path()}")
+        return self.get_response(request)

@@ -1,0 +1,62 @@
+"""The role-aware navigation shell: one table of what each role sees in the top bar.
+
+Later features add their page here (worklist, credentialing, QA …) with the roles that may open it;
+the view itself still checks the role and the object — the menu is a convenience, not a guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import reverse
+
+from accounts.roles import Role, roles_of
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url_name: str
+    roles: frozenset[Role]
+    staff_only: bool = False
+
+    @property
+    def url(self) -> str:
+        return reverse(self.url_name)
+
+
+ALL_ROLES = frozenset(Role)
+
+NAVIGATION: tuple[NavItem, ...] = (
+    NavItem("Home", "accounts:home", ALL_ROLES),
+    NavItem("Reading profile", "credentialing:my_profile", frozenset({Role.RADIOLOGIST})),
+    NavItem(
+        "Facilities",
+        "facilities:list",
+        frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS, Role.MEDICAL_DIRECTOR, Role.CREDENTIALING}),
+    ),
+    NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
+    NavItem(
+        "Administration",
+        "admin:index",
+        frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS, Role.CREDENTIALING}),
+        staff_only=True,
+    ),
+)
+
+# Reading rooms are dark (DESIGN.md §8): radiologists' and the medical director's pages default dark.
+DARK_ROLES = frozenset({Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR})
+
+
+def navigation_for(user) -> list[NavItem]:
+    if not user.is_authenticated:
+        return []
+    roles = roles_of(user)
+    return [
+        item
+        for item in NAVIGATION
+        if (roles & item.roles or user.is_superuser) and (user.is_staff or not item.staff_only)
+    ]
+
+
+def prefers_dark_theme(user) -> bool:
+    return bool(roles_of(user) & DARK_ROLES)

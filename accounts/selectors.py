@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from auditlog.models import LogEntry
+from django.db.models import Q, QuerySet
+
+from accounts.roles import Role, has_role
+from imaging.models import Patient
+
+
+def can_read_audit_log(user) -> bool:
+    return user.is_authenticated and (user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR))
+
+
+def audit_entries(
+    *,
+    patient: str = "",
+    username: str = "",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    action: int | None = None,
+) -> QuerySet[LogEntry]:
+    """Audit rows, newest first. ``patient`` matches an MRN exactly or a family name
+    case-insensitively; every row about that patient (the patient record, their orders, studies
+    and reads) carries ``patient_id`` in its additional data."""
+    entries = LogEntry.objects.select_related("actor", "content_type").order_by("-timestamp", "-id")
+    if patient:
+        patient_ids = list(
+            Patient.objects.filter(Q(mrn=patient) | Q(family_name__iexact=patient)).values_list("id", flat=True)
+        )
+        entries = entries.filter(additional_data__patient_id__in=patient_ids)
+    if username:
+        entries = entries.filter(actor__username__iexact=username)
+    if date_from:
+        entries = entries.filter(timestamp__gte=datetime.combine(date_from, time.min, tzinfo=UTC))
+    if date_to:
+        entries = entries.filter(timestamp__lt=datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC))
+    if action is not None:
+        entries = entries.filter(action=action)
+    return entries

@@ -1,0 +1,50 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from accounts.roles import Role, has_role
+from facilities.models import Facility
+from facilities.selectors import facilities_administered_by, facilities_visible_to
+
+# The contract and identity are set by operations; a facility admin keeps the rest current.
+CONTRACT_FIELDS = (
+    "code",
+    "state",
+    "kind",
+    "active",
+    "sla_stroke_minutes",
+    "sla_trauma_minutes",
+    "sla_stat_minutes",
+    "sla_asap_minutes",
+    "sla_routine_minutes",
+)
+
+
+@admin.register(Facility)
+class FacilityAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "state", "kind", "timezone", "active")
+    list_filter = ("state", "kind", "active")
+    search_fields = ("code", "name")
+
+    def get_queryset(self, request: HttpRequest):
+        return facilities_visible_to(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Facility | None = None) -> bool:
+        if obj is None:
+            return super().has_view_permission(request)
+        return facilities_visible_to(request.user).filter(pk=obj.pk).exists()
+
+    def has_change_permission(self, request: HttpRequest, obj: Facility | None = None) -> bool:
+        if obj is None:
+            return super().has_change_permission(request)
+        return facilities_administered_by(request.user).filter(pk=obj.pk).exists()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser or has_role(request.user, Role.OPERATIONS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Facility | None = None) -> bool:
+        return False  # a client with history is deactivated, never deleted
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Facility | None = None):
+        if request.user.is_superuser or has_role(request.user, Role.OPERATIONS):
+            return ()
+        return CONTRACT_FIELDS

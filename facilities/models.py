@@ -1,0 +1,170 @@
+"""Client facilities and their contracts.
+
+A facility is one hospital or imaging centre that sends orders and images and receives reports.
+Its US state decides which licence a reader needs; its time zone decides what "on shift" and
+"expires at midnight" mean; its contract sets the turnaround targets per priority class."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from zoneinfo import ZoneInfo, available_timezones
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+
+class PriorityClass(models.TextChoices):
+    """Turnaround classes, most urgent first (DESIGN.md §6)."""
+
+    STROKE = "STROKE", "Code stroke"
+    TRAUMA = "TRAUMA", "Trauma"
+    STAT = "STAT", "STAT (ED)"
+    ASAP = "ASAP", "ASAP / inpatient"
+    ROUTINE = "ROUTINE", "Routine"
+
+
+# Default contract targets in minutes (DESIGN.md §6); each facility contract may override them.
+DEFAULT_SLA_MINUTES: dict[str, int] = {
+    PriorityClass.STROKE: 20,
+    PriorityClass.TRAUMA: 30,
+    PriorityClass.STAT: 30,
+    PriorityClass.ASAP: 4 * 60,
+    PriorityClass.ROUTINE: 24 * 60,
+}
+
+
+class USState(models.TextChoices):
+    AL = "AL", "Alabama"
+    AK = "AK", "Alaska"
+    AZ = "AZ", "Arizona"
+    AR = "AR", "Arkansas"
+    CA = "CA", "California"
+    CO = "CO", "Colorado"
+    CT = "CT", "Connecticut"
+    DE = "DE", "Delaware"
+    DC = "DC", "District of Columbia"
+    FL = "FL", "Florida"
+    GA = "GA", "Georgia"
+    HI = "HI", "Hawaii"
+    ID = "ID", "Idaho"
+    IL = "IL", "Illinois"
+    IN = "IN", "Indiana"
+    IA = "IA", "Iowa"
+    KS = "KS", "Kansas"
+    KY = "KY", "Kentucky"
+    LA = "LA", "Louisiana"
+    ME = "ME", "Maine"
+    MD = "MD", "Maryland"
+    MA = "MA", "Massachusetts"
+    MI = "MI", "Michigan"
+    MN = "MN", "Minnesota"
+    MS = "MS", "Mississippi"
+    MO = "MO", "Missouri"
+    MT = "MT", "Montana"
+    NE = "NE", "Nebraska"
+    NV = "NV", "Nevada"
+    NH = "NH", "New Hampshire"
+    NJ = "NJ", "New Jersey"
+    NM = "NM", "New Mexico"
+    NY = "NY", "New York"
+    NC = "NC", "North Carolina"
+    ND = "ND", "North Dakota"
+    OH = "OH", "Ohio"
+    OK = "OK", "Oklahoma"
+    OR = "OR", "Oregon"
+    PA = "PA", "Pennsylvania"
+    PR = "PR", "Puerto Rico"
+    RI = "RI", "Rhode Island"
+    SC = "SC", "South Carolina"
+    SD = "SD", "South Dakota"
+    TN = "TN", "Tennessee"
+    TX = "TX", "Texas"
+    UT = "UT", "Utah"
+    VT = "VT", "Vermont"
+    VA = "VA", "Virginia"
+    WA = "WA", "Washington"
+    WV = "WV", "West Virginia"
+    WI = "WI", "Wisconsin"
+    WY = "WY", "Wyoming"
+
+
+class FacilityKind(models.TextChoices):
+    LEVEL1_TRAUMA = "level1_trauma", "Level 1 trauma centre"
+    LEVEL2_TRAUMA = "level2_trauma", "Level 2 trauma centre"
+    COMMUNITY = "community", "Community hospital"
+    CRITICAL_ACCESS = "critical_access", "Critical access hospital"
+    OUTPATIENT_IMAGING = "outpatient_imaging", "Outpatient imaging centre"
+    URGENT_CARE = "urgent_care", "Urgent care"
+
+
+def validate_timezone(value: str) -> None:
+    if value not in available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. America/Chicago)")
+
+
+facility_code_validator = RegexValidator(
+    r"^[A-Z0-9][A-Z0-9_-]{1,31}$", "2–32 characters: capital letters, digits, '-' or '_'"
+)
+
+
+class Facility(models.Model):
+    code = models.CharField(max_length=32, unique=True, validators=[facility_code_validator])
+    name = models.CharField(max_length=200)
+    state = models.CharField("US state", max_length=2, choices=USState.choices)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone], default="America/Chicago")
+    kind = models.CharField(max_length=32, choices=FacilityKind.choices)
+    active = models.BooleanField(default=True)
+
+    # Contract turnaround targets (minutes) per priority class.
+    sla_stroke_minutes = models.PositiveIntegerField(
+        default=DEFAULT_SLA_MINUTES[PriorityClass.STROKE], validators=[MinValueValidator(1)]
+    )
+    sla_trauma_minutes = models.PositiveIntegerField(
+        default=DEFAULT_SLA_MINUTES[PriorityClass.TRAUMA], validators=[MinValueValidator(1)]
+    )
+    sla_stat_minutes = models.PositiveIntegerField(
+        default=DEFAULT_SLA_MINUTES[PriorityClass.STAT], validators=[MinValueValidator(1)]
+    )
+    sla_asap_minutes = models.PositiveIntegerField(
+        default=DEFAULT_SLA_MINUTES[PriorityClass.ASAP], validators=[MinValueValidator(1)]
+    )
+    sla_routine_minutes = models.PositiveIntegerField(
+        default=DEFAULT_SLA_MINUTES[PriorityClass.ROUTINE], validators=[MinValueValidator(1)]
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "facilities"
+        permissions = [
+            # Granted per facility through django-guardian (facility admins), never model-wide.
+            ("administer_facility", "Administer this facility's templates, catalogue and contacts"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(sla_stroke_minutes__gt=0)
+                & models.Q(sla_trauma_minutes__gt=0)
+                & models.Q(sla_stat_minutes__gt=0)
+                & models.Q(sla_asap_minutes__gt=0)
+                & models.Q(sla_routine_minutes__gt=0),
+                name="facility_sla_targets_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def sla_target(self, priority: PriorityClass | str) -> timedelta:
+        """The contract's turnaround target for a priority class."""
+        minutes = getattr(self, f"sla_{PriorityClass(priority).value.lower()}_minutes")
+        return timedelta(minutes=minutes)
+
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.pk}

@@ -1,0 +1,198 @@
+"""Patients, orders and the images that answer them.
+
+Identity rules enforced by the database (not only by forms), because ingest is concurrent:
+a Study Instance UID and a SOP Instance UID are globally unique (DICOM PS3.5 §9), an accession
+number is unique within its facility, and an MRN is unique within its assigning authority at a
+facility (PID-3.1 + PID-3.4)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db import models
+from django.db.models.functions import Lower
+
+from facilities.models import Facility, PriorityClass
+
+dicom_uid_field = dict(max_length=64)  # UI value representation: at most 64 characters
+
+
+class Sex(models.TextChoices):
+    """HL7 table 0001 administrative sex."""
+
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+    OTHER = "O", "Other"
+    UNKNOWN = "U", "Unknown"
+    AMBIGUOUS = "A", "Ambiguous"
+    NOT_APPLICABLE = "N", "Not applicable"
+
+
+class Patient(models.Model):
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField("MRN", max_length=64)
+    # PID-3.4; when a sender leaves it empty ingest uses the facility code, so the pair stays unique.
+    assigning_authority = models.CharField(max_length=64)
+    family_name = models.CharField(max_length=100, blank=True)
+    given_name = models.CharField(max_length=100, blank=True)
+    middle_name = models.CharField(max_length=100, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    # Set by an ADT^A40 merge: this record was merged into another and is never used again.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_from"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "assigning_authority", "mrn"],
+                name="unique_mrn_per_assigning_authority",
+            ),
+        ]
+        indexes = [models.Index(Lower("family_name"), "given_name", name="patient_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} (MRN {self.mrn})"
+
+    @property
+    def display_name(self) -> str:
+        given = " ".join(p for p in (self.given_name, self.middle_name) if p)
+        return f"{self.family_name.upper()}, {given}".strip(", ") or "(no name)"
+
+    def age_on(self, day: date) -> int | None:
+        if self.birth_date is None:
+            return None
+        before_birthday = (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
+        return day.year - self.birth_date.year - before_birthday
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.pk, "facility_id": self.facility_id}
+
+
+class OrderStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Exam completed"
+    CANCELLED = "cancelled", "Cancelled"
+    DISCONTINUED = "discontinued", "Discontinued"
+
+
+class Order(models.Model):
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="orders")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="orders")
+    placer_order_number = models.CharField(max_length=64, blank=True)  # ORC-2 / OBR-2
+    filler_order_number = models.CharField(max_length=64, blank=True)  # ORC-3 / OBR-3
+    accession_number = models.CharField(max_length=16)  # DICOM SH: at most 16 characters
+    procedure_code = models.CharField(max_length=64)  # OBR-4.1
+    procedure_text = models.CharField(max_length=200, blank=True)  # OBR-4.2
+    procedure_coding_system = models.CharField(max_length=32, blank=True)  # OBR-4.3, e.g. C4 = CPT-4
+    priority = models.CharField(max_length=16, choices=PriorityClass.choices, default=PriorityClass.ROUTINE)
+    reason = models.TextField(blank=True)  # OBR-31 reason for study / OBR-13
+    ordering_provider_id = models.CharField(max_length=64, blank=True)  # ORC-12.1 / OBR-16.1
+    ordering_provider_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
+    ordered_at = models.DateTimeField(null=True, blank=True)  # ORC-9 / MSH-7
+    scheduled_at = models.DateTimeField(null=True, blank=True)  # TQ1-7 / ORC-7.4
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "accession_number"], name="unique_order_accession_per_facility"
+            ),
+        ]
+        indexes = [models.Index(fields=["facility", "placer_order_number"], name="order_placer_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} {self.procedure_text or self.procedure_code}"
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.patient_id, "facility_id": self.facility_id}
+
+
+class StudyStatus(models.TextChoices):
+    RECEIVING = "receiving", "Receiving images"
+    COMPLETE = "complete", "Images complete"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Study(models.Model):
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
+    # Images may arrive before their order: patient and order are matched when the order comes.
+    patient = models.ForeignKey(Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
+    study_instance_uid = models.CharField(unique=True, **dicom_uid_field)
+    accession_number = models.CharField(max_length=16, blank=True)
+    modalities = models.CharField(max_length=64, blank=True)  # ModalitiesInStudy, backslash-joined
+    description = models.CharField(max_length=64, blank=True)  # StudyDescription (LO)
+    body_part = models.CharField(max_length=16, blank=True)  # BodyPartExamined (CS)
+    study_datetime = models.DateTimeField(null=True, blank=True)
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVING)
+    first_received_at = models.DateTimeField(null=True, blank=True)
+    last_received_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        constraints = [
+            # An accession identifies one requested procedure at a facility; a study that came
+            # without one (blank) is matched later and must not collide with other blanks.
+            models.UniqueConstraint(
+                fields=["facility", "accession_number"],
+                condition=~models.Q(accession_number=""),
+                name="unique_study_accession_per_facility",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number or self.study_instance_uid} {self.description}".strip()
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.patient_id, "facility_id": self.facility_id}
+
+
+class Series(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    series_instance_uid = models.CharField(unique=True, **dicom_uid_field)
+    series_number = models.IntegerField(null=True, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    body_part = models.CharField(max_length=16, blank=True)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    first_received_at = models.DateTimeField(null=True, blank=True)
+    last_received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "series"
+        ordering = ["series_number", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.modality} #{self.series_number} {self.description}".strip()
+
+
+class Instance(models.Model):
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_instance_uid = models.CharField(unique=True, **dicom_uid_field)
+    sop_class_uid = models.CharField(**dicom_uid_field)
+    transfer_syntax_uid = models.CharField(blank=True, **dicom_uid_field)
+    instance_number = models.IntegerField(null=True, blank=True)
+    # Where the encrypted Part 10 bytes live, and which key encrypted them (keys rotate).
+    storage_path = models.CharField(max_length=255)
+    storage_key_id = models.CharField(max_length=32)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["instance_number", "id"]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid

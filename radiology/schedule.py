@@ -1,0 +1,21 @@
+"""The periodic schedule, declared once (DESIGN.md §2).
+
+Celery beat reads it through ``CELERY_BEAT_SCHEDULE``; the embedded server's ticker runs the same
+entries in-process. Later issues add the SLA sweep, expiry checks, QA sampling and quarterly reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    task: str  # dotted Celery task name
+    every: timedelta
+
+
+PERIODIC_TASKS: dict[str, PeriodicTask] = {
+    "purge-expired-sessions": PeriodicTask("accounts.tasks.purge_expired_sessions", timedelta(hours=1)),
+}

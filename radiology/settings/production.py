@@ -1,0 +1,45 @@
+"""Production settings: the base settings, but refuse to start on anything generated or missing.
+
+A generated secret key lives on one machine's disk; behind a load balancer every web process must
+share the same one, and a lost storage key makes every stored image unreadable."""
+
+import base64
+import binascii
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from radiology.settings.base import *  # noqa: F403
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set in production (see deploy/readroom.env.example)")
+    return value
+
+
+def _validated_storage_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImproperlyConfigured("READROOM_STORAGE_KEY must be base64") from exc
+    if len(raw) != 32:
+        raise ImproperlyConfigured(
+            f"READROOM_STORAGE_KEY must decode to 32 bytes for AES-256-GCM, not {len(raw)}"
+        )
+    return value
+
+
+SECRET_KEY = _required_env("SECRET_KEY")
+if len(SECRET_KEY) < 40 or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":
+    raise ImproperlyConfigured("SECRET_KEY must be a real secret of at least 40 characters")
+READROOM_STORAGE_KEY = _validated_storage_key(_required_env("READROOM_STORAGE_KEY"))
+_required_env("DATABASE_URL")
+_required_env("REDIS_URL")
+
+DEBUG = False
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)  # noqa: F405
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)  # noqa: F405

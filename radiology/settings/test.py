@@ -1,0 +1,18 @@
+"""Settings for the test suite: the base settings with a fast password hasher.
+
+The topology still follows the environment: no variables → SQLite + in-memory layer; ``.ci/run``
+sets DATABASE_URL and REDIS_URL so CI runs on PostgreSQL and Redis."""
+
+from radiology.settings.base import *  # noqa: F403
+
+# Argon2 is deliberately slow; tests create many users. tests/accounts checks the real hasher.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # noqa: S303
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Task tests start a real worker; everything else runs tasks inline.
+CELERY_TASK_ALWAYS_EAGER = True
+# Keep test runs' channel messages apart from a running system's.
+if REDIS_URL:  # noqa: F405
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "readroom-test"  # noqa: F405

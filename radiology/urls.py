@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import views as account_views
+
+admin.site.site_header = "ReadRoom administration"
+admin.site.site_title = "ReadRoom admin"
+admin.site.login = account_views.admin_login_redirect  # one login page, with lockout and 2FA
+
+api_v1 = [
+    path("", include("facilities.api")),
+]
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("facilities/", include("facilities.urls")),
+    path("credentialing/", include("credentialing.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class WorklistConfig(AppConfig):
+    """Routing, claims, SLA clocks, escalation and the live worklist."""
+
+    name = "worklist"
+    verbose_name = "Worklist"
+    default_auto_field = "django.db.models.BigAutoField"
