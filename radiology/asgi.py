@@ -5,10 +5,15 @@ radiologist's session cookie) and then the session authentication; each consumer
 anonymous scope itself."""
 
 import os
+import warnings
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
+# WhiteNoise 6 hands static files to Django as synchronous iterators; under ASGI Django consumes
+# them in a thread and warns on every file. The files are small and cached by browsers.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
+
 django_asgi_app = get_asgi_application()  # must run before importing consumers (app registry)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -1,0 +1,151 @@
+"""Demo data for ``make demo``: three client facilities in two states, eight radiologists, one
+person for each other role. Loading is idempotent — run it twice and nothing is duplicated.
+
+Everyone signs in with DEMO_PASSWORD. Radiologists and the medical director also need an
+authenticator code: ``manage.py totp_code USERNAME`` prints the current one (demo devices only)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User
+from accounts.roles import Role
+from credentialing.models import RadiologistProfile, Subspecialty
+from facilities.models import Facility, FacilityKind
+from facilities.services import facility_admin_grant
+
+DEMO_PASSWORD = "readroom-demo"  # noqa: S105  (printed on purpose: demo only)
+DEMO_DEVICE_NAME = "Demo authenticator"
+
+
+@dataclass(frozen=True)
+class DemoFacility:
+    code: str
+    name: str
+    state: str
+    timezone: str
+    kind: str
+    sla_overrides: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    username: str
+    display_name: str
+    role: Role
+    subspecialties: tuple[str, ...] = ()
+    npi: str = ""
+    administers: tuple[str, ...] = ()
+
+
+FACILITIES = (
+    DemoFacility("CHI-L1", "Lakeshore Medical Center", "IL", "America/Chicago", FacilityKind.LEVEL1_TRAUMA),
+    DemoFacility(
+        "IL-PRAIRIE",
+        "Prairie Valley Critical Access Hospital",
+        "IL",
+        "America/Chicago",
+        FacilityKind.CRITICAL_ACCESS,
+        {"sla_asap_minutes": 180},
+    ),
+    DemoFacility(
+        "WI-LAKEVIEW",
+        "Lakeview Outpatient Imaging",
+        "WI",
+        "America/Chicago",
+        FacilityKind.OUTPATIENT_IMAGING,
+        {"sla_routine_minutes": 48 * 60},
+    ),
+)
+
+PEOPLE = (
+    DemoPerson("dr.neuro", "Priya Raman, MD", Role.RADIOLOGIST, ("neuro",), "1649251780"),
+    DemoPerson("dr.msk", "Marcus Kline, MD", Role.RADIOLOGIST, ("msk",), "1386645238"),
+    DemoPerson("dr.body", "Elena Sorensen, MD", Role.RADIOLOGIST, ("body",), "1912380465"),
+    DemoPerson("dr.chest", "Samuel Okafor, MD", Role.RADIOLOGIST, ("chest",), "1518047327"),
+    DemoPerson("dr.peds", "Hannah Lindqvist, MD", Role.RADIOLOGIST, ("pediatric",), "1073529664"),
+    DemoPerson("dr.breast", "Grace Whitaker, MD", Role.RADIOLOGIST, ("breast",), "1780621852"),
+    DemoPerson("dr.er", "Luis Ortega, MD", Role.RADIOLOGIST, ("general",), "1295837710"),
+    DemoPerson("dr.nighthawk", "Aisha Bello, MD", Role.RADIOLOGIST, ("general", "neuro"), "1457394012"),
+    DemoPerson("director", "Dana Whitfield, MD", Role.MEDICAL_DIRECTOR),
+    DemoPerson("mso", "Mary Collins", Role.CREDENTIALING),
+    DemoPerson("admin.chicago", "Carlos Mendez", Role.FACILITY_ADMIN, administers=("CHI-L1",)),
+    DemoPerson("admin.wisconsin", "Karen Olson", Role.FACILITY_ADMIN, administers=("WI-LAKEVIEW",)),
+    DemoPerson("ops", "Omar Diaz", Role.OPERATIONS),
+)
+
+# Roles that use the Django admin for their records until their own pages exist.
+_STAFF_ROLES = {Role.FACILITY_ADMIN, Role.OPERATIONS, Role.CREDENTIALING}
+
+
+def _demo_totp_key(username: str) -> str:
+    """A fixed key per demo user, so reloading keeps authenticators that people already scanned."""
+    return hashlib.sha256(f"readroom-demo-totp:{username}".encode()).hexdigest()[:40]
+
+
+@transaction.atomic
+def demo_load() -> dict[str, int]:
+    created = {"facilities": 0, "users": 0}
+    facilities = {}
+    for spec in FACILITIES:
+        facility, was_created = Facility.objects.update_or_create(
+            code=spec.code,
+            defaults={
+                "name": spec.name,
+                "state": spec.state,
+                "timezone": spec.timezone,
+                "kind": spec.kind,
+                **spec.sla_overrides,
+            },
+        )
+        facilities[spec.code] = facility
+        created["facilities"] += was_created
+    for person in PEOPLE:
+        created["users"] += _person_load(person, facilities)
+    return created
+
+
+def _person_load(person: DemoPerson, facilities: dict[str, Facility]) -> bool:
+    user, was_created = User.objects.update_or_create(
+        username=person.username,
+        defaults={
+            "display_name": person.display_name,
+            "email": f"{person.username}@readroom.example",
+            "is_staff": person.role in _STAFF_ROLES,
+            "is_active": True,
+        },
+    )
+    if not user.check_password(DEMO_PASSWORD):
+        user.set_password(DEMO_PASSWORD)
+        user.save(update_fields=["password"])
+    user.groups.add(Group.objects.get(name=person.role.value))
+    for code in person.administers:
+        facility_admin_grant(user=user, facility=facilities[code])
+    if person.role == Role.RADIOLOGIST:
+        profile, _ = RadiologistProfile.objects.update_or_create(user=user, defaults={"npi": person.npi})
+        profile.subspecialties.set(Subspecialty.objects.filter(code__in=person.subspecialties))
+    if person.role in (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR):
+        TOTPDevice.objects.update_or_create(
+            user=user,
+            name=DEMO_DEVICE_NAME,
+            defaults={"key": _demo_totp_key(person.username), "confirmed": True},
+        )
+    return was_created
+
+
+def demo_logins_text() -> str:
+    width = max(len(p.username) for p in PEOPLE)
+    lines = [f"  {p.username:<{width}}  {p.role.value:<20} {p.display_name}" for p in PEOPLE]
+    return "\n".join(
+        [
+            f"Logins (password for all: {DEMO_PASSWORD}):",
+            *lines,
+            "Radiologists and the medical director also enter an authenticator code:",
+            "  .venv/bin/python manage.py totp_code dr.neuro   (or scan the key from Security)",
+        ]
+    )

@@ -1,0 +1,125 @@
+"""The audit trail: who changed or read which clinical record, when and from where; append-only."""
+
+import pytest
+from auditlog.models import LogEntry
+from django.db import DatabaseError, connection, transaction
+
+from imaging.models import Order, Patient, Study
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def jane(chicago) -> Patient:
+    return Patient.objects.create(
+        facility=chicago, mrn="MRN-4711", assigning_authority="LAKESHORE", family_name="Quinlan", given_name="Jane"
+    )
+
+
+@pytest.fixture
+def janes_study(chicago, jane) -> Study:
+    order = Order.objects.create(
+        facility=chicago, patient=jane, accession_number="A100", procedure_code="70450", procedure_text="CT HEAD"
+    )
+    return Study.objects.create(
+        facility=chicago, patient=jane, order=order, study_instance_uid="1.2.840.1", accession_number="A100"
+    )
+
+
+@pytest.fixture
+def superuser(db):
+    from accounts.models import User
+
+    return User.objects.create_superuser("root_support", password="x" * 16)
+
+
+def test_change_is_recorded_with_user_address_and_patient(client, superuser, jane):
+    client.force_login(superuser)
+    client.post(
+        f"/admin/imaging/patient/{jane.pk}/change/",
+        {
+            "facility": jane.facility_id, "mrn": jane.mrn, "assigning_authority": jane.assigning_authority,
+            "family_name": "Quinlan-Smith", "given_name": "Jane", "middle_name": "", "sex": "F",
+        },
+        REMOTE_ADDR="10.20.30.40",
+    )
+    entry = LogEntry.objects.get_for_object(jane).filter(action=LogEntry.Action.UPDATE).get()
+    assert entry.actor == superuser
+    assert entry.remote_addr == "10.20.30.40"
+    assert entry.additional_data["patient_id"] == jane.pk
+    assert entry.changes_dict["family_name"] == ["Quinlan", "Quinlan-Smith"]
+
+
+def test_reading_a_study_is_recorded(client, superuser, janes_study):
+    client.force_login(superuser)
+    assert client.get(f"/admin/imaging/study/{janes_study.pk}/change/").status_code == 200
+    access = LogEntry.objects.get_for_object(janes_study).filter(action=LogEntry.Action.ACCESS).get()
+    assert access.actor == superuser
+    assert access.additional_data["patient_id"] == janes_study.patient_id
+
+
+def test_audit_rows_cannot_be_changed(jane):
+    entry = LogEntry.objects.get_for_object(jane).first()
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        LogEntry.objects.filter(pk=entry.pk).update(object_repr="tampered")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite refuses UPDATE only (see accounts/setup.py)")
+def test_audit_rows_cannot_be_deleted_on_postgresql(jane):
+    entry = LogEntry.objects.get_for_object(jane).first()
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        LogEntry.objects.filter(pk=entry.pk).delete()
+
+
+def test_audit_page_is_for_operations_and_director(client, verified_client, ops_omar, director_dana, admin_chicago, mso_mary):
+    for outsider in (admin_chicago, mso_mary):
+        client.force_login(outsider)
+        assert client.get("/audit/").status_code == 403
+    client.force_login(ops_omar)
+    assert client.get("/audit/").status_code == 200
+    director = verified_client(director_dana)
+    assert director.get("/audit/").status_code == 200
+
+
+def test_search_by_patient_finds_every_record_about_them(client, ops_omar, superuser, jane, janes_study, chicago):
+    other = Patient.objects.create(facility=chicago, mrn="MRN-9", assigning_authority="LAKESHORE", family_name="Other")
+    client.force_login(superuser)
+    client.get(f"/admin/imaging/study/{janes_study.pk}/change/")  # a read of Jane's study
+    client.force_login(ops_omar)
+    page = client.get("/audit/", {"patient": "MRN-4711"})
+    rows = page.context["page"].object_list
+    kinds = {(e.content_type.model, e.action) for e in rows}
+    assert ("patient", LogEntry.Action.CREATE) in kinds
+    assert ("order", LogEntry.Action.CREATE) in kinds
+    assert ("study", LogEntry.Action.ACCESS) in kinds
+    assert all(e.additional_data["patient_id"] == jane.pk for e in rows)
+    assert other.pk not in {e.additional_data["patient_id"] for e in rows}
+    # by family name, case-insensitive
+    assert client.get("/audit/", {"patient": "quinlan"}).context["page"].paginator.count == len(rows)
+
+
+def test_search_by_user_and_date(client, ops_omar, superuser, janes_study):
+    client.force_login(superuser)
+    client.get(f"/admin/imaging/study/{janes_study.pk}/change/")
+    client.force_login(ops_omar)
+    by_user = client.get("/audit/", {"user": "root_support"}).context["page"].object_list
+    assert by_user and all(e.actor_id == superuser.pk for e in by_user)
+    today = janes_study.created_at.date()
+    assert client.get("/audit/", {"date_from": today, "date_to": today}).context["page"].paginator.count >= 3
+    assert client.get("/audit/", {"date_from": "2001-01-01", "date_to": "2001-01-02"}).context["page"].paginator.count == 0
+    invalid = client.get("/audit/", {"date_from": "2001-01-05", "date_to": "2001-01-02"})
+    assert b"must be on or before" in invalid.content
+
+
+def test_audit_search_as_htmx_returns_rows_only(client, ops_omar, jane):
+    client.force_login(ops_omar)
+    response = client.get("/audit/", {"patient": "MRN-4711"}, HTTP_HX_REQUEST="true")
+    assert b"<html" not in response.content
+    assert b"audit-table" in response.content
+
+
+def test_demographics_change_by_ingest_is_recorded_without_user(jane):
+    jane.birth_date = "1970-01-01"
+    jane.save()
+    entry = LogEntry.objects.get_for_object(jane).filter(action=LogEntry.Action.UPDATE).get()
+    assert entry.actor is None  # a system change, shown as "system"
