@@ -49,5 +49,5 @@ def session_is_verified(session, user) -> bool:
     persistent_id = session.get(DEVICE_ID_SESSION_KEY) if session is not None else None
     if not persistent_id:
         return False
-    device = Device.from_persistent_id(persistent_id, for_verify=True)
+    device = Device.from_persistent_id(persistent_id)
     return device is not None and device.user_id == user.pk and device.confirmed

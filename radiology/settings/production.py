@@ -9,8 +9,6 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from radiology.settings.base import *  # noqa: F403
-
 
 def _required_env(name: str) -> str:
     value = os.environ.get(name, "").strip()
@@ -31,12 +29,15 @@ def _validated_storage_key(value: str) -> str:
     return value
 
 
-SECRET_KEY = _required_env("SECRET_KEY")
-if len(SECRET_KEY) < 40 or SECRET_KEY.startswith("django-insecure") or SECRET_KEY == "change-me":
+# Checked before the base settings load: base would otherwise generate throwaway secrets on disk.
+_secret_key = _required_env("SECRET_KEY")
+if len(_secret_key) < 40 or _secret_key.startswith("django-insecure") or _secret_key == "change-me":
     raise ImproperlyConfigured("SECRET_KEY must be a real secret of at least 40 characters")
-READROOM_STORAGE_KEY = _validated_storage_key(_required_env("READROOM_STORAGE_KEY"))
+_validated_storage_key(_required_env("READROOM_STORAGE_KEY"))
 _required_env("DATABASE_URL")
 _required_env("REDIS_URL")
+
+from radiology.settings.base import *  # noqa: E402, F403
 
 DEBUG = False
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)  # noqa: F405

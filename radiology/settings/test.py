@@ -16,3 +16,6 @@ CELERY_TASK_ALWAYS_EAGER = True
 # Keep test runs' channel messages apart from a running system's.
 if REDIS_URL:  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "readroom-test"  # noqa: F405
+# Websocket tests reach the database from asgiref's worker threads; persistent connections there
+# would outlive the test and block dropping the test database.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -1,0 +1,96 @@
+"""Both topologies come from the environment alone; production refuses generated secrets.
+
+Each case runs Django in a fresh interpreter, as a real deployment would start."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = (
+    "import json, django; from django.conf import settings; django.setup(); "
+    "print(json.dumps({'db': settings.DATABASES['default']['ENGINE'], "
+    "'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], 'eager': settings.CELERY_TASK_ALWAYS_EAGER, "
+    "'broker': settings.CELERY_BROKER_URL, 'embedded': settings.EMBEDDED, 'secret': settings.SECRET_KEY, "
+    "'storage_key': settings.READROOM_STORAGE_KEY, 'idle': settings.SESSION_COOKIE_AGE}))"
+)
+REAL_STORAGE_KEY = base64.b64encode(b"k" * 32).decode()
+REAL_SECRET = "s" * 50
+
+
+def _start(settings_module: str, env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
+    clean.update(DJANGO_SETTINGS_MODULE=settings_module, READROOM_DATA_DIR=str(data_dir), **env)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_no_environment_gives_the_embedded_topology(tmp_path):
+    result = _start("radiology.settings.base", {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["db"] == "django.db.backends.sqlite3"
+    assert seen["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert seen["eager"] is True
+    assert seen["embedded"] is True
+    assert seen["idle"] == 15 * 60
+    # secrets are generated once, kept private in the data directory, and reused
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(seen["storage_key"])) == 32
+    again = json.loads(_start("radiology.settings.base", {}, tmp_path).stdout)
+    assert again["secret"] == seen["secret"] and again["storage_key"] == seen["storage_key"]
+
+
+def test_database_and_redis_urls_give_the_production_topology(tmp_path):
+    env = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/readroom", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    seen = json.loads(_start("radiology.settings.base", env, tmp_path).stdout)
+    assert seen["db"] == "django.db.backends.postgresql"
+    assert seen["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert seen["eager"] is False
+    assert seen["broker"] == "redis://127.0.0.1:6379/0"
+    assert seen["embedded"] is False
+
+
+def test_idle_timeout_is_configurable(tmp_path):
+    seen = json.loads(_start("radiology.settings.base", {"READROOM_IDLE_TIMEOUT_MINUTES": "5"}, tmp_path).stdout)
+    assert seen["idle"] == 300
+
+
+PRODUCTION_ENV = {
+    "DATABASE_URL": "postgres://u@127.0.0.1:5432/readroom",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SECRET_KEY": REAL_SECRET,
+    "READROOM_STORAGE_KEY": REAL_STORAGE_KEY,
+}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY must be set"),
+        ({"SECRET_KEY": "django-insecure-abc"}, "SECRET_KEY must be a real secret"),
+        ({"READROOM_STORAGE_KEY": ""}, "READROOM_STORAGE_KEY must be set"),
+        ({"READROOM_STORAGE_KEY": base64.b64encode(b"short").decode()}, "32 bytes"),
+        ({"READROOM_STORAGE_KEY": "not base64!"}, "must be base64"),
+    ],
+)
+def test_production_refuses_to_start_without_real_secrets(tmp_path, override, message):
+    result = _start("radiology.settings.production", {**PRODUCTION_ENV, **override}, tmp_path)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+    # and it never fell back to generating one
+    assert not (tmp_path / "secret_key").exists()
+    assert not (tmp_path / "storage_key").exists()
+
+
+def test_production_starts_with_real_secrets(tmp_path):
+    result = _start("radiology.settings.production", PRODUCTION_ENV, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["secret"] == REAL_SECRET

@@ -1,0 +1,85 @@
+"""/ws/worklist/: only signed-in users, signing roles only with a verified second factor, only
+from our own origin; each socket joins only its user's groups."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from radiology.asgi import application
+from worklist.groups import OPERATIONS_GROUP, user_group
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@sync_to_async
+def _session_cookie(user, *, verified: bool = False) -> bytes:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    if verified:
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user).persistent_id
+        session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+async def _connect(cookie: bytes | None, origin=ORIGIN):
+    headers = [origin, (b"host", b"localhost")]
+    if cookie:
+        headers.append((b"cookie", cookie))
+    communicator = WebsocketCommunicator(application, "/ws/worklist/", headers=headers)
+    connected, code = await communicator.connect()
+    return communicator, connected, code
+
+
+async def test_anonymous_socket_is_refused():
+    communicator, connected, code = await _connect(None)
+    assert not connected
+    assert code == 4401
+
+
+async def test_foreign_origin_is_refused(ops_omar):
+    cookie = await _session_cookie(ops_omar)
+    communicator, connected, _ = await _connect(cookie, origin=(b"origin", b"https://evil.example"))
+    assert not connected
+
+
+async def test_radiologist_without_verified_second_factor_is_refused(dr_neuro_il):
+    cookie = await _session_cookie(dr_neuro_il, verified=False)
+    communicator, connected, code = await _connect(cookie)
+    assert not connected
+    assert code == 4403
+
+
+async def test_verified_radiologist_receives_own_events_but_not_operations(dr_neuro_il):
+    cookie = await _session_cookie(dr_neuro_il, verified=True)
+    communicator, connected, _ = await _connect(cookie)
+    assert connected
+    layer = get_channel_layer()
+    await layer.group_send(OPERATIONS_GROUP, {"type": "worklist.event", "event": {"type": "study.escalated"}})
+    await layer.group_send(
+        user_group(dr_neuro_il.pk), {"type": "worklist.event", "event": {"type": "study.added", "study": {"id": 7}}}
+    )
+    assert await communicator.receive_json_from(timeout=2) == {"type": "study.added", "study": {"id": 7}}
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_operations_socket_joins_operations_group(ops_omar):
+    cookie = await _session_cookie(ops_omar)
+    communicator, connected, _ = await _connect(cookie)
+    assert connected
+    await get_channel_layer().group_send(
+        OPERATIONS_GROUP, {"type": "worklist.event", "event": {"type": "study.escalated", "study": {"id": 1}}}
+    )
+    assert (await communicator.receive_json_from(timeout=2))["type"] == "study.escalated"
+    await communicator.send_json_to({"type": "claim"})
+    assert (await communicator.receive_json_from(timeout=2))["type"] == "error"
+    await communicator.disconnect()
