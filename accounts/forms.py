@@ -7,7 +7,9 @@ class TokenForm(forms.Form):
         label="Code from your authenticator app",
         min_length=6,
         max_length=8,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
         help_text="Six digits; a new code appears every 30 seconds.",
     )
 
@@ -18,13 +20,15 @@ class AuditSearchForm(forms.Form):
     date_from = forms.DateField(
         label="From (UTC date)", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    date_to = forms.DateField(label="To (UTC date)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(
+        label="To (UTC date)", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
     action = forms.TypedChoiceField(
         label="Action",
         required=False,
         coerce=int,
         empty_value=None,
-        choices=[("", "Any")] + list(LogEntry.Action.choices),
+        choices=[("", "Any"), *list(LogEntry.Action.choices)],
     )
 
     def clean(self):

@@ -16,7 +16,14 @@ class SecondFactorRequiredMiddleware:
     Signed in but not verified: with an enrolled authenticator they are sent to enter a code, without
     one to enrol one. Nothing else is served to them until then."""
 
-    EXEMPT_PREFIXES = ("/static/", "/healthz", "/readyz", "/logout/", "/account/verify/", "/account/security/")
+    EXEMPT_PREFIXES = (
+        "/static/",
+        "/healthz",
+        "/readyz",
+        "/logout/",
+        "/account/verify/",
+        "/account/security/",
+    )
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response

@@ -33,7 +33,11 @@ ROLE_MODEL_PERMISSIONS: dict[Role, list[str]] = {
         "credentialing.add_radiologistprofile",
     ],
     Role.FACILITY_ADMIN: ["facilities.view_facility", "facilities.change_facility"],
-    Role.OPERATIONS: ["facilities.view_facility", "facilities.change_facility", "facilities.add_facility"],
+    Role.OPERATIONS: [
+        "facilities.view_facility",
+        "facilities.change_facility",
+        "facilities.add_facility",
+    ],
 }
 
 

@@ -10,7 +10,9 @@ from imaging.models import Patient
 
 
 def can_read_audit_log(user) -> bool:
-    return user.is_authenticated and (user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR))
+    return user.is_authenticated and (
+        user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
+    )
 
 
 def audit_entries(
@@ -27,7 +29,9 @@ def audit_entries(
     entries = LogEntry.objects.select_related("actor", "content_type").order_by("-timestamp", "-id")
     if patient:
         patient_ids = list(
-            Patient.objects.filter(Q(mrn=patient) | Q(family_name__iexact=patient)).values_list("id", flat=True)
+            Patient.objects.filter(Q(mrn=patient) | Q(family_name__iexact=patient)).values_list(
+                "id", flat=True
+            )
         )
         entries = entries.filter(additional_data__patient_id__in=patient_ids)
     if username:
@@ -35,7 +39,9 @@ def audit_entries(
     if date_from:
         entries = entries.filter(timestamp__gte=datetime.combine(date_from, time.min, tzinfo=UTC))
     if date_to:
-        entries = entries.filter(timestamp__lt=datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC))
+        entries = entries.filter(
+            timestamp__lt=datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC)
+        )
     if action is not None:
         entries = entries.filter(action=action)
     return entries

@@ -105,7 +105,10 @@ def _base32(device) -> str:
 def audit_log(request: HttpRequest) -> HttpResponse:
     if not can_read_audit_log(request.user):
         return render(
-            request, "403.html", {"reason": "The audit log is for operations and the medical director."}, status=403
+            request,
+            "403.html",
+            {"reason": "The audit log is for operations and the medical director."},
+            status=403,
         )
     form = AuditSearchForm(request.GET or None)
     entries = audit_entries()

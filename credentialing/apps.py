@@ -9,4 +9,9 @@ class CredentialingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from credentialing import audit  # noqa: F401  (registers models with django-auditlog)
+        from credentialing.setup import on_post_migrate
+
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.credentialing.setup")

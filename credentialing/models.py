@@ -31,7 +31,6 @@ class Subspecialty(models.Model):
         return self.name
 
 
-
 npi_validator = RegexValidator(r"^\d{10}$", "An NPI has 10 digits")
 
 

@@ -10,8 +10,8 @@ from credentialing.models import RadiologistProfile
 def my_profile(request: HttpRequest) -> HttpResponse:
     """A radiologist's own reading identity, read-only."""
     if not has_role(request.user, Role.RADIOLOGIST):
-        return render(request, "403.html", {"reason": "Only radiologists have a reading profile."}, status=403)
-    profile = (
-        RadiologistProfile.objects.filter(user=request.user).prefetch_related("subspecialties").first()
-    )
+        return render(
+            request, "403.html", {"reason": "Only radiologists have a reading profile."}, status=403
+        )
+    profile = RadiologistProfile.objects.filter(user=request.user).prefetch_related("subspecialties").first()
     return render(request, "credentialing/my_profile.html", {"profile": profile})

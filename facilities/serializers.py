@@ -8,7 +8,16 @@ class FacilitySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Facility
-        fields = ["id", "code", "name", "state", "timezone", "kind", "active", "sla_targets_minutes"]
+        fields = [
+            "id",
+            "code",
+            "name",
+            "state",
+            "timezone",
+            "kind",
+            "active",
+            "sla_targets_minutes",
+        ]
 
     def get_sla_targets_minutes(self, facility: Facility) -> dict[str, int]:
         return {p.value: int(facility.sla_target(p).total_seconds() // 60) for p in PriorityClass}

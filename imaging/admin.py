@@ -21,14 +21,29 @@ class AuditedPatientDataAdmin(admin.ModelAdmin):
 
 @admin.register(Patient)
 class PatientAdmin(AuditedPatientDataAdmin):
-    list_display = ("mrn", "assigning_authority", "family_name", "given_name", "birth_date", "sex", "facility")
+    list_display = (
+        "mrn",
+        "assigning_authority",
+        "family_name",
+        "given_name",
+        "birth_date",
+        "sex",
+        "facility",
+    )
     list_filter = ("facility",)
     search_fields = ("mrn", "family_name")
 
 
 @admin.register(Order)
 class OrderAdmin(AuditedPatientDataAdmin):
-    list_display = ("accession_number", "facility", "procedure_code", "procedure_text", "priority", "status")
+    list_display = (
+        "accession_number",
+        "facility",
+        "procedure_code",
+        "procedure_text",
+        "priority",
+        "status",
+    )
     list_filter = ("facility", "priority", "status")
     search_fields = ("accession_number", "placer_order_number", "filler_order_number")
     raw_id_fields = ("patient",)
@@ -36,7 +51,14 @@ class OrderAdmin(AuditedPatientDataAdmin):
 
 @admin.register(Study)
 class StudyAdmin(AuditedPatientDataAdmin):
-    list_display = ("accession_number", "facility", "modalities", "description", "status", "first_received_at")
+    list_display = (
+        "accession_number",
+        "facility",
+        "modalities",
+        "description",
+        "status",
+        "first_received_at",
+    )
     list_filter = ("facility", "status")
     search_fields = ("accession_number", "study_instance_uid")
     raw_id_fields = ("patient", "order")

@@ -124,7 +124,9 @@ class StudyStatus(models.TextChoices):
 class Study(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
     # Images may arrive before their order: patient and order are matched when the order comes.
-    patient = models.ForeignKey(Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
     study_instance_uid = models.CharField(unique=True, **dicom_uid_field)
     accession_number = models.CharField(max_length=16, blank=True)

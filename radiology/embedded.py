@@ -8,6 +8,7 @@ Channels uses its in-memory layer, which is only correct because everything shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -36,14 +37,14 @@ async def periodic_ticker(stop: asyncio.Event) -> None:
                 except Exception:  # one failing task must not stop the others
                     log.exception("periodic task %s failed", name)
         wait = max(0.0, min(next_run.values()) - loop.time()) if next_run else 60.0
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=min(wait, 60.0))
-        except TimeoutError:
-            pass
 
 
 async def run(host: str, port: int, services: list[EmbeddedService], on_ready: Callable[[], None]) -> None:
-    config = uvicorn.Config("radiology.asgi:application", host=host, port=port, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        "radiology.asgi:application", host=host, port=port, lifespan="off", log_level="warning"
+    )
     server = uvicorn.Server(config)
     stop = asyncio.Event()
 

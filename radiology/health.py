@@ -68,4 +68,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             log.warning("readyz: %s failed: %s", name, exc)
             checks[name] = f"failed: {type(exc).__name__}: {exc}"
             ready = False
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -53,7 +53,10 @@ def make_radiologist(username: str, *subspecialties: str, npi: str = "") -> User
 @pytest.fixture
 def chicago(db) -> Facility:
     return Facility.objects.create(
-        code="CHI-L1", name="Lakeshore Medical Center", state="IL", timezone="America/Chicago",
+        code="CHI-L1",
+        name="Lakeshore Medical Center",
+        state="IL",
+        timezone="America/Chicago",
         kind=FacilityKind.LEVEL1_TRAUMA,
     )
 
@@ -61,15 +64,21 @@ def chicago(db) -> Facility:
 @pytest.fixture
 def prairie(db) -> Facility:
     return Facility.objects.create(
-        code="IL-PRAIRIE", name="Prairie Valley Critical Access Hospital", state="IL",
-        timezone="America/Chicago", kind=FacilityKind.CRITICAL_ACCESS,
+        code="IL-PRAIRIE",
+        name="Prairie Valley Critical Access Hospital",
+        state="IL",
+        timezone="America/Chicago",
+        kind=FacilityKind.CRITICAL_ACCESS,
     )
 
 
 @pytest.fixture
 def lakeview(db) -> Facility:
     return Facility.objects.create(
-        code="WI-LAKEVIEW", name="Lakeview Outpatient Imaging", state="WI", timezone="America/Chicago",
+        code="WI-LAKEVIEW",
+        name="Lakeview Outpatient Imaging",
+        state="WI",
+        timezone="America/Chicago",
         kind=FacilityKind.OUTPATIENT_IMAGING,
     )
 
@@ -129,3 +138,9 @@ def verified_client(client):
         return client
 
     return sign_in
+
+
+def pytest_collection_modifyitems(config, items):
+    # Playwright's sync API keeps an event loop running for the rest of the session once it starts,
+    # which pytest-asyncio's tests cannot share: run the browser tests last.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -21,7 +21,9 @@ def test_readyz_checks_database_broker_and_channel_layer(client):
 def test_readyz_reports_an_unreachable_broker(client, settings):
     # a port nothing listens on: the check must fail and name the part
     with override_settings(
-        REDIS_URL="redis://127.0.0.1:1/0", CELERY_BROKER_URL="redis://127.0.0.1:1/0", CELERY_TASK_ALWAYS_EAGER=False
+        REDIS_URL="redis://127.0.0.1:1/0",
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+        CELERY_TASK_ALWAYS_EAGER=False,
     ):
         response = client.get("/readyz")
     assert response.status_code == 503

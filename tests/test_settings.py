@@ -27,7 +27,12 @@ def _start(settings_module: str, env: dict[str, str], data_dir: Path) -> subproc
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
     clean.update(DJANGO_SETTINGS_MODULE=settings_module, READROOM_DATA_DIR=str(data_dir), **env)
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -48,7 +53,10 @@ def test_no_environment_gives_the_embedded_topology(tmp_path):
 
 
 def test_database_and_redis_urls_give_the_production_topology(tmp_path):
-    env = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/readroom", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    env = {
+        "DATABASE_URL": "postgres://u@127.0.0.1:5432/readroom",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
     seen = json.loads(_start("radiology.settings.base", env, tmp_path).stdout)
     assert seen["db"] == "django.db.backends.postgresql"
     assert seen["layer"] == "channels_redis.core.RedisChannelLayer"
@@ -58,7 +66,9 @@ def test_database_and_redis_urls_give_the_production_topology(tmp_path):
 
 
 def test_idle_timeout_is_configurable(tmp_path):
-    seen = json.loads(_start("radiology.settings.base", {"READROOM_IDLE_TIMEOUT_MINUTES": "5"}, tmp_path).stdout)
+    seen = json.loads(
+        _start("radiology.settings.base", {"READROOM_IDLE_TIMEOUT_MINUTES": "5"}, tmp_path).stdout
+    )
     assert seen["idle"] == 300
 
 

@@ -31,7 +31,8 @@ def _validated_storage_key(value: str) -> str:
 
 # Checked before the base settings load: base would otherwise generate throwaway secrets on disk.
 _secret_key = _required_env("SECRET_KEY")
-if len(_secret_key) < 40 or _secret_key.startswith("django-insecure") or _secret_key == "change-me":
+_PLACEHOLDER_SECRETS = {"change-me", "changeme", "secret"}
+if len(_secret_key) < 40 or _secret_key.startswith("django-insecure") or _secret_key in _PLACEHOLDER_SECRETS:
     raise ImproperlyConfigured("SECRET_KEY must be a real secret of at least 40 characters")
 _validated_storage_key(_required_env("READROOM_STORAGE_KEY"))
 _required_env("DATABASE_URL")

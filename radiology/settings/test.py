@@ -6,7 +6,7 @@ sets DATABASE_URL and REDIS_URL so CI runs on PostgreSQL and Redis."""
 from radiology.settings.base import *  # noqa: F403
 
 # Argon2 is deliberately slow; tests create many users. tests/accounts checks the real hasher.
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # noqa: S303
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

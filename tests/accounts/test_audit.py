@@ -12,17 +12,29 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def jane(chicago) -> Patient:
     return Patient.objects.create(
-        facility=chicago, mrn="MRN-4711", assigning_authority="LAKESHORE", family_name="Quinlan", given_name="Jane"
+        facility=chicago,
+        mrn="MRN-4711",
+        assigning_authority="LAKESHORE",
+        family_name="Quinlan",
+        given_name="Jane",
     )
 
 
 @pytest.fixture
 def janes_study(chicago, jane) -> Study:
     order = Order.objects.create(
-        facility=chicago, patient=jane, accession_number="A100", procedure_code="70450", procedure_text="CT HEAD"
+        facility=chicago,
+        patient=jane,
+        accession_number="A100",
+        procedure_code="70450",
+        procedure_text="CT HEAD",
     )
     return Study.objects.create(
-        facility=chicago, patient=jane, order=order, study_instance_uid="1.2.840.1", accession_number="A100"
+        facility=chicago,
+        patient=jane,
+        order=order,
+        study_instance_uid="1.2.840.1",
+        accession_number="A100",
     )
 
 
@@ -38,8 +50,13 @@ def test_change_is_recorded_with_user_address_and_patient(client, superuser, jan
     client.post(
         f"/admin/imaging/patient/{jane.pk}/change/",
         {
-            "facility": jane.facility_id, "mrn": jane.mrn, "assigning_authority": jane.assigning_authority,
-            "family_name": "Quinlan-Smith", "given_name": "Jane", "middle_name": "", "sex": "F",
+            "facility": jane.facility_id,
+            "mrn": jane.mrn,
+            "assigning_authority": jane.assigning_authority,
+            "family_name": "Quinlan-Smith",
+            "given_name": "Jane",
+            "middle_name": "",
+            "sex": "F",
         },
         REMOTE_ADDR="10.20.30.40",
     )
@@ -64,14 +81,18 @@ def test_audit_rows_cannot_be_changed(jane):
         LogEntry.objects.filter(pk=entry.pk).update(object_repr="tampered")
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite refuses UPDATE only (see accounts/setup.py)")
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite refuses UPDATE only (see accounts/setup.py)"
+)
 def test_audit_rows_cannot_be_deleted_on_postgresql(jane):
     entry = LogEntry.objects.get_for_object(jane).first()
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         LogEntry.objects.filter(pk=entry.pk).delete()
 
 
-def test_audit_page_is_for_operations_and_director(client, verified_client, ops_omar, director_dana, admin_chicago, mso_mary):
+def test_audit_page_is_for_operations_and_director(
+    client, verified_client, ops_omar, director_dana, admin_chicago, mso_mary
+):
     for outsider in (admin_chicago, mso_mary):
         client.force_login(outsider)
         assert client.get("/audit/").status_code == 403
@@ -81,8 +102,12 @@ def test_audit_page_is_for_operations_and_director(client, verified_client, ops_
     assert director.get("/audit/").status_code == 200
 
 
-def test_search_by_patient_finds_every_record_about_them(client, ops_omar, superuser, jane, janes_study, chicago):
-    other = Patient.objects.create(facility=chicago, mrn="MRN-9", assigning_authority="LAKESHORE", family_name="Other")
+def test_search_by_patient_finds_every_record_about_them(
+    client, ops_omar, superuser, jane, janes_study, chicago
+):
+    other = Patient.objects.create(
+        facility=chicago, mrn="MRN-9", assigning_authority="LAKESHORE", family_name="Other"
+    )
     client.force_login(superuser)
     client.get(f"/admin/imaging/study/{janes_study.pk}/change/")  # a read of Jane's study
     client.force_login(ops_omar)
@@ -106,7 +131,12 @@ def test_search_by_user_and_date(client, ops_omar, superuser, janes_study):
     assert by_user and all(e.actor_id == superuser.pk for e in by_user)
     today = janes_study.created_at.date()
     assert client.get("/audit/", {"date_from": today, "date_to": today}).context["page"].paginator.count >= 3
-    assert client.get("/audit/", {"date_from": "2001-01-01", "date_to": "2001-01-02"}).context["page"].paginator.count == 0
+    assert (
+        client.get("/audit/", {"date_from": "2001-01-01", "date_to": "2001-01-02"})
+        .context["page"]
+        .paginator.count
+        == 0
+    )
     invalid = client.get("/audit/", {"date_from": "2001-01-05", "date_to": "2001-01-02"})
     assert b"must be on or before" in invalid.content
 

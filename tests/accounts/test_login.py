@@ -53,7 +53,9 @@ def test_lockout_is_per_address(client, ops_omar):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         client.post("/login/", {"username": "ops_omar", "password": "wrong"}, REMOTE_ADDR="203.0.113.9")
     # the same user from the hospital's own address still gets in
-    response = client.post("/login/", {"username": "ops_omar", "password": PASSWORD}, REMOTE_ADDR="198.51.100.7")
+    response = client.post(
+        "/login/", {"username": "ops_omar", "password": PASSWORD}, REMOTE_ADDR="198.51.100.7"
+    )
     assert response.status_code == 302
 
 
@@ -91,7 +93,9 @@ def test_enrolment_confirms_with_a_code_and_verifies_the_session(client, dr_msk_
     client.force_login(dr_msk_wi)
     client.get("/account/security/")
     device = TOTPDevice.objects.get(user=dr_msk_wi, confirmed=False)
-    bad = client.post("/account/security/", {"token": "000000" if current_totp(device) != "000000" else "111111"})
+    bad = client.post(
+        "/account/security/", {"token": "000000" if current_totp(device) != "000000" else "111111"}
+    )
     assert b"does not match" in bad.content
     # django-otp throttles after a failure (1 s, doubling): the next try comes a few seconds later
     with time_machine.travel(timezone.now() + timedelta(seconds=5)):
@@ -122,7 +126,9 @@ def test_enrolled_radiologist_must_enter_code_after_password(client, dr_neuro_il
 def test_verify_refuses_offsite_next(client, dr_neuro_il):
     client.force_login(dr_neuro_il)
     device = TOTPDevice.objects.get(user=dr_neuro_il)
-    response = client.post("/account/verify/", {"token": current_totp(device), "next": "https://evil.example/"})
+    response = client.post(
+        "/account/verify/", {"token": current_totp(device), "next": "https://evil.example/"}
+    )
     assert response["Location"] == "/"
 
 

@@ -41,7 +41,11 @@ def test_facility_admin_edits_own_facility_but_not_its_contract(client, admin_ch
     assert b'name="sla_stroke_minutes"' not in page.content
     response = client.post(
         f"/admin/facilities/facility/{chicago.pk}/change/",
-        {"name": "Lakeshore Medical Center — Main Campus", "timezone": "America/Chicago", "sla_stroke_minutes": 999},
+        {
+            "name": "Lakeshore Medical Center — Main Campus",
+            "timezone": "America/Chicago",
+            "sla_stroke_minutes": 999,
+        },
     )
     assert response.status_code == 302
     chicago.refresh_from_db()

@@ -10,11 +10,15 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def patient(chicago) -> Patient:
-    return Patient.objects.create(facility=chicago, mrn="000123", assigning_authority="LAKESHORE", family_name="Doe")
+    return Patient.objects.create(
+        facility=chicago, mrn="000123", assigning_authority="LAKESHORE", family_name="Doe"
+    )
 
 
 def _order(facility, patient, accession):
-    return Order.objects.create(facility=facility, patient=patient, accession_number=accession, procedure_code="70450")
+    return Order.objects.create(
+        facility=facility, patient=patient, accession_number=accession, procedure_code="70450"
+    )
 
 
 def test_mrn_unique_per_assigning_authority(chicago, patient):
@@ -46,7 +50,12 @@ def test_study_uid_unique_and_study_accession_unique_per_facility(chicago, lakev
 def test_sop_instance_uid_unique(chicago):
     study = Study.objects.create(facility=chicago, study_instance_uid="1.2.9")
     series = Series.objects.create(study=study, series_instance_uid="1.2.9.1")
-    fields = dict(series=series, sop_class_uid="1.2.840.10008.5.1.4.1.1.2", storage_path="x", storage_key_id="k1")
+    fields = dict(
+        series=series,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        storage_path="x",
+        storage_key_id="k1",
+    )
     from django.utils import timezone
 
     Instance.objects.create(sop_instance_uid="1.2.9.1.1", received_at=timezone.now(), **fields)

@@ -40,20 +40,20 @@ async def _connect(cookie: bytes | None, origin=ORIGIN):
 
 
 async def test_anonymous_socket_is_refused():
-    communicator, connected, code = await _connect(None)
+    _communicator, connected, code = await _connect(None)
     assert not connected
     assert code == 4401
 
 
 async def test_foreign_origin_is_refused(ops_omar):
     cookie = await _session_cookie(ops_omar)
-    communicator, connected, _ = await _connect(cookie, origin=(b"origin", b"https://evil.example"))
+    _communicator, connected, _ = await _connect(cookie, origin=(b"origin", b"https://evil.example"))
     assert not connected
 
 
 async def test_radiologist_without_verified_second_factor_is_refused(dr_neuro_il):
     cookie = await _session_cookie(dr_neuro_il, verified=False)
-    communicator, connected, code = await _connect(cookie)
+    _communicator, connected, code = await _connect(cookie)
     assert not connected
     assert code == 4403
 
@@ -65,9 +65,13 @@ async def test_verified_radiologist_receives_own_events_but_not_operations(dr_ne
     layer = get_channel_layer()
     await layer.group_send(OPERATIONS_GROUP, {"type": "worklist.event", "event": {"type": "study.escalated"}})
     await layer.group_send(
-        user_group(dr_neuro_il.pk), {"type": "worklist.event", "event": {"type": "study.added", "study": {"id": 7}}}
+        user_group(dr_neuro_il.pk),
+        {"type": "worklist.event", "event": {"type": "study.added", "study": {"id": 7}}},
     )
-    assert await communicator.receive_json_from(timeout=2) == {"type": "study.added", "study": {"id": 7}}
+    assert await communicator.receive_json_from(timeout=2) == {
+        "type": "study.added",
+        "study": {"id": 7},
+    }
     assert await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
 
@@ -77,7 +81,8 @@ async def test_operations_socket_joins_operations_group(ops_omar):
     communicator, connected, _ = await _connect(cookie)
     assert connected
     await get_channel_layer().group_send(
-        OPERATIONS_GROUP, {"type": "worklist.event", "event": {"type": "study.escalated", "study": {"id": 1}}}
+        OPERATIONS_GROUP,
+        {"type": "worklist.event", "event": {"type": "study.escalated", "study": {"id": 1}}},
     )
     assert (await communicator.receive_json_from(timeout=2))["type"] == "study.escalated"
     await communicator.send_json_to({"type": "claim"})

@@ -13,7 +13,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, username: str, **options) -> None:
         # Only the demo loader's devices: a real user's secret never leaves their phone.
-        device = TOTPDevice.objects.filter(user__username=username, name=DEMO_DEVICE_NAME, confirmed=True).first()
+        device = TOTPDevice.objects.filter(
+            user__username=username, name=DEMO_DEVICE_NAME, confirmed=True
+        ).first()
         if device is None:
             raise CommandError(f"{username} has no demo authenticator (load_demo creates them).")
         totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 from django.conf import settings
 from django.core.management import call_command
@@ -35,7 +36,5 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         services = [embedded.periodic_ticker]
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(embedded.run(host, port, services, on_ready))
-        except KeyboardInterrupt:
-            pass

@@ -1,0 +1,73 @@
+"""Each role signs in through the real pages in Chromium and sees its own navigation — and not the
+other roles' pages."""
+
+import pytest
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from playwright.sync_api import Page, expect
+
+from accounts.roles import Role
+from radiology.demo import DEMO_PASSWORD, demo_load
+from tests.conftest import current_totp
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# username → (navigation the role sees, navigation it must not see)
+EXPECTED = {
+    "dr.neuro": ({"Home", "Reading profile"}, {"Facilities", "Audit log", "Administration"}),
+    "director": ({"Home", "Facilities", "Audit log"}, {"Administration", "Reading profile"}),
+    "mso": ({"Home", "Facilities", "Administration"}, {"Audit log", "Reading profile"}),
+    "admin.chicago": ({"Home", "Facilities", "Administration"}, {"Audit log", "Reading profile"}),
+    "ops": ({"Home", "Facilities", "Audit log", "Administration"}, {"Reading profile"}),
+}
+SIGNING = {"dr.neuro", "director"}
+
+
+@pytest.mark.parametrize("username", EXPECTED)
+def test_role_signs_in_and_sees_its_navigation(live_server, page: Page, username: str):
+    demo_load()
+    # given the login page
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    # roles that sign confirm with the authenticator code
+    if username in SIGNING:
+        expect(page.get_by_role("heading", name="Enter your authenticator code")).to_be_visible()
+        device = TOTPDevice.objects.get(user__username=username)
+        page.get_by_label("Code from your authenticator app").fill(current_totp(device))
+        page.get_by_role("button", name="Verify").click()
+    # then the navigation is the role's own
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav).to_be_visible()
+    labels = set(nav.get_by_role("link").all_inner_texts())
+    shown, hidden = EXPECTED[username]
+    assert shown <= labels, labels
+    assert not (hidden & labels), labels
+    # reading-room roles get the dark theme
+    theme = page.locator("html").get_attribute("data-theme")
+    assert theme == ("dark" if username in SIGNING else "light")
+
+
+def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: Page):
+    demo_load()
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("admin.chicago")
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Facilities").click()
+    table = page.get_by_test_id("facility-table")
+    expect(table).to_contain_text("Lakeshore Medical Center")
+    expect(table).not_to_contain_text("Lakeview")
+    response = page.goto(f"{live_server.url}/facilities/WI-LAKEVIEW/")
+    assert response.status == 404
+
+
+def test_signed_out_after_sign_out(live_server, page: Page):
+    demo_load()
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("ops")
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("roles")).to_have_text(Role.OPERATIONS.value)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in to ReadRoom")).to_be_visible()
