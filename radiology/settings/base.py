@@ -125,7 +125,9 @@ TEMPLATES = [
 # --- database ---------------------------------------------------------------------------------
 if env.str("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    # Under ASGI every request may run in a different thread; Django's docs advise against
+    # persistent connections there (use pgbouncer for pooling). Workers may raise it.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {
@@ -266,7 +268,8 @@ READROOM_DICOM_AE_TITLE = env.str("READROOM_DICOM_AE_TITLE", default="READROOM")
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# EMAIL_URL e.g. smtp+tls://user:password@smtp.example.org:587 (django-environ); console by default.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="readroom@localhost")
 
 LOGGING = {
