@@ -23,3 +23,25 @@ def record_phi_access(instance: models.Model) -> None:
 
     Call it from every place that shows patient data: study, images, report."""
     accessed.send(sender=instance.__class__, instance=instance)
+
+
+def change_summary(entry) -> list[str]:
+    """One readable line per changed field: ``name: old → new``; on creation only the values set;
+    for many-to-many changes what was added or removed. (auditlog's display dict mangles m2m
+    changes, so those are read from the raw changes.)"""
+    lines = []
+    for name, change in entry.changes_dict.items():
+        if isinstance(change, dict) and change.get("type") == "m2m":
+            lines.append(
+                f"{name}: {change.get('operation')} {', '.join(map(str, change.get('objects', [])))}"
+            )
+    for label, change in entry.changes_display_dict.items():
+        if not isinstance(change, list | tuple) or len(change) != 2:  # m2m: handled above
+            continue
+        old, new = change
+        if entry.action == entry.Action.CREATE:
+            if new not in (None, "", "None"):
+                lines.append(f"{label}: {new}")
+        else:
+            lines.append(f"{label}: {old} → {new}")
+    return lines

@@ -153,3 +153,13 @@ def test_demographics_change_by_ingest_is_recorded_without_user(jane):
     jane.save()
     entry = LogEntry.objects.get_for_object(jane).filter(action=LogEntry.Action.UPDATE).get()
     assert entry.actor is None  # a system change, shown as "system"
+
+
+def test_change_summary_reads_like_a_sentence(ops_omar):
+    from accounts.audit import change_summary
+
+    entries = LogEntry.objects.get_for_object(ops_omar).order_by("id")
+    created, groups_added = entries[0], entries[1]
+    assert "username: ops_omar" in change_summary(created)
+    assert not any("None" in line for line in change_summary(created))
+    assert change_summary(groups_added) == ["groups: add Operations"]

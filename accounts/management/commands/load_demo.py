@@ -12,4 +12,4 @@ class Command(BaseCommand):
             f"Demo data loaded: {created['facilities']} new facilities, {created['users']} new users "
             "(existing ones were brought up to date)."
         )
-        self.stdout.write(demo_logins_text())
+        self.stdout.write(demo_logins_text())  # also printed by run_embedded once it is up
