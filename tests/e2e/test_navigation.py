@@ -22,20 +22,26 @@ EXPECTED = {
 SIGNING = {"dr.neuro", "director"}
 
 
-@pytest.mark.parametrize("username", EXPECTED)
-def test_role_signs_in_and_sees_its_navigation(live_server, page: Page, username: str):
-    demo_load()
-    # given the login page
+def sign_in(page: Page, live_server, username: str) -> None:
+    """Through the real login page; roles that sign confirm with their authenticator code."""
     page.goto(f"{live_server.url}/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(DEMO_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    # roles that sign confirm with the authenticator code
     if username in SIGNING:
         expect(page.get_by_role("heading", name="Enter your authenticator code")).to_be_visible()
+        # no menu until the second factor is passed
+        expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_count(0)
         device = TOTPDevice.objects.get(user__username=username)
         page.get_by_label("Code from your authenticator app").fill(current_totp(device))
         page.get_by_role("button", name="Verify").click()
+
+
+@pytest.mark.parametrize("username", EXPECTED)
+def test_role_signs_in_and_sees_its_navigation(live_server, page: Page, username: str):
+    # given the demo cast, signed in as one of them
+    demo_load()
+    sign_in(page, live_server, username)
     # then the navigation is the role's own
     nav = page.get_by_role("navigation", name="Main")
     expect(nav).to_be_visible()
@@ -50,10 +56,7 @@ def test_role_signs_in_and_sees_its_navigation(live_server, page: Page, username
 
 def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: Page):
     demo_load()
-    page.goto(f"{live_server.url}/login/")
-    page.get_by_label("Username").fill("admin.chicago")
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "admin.chicago")
     page.get_by_role("link", name="Facilities").click()
     table = page.get_by_test_id("facility-table")
     expect(table).to_contain_text("Lakeshore Medical Center")
@@ -64,10 +67,7 @@ def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: 
 
 def test_signed_out_after_sign_out(live_server, page: Page):
     demo_load()
-    page.goto(f"{live_server.url}/login/")
-    page.get_by_label("Username").fill("ops")
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, "ops")
     expect(page.get_by_test_id("roles")).to_have_text(Role.OPERATIONS.value)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in to ReadRoom")).to_be_visible()
