@@ -2,11 +2,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from accounts.roles import Role, has_role
-from facilities.models import Facility
+from facilities.models import DicomSender, Facility, Hl7Sender
 from facilities.selectors import facilities_administered_by, facilities_visible_to
 
-# The contract and identity are set by operations; a facility admin keeps the rest current.
-CONTRACT_FIELDS = (
+# Identity, contract and interfaces are set by operations (ReadRoom's interface analysts);
+# a facility admin keeps the rest current.
+OPERATIONS_FIELDS = (
     "code",
     "state",
     "kind",
@@ -16,7 +17,23 @@ CONTRACT_FIELDS = (
     "sla_stat_minutes",
     "sla_asap_minutes",
     "sla_routine_minutes",
+    "accepts_general_readers",
+    "hl7_outbound_host",
+    "hl7_outbound_port",
+    "study_quiet_seconds",
+    "hl7_expected_gap_minutes",
+    "dicom_expected_gap_minutes",
 )
+
+
+class Hl7SenderInline(admin.TabularInline):
+    model = Hl7Sender
+    extra = 0
+
+
+class DicomSenderInline(admin.TabularInline):
+    model = DicomSender
+    extra = 0
 
 
 @admin.register(Facility)
@@ -24,6 +41,11 @@ class FacilityAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "state", "kind", "timezone", "active")
     list_filter = ("state", "kind", "active")
     search_fields = ("code", "name")
+
+    def get_inlines(self, request: HttpRequest, obj: Facility | None = None):
+        if request.user.is_superuser or has_role(request.user, Role.OPERATIONS):
+            return [Hl7SenderInline, DicomSenderInline]
+        return []
 
     def get_queryset(self, request: HttpRequest):
         return facilities_visible_to(request.user)
@@ -47,4 +69,4 @@ class FacilityAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Facility | None = None):
         if request.user.is_superuser or has_role(request.user, Role.OPERATIONS):
             return ()
-        return CONTRACT_FIELDS
+        return OPERATIONS_FIELDS

@@ -133,6 +133,19 @@ class Facility(models.Model):
         default=DEFAULT_SLA_MINUTES[PriorityClass.ROUTINE], validators=[MinValueValidator(1)]
     )
 
+    # Whether a general/ER reader may read studies whose subspecialty no reader of that
+    # subspecialty covers (typical for critical-access hospitals at night).
+    accepts_general_readers = models.BooleanField(default=True)
+
+    # Interfaces. Outbound ORU goes to the facility's EMR interface engine.
+    hl7_outbound_host = models.CharField("ORU host", max_length=255, blank=True)
+    hl7_outbound_port = models.PositiveIntegerField("ORU port", null=True, blank=True)
+    # A study is complete when no instance has arrived for this long (DESIGN.md §4).
+    study_quiet_seconds = models.PositiveIntegerField(default=90, validators=[MinValueValidator(5)])
+    # An interface silent for longer than this turns red on the operations page.
+    hl7_expected_gap_minutes = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    dicom_expected_gap_minutes = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1)])
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -168,3 +181,44 @@ class Facility(models.Model):
 
     def get_additional_data(self) -> dict:
         return {"facility_id": self.pk}
+
+
+class Hl7Sender(models.Model):
+    """An HL7 sender (MSH-3 sending application + MSH-4 sending facility) that speaks for a facility.
+    Inbound messages from a pair not listed here get AR (unknown sender)."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="hl7_senders")
+    sending_application = models.CharField("MSH-3 sending application", max_length=180)
+    sending_facility = models.CharField("MSH-4 sending facility", max_length=180)
+
+    class Meta:
+        verbose_name = "HL7 sender"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sending_application", "sending_facility"], name="unique_hl7_sender"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sending_application}^{self.sending_facility}"
+
+
+class DicomSender(models.Model):
+    """A calling AE title (modality or PACS) that sends images for a facility."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="dicom_senders")
+    ae_title = models.CharField(
+        "calling AE title",
+        max_length=16,
+        unique=True,
+        validators=[
+            RegexValidator(r"^[\x20-\x5b\x5d-\x7e]{1,16}$", "1–16 printable characters, no backslash")
+        ],
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "DICOM sender"
+
+    def __str__(self) -> str:
+        return self.ae_title

@@ -137,6 +137,13 @@ class Study(models.Model):
     number_of_series = models.PositiveIntegerField(default=0)
     number_of_instances = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVING)
+    # Routing facts: priority from the order (or DICOM/facility rules), stroke detected at ingest,
+    # subspecialty from the procedure catalogue. Eligibility and the worklist read them here.
+    priority = models.CharField(max_length=16, choices=PriorityClass.choices, default=PriorityClass.ROUTINE)
+    is_stroke = models.BooleanField(default=False)
+    subspecialty = models.ForeignKey(
+        "credentialing.Subspecialty", null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
     first_received_at = models.DateTimeField(null=True, blank=True)
     last_received_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
