@@ -49,7 +49,11 @@ READROOM_STORAGE_KEY = env.str("READROOM_STORAGE_KEY", default="") or _secret_fr
     "storage_key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
 )
 READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
+# Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
+READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
 READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR / "storage")))
+# fsync each stored file before acknowledging it (C-STORE success, HL7 ACK): nothing acknowledged is lost.
+READROOM_STORAGE_FSYNC = env.bool("READROOM_STORAGE_FSYNC", default=True)
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])

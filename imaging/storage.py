@@ -1,0 +1,112 @@
+"""Encrypted file storage for images and documents: AES-256-GCM at rest (DESIGN.md §4).
+
+File layout: ``b"RRE1"`` · key-id length (1 byte) · key id (ASCII) · 12-byte nonce · ciphertext+tag.
+The key id travels in the file (and in the database row) so keys can rotate: new files use
+``READROOM_STORAGE_KEY``/``READROOM_STORAGE_KEY_ID``; older files are read with the keys listed in
+``READROOM_STORAGE_OLD_KEYS`` (``id:base64,id:base64``).
+
+Writes go to a temporary file, are flushed to disk (fsync) and then renamed into place, so a crash
+leaves either the whole file or none — an acknowledged image is on disk before we say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+MAGIC = b"RRE1"
+NONCE_BYTES = 12
+
+
+class StorageError(Exception):
+    """A stored file is missing, damaged, or encrypted with a key we do not have."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str
+    key_id: str
+    size_bytes: int  # plaintext size
+
+
+def storage_root() -> Path:
+    return Path(settings.READROOM_STORAGE_DIR)
+
+
+@cache
+def _keys() -> dict[str, bytes]:
+    keys = {settings.READROOM_STORAGE_KEY_ID: _decode_key(settings.READROOM_STORAGE_KEY)}
+    for item in filter(None, (getattr(settings, "READROOM_STORAGE_OLD_KEYS", "") or "").split(",")):
+        key_id, _, value = item.strip().partition(":")
+        keys.setdefault(key_id, _decode_key(value))
+    return keys
+
+
+def _decode_key(value: str) -> bytes:
+    raw = base64.b64decode(value)
+    if len(raw) != 32:
+        raise ImproperlyConfigured("storage keys must be base64 of 32 bytes (AES-256)")
+    return raw
+
+
+def _resolve(relative_path: str) -> Path:
+    root = storage_root().resolve()
+    path = (root / relative_path).resolve()
+    if root not in path.parents:
+        raise StorageError(f"path escapes the storage root: {relative_path!r}")
+    return path
+
+
+def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
+    key_id = settings.READROOM_STORAGE_KEY_ID
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
+    header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce
+    path = _resolve(relative_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(header)
+            fh.write(ciphertext)
+            fh.flush()
+            if settings.READROOM_STORAGE_FSYNC:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
+
+
+def encrypted_read(relative_path: str) -> bytes:
+    try:
+        blob = _resolve(relative_path).read_bytes()
+    except FileNotFoundError as exc:
+        raise StorageError(f"stored file missing: {relative_path}") from exc
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 1:
+        raise StorageError(f"not a ReadRoom encrypted file: {relative_path}")
+    id_len = blob[len(MAGIC)]
+    start = len(MAGIC) + 1
+    key_id = blob[start : start + id_len].decode("ascii", "replace")
+    nonce = blob[start + id_len : start + id_len + NONCE_BYTES]
+    key = _keys().get(key_id)
+    if key is None:
+        raise StorageError(f"{relative_path} is encrypted with key {key_id!r}, which is not configured")
+    try:
+        return AESGCM(key).decrypt(nonce, blob[start + id_len + NONCE_BYTES :], None)
+    except Exception as exc:  # InvalidTag: tampered or truncated
+        raise StorageError(f"stored file failed its integrity check: {relative_path}") from exc
+
+
+def encrypted_delete(relative_path: str) -> None:
+    _resolve(relative_path).unlink(missing_ok=True)
