@@ -1,0 +1,112 @@
+"""Read the indexing attributes of a DICOM Part 10 byte stream without decoding the pixel data."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from imaging.facts import InstanceHeader
+
+REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class UndecodableDataset(Exception):
+    """The bytes are not a DICOM dataset we can index (C-STORE status 0xC210)."""
+
+
+def instance_header_read(part10: bytes) -> InstanceHeader:
+    try:
+        ds = dcmread(BytesIO(part10), stop_before_pixels=True, force=False)
+        return _header_from(ds)
+    except UndecodableDataset:
+        raise
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
+        raise UndecodableDataset(f"cannot decode dataset: {exc}") from exc
+
+
+def _header_from(ds: Dataset) -> InstanceHeader:
+    missing = [name for name in REQUIRED_UIDS if not str(ds.get(name, "") or "").strip()]
+    if missing:
+        raise UndecodableDataset(f"missing {', '.join(missing)}")
+    meta = getattr(ds, "file_meta", None)
+    name = ds.get("PatientName")
+    return InstanceHeader(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=str(getattr(meta, "TransferSyntaxUID", "") or ""),
+        accession_number=_text(ds, "AccessionNumber")[:16],
+        modality=_text(ds, "Modality")[:16],
+        study_description=_text(ds, "StudyDescription")[:64],
+        series_description=_text(ds, "SeriesDescription")[:64],
+        body_part=_text(ds, "BodyPartExamined")[:16],
+        series_number=_int(ds, "SeriesNumber"),
+        instance_number=_int(ds, "InstanceNumber"),
+        study_datetime=_study_datetime(ds),
+        patient_id=_text(ds, "PatientID")[:64],
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID")[:64],
+        patient_family_name=(name.family_name if name else "")[:100],
+        patient_given_name=(name.given_name if name else "")[:100],
+        patient_birth_date=_date(_text(ds, "PatientBirthDate")),
+        patient_sex=_text(ds, "PatientSex")[:1],
+        institution_name=_text(ds, "InstitutionName")[:64],
+        requested_procedure_codes=_procedure_codes(ds),
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: str) -> date | None:
+    try:
+        return datetime.strptime(value[:8], "%Y%m%d").date() if len(value) >= 8 else None
+    except ValueError:
+        return None
+
+
+def _study_datetime(ds: Dataset) -> datetime | None:
+    day = _date(_text(ds, "StudyDate"))
+    if day is None:
+        return None
+    digits = _text(ds, "StudyTime").split(".")[0].ljust(6, "0")[:6]
+    try:
+        return datetime(day.year, day.month, day.day, int(digits[0:2]), int(digits[2:4]), int(digits[4:6]))
+    except ValueError:
+        return datetime(day.year, day.month, day.day)
+
+
+def _procedure_codes(ds: Dataset) -> tuple[str, ...]:
+    """Requested Procedure Code Sequence, usually inside Request Attributes Sequence; fall back to
+    Procedure Code Sequence (STANDARDS.md §3)."""
+    codes: list[str] = []
+    for request in ds.get("RequestAttributesSequence") or []:
+        codes += [
+            str(item.get("CodeValue", "")) for item in request.get("RequestedProcedureCodeSequence") or []
+        ]
+    codes += [str(item.get("CodeValue", "")) for item in ds.get("RequestedProcedureCodeSequence") or []]
+    if not codes:
+        codes = [str(item.get("CodeValue", "")) for item in ds.get("ProcedureCodeSequence") or []]
+    return tuple(code for code in codes if code)

@@ -1,0 +1,130 @@
+"""What crossed the edge. Every HL7 frame is kept raw before it is acknowledged; every DICOM
+association leaves a row; what could not be decoded is quarantined, never dropped."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from facilities.models import Facility
+
+
+class InboundStatus(models.TextChoices):
+    RECEIVED = "received", "Received, not yet applied"
+    PROCESSED = "processed", "Applied"
+    DUPLICATE = "duplicate", "Duplicate (already applied)"
+    REJECTED = "rejected", "Rejected (NAK sent)"
+    FAILED = "failed", "Failed while applying"
+
+
+class InboundMessage(models.Model):
+    """One HL7 v2 frame as received over MLLP, committed before the ACK goes out."""
+
+    received_at = models.DateTimeField(db_index=True)
+    peer = models.CharField(max_length=64, blank=True)  # "ip:port" of the sender
+    raw = models.BinaryField()  # exactly the bytes inside the MLLP frame
+    size_bytes = models.PositiveIntegerField()
+    facility = models.ForeignKey(
+        Facility, null=True, blank=True, on_delete=models.PROTECT, related_name="inbound_messages"
+    )
+    sending_application = models.CharField(max_length=180, blank=True)  # MSH-3
+    sending_facility = models.CharField(max_length=180, blank=True)  # MSH-4
+    control_id = models.CharField(max_length=199, blank=True)  # MSH-10
+    message_type = models.CharField(max_length=32, blank=True)  # MSH-9, e.g. ORM^O01
+    version = models.CharField(max_length=16, blank=True)  # MSH-12
+    # sender + MSH-10 for accepted messages only: a resent message is stored again (we keep what
+    # we receive) but cannot take this key, so it is never applied twice.
+    dedupe_key = models.CharField(max_length=600, null=True, blank=True, unique=True)
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    status = models.CharField(max_length=16, choices=InboundStatus.choices, default=InboundStatus.RECEIVED)
+    ack_code = models.CharField(max_length=2, blank=True)  # AA/AE/AR/CA/CE/CR; blank: none sent
+    error_code = models.CharField(max_length=8, blank=True)  # HL7 table 0357
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # the drain: oldest unapplied message of a sender first
+            models.Index(
+                fields=["status", "sending_application", "sending_facility", "id"], name="inbound_drain_idx"
+            ),
+            models.Index(fields=["facility", "received_at"], name="inbound_facility_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type or '?'} {self.control_id or '(no MSH-10)'} [{self.status}]"
+
+
+class DicomAssociation(models.Model):
+    """One DICOM association (C-STORE/C-ECHO over the SCP, or a DICOMweb STOW request)."""
+
+    class Kind(models.TextChoices):
+        DIMSE = "dimse", "DICOM association"
+        STOW = "stow", "DICOMweb STOW-RS"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.DIMSE)
+    facility = models.ForeignKey(
+        Facility, null=True, blank=True, on_delete=models.PROTECT, related_name="dicom_associations"
+    )
+    calling_ae_title = models.CharField(max_length=16, blank=True)
+    peer = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    accepted = models.BooleanField(default=True)
+    rejection_reason = models.CharField(max_length=200, blank=True)
+    instances_stored = models.PositiveIntegerField(default=0)
+    instances_failed = models.PositiveIntegerField(default=0)
+    echoes = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["facility", "started_at"], name="dicom_assoc_facility_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.calling_ae_title or self.kind} {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class QuarantinedObject(models.Model):
+    """A DICOM object that could not be decoded or indexed: kept (encrypted) for an analyst."""
+
+    received_at = models.DateTimeField(db_index=True)
+    association = models.ForeignKey(DicomAssociation, null=True, blank=True, on_delete=models.PROTECT)
+    facility = models.ForeignKey(Facility, null=True, blank=True, on_delete=models.PROTECT)
+    sop_instance_uid = models.CharField(max_length=64, blank=True)  # from the command set, if any
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    reason = models.TextField()
+    storage_path = models.CharField(max_length=255)
+    storage_key_id = models.CharField(max_length=32)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"quarantined {self.sop_instance_uid or self.pk}: {self.reason[:60]}"
+
+
+class InterfaceKind(models.TextChoices):
+    HL7_IN = "hl7_in", "HL7 in"
+    DICOM_IN = "dicom_in", "DICOM in"
+    HL7_OUT = "hl7_out", "HL7 out"
+
+
+class InterfaceAlert(models.Model):
+    """An interface silent for longer than its facility expects. One row per silence episode;
+    ``cleared_at`` is set when traffic resumes."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="interface_alerts")
+    interface = models.CharField(max_length=16, choices=InterfaceKind.choices)
+    raised_at = models.DateTimeField()
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "interface"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="one_open_alert_per_interface",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.facility.code} {self.get_interface_display()} silent since {self.last_message_at}"
