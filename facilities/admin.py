@@ -20,6 +20,7 @@ OPERATIONS_FIELDS = (
     "accepts_general_readers",
     "hl7_outbound_host",
     "hl7_outbound_port",
+    "hl7_accession_fallback",
     "study_quiet_seconds",
     "hl7_expected_gap_minutes",
     "dicom_expected_gap_minutes",

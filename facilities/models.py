@@ -140,6 +140,16 @@ class Facility(models.Model):
     # Interfaces. Outbound ORU goes to the facility's EMR interface engine.
     hl7_outbound_host = models.CharField("ORU host", max_length=255, blank=True)
     hl7_outbound_port = models.PositiveIntegerField("ORU port", null=True, blank=True)
+    # Accession when neither IPC-1 nor OBR-18 carries one (STANDARDS.md §1 precedence).
+    hl7_accession_fallback = models.CharField(
+        max_length=8,
+        choices=[
+            ("filler", "Filler order number (ORC-3/OBR-3)"),
+            ("placer", "Placer order number (ORC-2/OBR-2)"),
+            ("none", "None: reject"),
+        ],
+        default="filler",
+    )
     # A study is complete when no instance has arrived for this long (DESIGN.md §4).
     study_quiet_seconds = models.PositiveIntegerField(default=90, validators=[MinValueValidator(5)])
     # An interface silent for longer than this turns red on the operations page.

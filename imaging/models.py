@@ -161,6 +161,10 @@ class Study(models.Model):
                 name="unique_study_accession_per_facility",
             ),
         ]
+        indexes = [
+            # the completion sweep looks only at studies still receiving images
+            models.Index(fields=["status", "last_received_at"], name="study_status_received_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.accession_number or self.study_instance_uid} {self.description}".strip()

@@ -150,10 +150,10 @@ def _order_apply(
 
 
 def _order_lookup(facility: Facility, facts: OrderFacts) -> Order | None:
+    """By accession; by placer order number only when the message has no accession (one placer
+    order may hold several requested procedures, each with its own accession)."""
     if facts.accession_number:
-        order = Order.objects.filter(facility=facility, accession_number=facts.accession_number).first()
-        if order is not None:
-            return order
+        return Order.objects.filter(facility=facility, accession_number=facts.accession_number).first()
     if facts.placer_order_number:
         return Order.objects.filter(facility=facility, placer_order_number=facts.placer_order_number).first()
     return None
@@ -180,8 +180,9 @@ def _order_upsert(
         "reason": facts.reason or facts.clinical_information,
         "ordering_provider_id": facts.ordering_provider_id,
         "ordering_provider_name": facts.ordering_provider_name,
-        "ordered_at": facts.ordered_at or sent_at,
-        "scheduled_at": facts.scheduled_at,
+        # HL7 times without an offset are the facility's local time
+        "ordered_at": _aware(facts.ordered_at or sent_at, facility),
+        "scheduled_at": _aware(facts.scheduled_at, facility),
     }
     order = _order_lookup(facility, facts)
     if order is None:

@@ -16,7 +16,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import User
 from accounts.roles import Role
 from credentialing.models import RadiologistProfile, Subspecialty
-from facilities.models import Facility, FacilityKind
+from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
 
 DEMO_PASSWORD = "readroom-demo"  # noqa: S105  (printed on purpose: demo only)
@@ -31,6 +31,8 @@ class DemoFacility:
     timezone: str
     kind: str
     sla_overrides: dict[str, int] = field(default_factory=dict)
+    hl7_sender: tuple[str, str] = ("", "")  # MSH-3, MSH-4
+    dicom_ae_titles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,15 @@ class DemoPerson:
 
 
 FACILITIES = (
-    DemoFacility("CHI-L1", "Lakeshore Medical Center", "IL", "America/Chicago", FacilityKind.LEVEL1_TRAUMA),
+    DemoFacility(
+        "CHI-L1",
+        "Lakeshore Medical Center",
+        "IL",
+        "America/Chicago",
+        FacilityKind.LEVEL1_TRAUMA,
+        hl7_sender=("EPIC_RAD", "LAKESHORE"),
+        dicom_ae_titles=("LAKESHORE_CT1", "LAKESHORE_MR1"),
+    ),
     DemoFacility(
         "IL-PRAIRIE",
         "Prairie Valley Critical Access Hospital",
@@ -52,6 +62,8 @@ FACILITIES = (
         "America/Chicago",
         FacilityKind.CRITICAL_ACCESS,
         {"sla_asap_minutes": 180},
+        hl7_sender=("MEDITECH", "PRAIRIEVALLEY"),
+        dicom_ae_titles=("PRAIRIE_CT",),
     ),
     DemoFacility(
         "WI-LAKEVIEW",
@@ -60,6 +72,8 @@ FACILITIES = (
         "America/Chicago",
         FacilityKind.OUTPATIENT_IMAGING,
         {"sla_routine_minutes": 48 * 60},
+        hl7_sender=("RIS_LV", "LAKEVIEW"),
+        dicom_ae_titles=("LAKEVIEW_MR", "LAKEVIEW_XR"),
     ),
 )
 
@@ -105,6 +119,13 @@ def demo_load() -> dict[str, int]:
         )
         facilities[spec.code] = facility
         created["facilities"] += was_created
+        Hl7Sender.objects.update_or_create(
+            sending_application=spec.hl7_sender[0],
+            sending_facility=spec.hl7_sender[1],
+            defaults={"facility": facility},
+        )
+        for ae_title in spec.dicom_ae_titles:
+            DicomSender.objects.update_or_create(ae_title=ae_title, defaults={"facility": facility})
     for person in PEOPLE:
         created["users"] += _person_load(person, facilities)
     return created

@@ -18,4 +18,6 @@ class PeriodicTask:
 
 PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "purge-expired-sessions": PeriodicTask("accounts.tasks.purge_expired_sessions", timedelta(hours=1)),
+    "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
+    "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
 }

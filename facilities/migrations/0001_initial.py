@@ -32,6 +32,7 @@ class Migration(migrations.Migration):
                 ('accepts_general_readers', models.BooleanField(default=True)),
                 ('hl7_outbound_host', models.CharField(blank=True, max_length=255, verbose_name='ORU host')),
                 ('hl7_outbound_port', models.PositiveIntegerField(blank=True, null=True, verbose_name='ORU port')),
+                ('hl7_accession_fallback', models.CharField(choices=[('filler', 'Filler order number (ORC-3/OBR-3)'), ('placer', 'Placer order number (ORC-2/OBR-2)'), ('none', 'None: reject')], default='filler', max_length=8)),
                 ('study_quiet_seconds', models.PositiveIntegerField(default=90, validators=[django.core.validators.MinValueValidator(5)])),
                 ('hl7_expected_gap_minutes', models.PositiveIntegerField(default=60, validators=[django.core.validators.MinValueValidator(1)])),
                 ('dicom_expected_gap_minutes', models.PositiveIntegerField(default=120, validators=[django.core.validators.MinValueValidator(1)])),

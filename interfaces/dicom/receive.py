@@ -45,7 +45,8 @@ class ReceiveResult:
 
 def instance_storage_path(facility: Facility, header: InstanceHeader) -> str:
     # Deterministic, so a resent instance overwrites its own file instead of leaving an orphan.
-    return f"{facility.code}/{header.study_instance_uid}/{header.series_instance_uid}/{header.sop_instance_uid}.dcm"
+    h = header
+    return f"{facility.code}/{h.study_instance_uid}/{h.series_instance_uid}/{h.sop_instance_uid}.dcm"
 
 
 def dicom_instance_receive(

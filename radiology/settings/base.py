@@ -269,6 +269,12 @@ READROOM_WEB_PORT = env.int("READROOM_WEB_PORT", default=8000)
 READROOM_HL7_PORT = env.int("READROOM_HL7_PORT", default=2575)
 READROOM_DICOM_PORT = env.int("READROOM_DICOM_PORT", default=11112)
 READROOM_DICOM_AE_TITLE = env.str("READROOM_DICOM_AE_TITLE", default="READROOM")
+# Address the HL7 listener and the DICOM SCP bind to (0.0.0.0 in a container or behind a balancer).
+READROOM_LISTEN_HOST = env.str("READROOM_LISTEN_HOST", default="127.0.0.1")
+# Orders are small; a frame above this is answered AR and discarded up to its end (its head is kept).
+READROOM_HL7_MAX_FRAME_BYTES = env.int("READROOM_HL7_MAX_FRAME_BYTES", default=1024 * 1024)
+# Refuse associations from calling AE titles that no facility has registered.
+READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

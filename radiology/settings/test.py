@@ -19,3 +19,8 @@ if REDIS_URL:  # noqa: F405
 # Websocket tests reach the database from asgiref's worker threads; persistent connections there
 # would outlive the test and block dropping the test database.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not Django's default in-memory database: the edge servers run in their own threads
+    # during tests, and the in-memory shared cache locks whole tables instead of waiting (WAL +
+    # busy timeout), which is what the embedded topology really does.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-readroom.sqlite3")}  # noqa: F405

@@ -1,0 +1,148 @@
+"""HL7 acknowledgements (STANDARDS.md §1 "Acknowledgement").
+
+Original mode (MSH-15 and MSH-16 empty): AA / AE / AR. Enhanced mode: an accept acknowledgement
+CA / CE / CR, sent or not according to MSH-15 (AL always, NE never, ER only on error, SU only on
+success; empty → always). ReadRoom does not originate separate application acknowledgements.
+
+The ACK echoes the sender's separators, version and character set; MSA-2 is the inbound MSH-10;
+an error adds ERR with a table 0357 code — ERR-3/ERR-4 from v2.5 on, ERR-1 before."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+
+from django.utils import timezone
+
+from interfaces.hl7.parse import CHARSETS, Header
+
+ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+RECEIVER_APPLICATION = "READROOM"
+RECEIVER_FACILITY = "READROOM"
+_sequence = itertools.count(1)
+
+ERROR_TEXT = {
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+
+DEFAULT_HEADER = Header(
+    field_separator="|",
+    encoding_characters="^~\\&",
+    sending_application="",
+    sending_facility="",
+    receiving_application="",
+    receiving_facility="",
+    sent_at=None,
+    message_code="",
+    trigger_event="",
+    control_id="",
+    processing_id="P",
+    version="2.5.1",
+    accept_ack_type="",
+    application_ack_type="",
+    charset="",
+)
+
+
+def ack_code_for(header: Header | None, original_code: str) -> str | None:
+    """The MSA-1 code to send, or None when MSH-15 says no acknowledgement is wanted."""
+    if header is None or not header.enhanced_mode:
+        return original_code
+    code = ENHANCED[original_code]
+    wanted = {
+        "": True,
+        "AL": True,
+        "NE": False,
+        "ER": code != "CA",
+        "SU": code == "CA",
+    }.get(header.accept_ack_type, True)
+    return code if wanted else None
+
+
+def build_ack(
+    header: Header | None,
+    code: str,
+    *,
+    error_code: str = "",
+    error_text: str = "",
+    error_location: str = "",
+    now: datetime | None = None,
+) -> bytes:
+    """Bytes of an ACK message (without MLLP framing)."""
+    h = header or DEFAULT_HEADER
+    fs, enc = h.field_separator, h.encoding_characters
+    comp = enc[0]
+    stamp = timezone.localtime(now or timezone.now()).strftime("%Y%m%d%H%M%S%z")
+    control_id = f"RR{stamp[:14]}{next(_sequence) % 1_000_000:06d}"
+    msh = fs.join(
+        [
+            "MSH",
+            enc,
+            RECEIVER_APPLICATION,
+            RECEIVER_FACILITY,
+            _escape(h.sending_application, fs, enc),
+            _escape(h.sending_facility, fs, enc),
+            stamp,
+            "",
+            comp.join(["ACK", h.trigger_event, "ACK"]) if h.trigger_event else "ACK",
+            control_id,
+            h.processing_id or "P",
+            h.version or "2.5.1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            h.charset,
+        ]
+    ).rstrip(fs)
+    msa = fs.join(["MSA", code, _escape(h.control_id, fs, enc), _escape(error_text[:80], fs, enc)]).rstrip(fs)
+    segments = [msh, msa]
+    if error_code:
+        segments.append(_err(h, error_code, error_text, error_location))
+    text = "\r".join(segments) + "\r"
+    return text.encode(CHARSETS.get(h.charset.upper(), "utf-8"), errors="replace")
+
+
+def _err(h: Header, error_code: str, error_text: str, location: str) -> str:
+    fs, enc = h.field_separator, h.encoding_characters
+    comp, sub = enc[0], enc[3]
+    description = _escape(ERROR_TEXT.get(error_code, error_text), fs, enc)
+    location_field = comp.join(location.split("^")) if location else ""
+    if _is_v25_or_later(h.version):
+        # ERR-2 error location (ERL), ERR-3 HL7 error code (CWE, table 0357), ERR-4 severity,
+        # ERR-8 user message
+        code = comp.join([error_code, description, "HL70357"])
+        return fs.join(["ERR", "", location_field, code, "E", "", "", "", _escape(error_text, fs, enc)])
+    # v2.3/2.4 ERR-1 (ELD): segment ID^sequence^field position^code (CE, sub-components)
+    parts = [*location.split("^"), "", "", ""][:3]
+    code = sub.join([error_code, description, "HL70357"])
+    return fs.join(["ERR", comp.join([*parts, code])])
+
+
+def _is_v25_or_later(version: str) -> bool:
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= (2, 5)
+
+
+def _escape(value: str, fs: str, enc: str) -> str:
+    """HL7 escape sequences for delimiters appearing in echoed values (v2 §2.7.4)."""
+    comp, rep, esc, sub = enc
+    out = value.replace(esc, f"{esc}E{esc}")
+    for char, code in ((fs, "F"), (comp, "S"), (rep, "R"), (sub, "T")):
+        out = out.replace(char, f"{esc}{code}{esc}")
+    return out.replace("\r", " ").replace("\n", " ")

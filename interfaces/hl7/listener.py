@@ -1,0 +1,137 @@
+"""The HL7 MLLP listener: python-hl7's asyncio streams, persistent connections, many senders.
+
+Per frame: store it and decide the ACK (one committed INSERT, in Django's sync thread), write the
+ACK, then enqueue the apply task. A frame over the size limit, a frame without its start byte or
+random bytes are answered and recorded, and the connection goes on serving the next frame."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from asyncio import IncompleteReadError, LimitOverrunError
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamProtocol, HL7StreamReader
+
+from interfaces.hl7.ack import build_ack
+from interfaces.hl7.inbound import hl7_frame_receive
+from interfaces.hl7.parse import APPLICATION_INTERNAL_ERROR
+
+log = logging.getLogger(__name__)
+FRAME_END = END_BLOCK + CARRIAGE_RETURN
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes  # inside the MLLP envelope (only the head when oversize)
+    oversize: int = 0  # the full size when the frame exceeded the limit
+
+
+class FrameReader(HL7StreamReader):
+    """``readblock`` of python-hl7 clears its buffer on an oversize frame and leaves the rest of
+    that frame to be misread as the next one; this reader discards exactly up to the frame's end
+    (it works on the same StreamReader buffer python-hl7's own readblock uses)."""
+
+    async def read_frame(self) -> Frame | None:
+        try:
+            block = await self.readuntil(FRAME_END)
+        except IncompleteReadError as exc:
+            if exc.partial.strip():
+                log.warning("connection closed inside a frame (%d bytes lost in transit)", len(exc.partial))
+            return None
+        except LimitOverrunError:
+            return await self._discard_oversize()
+        start = block.rfind(START_BLOCK)
+        if start < 0:
+            # no <VT>: not MLLP. Answer it (the sender learns something is wrong) and go on.
+            return Frame(data=block[: -len(FRAME_END)])
+        return Frame(data=block[start + 1 : -len(FRAME_END)])
+
+    async def _discard_oversize(self) -> Frame:
+        head = bytes(self._buffer[: self._limit])
+        framed = head.startswith(START_BLOCK)
+        head = head[1:] if framed else head
+        size = -1 if framed else 0  # the frame's size counts what is inside <VT> … <FS><CR>
+        while True:
+            end = self._buffer.find(FRAME_END)
+            if end >= 0:
+                size += end
+                del self._buffer[: end + len(FRAME_END)]
+                self._maybe_resume_transport()
+                return Frame(data=head, oversize=size)
+            keep = len(FRAME_END) - 1  # the terminator may be split across reads
+            size += max(len(self._buffer) - keep, 0)
+            del self._buffer[: max(len(self._buffer) - keep, 0)]
+            self._maybe_resume_transport()
+            if self._eof:
+                return Frame(data=head, oversize=size)
+            await self._wait_for_data("read_frame")
+
+
+def _receive(frame: Frame, peer: str):
+    try:
+        return hl7_frame_receive(raw=frame.data, peer=peer, oversize=frame.oversize)
+    except DatabaseError:
+        # Could not store it: never ACK what is not stored. AE 207 makes the engine resend.
+        log.exception("HL7 inbox unavailable")
+        close_old_connections()
+        return None
+
+
+def _enqueue(sender: tuple[str, str]) -> None:
+    from interfaces.tasks import hl7_inbound_drain_task
+
+    hl7_inbound_drain_task.delay(*sender)
+
+
+async def _serve_connection(reader: FrameReader, writer) -> None:
+    host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
+    peer = f"{host}:{port}"
+    log.info("HL7 connection from %s", peer)
+    try:
+        while (frame := await reader.read_frame()) is not None:
+            receipt = await sync_to_async(_receive, thread_sensitive=True)(frame, peer)
+            if receipt is None:
+                writer.writeblock(
+                    build_ack(
+                        None, "AE", error_code=APPLICATION_INTERNAL_ERROR, error_text="inbox unavailable"
+                    )
+                )
+            elif receipt.ack is not None:
+                writer.writeblock(receipt.ack)
+            await writer.drain()
+            if receipt is not None and receipt.to_apply:
+                # same thread as the INSERT: in the embedded topology tasks run inline on SQLite,
+                # which takes one writer at a time
+                await sync_to_async(_enqueue, thread_sensitive=True)(receipt.sender)
+    except (ConnectionError, OSError) as exc:
+        log.info("HL7 connection from %s ended: %s", peer, exc)
+    finally:
+        writer.close()
+        log.info("HL7 connection from %s closed", peer)
+
+
+async def hl7_server_start(
+    host: str, port: int, *, max_frame_bytes: int | None = None
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    limit = max_frame_bytes or settings.READROOM_HL7_MAX_FRAME_BYTES
+
+    def factory() -> HL7StreamProtocol:
+        reader = FrameReader(limit=limit, loop=loop)
+        return HL7StreamProtocol(reader, _serve_connection, loop=loop)
+
+    return await loop.create_server(factory, host, port, reuse_address=True)
+
+
+async def hl7_listener_service(
+    stop: asyncio.Event, *, host: str | None = None, port: int | None = None
+) -> None:
+    """Run until ``stop`` is set (the embedded server and ``manage.py hl7_listener`` both use it)."""
+    server = await hl7_server_start(host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_HL7_PORT)
+    log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+    async with server:
+        await stop.wait()

@@ -1,0 +1,470 @@
+"""HL7 v2 parsing for orders and ADT, as pure functions (STANDARDS.md §1).
+
+python-hl7 does the tokenising (separators from MSH-1/MSH-2, escape sequences); this module checks
+what it does not — both libraries parse a truncated MSH or wrong separators "successfully" — and
+turns ORC/OBR groups, PID, MRG and IPC into ``imaging.facts``. Errors carry the ACK to send and an
+HL7 table 0357 code with the location, so the listener can answer precisely."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import hl7
+from hl7.containers import Message, Segment
+
+from imaging.facts import (
+    DemographicsUpdate,
+    OrderFacts,
+    OrderMessage,
+    PatientFacts,
+    PatientIdentifier,
+    PatientMerge,
+)
+
+# HL7 table 0357 message error condition codes
+REQUIRED_FIELD_MISSING = "101"
+DATA_TYPE_ERROR = "102"
+TABLE_VALUE_NOT_FOUND = "103"
+SEGMENT_SEQUENCE_ERROR = "100"
+UNSUPPORTED_MESSAGE_TYPE = "200"
+UNSUPPORTED_EVENT_CODE = "201"
+UNSUPPORTED_PROCESSING_ID = "202"
+UNSUPPORTED_VERSION_ID = "203"
+UNKNOWN_KEY_IDENTIFIER = "204"
+APPLICATION_INTERNAL_ERROR = "207"
+
+SUPPORTED = {
+    ("ORM", "O01"): "order",
+    ("OMI", "O23"): "order",
+    ("ADT", "A08"): "demographics",
+    ("ADT", "A31"): "demographics",  # update person information: same handling as A08
+    ("ADT", "A40"): "merge",
+}
+ORDER_CONTROLS = {"NW", "XO", "XX", "SC", "CA", "DC", "OC", "OD", "CR", "DR"}
+SEX_CODES = {"F", "M", "O", "U", "A", "N"}
+
+# MSH-18 (table 0211) → Python codec. Empty means 7-bit ASCII by the standard; real senders often
+# mean Latin-1 or UTF-8, so an empty MSH-18 is read as UTF-8 and falls back to Latin-1.
+CHARSETS = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/5": "iso8859-5",
+    "8859/7": "iso8859-7",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UNICODE": "utf-8",
+    "UTF-8": "utf-8",
+    "ISO IR6": "ascii",
+    "ISO IR100": "latin-1",
+    "ISO IR192": "utf-8",
+    "WINDOWS-1252": "cp1252",
+}
+
+
+class Hl7Error(Exception):
+    """A message we must not accept: ``ack`` is AR (rejected: cannot even be read or not ours) or
+    AE (read but wrong); ``code`` is from table 0357; ``location`` is "SEG^seq^field"."""
+
+    def __init__(self, ack: str, code: str, text: str, location: str = ""):
+        super().__init__(text)
+        self.ack, self.code, self.text, self.location = ack, code, text, location
+
+
+@dataclass(frozen=True)
+class Header:
+    field_separator: str
+    encoding_characters: str
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    sent_at: datetime | None
+    message_code: str  # MSH-9.1
+    trigger_event: str  # MSH-9.2
+    control_id: str  # MSH-10
+    processing_id: str  # MSH-11.1
+    version: str  # MSH-12.1
+    accept_ack_type: str  # MSH-15
+    application_ack_type: str  # MSH-16
+    charset: str  # MSH-18 as sent
+
+    @property
+    def message_type(self) -> str:
+        return f"{self.message_code}^{self.trigger_event}"
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """Original mode when MSH-15 and MSH-16 are both empty; otherwise enhanced (STANDARDS.md §1)."""
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    header: Header
+    kind: str  # order | demographics | merge
+    content: OrderMessage | DemographicsUpdate | PatientMerge
+
+
+def normalize(raw: bytes) -> bytes:
+    """Segments end with CR; senders also use LF or CRLF, which break both HL7 libraries."""
+    return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r\x00 ") + b"\r"
+
+
+def decode(raw: bytes) -> str:
+    charset = _declared_charset(raw)
+    codec = CHARSETS.get(charset.upper(), "")
+    if codec:
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError as exc:
+            raise Hl7Error("AE", DATA_TYPE_ERROR, f"message is not valid {charset}", "MSH^1^18") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _declared_charset(raw: bytes) -> str:
+    """MSH-18 read from the bytes before decoding (the MSH segment itself is ASCII)."""
+    if not raw.startswith(b"MSH") or len(raw) < 8:
+        return ""
+    sep = raw[3:4]
+    msh = raw.split(b"\r", 1)[0]
+    fields = msh.split(sep)
+    # fields[0] = "MSH", fields[1] = encoding characters = MSH-2, so MSH-n = fields[n-1]
+    value = fields[17] if len(fields) > 17 else b""
+    return value.split(raw[4:5] or b"^")[0].decode("ascii", "replace").strip()
+
+
+def read_header(text: str) -> Header:
+    if not text.startswith("MSH"):
+        raise Hl7Error("AR", SEGMENT_SEQUENCE_ERROR, "the message does not start with an MSH segment", "MSH")
+    field_sep = text[3:4]
+    encoding = text[4:8]
+    if not field_sep or field_sep.isalnum() or field_sep in "\r\n ":
+        raise Hl7Error("AR", DATA_TYPE_ERROR, "MSH-1 field separator is missing or invalid", "MSH^1^1")
+    if (
+        len(encoding) != 4
+        or len(set(encoding)) != 4
+        or field_sep in encoding
+        or any(c.isalnum() for c in encoding)
+    ):
+        raise Hl7Error("AR", DATA_TYPE_ERROR, "MSH-2 encoding characters are invalid", "MSH^1^2")
+    msh = text.split("\r", 1)[0].split(field_sep)
+    # msh[0]="MSH", msh[1]=MSH-2 … msh[n-1]=MSH-n
+    if len(msh) < 12:
+        raise Hl7Error(
+            "AR", REQUIRED_FIELD_MISSING, "MSH is truncated: MSH-9 to MSH-12 are required", "MSH^1^12"
+        )
+    component = encoding[0]
+
+    def msh_field(n: int, comp: int = 1) -> str:
+        value = msh[n - 1] if len(msh) >= n else ""
+        parts = value.split(encoding[1])[0].split(component)  # first repetition
+        return parts[comp - 1].strip() if len(parts) >= comp else ""
+
+    header = Header(
+        field_separator=field_sep,
+        encoding_characters=encoding,
+        sending_application=msh_field(3),
+        sending_facility=msh_field(4),
+        receiving_application=msh_field(5),
+        receiving_facility=msh_field(6),
+        sent_at=_optional_ts(msh_field(7), "MSH^1^7"),
+        message_code=msh_field(9, 1).upper(),
+        trigger_event=msh_field(9, 2).upper(),
+        control_id=msh[9].strip() if len(msh) > 9 else "",
+        processing_id=msh_field(11).upper(),
+        version=msh_field(12),
+        accept_ack_type=msh_field(15).upper(),
+        application_ack_type=msh_field(16).upper(),
+        charset=msh_field(18),
+    )
+    for value, location, name in (
+        (header.message_code, "MSH^1^9", "MSH-9 message type"),
+        (header.control_id, "MSH^1^10", "MSH-10 message control ID"),
+        (header.processing_id, "MSH^1^11", "MSH-11 processing ID"),
+        (header.version, "MSH^1^12", "MSH-12 version ID"),
+    ):
+        if not value:
+            raise Hl7Error("AR", REQUIRED_FIELD_MISSING, f"{name} is required", location)
+    return header
+
+
+def check_header(header: Header) -> str:
+    """The message kind we handle, or an AR per HL7 v2 §2.13: unsupported type, event, processing
+    ID or version are rejected before the content is looked at."""
+    if header.processing_id != "P":
+        raise Hl7Error(
+            "AR", UNSUPPORTED_PROCESSING_ID, f"processing ID {header.processing_id!r}: only P", "MSH^1^11"
+        )
+    if not _version_supported(header.version):
+        raise Hl7Error(
+            "AR", UNSUPPORTED_VERSION_ID, f"HL7 version {header.version!r}: 2.3 to 2.8", "MSH^1^12"
+        )
+    if header.message_code not in {code for code, _ in SUPPORTED}:
+        raise Hl7Error(
+            "AR", UNSUPPORTED_MESSAGE_TYPE, f"message type {header.message_code} is not accepted", "MSH^1^9"
+        )
+    kind = SUPPORTED.get((header.message_code, header.trigger_event))
+    if kind is None:
+        raise Hl7Error(
+            "AR", UNSUPPORTED_EVENT_CODE, f"event {header.message_type} is not accepted", "MSH^1^9^2"
+        )
+    return kind
+
+
+def _version_supported(version: str) -> bool:
+    match = re.fullmatch(r"2\.(\d)(\.\d+)?", version)
+    return bool(match) and 3 <= int(match.group(1)) <= 8
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Bytes inside an MLLP frame → a checked message. Raises Hl7Error."""
+    text = decode(normalize(raw))
+    header = read_header(text)
+    kind = check_header(header)
+    try:
+        message = hl7.parse(text)
+    except Exception as exc:  # python-hl7 rejects few things; anything it does is unreadable
+        raise Hl7Error("AR", SEGMENT_SEQUENCE_ERROR, f"cannot be parsed: {exc}", "") from exc
+    reader = {"order": _order_message, "demographics": _demographics, "merge": _merge}[kind]
+    return ParsedMessage(header=header, kind=kind, content=reader(message, header))
+
+
+# --- field access --------------------------------------------------------------------------------
+
+
+def get(segment: Segment, field_num: int, rep: int = 1, comp: int = 1, sub: int = 1) -> str:
+    """A leaf value, unescaped; "" when absent (python-hl7 raises on some absent paths)."""
+    try:
+        return str(segment.extract_field(1, field_num, rep, comp, sub)).strip()
+    except (IndexError, KeyError, TypeError):
+        return ""
+
+
+def repetitions(segment: Segment, field_num: int) -> int:
+    if field_num >= len(segment):
+        return 0
+    field = segment(field_num)
+    return (
+        len(field) if field and isinstance(field[0], hl7.containers.Repetition) else (1 if str(field) else 0)
+    )
+
+
+def _segments(message: Message, name: str) -> list[Segment]:
+    return [segment for segment in message if str(segment[0]) == name]
+
+
+def _loc(segment_name: str, field_num: int, seq: int = 1) -> str:
+    return f"{segment_name}^{seq}^{field_num}"
+
+
+# --- timestamps ----------------------------------------------------------------------------------
+
+_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d{1,4})?([+-]\d{4})?$")
+
+
+def parse_ts(value: str, location: str) -> datetime:
+    """HL7 DTM/TS: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. Without an offset the result is
+    naive — local time at the facility, localised by the service that knows the facility."""
+    match = _TS.match(value.split("^")[0].strip())
+    if not match:
+        raise Hl7Error("AE", DATA_TYPE_ERROR, f"{value!r} is not an HL7 date/time", location)
+    year, month, day, hour, minute, second, offset = match.groups()
+    try:
+        stamp = datetime(
+            int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0)
+        )
+    except ValueError as exc:
+        raise Hl7Error("AE", DATA_TYPE_ERROR, f"{value!r} is not a valid date/time", location) from exc
+    if offset:
+        sign = 1 if offset[0] == "+" else -1
+        delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        stamp = stamp.replace(tzinfo=timezone(sign * delta))
+    return stamp
+
+
+def _optional_ts(value: str, location: str) -> datetime | None:
+    return parse_ts(value, location) if value else None
+
+
+def _optional_date(value: str, location: str) -> date | None:
+    return parse_ts(value, location).date() if value else None
+
+
+# --- patients ------------------------------------------------------------------------------------
+
+
+def _identifiers(segment: Segment, field_num: int) -> list[PatientIdentifier]:
+    found = []
+    for rep in range(1, max(repetitions(segment, field_num), 1) + 1):
+        mrn = get(segment, field_num, rep, 1)
+        if mrn:
+            found.append(
+                (
+                    get(segment, field_num, rep, 5).upper(),
+                    PatientIdentifier(mrn, get(segment, field_num, rep, 4)),
+                )
+            )
+    # The medical record number (CX-5 = MR) identifies the patient; else the first identifier.
+    found.sort(key=lambda item: item[0] != "MR")
+    return [identifier for _, identifier in found]
+
+
+def _patient(message: Message) -> PatientFacts:
+    pids = _segments(message, "PID")
+    if not pids:
+        raise Hl7Error("AE", REQUIRED_FIELD_MISSING, "PID segment is required", "PID")
+    pid = pids[0]
+    identifiers = _identifiers(pid, 3)
+    if not identifiers:
+        raise Hl7Error(
+            "AE", REQUIRED_FIELD_MISSING, "PID-3 patient identifier (MRN) is required", _loc("PID", 3)
+        )
+    sex = get(pid, 8).upper()[:1]
+    return PatientFacts(
+        identifier=identifiers[0],
+        other_identifiers=tuple(identifiers[1:]),
+        family_name=get(pid, 5, 1, 1),
+        given_name=get(pid, 5, 1, 2),
+        middle_name=get(pid, 5, 1, 3),
+        birth_date=_optional_date(get(pid, 7), _loc("PID", 7)),
+        sex=sex if sex in SEX_CODES else "U",
+    )
+
+
+def _demographics(message: Message, header: Header) -> DemographicsUpdate:
+    return DemographicsUpdate(patient=_patient(message))
+
+
+def _merge(message: Message, header: Header) -> PatientMerge:
+    prior: list[PatientIdentifier] = []
+    for mrg in _segments(message, "MRG"):
+        prior += _identifiers(mrg, 1)
+    if not prior:
+        raise Hl7Error(
+            "AE", REQUIRED_FIELD_MISSING, "MRG-1 prior patient identifier is required", _loc("MRG", 1)
+        )
+    return PatientMerge(surviving=_patient(message), prior=tuple(prior))
+
+
+# --- orders --------------------------------------------------------------------------------------
+
+
+def _order_groups(message: Message) -> Iterator[list[Segment]]:
+    """Segments from one ORC up to the next: one order per ORC/OBR group (Z-segments kept)."""
+    group: list[Segment] = []
+    for segment in message:
+        if str(segment[0]) == "ORC":
+            if group:
+                yield group
+            group = [segment]
+        elif group:
+            group.append(segment)
+    if group:
+        yield group
+
+
+def _order_message(message: Message, header: Header) -> OrderMessage:
+    patient = _patient(message)
+    pv1 = _segments(message, "PV1")
+    patient_class = get(pv1[0], 2).upper() if pv1 else ""
+    groups = list(_order_groups(message))
+    if not groups:
+        raise Hl7Error("AE", REQUIRED_FIELD_MISSING, "an ORC segment is required", "ORC")
+    orders = tuple(_order(group, seq, patient_class, header) for seq, group in enumerate(groups, start=1))
+    return OrderMessage(patient=patient, orders=orders, sent_at=header.sent_at)
+
+
+def _first(group: list[Segment], name: str) -> Segment | None:
+    return next((s for s in group if str(s[0]) == name), None)
+
+
+def _order(group: list[Segment], seq: int, patient_class: str, header: Header) -> OrderFacts:
+    orc, obr = group[0], _first(group, "OBR")
+    ipc, tq1, zds = _first(group, "IPC"), _first(group, "TQ1"), _first(group, "ZDS")
+    control = get(orc, 1).upper()
+    if not control:
+        raise Hl7Error("AE", REQUIRED_FIELD_MISSING, "ORC-1 order control is required", _loc("ORC", 1, seq))
+    if control not in ORDER_CONTROLS:
+        raise Hl7Error(
+            "AE",
+            TABLE_VALUE_NOT_FOUND,
+            f"ORC-1 order control {control!r} is not supported",
+            _loc("ORC", 1, seq),
+        )
+    if obr is None and control not in {"CA", "DC", "OC", "OD", "CR", "DR"}:
+        raise Hl7Error(
+            "AE", REQUIRED_FIELD_MISSING, "OBR segment is required for a new or changed order", f"OBR^{seq}"
+        )
+    placer = get(orc, 2) or (get(obr, 2) if obr else "")
+    filler = get(orc, 3) or (get(obr, 3) if obr else "")
+    # Precedence (STANDARDS.md §1): IPC-1 → OBR-18; the facility's fallback (filler/placer
+    # number) is applied by the service, which knows the facility.
+    accession = (get(ipc, 1) if ipc else "") or (get(obr, 18) if obr else "")
+    if obr is not None and not get(obr, 4):
+        raise Hl7Error(
+            "AE", REQUIRED_FIELD_MISSING, "OBR-4 universal service ID is required", _loc("OBR", 4, seq)
+        )
+    if not (accession or placer or filler):
+        raise Hl7Error(
+            "AE",
+            REQUIRED_FIELD_MISSING,
+            "no accession number (IPC-1 / OBR-18) nor order number",
+            _loc("OBR", 18, seq),
+        )
+    return OrderFacts(
+        control=control,
+        accession_number=accession[:16],
+        placer_order_number=placer[:64],
+        filler_order_number=filler[:64],
+        requested_procedure_id=(get(ipc, 2) if ipc else "") or (get(obr, 19) if obr else ""),
+        study_instance_uid=(get(ipc, 3) if ipc else "") or (get(zds, 1) if zds else ""),
+        modality=(get(ipc, 5) if ipc else "") or (get(obr, 24) if obr else ""),
+        procedure_code=get(obr, 4, 1, 1) if obr else "",
+        procedure_text=get(obr, 4, 1, 2) if obr else "",
+        procedure_coding_system=get(obr, 4, 1, 3) if obr else "",
+        priority_code=_priority(orc, obr, tq1),
+        reason=(get(obr, 31, 1, 2) or get(obr, 31, 1, 1)) if obr else "",
+        clinical_information=get(obr, 13) if obr else "",
+        ordering_provider_id=get(orc, 12, 1, 1) or (get(obr, 16, 1, 1) if obr else ""),
+        ordering_provider_name=_person_name(orc, 12) or (_person_name(obr, 16) if obr else ""),
+        order_status=get(orc, 5).upper(),
+        ordered_at=_optional_ts(get(orc, 9), _loc("ORC", 9, seq)),
+        scheduled_at=_scheduled(orc, obr, tq1, seq),
+        patient_class=patient_class,
+        notes=tuple(get(s, 3) for s in group if str(s[0]) == "NTE" and get(s, 3)),
+    )
+
+
+def _priority(orc: Segment, obr: Segment | None, tq1: Segment | None) -> str:
+    """TQ1-9 → ORC-7.6 / OBR-27.6 → OBR-5 (STANDARDS.md §1)."""
+    candidates = [get(tq1, 9) if tq1 else "", get(orc, 7, 1, 6)]
+    if obr is not None:
+        candidates += [get(obr, 27, 1, 6), get(obr, 5)]
+    return next((value.upper() for value in candidates if value), "")
+
+
+def _scheduled(orc: Segment, obr: Segment | None, tq1: Segment | None, seq: int) -> datetime | None:
+    for value, location in (
+        (get(tq1, 7) if tq1 else "", _loc("TQ1", 7, seq)),
+        (get(orc, 7, 1, 4), _loc("ORC", 7, seq)),
+        (get(obr, 27, 1, 4) if obr else "", _loc("OBR", 27, seq)),
+    ):
+        if value:
+            return parse_ts(value, location)
+    return None
+
+
+def _person_name(segment: Segment | None, field_num: int) -> str:
+    """XCN: ID^family^given^middle^suffix^prefix → "prefix given middle family suffix"."""
+    if segment is None:
+        return ""
+    parts = [get(segment, field_num, 1, c) for c in (6, 3, 4, 2, 5)]
+    return " ".join(p for p in parts if p)[:200]

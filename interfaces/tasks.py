@@ -1,0 +1,27 @@
+"""Thin Celery wrappers: ids in, a service call, nothing clever."""
+
+from celery import shared_task
+
+from imaging.services import studies_complete_quiet
+from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
+
+# A message not applied this long after it was ACKed is assumed orphaned (worker died, task lost).
+ORPHAN_AFTER_SECONDS = 30.0
+
+
+@shared_task(name="interfaces.tasks.hl7_inbound_drain")
+def hl7_inbound_drain_task(sending_application: str, sending_facility: str) -> int:
+    return hl7_inbound_drain(sending_application=sending_application, sending_facility=sending_facility)
+
+
+@shared_task(name="interfaces.tasks.hl7_inbound_sweep")
+def hl7_inbound_sweep() -> int:
+    senders = hl7_inbound_senders_pending(older_than_seconds=ORPHAN_AFTER_SECONDS)
+    for app, fac in senders:
+        hl7_inbound_drain_task.delay(app, fac)
+    return len(senders)
+
+
+@shared_task(name="interfaces.tasks.studies_complete_quiet")
+def studies_complete_quiet_task() -> int:
+    return len(studies_complete_quiet())

@@ -1,0 +1,63 @@
+"""Real edge servers in the test process: the HL7 listener on its own event loop thread and the DICOM
+SCP on pynetdicom's threads, both on ephemeral ports, against the test database (which is why the
+tests that use them are transactional)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from facilities.models import DicomSender, Hl7Sender
+from imaging import storage
+from interfaces.hl7.inbound import sender_cache_clear
+from interfaces.hl7.listener import hl7_server_start
+
+
+@pytest.fixture
+def chicago_interfaces(chicago):
+    Hl7Sender.objects.create(facility=chicago, sending_application="EPIC_RAD", sending_facility="LAKESHORE")
+    DicomSender.objects.create(facility=chicago, ae_title="LAKESHORE_CT1")
+    sender_cache_clear()
+    yield chicago
+    sender_cache_clear()
+
+
+@pytest.fixture
+def lakeview_interfaces(lakeview):
+    Hl7Sender.objects.create(facility=lakeview, sending_application="RIS_LV", sending_facility="LAKEVIEW")
+    DicomSender.objects.create(facility=lakeview, ae_title="LAKEVIEW_MR")
+    sender_cache_clear()
+    return lakeview
+
+
+@pytest.fixture
+def image_store(settings, tmp_path):
+    settings.READROOM_STORAGE_DIR = tmp_path / "storage"
+    settings.READROOM_STORAGE_FSYNC = False  # tmpfs-like test dirs; fsync is exercised by the benchmark
+    storage._keys.cache_clear()
+    yield settings.READROOM_STORAGE_DIR
+    storage._keys.cache_clear()
+
+
+@pytest.fixture
+def hl7_listener(transactional_db, chicago_interfaces):
+    """(host, port) of a running MLLP listener; stopped after the test."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        state["server"] = loop.run_until_complete(hl7_server_start("127.0.0.1", 0, max_frame_bytes=64 * 1024))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="test-hl7-listener", daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield "127.0.0.1", state["server"].sockets[0].getsockname()[1]
+    state["server"].close()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
