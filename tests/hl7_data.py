@@ -57,7 +57,8 @@ def pid(
     sex: str = "F",
     authority: str = "LAKESHORE",
 ) -> str:
-    return f"PID|1||{mrn}^^^{authority}^MR||{family}^{given}^M||{dob}|{sex}|||100 LAKE SHORE DR^^CHICAGO^IL^60611"
+    address = "100 LAKE SHORE DR^^CHICAGO^IL^60611"
+    return f"PID|1||{mrn}^^^{authority}^MR||{family}^{given}^M||{dob}|{sex}|||{address}"
 
 
 def orm(

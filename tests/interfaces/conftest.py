@@ -61,3 +61,14 @@ def hl7_listener(transactional_db, chicago_interfaces):
     state["server"].close()
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+
+
+@pytest.fixture
+def dicom_scp(transactional_db, chicago_interfaces, image_store, settings):
+    """(host, port, AE title) of a running Storage SCP on an ephemeral port."""
+    from interfaces.dicom.scp import storage_scp
+
+    server = storage_scp().start("127.0.0.1", 0)
+    yield "127.0.0.1", server.server_address[1], settings.READROOM_DICOM_AE_TITLE
+    server.shutdown()
+    server.server_close()
