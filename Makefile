@@ -29,7 +29,7 @@ venv: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
-	$(BIN)/python manage.py run_embedded --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py run_embedded --host $(HOST) --port $(PORT) --simulate
 
 ## test: the whole suite (SQLite by default; .ci/run sets DATABASE_URL/REDIS_URL for PostgreSQL + Redis)
 test: $(VENV)/.installed-dev

@@ -134,10 +134,13 @@ def _template(modality: str) -> Dataset:
     return _TEMPLATES[name]
 
 
-def series_datasets(exam: SimulatedExam, *, slices: int | None = None, size: int = 512) -> Iterator[Dataset]:
-    """One series of ``slices`` instances for the exam, generated from the bundled test images."""
+def series_datasets(
+    exam: SimulatedExam, *, slices: int | None = None, max_slices: int | None = None, size: int = 512
+) -> Iterator[Dataset]:
+    """One series for the exam, generated from the bundled test images: ``slices`` instances, or
+    the procedure's realistic count capped at ``max_slices``."""
     procedure = exam.procedure
-    count = slices if slices is not None else procedure.slices
+    count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
     template = _template(procedure.modality)
     base = template.pixel_array.astype(np.int32)
     factor = max(1, size // base.shape[0])
@@ -190,7 +193,11 @@ def series_send(
     if not assoc.is_established:
         raise ConnectionError(f"association with {called_ae}@{host}:{port} refused")
     try:
-        return [int(getattr(assoc.send_c_store(ds), "Status", 0xFFFF)) for ds in datasets]
+        # each request in an association carries its own Message ID (PS3.7 §9.1.1.1)
+        return [
+            int(getattr(assoc.send_c_store(ds, msg_id=n), "Status", 0xFFFF))
+            for n, ds in enumerate(datasets, 1)
+        ]
     finally:
         assoc.release()
 
@@ -220,13 +227,14 @@ async def exam_simulate(
     hl7_port: int,
     dicom_port: int,
     slices: int | None = None,
+    max_slices: int | None = None,
     control_id: str,
 ) -> tuple[bytes, list[int]]:
     """Order first, then the images — or, for a stroke, images right behind the order."""
     ack = await order_send(order_message(exam, facility.hl7_sender, control_id), host=host, port=hl7_port)
     statuses = await asyncio.to_thread(
         series_send,
-        series_datasets(exam, slices=slices),
+        series_datasets(exam, slices=slices, max_slices=max_slices),
         host=host,
         port=dicom_port,
         calling_ae=facility.calling_ae,
@@ -242,12 +250,15 @@ async def simulator_service(
     hl7_port: int,
     dicom_port: int,
     interval_seconds: float = 45.0,
-    slices: int | None = 12,
+    max_slices: int | None = 12,
     seed: int | None = None,
 ) -> None:
     """Send an exam from a random facility every ``interval_seconds`` until ``stop`` is set."""
     rng = random.Random(seed)
     sent = 0
+    # let the listeners of the same process come up before the first exam
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=min(5.0, interval_seconds))
     while not stop.is_set():
         facility = rng.choice(facilities)
         exam = exam_random(rng, facility.code)
@@ -258,7 +269,7 @@ async def simulator_service(
                 host=host,
                 hl7_port=hl7_port,
                 dicom_port=dicom_port,
-                slices=slices,
+                max_slices=max_slices,
                 control_id=f"SIM{sent:08d}{rng.randrange(10**4):04d}",
             )
             msa = next((seg for seg in ack.split(b"\r") if seg.startswith(b"MSA")), b"MSA|?").split(b"|")

@@ -25,6 +25,7 @@ EmbeddedService = Callable[[asyncio.Event], Awaitable[None]]
 
 async def periodic_ticker(stop: asyncio.Event) -> None:
     """Beat's schedule, run in-process: each task in a worker thread so the loop keeps serving."""
+    current_app.loader.import_default_modules()  # task modules are found lazily outside a worker
     loop = asyncio.get_running_loop()
     next_run = {name: loop.time() + entry.every.total_seconds() for name, entry in PERIODIC_TASKS.items()}
     while not stop.is_set():

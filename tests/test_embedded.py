@@ -4,6 +4,7 @@ with every demo login able to sign in over HTTP."""
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,8 +22,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def embedded_server(tmp_path):
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory):
+    """One embedded process for the module: migrating a fresh SQLite file takes seconds."""
+    tmp_path = tmp_path_factory.mktemp("embedded")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -32,15 +35,11 @@ def embedded_server(tmp_path):
     manage = [sys.executable, "manage.py"]
     for step in (["migrate", "--noinput", "-v0"], ["load_demo"]):
         subprocess.run(manage + step, cwd=ROOT, env=env, check=True, capture_output=True, timeout=180)
-    port = _free_port()
+    port, hl7_port, dicom_port = _free_port(), _free_port(), _free_port()
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(
-        [*manage, "run_embedded", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    command = [*manage, "run_embedded", "--port", str(port), "--hl7-port", str(hl7_port)]
+    command += ["--dicom-port", str(dicom_port), "--simulate", "--simulate-interval", "1"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -77,3 +76,24 @@ def test_embedded_server_serves_login_and_demo_logins(embedded_server):
     assert "Omar Diaz" in response.text and "Audit log" in response.text
     # static files are served by the same process
     assert session.get(url + "static/vendor/htmx/htmx.min.js", timeout=5).status_code == 200
+
+
+def test_embedded_simulator_sends_through_the_real_ports(embedded_server):
+    url, log_path = embedded_server
+    database = log_path.parent / "readroom.sqlite3"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database, timeout=10) as db:
+            orders = db.execute("SELECT count(*) FROM imaging_order").fetchone()[0]
+            studies = db.execute(
+                "SELECT count(*) FROM imaging_study WHERE number_of_instances > 0"
+            ).fetchone()[0]
+            inbound = db.execute(
+                "SELECT count(*) FROM interfaces_inboundmessage WHERE status='processed'"
+            ).fetchone()[0]
+        if orders >= 2 and studies >= 2:
+            break
+        time.sleep(0.5)
+    assert (orders, studies) >= (2, 2), log_path.read_text()[-3000:]
+    assert inbound >= 2
+    assert "simulated" in log_path.read_text()

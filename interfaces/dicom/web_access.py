@@ -1,0 +1,168 @@
+"""Who may do what over DICOMweb — built only on the selectors that decide it for the whole
+product (``imaging.selectors.studies_visible_to``, ``facilities.selectors``), so DICOMweb can never
+show more than the pages do.
+
+* Reads (QIDO/WADO): the studies ``studies_visible_to(user)`` returns; anything else answers 404,
+  the same as a missing study, so UIDs of another client cannot be probed.
+* Store (STOW): into a facility the caller administers (facility admin, operations).
+* Credentialing staff never see patient data (DESIGN.md §1): refused outright.
+* Every read of images or metadata leaves an audit row (``record_phi_access``) — once per request
+  per study; rendered frames once per user, study and window of minutes (a viewer fetches
+  hundreds of frames a minute, and one row per frame would drown the audit log).
+"""
+
+from __future__ import annotations
+
+from auditlog.context import auditlog_value
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.http import Http404
+
+from accounts.audit import record_phi_access
+from accounts.roles import Role, has_role
+from facilities.models import Facility
+from facilities.selectors import facilities_administered_by
+from imaging.models import Instance, Series, Study
+from imaging.selectors import studies_visible_to
+
+IMAGE_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADMIN, Role.OPERATIONS)
+
+
+def may_use_images(user) -> bool:
+    """Roles whose work involves images at all; credentialing staff's does not."""
+    return bool(user and user.is_authenticated and (user.is_superuser or has_role(user, *IMAGE_ROLES)))
+
+
+def studies_for(user) -> QuerySet[Study]:
+    return studies_visible_to(user)
+
+
+def series_for(user) -> QuerySet[Series]:
+    return Series.objects.filter(study__in=studies_visible_to(user))
+
+
+def instances_for(user) -> QuerySet[Instance]:
+    return Instance.objects.filter(series__study__in=studies_visible_to(user))
+
+
+def study_by_uid(user, study_uid: str) -> Study:
+    study = (
+        studies_for(user).select_related("facility", "patient").filter(study_instance_uid=study_uid).first()
+    )
+    if study is None:
+        raise Http404("No such study")
+    return study
+
+
+def series_by_uid(user, study_uid: str, series_uid: str) -> Series:
+    series = (
+        series_for(user)
+        .select_related("study__facility", "study__patient")
+        .filter(study__study_instance_uid=study_uid, series_instance_uid=series_uid)
+        .first()
+    )
+    if series is None:
+        raise Http404("No such series")
+    return series
+
+
+def instances_in(
+    user, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> tuple[Study, list[Instance]]:
+    """The study and its instances in scope of a WADO-RS request, in reading order; 404 when the
+    study, series or instance is missing or not the caller's."""
+    study = study_by_uid(user, study_uid)
+    instances = Instance.objects.filter(series__study=study).select_related("series")
+    if series_uid is not None:
+        instances = instances.filter(series__series_instance_uid=series_uid)
+    if sop_uid is not None:
+        instances = instances.filter(sop_instance_uid=sop_uid)
+    found = list(instances.order_by("series__series_number", "series_id", "instance_number", "id"))
+    if not found:
+        raise Http404("No such instance" if sop_uid else "No such series" if series_uid else "No instances")
+    return study, found
+
+
+def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    study, instances = instances_in(user, study_uid, series_uid, sop_uid)
+    instance = instances[0]
+    instance.series.study = study  # already loaded, with facility and patient
+    return instance
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+def _audit_actor_bind(user) -> None:
+    """AuditlogMiddleware captured the user before DRF authenticated an API token, so a
+    token-authenticated request has no actor in the audit context yet: bind it, so the audit row
+    says who read the images."""
+    try:
+        context = auditlog_value.get()
+    except LookupError:
+        return
+    if context.get("actor") is None and user is not None and user.is_authenticated:
+        context["actor"] = user
+
+
+def study_read_record(user, study: Study) -> None:
+    """Record that ``user`` read this study's images or metadata (one audit row)."""
+    _audit_actor_bind(user)
+    record_phi_access(study)
+
+
+def study_frames_read_record(user, study: Study) -> None:
+    """Rendered frames and raw frames: one audit row per user and study per window
+    (``READROOM_AUDIT_FRAME_WINDOW_SECONDS``, default 300 s), however many frames were fetched."""
+    window = int(getattr(settings, "READROOM_AUDIT_FRAME_WINDOW_SECONDS", 300))
+    if window <= 0 or cache.add(f"readroom:frame-read:{user.pk}:{study.study_instance_uid}", 1, window):
+        study_read_record(user, study)
+
+
+# --- store ---------------------------------------------------------------------------------------
+
+
+class StoreRefused(Exception):
+    """The caller may not store here: HTTP status and what to do about it."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def stow_facility(user, code: str | None) -> Facility:
+    """The facility a STOW-RS request stores into.
+
+    ``?facility=CODE`` names it (operations, or an admin of several facilities must name it); a
+    facility admin of exactly one facility may leave it out. A code the caller does not administer
+    is refused with the same answer whether it exists or not (no probing of client codes)."""
+    administered = facilities_administered_by(user)
+    if code:
+        facility = administered.filter(code=code).first()
+        if facility is None:
+            raise StoreRefused(
+                403,
+                f"You do not administer a facility with code {code!r}; images are stored "
+                "only into a facility you administer.",
+            )
+    elif user.is_superuser or has_role(user, Role.OPERATIONS):
+        # Operations may store for any client: never guess which one.
+        raise StoreRefused(400, "Name the facility these images belong to with ?facility=CODE.")
+    else:
+        choices = list(administered.order_by("code")[:2])
+        if not choices:
+            raise StoreRefused(
+                403,
+                "Storing images needs a facility admin or operations account (an API token of the "
+                "hospital's PACS account).",
+            )
+        if len(choices) > 1:
+            raise StoreRefused(
+                400,
+                "You administer several facilities: name the one these images belong to with ?facility=CODE.",
+            )
+        facility = choices[0]
+    if not facility.active:
+        raise StoreRefused(403, f"Facility {facility.code} is inactive; it cannot receive images.")
+    return facility
