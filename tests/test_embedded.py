@@ -79,7 +79,7 @@ def test_embedded_server_serves_login_and_demo_logins(embedded_server):
 
 
 def test_embedded_simulator_sends_through_the_real_ports(embedded_server):
-    url, log_path = embedded_server
+    _url, log_path = embedded_server
     database = log_path.parent / "readroom.sqlite3"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
