@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 
 from accounts.roles import requires_second_factor
 from accounts.second_factor import has_confirmed_device
@@ -41,3 +43,16 @@ class SecondFactorRequiredMiddleware:
             target = "accounts:verify" if has_confirmed_device(user) else "accounts:security"
             return redirect(f"{reverse(target)}?next={request.get_full_path()}")
         return self.get_response(request)
+
+
+class IdleSessionMiddleware(SessionMiddleware):
+    """Sessions end after READROOM_IDLE_TIMEOUT_MINUTES without activity (the cookie is renewed on
+    every request). A page polling for fresh data (header ``X-ReadRoom-Poll``) is not activity: an
+    unattended operations screen must still sign itself out."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if request.headers.get("X-ReadRoom-Poll") and session is not None and not session.modified:
+            patch_vary_headers(response, ("Cookie",))
+            return response
+        return super().process_response(request, response)

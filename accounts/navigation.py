@@ -28,12 +28,19 @@ ALL_ROLES = frozenset(Role)
 
 NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Home", "accounts:home", ALL_ROLES),
-    NavItem("Reading profile", "credentialing:my_profile", frozenset({Role.RADIOLOGIST})),
+    NavItem("My dossier", "credentialing:my_profile", frozenset({Role.RADIOLOGIST})),
+    NavItem(
+        "Credentialing",
+        "credentialing:workspace",
+        frozenset({Role.CREDENTIALING, Role.OPERATIONS, Role.MEDICAL_DIRECTOR}),
+    ),
+    NavItem("Readers", "credentialing:readers", frozenset({Role.FACILITY_ADMIN})),
     NavItem(
         "Facilities",
         "facilities:list",
         frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS, Role.MEDICAL_DIRECTOR, Role.CREDENTIALING}),
     ),
+    NavItem("Interfaces", "interfaces:health", frozenset({Role.OPERATIONS})),
     NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem(
         "Administration",

@@ -25,3 +25,10 @@ def hl7_inbound_sweep() -> int:
 @shared_task(name="interfaces.tasks.studies_complete_quiet")
 def studies_complete_quiet_task() -> int:
     return len(studies_complete_quiet())
+
+
+@shared_task(name="interfaces.tasks.interface_alerts_check")
+def interface_alerts_check_task() -> int:
+    from interfaces.health import interface_alerts_check
+
+    return len(interface_alerts_check())

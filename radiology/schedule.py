@@ -18,6 +18,10 @@ class PeriodicTask:
 
 PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "purge-expired-sessions": PeriodicTask("accounts.tasks.purge_expired_sessions", timedelta(hours=1)),
+    # Expiry notices (90/60/30 days, overdue) to credentialing staff; idempotent, so a restart that
+    # runs it again the same day tells nobody anything twice.
+    "credentialing-expiries": PeriodicTask("credentialing.tasks.check_expiries", timedelta(days=1)),
     "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
     "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
+    "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
 }

@@ -10,12 +10,16 @@ admin.site.login = account_views.admin_login_redirect  # one login page, with lo
 
 api_v1 = [
     path("", include("facilities.api")),
+    path("", include("credentialing.api")),
 ]
 
 urlpatterns = [
     path("", include("accounts.urls")),
     path("facilities/", include("facilities.urls")),
     path("credentialing/", include("credentialing.urls")),
+    path("dicomweb/", include("interfaces.urls")),
+    path("operations/", include("interfaces.ops_urls")),
+    path("", include("imaging.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -3,6 +3,10 @@
 The topology still follows the environment: no variables → SQLite + in-memory layer; ``.ci/run``
 sets DATABASE_URL and REDIS_URL so CI runs on PostgreSQL and Redis."""
 
+import os
+import tempfile
+from pathlib import Path
+
 from radiology.settings.base import *  # noqa: F403
 
 # Argon2 is deliberately slow; tests create many users. tests/accounts checks the real hasher.
@@ -23,4 +27,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not Django's default in-memory database: the edge servers run in their own threads
     # during tests, and the in-memory shared cache locks whole tables instead of waiting (WAL +
     # busy timeout), which is what the embedded topology really does.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-readroom.sqlite3")}  # noqa: F405
+    # One file per test run, so runs side by side (and CI next to a developer) never share it.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(Path(tempfile.gettempdir()) / f"readroom-test-{os.getpid()}.sqlite3")
+    }

@@ -1,0 +1,151 @@
+"""Interface health per facility: when each interface last carried traffic, how much in the last
+24 hours, how much of it failed — and whether it has been silent for longer than the facility
+expects (DESIGN.md §2 operations desk). Computed from the message and association tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+
+from facilities.models import Facility
+from interfaces.models import DicomAssociation, InboundMessage, InboundStatus, InterfaceAlert, InterfaceKind
+from worklist.broadcast import operations_event_send
+
+WINDOW = timedelta(hours=24)
+FAILED = (InboundStatus.REJECTED, InboundStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class InterfaceState:
+    kind: str
+    last_at: datetime | None
+    count_24h: int
+    errors_24h: int
+    expected_gap: timedelta
+
+    def silent(self, now: datetime) -> bool:
+        """Silent longer than expected. An interface that never carried traffic is awaiting go-live,
+        not down: it does not alarm."""
+        return self.last_at is not None and now - self.last_at > self.expected_gap
+
+    def status(self, now: datetime) -> str:
+        if self.last_at is None:
+            return "awaiting"
+        return "silent" if self.silent(now) else "ok"
+
+
+@dataclass(frozen=True)
+class FacilityInterfaces:
+    facility: Facility
+    hl7_in: InterfaceState
+    dicom_in: InterfaceState
+    open_alerts: tuple[InterfaceAlert, ...]
+
+
+def interface_health(*, now: datetime | None = None) -> list[FacilityInterfaces]:
+    now = now or timezone.now()
+    since = now - WINDOW
+    hl7 = {
+        row["facility_id"]: row
+        for row in InboundMessage.objects.filter(facility__isnull=False)
+        .values("facility_id")
+        .annotate(
+            last=Max("received_at"),
+            count=Count("id", filter=Q(received_at__gte=since)),
+            errors=Count("id", filter=Q(received_at__gte=since, status__in=FAILED)),
+        )
+    }
+    dicom = {
+        row["facility_id"]: row
+        for row in DicomAssociation.objects.filter(facility__isnull=False, accepted=True)
+        .values("facility_id")
+        .annotate(
+            last=Max("started_at"),
+            count=Sum("instances_stored", filter=Q(started_at__gte=since)),
+            errors=Sum("instances_failed", filter=Q(started_at__gte=since)),
+        )
+    }
+    alerts: dict[int, list[InterfaceAlert]] = {}
+    for alert in InterfaceAlert.objects.filter(cleared_at__isnull=True):
+        alerts.setdefault(alert.facility_id, []).append(alert)
+    return [
+        FacilityInterfaces(
+            facility=facility,
+            hl7_in=_state(InterfaceKind.HL7_IN, hl7.get(facility.pk), facility.hl7_expected_gap_minutes),
+            dicom_in=_state(
+                InterfaceKind.DICOM_IN, dicom.get(facility.pk), facility.dicom_expected_gap_minutes
+            ),
+            open_alerts=tuple(alerts.get(facility.pk, ())),
+        )
+        for facility in Facility.objects.filter(active=True).order_by("name")
+    ]
+
+
+def _state(kind: str, row: dict | None, gap_minutes: int) -> InterfaceState:
+    row = row or {}
+    return InterfaceState(
+        kind=kind,
+        last_at=row.get("last"),
+        count_24h=row.get("count") or 0,
+        errors_24h=row.get("errors") or 0,
+        expected_gap=timedelta(minutes=gap_minutes),
+    )
+
+
+def unattributed_traffic(*, now: datetime | None = None) -> dict[str, int]:
+    """Traffic from senders no facility claims, in the last 24 hours: a new interface pointed at us
+    before it was onboarded, or a misconfigured MSH-3/MSH-4 or AE title."""
+    since = (now or timezone.now()) - WINDOW
+    return {
+        "hl7": InboundMessage.objects.filter(facility__isnull=True, received_at__gte=since).count(),
+        "dicom": DicomAssociation.objects.filter(facility__isnull=True, started_at__gte=since).count(),
+    }
+
+
+def interface_alerts_check(*, now: datetime | None = None) -> list[InterfaceAlert]:
+    """Raise an alert once per silence episode and clear it when traffic resumes; each change is
+    announced to the operations desk after commit. Safe to run from several workers at once."""
+    now = now or timezone.now()
+    raised = []
+    for entry in interface_health(now=now):
+        open_by_kind = {alert.interface: alert for alert in entry.open_alerts}
+        for state in (entry.hl7_in, entry.dicom_in):
+            alert = open_by_kind.get(state.kind)
+            if state.silent(now) and alert is None:
+                created = _alert_raise(entry.facility, state, now)
+                if created is not None:
+                    raised.append(created)
+            elif alert is not None and not state.silent(now):
+                _alert_clear(alert, now)
+    return raised
+
+
+def _alert_raise(facility: Facility, state: InterfaceState, now: datetime) -> InterfaceAlert | None:
+    try:
+        with transaction.atomic():
+            alert = InterfaceAlert.objects.create(
+                facility=facility, interface=state.kind, raised_at=now, last_message_at=state.last_at
+            )
+            operations_event_send(_event("interface.silent", alert))
+    except IntegrityError:
+        return None  # another worker raised it first (one open alert per interface)
+    return alert
+
+
+def _alert_clear(alert: InterfaceAlert, now: datetime) -> None:
+    with transaction.atomic():
+        if InterfaceAlert.objects.filter(pk=alert.pk, cleared_at__isnull=True).update(cleared_at=now):
+            operations_event_send(_event("interface.resumed", alert))
+
+
+def _event(kind: str, alert: InterfaceAlert) -> dict:
+    return {
+        "type": kind,
+        "facility": alert.facility.code,
+        "interface": alert.interface,
+        "last_message_at": alert.last_message_at.isoformat() if alert.last_message_at else None,
+    }
