@@ -38,7 +38,7 @@ class SecondFactorRequiredMiddleware:
             and requires_second_factor(user)
             and not request.path.startswith(self.EXEMPT_PREFIXES)
         ):
-            if request.path.startswith("/api/"):
+            if request.path.startswith(("/api/", "/dicomweb/")):
                 return JsonResponse({"detail": "A verified second factor is required."}, status=403)
             target = "accounts:verify" if has_confirmed_device(user) else "accounts:security"
             return redirect(f"{reverse(target)}?next={request.get_full_path()}")

@@ -212,6 +212,9 @@ class Hl7Sender(models.Model):
     def __str__(self) -> str:
         return f"{self.sending_application}^{self.sending_facility}"
 
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.facility_id}
+
 
 class DicomSender(models.Model):
     """A calling AE title (modality or PACS) that sends images for a facility."""
@@ -232,3 +235,6 @@ class DicomSender(models.Model):
 
     def __str__(self) -> str:
         return self.ae_title
+
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.facility_id}

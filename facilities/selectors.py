@@ -3,8 +3,8 @@
 * operations, the medical director and credentialing staff: every facility (workflow metadata,
   QA and credentialing span all clients);
 * a facility admin: only facilities they hold ``administer_facility`` on (django-guardian);
-* radiologists: none here — the facilities they read for come from their privileges
-  (credentialing eligibility), not from this list.
+* radiologists: the facilities where they hold, now, privileges and a licence for the state
+  (``credentialing.eligibility.reading_facility_ids``) — never from guardian.
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ def facilities_visible_to(user) -> QuerySet[Facility]:
         return Facility.objects.all()
     if has_role(user, Role.FACILITY_ADMIN):
         return facilities_administered_by(user)
+    if has_role(user, Role.RADIOLOGIST):
+        # Imported here: credentialing's selectors import this module.
+        from django.utils import timezone
+
+        from credentialing.eligibility import reading_facility_ids
+
+        return Facility.objects.filter(pk__in=reading_facility_ids(user, timezone.now()))
     return Facility.objects.none()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import random
 from collections.abc import Iterator
@@ -149,8 +150,8 @@ def series_datasets(
     frame_uid = generate_uid(prefix=UID_ROOT)
     now = datetime.now()
     for number in range(1, count + 1):
-        ds = template.copy()
-        ds.file_meta = template.file_meta.copy()
+        # a deep copy: Dataset.copy() shares data elements with the cached template
+        ds = copy.deepcopy(template)
         sop_uid = generate_uid(prefix=UID_ROOT)
         sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(
             procedure.modality, ComputedRadiographyImageStorage

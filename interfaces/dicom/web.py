@@ -116,6 +116,15 @@ class DicomWebView(APIView):
     renderer_classes = (JSONRenderer,)
     parser_classes = ()  # STOW reads the raw body as a stream; nothing else has one
 
+    def handle_exception(self, exc):
+        if isinstance(exc, StorageError):
+            # A stored file is missing or fails its integrity check: a server fault to look into.
+            log.error("DICOMweb %s: %s", self.request.path, exc)
+            return _error(
+                500, "A stored image file cannot be read. Operations can find the details in the log."
+            )
+        return super().handle_exception(exc)
+
 
 def _error(status: int, message: str) -> HttpResponse:
     return HttpResponse(json.dumps({"detail": message}), status=status, content_type="application/json")
@@ -129,8 +138,8 @@ def _warning_header(text: str) -> str:
 
 def _dicom_json(data, *, status: int = 200, warnings: list[str] | None = None) -> HttpResponse:
     response = HttpResponse(json.dumps(data, separators=(",", ":")), status=status, content_type=DICOM_JSON)
-    for text in warnings or []:
-        response["Warning"] = _warning_header(text)  # one header: the last warning wins; keep them few
+    if warnings:
+        response["Warning"] = ", ".join(_warning_header(text) for text in warnings)  # RFC 7234 §5.5 list
     return response
 
 
@@ -211,7 +220,10 @@ def _qido(request, level: str, *, study: Study | None = None, series: Series | N
         rows = rows.filter(**{"study" if level == SERIES else "series__study": study})
     if series is not None:
         rows = rows.filter(series=series)
-    rows = qido_filter(rows, query)
+    try:
+        rows = qido_filter(rows, query)
+    except QueryError as exc:
+        return _error(400, str(exc))
     cap = int(getattr(settings, "READROOM_QIDO_MAX_RESULTS", 1000))
     size = min(query.limit or cap, cap)
     page = list(rows[query.offset : query.offset + size + 1])
@@ -365,9 +377,14 @@ def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: s
         instance = instances[0]
         return HttpResponse(encrypted_read(instance.storage_path), content_type="application/dicom")
     boundary = boundary_new()
+    content_type = multipart_content_type("application/dicom", boundary)
+    if len(instances) == 1:  # one instance: no need to stream (nor for ASGI to iterate in a thread)
+        return HttpResponse(
+            b"".join(multipart_stream(_instance_parts(instances), boundary)), content_type=content_type
+        )
+    # A study can be gigabytes: stream it, one decrypted instance in memory at a time.
     return StreamingHttpResponse(
-        multipart_stream(_instance_parts(instances), boundary),
-        content_type=multipart_content_type("application/dicom", boundary),
+        multipart_stream(_instance_parts(instances), boundary), content_type=content_type
     )
 
 
@@ -532,8 +549,8 @@ def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: 
         f"{media_type}; transfer-syntax={syntax if syntax not in UNCOMPRESSED else ExplicitVRLittleEndian}"
     )
     boundary = boundary_new()
-    return StreamingHttpResponse(
-        multipart_stream(((part_type, frame) for frame in frames), boundary),
+    return HttpResponse(
+        b"".join(multipart_stream(((part_type, frame) for frame in frames), boundary)),
         content_type=multipart_content_type(media_type, boundary),
     )
 
@@ -570,6 +587,7 @@ class RootView(DicomWebView):
 
 class StudiesView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_search_studies",
         tags=["DICOMweb"],
         summary="QIDO-RS: search for studies",
         description="Studies you may see, newest first, in application/dicom+json (PS3.18 §10.6).",
@@ -580,6 +598,7 @@ class StudiesView(DicomWebView):
         return _qido(request, STUDY)
 
     @extend_schema(
+        operation_id="dicomweb_store_instances",
         tags=["DICOMweb"],
         summary="STOW-RS: store instances",
         description=(
@@ -599,6 +618,7 @@ class StudiesView(DicomWebView):
 
 class StudyView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_retrieve_study",
         tags=["DICOMweb"],
         summary="WADO-RS: retrieve a study",
         parameters=[STUDY_UID],
@@ -608,6 +628,7 @@ class StudyView(DicomWebView):
         return _retrieve(request, study)
 
     @extend_schema(
+        operation_id="dicomweb_store_study_instances",
         tags=["DICOMweb"],
         summary="STOW-RS: store instances of this study",
         description="As POST /dicomweb/studies; an instance of another study fails (FailureReason 0xA901).",
@@ -620,13 +641,19 @@ class StudyView(DicomWebView):
 
 
 class StudyMetadataView(DicomWebView):
-    @extend_schema(tags=["DICOMweb"], summary="WADO-RS: study metadata", responses={200: DICOM_JSON_LIST})
+    @extend_schema(
+        operation_id="dicomweb_study_metadata",
+        tags=["DICOMweb"],
+        summary="WADO-RS: study metadata",
+        responses={200: DICOM_JSON_LIST},
+    )
     def get(self, request, study):
         return _metadata(request, study)
 
 
 class StudySeriesView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_search_study_series",
         tags=["DICOMweb"],
         summary="QIDO-RS: series of a study",
         parameters=QIDO_PARAMETERS,
@@ -638,27 +665,43 @@ class StudySeriesView(DicomWebView):
 
 class StudyInstancesView(DicomWebView):
     @extend_schema(
-        tags=["DICOMweb"], summary="QIDO-RS: instances of a study", responses={200: DICOM_JSON_LIST}
+        operation_id="dicomweb_search_study_instances",
+        tags=["DICOMweb"],
+        summary="QIDO-RS: instances of a study",
+        responses={200: DICOM_JSON_LIST},
     )
     def get(self, request, study):
         return _qido(request, INSTANCE, study=access.study_by_uid(request.user, study))
 
 
 class SeriesView(DicomWebView):
-    @extend_schema(tags=["DICOMweb"], summary="WADO-RS: retrieve a series", responses={200: DICOM_PARTS})
+    @extend_schema(
+        operation_id="dicomweb_retrieve_series",
+        tags=["DICOMweb"],
+        summary="WADO-RS: retrieve a series",
+        responses={200: DICOM_PARTS},
+    )
     def get(self, request, study, series):
         return _retrieve(request, study, series)
 
 
 class SeriesMetadataView(DicomWebView):
-    @extend_schema(tags=["DICOMweb"], summary="WADO-RS: series metadata", responses={200: DICOM_JSON_LIST})
+    @extend_schema(
+        operation_id="dicomweb_series_metadata",
+        tags=["DICOMweb"],
+        summary="WADO-RS: series metadata",
+        responses={200: DICOM_JSON_LIST},
+    )
     def get(self, request, study, series):
         return _metadata(request, study, series)
 
 
 class SeriesInstancesView(DicomWebView):
     @extend_schema(
-        tags=["DICOMweb"], summary="QIDO-RS: instances of a series", responses={200: DICOM_JSON_LIST}
+        operation_id="dicomweb_search_series_instances",
+        tags=["DICOMweb"],
+        summary="QIDO-RS: instances of a series",
+        responses={200: DICOM_JSON_LIST},
     )
     def get(self, request, study, series):
         found = access.series_by_uid(request.user, study, series)
@@ -666,13 +709,23 @@ class SeriesInstancesView(DicomWebView):
 
 
 class InstanceView(DicomWebView):
-    @extend_schema(tags=["DICOMweb"], summary="WADO-RS: retrieve an instance", responses={200: DICOM_PARTS})
+    @extend_schema(
+        operation_id="dicomweb_retrieve_instance",
+        tags=["DICOMweb"],
+        summary="WADO-RS: retrieve an instance",
+        responses={200: DICOM_PARTS},
+    )
     def get(self, request, study, series, instance):
         return _retrieve(request, study, series, instance)
 
 
 class InstanceMetadataView(DicomWebView):
-    @extend_schema(tags=["DICOMweb"], summary="WADO-RS: instance metadata", responses={200: DICOM_JSON_LIST})
+    @extend_schema(
+        operation_id="dicomweb_instance_metadata",
+        tags=["DICOMweb"],
+        summary="WADO-RS: instance metadata",
+        responses={200: DICOM_JSON_LIST},
+    )
     def get(self, request, study, series, instance):
         return _metadata(request, study, series, instance)
 
@@ -685,6 +738,7 @@ RENDER_PARAMETERS = [
 
 class InstanceRenderedView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_instance_rendered",
         tags=["DICOMweb"],
         summary="WADO-RS: rendered first frame",
         description="image/png (or image/jpeg when Accept asks), windowed; 415 with an explanatory image "
@@ -698,6 +752,7 @@ class InstanceRenderedView(DicomWebView):
 
 class FrameRenderedView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_frame_rendered",
         tags=["DICOMweb"],
         summary="WADO-RS: rendered frame",
         parameters=RENDER_PARAMETERS,
@@ -709,6 +764,7 @@ class FrameRenderedView(DicomWebView):
 
 class FramesView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_frames",
         tags=["DICOMweb"],
         summary="WADO-RS: frames",
         description='multipart/related; type="application/octet-stream" with native little-endian frames, '
@@ -721,6 +777,7 @@ class FramesView(DicomWebView):
 
 class AllSeriesView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_search_series",
         tags=["DICOMweb"],
         summary="QIDO-RS: search for series",
         parameters=QIDO_PARAMETERS,
@@ -732,6 +789,7 @@ class AllSeriesView(DicomWebView):
 
 class AllInstancesView(DicomWebView):
     @extend_schema(
+        operation_id="dicomweb_search_instances",
         tags=["DICOMweb"],
         summary="QIDO-RS: search for instances",
         parameters=QIDO_PARAMETERS,

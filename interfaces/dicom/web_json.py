@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from imaging.models import Instance, Patient, Series, Study
@@ -104,7 +104,10 @@ def study_attributes(study: Study, *, retrieve_url: str) -> JsonDataset:
         tag_hex(PATIENT_BIRTH_DATE): element(
             "DA", patient.birth_date.strftime("%Y%m%d") if patient and patient.birth_date else None
         ),
-        tag_hex(PATIENT_SEX): element("CS", patient.sex if patient else None),
+        # DICOM knows M, F and O (PS3.3 C.7.1.1); HL7's U/A/N are "unknown" here: empty.
+        tag_hex(PATIENT_SEX): element(
+            "CS", patient.sex if patient and patient.sex in {"M", "F", "O"} else None
+        ),
         tag_hex(BODY_PART_EXAMINED): element("CS", study.body_part),
         tag_hex(STUDY_INSTANCE_UID): element("UI", study.study_instance_uid),
         tag_hex(STUDY_SERIES_COUNT): element("IS", study.number_of_series),
@@ -232,10 +235,3 @@ def stow_http_status(outcomes: Iterable[StoreOutcome]) -> int:
     if states == {True, False}:
         return 202
     return 409
-
-
-def vr_of(tag: int) -> str:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"

@@ -8,6 +8,7 @@ a resent message a recorded duplicate that is never applied twice."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -34,6 +35,7 @@ from interfaces.hl7.parse import (
     decode,
     normalize,
     parse,
+    parse_text,
     read_header,
 )
 from interfaces.models import InboundMessage, InboundStatus
@@ -101,7 +103,10 @@ def hl7_frame_receive(
         return Hl7Receipt(row.pk, _ack(header, original_code, error), row.ack_code, False, sender)
     row.dedupe_key = f"{header.sending_application}^{header.sending_facility}^{header.control_id}"[:600]
     try:
-        with transaction.atomic():
+        # One round trip on the listener's hot path: in autocommit mode a single INSERT commits by
+        # itself and a duplicate-key error leaves no transaction to roll back. Inside a caller's
+        # transaction a savepoint keeps that transaction usable.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             row.save(force_insert=True)
         to_apply = True
     except IntegrityError:
@@ -118,7 +123,8 @@ def _assess(raw: bytes, oversize: int) -> tuple[Header | None, int | None, Hl7Er
     """The order of checks follows HL7 v2 §2.13: the MSH and the sender first (AR), then the
     content (AE). Returns (header, facility id, error)."""
     try:
-        header = read_header(decode(normalize(raw)))
+        text = decode(normalize(raw))
+        header = read_header(text)
     except Hl7Error as exc:
         return None, None, exc
     if oversize:
@@ -138,7 +144,7 @@ def _assess(raw: bytes, oversize: int) -> tuple[Header | None, int | None, Hl7Er
         return header, None, Hl7Error("AR", UNKNOWN_KEY_IDENTIFIER, text, "MSH^1^3")
     facility_id, fallback = sender
     try:
-        return header, facility_id, _accession_missing(parse(raw), fallback)
+        return header, facility_id, _accession_missing(parse_text(text, header), fallback)
     except Hl7Error as exc:
         return header, facility_id, exc
     except Exception as exc:  # a parser bug must not take the listener down: reject, keep the frame

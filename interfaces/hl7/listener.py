@@ -81,13 +81,42 @@ def _receive(frame: Frame, peer: str):
         return None
 
 
-def _enqueue(sender: tuple[str, str]) -> None:
+def _enqueue(senders: set[tuple[str, str]]) -> None:
     from interfaces.tasks import hl7_inbound_drain_task
 
-    hl7_inbound_drain_task.delay(*sender)
+    for sender in senders:
+        hl7_inbound_drain_task.delay(*sender)
 
 
-async def _serve_connection(reader: FrameReader, writer) -> None:
+class DrainScheduler:
+    """Asks for the apply task after the ACK has gone out, off the connection's path.
+
+    Senders whose messages committed while an enqueue was in flight are gathered and enqueued once:
+    every message still gets a drain enqueued *after* its commit (so none is left behind), without
+    a broker round trip per message. In the embedded topology tasks run inline on SQLite, which
+    takes one writer at a time: there the drain runs in Django's one sync thread, like the INSERT."""
+
+    def __init__(self) -> None:
+        self._pending: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._inline = settings.CELERY_TASK_ALWAYS_EAGER
+
+    def request(self, sender: tuple[str, str]) -> None:
+        self._pending.add(sender)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            senders, self._pending = self._pending, set()
+            try:
+                await sync_to_async(_enqueue, thread_sensitive=self._inline)(senders)
+            except Exception:  # the broker is down: the sweep re-drains what stays unapplied
+                log.exception("could not enqueue HL7 apply tasks for %s", senders)
+
+
+async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler) -> None:
     host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
     peer = f"{host}:{port}"
     log.info("HL7 connection from %s", peer)
@@ -104,9 +133,7 @@ async def _serve_connection(reader: FrameReader, writer) -> None:
                 writer.writeblock(receipt.ack)
             await writer.drain()
             if receipt is not None and receipt.to_apply:
-                # same thread as the INSERT: in the embedded topology tasks run inline on SQLite,
-                # which takes one writer at a time
-                await sync_to_async(_enqueue, thread_sensitive=True)(receipt.sender)
+                drains.request(receipt.sender)
     except (ConnectionError, OSError) as exc:
         log.info("HL7 connection from %s ended: %s", peer, exc)
     finally:
@@ -119,12 +146,16 @@ async def hl7_server_start(
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     limit = max_frame_bytes or settings.READROOM_HL7_MAX_FRAME_BYTES
+    drains = DrainScheduler()
+    scheduler = loop.create_task(drains.run(), name="hl7-drain-scheduler")
 
     def factory() -> HL7StreamProtocol:
         reader = FrameReader(limit=limit, loop=loop)
-        return HL7StreamProtocol(reader, _serve_connection, loop=loop)
+        return HL7StreamProtocol(reader, lambda r, w: _serve_connection(r, w, drains), loop=loop)
 
-    return await loop.create_server(factory, host, port, reuse_address=True)
+    server = await loop.create_server(factory, host, port, reuse_address=True)
+    server.drain_scheduler = scheduler  # kept referenced for the server's lifetime
+    return server
 
 
 async def hl7_listener_service(
@@ -133,5 +164,8 @@ async def hl7_listener_service(
     """Run until ``stop`` is set (the embedded server and ``manage.py hl7_listener`` both use it)."""
     server = await hl7_server_start(host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_HL7_PORT)
     log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
-    async with server:
-        await stop.wait()
+    try:
+        async with server:
+            await stop.wait()
+    finally:
+        server.drain_scheduler.cancel()

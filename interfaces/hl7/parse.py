@@ -227,7 +227,11 @@ def _version_supported(version: str) -> bool:
 def parse(raw: bytes) -> ParsedMessage:
     """Bytes inside an MLLP frame → a checked message. Raises Hl7Error."""
     text = decode(normalize(raw))
-    header = read_header(text)
+    return parse_text(text, read_header(text))
+
+
+def parse_text(text: str, header: Header) -> ParsedMessage:
+    """The content of a message whose header was already read (the listener reads it first)."""
     kind = check_header(header)
     try:
         message = hl7.parse(text)

@@ -58,7 +58,13 @@ def hl7_listener(transactional_db, chicago_interfaces):
     thread.start()
     assert started.wait(10)
     yield "127.0.0.1", state["server"].sockets[0].getsockname()[1]
-    state["server"].close()
+    async def shutdown() -> None:
+        server = state["server"]
+        server.close()
+        server.drain_scheduler.cancel()
+        await asyncio.gather(server.drain_scheduler, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 

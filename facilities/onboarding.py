@@ -1,0 +1,658 @@
+"""Onboarding a facility from a YAML file (``manage.py onboard_facility FILE``, DESIGN.md §5).
+
+One file describes one hospital; ``deploy/facility.example.yaml`` is the commented example. The keys::
+
+    code: WI-BIRCHLAKE              # required. Our id for the facility: 2–32 of A–Z 0–9 - _. The file is
+                                    #   matched to the database by code, so a new code is a new facility.
+    name: Birch Lake Memorial Hospital                  # required
+    state: WI                       # required. US state; readers need an active licence there.
+    timezone: America/Chicago       # required. IANA zone: shifts and "expires at midnight" use it.
+    kind: critical_access           # required. level1_trauma | level2_trauma | community |
+                                    #   critical_access | outpatient_imaging | urgent_care
+    active: true                    # default true
+    hl7:
+      senders:                      # MSH-3 / MSH-4 pairs that speak for this facility (matched ignoring
+        - application: MEDITECH     #   case). A pair not listed anywhere gets AR (unknown sender).
+          facility: BLMH
+      accession_fallback: filler    # filler | placer | none: accession when IPC-1 and OBR-18 are empty
+      expected_gap_minutes: 60      # HL7 silence longer than this turns the interface red
+      outbound:                     # where signed reports (ORU^R01) go over MLLP; both keys or neither
+        host: hl7.birchlake.example.org
+        port: 6661
+    dicom:
+      calling_ae_titles:            # calling AE titles that send images for this facility (exact match)
+        - BLMH_CT1                  #   a title alone, or
+        - {ae_title: BLMH_CR1, description: Portable X-ray}
+      study_quiet_seconds: 90       # a study is complete after this long without a new instance (>= 5)
+      expected_gap_minutes: 120     # DICOM silence longer than this turns the interface red
+    sla_minutes:                    # contract turnaround overrides by priority class (DESIGN.md §6):
+      ROUTINE: 2880                 #   STROKE 20, TRAUMA 30, STAT 30, ASAP 240, ROUTINE 1440 otherwise
+    reading:
+      accepts_general_readers: true # a general reader may read what no subspecialist covers (default true)
+    # catalogue_overrides: refused for now; the procedure catalogue arrives with routing.
+
+The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
+and AE titles become exactly the ones listed (those no longer listed are removed from this facility).
+An HL7 sender pair or AE title that belongs to another facility is refused, never moved.
+
+``facility_yaml_load(text)`` parses the file; ``facility_onboard(spec=...)`` validates it (every problem
+at once, each named by its key path) and creates or updates the facility in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+import yaml
+from auditlog.context import set_actor
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models, transaction
+
+from facilities.models import DicomSender, Facility, Hl7Sender, PriorityClass
+
+CATALOGUE_NOT_YET = (
+    "catalogue overrides arrive with routing (the procedure catalogue does not exist yet); "
+    "remove this key for now and add the overrides once routing has landed"
+)
+
+TOP_KEYS = (
+    "code", "name", "state", "timezone", "kind", "active",
+    "hl7", "dicom", "sla_minutes", "reading", "catalogue_overrides",
+)  # fmt: skip
+HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound")
+HL7_SENDER_KEYS = ("application", "facility")
+OUTBOUND_KEYS = ("host", "port")
+DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes")
+AE_TITLE_KEYS = ("ae_title", "description")
+READING_KEYS = ("accepts_general_readers",)
+SLA_KEYS = tuple(PriorityClass.values)
+
+# Facility field → its key path in the file, in the order the file is read and changes are listed.
+FIELD_PATHS: dict[str, str] = {
+    "code": "code",
+    "name": "name",
+    "state": "state",
+    "timezone": "timezone",
+    "kind": "kind",
+    "active": "active",
+    "hl7_accession_fallback": "hl7.accession_fallback",
+    "hl7_expected_gap_minutes": "hl7.expected_gap_minutes",
+    "hl7_outbound_host": "hl7.outbound.host",
+    "hl7_outbound_port": "hl7.outbound.port",
+    "study_quiet_seconds": "dicom.study_quiet_seconds",
+    "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
+    **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
+    "accepts_general_readers": "reading.accepts_general_readers",
+}
+REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
+_UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
+
+# The inbound parser keeps only the first component of MSH-3/MSH-4, so a delimiter here never matches.
+_HL7_DELIMITERS = set("|^~\\&")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"  # underscores: some hospital DNS has them
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+
+
+class InvalidFacilitySpec(Exception):
+    """The file cannot be onboarded; ``problems`` lists every reason, each led by its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class OnboardResult:
+    facility: Facility  # unsaved when a dry run would have created it
+    status: Literal["created", "updated", "unchanged"]
+    changes: tuple[str, ...]  # human-readable, one line per change, led by the key path
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class _Hl7SenderSpec:
+    application: str  # MSH-3
+    facility: str  # MSH-4
+
+    def __str__(self) -> str:
+        return f"{self.application}^{self.facility}"
+
+
+@dataclass(frozen=True)
+class _AeTitleSpec:
+    ae_title: str
+    description: str = ""
+
+
+@dataclass
+class _FacilitySpec:
+    fields: dict[str, Any]  # every Facility field of FIELD_PATHS that was read without a problem
+    hl7_senders: list[_Hl7SenderSpec] = field(default_factory=list)
+    ae_titles: list[_AeTitleSpec] = field(default_factory=list)
+
+    @property
+    def code(self) -> str | None:
+        return self.fields.get("code")
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def facility_yaml_load(text: str) -> Any:
+    """The YAML document in ``text``. A syntax error or a key given twice (which YAML would silently
+    resolve to the last one) raises InvalidFacilitySpec naming the line."""
+    try:
+        data = yaml.safe_load(text)
+        duplicates = list(_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader)))
+    except yaml.MarkedYAMLError as error:
+        raise InvalidFacilitySpec([_yaml_error_text(error)]) from None
+    except yaml.YAMLError as error:
+        raise InvalidFacilitySpec([f"not valid YAML: {error}"]) from None
+    if duplicates:
+        raise InvalidFacilitySpec(duplicates)
+    return data
+
+
+def _yaml_error_text(error: yaml.MarkedYAMLError) -> str:
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+    text = f"YAML syntax error at {where}: {error.problem or error.context}"
+    if error.context and error.problem and error.context_mark:
+        text += f" ({error.context} at line {error.context_mark.line + 1})"
+    return text
+
+
+def _duplicate_keys(node: yaml.Node | None) -> Iterator[str]:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                ident = (key.tag, key.value)
+                if ident in seen:
+                    yield (
+                        f"line {key.start_mark.line + 1}: key {key.value!r} is given twice "
+                        f"(first at line {seen[ident] + 1})"
+                    )
+                seen.setdefault(ident, key.start_mark.line)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+def facility_onboard(
+    *, spec: Mapping[str, Any], dry_run: bool = False, actor: AbstractBaseUser | None = None
+) -> OnboardResult:
+    """Create or update the facility that ``spec`` (the loaded YAML file) describes, in one transaction.
+
+    Idempotent: the same spec twice changes nothing the second time ("unchanged"). Raises
+    InvalidFacilitySpec with every problem when the spec is invalid, in which case nothing is written.
+    ``dry_run`` validates and reports what would change without writing. Writes are audit-logged
+    (django-auditlog), with ``actor`` as their author when given."""
+    author = set_actor(actor) if actor is not None else contextlib.nullcontext()
+    with transaction.atomic(), author:
+        parsed, problems = _spec_read(spec)
+        problems += _ownership_problems(parsed)
+        if problems:
+            raise InvalidFacilitySpec(problems)
+        # Lock the row so that two runs for one facility apply one after the other.
+        facility = Facility.objects.select_for_update().filter(code=parsed.code).first()
+        plan = _Plan(facility=facility or Facility(), created=facility is None)
+        plan.fields_changed, plan.changes = _field_changes(plan.facility, parsed.fields, created=plan.created)
+        plan.senders_add, plan.senders_remove, lines = _hl7_sender_changes(plan.facility, parsed.hl7_senders)
+        plan.changes += lines
+        plan.ae_add, plan.ae_remove, plan.ae_describe, lines = _ae_title_changes(
+            plan.facility, parsed.ae_titles
+        )
+        plan.changes += lines
+        if not dry_run:
+            plan.write()
+    status = "created" if plan.created else "updated" if plan.changes else "unchanged"
+    return OnboardResult(facility=plan.facility, status=status, changes=tuple(plan.changes), dry_run=dry_run)
+
+
+@dataclass
+class _Plan:
+    """What one run changes: worked out in full first, so that a dry run can show it."""
+
+    facility: Facility  # with the file's values already set, not yet saved
+    created: bool
+    fields_changed: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    senders_add: list[_Hl7SenderSpec] = field(default_factory=list)
+    senders_remove: list[Hl7Sender] = field(default_factory=list)
+    ae_add: list[_AeTitleSpec] = field(default_factory=list)
+    ae_remove: list[DicomSender] = field(default_factory=list)
+    ae_describe: list[DicomSender] = field(default_factory=list)  # description changed, not yet saved
+
+    def write(self) -> None:
+        facility = self.facility
+        if self.created:
+            facility.save()
+        elif self.fields_changed:  # nothing saved (and no audit row) when nothing changed
+            facility.save(update_fields=[*self.fields_changed, "updated_at"])
+        # One row at a time, not in bulk, so that each addition and removal gets its audit row.
+        for sender in self.senders_remove:
+            sender.delete()
+        for new in self.senders_add:
+            facility.hl7_senders.create(sending_application=new.application, sending_facility=new.facility)
+        for dicom_sender in self.ae_remove:
+            dicom_sender.delete()
+        for dicom_sender in self.ae_describe:
+            dicom_sender.save(update_fields=["description"])
+        for title in self.ae_add:
+            facility.dicom_senders.create(ae_title=title.ae_title, description=title.description)
+
+
+def _field_changes(
+    facility: Facility, fields: dict[str, Any], *, created: bool
+) -> tuple[list[str], list[str]]:
+    """Apply ``fields`` to ``facility`` (unsaved) and describe what that changes."""
+    changed, lines = [], []
+    for name, path in FIELD_PATHS.items():
+        old, new = getattr(facility, name), fields[name]
+        if created:
+            lines.append(f"{path}: {_show(new)}")
+        elif old != new:
+            changed.append(name)
+            lines.append(f"{path}: {_show(old)} → {_show(new)}")
+        setattr(facility, name, new)
+    return changed, lines
+
+
+def _hl7_sender_changes(
+    facility: Facility, wanted: list[_Hl7SenderSpec]
+) -> tuple[list[_Hl7SenderSpec], list[Hl7Sender], list[str]]:
+    existing = {
+        _Hl7SenderSpec(s.sending_application, s.sending_facility): s
+        for s in (facility.hl7_senders.order_by("pk") if facility.pk else [])
+    }
+    add = [s for s in wanted if s not in existing]
+    remove = [row for s, row in existing.items() if s not in wanted]
+    lines = [f"hl7.senders: removed {s}" for s in existing if s not in wanted]
+    lines += [f"hl7.senders: added {s}" for s in add]
+    return add, remove, lines
+
+
+def _ae_title_changes(
+    facility: Facility, wanted: list[_AeTitleSpec]
+) -> tuple[list[_AeTitleSpec], list[DicomSender], list[DicomSender], list[str]]:
+    existing = {s.ae_title: s for s in (facility.dicom_senders.order_by("pk") if facility.pk else [])}
+    wanted_by_title = {t.ae_title: t for t in wanted}
+    add = [t for t in wanted if t.ae_title not in existing]
+    remove = [row for title, row in existing.items() if title not in wanted_by_title]
+    describe, lines = [], [f"dicom.calling_ae_titles: removed {row.ae_title}" for row in remove]
+    for title in add:
+        lines.append(
+            f"dicom.calling_ae_titles: added {title.ae_title}"
+            + (f" ({title.description})" if title.description else "")
+        )
+    for title, row in existing.items():
+        new = wanted_by_title.get(title)
+        if new is not None and new.description != row.description:
+            lines.append(
+                f"dicom.calling_ae_titles: {title} description {_show(row.description)} "
+                f"→ {_show(new.description)}"
+            )
+            row.description = new.description
+            describe.append(row)
+    return add, remove, describe, lines
+
+
+def _ownership_problems(spec: _FacilitySpec) -> list[str]:
+    """Senders that already speak for another facility. HL7 senders are matched ignoring case, as the
+    listener matches them; AE titles exactly, as the DICOM SCP does."""
+    problems = []
+    for sender in spec.hl7_senders:
+        owner = (
+            Hl7Sender.objects.filter(
+                sending_application__iexact=sender.application, sending_facility__iexact=sender.facility
+            )
+            .exclude(facility__code=spec.code)
+            .select_related("facility")
+            .first()
+        )
+        if owner is not None:
+            problems.append(f"hl7.senders: {sender} already belongs to {owner.facility}")
+    titles = [t.ae_title for t in spec.ae_titles]
+    for owner in (
+        DicomSender.objects.filter(ae_title__in=titles)
+        .exclude(facility__code=spec.code)
+        .select_related("facility")
+        .order_by("ae_title")
+    ):
+        problems.append(
+            f"dicom.calling_ae_titles: {_quote(owner.ae_title)} already belongs to {owner.facility}"
+        )
+    return problems
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "":
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _quote(value)
+
+
+def _quote(value: Any) -> str:
+    # Not repr(): an AE title 'A\B' must read as the operator typed it, not as 'A\\B'.
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+_INVALID = object()  # a value that had a problem: left out of the model's validation and of the spec
+
+
+def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
+    """Read the whole file, collecting every problem rather than stopping at the first."""
+    if data is None:
+        return _FacilitySpec(fields={}), ["the file is empty: it must describe one facility (code: …)"]
+    if not isinstance(data, dict):
+        return _FacilitySpec(fields={}), [
+            f"the file must describe one facility as keys and values (code: …, name: …), not {_kind(data)}"
+        ]
+    r = _Reader()
+    top = r.section(data, "", TOP_KEYS)
+    raw: dict[str, Any] = {}
+    for key in REQUIRED_FIELDS:
+        raw[key] = r.text(top, key, key, required=True)
+    raw["active"] = r.flag(top, "active", "active")
+    if "catalogue_overrides" in top:
+        r.problem("catalogue_overrides", CATALOGUE_NOT_YET)
+
+    hl7 = r.section(top.get("hl7"), "hl7", HL7_KEYS)
+    senders = r.hl7_senders(hl7.get("senders"), "hl7.senders")
+    raw["hl7_accession_fallback"] = r.text(hl7, "accession_fallback", "hl7.accession_fallback")
+    raw["hl7_expected_gap_minutes"] = r.whole(hl7, "expected_gap_minutes", "hl7_expected_gap_minutes")
+    outbound = r.section(hl7.get("outbound"), "hl7.outbound", OUTBOUND_KEYS)
+    raw["hl7_outbound_host"] = r.host(outbound)
+    raw["hl7_outbound_port"] = r.port(outbound)
+    if (raw["hl7_outbound_host"] is None) != (raw["hl7_outbound_port"] is None):
+        missing = "port" if raw["hl7_outbound_port"] is None else "host"
+        other = "host" if missing == "port" else "port"
+        r.problem(f"hl7.outbound.{missing}", f"required when hl7.outbound.{other} is given")
+
+    dicom = r.section(top.get("dicom"), "dicom", DICOM_KEYS)
+    ae_titles = r.ae_titles(dicom.get("calling_ae_titles"), "dicom.calling_ae_titles")
+    raw["study_quiet_seconds"] = r.whole(dicom, "study_quiet_seconds", "study_quiet_seconds")
+    raw["dicom_expected_gap_minutes"] = r.whole(dicom, "expected_gap_minutes", "dicom_expected_gap_minutes")
+
+    sla = r.section(top.get("sla_minutes"), "sla_minutes", SLA_KEYS)
+    for priority in SLA_KEYS:
+        raw[f"sla_{priority.lower()}_minutes"] = r.whole(sla, priority, f"sla_{priority.lower()}_minutes")
+
+    reading = r.section(top.get("reading"), "reading", READING_KEYS)
+    raw["accepts_general_readers"] = r.flag(
+        reading, "accepts_general_readers", "reading.accepts_general_readers"
+    )
+
+    fields = _model_checked(raw, r)
+    return _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles), r.in_file_order(data)
+
+
+def _model_checked(raw: dict[str, Any], r: _Reader) -> dict[str, Any]:
+    """Run the Facility model's own validators on what was read (a key left out takes the model's
+    default) and report their errors under the file's key paths."""
+    values = {
+        name: Facility._meta.get_field(name).get_default() if value is None else value
+        for name, value in raw.items()
+        if value is not _INVALID
+    }
+    bad = [name for name, value in raw.items() if value is _INVALID]
+    try:
+        # Uniqueness is the service's business (the code identifies the row to update); the SLA check
+        # constraint repeats the fields' MinValueValidator(1) and would cost a query.
+        Facility(**values).full_clean(exclude=bad, validate_unique=False, validate_constraints=False)
+    except ValidationError as error:
+        for name, e in _field_errors(error):
+            r.problem(FIELD_PATHS.get(name, name), _model_error_text(Facility, name, e, values.get(name)))
+            values.pop(name, None)
+    return values
+
+
+def _field_errors(error: ValidationError) -> Iterator[tuple[str, ValidationError]]:
+    """Each field's errors, leaving out a pattern error when the value is simply too long (an AE title's
+    pattern also limits the length; one message is enough)."""
+    for name, errors in error.error_dict.items():
+        too_long = any(e.code == "max_length" for e in errors)
+        for e in errors:
+            if not (too_long and e.code == "invalid"):
+                yield name, e
+
+
+def _model_error_text(model: type[models.Model], name: str, error: ValidationError, value: Any) -> str:
+    """A model validator's error, said in the file's terms."""
+    params = error.params or {}
+    if error.code in ("blank", "null", "required"):
+        return "required"
+    if error.code == "invalid_choice":
+        if name == "state":
+            return f"{_quote(value)} is not a US state (e.g. IL, WI)"
+        choices = ", ".join(str(c) for c, _ in model._meta.get_field(name).flatchoices)
+        return f"{_quote(value)} is not one of {choices}"
+    if error.code == "max_length":
+        return f"{_quote(value)} is longer than {params['limit_value']} characters"
+    if error.code in ("min_value", "max_value") and name in FIELD_PATHS:
+        if error.code == "max_value":
+            return f"must be at most {params['limit_value']}"
+        return _whole_rule(name)
+    message = error.message % params if params else error.message
+    if error.code == "invalid":  # a RegexValidator: its message says what is allowed
+        return f"{_quote(value)} is not valid: {message}"
+    return str(message)
+
+
+def _whole_rule(name: str) -> str:
+    """What a whole-number field accepts, from the model field's own MinValueValidator."""
+    minimum = max(
+        (
+            v.limit_value
+            for v in Facility._meta.get_field(name).validators
+            if isinstance(v, MinValueValidator)
+        ),
+        default=1,
+    )
+    unit = _UNITS.get(name, "minutes")
+    if minimum <= 1:
+        return f"must be a positive whole number of {unit}"
+    return f"must be a whole number of {unit}, at least {minimum}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a yes/no value)"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, date):
+        return "a date"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _unknown_key(key: Any, allowed: tuple[str, ...]) -> str:
+    by_folded = {a.casefold(): a for a in allowed}
+    close = difflib.get_close_matches(str(key).casefold(), list(by_folded), n=1)
+    hint = f"did you mean {by_folded[close[0]]!r}?" if close else f"known keys: {', '.join(allowed)}"
+    return f"unknown key {_quote(key)} ({hint})"
+
+
+class _Reader:
+    """Reads typed values out of the loaded YAML, recording a problem (and returning _INVALID) for
+    each one that is wrong. ``None`` means the key was left out."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[Any, str]] = []  # (top-level key it concerns, text)
+
+    def problem(self, path: str, message: str, *, top: Any = None) -> None:
+        top = top if top is not None else re.split(r"[.\[]", path, maxsplit=1)[0]
+        self.problems.append((top, f"{path}: {message}" if path else message))
+
+    def in_file_order(self, data: dict) -> list[str]:
+        """The problems in the order of the file's top-level keys (missing required keys first)."""
+        position = {key: i for i, key in enumerate(data)}
+        return [text for top, text in sorted(self.problems, key=lambda p: position.get(p[0], -1))]
+
+    def section(self, value: Any, path: str, keys: tuple[str, ...]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be keys and values ({', '.join(keys)}), not {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in keys:
+                self.problem(path, _unknown_key(key, keys), top=key if not path else None)
+        return value
+
+    def items(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list (one '- ' line per entry), not {_kind(value)}")
+            return []
+        return value
+
+    def text(self, m: dict, key: str, path: str, *, required: bool = False) -> Any:
+        value = m.get(key)
+        if value is None:
+            if required:
+                self.problem(path, "required")
+                return _INVALID
+            return None
+        if not isinstance(value, str):
+            self.problem(path, f"must be text, not {_kind(value)}: put it in quotes")
+            return _INVALID
+        return value.strip()
+
+    def flag(self, m: dict, key: str, path: str) -> Any:
+        value = m.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.problem(path, f"must be true or false, not {_quote(value)}")
+        return _INVALID
+
+    def whole(self, m: dict, key: str, field_name: str) -> Any:
+        value = m.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(FIELD_PATHS[field_name], _whole_rule(field_name))
+            return _INVALID
+        return value  # the range is the model validators' business (_model_checked)
+
+    def host(self, outbound: dict) -> Any:
+        host = self.text(outbound, "host", "hl7.outbound.host")
+        if host == "":
+            return None
+        if host is None or host is _INVALID:
+            return host
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return host
+        if _HOST_NAME.match(host):
+            return host
+        self.problem(
+            "hl7.outbound.host",
+            f"{_quote(host)} is not a host name or IP address "
+            "(no scheme; the port goes in hl7.outbound.port)",
+        )
+        return _INVALID
+
+    def port(self, outbound: dict) -> Any:
+        value = outbound.get("port")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.problem("hl7.outbound.port", "must be a whole number from 1 to 65535")
+            return _INVALID
+        return value
+
+    def hl7_senders(self, value: Any, path: str) -> list[_Hl7SenderSpec]:
+        senders: list[_Hl7SenderSpec] = []
+        first_at: dict[tuple[str, str], int] = {}
+        for i, item in enumerate(self.items(value, path)):
+            at = f"{path}[{i}]"
+            if not isinstance(item, dict):
+                self.problem(at, f"must be keys application (MSH-3) and facility (MSH-4), not {_kind(item)}")
+                continue
+            self.section(item, at, HL7_SENDER_KEYS)
+            before = len(self.problems)
+            app = self.text(item, "application", f"{at}.application", required=True)
+            fac = self.text(item, "facility", f"{at}.facility", required=True)
+            for key, part in (("application", app), ("facility", fac)):
+                if isinstance(part, str) and _HL7_DELIMITERS & set(part):
+                    self.problem(
+                        f"{at}.{key}",
+                        f"{_quote(part)} contains an HL7 delimiter (| ^ ~ \\ &): "
+                        "give the first component only",
+                    )
+            if len(self.problems) == before:
+                self._model_check(
+                    Hl7Sender(sending_application=app, sending_facility=fac),
+                    {"sending_application": f"{at}.application", "sending_facility": f"{at}.facility"},
+                )
+            if len(self.problems) > before:
+                continue
+            ident = (app.casefold(), fac.casefold())  # the listener matches senders ignoring case
+            if ident in first_at:
+                self.problem(
+                    at, f"{app}^{fac} is the same sender as {path}[{first_at[ident]}] (case is ignored)"
+                )
+                continue
+            first_at[ident] = i
+            senders.append(_Hl7SenderSpec(app, fac))
+        return senders
+
+    def ae_titles(self, value: Any, path: str) -> list[_AeTitleSpec]:
+        titles: list[_AeTitleSpec] = []
+        first_at: dict[str, int] = {}
+        for i, item in enumerate(self.items(value, path)):
+            at = f"{path}[{i}]"
+            if isinstance(item, dict):
+                self.section(item, at, AE_TITLE_KEYS)
+                title_path = f"{at}.ae_title"
+                title = self.text(item, "ae_title", title_path, required=True)
+                description = self.text(item, "description", f"{at}.description")
+            else:
+                title_path = at
+                title = self.text({"ae_title": item}, "ae_title", title_path, required=True)
+                description = None
+            if title is _INVALID or description is _INVALID:
+                continue
+            before = len(self.problems)
+            # DICOM: leading and trailing spaces of an AE title are not significant (PS3.5 §6.2).
+            self._model_check(
+                DicomSender(ae_title=title, description=description or ""),
+                {"ae_title": title_path, "description": f"{at}.description"},
+            )
+            if len(self.problems) > before:
+                continue
+            if title in first_at:
+                self.problem(at, f"{_quote(title)} is listed twice (also {path}[{first_at[title]}])")
+                continue
+            first_at[title] = i
+            titles.append(_AeTitleSpec(title, description or ""))
+        return titles
+
+    def _model_check(self, instance: models.Model, paths: dict[str, str]) -> None:
+        try:
+            instance.clean_fields(exclude=["facility"])
+        except ValidationError as error:
+            for name, e in _field_errors(error):
+                self.problem(paths[name], _model_error_text(type(instance), name, e, getattr(instance, name)))

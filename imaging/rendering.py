@@ -1,0 +1,296 @@
+"""Frames rendered on the server for the viewer and for WADO-RS ``…/rendered`` (DESIGN.md §4 step 5).
+
+The pipeline of PS3.3 C.11 (grayscale): stored values → **Modality LUT** (Rescale Slope/Intercept,
+C.11.1; for CT the result is Hounsfield units) → **VOI LUT** (window centre/width, C.11.2.1.2) →
+8-bit output, inverted for MONOCHROME1 (C.7.6.3.1.2: minimum value is white). Colour images
+(RGB, YBR converted by pydicom, palette colour) are shown as they are.
+
+The numeric steps are pure functions over numpy arrays. ``frame_render`` adds decryption and a
+short-lived cache: rendered PHI stays in the cache (memory or Redis), never in a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from PIL import Image, ImageDraw, ImageFont
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+from pydicom.uid import UID
+
+from imaging.storage import StorageError, encrypted_read
+
+if TYPE_CHECKING:
+    from imaging.models import Instance
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window in the units after the Modality LUT (HU for CT). ``function`` is one of PS3.3
+    C.11.2.1.3's VOI LUT Functions, as PS3.18 §8.3.5.1.4 names them in the ``window`` parameter."""
+
+    center: float
+    width: float
+    function: str = "linear"  # linear | linear-exact | sigmoid
+
+    def query(self) -> str:
+        """The WADO-RS ``window=`` value."""
+        return f"{self.center:g},{self.width:g}" + ("" if self.function == "linear" else f",{self.function}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str  # keyboard shortcut in the viewer
+    name: str
+    window: Window
+
+
+# CT presets in HU (centre/width), the conventional values reading rooms use.
+PRESETS: tuple[Preset, ...] = (
+    Preset("1", "Brain", Window(40, 80)),
+    Preset("2", "Subdural", Window(75, 215)),
+    Preset("3", "Stroke", Window(40, 40)),  # narrow: early ischaemic grey/white loss
+    Preset("4", "Bone", Window(500, 2000)),
+    Preset("5", "Lung", Window(-600, 1500)),
+    Preset("6", "Abdomen", Window(40, 400)),
+)
+VOI_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
+
+
+class RenderError(Exception):
+    """A frame that cannot be rendered; ``status`` is the HTTP answer."""
+
+    status = 415
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class FrameNotFound(RenderError):
+    status = 404
+
+
+class UnsupportedImage(RenderError):
+    """No pixel data, or pixel data pydicom cannot decode with what is installed."""
+
+    status = 415
+
+
+# --- pure steps ----------------------------------------------------------------------------------
+
+
+def window_parse(value: str) -> Window:
+    """``"40,80"`` or ``"40,80,sigmoid"`` (PS3.18 §8.3.5.1.4) → Window; ValueError when malformed."""
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) not in (2, 3):
+        raise ValueError("window is center,width[,function]")
+    center, width = float(parts[0]), float(parts[1])
+    function = parts[2].lower() if len(parts) == 3 else "linear"
+    if function not in VOI_FUNCTIONS:
+        raise ValueError(f"window function must be one of {', '.join(VOI_FUNCTIONS)}")
+    if not np.isfinite(center) or not np.isfinite(width) or width <= 0:
+        raise ValueError("window width must be positive")
+    if function == "linear" and width < 1:
+        raise ValueError("a linear window is at least 1 wide (PS3.3 C.11.2.1.2.1)")
+    return Window(center, width, function)
+
+
+def modality_lut(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
+    """Rescale stored values to output units (PS3.3 C.11.1.1.2): ``value * slope + intercept``."""
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def voi_apply(values: np.ndarray, window: Window, y_min: float = 0.0, y_max: float = 255.0) -> np.ndarray:
+    """The VOI LUT function (PS3.3 C.11.2.1.2.1 linear, C.11.2.1.3.2 linear exact, C.11.2.1.3.1
+    sigmoid) mapping modality values to [y_min, y_max]."""
+    c, w = np.float32(window.center), np.float32(window.width)
+    x = values.astype(np.float32, copy=False)
+    span = np.float32(y_max - y_min)
+    if window.function == "linear-exact":
+        y = ((x - c) / w + np.float32(0.5)) * span + np.float32(y_min)
+    elif window.function == "sigmoid":
+        y = span / (np.float32(1.0) + np.exp(np.float32(-4.0) * (x - c) / w)) + np.float32(y_min)
+    else:
+        # if x <= c - 0.5 - (w-1)/2: y_min; if x > c - 0.5 + (w-1)/2: y_max;
+        # else ((x - (c - 0.5)) / (w-1) + 0.5) * span + y_min.  w == 1 is a threshold at c - 0.5.
+        lower = c - np.float32(0.5) - (w - np.float32(1)) / np.float32(2)
+        upper = c - np.float32(0.5) + (w - np.float32(1)) / np.float32(2)
+        if w > 1:
+            y = ((x - (c - np.float32(0.5))) / (w - np.float32(1)) + np.float32(0.5)) * span + np.float32(
+                y_min
+            )
+        else:
+            y = np.full_like(x, np.float32(y_max))
+        y = np.where(x <= lower, np.float32(y_min), np.where(x > upper, np.float32(y_max), y))
+    return np.clip(y, y_min, y_max)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.uint8)
+
+
+def default_window(ds: Dataset, values: np.ndarray) -> Window:
+    """The window the modality recommends (Window Center/Width, first of several, with its VOI LUT
+    Function), else one spanning the frame's values."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center not in (None, "") and width not in (None, ""):
+        first_c = center[0] if _multi(center) else center
+        first_w = width[0] if _multi(width) else width
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().lower().replace("_", "-")
+        try:
+            if float(first_w) >= 1:
+                return Window(
+                    float(first_c), float(first_w), function if function in VOI_FUNCTIONS else "linear"
+                )
+        except (TypeError, ValueError):
+            pass
+    low, high = float(np.min(values)), float(np.max(values))
+    return Window((low + high + 1) / 2, max(high - low + 1, 1.0))
+
+
+def _multi(value) -> bool:
+    return isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+
+
+def grayscale_render(stored: np.ndarray, ds: Dataset, window: Window | None) -> np.ndarray:
+    """Modality LUT → VOI window → 8 bits, inverted for MONOCHROME1."""
+    if "ModalityLUTSequence" in ds:
+        values = apply_modality_lut(stored, ds).astype(np.float32)
+    else:
+        values = modality_lut(
+            stored, float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        )
+    out = voi_apply(values, window or default_window(ds, values))
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        out = np.float32(255) - out
+    return to_uint8(out)
+
+
+def color_render(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        return to_uint8(pixels.astype(np.float32) / 65535 * 255) if pixels.dtype != np.uint8 else pixels
+    if pixels.dtype != np.uint8:  # e.g. 16-bit RGB
+        top = float(2 ** int(ds.get("BitsStored", 16)) - 1)
+        return to_uint8(np.clip(pixels.astype(np.float32) / top * 255, 0, 255))
+    return pixels
+
+
+def image_encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
+    image = Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB")
+    buffer = BytesIO()
+    if fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=max(1, min(100, quality)))
+    else:
+        image.save(buffer, "PNG", compress_level=3)  # speed over a few % of size: it is cached briefly
+    return buffer.getvalue()
+
+
+def error_image(message: str, size: tuple[int, int] = (512, 512)) -> bytes:
+    """A PNG that says why there is no image, for an ``<img>`` in the viewer."""
+    image = Image.new("L", size, 24)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=18)
+    y = 24
+    for line in ["Cannot display this image", "", *textwrap.wrap(message, 44)][:18]:
+        draw.text((24, y), line, fill=235, font=font)
+        y += 26
+    buffer = BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def frame_decode(part10: bytes, frame_index: int) -> tuple[np.ndarray, Dataset]:
+    """Decode one frame (0-based) of a Part 10 file: the stored pixel values and the dataset."""
+    try:
+        ds = dcmread(BytesIO(part10))
+    except (InvalidDicomError, EOFError, ValueError) as exc:
+        raise UnsupportedImage(f"the stored object is not readable DICOM: {exc}") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop_class = UID(str(ds.get("SOPClassUID", "")))
+        raise UnsupportedImage(f"this object has no image ({sop_class.name or sop_class})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame_index < frames:
+        raise FrameNotFound(f"frame {frame_index + 1} does not exist (the instance has {frames})")
+    try:
+        pixels = pixel_array(ds, index=frame_index if frames > 1 else None)
+    except Exception as exc:  # pydicom raises several types when no decoder plugin can handle it
+        syntax = UID(str(getattr(ds.file_meta, "TransferSyntaxUID", "")))
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedImage(
+            f"pixel data in {syntax.name or syntax} cannot be decoded here ({detail}); "
+            "retrieve the instance with WADO-RS and view it in a workstation viewer"
+        ) from exc
+    return pixels, ds
+
+
+def frame_pixels(part10: bytes, frame_index: int, window: Window | None) -> np.ndarray:
+    """Decode and render one frame to 8-bit grayscale or RGB."""
+    pixels, ds = frame_decode(part10, frame_index)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if samples == 1 and photometric != "PALETTE COLOR":
+        return grayscale_render(pixels, ds, window)
+    return color_render(pixels, ds)
+
+
+# --- the entry point with cache ------------------------------------------------------------------
+
+
+def _cache_key(instance: Instance, frame_index: int, window: Window | None, fmt: str, quality: int) -> str:
+    # The SOP Instance UID is in the key, not only the row id, so a reused id (test databases) can
+    # never serve another image; hashed to keep the key short and free of odd characters.
+    uid = hashlib.sha1(instance.sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:16]
+    win = window.query() if window else "file"
+    return (
+        f"readroom:frame:v1:{instance.pk}:{uid}:{frame_index}:{win}:{fmt}:{quality if fmt == 'jpeg' else ''}"
+    )
+
+
+def frame_render(
+    instance: Instance,
+    frame_index: int = 0,
+    window_center: float | None = None,
+    window_width: float | None = None,
+    fmt: str = "png",
+    *,
+    function: str = "linear",
+    quality: int = 90,
+) -> bytes:
+    """One frame (0-based ``frame_index``) of a stored instance as PNG or JPEG bytes, windowed with
+    centre/width (modality units, e.g. HU) or the file's own window when none is given.
+
+    Raises RenderError (FrameNotFound, UnsupportedImage) with a message for the user."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
+    window = None
+    if window_center is not None and window_width is not None:
+        window = Window(float(window_center), float(window_width), function)
+    key = _cache_key(instance, frame_index, window, fmt, quality)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        part10 = encrypted_read(instance.storage_path)
+    except StorageError as exc:
+        raise UnsupportedImage(f"the stored file cannot be read: {exc}") from exc
+    rendered = image_encode(frame_pixels(part10, frame_index, window), fmt, quality)
+    if len(rendered) <= getattr(settings, "READROOM_RENDER_CACHE_MAX_BYTES", 4 * 1024 * 1024):
+        cache.set(key, rendered, getattr(settings, "READROOM_RENDER_CACHE_SECONDS", 120))
+    return rendered
