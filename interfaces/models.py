@@ -19,7 +19,7 @@ class InboundStatus(models.TextChoices):
 class InboundMessage(models.Model):
     """One HL7 v2 frame as received over MLLP, committed before the ACK goes out."""
 
-    received_at = models.DateTimeField(db_index=True)
+    received_at = models.DateTimeField()
     peer = models.CharField(max_length=64, blank=True)  # "ip:port" of the sender
     raw = models.BinaryField()  # exactly the bytes inside the MLLP frame
     size_bytes = models.PositiveIntegerField()
