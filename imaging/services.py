@@ -4,7 +4,7 @@ safely stored. Keyword-only, atomic; signals to routing go out after commit."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -254,6 +254,15 @@ def _order_cancel(facility: Facility, facts: OrderFacts) -> OrderOutcome:
 # --- images --------------------------------------------------------------------------------------
 
 
+@dataclass
+class IndexCache:
+    """Studies and series already looked up during one association (or one STOW request): the
+    rest of a 300-slice series skips those queries. Only identity is cached, never counters."""
+
+    studies: dict[str, Study] = field(default_factory=dict)
+    series: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class InstanceRecorded:
     instance_id: int
@@ -263,51 +272,74 @@ class InstanceRecorded:
 
 
 def instance_stored(
-    *, facility: Facility, header: InstanceHeader, stored: StoredFile, received_at: datetime
+    *,
+    facility: Facility,
+    header: InstanceHeader,
+    stored: StoredFile,
+    received_at: datetime,
+    cache: IndexCache | None = None,
 ) -> InstanceRecorded:
     """Index one stored instance: study, series and instance rows, counters, order matching.
     Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance."""
+    cache = cache if cache is not None else IndexCache()
     for attempt in range(3):
         try:
             with transaction.atomic():
-                return _instance_index(facility, header, stored, received_at)
+                return _instance_index(facility, header, stored, received_at, cache)
         except IntegrityError:
             # another association created the same study/series/instance at the same moment
+            cache.studies.clear()
+            cache.series.clear()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _instance_index(facility, header: InstanceHeader, stored: StoredFile, received_at) -> InstanceRecorded:
-    study, study_created = _study_for(facility, header, received_at)
-    series, series_created = _series_for(study, header, received_at)
-    instance, created = Instance.objects.get_or_create(
-        sop_instance_uid=header.sop_instance_uid,
-        defaults={
-            "series": series,
-            "sop_class_uid": header.sop_class_uid,
-            "transfer_syntax_uid": header.transfer_syntax_uid,
-            "instance_number": header.instance_number,
-            "storage_path": stored.relative_path,
-            "storage_key_id": stored.key_id,
-            "size_bytes": stored.size_bytes,
-            "received_at": received_at,
-        },
+def _instance_index(
+    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache
+) -> InstanceRecorded:
+    study = cache.studies.get(header.study_instance_uid)
+    study_created = False
+    if study is None:
+        study, study_created = _study_for(facility, header, received_at)
+        cache.studies[header.study_instance_uid] = study
+    series_id = cache.series.get(header.series_instance_uid)
+    series_created = False
+    if series_id is None:
+        series, series_created = _series_for(study, header, received_at)
+        series_id = cache.series[header.series_instance_uid] = series.pk
+    existing = (
+        Instance.objects.filter(sop_instance_uid=header.sop_instance_uid)
+        .values_list("pk", "series_id")
+        .first()
     )
-    if not created:
-        if instance.series_id != series.pk:
+    if existing is not None:
+        if existing[1] != series_id:
             raise IngestConflict(
                 f"SOP Instance {header.sop_instance_uid} is already stored in another series"
             )
-        return InstanceRecorded(instance.pk, study.pk, False, False)
-    Series.objects.filter(pk=series.pk).update(
+        return InstanceRecorded(existing[0], study.pk, False, False)
+    # A concurrent insert of the same UID raises IntegrityError: the whole transaction is retried.
+    instance = Instance.objects.create(
+        series_id=series_id,
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        instance_number=header.instance_number,
+        storage_path=stored.relative_path,
+        storage_key_id=stored.key_id,
+        size_bytes=stored.size_bytes,
+        received_at=received_at,
+    )
+    Series.objects.filter(pk=series_id).update(
         number_of_instances=F("number_of_instances") + 1, last_received_at=received_at
     )
     study_updates = {"number_of_instances": F("number_of_instances") + 1, "last_received_at": received_at}
     if series_created:
         study_updates["number_of_series"] = F("number_of_series") + 1
         if header.modality and header.modality not in study.modalities.split("\\"):
-            study_updates["modalities"] = "\\".join(filter(None, [study.modalities, header.modality]))[:64]
+            study.modalities = "\\".join(filter(None, [study.modalities, header.modality]))[:64]
+            study_updates["modalities"] = study.modalities  # the cached study keeps up
     Study.objects.filter(pk=study.pk).update(**study_updates)
     if study_created and study.is_stroke:
         _announce(study_routable, study.pk)

@@ -69,8 +69,12 @@ def main() -> None:
     shell(env, SETUP_FACILITY)
     subprocess.run(["redis-cli", "-n", "9", "flushdb"], check=True, capture_output=True)
     port = free_port()
-    listener = subprocess.Popen([PYTHON, "manage.py", "hl7_listener", "--port", str(port)], cwd=ROOT, env=env,
-                                stderr=subprocess.DEVNULL)
+    listener = subprocess.Popen(
+        [PYTHON, "manage.py", "hl7_listener", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         asyncio.run(send_all(port, 200, first=9_000_000))  # warm-up: connections, caches
@@ -84,10 +88,15 @@ def main() -> None:
     ms = [v * 1000 for v in latencies]
     print(f"bench/hl7: {args.messages} ORM^O01 on one MLLP connection, durable inbox on PostgreSQL")
     print(f"  throughput   {rate:8.0f} messages/s   (target >= 1000)")
-    print(f"  ACK latency  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   max {max(ms):.2f} ms   (target p99 < 20 ms)")
+    print(
+        f"  ACK latency  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   max {max(ms):.2f} ms   (target p99 < 20 ms)"
+    )
     # applying: a real Celery worker drains the queued tasks
-    worker = subprocess.Popen([PYTHON, "-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
-                              cwd=ROOT, env=env)
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         t0 = time.perf_counter()
         total = args.messages + 200
@@ -99,7 +108,9 @@ def main() -> None:
     finally:
         worker.terminate()
         worker.wait(30)
-    print(f"  applied      {total} orders by a 2-process Celery worker in {applied:.1f} s ({total / applied:.0f}/s, includes worker start-up)")
+    print(
+        f"  applied      {total} orders by a 2-process Celery worker in {applied:.1f} s ({total / applied:.0f}/s, includes worker start-up)"
+    )
 
 
 if __name__ == "__main__":

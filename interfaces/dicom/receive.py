@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from facilities.models import Facility
 from imaging.facts import InstanceHeader
-from imaging.services import IngestConflict, InstanceRecorded, instance_stored
+from imaging.services import IndexCache, IngestConflict, InstanceRecorded, instance_stored
 from imaging.storage import StorageError, encrypted_write
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
 from interfaces.models import DicomAssociation, QuarantinedObject
@@ -56,6 +56,7 @@ def dicom_instance_receive(
     association_id: int | None = None,
     received_at: datetime | None = None,
     sop_instance_uid_hint: str = "",
+    cache: IndexCache | None = None,
 ) -> ReceiveResult:
     received_at = received_at or timezone.now()
     try:
@@ -70,7 +71,9 @@ def dicom_instance_receive(
         log.exception("could not store %s", header.sop_instance_uid)
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"storage unavailable: {exc}")
     try:
-        recorded = instance_stored(facility=facility, header=header, stored=stored, received_at=received_at)
+        recorded = instance_stored(
+            facility=facility, header=header, stored=stored, received_at=received_at, cache=cache
+        )
     except IngestConflict as exc:
         return _quarantine(
             facility, part10, association_id, received_at, str(exc), CONFLICT, header.sop_instance_uid

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from facilities.models import DicomSender, Facility
+from imaging.services import IndexCache
 from interfaces.dicom.receive import (
     dicom_association_close,
     dicom_association_open,
@@ -54,7 +55,7 @@ class _AssociationState:
     stored: int = 0
     failed: int = 0
     echoes: int = 0
-    closed: bool = False
+    cache: IndexCache = field(default_factory=IndexCache)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class StorageScp:
             part10=event.encoded_dataset(include_meta=True),
             association_id=state.association_id,
             sop_instance_uid_hint=str(event.request.AffectedSOPInstanceUID or ""),
+            cache=state.cache,
         )
         if result.ok:
             state.stored += 1

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from facilities.models import Facility
+from imaging.services import IndexCache
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
 from interfaces.dicom.receive import dicom_association_close, dicom_association_open, dicom_instance_receive
 from interfaces.dicom.web_json import StoreOutcome
@@ -46,9 +47,10 @@ def stow_request_store(
     association = dicom_association_open(kind=DicomAssociation.Kind.STOW, facility=facility, peer=peer)
     outcomes: list[StoreOutcome] = []
     syntax_error = ""
+    cache = IndexCache()  # a request usually carries one series: look its study and series up once
     try:
         for part in parts:
-            outcomes.append(_part_store(facility, part, study_uid, association.pk, instance_url))
+            outcomes.append(_part_store(facility, part, study_uid, association.pk, instance_url, cache))
     except MultipartError as exc:
         syntax_error = str(exc)
     finally:
@@ -71,6 +73,7 @@ def _part_store(
     study_uid: str | None,
     association_id: int,
     instance_url: Callable[[str, str, str], str],
+    cache: IndexCache,
 ) -> StoreOutcome:
     if study_uid:
         try:
@@ -84,7 +87,9 @@ def _part_store(
                 STUDY_UID_MISMATCH,
                 reason=f"instance of study {header.study_instance_uid}, not of {study_uid}",
             )
-    result = dicom_instance_receive(facility=facility, part10=part.body, association_id=association_id)
+    result = dicom_instance_receive(
+        facility=facility, part10=part.body, association_id=association_id, cache=cache
+    )
     header = result.header
     if header is None:
         return StoreOutcome("", "", result.status, reason=result.reason)
