@@ -31,12 +31,28 @@ ROLE_MODEL_PERMISSIONS: dict[Role, list[str]] = {
         "credentialing.view_radiologistprofile",
         "credentialing.change_radiologistprofile",
         "credentialing.add_radiologistprofile",
+        # Browsing in the admin; changes go through the credentialing workspace (its services
+        # enforce the privilege workflow and the checklist).
+        "credentialing.view_statelicence",
+        "credentialing.view_boardcertification",
+        "credentialing.view_fellowship",
+        "credentialing.view_dearegistration",
+        "credentialing.view_malpracticecoverage",
+        "credentialing.view_document",
+        "credentialing.view_facilityprivilege",
+        "credentialing.view_facilitycredentialing",
+        "worklist.view_shift",
     ],
     Role.FACILITY_ADMIN: ["facilities.view_facility", "facilities.change_facility"],
     Role.OPERATIONS: [
         "facilities.view_facility",
         "facilities.change_facility",
         "facilities.add_facility",
+        # The rota (coverage shifts) until routing brings its own pages.
+        "worklist.view_shift",
+        "worklist.add_shift",
+        "worklist.change_shift",
+        "worklist.delete_shift",
     ],
 }
 

@@ -64,7 +64,7 @@ DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def row_count(env: dict, module: str, model: str) -> int:

@@ -15,6 +15,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.roles import Role
+from credentialing.demo import credentialing_demo_load
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
@@ -128,6 +129,8 @@ def demo_load() -> dict[str, int]:
             DicomSender.objects.update_or_create(ae_title=ae_title, defaults={"facility": facility})
     for person in PEOPLE:
         created["users"] += _person_load(person, facilities)
+    # licences, privileges and tonight's shifts, so the demo readers are eligible somewhere
+    credentialing_demo_load()
     return created
 
 

@@ -144,3 +144,61 @@ def pytest_collection_modifyitems(config, items):
     # Playwright's sync API keeps an event loop running for the rest of the session once it starts,
     # which pytest-asyncio's tests cannot share: run the browser tests last.
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+# --- credentials of the cast (added with credentialing; the fixtures above stay as they were) ------
+
+
+@pytest.fixture
+def neuro_il_credentials(dr_neuro_il, chicago):
+    """dr_neuro_il's IL licence and approved privileges at Lakeshore (Chicago), as DESIGN.md §7 describes
+    the cast. Shifts are left to each test: being on shift is part of what a test decides."""
+    from datetime import date
+
+    from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
+
+    profile = dr_neuro_il.radiologist_profile
+    licence = StateLicence.objects.create(
+        profile=profile,
+        state="IL",
+        number="036-142857",
+        status=LicenceStatus.ACTIVE,
+        issued_on=date(2019, 8, 1),
+        expires_on=date(2027, 7, 31),
+    )
+    privilege = FacilityPrivilege.objects.create(
+        profile=profile,
+        facility=chicago,
+        status=PrivilegeStatus.APPROVED,
+        applied_on=date(2025, 1, 6),
+        granted_on=date(2025, 3, 1),
+        expires_on=date(2027, 2, 28),
+    )
+    return {"licence": licence, "privilege": privilege}
+
+
+@pytest.fixture
+def msk_wi_credentials(dr_msk_wi, lakeview):
+    """dr_msk_wi's WI licence and approved privileges at Lakeview Outpatient Imaging (WI only)."""
+    from datetime import date
+
+    from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
+
+    profile = dr_msk_wi.radiologist_profile
+    licence = StateLicence.objects.create(
+        profile=profile,
+        state="WI",
+        number="61842-20",
+        status=LicenceStatus.ACTIVE,
+        issued_on=date(2018, 11, 1),
+        expires_on=date(2027, 10, 31),
+    )
+    privilege = FacilityPrivilege.objects.create(
+        profile=profile,
+        facility=lakeview,
+        status=PrivilegeStatus.APPROVED,
+        applied_on=date(2024, 9, 2),
+        granted_on=date(2024, 10, 1),
+        expires_on=date(2027, 9, 30),
+    )
+    return {"licence": licence, "privilege": privilege}

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hl7.mllp import open_hl7_connection  # noqa: E402
+from hl7.mllp import open_hl7_connection
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     PYTHON,
     ROOT,
     SETUP_FACILITY,

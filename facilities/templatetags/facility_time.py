@@ -15,6 +15,8 @@ def facility_time(value: datetime | None, facility, fmt: str = "%Y-%m-%d %H:%M %
     local = value.astimezone(facility.zone)
     utc = value.astimezone(UTC)
     return format_html(
-        '<time datetime="{}" title="{} UTC">{}</time>', value.isoformat(), utc.strftime("%Y-%m-%d %H:%M:%S"),
+        '<time datetime="{}" title="{} UTC">{}</time>',
+        value.isoformat(),
+        utc.strftime("%Y-%m-%d %H:%M:%S"),
         local.strftime(fmt),
     )

@@ -13,11 +13,26 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # username → (navigation the role sees, navigation it must not see)
 EXPECTED = {
-    "dr.neuro": ({"Home", "Reading profile"}, {"Facilities", "Audit log", "Administration"}),
-    "director": ({"Home", "Facilities", "Audit log"}, {"Administration", "Reading profile"}),
-    "mso": ({"Home", "Facilities", "Administration"}, {"Audit log", "Reading profile"}),
-    "admin.chicago": ({"Home", "Facilities", "Administration"}, {"Audit log", "Reading profile"}),
-    "ops": ({"Home", "Facilities", "Audit log", "Administration"}, {"Reading profile"}),
+    "dr.neuro": (
+        {"Home", "My dossier"},
+        {"Facilities", "Audit log", "Administration", "Credentialing", "Readers"},
+    ),
+    "director": (
+        {"Home", "Facilities", "Audit log", "Credentialing"},
+        {"Administration", "My dossier", "Readers"},
+    ),
+    "mso": (
+        {"Home", "Credentialing", "Facilities", "Administration"},
+        {"Audit log", "My dossier", "Readers"},
+    ),
+    "admin.chicago": (
+        {"Home", "Readers", "Facilities", "Administration"},
+        {"Audit log", "My dossier", "Credentialing"},
+    ),
+    "ops": (
+        {"Home", "Credentialing", "Facilities", "Audit log", "Administration"},
+        {"My dossier", "Readers"},
+    ),
 }
 SIGNING = {"dr.neuro", "director"}
 

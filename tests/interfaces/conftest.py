@@ -58,6 +58,7 @@ def hl7_listener(transactional_db, chicago_interfaces):
     thread.start()
     assert started.wait(10)
     yield "127.0.0.1", state["server"].sockets[0].getsockname()[1]
+
     async def shutdown() -> None:
         server = state["server"]
         server.close()

@@ -1,0 +1,140 @@
+"""Demo credentials for ``make demo``: licences, boards, privileges (one by proxy, one application
+still open), shifts for the next weeks, and a few expiries close enough that the workspace, the
+expiry windows and the coverage forecast have something to show.
+
+Idempotent: rows are keyed by licence number / facility, so loading twice changes nothing. Dates
+are relative to today, so the demo looks the same whenever it is loaded. Call it after the demo
+users and facilities exist (``radiology.demo.demo_load``)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from credentialing.models import (
+    BoardCertification,
+    FacilityCredentialing,
+    FacilityPrivilege,
+    LicenceStatus,
+    PrivilegeStatus,
+    RadiologistProfile,
+    StateLicence,
+    Subspecialty,
+)
+from credentialing.services import checklist_item_complete, privilege_apply, required_checklist_labels
+from facilities.models import Facility
+
+# username → licences (state, number, days until expiry), privileges (facility code, days until expiry)
+READERS = {
+    "dr.neuro": ([("IL", "036-142857", 600), ("WI", "58231-20", 700)], [("CHI-L1", 400), ("IL-PRAIRIE", 75)]),
+    "dr.msk": ([("WI", "61842-20", 40), ("IL", "036-155210", 500)], [("WI-LAKEVIEW", 500), ("CHI-L1", 300)]),
+    "dr.body": ([("IL", "036-160044", 800)], [("CHI-L1", 650)]),
+    "dr.chest": ([("IL", "036-171932", 25)], [("CHI-L1", 200)]),
+    "dr.peds": ([("IL", "036-180775", 900)], [("CHI-L1", 700)]),
+    "dr.breast": ([("WI", "63310-20", 900)], [("WI-LAKEVIEW", 800)]),
+    "dr.er": (
+        [("IL", "036-190311", 365), ("WI", "64012-20", 365)],
+        [("IL-PRAIRIE", 420), ("WI-LAKEVIEW", 20)],
+    ),
+    "dr.nighthawk": ([("IL", "036-199870", 1000), ("WI", "65521-20", 1000)], [("CHI-L1", 730)]),
+}
+CHICAGO = ZoneInfo("America/Chicago")
+
+
+@transaction.atomic
+def credentialing_demo_load(today: date | None = None) -> int:
+    """Load the demo credentials; returns how many radiologists were given any."""
+    today = today or timezone.localdate()
+    facilities = {f.code: f for f in Facility.objects.all()}
+    FacilityCredentialing.objects.update_or_create(
+        facility=facilities["CHI-L1"],
+        defaults={
+            "mso_contact_name": "Pat Reyes",
+            "mso_contact_email": "mso@lakeshore.example",
+            "accepts_proxy": True,
+        },
+    )
+    loaded = 0
+    for username, (licences, privileges) in READERS.items():
+        profile = RadiologistProfile.objects.filter(user__username=username).first()
+        if profile is None:
+            continue
+        loaded += 1
+        for state, number, days in licences:
+            StateLicence.objects.update_or_create(
+                state=state,
+                number=number,
+                defaults={
+                    "profile": profile,
+                    "status": LicenceStatus.ACTIVE,
+                    "issued_on": today - timedelta(days=700),
+                    "expires_on": today + timedelta(days=days),
+                },
+            )
+        BoardCertification.objects.get_or_create(
+            profile=profile,
+            board="ABR",
+            specialty="Diagnostic Radiology",
+            defaults={"issued_on": today - timedelta(days=3000), "expires_on": today + timedelta(days=800)},
+        )
+        for code, days in privileges:
+            _grant(profile, facilities[code], today, days)
+        _shifts(profile, today)
+    _open_application(facilities, today)
+    return loaded
+
+
+def _grant(profile: RadiologistProfile, facility: Facility, today: date, days: int) -> None:
+    proxy = facility.code == "CHI-L1" and profile.user.username == "dr.nighthawk"
+    FacilityPrivilege.objects.update_or_create(
+        profile=profile,
+        facility=facility,
+        status__in=(PrivilegeStatus.APPROVED, PrivilegeStatus.APPROVED_BY_PROXY),
+        defaults={
+            "status": PrivilegeStatus.APPROVED_BY_PROXY if proxy else PrivilegeStatus.APPROVED,
+            "applied_on": today - timedelta(days=400),
+            "granted_on": today - timedelta(days=300),
+            "expires_on": today + timedelta(days=days),
+            "distant_site_name": "St. Anne's Regional Medical Center" if proxy else "",
+            "distant_site_approved_on": today - timedelta(days=320) if proxy else None,
+        },
+    )
+
+
+def _shifts(profile: RadiologistProfile, today: date) -> None:
+    """Two weeks of rota: days for most, nights and weekends for the nighthawk and dr.msk."""
+    from worklist.models import Shift
+
+    night = profile.user.username in ("dr.nighthawk", "dr.msk")
+    for offset in range(0, 56):
+        day = today + timedelta(days=offset)
+        weekend = day.weekday() >= 5
+        if night != weekend and not (night and day.weekday() == 4):
+            continue
+        start = datetime.combine(day, time(19 if night else 7), tzinfo=CHICAGO)
+        Shift.objects.get_or_create(
+            radiologist=profile.user, starts_at=start, defaults={"ends_at": start + timedelta(hours=12)}
+        )
+
+
+def _open_application(facilities: dict[str, Facility], today: date) -> None:
+    profile = RadiologistProfile.objects.filter(user__username="dr.body").first()
+    lakeview = facilities.get("WI-LAKEVIEW")
+    if profile is None or lakeview is None:
+        return
+    if not FacilityPrivilege.objects.filter(profile=profile, facility=lakeview).exists():
+        privilege = privilege_apply(
+            actor=None,
+            profile=profile,
+            facility=lakeview,
+            applied_on=today - timedelta(days=12),
+            scope_subspecialties=Subspecialty.objects.filter(code=Subspecialty.BODY),
+        )
+        staff = User.objects.filter(username="mso").first()
+        if staff is not None:
+            first = privilege.checklist.get(label=required_checklist_labels(lakeview)[0])
+            checklist_item_complete(actor=staff, item=first)

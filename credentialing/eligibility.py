@@ -1,0 +1,586 @@
+"""The eligibility engine: may this radiologist read this study now? (DESIGN.md §6)
+
+Routing, the worklist, claims and signing all ask here, so the answer is the same everywhere.
+A reader is eligible for a study at instant ``at`` when **all** of these hold:
+
+1. **Licence** — they hold a licence in the facility's state whose status is *active*, issued on or
+   before the facility-local date of ``at`` and not expired. A credential dated "expires 2026-12-31"
+   is valid until the end of that day *in the facility's time zone*: at 23:59 America/Chicago on
+   31 Dec yes, at 00:00 on 1 Jan (06:00 UTC) no.
+2. **Privileges** — a privilege at the facility that is *approved* or *approved by proxy*, granted on
+   or before and expiring on or after the facility-local date (same midnight rule), whose scope
+   covers the study: no subspecialty limit or the study's subspecialty among them; no modality
+   limit or every image modality of the study (``CT\\SR`` → CT; SR, PR, KO … are not images) among
+   them, and at least one.
+3. **Subspecialty** — the study has no subspecialty (or *General / ER*), or the reader has the
+   study's subspecialty, or the facility accepts general readers (``Facility.accepts_general_readers``)
+   and the reader is a general reader. Which reader routing *prefers* is routing's business.
+4. **Shift** — a shift covers ``at`` (``starts_at <= at < ends_at``) that is not limited to other
+   facilities or to other subspecialties (a shift limited to subspecialties covers only studies of
+   those subspecialties).
+
+Every failed rule gives a ``Reason`` (a code and a sentence such as "no active licence in IL" or
+"not on shift at 03:10 CST"); ``eligible`` is true exactly when there is none.
+
+How it is built: the records of the readers concerned are loaded once per call into plain frozen
+"facts" (a handful of queries, however many rules), and the rules are pure functions over those facts
+and ``at``. Nothing is cached between calls, so a lapse, a suspension or the end of a shift takes
+effect on the very next request: the study leaves the worklist and signing is refused with the reason.
+
+For the worklist at scale, ``readable_studies_q(reader, at)`` turns the same rules into one ``Q`` over
+``imaging.Study`` (per facility where licence, privileges and a shift hold: the facility id, the
+privilege scope, the subspecialty fit and the shift's subspecialty limit), so a worklist is a single
+indexed query; ``tests/credentialing/test_eligibility_q.py`` proves it selects exactly what ``assess``
+accepts. ``eligible_readers(study, at)`` is the reverse question for routing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from enum import StrEnum
+from functools import reduce
+from operator import and_, or_
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth import get_user_model
+from django.db.models import Prefetch, Q
+
+from credentialing.models import (
+    GRANTED_PRIVILEGE_STATUSES,
+    NON_IMAGE_MODALITIES,
+    FacilityPrivilege,
+    LicenceStatus,
+    PrivilegeStatus,
+    RadiologistProfile,
+    StateLicence,
+    Subspecialty,
+)
+from facilities.models import Facility
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class ReasonCode(StrEnum):
+    NOT_A_RADIOLOGIST = "not_a_radiologist"
+    LICENCE = "licence"
+    PRIVILEGES = "privileges"
+    PRIVILEGE_SCOPE = "privilege_scope"
+    SUBSPECIALTY = "subspecialty"
+    SHIFT = "shift"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: ReasonCode
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Assessment:
+    eligible: bool
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.message for r in self.reasons]
+
+    def __bool__(self) -> bool:
+        return self.eligible
+
+
+# --- facts: the records the rules read, loaded once per call ------------------------------------
+
+
+@dataclass(frozen=True)
+class LicenceFact:
+    state: str
+    number: str
+    status: str
+    issued_on: date
+    expires_on: date
+
+
+@dataclass(frozen=True)
+class PrivilegeFact:
+    facility_id: int
+    facility_name: str
+    status: str
+    granted_on: date | None
+    expires_on: date | None
+    subspecialty_ids: frozenset[int]
+    subspecialty_names: tuple[str, ...]
+    modalities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShiftFact:
+    starts_at: datetime
+    ends_at: datetime
+    facility_ids: frozenset[int]
+    subspecialty_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class ReaderFacts:
+    user_id: int
+    name: str
+    subspecialty_ids: frozenset[int]
+    subspecialty_codes: frozenset[str]
+    licences: tuple[LicenceFact, ...]
+    privileges: tuple[PrivilegeFact, ...]
+    shifts: tuple[ShiftFact, ...]
+
+    @property
+    def is_general(self) -> bool:
+        return Subspecialty.GENERAL in self.subspecialty_codes
+
+
+@dataclass(frozen=True)
+class FacilityFacts:
+    id: int
+    name: str
+    state: str
+    zone: ZoneInfo
+    accepts_general_readers: bool
+
+    @classmethod
+    def of(cls, facility: Facility) -> FacilityFacts:
+        return cls(
+            facility.pk, facility.name, facility.state, facility.zone, facility.accepts_general_readers
+        )
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    facility: FacilityFacts
+    subspecialty_id: int | None
+    subspecialty_code: str | None
+    subspecialty_name: str | None
+    # None: not considered (coverage forecasts ask about a facility × subspecialty, not a study).
+    modalities: str | None
+
+    @classmethod
+    def of(cls, study) -> StudyFacts:
+        sub = study.subspecialty
+        return cls(
+            FacilityFacts.of(study.facility),
+            sub.pk if sub else None,
+            sub.code if sub else None,
+            sub.name if sub else None,
+            study.modalities,
+        )
+
+
+# --- the rules (pure) -------------------------------------------------------------------------
+
+
+def _require_aware(at: datetime) -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("eligibility needs an aware datetime (a naive one has no facility-local date)")
+    return at
+
+
+def local_day(at: datetime, zone: ZoneInfo) -> date:
+    """The calendar date at the facility when ``at`` happens: the date credentials are compared with."""
+    return _require_aware(at).astimezone(zone).date()
+
+
+def licence_in_force(licence: LicenceFact, day: date) -> bool:
+    return licence.status == LicenceStatus.ACTIVE and licence.issued_on <= day <= licence.expires_on
+
+
+def privilege_in_force(privilege: PrivilegeFact, day: date) -> bool:
+    return (
+        privilege.status in GRANTED_PRIVILEGE_STATUSES
+        and privilege.granted_on is not None
+        and privilege.expires_on is not None
+        and privilege.granted_on <= day <= privilege.expires_on
+    )
+
+
+def licence_reasons(reader: ReaderFacts, facility: FacilityFacts, at: datetime) -> list[Reason]:
+    day = local_day(at, facility.zone)
+    held = [lic for lic in reader.licences if lic.state == facility.state]
+    if any(licence_in_force(lic, day) for lic in held):
+        return []
+    message = f"no active licence in {facility.state}"
+    if held:
+        latest = max(held, key=lambda lic: lic.expires_on)
+        message += f": licence {latest.number} {_licence_problem(latest, day)}"
+    return [Reason(ReasonCode.LICENCE, message)]
+
+
+def _licence_problem(licence: LicenceFact, day: date) -> str:
+    if licence.status != LicenceStatus.ACTIVE:
+        return f"is {LicenceStatus(licence.status).label.lower()}"
+    if day < licence.issued_on:
+        return f"is valid from {licence.issued_on.isoformat()}"
+    return f"expired on {licence.expires_on.isoformat()}"
+
+
+def privilege_reasons(reader: ReaderFacts, study: StudyFacts, at: datetime) -> list[Reason]:
+    facility = study.facility
+    day = local_day(at, facility.zone)
+    held = [p for p in reader.privileges if p.facility_id == facility.id]
+    in_force = [p for p in held if privilege_in_force(p, day)]
+    if not in_force:
+        return [Reason(ReasonCode.PRIVILEGES, _privilege_problem(held, facility, day))]
+    if any(scope_covers(p, study) for p in in_force):
+        return []
+    return [Reason(ReasonCode.PRIVILEGE_SCOPE, _scope_problem(in_force[0], study))]
+
+
+def _privilege_problem(held: list[PrivilegeFact], facility: FacilityFacts, day: date) -> str:
+    where = f"privileges at {facility.name}"
+    if not held:
+        return f"no {where}"
+    # The open application or grant explains best; otherwise the most recent history.
+    latest = max(
+        held,
+        key=lambda p: (
+            p.status not in (PrivilegeStatus.DENIED, PrivilegeStatus.LAPSED),
+            p.expires_on or date.min,
+        ),
+    )
+    status = latest.status
+    if status in GRANTED_PRIVILEGE_STATUSES:
+        if latest.granted_on and day < latest.granted_on:
+            return f"{where} start on {latest.granted_on.isoformat()}"
+        return f"{where} expired on {latest.expires_on.isoformat()}"
+    if status == PrivilegeStatus.LAPSED:
+        # Ended early (resignation, facility decision) or closed after expiry: say which.
+        expired = latest.expires_on is not None and latest.expires_on < day
+        return f"{where} lapsed" + (f": expired on {latest.expires_on.isoformat()}" if expired else "")
+    if status == PrivilegeStatus.DENIED:
+        return f"{where} were denied"
+    return f"{where} are {PrivilegeStatus(status).label.lower()}, not yet granted"
+
+
+def image_modalities(modalities: str) -> list[str]:
+    return [m for m in modalities.split("\\") if m not in NON_IMAGE_MODALITIES]
+
+
+def modality_patterns(scope: Iterable[str]) -> tuple[str, str]:
+    """Two regular expressions over the backslash-joined ``Study.modalities``: every token is in the
+    scope or a non-image object, and at least one token is in the scope. The same patterns serve
+    Python (``re.search``) and the database (``__regex``: PostgreSQL ARE and Django's SQLite REGEXP
+    agree on this subset), so the worklist query and ``assess`` cannot drift apart."""
+    scope = sorted(set(scope))
+    allowed = "|".join(sorted(set(scope) | set(NON_IMAGE_MODALITIES)))
+    every = rf"^(?:(?:{allowed})\\)*(?:{allowed})$"
+    some = rf"(?:^|\\)(?:{'|'.join(scope)})(?:\\|$)"
+    return every, some
+
+
+def scope_covers(privilege: PrivilegeFact, study: StudyFacts) -> bool:
+    if privilege.subspecialty_ids and study.subspecialty_id not in privilege.subspecialty_ids:
+        return False
+    if privilege.modalities and study.modalities is not None:
+        every, some = modality_patterns(privilege.modalities)
+        return bool(re.search(every, study.modalities) and re.search(some, study.modalities))
+    return True
+
+
+def _scope_problem(privilege: PrivilegeFact, study: StudyFacts) -> str:
+    where = f"privileges at {privilege.facility_name}"
+    if privilege.subspecialty_ids and study.subspecialty_id not in privilege.subspecialty_ids:
+        what = study.subspecialty_name or "unclassified"
+        return f"{where} cover {', '.join(privilege.subspecialty_names)} only, not {what} studies"
+    outside = [m for m in image_modalities(study.modalities or "") if m not in privilege.modalities]
+    what = "/".join(outside) or "unknown-modality"
+    return f"{where} cover {', '.join(privilege.modalities)} only, not {what} studies"
+
+
+# How a subspecialty's reader is called in sentences ("not a neuroradiologist").
+READER_NOUNS = {
+    Subspecialty.NEURO: "neuroradiologist",
+    Subspecialty.MSK: "musculoskeletal radiologist",
+    Subspecialty.BODY: "body radiologist",
+    Subspecialty.CHEST: "chest radiologist",
+    Subspecialty.PEDIATRIC: "paediatric radiologist",
+    Subspecialty.BREAST: "breast imager",
+    Subspecialty.NUCLEAR: "nuclear medicine physician",
+    Subspecialty.GENERAL: "general radiologist",
+}
+
+
+def subspecialty_open_to_all(study: StudyFacts) -> bool:
+    return study.subspecialty_id is None or study.subspecialty_code == Subspecialty.GENERAL
+
+
+def subspecialty_reasons(reader: ReaderFacts, study: StudyFacts) -> list[Reason]:
+    if subspecialty_open_to_all(study) or study.subspecialty_id in reader.subspecialty_ids:
+        return []
+    if study.facility.accepts_general_readers and reader.is_general:
+        return []
+    noun = READER_NOUNS.get(study.subspecialty_code, f"{study.subspecialty_name} reader")
+    message = f"not {'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+    if reader.is_general:
+        message += f", and {study.facility.name} does not accept general readers for it"
+    return [Reason(ReasonCode.SUBSPECIALTY, message)]
+
+
+def shift_covers(shift: ShiftFact, study: StudyFacts, at: datetime) -> bool:
+    return (
+        shift.starts_at <= at < shift.ends_at
+        and (not shift.facility_ids or study.facility.id in shift.facility_ids)
+        and (not shift.subspecialty_ids or study.subspecialty_id in shift.subspecialty_ids)
+    )
+
+
+def shift_reasons(reader: ReaderFacts, study: StudyFacts, at: datetime) -> list[Reason]:
+    if any(shift_covers(s, study, at) for s in reader.shifts):
+        return []
+    when = at.astimezone(study.facility.zone).strftime("%H:%M %Z")
+    on_duty = any(s.starts_at <= at < s.ends_at for s in reader.shifts)
+    message = f"on shift at {when} only for other work" if on_duty else f"not on shift at {when}"
+    return [Reason(ReasonCode.SHIFT, message)]
+
+
+def assess_facts(reader: ReaderFacts | None, study: StudyFacts, at: datetime) -> Assessment:
+    """The whole rule set over loaded facts; pure."""
+    if reader is None:
+        return Assessment(
+            False, [Reason(ReasonCode.NOT_A_RADIOLOGIST, "not a radiologist with a reading profile")]
+        )
+    reasons = [
+        *licence_reasons(reader, study.facility, at),
+        *privilege_reasons(reader, study, at),
+        *subspecialty_reasons(reader, study),
+        *shift_reasons(reader, study, at),
+    ]
+    return Assessment(not reasons, reasons)
+
+
+# --- loading facts ----------------------------------------------------------------------------
+
+
+def reader_facts(
+    user_ids: Iterable[int], *, shifts_from: datetime, shifts_until: datetime | None = None
+) -> dict[int, ReaderFacts]:
+    """Facts for these users (active radiologists with a profile only), with the shifts overlapping
+    ``[shifts_from, shifts_until]`` (just the instant when ``shifts_until`` is omitted)."""
+    from worklist.models import Shift  # worklist depends on credentialing, not the reverse
+
+    _require_aware(shifts_from)
+    user_ids = list(user_ids)
+    shifts_until = shifts_until or shifts_from
+    profiles = (
+        RadiologistProfile.objects.filter(user_id__in=user_ids, user__is_active=True)
+        .select_related("user")
+        .prefetch_related(
+            "subspecialties",
+            Prefetch("licences", queryset=StateLicence.objects.order_by("id")),
+            Prefetch(
+                "privileges",
+                queryset=FacilityPrivilege.objects.select_related("facility").prefetch_related(
+                    "scope_subspecialties"
+                ),
+            ),
+        )
+    )
+    shifts: dict[int, list[ShiftFact]] = {}
+    shift_rows = (
+        Shift.objects.filter(
+            radiologist_id__in=user_ids, starts_at__lte=shifts_until, ends_at__gt=shifts_from
+        )
+        .prefetch_related("facilities", "subspecialties")
+        .order_by("starts_at")
+    )
+    for s in shift_rows:
+        shifts.setdefault(s.radiologist_id, []).append(
+            ShiftFact(
+                s.starts_at,
+                s.ends_at,
+                frozenset(f.pk for f in s.facilities.all()),
+                frozenset(x.pk for x in s.subspecialties.all()),
+            )
+        )
+    return {p.user_id: _facts_of(p, tuple(shifts.get(p.user_id, ()))) for p in profiles}
+
+
+def _facts_of(profile: RadiologistProfile, shifts: tuple[ShiftFact, ...]) -> ReaderFacts:
+    subs = list(profile.subspecialties.all())
+    return ReaderFacts(
+        user_id=profile.user_id,
+        name=str(profile.user),
+        subspecialty_ids=frozenset(s.pk for s in subs),
+        subspecialty_codes=frozenset(s.code for s in subs),
+        licences=tuple(
+            LicenceFact(lic.state, lic.number, lic.status, lic.issued_on, lic.expires_on)
+            for lic in profile.licences.all()
+        ),
+        privileges=tuple(
+            PrivilegeFact(
+                p.facility_id,
+                p.facility.name,
+                p.status,
+                p.granted_on,
+                p.expires_on,
+                frozenset(s.pk for s in p.scope_subspecialties.all()),
+                tuple(s.name for s in p.scope_subspecialties.all()),
+                tuple(p.scope_modalities or ()),
+            )
+            for p in profile.privileges.all()
+        ),
+        shifts=shifts,
+    )
+
+
+def _load_study(study):
+    """A Study instance as given (its facility and subspecialty load lazily), or fetch one by id."""
+    from imaging.models import Study
+
+    if isinstance(study, Study):
+        return study
+    return Study.objects.select_related("facility", "subspecialty").get(pk=study)
+
+
+# --- the questions ----------------------------------------------------------------------------
+
+
+def assess(radiologist, study, at: datetime) -> Assessment:
+    """May ``radiologist`` (a user) read ``study`` (a Study or its id) at ``at``? With the reasons if not."""
+    study_facts = StudyFacts.of(_load_study(study))
+    reader = reader_facts([radiologist.pk], shifts_from=at).get(radiologist.pk)
+    return assess_facts(reader, study_facts, at)
+
+
+def assess_readers(
+    study, at: datetime, radiologists: Iterable | None = None
+) -> list[tuple[object, Assessment]]:
+    """Every active radiologist (or those given) with their assessment for ``study`` — for routing
+    and operations, which show each ineligible reader's reason."""
+    User = get_user_model()
+    study = _load_study(study)
+    users = (
+        list(radiologists)
+        if radiologists is not None
+        else list(
+            User.objects.filter(radiologist_profile__isnull=False, is_active=True).order_by(
+                "display_name", "username"
+            )
+        )
+    )
+    facts = reader_facts([u.pk for u in users], shifts_from=at)
+    study_facts = StudyFacts.of(study)
+    return [(u, assess_facts(facts.get(u.pk), study_facts, at)) for u in users]
+
+
+def eligible_readers(study, at: datetime) -> list:
+    """The users who may read ``study`` at ``at``. The database narrows the candidates (a grant at the
+    facility, a licence in its state, a shift around ``at``); the rules decide."""
+    from worklist.models import Shift
+
+    User = get_user_model()
+    _require_aware(at)
+    study = _load_study(study)
+    candidates = User.objects.filter(
+        is_active=True,
+        radiologist_profile__privileges__facility_id=study.facility_id,
+        radiologist_profile__privileges__status__in=GRANTED_PRIVILEGE_STATUSES,
+        radiologist_profile__licences__state=study.facility.state,
+        radiologist_profile__licences__status=LicenceStatus.ACTIVE,
+        pk__in=Shift.objects.filter(starts_at__lte=at, ends_at__gt=at).values("radiologist_id"),
+    ).distinct()
+    users = list(candidates.order_by("display_name", "username"))
+    return [u for u, a in assess_readers(study, at, users) if a.eligible]
+
+
+def reading_facility_ids(radiologist, at: datetime) -> set[int]:
+    """Facilities where the reader holds, at ``at``, both privileges and a licence for the state —
+    what their pages may show (DESIGN.md §1), regardless of shift."""
+    reader = reader_facts([radiologist.pk], shifts_from=at).get(radiologist.pk)
+    if reader is None:
+        return set()
+    return {f.id for f, _ in _licensed_grants(reader, at)}
+
+
+def _licensed_grants(reader: ReaderFacts, at: datetime) -> list[tuple[FacilityFacts, list[PrivilegeFact]]]:
+    granted_ids = {p.facility_id for p in reader.privileges if p.status in GRANTED_PRIVILEGE_STATUSES}
+    result = []
+    for facility in map(FacilityFacts.of, Facility.objects.filter(pk__in=granted_ids).order_by("pk")):
+        day = local_day(at, facility.zone)
+        grants = [p for p in reader.privileges if p.facility_id == facility.id and privilege_in_force(p, day)]
+        if grants and not licence_reasons(reader, facility, at):
+            result.append((facility, grants))
+    return result
+
+
+def readable_studies_q(radiologist, at: datetime) -> Q:
+    """A ``Q`` over ``imaging.Study`` selecting exactly the studies ``assess`` accepts for this reader
+    at ``at``: an OR, per facility where licence and privileges hold, of the facility id AND the
+    privilege scope AND the subspecialty fit AND the covering shifts' subspecialty limits."""
+    reader = reader_facts([radiologist.pk], shifts_from=at).get(radiologist.pk)
+    clauses = []
+    for facility, grants in _licensed_grants(reader, at) if reader else []:
+        shifts = [
+            s
+            for s in reader.shifts
+            if s.starts_at <= at < s.ends_at and (not s.facility_ids or facility.id in s.facility_ids)
+        ]
+        if not shifts:
+            continue
+        conditions = [
+            _any(_scope_q(p) for p in grants),
+            _subspecialty_fit_q(reader, facility),
+            _any(_shift_subspecialty_q(s) for s in shifts),
+        ]
+        clauses.append(reduce(and_, [c for c in conditions if c is not None], Q(facility_id=facility.id)))
+    return reduce(or_, clauses) if clauses else Q(pk__in=[])
+
+
+# A condition is a Q, or None for "no restriction" — Q() cannot stand for "true" because Django drops
+# an empty Q from an OR instead of making the OR true.
+def _any(conditions: Iterable[Q | None]) -> Q | None:
+    conditions = list(conditions)
+    if not conditions or any(c is None for c in conditions):
+        return None
+    return reduce(or_, conditions)
+
+
+def _scope_q(privilege: PrivilegeFact) -> Q | None:
+    parts = []
+    if privilege.subspecialty_ids:
+        parts.append(Q(subspecialty_id__in=sorted(privilege.subspecialty_ids)))
+    if privilege.modalities:
+        every, some = modality_patterns(privilege.modalities)
+        parts.append(Q(modalities__regex=every) & Q(modalities__regex=some))
+    return reduce(and_, parts) if parts else None
+
+
+def _subspecialty_fit_q(reader: ReaderFacts, facility: FacilityFacts) -> Q | None:
+    if reader.is_general and facility.accepts_general_readers:
+        return None
+    fit = Q(subspecialty__isnull=True) | Q(subspecialty__code=Subspecialty.GENERAL)
+    if reader.subspecialty_ids:
+        fit |= Q(subspecialty_id__in=sorted(reader.subspecialty_ids))
+    return fit
+
+
+def _shift_subspecialty_q(shift: ShiftFact) -> Q | None:
+    return Q(subspecialty_id__in=sorted(shift.subspecialty_ids)) if shift.subspecialty_ids else None
+
+
+def renewed(reader: ReaderFacts, *, since: date, through: date) -> ReaderFacts:
+    """The reader as if every licence and grant expiring between ``since`` and ``through`` were
+    renewed — the counterfactual the coverage forecast compares with."""
+
+    def due(expires_on: date | None) -> bool:
+        return expires_on is not None and since <= expires_on <= through
+
+    return replace(
+        reader,
+        licences=tuple(
+            replace(lic, expires_on=date.max) if due(lic.expires_on) else lic for lic in reader.licences
+        ),
+        privileges=tuple(
+            replace(p, expires_on=date.max) if due(p.expires_on) else p for p in reader.privileges
+        ),
+    )

@@ -1,0 +1,400 @@
+"""Reads of credentialing data, and the one place that decides who may see or change it.
+
+* Credentialing staff (MSO): see and edit every dossier, privilege and facility setting — and never
+  patient data: nothing here touches Patient, Order or Study.
+* Operations and the medical director: read everything credentialing (coverage and QA need it),
+  change nothing; document files stay with the MSO and their owner.
+* A radiologist: their own dossier, read-only, and may upload documents (renewals) to it.
+* A facility admin: which readers hold open privileges at the facilities they administer — not the
+  dossiers behind them.
+
+Anything outside a user's scope answers 404, the same as a missing record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db.models import Prefetch, QuerySet
+from django.http import Http404
+
+from accounts.roles import Role, has_role
+from credentialing.models import (
+    GRANTED_PRIVILEGE_STATUSES,
+    OPEN_PRIVILEGE_STATUSES,
+    BoardCertification,
+    DeaRegistration,
+    Document,
+    FacilityPrivilege,
+    LicenceStatus,
+    MalpracticeCoverage,
+    Notification,
+    PrivilegeChecklistItem,
+    PrivilegeStatus,
+    RadiologistProfile,
+    StateLicence,
+)
+from facilities.models import Facility
+from facilities.selectors import facilities_administered_by
+
+# Credentials without a facility (licences, boards, DEA, malpractice) expire at the end of their date
+# wherever the reader works; statuses are closed only once that day has ended in every US zone.
+LATEST_US_ZONE = ZoneInfo("Pacific/Honolulu")
+EXPIRY_WINDOWS = (90, 60, 30)
+
+
+# --- who may do what --------------------------------------------------------------------------
+
+
+def can_manage_credentialing(user) -> bool:
+    return user.is_authenticated and (user.is_superuser or has_role(user, Role.CREDENTIALING))
+
+
+def can_read_credentialing(user) -> bool:
+    """Everything credentialing, across radiologists: MSO, operations, medical director."""
+    return can_manage_credentialing(user) or (
+        user.is_authenticated and has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
+    )
+
+
+def is_radiologist(user) -> bool:
+    return user.is_authenticated and has_role(user, Role.RADIOLOGIST)
+
+
+def can_see_facility_readers(user) -> bool:
+    return can_read_credentialing(user) or (user.is_authenticated and has_role(user, Role.FACILITY_ADMIN))
+
+
+# --- dossiers ---------------------------------------------------------------------------------
+
+
+def profiles_visible_to(user) -> QuerySet[RadiologistProfile]:
+    profiles = RadiologistProfile.objects.select_related("user")
+    if can_read_credentialing(user):
+        return profiles
+    if is_radiologist(user):
+        return profiles.filter(user=user)
+    return profiles.none()
+
+
+def access_profile(user, profile_id: int) -> RadiologistProfile:
+    profile = profiles_visible_to(user).filter(pk=profile_id).first()
+    if profile is None:
+        raise Http404("No such dossier")
+    return profile
+
+
+def access_profile_for_upload(user, profile_id: int) -> RadiologistProfile:
+    """The MSO uploads to any dossier; a radiologist to their own (renewals)."""
+    profile = access_profile(user, profile_id)
+    if not (can_manage_credentialing(user) or profile.user_id == user.pk):
+        raise Http404("No such dossier")
+    return profile
+
+
+def own_profile(user) -> RadiologistProfile | None:
+    return RadiologistProfile.objects.filter(user=user).select_related("user").first()
+
+
+def dossier(profile: RadiologistProfile) -> dict:
+    """Everything in one dossier, each list in the order people read it."""
+    return {
+        "profile": profile,
+        "subspecialties": list(profile.subspecialties.all()),
+        "licences": list(profile.licences.select_related("verified_by", "verification_document")),
+        "boards": list(profile.board_certifications.select_related("verified_by", "verification_document")),
+        "fellowships": list(profile.fellowships.select_related("subspecialty", "verified_by")),
+        "deas": list(profile.dea_registrations.select_related("verified_by")),
+        "malpractice": list(profile.malpractice_coverages.select_related("verified_by")),
+        "privileges": list(
+            profile.privileges.select_related("facility", "decided_by")
+            .prefetch_related("scope_subspecialties", _checklist_prefetch())
+            .order_by("facility__name", "-applied_on")
+        ),
+        "documents": list(profile.documents.select_related("uploaded_by")),
+    }
+
+
+def _checklist_prefetch() -> Prefetch:
+    return Prefetch("checklist", queryset=PrivilegeChecklistItem.objects.select_related("completed_by"))
+
+
+# --- records by id, scoped ----------------------------------------------------------------------
+
+
+def licences_visible_to(user) -> QuerySet[StateLicence]:
+    return StateLicence.objects.filter(profile__in=profiles_visible_to(user)).select_related("profile__user")
+
+
+def boards_visible_to(user) -> QuerySet[BoardCertification]:
+    return BoardCertification.objects.filter(profile__in=profiles_visible_to(user)).select_related(
+        "profile__user"
+    )
+
+
+def documents_visible_to(user) -> QuerySet[Document]:
+    """Document *metadata*: whoever may read the dossier."""
+    return Document.objects.filter(profile__in=profiles_visible_to(user)).select_related(
+        "profile__user", "uploaded_by"
+    )
+
+
+def access_document_content(user, document_id: int) -> Document:
+    """Who may download the file itself: credentialing staff and the document's owner."""
+    document = documents_visible_to(user).filter(pk=document_id).first()
+    if document is None or not (can_manage_credentialing(user) or document.profile.user_id == user.pk):
+        raise Http404("No such document")
+    return document
+
+
+def privileges_visible_to(user) -> QuerySet[FacilityPrivilege]:
+    privileges = FacilityPrivilege.objects.select_related("profile__user", "facility").prefetch_related(
+        "scope_subspecialties"
+    )
+    if can_read_credentialing(user):
+        return privileges
+    if is_radiologist(user):
+        return privileges.filter(profile__user=user)
+    if user.is_authenticated and has_role(user, Role.FACILITY_ADMIN):
+        return privileges.filter(
+            facility__in=facilities_administered_by(user), status__in=OPEN_PRIVILEGE_STATUSES
+        )
+    return privileges.none()
+
+
+def access_privilege(user, privilege_id: int) -> FacilityPrivilege:
+    privilege = privileges_visible_to(user).filter(pk=privilege_id).first()
+    if privilege is None:
+        raise Http404("No such privilege")
+    return privilege
+
+
+def facilities_for_readers_page(user) -> QuerySet[Facility]:
+    """Facilities whose privileged readers the user may list."""
+    if can_read_credentialing(user):
+        return Facility.objects.all()
+    if user.is_authenticated and has_role(user, Role.FACILITY_ADMIN):
+        return facilities_administered_by(user)
+    return Facility.objects.none()
+
+
+def facility_readers(facility: Facility) -> list[FacilityPrivilege]:
+    return list(
+        FacilityPrivilege.objects.filter(facility=facility, status__in=OPEN_PRIVILEGE_STATUSES)
+        .select_related("profile__user")
+        .prefetch_related("scope_subspecialties", "profile__subspecialties")
+        .order_by("profile__user__display_name", "profile__user__username")
+    )
+
+
+# --- the MSO's views ------------------------------------------------------------------------
+
+
+def facility_day(facility: Facility, at: datetime) -> date:
+    return at.astimezone(facility.zone).date()
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    privilege: FacilityPrivilege | None
+    tone: str  # none | pending | ok | soon | urgent | expired | closed
+    label: str
+    days_left: int | None
+
+
+def matrix(at: datetime) -> tuple[list[Facility], list[tuple[RadiologistProfile, list[MatrixCell]]]]:
+    """Radiologists × facilities: each cell the open privilege (or the latest closed one), coloured
+    by status and days to expiry in the facility's time zone."""
+    facilities = list(Facility.objects.filter(active=True).order_by("name"))
+    profiles = list(
+        RadiologistProfile.objects.filter(user__is_active=True)
+        .select_related("user")
+        .prefetch_related(
+            Prefetch("privileges", queryset=FacilityPrivilege.objects.order_by("-applied_on", "-id"))
+        )
+        .order_by("user__display_name", "user__username")
+    )
+    rows = []
+    for profile in profiles:
+        by_facility: dict[int, FacilityPrivilege] = {}
+        for p in profile.privileges.all():  # newest first: keep the open one, else the latest
+            held = by_facility.get(p.facility_id)
+            if held is None or (
+                p.status in OPEN_PRIVILEGE_STATUSES and held.status not in OPEN_PRIVILEGE_STATUSES
+            ):
+                by_facility[p.facility_id] = p
+        rows.append((profile, [_cell(by_facility.get(f.pk), f, at) for f in facilities]))
+    return facilities, rows
+
+
+def _cell(privilege: FacilityPrivilege | None, facility: Facility, at: datetime) -> MatrixCell:
+    if privilege is None:
+        return MatrixCell(None, "none", "—", None)
+    if privilege.status in (PrivilegeStatus.APPLIED, PrivilegeStatus.IN_REVIEW):
+        return MatrixCell(privilege, "pending", privilege.get_status_display(), None)
+    if privilege.status not in GRANTED_PRIVILEGE_STATUSES:
+        return MatrixCell(privilege, "closed", privilege.get_status_display(), None)
+    days_left = (privilege.expires_on - facility_day(facility, at)).days
+    if days_left < 0:
+        return MatrixCell(privilege, "expired", f"expired {privilege.expires_on:%Y-%m-%d}", days_left)
+    tone = "urgent" if days_left <= 30 else "soon" if days_left <= 90 else "ok"
+    proxy = " (proxy)" if privilege.status == PrivilegeStatus.APPROVED_BY_PROXY else ""
+    return MatrixCell(privilege, tone, f"{days_left} d{proxy}", days_left)
+
+
+@dataclass(frozen=True)
+class Application:
+    privilege: FacilityPrivilege
+    missing: list[str]
+    days_open: int
+
+
+def applications_queue(at: datetime) -> list[Application]:
+    """Open applications (applied, in review), oldest first, with their missing required items."""
+    privileges = (
+        FacilityPrivilege.objects.filter(status__in=(PrivilegeStatus.APPLIED, PrivilegeStatus.IN_REVIEW))
+        .select_related("profile__user", "facility")
+        .prefetch_related(_checklist_prefetch())
+        .order_by("applied_on", "id")
+    )
+    return [
+        Application(
+            privilege=p,
+            missing=[i.label for i in p.checklist.all() if i.required and not i.is_complete],
+            days_open=(facility_day(p.facility, at) - p.applied_on).days,
+        )
+        for p in privileges
+    ]
+
+
+@dataclass(frozen=True)
+class ExpiringItem:
+    kind: str  # licence | privilege | board | dea | malpractice
+    pk: int
+    profile: RadiologistProfile
+    label: str  # "IL licence 036-123456", "privileges at Lakeshore Medical Center"
+    expires_on: date
+    days_left: int
+    facility: Facility | None = None
+
+    @property
+    def overdue(self) -> bool:
+        return self.days_left < 0
+
+    @property
+    def window(self) -> int | None:
+        """The smallest of 90/60/30 it falls in; None when overdue or further away."""
+        fitting = [w for w in EXPIRY_WINDOWS if 0 <= self.days_left <= w]
+        return min(fitting) if fitting else None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.pk}"
+
+
+def expiring_items(
+    at: datetime, *, within_days: int = 90, include_overdue: bool = True
+) -> list[ExpiringItem]:
+    """Credentials in force that expire within ``within_days`` (and, if asked, those already past
+    expiry and not renewed), soonest first. A credential superseded by a later one of the same kind
+    (a renewed licence entered as a new row) is left out."""
+    day = at.astimezone(LATEST_US_ZONE).date()
+    horizon = day + timedelta(days=within_days)
+    items = [
+        *_licence_items(day, horizon),
+        *_privilege_items(at, within_days),
+        *_simple_items(
+            BoardCertification,
+            "board",
+            day,
+            horizon,
+            label=lambda b: f"{b.board} {b.specialty} certificate",
+            group=lambda b: (b.board, b.specialty),
+        ),
+        *_simple_items(
+            DeaRegistration,
+            "dea",
+            day,
+            horizon,
+            label=lambda d: f"DEA registration {d.number} ({d.state})",
+            group=lambda d: d.state,
+        ),
+        *_simple_items(
+            MalpracticeCoverage,
+            "malpractice",
+            day,
+            horizon,
+            label=lambda m: f"malpractice cover ({m.carrier})",
+            group=lambda m: "malpractice",
+        ),
+    ]
+    if not include_overdue:
+        items = [i for i in items if not i.overdue]
+    return sorted(items, key=lambda i: (i.days_left, i.profile.user.username, i.label))
+
+
+def _licence_items(day: date, horizon: date) -> list[ExpiringItem]:
+    licences = StateLicence.objects.filter(
+        status=LicenceStatus.ACTIVE, expires_on__lte=horizon
+    ).select_related("profile__user")
+    later = {
+        (lic.profile_id, lic.state): lic.expires_on
+        for lic in StateLicence.objects.filter(status=LicenceStatus.ACTIVE, expires_on__gt=horizon).only(
+            "profile_id", "state", "expires_on"
+        )
+    }
+    return [
+        ExpiringItem(
+            "licence",
+            lic.pk,
+            lic.profile,
+            f"{lic.state} licence {lic.number}",
+            lic.expires_on,
+            (lic.expires_on - day).days,
+        )
+        for lic in licences
+        if (lic.profile_id, lic.state) not in later
+    ]
+
+
+def _privilege_items(at: datetime, within_days: int) -> list[ExpiringItem]:
+    items = []
+    privileges = FacilityPrivilege.objects.filter(status__in=GRANTED_PRIVILEGE_STATUSES).select_related(
+        "profile__user", "facility"
+    )
+    for p in privileges:
+        days_left = (p.expires_on - facility_day(p.facility, at)).days
+        if days_left <= within_days:
+            items.append(
+                ExpiringItem(
+                    "privilege",
+                    p.pk,
+                    p.profile,
+                    f"privileges at {p.facility.name}",
+                    p.expires_on,
+                    days_left,
+                    p.facility,
+                )
+            )
+    return items
+
+
+def _simple_items(model, kind: str, day: date, horizon: date, *, label, group) -> list[ExpiringItem]:
+    """Records without a status: the newest of each group (same board and specialty, same state …)
+    is the one in force; older ones were renewed by it."""
+    rows = list(model.objects.filter(expires_on__isnull=False).select_related("profile__user"))
+    newest: dict[tuple, date] = {}
+    for row in rows:
+        key = (row.profile_id, group(row))
+        newest[key] = max(newest.get(key, date.min), row.expires_on)
+    return [
+        ExpiringItem(kind, row.pk, row.profile, label(row), row.expires_on, (row.expires_on - day).days)
+        for row in rows
+        if row.expires_on <= horizon and row.expires_on == newest[(row.profile_id, group(row))]
+    ]
+
+
+def notifications_for(user, *, unread_only: bool = False) -> QuerySet[Notification]:
+    notifications = Notification.objects.filter(recipient=user)
+    return notifications.filter(read_at__isnull=True) if unread_only else notifications
