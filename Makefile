@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format migrate venv clean-demo
+.PHONY: demo test lint format migrate venv clean-demo bench-hl7 bench-ingest
 
 # Marker files: reinstall only when pyproject.toml changes.
 $(VENV)/.python-ok:
@@ -50,3 +50,10 @@ migrate: $(VENV)/.installed
 ## clean-demo: forget the embedded data directory (database, generated keys, stored images)
 clean-demo:
 	rm -rf var
+
+## benchmarks (not tests): PostgreSQL and Redis on 127.0.0.1; figures are printed
+bench-hl7: $(VENV)/.installed-dev
+	$(BIN)/python bench/hl7/run.py
+
+bench-ingest: $(VENV)/.installed-dev
+	$(BIN)/python bench/ingest/run.py
