@@ -7,7 +7,6 @@ every write goes through a service. The eligibility answer carries no patient da
 
 from __future__ import annotations
 
-from auditlog.context import auditlog_value
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -51,23 +50,6 @@ from credentialing.selectors import (
 from imaging.storage import StorageError, encrypted_read
 
 
-def audit_actor_from_api(user) -> None:
-    """AuditlogMiddleware runs before DRF authenticates a token, so for token calls it recorded no
-    actor. Fill it in on the request's audit context (the same dict the middleware installed)."""
-    try:
-        context = auditlog_value.get()
-    except LookupError:
-        return
-    if context.get("actor") is None and user.is_authenticated:
-        context["actor"] = user
-
-
-class AuditedAPIMixin:
-    def initial(self, request: Request, *args, **kwargs) -> None:
-        super().initial(request, *args, **kwargs)
-        audit_actor_from_api(request.user)
-
-
 class CredentialingStaffWrites(BasePermission):
     """Anyone authenticated may read what the selectors show them; only credentialing staff write."""
 
@@ -92,7 +74,6 @@ def _int_param(request: Request, name: str) -> int | None:
 
 
 class ProfileViewSet(
-    AuditedAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -137,7 +118,6 @@ class ProfileViewSet(
 
 
 class _RecordViewSet(
-    AuditedAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -243,7 +223,6 @@ class MalpracticeViewSet(_RecordViewSet):
 
 
 class PrivilegeViewSet(
-    AuditedAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -360,7 +339,6 @@ class PrivilegeViewSet(
 
 
 class DocumentViewSet(
-    AuditedAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -418,7 +396,7 @@ class DocumentViewSet(
         return response
 
 
-class EligibilityView(AuditedAPIMixin, APIView):
+class EligibilityView(APIView):
     """May this radiologist read this study now (or at ``at``)? Only the answer and its reasons —
     no patient, order or study details, so credentialing staff may ask too."""
 

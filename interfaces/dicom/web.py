@@ -23,12 +23,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from accounts.authentication import AuditedTokenAuthentication
 from imaging.models import Instance, Series, Study
 from imaging.rendering import FORMATS, RenderError, error_image, frame_render, window_parse
 from imaging.storage import StorageError, encrypted_read
@@ -110,7 +111,7 @@ class DicomWebNegotiation(BaseContentNegotiation):
 
 class DicomWebView(APIView):
     # Token first: its WWW-Authenticate challenge makes an anonymous call 401, not 403.
-    authentication_classes = (TokenAuthentication, SessionAuthentication)
+    authentication_classes = (AuditedTokenAuthentication, SessionAuthentication)
     permission_classes = (IsAuthenticated, MayUseImages)
     content_negotiation_class = DicomWebNegotiation
     renderer_classes = (JSONRenderer,)

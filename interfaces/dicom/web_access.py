@@ -13,7 +13,6 @@ show more than the pages do.
 
 from __future__ import annotations
 
-from auditlog.context import auditlog_value
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet
@@ -94,21 +93,8 @@ def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Inst
 # --- audit ---------------------------------------------------------------------------------------
 
 
-def _audit_actor_bind(user) -> None:
-    """AuditlogMiddleware captured the user before DRF authenticated an API token, so a
-    token-authenticated request has no actor in the audit context yet: bind it, so the audit row
-    says who read the images."""
-    try:
-        context = auditlog_value.get()
-    except LookupError:
-        return
-    if context.get("actor") is None and user is not None and user.is_authenticated:
-        context["actor"] = user
-
-
 def study_read_record(user, study: Study) -> None:
     """Record that ``user`` read this study's images or metadata (one audit row)."""
-    _audit_actor_bind(user)
     record_phi_access(study)
 
 
