@@ -15,7 +15,19 @@ from django.db import models
 
 from accounts.models import User
 
-auditlog.register(User, exclude_fields=["password", "last_login"], m2m_fields={"groups"})
+
+def reverse_relations(model) -> list[str]:
+    """Other models' relations *to* this one. django-auditlog 3.x counts them as fields and writes
+    e.g. "studies: imaging.Study.None" into every row; they are not the row's data."""
+    return [f.name for f in model._meta.get_fields() if f.auto_created and not f.concrete]
+
+
+def audit_register(model, *, exclude_fields: tuple[str, ...] = (), **options) -> None:
+    """Register a model with the audit log — the one way every app does it."""
+    auditlog.register(model, exclude_fields=[*exclude_fields, *reverse_relations(model)], **options)
+
+
+audit_register(User, exclude_fields=("password", "last_login"), m2m_fields={"groups"})
 
 
 def record_phi_access(instance: models.Model) -> None:

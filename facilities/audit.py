@@ -1,8 +1,7 @@
-from auditlog.registry import auditlog
-
+from accounts.audit import audit_register
 from facilities.models import DicomSender, Facility, Hl7Sender
 
-auditlog.register(Facility)
+audit_register(Facility)
 # Which sender speaks for which facility decides where orders and images land: log every change.
-auditlog.register(Hl7Sender)
-auditlog.register(DicomSender)
+audit_register(Hl7Sender)
+audit_register(DicomSender)

@@ -7,3 +7,6 @@ class WorklistConfig(AppConfig):
     name = "worklist"
     verbose_name = "Worklist"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from worklist import audit  # noqa: F401  (registers models with django-auditlog)

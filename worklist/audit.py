@@ -1,0 +1,5 @@
+from accounts.audit import audit_register
+from worklist.models import Shift
+
+# Who was on shift decides who may read: changes to coverage are audited like credentials.
+audit_register(Shift, m2m_fields={"facilities", "subspecialties"})
