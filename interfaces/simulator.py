@@ -166,7 +166,9 @@ def series_datasets(
         )
         ds.Modality, ds.BodyPartExamined = procedure.modality, procedure.body_part
         ds.StudyDescription = procedure.text[:64]
-        ds.SeriesDescription = ("AXIAL 5MM" if procedure.modality == "CT" else "AX T2")[:64]
+        ds.SeriesDescription = {"CT": "AXIAL 5MM", "MR": "AX T2"}.get(
+            procedure.modality, ("AP", "LAT")[(number - 1) % 2]
+        )
         ds.AccessionNumber = exam.accession
         ds.PatientID, ds.IssuerOfPatientID = exam.mrn, ""
         ds.PatientName = f"{exam.family_name}^{exam.given_name}"
