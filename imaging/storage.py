@@ -66,8 +66,13 @@ def _resolve(relative_path: str) -> Path:
     return path
 
 
+def storage_key_id() -> str:
+    """The id of the key new files are encrypted with."""
+    return settings.READROOM_STORAGE_KEY_ID
+
+
 def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
-    key_id = settings.READROOM_STORAGE_KEY_ID
+    key_id = storage_key_id()
     nonce = secrets.token_bytes(NONCE_BYTES)
     ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
     header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce

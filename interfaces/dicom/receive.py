@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from facilities.models import Facility
 from imaging.facts import InstanceHeader
 from imaging.services import IndexCache, IngestConflict, InstanceRecorded, instance_stored
-from imaging.storage import StorageError, encrypted_write
+from imaging.storage import StorageError, StoredFile, encrypted_delete, encrypted_write, storage_key_id
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
 from interfaces.models import DicomAssociation, QuarantinedObject
 
 log = logging.getLogger(__name__)
+# Encrypting and fsyncing release the GIL: a few threads overlap them with the indexing.
+_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dicom-store")
 
 # C-STORE statuses (PS3.4 Annex B.2.3; STANDARDS.md §3)
 SUCCESS = 0x0000
@@ -65,24 +68,38 @@ def dicom_instance_receive(
         return _quarantine(
             facility, part10, association_id, received_at, str(exc), CANNOT_UNDERSTAND, sop_instance_uid_hint
         )
+    path = instance_storage_path(facility, header)
+    stored = StoredFile(relative_path=path, key_id=storage_key_id(), size_bytes=len(part10))
+    # The encrypted write + fsync runs while the index rows are written; the transaction commits
+    # only once the file is safely on disk, so there is never an index row without its file.
+    write = _WRITERS.submit(encrypted_write, path, part10)
     try:
-        stored = encrypted_write(instance_storage_path(facility, header), part10)
+        with transaction.atomic():
+            recorded = instance_stored(
+                facility=facility, header=header, stored=stored, received_at=received_at, cache=cache
+            )
+            write.result()
     except (OSError, StorageError) as exc:
         log.exception("could not store %s", header.sop_instance_uid)
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"storage unavailable: {exc}")
-    try:
-        recorded = instance_stored(
-            facility=facility, header=header, stored=stored, received_at=received_at, cache=cache
-        )
     except IngestConflict as exc:
+        _written_discard(write, path)
         return _quarantine(
             facility, part10, association_id, received_at, str(exc), CONFLICT, header.sop_instance_uid
         )
     except DatabaseError as exc:
-        # The file is on disk; without its index row the sender must resend — say "try later".
+        # Without its index row the sender must resend — say "try later". The file is rewritten then.
         log.exception("could not index %s", header.sop_instance_uid)
+        wait([write])
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"database unavailable: {exc}")
     return ReceiveResult(SUCCESS, recorded=recorded, header=header)
+
+
+def _written_discard(write: Future, path: str) -> None:
+    """An object that was refused keeps only its quarantined copy: no file at the indexed path."""
+    wait([write])
+    if write.exception() is None:
+        encrypted_delete(path)
 
 
 def _quarantine(facility, part10, association_id, received_at, reason, status, sop_uid) -> ReceiveResult:
