@@ -4,6 +4,7 @@ safely stored. Keyword-only, atomic; signals to routing go out after commit."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -278,14 +279,20 @@ def instance_stored(
     stored: StoredFile,
     received_at: datetime,
     cache: IndexCache | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> InstanceRecorded:
     """Index one stored instance: study, series and instance rows, counters, order matching.
-    Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance."""
+    Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance.
+    ``before_commit`` runs inside the transaction, last: if it raises, nothing is indexed (ingest
+    passes the wait for the file's fsync)."""
     cache = cache if cache is not None else IndexCache()
     for attempt in range(3):
         try:
             with transaction.atomic():
-                return _instance_index(facility, header, stored, received_at, cache)
+                recorded = _instance_index(facility, header, stored, received_at, cache)
+                if before_commit is not None:
+                    before_commit()
+                return recorded
         except IntegrityError:
             # another association created the same study/series/instance at the same moment
             cache.studies.clear()

@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
@@ -74,11 +74,14 @@ def dicom_instance_receive(
     # only once the file is safely on disk, so there is never an index row without its file.
     write = _WRITERS.submit(encrypted_write, path, part10)
     try:
-        with transaction.atomic():
-            recorded = instance_stored(
-                facility=facility, header=header, stored=stored, received_at=received_at, cache=cache
-            )
-            write.result()
+        recorded = instance_stored(
+            facility=facility,
+            header=header,
+            stored=stored,
+            received_at=received_at,
+            cache=cache,
+            before_commit=write.result,
+        )
     except (OSError, StorageError) as exc:
         log.exception("could not store %s", header.sop_instance_uid)
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"storage unavailable: {exc}")
