@@ -135,53 +135,81 @@ def _template(modality: str) -> Dataset:
     return _TEMPLATES[name]
 
 
-def series_datasets(
-    exam: SimulatedExam, *, slices: int | None = None, max_slices: int | None = None, size: int = 512
+def series_generate(
+    *,
+    modality: str,
+    count: int,
+    study_uid: str,
+    attributes: dict[str, object],
+    size: int = 512,
+    pixel_step: int = 3,
 ) -> Iterator[Dataset]:
-    """One series for the exam, generated from the bundled test images: ``slices`` instances, or
-    the procedure's realistic count capped at ``max_slices``."""
-    procedure = exam.procedure
-    count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
-    template = _template(procedure.modality)
+    """``count`` instances of one series from the bundled test image for ``modality``: new Series,
+    Frame of Reference and SOP Instance UIDs, instance numbers and positions 5 mm apart, pixels
+    upsampled (nearest neighbour) to ``size`` and shifted by ``pixel_step`` per slice so slices
+    differ. ``attributes`` (keyword → value) describe the patient and the exam."""
+    template = _template(modality)
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, ComputedRadiographyImageStorage)
     base = template.pixel_array.astype(np.int32)
     factor = max(1, size // base.shape[0])
-    pixels = np.kron(base, np.ones((factor, factor), dtype=np.int32))
+    pixels = np.kron(base, np.ones((factor, factor), dtype=np.int32)) if factor > 1 else base
     series_uid = generate_uid(prefix=UID_ROOT)
     frame_uid = generate_uid(prefix=UID_ROOT)
-    now = datetime.now()
     for number in range(1, count + 1):
         # a deep copy: Dataset.copy() shares data elements with the cached template
         ds = copy.deepcopy(template)
         sop_uid = generate_uid(prefix=UID_ROOT)
-        sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(
-            procedure.modality, ComputedRadiographyImageStorage
-        )
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
         ds.file_meta.MediaStorageSOPClassUID = sop_class
         ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
-            exam.study_uid,
-            series_uid,
-            frame_uid,
-        )
-        ds.Modality, ds.BodyPartExamined = procedure.modality, procedure.body_part
-        ds.StudyDescription = procedure.text[:64]
-        ds.SeriesDescription = {"CT": "AXIAL 5MM", "MR": "AX T2"}.get(
-            procedure.modality, ("AP", "LAT")[(number - 1) % 2]
-        )
-        ds.AccessionNumber = exam.accession
-        ds.PatientID, ds.IssuerOfPatientID = exam.mrn, ""
-        ds.PatientName = f"{exam.family_name}^{exam.given_name}"
-        ds.PatientBirthDate, ds.PatientSex = exam.birth_date, exam.sex
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-        ds.SeriesNumber, ds.InstanceNumber = 2, number
-        ds.InstitutionName = exam.facility_code
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.Modality, ds.InstanceNumber = modality, number
         ds.ImagePositionPatient = [-125.0, -125.0, float(number * 5)]
         ds.SliceLocation = float(number * 5)
-        slice_pixels = np.clip(pixels + (number % 7) * 3, -32768, 32767).astype(template.pixel_array.dtype)
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        slice_pixels = np.clip(pixels + number * pixel_step, -32768, 32767).astype(template.pixel_array.dtype)
         ds.Rows, ds.Columns = slice_pixels.shape
         ds.PixelData = slice_pixels.tobytes()
+        yield ds
+
+
+def series_datasets(
+    exam: SimulatedExam, *, slices: int | None = None, max_slices: int | None = None, size: int = 512
+) -> Iterator[Dataset]:
+    """One series for the exam: ``slices`` instances, or the procedure's realistic count capped at
+    ``max_slices``."""
+    procedure = exam.procedure
+    count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
+    now = datetime.now()
+    views = ("AP", "LAT")
+    for ds in series_generate(
+        modality=procedure.modality,
+        count=count,
+        study_uid=exam.study_uid,
+        size=size,
+        attributes={
+            "BodyPartExamined": procedure.body_part,
+            "StudyDescription": procedure.text[:64],
+            "AccessionNumber": exam.accession,
+            "PatientID": exam.mrn,
+            "IssuerOfPatientID": "",
+            "PatientName": f"{exam.family_name}^{exam.given_name}",
+            "PatientBirthDate": exam.birth_date,
+            "PatientSex": exam.sex,
+            "StudyDate": now.strftime("%Y%m%d"),
+            "SeriesDate": now.strftime("%Y%m%d"),
+            "ContentDate": now.strftime("%Y%m%d"),
+            "StudyTime": now.strftime("%H%M%S"),
+            "SeriesTime": now.strftime("%H%M%S"),
+            "ContentTime": now.strftime("%H%M%S"),
+            "SeriesNumber": 2,
+            "InstitutionName": exam.facility_code,
+        },
+    ):
+        ds.SeriesDescription = {"CT": "AXIAL 5MM", "MR": "AX T2"}.get(
+            procedure.modality, views[(ds.InstanceNumber - 1) % 2]
+        )
         yield ds
 
 

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from functools import cache
 from io import BytesIO
 
 import numpy as np
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
+
+from interfaces.simulator import series_generate
 
 # pydicom's own UID root: generated UIDs are valid and globally unique (2.25 would do as well).
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."
-
-
-@cache
-def _ct_small() -> Dataset:
-    return dcmread(get_testdata_file("CT_small.dcm"))
 
 
 @dataclass(frozen=True)
@@ -66,39 +60,32 @@ def ct_series(
     study_time: str = "031500",
     size: int = 128,
 ) -> GeneratedSeries:
-    """One CT series of ``count`` slices, 5 mm apart. Each slice's pixels differ a little, so
-    instances are distinguishable after rendering."""
-    template = _ct_small()
-    base = template.pixel_array.astype(np.int32)
-    factor = max(1, size // base.shape[0])
-    pixels = np.kron(base, np.ones((factor, factor), dtype=np.int32)) if factor > 1 else base
+    """One CT series of ``count`` slices, 5 mm apart, generated the way the facility simulator does.
+    Each slice's pixels differ a little, so instances are distinguishable after rendering."""
     study_uid = study_uid or generate_uid(prefix=UID_PREFIX)
-    series_uid = generate_uid(prefix=UID_PREFIX)
-    frame_uid = generate_uid(prefix=UID_PREFIX)
-    datasets = []
-    for number in range(1, count + 1):
-        # deepcopy: Dataset.copy() is shallow — the copies would share (and overwrite) each
-        # other's data elements, leaving every "slice" with the last one's UIDs.
-        ds = copy.deepcopy(template)
-        sop_uid = generate_uid(prefix=UID_PREFIX)
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.AccessionNumber = accession
-        ds.PatientID, ds.PatientName = patient_id, patient_name
-        ds.PatientBirthDate, ds.PatientSex = birth_date, sex
-        ds.StudyDescription, ds.SeriesDescription = study_description, series_description
-        ds.Modality, ds.BodyPartExamined = "CT", "HEAD"
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = study_time
-        ds.SeriesNumber, ds.InstanceNumber = series_number, number
-        ds.ImagePositionPatient = [-125.0, -125.0, float(number * 5)]
-        ds.SliceLocation = float(number * 5)
-        slice_pixels = (pixels + number * 10).astype(np.int16)
-        ds.Rows, ds.Columns = slice_pixels.shape
-        ds.PixelData = slice_pixels.tobytes()
-        datasets.append(ds)
+    attributes = {
+        "AccessionNumber": accession,
+        "PatientID": patient_id,
+        "PatientName": patient_name,
+        "PatientBirthDate": birth_date,
+        "PatientSex": sex,
+        "StudyDescription": study_description,
+        "SeriesDescription": series_description,
+        "BodyPartExamined": "HEAD",
+        "StudyDate": study_date,
+        "SeriesDate": study_date,
+        "ContentDate": study_date,
+        "StudyTime": study_time,
+        "SeriesTime": study_time,
+        "ContentTime": study_time,
+        "SeriesNumber": series_number,
+    }
+    datasets = list(
+        series_generate(
+            modality="CT", count=count, study_uid=study_uid, attributes=attributes, size=size, pixel_step=10
+        )
+    )
+    series_uid = str(datasets[0].SeriesInstanceUID)
     return GeneratedSeries(study_uid, series_uid, accession, patient_id, tuple(datasets))
 
 
