@@ -11,6 +11,7 @@ admin.site.login = account_views.admin_login_redirect  # one login page, with lo
 api_v1 = [
     path("", include("facilities.api")),
     path("", include("credentialing.api")),
+    path("", include("worklist.api")),
 ]
 
 urlpatterns = [

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from worklist.models import Shift
+from worklist.models import CatalogueRule, Shift, StudyAssignment, StudyEvent
 
 
 @admin.register(Shift)
@@ -11,3 +11,54 @@ class ShiftAdmin(admin.ModelAdmin):
     date_hierarchy = "starts_at"
     filter_horizontal = ("facilities", "subspecialties")
     raw_id_fields = ("radiologist",)
+
+
+@admin.register(CatalogueRule)
+class CatalogueRuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "facility",
+        "procedure_code",
+        "description_pattern",
+        "rank",
+        "subspecialty",
+        "modality",
+        "rvu",
+        "priority",
+        "stroke_protocol",
+        "trauma_protocol",
+    )
+    list_filter = ("subspecialty", "stroke_protocol", "trauma_protocol", "facility")
+    search_fields = ("procedure_code", "description_pattern", "note")
+
+
+@admin.register(StudyAssignment)
+class StudyAssignmentAdmin(admin.ModelAdmin):
+    """Read-only: claims change only through the services (compare-and-set, events)."""
+
+    list_display = ("study", "routed_at", "claimed_by", "claimed_at", "because")
+    raw_id_fields = ("study", "claimed_by", "rule")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(StudyEvent)
+class StudyEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "study", "kind", "actor")
+    list_filter = ("kind",)
+    raw_id_fields = ("study", "actor")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

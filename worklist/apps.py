@@ -9,4 +9,12 @@ class WorklistConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from imaging.signals import study_routable
         from worklist import audit  # noqa: F401  (registers models with django-auditlog)
+        from worklist.services import on_study_routable
+        from worklist.setup import on_post_migrate
+
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.worklist.setup")
+        study_routable.connect(on_study_routable, dispatch_uid="readroom.worklist.route")

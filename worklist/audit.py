@@ -1,5 +1,8 @@
 from accounts.audit import audit_register
-from worklist.models import Shift
+from worklist.models import CatalogueRule, Shift
 
 # Who was on shift decides who may read: changes to coverage are audited like credentials.
 audit_register(Shift, m2m_fields={"facilities", "subspecialties"})
+
+# The catalogue decides which readers see a study: changes to it are audited too.
+audit_register(CatalogueRule)

@@ -5,9 +5,15 @@ repeating templates and time off later."""
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F, Q
+
+from facilities.models import PriorityClass
 
 
 class Shift(models.Model):
@@ -34,3 +40,150 @@ class Shift(models.Model):
 
     def __str__(self) -> str:
         return f"{self.radiologist} {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%H:%M} UTC"
+
+
+# --- routing: the procedure catalogue -----------------------------------------------------------
+
+
+class CatalogueRule(models.Model):
+    """Maps a procedure (CPT code, or a pattern over its description) onto how it is read.
+
+    ``facility`` NULL is the built-in default catalogue (seeded by ``worklist.setup``); a facility's own
+    rows override it. Precedence, first hit wins (``worklist.catalogue``):
+
+    1. the facility's rule for the exact procedure code;
+    2. the default rule for the exact procedure code;
+    3. the facility's description patterns, by ``rank`` then id;
+    4. the default description patterns, by ``rank`` then id.
+
+    A code identifies the procedure exactly, so any code rule beats any pattern; to change how a coded
+    procedure is read at one facility, add a code rule for that facility. A pattern is a
+    case-insensitive regular expression searched anywhere in the order's procedure text or the study
+    description — a plain word ("KNEE") is a substring match."""
+
+    facility = models.ForeignKey(
+        "facilities.Facility",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="catalogue_rules",
+        help_text="Empty: the built-in default catalogue, used where a facility has no rule of its own.",
+    )
+    procedure_code = models.CharField(max_length=64, blank=True, help_text="e.g. CPT 70450")
+    description_pattern = models.CharField(
+        max_length=200, blank=True, help_text="Case-insensitive regular expression, e.g. KNEE or HEAD|BRAIN"
+    )
+    rank = models.PositiveSmallIntegerField(default=100, help_text="Order among patterns: lower first.")
+    modality = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=32, blank=True)
+    subspecialty = models.ForeignKey(
+        "credentialing.Subspecialty", on_delete=models.PROTECT, related_name="catalogue_rules"
+    )
+    rvu = models.DecimalField("RVU", max_digits=6, decimal_places=2, default=0)
+    priority = models.CharField(
+        "default priority",
+        max_length=16,
+        choices=PriorityClass.choices,
+        blank=True,
+        help_text="Used when the study came without an order.",
+    )
+    stroke_protocol = models.BooleanField(default=False)
+    trauma_protocol = models.BooleanField(default=False)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["facility_id", "procedure_code", "rank", "id"]
+        constraints = [
+            # exactly one of code / pattern: a rule that has both would make precedence ambiguous
+            models.CheckConstraint(
+                condition=(Q(procedure_code="") & ~Q(description_pattern=""))
+                | (~Q(procedure_code="") & Q(description_pattern="")),
+                name="catalogue_rule_code_xor_pattern",
+            ),
+            # one rule per code per facility, and one default per code (NULLs are distinct in a plain
+            # unique constraint, hence the second, partial one)
+            models.UniqueConstraint(
+                fields=["facility", "procedure_code"],
+                condition=~Q(procedure_code=""),
+                name="catalogue_rule_unique_code",
+            ),
+            models.UniqueConstraint(
+                fields=["procedure_code"],
+                condition=~Q(procedure_code="") & Q(facility__isnull=True),
+                name="catalogue_default_unique_code",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = self.procedure_code or f"/{self.description_pattern}/"
+        return f"{self.facility or 'default'}: {what} → {self.subspecialty_id and self.subspecialty}"
+
+    def clean(self) -> None:
+        if bool(self.procedure_code.strip()) == bool(self.description_pattern.strip()):
+            raise ValidationError("Give a procedure code or a description pattern, not both.")
+        if self.description_pattern:
+            try:
+                re.compile(self.description_pattern, re.IGNORECASE)
+            except re.error as error:
+                raise ValidationError({"description_pattern": f"Not a valid pattern: {error}"}) from error
+
+
+# --- routing and claims: per-study state and its history --------------------------------------------
+
+
+class StudyAssignment(models.Model):
+    """Routing's state for one study: when it was routed, by which rule, and who holds it.
+
+    Kept beside ``imaging.Study`` (one row per routed study) so ingest's model stays about images.
+    ``claimed_by`` is written only by compare-and-set (``worklist.services.study_claim``)."""
+
+    study = models.OneToOneField("imaging.Study", on_delete=models.CASCADE, related_name="assignment")
+    rule = models.ForeignKey(
+        CatalogueRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    because = models.CharField(max_length=300, blank=True)
+    rvu = models.DecimalField("RVU", max_digits=6, decimal_places=2, null=True, blank=True)
+    routed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(claimed_by__isnull=True, claimed_at__isnull=True)
+                | Q(claimed_by__isnull=False, claimed_at__isnull=False),
+                name="assignment_claim_has_time",
+            ),
+        ]
+        indexes = [models.Index(fields=["claimed_by"], name="assignment_claimed_by_idx")]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id}: {self.claimed_by or 'unclaimed'}"
+
+
+class StudyEventKind(models.TextChoices):
+    ROUTED = "routed", "Routed"
+    CLAIMED = "claimed", "Claimed"
+    RELEASED = "released", "Released"
+    REASSIGNED = "reassigned", "Reassigned"
+
+
+class StudyEvent(models.Model):
+    """Every change of a study's routing or holder, in order (the issue's "every change is an event")."""
+
+    study = models.ForeignKey("imaging.Study", on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=StudyEventKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["study", "at"], name="study_event_study_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} study {self.study_id} {self.kind}"

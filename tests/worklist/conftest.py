@@ -1,0 +1,90 @@
+"""Helpers for routing and claims: studies with or without an order, readers made eligible now."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, timedelta
+
+import pytest
+from django.utils import timezone
+
+from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
+from imaging.models import Order, Patient, Study
+from tests.conftest import make_radiologist
+from worklist.models import Shift
+
+_uids = itertools.count(1)
+
+
+def make_study(
+    facility, *, code: str = "", text: str = "", description: str = "", modalities: str = "CT", **extra
+):
+    """A study at ``facility``; with an order when ``code`` or ``text`` is given."""
+    n = next(_uids)
+    order = None
+    if code or text:
+        patient = Patient.objects.create(facility=facility, mrn=f"MRN-{n}", assigning_authority=facility.code)
+        order = Order.objects.create(
+            facility=facility,
+            patient=patient,
+            accession_number=f"ACC-{n}",
+            procedure_code=code,
+            procedure_text=text,
+            **(
+                {"priority": extra["priority"]} if "priority" in extra else {}
+            ),  # ingest copies it to the study
+        )
+    return Study.objects.create(
+        facility=facility,
+        order=order,
+        patient=order.patient if order else None,
+        study_instance_uid=f"1.2.826.0.1.3680043.10.77.{n}",
+        accession_number=f"ACC-{n}",
+        description=description,
+        modalities=modalities,
+        **extra,
+    )
+
+
+def make_eligible(user, facility, *, shift_hours: int = 8) -> None:
+    """Licence in the facility's state, approved privileges there and a shift around now."""
+    profile = user.radiologist_profile
+    if not StateLicence.objects.filter(profile=profile, state=facility.state).exists():
+        StateLicence.objects.create(
+            profile=profile,
+            state=facility.state,
+            number=f"{facility.state}-{user.pk}",
+            status=LicenceStatus.ACTIVE,
+            issued_on=date(2019, 1, 1),
+            expires_on=date.today() + timedelta(days=365),
+        )
+    if not FacilityPrivilege.objects.filter(profile=profile, facility=facility).exists():
+        FacilityPrivilege.objects.create(
+            profile=profile,
+            facility=facility,
+            status=PrivilegeStatus.APPROVED,
+            applied_on=date(2024, 1, 2),
+            granted_on=date(2024, 2, 1),
+            expires_on=date.today() + timedelta(days=365),
+        )
+    now = timezone.now()
+    Shift.objects.create(
+        radiologist=user, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=shift_hours)
+    )
+
+
+@pytest.fixture
+def neuro_reader(dr_neuro_il, chicago):
+    """dr_neuro_il, eligible for neuro studies at Lakeshore right now."""
+    make_eligible(dr_neuro_il, chicago)
+    return dr_neuro_il
+
+
+@pytest.fixture
+def other_neuro_reader(chicago):
+    from tests.conftest import enrol_totp
+
+    user = make_radiologist("dr_neuro_two", "neuro")
+    enrol_totp(user)
+    make_eligible(user, chicago)
+    return user

@@ -1,0 +1,149 @@
+"""REST API for claims: ``POST /api/v1/worklist/<study id>/claim/`` and ``…/release/``.
+
+Answers, in this order:
+
+* **404** — the caller may not see the study. What a caller may see is ``imaging.selectors
+  .studies_visible_to`` (for a radiologist: exactly the studies they are eligible for now), widened for
+  radiologists to the facilities where they hold a licence and privileges now
+  (``reading_facility_ids``, what their facility pages show): such a reader, off shift or of another
+  subspecialty, learns *why* they cannot claim (403) rather than a bare 404. Another facility's study
+  is 404, the same as a missing one.
+* **403** — not eligible, with every reason (``credentialing.eligibility.assess``).
+* **409** — someone else holds it. Only operations (and the medical director) learn who; a reader is
+  told "claimed by another radiologist".
+* **200** — the claim (or the release).
+
+Radiologists must have a verified second factor (``SecondFactorRequiredMiddleware`` refuses the
+session before the view runs)."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.http import Http404
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.roles import Role, has_role
+from imaging.models import Study
+from imaging.selectors import studies_visible_to
+from worklist import services
+
+
+def _person(user) -> dict | None:
+    return {"id": user.pk, "name": str(user)} if user else None
+
+
+class ClaimSerializer(serializers.Serializer):
+    study = serializers.IntegerField(source="study_id")
+    claimed_by = serializers.SerializerMethodField()
+    claimed_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(
+        inline_serializer("Person", {"id": serializers.IntegerField(), "name": serializers.CharField()}),
+    )
+    def get_claimed_by(self, claim) -> dict | None:
+        return _person(claim.claimed_by)
+
+
+_Refusal = inline_serializer(
+    "ClaimRefusal",
+    {
+        "detail": serializers.CharField(),
+        "reasons": serializers.ListField(child=serializers.CharField(), required=False),
+        "claimed_by": serializers.DictField(required=False, allow_null=True),
+    },
+)
+
+
+def _may_name_holders(user) -> bool:
+    return user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
+
+
+def _study_for(user, study_id: int, at) -> Study:
+    """The study if the caller may see it (see the module docstring), else 404."""
+    where = Q(pk__in=studies_visible_to(user, at=at).values("pk"))
+    if has_role(user, Role.RADIOLOGIST):
+        from credentialing.eligibility import reading_facility_ids
+
+        where |= Q(facility_id__in=reading_facility_ids(user, at))
+    study = Study.objects.filter(where, pk=study_id).first()
+    if study is None:
+        raise Http404("No such study")
+    return study
+
+
+def _taken(user, holder) -> Response:
+    if holder is None:
+        return Response({"detail": "You do not hold this study.", "claimed_by": None}, status=409)
+    if _may_name_holders(user):
+        return Response(
+            {"detail": f"Claimed by {_person(holder)['name']}.", "claimed_by": _person(holder)}, 409
+        )
+    return Response({"detail": "Claimed by another radiologist."}, status=409)
+
+
+_responses = {
+    200: ClaimSerializer,
+    403: OpenApiResponse(_Refusal, description="Not eligible: `reasons` lists every failing rule."),
+    404: OpenApiResponse(description="No such study, or one the caller may not see."),
+    409: OpenApiResponse(
+        _Refusal, description="Held by someone else (named to operations only) / release by a non-holder."
+    ),
+}
+
+
+class ClaimView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="worklist_claim",
+        summary="Claim a study (exclusive)",
+        request=None,
+        responses=_responses,
+        tags=["worklist"],
+    )
+    def post(self, request: Request, study_id: int) -> Response:
+        at = timezone.now()
+        study = _study_for(request.user, study_id, at)
+        try:
+            claim = services.study_claim(study_id=study.pk, user=request.user, at=at)
+        except services.NotEligible as refusal:
+            return Response(
+                {"detail": "Not eligible to read this study.", "reasons": refusal.assessment.messages}, 403
+            )
+        except services.NotClaimable as refusal:
+            return Response({"detail": str(refusal).capitalize() + "."}, status=409)
+        except services.ClaimTaken as taken:
+            return _taken(request.user, taken.holder)
+        return Response(ClaimSerializer(claim).data)
+
+
+class ReleaseView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="worklist_release",
+        summary="Release a study one holds",
+        request=None,
+        responses={k: v for k, v in _responses.items() if k != 403},
+        tags=["worklist"],
+    )
+    def post(self, request: Request, study_id: int) -> Response:
+        study = _study_for(request.user, study_id, timezone.now())
+        try:
+            claim = services.study_release(study_id=study.pk, user=request.user)
+        except services.ClaimTaken as taken:
+            return _taken(request.user, taken.holder)
+        return Response(ClaimSerializer(claim).data)
+
+
+urlpatterns = [
+    path("worklist/<int:study_id>/claim/", ClaimView.as_view(), name="worklist-claim"),
+    path("worklist/<int:study_id>/release/", ReleaseView.as_view(), name="worklist-release"),
+]

@@ -1,0 +1,215 @@
+"""Routing and claims: the writes of the worklist (DESIGN.md §6).
+
+* ``study_route`` classifies a study from the procedure catalogue when ingest says it is routable
+  (``imaging.signals.study_routable``), records ``routed_at`` and a *routed* event.
+* ``study_claim`` / ``study_release``: a claim is exclusive. Two readers pressing "claim" in the same
+  millisecond must not both get the study, so the claim is a compare-and-set in the database
+  (``UPDATE … WHERE claimed_by IS NULL``), never read-then-write in Python: under PostgreSQL's READ
+  COMMITTED the second UPDATE waits for the first one's row lock and then re-checks the WHERE on the
+  committed row, finds it claimed and changes nothing. Whoever changed one row won.
+
+Screens hear about a change only after the transaction commits (``worklist.broadcast``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from credentialing.eligibility import Assessment, assess
+from facilities.models import PriorityClass
+from imaging.models import Study, StudyStatus
+from worklist.broadcast import group_event_send
+from worklist.catalogue import CatalogueMatch, catalogue_match
+from worklist.groups import OPERATIONS_GROUP, user_group
+from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
+
+logger = logging.getLogger(__name__)
+
+# Most urgent first, as PriorityClass is declared: a protocol flag may raise a priority, never lower it.
+_URGENCY = {value: index for index, value in enumerate(PriorityClass.values)}
+
+
+def _more_urgent(candidate: str, current: str) -> bool:
+    return _URGENCY.get(candidate, len(_URGENCY)) < _URGENCY.get(current, len(_URGENCY))
+
+
+# --- routing -------------------------------------------------------------------------------------
+
+
+def _priority_for(study: Study, match: CatalogueMatch) -> str:
+    priority = study.priority
+    # No order to say otherwise: the catalogue's default class — but never below what ingest already
+    # knew (a stroke flagged from DICOM stays a stroke).
+    if study.order_id is None and match.priority and _more_urgent(match.priority, priority):
+        priority = match.priority
+    for flag, protocol in (
+        (match.stroke_protocol, PriorityClass.STROKE),
+        (match.trauma_protocol, PriorityClass.TRAUMA),
+    ):
+        if flag and _more_urgent(protocol, priority):
+            priority = protocol
+    return priority
+
+
+@transaction.atomic
+def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment | None:
+    """Classify the study from the catalogue (order's procedure code and text, then the DICOM study
+    description), keep ``routed_at`` from the first routing, and write a *routed* event whenever the
+    classification changes. Idempotent: routing an unchanged study again writes nothing."""
+    at = at or timezone.now()
+    # Locked: ingest may announce the same study twice (stroke's first image, then images complete).
+    study = Study.objects.select_for_update(of=("self",)).select_related("order").filter(pk=study_id).first()
+    if study is None or study.status == StudyStatus.CANCELLED:
+        return None
+    order = study.order
+    match = catalogue_match(
+        study.facility_id,
+        order.procedure_code if order else "",
+        [order.procedure_text if order else "", study.description],
+    )
+    assignment, _ = StudyAssignment.objects.get_or_create(study=study)
+    changes: dict[str, object] = {}
+    if match is not None:
+        priority = _priority_for(study, match)
+        for name, value in (("subspecialty_id", match.subspecialty_id), ("priority", priority)):
+            if getattr(study, name) != value:
+                changes[name] = {"from": getattr(study, name), "to": value}
+                setattr(study, name, value)
+        if changes:
+            study.save(update_fields=[n.removesuffix("_id") for n in changes] + ["updated_at"])
+    because = match.because if match else "no catalogue rule matches; left unclassified (general worklist)"
+    first_routing = assignment.routed_at is None
+    if first_routing or changes or assignment.because != because:
+        assignment.routed_at = assignment.routed_at or at
+        assignment.rule_id = match.rule_id if match else None
+        assignment.because = because[:300]
+        assignment.rvu = match.rvu if match else None
+        assignment.save()
+        StudyEvent.objects.create(
+            study=study,
+            kind=StudyEventKind.ROUTED,
+            at=at,
+            detail={
+                "subspecialty": match.subspecialty_code if match else None,
+                "priority": study.priority,
+                "rule": match.rule_id if match else None,
+                "because": because,
+                "changes": changes,
+                "rerouted": not first_routing,
+            },
+        )
+        group_event_send(
+            OPERATIONS_GROUP,
+            {
+                "type": "study.routed",
+                "study": {
+                    "id": study.pk,
+                    "subspecialty": match.subspecialty_code if match else None,
+                    "priority": study.priority,
+                },
+            },
+        )
+    return assignment
+
+
+def on_study_routable(sender, study_id: int, **kwargs) -> None:
+    """Receiver of ``imaging.signals.study_routable`` (sent after ingest's commit). A failure here must
+    not reach ingest, whose transaction is already committed: log it; the study stays unrouted."""
+    try:
+        study_route(study_id=study_id)
+    except Exception:
+        logger.exception("routing study %s failed", study_id)
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+class ClaimError(Exception):
+    pass
+
+
+class NotEligible(ClaimError):
+    def __init__(self, assessment: Assessment):
+        super().__init__("; ".join(assessment.messages))
+        self.assessment = assessment
+
+
+class ClaimTaken(ClaimError):
+    """Someone else holds the study (``holder``), or — for a release — the caller does not."""
+
+    def __init__(self, holder):
+        super().__init__(f"claimed by {holder}" if holder else "not claimed")
+        self.holder = holder
+
+
+class NotClaimable(ClaimError):
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    study_id: int
+    claimed_by: object | None
+    claimed_at: datetime | None
+
+
+def _claim_event(kind: str, study_id: int, user) -> None:
+    payload = {
+        "type": f"study.{kind}",
+        "study": {"id": study_id, "claimed_by": user.pk if kind == "claimed" else None},
+    }
+    group_event_send(OPERATIONS_GROUP, payload)
+    group_event_send(user_group(user.pk), payload)
+
+
+def _holder(study_id: int):
+    assignment = StudyAssignment.objects.select_related("claimed_by").filter(study_id=study_id).first()
+    return assignment.claimed_by if assignment else None
+
+
+def study_claim(*, study_id: int, user, at: datetime) -> Claim:
+    """Give ``user`` the study exclusively. Raises ``NotEligible`` (with the reasons), ``ClaimTaken``
+    (someone else holds it) or ``NotClaimable`` (cancelled). Claiming a study one already holds is a
+    no-op that returns the existing claim."""
+    study = Study.objects.select_related("facility", "subspecialty").get(pk=study_id)
+    if study.status == StudyStatus.CANCELLED:
+        raise NotClaimable("the study was cancelled")
+    assessment = assess(user, study, at)
+    if not assessment.eligible:
+        raise NotEligible(assessment)
+    with transaction.atomic():
+        # A study claimed before routing finished still needs its row; get_or_create survives two
+        # creators (the loser's INSERT fails inside a savepoint and it reads the winner's row).
+        StudyAssignment.objects.get_or_create(study_id=study_id)
+        # The compare-and-set. Never "read claimed_by, then save": two readers would both see NULL.
+        won = StudyAssignment.objects.filter(study_id=study_id, claimed_by__isnull=True).update(
+            claimed_by=user, claimed_at=at
+        )
+        if not won:
+            assignment = StudyAssignment.objects.select_related("claimed_by").get(study_id=study_id)
+            if assignment.claimed_by_id == user.pk:
+                return Claim(study_id, user, assignment.claimed_at)
+            raise ClaimTaken(assignment.claimed_by)
+        StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.CLAIMED, actor=user, at=at)
+        _claim_event("claimed", study_id, user)
+    return Claim(study_id, user, at)
+
+
+def study_release(*, study_id: int, user, at: datetime | None = None) -> Claim:
+    """Give the study back to the worklist. Only its holder may; otherwise ``ClaimTaken`` with the
+    actual holder (or None when nobody holds it). Reassignment by operations comes separately."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        # Compare-and-set again: a release must not undo a claim someone else made meanwhile.
+        released = StudyAssignment.objects.filter(study_id=study_id, claimed_by=user).update(
+            claimed_by=None, claimed_at=None
+        )
+        if not released:
+            raise ClaimTaken(_holder(study_id))
+        StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.RELEASED, actor=user, at=at)
+        _claim_event("released", study_id, user)
+    return Claim(study_id, None, None)
