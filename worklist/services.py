@@ -42,6 +42,9 @@ def _more_urgent(candidate: str, current: str) -> bool:
 
 def _priority_for(study: Study, match: CatalogueMatch) -> str:
     priority = study.priority
+    # A stroke/trauma protocol procedure (CTA head/neck …) is an activation only when it was ordered
+    # as an emergency; an elective CTA for an aneurysm follow-up must not ring every neuro screen.
+    emergency = not _more_urgent(PriorityClass.ASAP, priority)
     # No order to say otherwise: the catalogue's default class — but never below what ingest already
     # knew (a stroke flagged from DICOM stays a stroke).
     if study.order_id is None and match.priority and _more_urgent(match.priority, priority):
@@ -50,7 +53,7 @@ def _priority_for(study: Study, match: CatalogueMatch) -> str:
         (match.stroke_protocol, PriorityClass.STROKE),
         (match.trauma_protocol, PriorityClass.TRAUMA),
     ):
-        if flag and _more_urgent(protocol, priority):
+        if flag and emergency and _more_urgent(protocol, priority):
             priority = protocol
     return priority
 

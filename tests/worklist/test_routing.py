@@ -72,8 +72,11 @@ def _sub_id(code: str) -> int:
 
 
 def test_stroke_protocol_raises_priority_never_lowers(chicago):
+    # an emergency CTA head is a stroke work-up; an elective one (aneurysm follow-up) is not
+    stat = _announce(make_study(chicago, code="70496", priority=PriorityClass.STAT))
+    assert stat.priority == PriorityClass.STROKE
     routine = _announce(make_study(chicago, code="70496", priority=PriorityClass.ROUTINE))
-    assert routine.priority == PriorityClass.STROKE
+    assert routine.priority == PriorityClass.ROUTINE
     rule = CatalogueRule.objects.create(
         facility=chicago, procedure_code="70450", subspecialty_id=_sub_id("neuro"), trauma_protocol=True
     )
