@@ -6,7 +6,8 @@ C.11.1; for CT the result is Hounsfield units) → **VOI LUT** (window centre/wi
 (RGB, YBR converted by pydicom, palette colour) are shown as they are.
 
 The numeric steps are pure functions over numpy arrays. ``frame_render`` adds decryption and a
-short-lived cache: rendered PHI stays in the cache (memory or Redis), never in a file.
+short-lived cache in the process's memory (the "frames" cache): rendered PHI is never written to a file
+or to Redis, whose persistence settings are not ours to rely on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -283,7 +284,7 @@ def frame_render(
     if window_center is not None and window_width is not None:
         window = Window(float(window_center), float(window_width), function)
     key = _cache_key(instance, frame_index, window, fmt, quality)
-    cached = cache.get(key)
+    cached = caches["frames"].get(key)
     if cached is not None:
         return cached
     try:
@@ -292,5 +293,5 @@ def frame_render(
         raise UnsupportedImage(f"the stored file cannot be read: {exc}") from exc
     rendered = image_encode(frame_pixels(part10, frame_index, window), fmt, quality)
     if len(rendered) <= getattr(settings, "READROOM_RENDER_CACHE_MAX_BYTES", 4 * 1024 * 1024):
-        cache.set(key, rendered, getattr(settings, "READROOM_RENDER_CACHE_SECONDS", 120))
+        caches["frames"].set(key, rendered, getattr(settings, "READROOM_RENDER_CACHE_SECONDS", 120))
     return rendered

@@ -8,7 +8,7 @@ from io import BytesIO
 import numpy as np
 import pytest
 from auditlog.models import LogEntry
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -32,9 +32,11 @@ def image_store(settings, tmp_path):
     settings.READROOM_STORAGE_FSYNC = False
     storage._keys.cache_clear()
     cache.clear()
+    caches["frames"].clear()
     yield settings.READROOM_STORAGE_DIR
     storage._keys.cache_clear()
     cache.clear()
+    caches["frames"].clear()
 
 
 def receive(facility, *part10s: bytes) -> list[Instance]:

@@ -10,7 +10,7 @@ import pytest
 import requests
 from auditlog.models import LogEntry
 from dicomweb_client.api import DICOMwebClient
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from PIL import Image
 from pydicom import Dataset, dcmread
 from rest_framework.authtoken.models import Token
@@ -30,6 +30,7 @@ def fresh_cache():
     cache.clear()  # rendered frames and audit de-duplication are cached per SOP UID / user
     yield
     cache.clear()
+    caches["frames"].clear()
 
 
 def token_client(live_server, user) -> DICOMwebClient:
