@@ -202,3 +202,15 @@ def msk_wi_credentials(dr_msk_wi, lakeview):
         expires_on=date(2027, 9, 30),
     )
     return {"licence": licence, "privilege": privilege}
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A channel layer per test. channels-redis binds its connection locks to the event loop that
+    first used them; tests run on different loops (pytest-asyncio's, async_to_sync's, the live
+    server's), so a layer shared across tests fails now and then with "bound to a different loop"."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
