@@ -22,8 +22,15 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers
+from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +40,7 @@ from accounts.roles import Role, has_role
 from imaging.models import Study
 from imaging.selectors import studies_visible_to
 from worklist import services
+from worklist.selectors import worklist_for
 
 
 def _person(user) -> dict | None:
@@ -143,7 +151,79 @@ class ReleaseView(APIView):
         return Response(ClaimSerializer(claim).data)
 
 
+class WorklistEntrySerializer(serializers.ModelSerializer):
+    """A worklist row: what a reader needs to pick a study — no patient name or MRN (the viewer
+    shows those, and records the read)."""
+
+    facility = serializers.CharField(source="facility.code")
+    facility_timezone = serializers.CharField(source="facility.timezone")
+    subspecialty = serializers.CharField(source="subspecialty.code", allow_null=True, default=None)
+    procedure = serializers.SerializerMethodField()
+    patient_age = serializers.SerializerMethodField()
+    patient_sex = serializers.CharField(source="patient.sex", allow_null=True, default=None)
+    sla_deadline = serializers.DateTimeField(source="assignment.sla_deadline", allow_null=True)
+    claimed_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "accession_number",
+            "facility",
+            "facility_timezone",
+            "priority",
+            "is_stroke",
+            "subspecialty",
+            "modalities",
+            "procedure",
+            "patient_age",
+            "patient_sex",
+            "number_of_instances",
+            "status",
+            "sla_deadline",
+            "claimed_by",
+        ]
+
+    def get_procedure(self, study: Study) -> str:
+        return (study.order.procedure_text if study.order_id else "") or study.description
+
+    def get_patient_age(self, study: Study) -> int | None:
+        return study.patient.age_on(timezone.localdate()) if study.patient_id else None
+
+    @extend_schema_field(
+        inline_serializer("Holder", {"id": serializers.IntegerField(), "name": serializers.CharField()}),
+    )
+    def get_claimed_by(self, study: Study) -> dict | None:
+        return _person(study.assignment.claimed_by)
+
+
+class WorklistView(ListAPIView):
+    """``GET /api/v1/worklist/``: a radiologist's claimed studies, then the unclaimed studies they are
+    eligible for now; operations and the medical director see every open study. Sorted by priority
+    class, then SLA deadline. Filters: ``facility`` (code), ``modality``, ``subspecialty`` (code),
+    ``priority``, ``accession``. Paginated with ``limit``/``offset``."""
+
+    serializer_class = WorklistEntrySerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(name, str, description=f"filter by {name}")
+            for name in ("facility", "modality", "subspecialty", "priority", "accession")
+        ]
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = {key: self.request.query_params.get(key, "") for key in WORKLIST_FILTERS}
+        return worklist_for(self.request.user, at=timezone.now(), filters=filters)
+
+
+WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
+
 urlpatterns = [
+    path("worklist/", WorklistView.as_view(), name="worklist"),
     path("worklist/<int:study_id>/claim/", ClaimView.as_view(), name="worklist-claim"),
     path("worklist/<int:study_id>/release/", ReleaseView.as_view(), name="worklist-release"),
 ]

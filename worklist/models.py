@@ -144,6 +144,10 @@ class StudyAssignment(models.Model):
     because = models.CharField(max_length=300, blank=True)
     rvu = models.DecimalField("RVU", max_digits=6, decimal_places=2, null=True, blank=True)
     routed_at = models.DateTimeField(null=True, blank=True)
+    # The turnaround clock (DESIGN.md §4): start = images complete, or the order time for a stroke
+    # (routed at its first image); deadline = start + the facility contract's target for the class.
+    clock_started_at = models.DateTimeField(null=True, blank=True)
+    sla_deadline = models.DateTimeField(null=True, blank=True)
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -157,7 +161,10 @@ class StudyAssignment(models.Model):
                 name="assignment_claim_has_time",
             ),
         ]
-        indexes = [models.Index(fields=["claimed_by"], name="assignment_claimed_by_idx")]
+        indexes = [
+            models.Index(fields=["claimed_by"], name="assignment_claimed_by_idx"),
+            models.Index(fields=["sla_deadline"], name="assignment_deadline_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"study {self.study_id}: {self.claimed_by or 'unclaimed'}"

@@ -24,6 +24,7 @@ from facilities.models import PriorityClass
 from imaging.models import Study, StudyStatus
 from worklist.broadcast import group_event_send
 from worklist.catalogue import CatalogueMatch, catalogue_match
+from worklist.clock import clock_start, sla_deadline
 from worklist.groups import OPERATIONS_GROUP, user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 
@@ -65,7 +66,12 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
     classification changes. Idempotent: routing an unchanged study again writes nothing."""
     at = at or timezone.now()
     # Locked: ingest may announce the same study twice (stroke's first image, then images complete).
-    study = Study.objects.select_for_update(of=("self",)).select_related("order").filter(pk=study_id).first()
+    study = (
+        Study.objects.select_for_update(of=("self",))
+        .select_related("order", "facility")
+        .filter(pk=study_id)
+        .first()
+    )
     if study is None or study.status == StudyStatus.CANCELLED:
         return None
     order = study.order
@@ -86,6 +92,10 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
             study.save(update_fields=[n.removesuffix("_id") for n in changes] + ["updated_at"])
     because = match.because if match else "no catalogue rule matches; left unclassified (general worklist)"
     first_routing = assignment.routed_at is None
+    started, deadline = clock_start(study), sla_deadline(study)
+    if (assignment.clock_started_at, assignment.sla_deadline) != (started, deadline):
+        assignment.clock_started_at, assignment.sla_deadline = started, deadline
+        assignment.save(update_fields=["clock_started_at", "sla_deadline"])
     if first_routing or changes or assignment.because != because:
         assignment.routed_at = assignment.routed_at or at
         assignment.rule_id = match.rule_id if match else None

@@ -1,0 +1,100 @@
+"""GET /api/v1/worklist/: the studies a reader may take, mine first, by priority then deadline; the SLA
+clock each row carries; nothing from another facility; the same query count for 3 rows or 30."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from facilities.models import PriorityClass
+from tests.conftest import make_radiologist
+from tests.worklist.conftest import make_eligible, make_study
+from worklist.models import StudyAssignment
+from worklist.services import study_claim, study_route
+
+pytestmark = pytest.mark.django_db
+
+
+def routed(facility, **kwargs):
+    study = make_study(facility, **kwargs)
+    study_route(study_id=study.pk)
+    return study
+
+
+def rows(client, **params) -> list[dict]:
+    response = client.get("/api/v1/worklist/", params)
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def test_sla_deadline_is_clock_start_plus_the_contract_target(chicago):
+    # given a routine head CT whose images were complete at 02:00, and a stroke ordered at 03:00
+    complete = timezone.now() - timedelta(hours=1)
+    routine = routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=complete)
+    stroke = make_study(chicago, code="70450", priority=PriorityClass.STROKE, first_received_at=complete)
+    stroke.order.ordered_at = complete - timedelta(minutes=7)
+    stroke.order.save()
+    study_route(study_id=stroke.pk)
+    # then the routine clock runs 24 h from completion, the stroke's 20 min from the order
+    assert StudyAssignment.objects.get(study=routine).sla_deadline == complete + timedelta(hours=24)
+    stroke_clock = StudyAssignment.objects.get(study=stroke)
+    assert stroke_clock.clock_started_at == complete - timedelta(minutes=7)
+    assert stroke_clock.sla_deadline == complete + timedelta(minutes=13)
+
+
+def test_reader_sees_mine_first_then_priority_then_deadline(verified_client, neuro_reader, chicago, lakeview):
+    now = timezone.now()
+    routine_late = routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now)
+    routine_early = routed(
+        chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now - timedelta(hours=3)
+    )
+    stat = routed(chicago, code="70450", priority=PriorityClass.STAT, completed_at=now)
+    mine = routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now)
+    study_claim(study_id=mine.pk, user=neuro_reader, at=now)
+    elsewhere = routed(lakeview, code="70450", priority=PriorityClass.STAT, completed_at=now)
+    client = verified_client(neuro_reader)
+    listed = rows(client)
+    assert [r["id"] for r in listed] == [mine.pk, stat.pk, routine_early.pk, routine_late.pk]
+    assert elsewhere.pk not in [r["id"] for r in listed]  # not licensed/privileged in WI
+    assert listed[0]["claimed_by"]["id"] == neuro_reader.pk
+    assert "patient_name" not in listed[0] and "mrn" not in str(listed[0]).lower()
+
+
+def test_a_study_someone_else_holds_is_not_offered(verified_client, neuro_reader, chicago):
+    study = routed(chicago, code="70450", completed_at=timezone.now())
+    other = make_radiologist("dr_neuro_two", "neuro")
+    make_eligible(other, chicago)
+    study_claim(study_id=study.pk, user=other, at=timezone.now())
+    assert rows(verified_client(neuro_reader)) == []
+
+
+def test_operations_see_every_open_study_and_filters(client, ops_omar, chicago, lakeview):
+    now = timezone.now()
+    head = routed(chicago, code="70450", priority=PriorityClass.STAT, completed_at=now)
+    routed(lakeview, code="73721", priority=PriorityClass.ROUTINE, completed_at=now, modalities="MR")
+    client.force_login(ops_omar)
+    assert len(rows(client)) == 2
+    assert [r["id"] for r in rows(client, facility="CHI-L1")] == [head.pk]
+    assert [r["subspecialty"] for r in rows(client, subspecialty="msk")] == ["msk"]
+    assert [r["priority"] for r in rows(client, priority="stat")] == ["STAT"]
+    assert [r["id"] for r in rows(client, accession=head.accession_number)] == [head.pk]
+
+
+def test_query_count_does_not_grow_with_rows(client, ops_omar, chicago, django_assert_max_num_queries):
+    client.force_login(ops_omar)
+    for _ in range(3):
+        routed(chicago, code="70450", completed_at=timezone.now())
+    with django_assert_max_num_queries(12) as small:
+        rows(client)
+    for _ in range(27):
+        routed(chicago, code="70450", completed_at=timezone.now())
+    with django_assert_max_num_queries(len(small.captured_queries)):
+        assert len(rows(client)) == 30
+
+
+def test_credentialing_staff_get_nothing(client, mso_mary, chicago):
+    routed(chicago, code="70450", completed_at=timezone.now())
+    client.force_login(mso_mary)
+    assert rows(client) == []
