@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.audit import record_phi_access
 from accounts.roles import Role, has_role
+from credentialing.eligibility import readable_studies_q
 from facilities.selectors import facilities_administered_by
 from imaging.models import Study
 
@@ -30,8 +31,6 @@ def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
     if has_role(user, Role.FACILITY_ADMIN):
         visible = visible | Study.objects.filter(facility__in=facilities_administered_by(user))
     if has_role(user, Role.RADIOLOGIST):
-        from credentialing.eligibility import readable_studies_q
-
         visible = visible | Study.objects.filter(readable_studies_q(user, at or timezone.now()))
     return visible
 

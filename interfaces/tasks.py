@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from imaging.services import studies_complete_quiet
+from interfaces.health import interface_alerts_check
 from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
 
 # A message not applied this long after it was ACKed is assumed orphaned (worker died, task lost).
@@ -29,6 +30,4 @@ def studies_complete_quiet_task() -> int:
 
 @shared_task(name="interfaces.tasks.interface_alerts_check")
 def interface_alerts_check_task() -> int:
-    from interfaces.health import interface_alerts_check
-
     return len(interface_alerts_check())

@@ -197,6 +197,9 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
         return _person(study.assignment.claimed_by)
 
 
+WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
+
+
 class WorklistView(ListAPIView):
     """``GET /api/v1/worklist/``: a radiologist's claimed studies, then the unclaimed studies they are
     eligible for now; operations and the medical director see every open study. Sorted by priority
@@ -207,10 +210,7 @@ class WorklistView(ListAPIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(name, str, description=f"filter by {name}")
-            for name in ("facility", "modality", "subspecialty", "priority", "accession")
-        ]
+        parameters=[OpenApiParameter(name, str, description=f"filter by {name}") for name in WORKLIST_FILTERS]
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
@@ -219,8 +219,6 @@ class WorklistView(ListAPIView):
         filters = {key: self.request.query_params.get(key, "") for key in WORKLIST_FILTERS}
         return worklist_for(self.request.user, at=timezone.now(), filters=filters)
 
-
-WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
 
 urlpatterns = [
     path("worklist/", WorklistView.as_view(), name="worklist"),

@@ -92,16 +92,18 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
             study.save(update_fields=[n.removesuffix("_id") for n in changes] + ["updated_at"])
     because = match.because if match else "no catalogue rule matches; left unclassified (general worklist)"
     first_routing = assignment.routed_at is None
-    started, deadline = clock_start(study), sla_deadline(study)
-    if (assignment.clock_started_at, assignment.sla_deadline) != (started, deadline):
-        assignment.clock_started_at, assignment.sla_deadline = started, deadline
-        assignment.save(update_fields=["clock_started_at", "sla_deadline"])
-    if first_routing or changes or assignment.because != because:
+    clock = (clock_start(study), sla_deadline(study))
+    clock_changed = (assignment.clock_started_at, assignment.sla_deadline) != clock
+    assignment.clock_started_at, assignment.sla_deadline = clock
+    classified = first_routing or changes or assignment.because != because
+    if classified:
         assignment.routed_at = assignment.routed_at or at
         assignment.rule_id = match.rule_id if match else None
         assignment.because = because[:300]
         assignment.rvu = match.rvu if match else None
+    if classified or clock_changed:
         assignment.save()
+    if classified:
         StudyEvent.objects.create(
             study=study,
             kind=StudyEventKind.ROUTED,

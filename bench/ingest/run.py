@@ -11,6 +11,7 @@ Target (issue 3): our rate / Orthanc's >= 1.0 (Orthanc 1.10 ~140 instances/s on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -39,14 +40,11 @@ from bench.common import (
 
 def series_write(directory: Path, slices: int) -> list[Path]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
-    from interfaces.simulator import exam_random, series_datasets
+    from interfaces.simulator import Procedure, exam_random, series_datasets
 
     exam = exam_random(random.Random(300), "BENCH", stroke_rate=0.0)
-    exam = exam.__class__(
-        **{
-            **exam.__dict__,
-            "procedure": exam.procedure.__class__("70450", "CT HEAD W/O CONTRAST", "CT", "HEAD", slices),
-        }
+    exam = dataclasses.replace(
+        exam, procedure=Procedure("70450", "CT HEAD W/O CONTRAST", "CT", "HEAD", slices)
     )
     paths = []
     for ds in series_datasets(exam, slices=slices, size=512):

@@ -3,6 +3,7 @@ encrypted, indexed, idempotent, unknown callers refused, undecodable objects qua
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -34,7 +35,7 @@ def dcmtk(tool: str, *args: str) -> subprocess.CompletedProcess:
 def write_series(tmp_path: Path, *, slices: int = 5, accession: str | None = None, seed: int = 1) -> tuple:
     exam = exam_random(random.Random(seed), "CHI-L1", stroke_rate=0.0)
     if accession:
-        exam = exam.__class__(**{**exam.__dict__, "accession": accession})
+        exam = dataclasses.replace(exam, accession=accession)
     paths = []
     for ds in series_datasets(exam, slices=slices, size=128):
         path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
