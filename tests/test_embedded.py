@@ -94,6 +94,7 @@ def test_embedded_simulator_sends_through_the_real_ports(embedded_server):
         if orders >= 2 and studies >= 2:
             break
         time.sleep(0.5)
-    assert (orders, studies) >= (2, 2), log_path.read_text()[-3000:]
+    # (a tuple comparison would pass on (3, 0): both counts are checked)
+    assert orders >= 2 and studies >= 2, log_path.read_text()[-3000:]
     assert inbound >= 2
     assert "simulated" in log_path.read_text()
