@@ -11,10 +11,11 @@ class WorklistConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from imaging.signals import study_routable
+        from imaging.signals import study_cancelled, study_routable
         from worklist import audit  # noqa: F401  (registers models with django-auditlog)
-        from worklist.services import on_study_routable
+        from worklist.services import on_study_cancelled, on_study_routable
         from worklist.setup import on_post_migrate
 
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.worklist.setup")
         study_routable.connect(on_study_routable, dispatch_uid="readroom.worklist.route")
+        study_cancelled.connect(on_study_cancelled, dispatch_uid="readroom.worklist.cancel")

@@ -175,6 +175,7 @@ class StudyEventKind(models.TextChoices):
     CLAIMED = "claimed", "Claimed"
     RELEASED = "released", "Released"
     REASSIGNED = "reassigned", "Reassigned"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class StudyEvent(models.Model):

@@ -22,10 +22,10 @@ from django.utils import timezone
 from credentialing.eligibility import Assessment, assess
 from facilities.models import PriorityClass
 from imaging.models import Study, StudyStatus
-from worklist.broadcast import group_event_send
+from worklist.broadcast import study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
-from worklist.groups import OPERATIONS_GROUP, user_group
+from worklist.groups import user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 
 logger = logging.getLogger(__name__)
@@ -117,18 +117,19 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
                 "rerouted": not first_routing,
             },
         )
-        group_event_send(
-            OPERATIONS_GROUP,
-            {
-                "type": "study.routed",
-                "study": {
-                    "id": study.pk,
-                    "subspecialty": match.subspecialty_code if match else None,
-                    "priority": study.priority,
-                },
-            },
-        )
+        # first routing: it appears on the eligible readers' lists; a re-route may move it to others
+        study_event_broadcast("added" if first_routing else "updated", study.pk)
     return assignment
+
+
+def on_study_cancelled(sender, study_id: int, **kwargs) -> None:
+    """Receiver of ``imaging.signals.study_cancelled``: the study leaves every screen (ingest has
+    already decided it was not read; a read study is never announced as cancelled)."""
+    try:
+        StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.CANCELLED, at=timezone.now())
+        study_event_broadcast("cancelled", study_id)
+    except Exception:
+        logger.exception("announcing the cancellation of study %s failed", study_id)
 
 
 def on_study_routable(sender, study_id: int, **kwargs) -> None:
@@ -172,15 +173,6 @@ class Claim:
     claimed_at: datetime | None
 
 
-def _claim_event(kind: str, study_id: int, user) -> None:
-    payload = {
-        "type": f"study.{kind}",
-        "study": {"id": study_id, "claimed_by": user.pk if kind == "claimed" else None},
-    }
-    group_event_send(OPERATIONS_GROUP, payload)
-    group_event_send(user_group(user.pk), payload)
-
-
 def _holder(study_id: int):
     assignment = StudyAssignment.objects.select_related("claimed_by").filter(study_id=study_id).first()
     return assignment.claimed_by if assignment else None
@@ -210,7 +202,7 @@ def study_claim(*, study_id: int, user, at: datetime) -> Claim:
                 return Claim(study_id, user, assignment.claimed_at)
             raise ClaimTaken(assignment.claimed_by)
         StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.CLAIMED, actor=user, at=at)
-        _claim_event("claimed", study_id, user)
+        study_event_broadcast("claimed", study_id)
     return Claim(study_id, user, at)
 
 
@@ -226,5 +218,6 @@ def study_release(*, study_id: int, user, at: datetime | None = None) -> Claim:
         if not released:
             raise ClaimTaken(_holder(study_id))
         StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.RELEASED, actor=user, at=at)
-        _claim_event("released", study_id, user)
+        # the releasing reader may no longer be eligible (shift ended): tell their screen anyway
+        study_event_broadcast("released", study_id, also=[user_group(user.pk)])
     return Claim(study_id, None, None)

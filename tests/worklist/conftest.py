@@ -88,3 +88,44 @@ def other_neuro_reader(chicago):
     enrol_totp(user)
     make_eligible(user, chicago)
     return user
+
+
+class Screens:
+    """Test screens: one channel joined to each given group, like a browser's socket. ``received()``
+    drains what each group's screen got, as ``{group: [event, …]}``. All channel-layer calls run on one
+    event loop of their own (channels-redis binds a channel's receive queue to its first loop)."""
+
+    def __init__(self, groups: list[str]):
+        import asyncio
+        import threading
+
+        from channels.layers import get_channel_layer
+
+        self.layer = get_channel_layer()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.channels = {group: self._run(self.layer.new_channel()) for group in groups}
+        for group, channel in self.channels.items():
+            self._run(self.layer.group_add(group, channel))
+
+    def _run(self, coroutine):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+
+    def received(self) -> dict[str, list[dict]]:
+        import asyncio
+
+        async def drain(channel: str) -> list[dict]:
+            events = []
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.layer.receive(channel), timeout=0.3)
+                except TimeoutError:
+                    return events
+                events.append(message["event"])
+
+        return {group: self._run(drain(channel)) for group, channel in self.channels.items()}
+
+    def types(self) -> dict[str, list[str]]:
+        return {group: [e["type"] for e in events] for group, events in self.received().items()}

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from imaging.models import StudyStatus
 from tests.conftest import make_radiologist
-from tests.worklist.conftest import make_eligible, make_study
+from tests.worklist.conftest import Screens, make_eligible, make_study
 from worklist.groups import OPERATIONS_GROUP, user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 from worklist.services import (
@@ -31,11 +31,7 @@ def head_ct(chicago):
 
 
 @pytest.mark.django_db
-def test_claim_then_release(neuro_reader, head_ct, monkeypatch, django_capture_on_commit_callbacks):
-    sent = []
-    monkeypatch.setattr(
-        "worklist.services.group_event_send", lambda group, event: sent.append((group, event))
-    )
+def test_claim_then_release(neuro_reader, head_ct):
     now = timezone.now()
     claim = study_claim(study_id=head_ct.pk, user=neuro_reader, at=now)
     assert claim.claimed_by == neuro_reader and claim.claimed_at == now
@@ -53,20 +49,41 @@ def test_claim_then_release(neuro_reader, head_ct, monkeypatch, django_capture_o
         (StudyEventKind.CLAIMED, neuro_reader.pk),
         (StudyEventKind.RELEASED, neuro_reader.pk),
     ]
-    study = {"id": head_ct.pk, "claimed_by": neuro_reader.pk}
-    assert sent == [
-        (OPERATIONS_GROUP, {"type": "study.claimed", "study": study}),
-        (user_group(neuro_reader.pk), {"type": "study.claimed", "study": study}),
-        (OPERATIONS_GROUP, {"type": "study.released", "study": {**study, "claimed_by": None}}),
-        (user_group(neuro_reader.pk), {"type": "study.released", "study": {**study, "claimed_by": None}}),
-    ]
 
 
 @pytest.mark.django_db
-def test_events_reach_screens_only_after_commit(neuro_reader, head_ct, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
+def test_claim_and_release_reach_operations_and_every_eligible_screen_after_commit(
+    neuro_reader, other_neuro_reader, dr_msk_wi, head_ct, django_capture_on_commit_callbacks
+):
+    # given the screens of operations, two eligible neuro readers and a reader licensed only in WI
+    screens = Screens(
+        [
+            OPERATIONS_GROUP,
+            user_group(neuro_reader.pk),
+            user_group(other_neuro_reader.pk),
+            user_group(dr_msk_wi.pk),
+        ]
+    )
+    # when one neuro reader claims, then releases
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         study_claim(study_id=head_ct.pk, user=neuro_reader, at=timezone.now())
-    assert len(callbacks) == 2  # operations + the claimant
+    assert screens.types()[OPERATIONS_GROUP] == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    with django_capture_on_commit_callbacks(execute=True):
+        study_release(study_id=head_ct.pk, user=neuro_reader)
+    # then operations and both eligible readers hear both changes; the WI reader hears nothing
+    received = screens.received()
+    for group in (OPERATIONS_GROUP, user_group(neuro_reader.pk), user_group(other_neuro_reader.pk)):
+        assert [(e["type"], e["study"]["id"], e["study"]["claimed_by"]) for e in received[group]] == [
+            ("study.claimed", head_ct.pk, neuro_reader.pk),
+            ("study.released", head_ct.pk, None),
+        ]
+    assert received[user_group(dr_msk_wi.pk)] == []
+    # events carry workflow metadata, never the patient's identity
+    event = received[OPERATIONS_GROUP][0]["study"]
+    assert event["facility"] == head_ct.facility.code and event["priority"] == head_ct.priority
+    assert "patient" not in event and head_ct.patient.mrn not in str(event)
 
 
 @pytest.mark.django_db

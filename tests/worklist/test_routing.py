@@ -6,6 +6,7 @@ import pytest
 from facilities.models import PriorityClass
 from imaging.models import Study, StudyStatus
 from imaging.signals import study_routable
+from tests.conftest import make_radiologist
 from tests.worklist.conftest import make_study
 from worklist.models import CatalogueRule, StudyAssignment, StudyEvent, StudyEventKind
 from worklist.services import study_route
@@ -32,7 +33,7 @@ def test_ct_head_goes_to_neuro(chicago, django_capture_on_commit_callbacks):
     assert event.kind == StudyEventKind.ROUTED
     assert event.detail["subspecialty"] == "neuro"
     assert event.detail["changes"]["subspecialty_id"]["from"] is None
-    assert len(callbacks) == 1  # study.routed to operations, after commit
+    assert len(callbacks) == 1  # study.added to its audience, after commit
 
 
 def test_xr_chest_without_order_goes_to_chest_by_description(chicago):
@@ -118,3 +119,26 @@ def test_a_failing_route_does_not_reach_ingest(chicago, monkeypatch, caplog):
     monkeypatch.setattr("worklist.services.study_route", boom)
     study_routable.send(sender=Study, study_id=make_study(chicago, code="70450").pk)
     assert "routing study" in caplog.text
+
+
+def test_routed_study_is_added_to_eligible_screens_only_and_cancelled_leaves_them(
+    chicago, dr_msk_wi, django_capture_on_commit_callbacks
+):
+    from tests.worklist.conftest import Screens, make_eligible
+    from worklist.groups import OPERATIONS_GROUP, user_group
+    from worklist.services import on_study_cancelled
+
+    # given an eligible neuro reader at Lakeshore and a reader licensed only in WI, both on shift
+    neuro = make_radiologist("dr_neuro_three", "neuro")
+    make_eligible(neuro, chicago)
+    screens = Screens([OPERATIONS_GROUP, user_group(neuro.pk), user_group(dr_msk_wi.pk)])
+    study = make_study(chicago, code="70450")
+    # when it is routed, then cancelled
+    with django_capture_on_commit_callbacks(execute=True):
+        _announce(study)
+        on_study_cancelled(sender=Study, study_id=study.pk)
+    # then
+    types = screens.types()
+    assert types[OPERATIONS_GROUP] == types[user_group(neuro.pk)] == ["study.added", "study.cancelled"]
+    assert types[user_group(dr_msk_wi.pk)] == []
+    assert StudyEvent.objects.filter(study=study, kind=StudyEventKind.CANCELLED).count() == 1
