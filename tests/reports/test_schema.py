@@ -47,7 +47,7 @@ STROKE_HEAD = {
         {
             "key": "impression",
             "title": "Impression",
-            "fields": [{"key": "impression", "label": "Impression"}],
+            "fields": [{"key": "impression", "label": "Impression", "kind": "text"}],
         },
     ]
 }
