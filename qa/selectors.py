@@ -1,0 +1,155 @@
+"""Peer-review reads — and the one place that decides who may see what (issue 7):
+
+* a reviewer sees the cases assigned to them, blinded: the study and the original report's text
+  with the reader redacted, never the reader's name or id;
+* the original reader sees the director's feedback on their own cases, never the reviewer;
+* the medical director sees everything;
+* facility admins see aggregates of their facilities only, under pseudonymous reader ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+
+from accounts.roles import Role, has_role
+from qa.blinding import redact_reader
+from qa.models import ADJUDICATED_SCORES, Adjudication, PeerReview, ReviewStatus
+
+
+def reviews_assigned_to(user) -> QuerySet[PeerReview]:
+    """Open reviews on the reviewer's list, oldest first (a low-priority worklist item)."""
+    return (
+        PeerReview.objects.filter(reviewer=user, status=ReviewStatus.ASSIGNED)
+        .select_related("report__study__facility", "report__study__order")
+        .order_by("created_at", "id")
+    )
+
+
+@dataclass(frozen=True)
+class BlindedCase:
+    """What a reviewer is shown: no field here may name or identify the original reader."""
+
+    review_id: int
+    study_id: int
+    facility: str
+    procedure: str
+    modality: str
+    status: str
+    report_text: str | None  # None until the blind first impression is given or skipped
+    blind_impression: str
+
+
+def review_case_for_reviewer(user, review_id: int, *, reveal_report: bool) -> BlindedCase:
+    review = (
+        PeerReview.objects.select_related(
+            "report__study__facility", "report__study__order", "original_reader"
+        )
+        .filter(pk=review_id, reviewer=user)
+        .first()
+    )
+    if review is None:
+        raise PermissionDenied("This review is not assigned to you.")
+    study = review.report.study
+    shown = reveal_report or review.blind_impression_at is not None or review.status != ReviewStatus.ASSIGNED
+    return BlindedCase(
+        review_id=review.pk,
+        study_id=study.pk,
+        facility=study.facility.name,
+        procedure=(study.order.procedure_text if study.order_id else "") or study.description,
+        modality=review.modality,
+        status=review.status,
+        report_text=redact_reader(review.report.signed_text, review.original_reader) if shown else None,
+        blind_impression=review.blind_impression,
+    )
+
+
+def adjudication_queue(user) -> QuerySet[PeerReview]:
+    if not has_role(user, Role.MEDICAL_DIRECTOR):
+        raise PermissionDenied("The adjudication queue is the medical director's.")
+    return (
+        PeerReview.objects.filter(status=ReviewStatus.ADJUDICATION)
+        .select_related("report__study__facility", "original_reader", "reviewer")
+        .order_by("scored_at", "id")
+    )
+
+
+def feedback_for_reader(user) -> QuerySet[Adjudication]:
+    """The director's feedback on the reader's own reviewed reads. Callers show final score,
+    feedback and the study; the reviewer is not selected at all."""
+    return (
+        Adjudication.objects.filter(review__original_reader=user)
+        .select_related("review__report__study__facility")
+        .order_by("-decided_at")
+    )
+
+
+# --- aggregates ----------------------------------------------------------------------------------
+
+
+def reader_pseudonym(user_id: int) -> str:
+    """A stable id that does not reveal the reader: HMAC of the user id under the secret key."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"qa-reader:{user_id}".encode(), hashlib.sha256)
+    return "R-" + digest.hexdigest()[:6].upper()
+
+
+def wilson_interval(events: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (sound at the small counts QA works with)."""
+    if total == 0:
+        return (0.0, 0.0)
+    p = events / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class DiscrepancyRow:
+    key: str  # a reader pseudonym, a modality, a facility code …
+    reviewed: int
+    significant: int  # 2b, 3a, 3b (after adjudication where decided)
+
+    @property
+    def rate(self) -> float:
+        return self.significant / self.reviewed if self.reviewed else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.significant, self.reviewed)
+
+
+def _scored(facility_ids: list[int] | None, start: datetime, end: datetime) -> QuerySet[PeerReview]:
+    reviews = PeerReview.objects.filter(scored_at__gte=start, scored_at__lt=end).exclude(score="")
+    return reviews if facility_ids is None else reviews.filter(facility_id__in=facility_ids)
+
+
+def discrepancy_rates(
+    *, by: str, start: datetime, end: datetime, facility_ids: list[int] | None = None
+) -> list[DiscrepancyRow]:
+    """Reviewed and significant-discrepancy counts grouped ``by`` reader (pseudonymous), modality or
+    facility. The adjudicated score replaces the reviewer's where the director decided."""
+    field = {"reader": "original_reader_id", "modality": "modality", "facility": "facility__code"}[by]
+    significant = Q(adjudication__final_score__in=ADJUDICATED_SCORES) | Q(
+        adjudication__isnull=True, score__in=ADJUDICATED_SCORES
+    )
+    rows = (
+        _scored(facility_ids, start, end)
+        .values(field)
+        .annotate(reviewed=Count("id"), significant=Count("id", filter=significant))
+        .order_by(field)
+    )
+    return [
+        DiscrepancyRow(
+            key=reader_pseudonym(row[field]) if by == "reader" else str(row[field]),
+            reviewed=row["reviewed"],
+            significant=row["significant"],
+        )
+        for row in rows
+    ]
