@@ -34,6 +34,8 @@ NAVIGATION: tuple[NavItem, ...] = (
         "credentialing:workspace",
         frozenset({Role.CREDENTIALING, Role.OPERATIONS, Role.MEDICAL_DIRECTOR}),
     ),
+    NavItem("Peer review", "qa:reviews", frozenset({Role.RADIOLOGIST})),
+    NavItem("Adjudication", "qa:adjudication", frozenset({Role.MEDICAL_DIRECTOR})),
     NavItem("Readers", "credentialing:readers", frozenset({Role.FACILITY_ADMIN})),
     NavItem(
         "Facilities",

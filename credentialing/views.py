@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time
-from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -17,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import refuse, role_required
 from credentialing import forms, services
 from credentialing.audit import record_document_access
 from credentialing.forecast import coverage_forecast
@@ -55,24 +55,6 @@ from facilities.selectors import access_facility
 from imaging.storage import StorageError, encrypted_read
 
 # --- access guards ------------------------------------------------------------------------------
-
-
-def _refuse(request: HttpRequest, reason: str) -> HttpResponse:
-    return render(request, "403.html", {"reason": reason}, status=403)
-
-
-def role_required(predicate: Callable, reason: str):
-    def decorator(view):
-        @wraps(view)
-        @login_required
-        def wrapper(request, *args, **kwargs):
-            if not predicate(request.user):
-                return _refuse(request, reason)
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
 
 
 readers_only = role_required(
@@ -164,7 +146,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
 def my_profile(request: HttpRequest) -> HttpResponse:
     """A radiologist's own dossier, read-only, with renewal uploads."""
     if not is_radiologist(request.user):
-        return _refuse(request, "Only radiologists have a reading profile.")
+        return refuse(request, "Only radiologists have a reading profile.")
     profile = own_profile(request.user)
     if profile is None:
         return render(request, "credentialing/my_profile.html", {"profile": None})
@@ -580,7 +562,7 @@ def readers(request: HttpRequest) -> HttpResponse:
     """Which readers hold privileges (or have applied) at the facilities the user may see here —
     a facility admin only their own."""
     if not can_see_facility_readers(request.user):
-        return _refuse(request, "This page is for facility admins and credentialing staff.")
+        return refuse(request, "This page is for facility admins and credentialing staff.")
     now = timezone.now()
     facilities = facilities_for_readers_page(request.user).order_by("name")
     code = request.GET.get("facility")

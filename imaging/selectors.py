@@ -3,7 +3,8 @@
 * operations and the medical director: every study (workflow and QA span all clients);
 * a facility admin: their own facility's studies (the hospital's PACS account sends and queries
   through DICOMweb with it);
-* a radiologist: the studies the eligibility engine lets them read now;
+* a radiologist: the studies the eligibility engine lets them read now, and the studies of the
+  peer-review cases assigned to them (a review waits for them off shift too);
 * credentialing staff: none — they never see patient data.
 """
 
@@ -32,7 +33,15 @@ def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
         visible = visible | Study.objects.filter(facility__in=facilities_administered_by(user))
     if has_role(user, Role.RADIOLOGIST):
         visible = visible | Study.objects.filter(readable_studies_q(user, at or timezone.now()))
+        visible = visible | Study.objects.filter(pk__in=_review_study_ids(user))
     return visible
+
+
+def _review_study_ids(user) -> QuerySet:
+    # qa builds on imaging; imported here, at call time, to keep the dependency one-way at import
+    from qa.models import PeerReview, ReviewStatus
+
+    return PeerReview.objects.filter(reviewer=user, status=ReviewStatus.ASSIGNED).values("report__study_id")
 
 
 def access_study(user, study_id: int) -> Study:

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from reports.models import Report, ReportStatus, ReportTemplate, TemplateVersion
-from tests.conftest import make_radiologist
+from tests.conftest import enrol_totp, make_radiologist
 from tests.worklist.conftest import make_eligible, make_study
 
 CONTENT = {
@@ -47,6 +47,7 @@ def neuro_readers(chicago):
         reader.first_name, reader.last_name, reader.display_name = first, last, f"{first} {last}, MD"
         reader.save()
         make_eligible(reader, chicago)
+        enrol_totp(reader)
         readers.append(reader)
     return readers
 

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from qa import views
+
+app_name = "qa"
+
+urlpatterns = [
+    path("reviews/", views.review_list, name="reviews"),
+    path("reviews/<int:review_id>/", views.review_detail, name="review"),
+    path("reviews/<int:review_id>/impression/", views.review_impression, name="review_impression"),
+    path("reviews/<int:review_id>/score/", views.review_score, name="review_score"),
+    path("feedback/<int:adjudication_id>/", views.feedback_detail, name="feedback"),
+    path("adjudication/", views.adjudication_list, name="adjudication"),
+    path("adjudication/<int:review_id>/", views.adjudication_detail, name="adjudication_detail"),
+    path("refer/<int:report_id>/", views.refer, name="refer"),
+]
