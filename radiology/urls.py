@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("facilities.api")),
     path("", include("credentialing.api")),
     path("", include("worklist.api")),
+    path("", include("qa.api")),
 ]
 
 urlpatterns = [

@@ -81,3 +81,29 @@ def test_only_the_director_adjudicates_and_feedback_hides_the_reviewer(
     reviewer_again = Client()
     reviewer_again.cookies = reviewer_session
     assert reviewer_again.get(f"/qa/feedback/{adjudication.pk}/").status_code == 404
+
+
+def test_api_responses_are_blinded_and_score_rules_hold(verified_client, referred, neuro_readers, client):
+    author = neuro_readers[0]
+    api = verified_client(referred.reviewer)
+    listing = api.get("/api/v1/qa/reviews/")
+    detail = api.get(f"/api/v1/qa/reviews/{referred.pk}/?reveal=1")
+    assert listing.status_code == detail.status_code == 200
+    assert [c["review_id"] for c in listing.json()] == [referred.pk]
+    assert "No hemorrhage." in detail.json()["report_text"]
+    for body in (listing.content.decode(), detail.content.decode()):
+        for trace in ("White", "Jane", author.username, '"original_reader"', '"signed_by"'):
+            assert trace not in body
+    refused = api.post(
+        f"/api/v1/qa/reviews/{referred.pk}/score/", {"score": "2b"}, content_type="application/json"
+    )
+    assert refused.status_code == 400 and "needs a comment" in refused.json()["detail"]
+    scored = api.post(
+        f"/api/v1/qa/reviews/{referred.pk}/score/",
+        {"score": "1", "comment": ""},
+        content_type="application/json",
+    )
+    assert scored.status_code == 200 and scored.json()["status"] == "scored"
+    client.cookies = SimpleCookie()
+    other = verified_client(neuro_readers[2] if referred.reviewer == neuro_readers[1] else neuro_readers[1])
+    assert other.get(f"/api/v1/qa/reviews/{referred.pk}/").status_code == 403
