@@ -35,7 +35,11 @@ NAVIGATION: tuple[NavItem, ...] = (
         frozenset({Role.CREDENTIALING, Role.OPERATIONS, Role.MEDICAL_DIRECTOR}),
     ),
     NavItem("Peer review", "qa:reviews", frozenset({Role.RADIOLOGIST})),
+    NavItem("QA dashboard", "qa:dashboard", frozenset({Role.MEDICAL_DIRECTOR})),
     NavItem("Adjudication", "qa:adjudication", frozenset({Role.MEDICAL_DIRECTOR})),
+    NavItem(
+        "QA reports", "qa:quarterly", frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS, Role.MEDICAL_DIRECTOR})
+    ),
     NavItem("Readers", "credentialing:readers", frozenset({Role.FACILITY_ADMIN})),
     NavItem(
         "Facilities",

@@ -4,7 +4,6 @@ elsewhere (what proxy credentialing relies on) and every primary-source verifica
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from django.template.loader import render_to_string
@@ -12,15 +11,7 @@ from django.template.loader import render_to_string
 from credentialing.models import FacilityCredentialing, RadiologistProfile
 from credentialing.selectors import dossier
 from facilities.models import Facility
-
-# WeasyPrint logs every layout step at INFO; one packet would add ten lines to the service log.
-logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
-
-
-def _no_fetch(url: str, *args, **kwargs):
-    # The packet is self-contained (inline CSS, system fonts). Refusing every fetch means no text a
-    # user typed into a record can make the server request a URL.
-    raise ValueError(f"the packet does not load external resources ({url[:60]})")
+from radiology.pdf import html_to_pdf
 
 
 def packet_context(*, profile: RadiologistProfile, facility: Facility, at: datetime) -> dict:
@@ -37,9 +28,8 @@ def packet_context(*, profile: RadiologistProfile, facility: Facility, at: datet
 
 
 def packet_pdf(*, profile: RadiologistProfile, facility: Facility, at: datetime) -> bytes:
-    from weasyprint import HTML  # imported on use: it loads pango, which most requests never need
-
-    html = render_to_string(
-        "credentialing/packet.html", packet_context(profile=profile, facility=facility, at=at)
+    return html_to_pdf(
+        render_to_string(
+            "credentialing/packet.html", packet_context(profile=profile, facility=facility, at=at)
+        )
     )
-    return HTML(string=html, url_fetcher=_no_fetch).write_pdf()

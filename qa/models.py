@@ -126,3 +126,24 @@ class Adjudication(models.Model):
 
     def __str__(self) -> str:
         return f"adjudication of review {self.review_id}: {self.final_score}"
+
+
+class QuarterlyReport(models.Model):
+    """A facility's quarterly QA report as generated (aggregates only, pseudonymous readers)."""
+
+    facility = models.ForeignKey("facilities.Facility", on_delete=models.PROTECT, related_name="+")
+    year = models.PositiveSmallIntegerField()
+    quarter = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(4)])
+    generated_at = models.DateTimeField()
+    figures = models.JSONField()
+    csv = models.TextField()
+    pdf = models.BinaryField()
+
+    class Meta:
+        ordering = ["-year", "-quarter", "facility_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "year", "quarter"], name="quarterly_report_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.facility} {self.year}-Q{self.quarter}"

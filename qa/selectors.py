@@ -153,3 +153,31 @@ def discrepancy_rates(
         )
         for row in rows
     ]
+
+
+# --- quarterly reports ---------------------------------------------------------------------------
+
+
+def quarterly_facilities_for(user) -> QuerySet:
+    """Facilities whose quarterly QA reports the user may download: the medical director and
+    operations every facility's; a facility admin only their own (aggregates, pseudonymous)."""
+    from facilities.models import Facility
+    from facilities.selectors import facilities_administered_by
+
+    if user.is_superuser or has_role(user, Role.MEDICAL_DIRECTOR, Role.OPERATIONS):
+        return Facility.objects.all()
+    return facilities_administered_by(user)
+
+
+def access_quarterly_report(user, facility_code: str, year: int, quarter: int):
+    """The stored report, or 404 alike for another facility's and a missing one."""
+    from django.http import Http404
+
+    from qa.models import QuarterlyReport
+
+    report = QuarterlyReport.objects.filter(
+        facility__in=quarterly_facilities_for(user), facility__code=facility_code, year=year, quarter=quarter
+    ).first()
+    if report is None:
+        raise Http404("No such report")
+    return report

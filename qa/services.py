@@ -244,3 +244,25 @@ def adjudication_addendum_signed(*, report_id: int, at: datetime) -> int:
     return Adjudication.objects.filter(
         Q(review__report_id=report_id), addendum_requested=True, addendum_signed_at__isnull=True
     ).update(addendum_signed_at=at)
+
+
+# --- quarterly reports ---------------------------------------------------------------------------
+
+
+def quarterly_reports_due_generate(*, at: datetime) -> int:
+    """Generate every facility's report for its last complete quarter, where none exists yet.
+    Idempotent: run daily (and again after a restart) it generates each report once."""
+    from zoneinfo import ZoneInfo
+
+    from facilities.models import Facility
+    from qa.metrics import previous_quarter
+    from qa.models import QuarterlyReport
+    from qa.quarterly import quarterly_report_generate
+
+    generated = 0
+    for facility in Facility.objects.all():
+        year, quarter = previous_quarter(at.astimezone(ZoneInfo(facility.timezone)).date())
+        if not QuarterlyReport.objects.filter(facility=facility, year=year, quarter=quarter).exists():
+            quarterly_report_generate(facility=facility, year=year, quarter=quarter)
+            generated += 1
+    return generated

@@ -13,4 +13,11 @@ urlpatterns = [
     path("adjudication/", views.adjudication_list, name="adjudication"),
     path("adjudication/<int:review_id>/", views.adjudication_detail, name="adjudication_detail"),
     path("refer/<int:report_id>/", views.refer, name="refer"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("quarterly/", views.quarterly_list, name="quarterly"),
+    path(
+        "quarterly/<str:facility_code>/<int:year>-Q<int:quarter>.<str:kind>",
+        views.quarterly_download,
+        name="quarterly_download",
+    ),
 ]

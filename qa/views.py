@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -136,3 +136,104 @@ def refer(request: HttpRequest, report_id: int) -> HttpResponse:
     else:
         messages.success(request, "Referred for peer review.")
     return redirect(request.POST.get("next") or "qa:reviews")
+
+
+# --- dashboard and quarterly reports -------------------------------------------------------------
+
+quarterly_readers = role_required(
+    lambda user: (
+        user.is_superuser
+        or has_role(user, Role.MEDICAL_DIRECTOR, Role.OPERATIONS)
+        or (has_role(user, Role.FACILITY_ADMIN) and selectors.quarterly_facilities_for(user).exists())
+    ),
+    "Quarterly QA reports are for the medical director, operations and each facility's admin.",
+)
+
+
+def _quarter_parse(text: str) -> tuple[int, int]:
+    """``2026-Q3`` → (2026, 3); the current quarter (UTC) when empty or malformed."""
+    from django.utils import timezone
+
+    from qa.metrics import quarter_of
+
+    year, _, quarter = text.partition("-Q")
+    if year.isdigit() and quarter in {"1", "2", "3", "4"}:
+        return int(year), int(quarter)
+    return quarter_of(timezone.now().date())
+
+
+@director_only
+def dashboard(request: HttpRequest) -> HttpResponse:
+    from datetime import UTC
+
+    from django.contrib.auth import get_user_model
+
+    from qa.metrics import quarter_bounds
+    from qa.quarterly import final_reads, tat_rows, volume_by_modality
+
+    year, quarter = _quarter_parse(request.GET.get("quarter", ""))
+    start, end = quarter_bounds(year, quarter, UTC)
+    reads = list(final_reads(start=start, end=end))
+    # The director sees every reader by name (DESIGN.md §1); pseudonyms map back for them only.
+    names = {
+        selectors.reader_pseudonym(u.pk): str(u)
+        for u in get_user_model().objects.filter(radiologist_profile__isnull=False)
+    }
+    by = {
+        key: selectors.discrepancy_rates(by=key, start=start, end=end)
+        for key in ("reader", "modality", "facility")
+    }
+    tat = tat_rows(reads)
+    total = sum(r.reads for r in tat)
+    return render(
+        request,
+        "qa/dashboard.html",
+        {
+            "year": year,
+            "quarter": quarter,
+            "previous": f"{year - 1}-Q4" if quarter == 1 else f"{year}-Q{quarter - 1}",
+            "next": f"{year + 1}-Q1" if quarter == 4 else f"{year}-Q{quarter + 1}",
+            "by_reader": [(names.get(r.key, r.key), r) for r in by["reader"]],
+            "by_modality_rows": [(r.key or "—", r) for r in by["modality"]],
+            "by_facility_rows": [(r.key, r) for r in by["facility"]],
+            "tat": tat,
+            "volume": volume_by_modality(reads),
+            "sla_compliance": (sum(r.within_sla for r in tat) / total) if total else None,
+        },
+    )
+
+
+@quarterly_readers
+def quarterly_list(request: HttpRequest) -> HttpResponse:
+    from qa.models import QuarterlyReport
+    from qa.quarterly import quarterly_report_generate
+
+    facilities = selectors.quarterly_facilities_for(request.user)
+    if request.method == "POST":
+        facility = facilities.filter(code=request.POST.get("facility", "")).first()
+        year, quarter = _quarter_parse(request.POST.get("quarter", ""))
+        if facility is None:
+            return refuse(request, "You may generate reports only for your own facilities.")
+        quarterly_report_generate(facility=facility, year=year, quarter=quarter)
+        messages.success(request, f"{facility.name} {year}-Q{quarter} generated.")
+        return redirect("qa:quarterly")
+    reports = (
+        QuarterlyReport.objects.filter(facility__in=facilities).select_related("facility").defer("pdf", "csv")
+    )
+    return render(request, "qa/quarterly_list.html", {"reports": reports, "facilities": facilities})
+
+
+@quarterly_readers
+def quarterly_download(
+    request: HttpRequest, facility_code: str, year: int, quarter: int, kind: str
+) -> HttpResponse:
+    if kind not in {"pdf", "csv"}:
+        raise Http404("PDF or CSV")
+    report = selectors.access_quarterly_report(request.user, facility_code, year, quarter)
+    name = f"qa-{facility_code}-{year}-Q{quarter}.{kind}"
+    if kind == "pdf":
+        response = HttpResponse(bytes(report.pdf), content_type="application/pdf")
+    else:
+        response = HttpResponse(report.csv, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -24,4 +24,6 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
     "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
+    # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
+    "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
 }
