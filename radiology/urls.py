@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("facilities/", include("facilities.urls")),
     path("credentialing/", include("credentialing.urls")),
+    path("reports/", include("reports.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("", include("imaging.urls")),
