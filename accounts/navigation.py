@@ -46,6 +46,7 @@ NAVIGATION: tuple[NavItem, ...] = (
         "facilities:list",
         frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS, Role.MEDICAL_DIRECTOR, Role.CREDENTIALING}),
     ),
+    NavItem("Report templates", "reports:template_list", frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS})),
     NavItem("Interfaces", "interfaces:health", frozenset({Role.OPERATIONS})),
     NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem(

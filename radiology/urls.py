@@ -20,6 +20,7 @@ urlpatterns = [
     path("facilities/", include("facilities.urls")),
     path("credentialing/", include("credentialing.urls")),
     path("qa/", include("qa.urls")),
+    path("reports/", include("reports.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("", include("imaging.urls")),

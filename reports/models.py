@@ -53,6 +53,9 @@ class ReportTemplate(models.Model):
     def current_version(self) -> TemplateVersion | None:
         return self.versions.order_by("-number").first()
 
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.facility_id}
+
 
 class TemplateVersion(models.Model):
     template = models.ForeignKey(ReportTemplate, on_delete=models.CASCADE, related_name="versions")
@@ -72,6 +75,46 @@ class TemplateVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template.name} v{self.number}"
+
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.template.facility_id}
+
+
+class Macro(models.Model):
+    """A named text snippet a radiologist inserts while writing: a facility's (shared by everyone reading
+    there, kept by its admins) or one radiologist's own (``owner``). Exactly one of the two is set."""
+
+    facility = models.ForeignKey(
+        "facilities.Facility", null=True, blank=True, on_delete=models.CASCADE, related_name="macros"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="macros"
+    )
+    name = models.CharField(max_length=80)
+    text = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(facility__isnull=True, owner__isnull=False)
+                | Q(facility__isnull=False, owner__isnull=True),
+                name="macro_one_scope",
+            ),
+            models.UniqueConstraint(
+                fields=["facility", "name"], condition=Q(facility__isnull=False), name="macro_facility_name"
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "name"], condition=Q(owner__isnull=False), name="macro_owner_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.facility or self.owner}: {self.name}"
+
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.facility_id}
 
 
 class ReportStatus(models.TextChoices):

@@ -78,6 +78,9 @@ def test_invalid_content_names_each_problem_by_path():
 
 @pytest.mark.django_db
 def test_facility_template_and_stroke_variant_win(chicago, prairie):
+    # given only this test's templates (not the ones ReadRoom ships, reports.defaults)
+    ReportTemplate.objects.filter(facility__isnull=True).delete()
+
     def template(facility, name, **kw):
         t = ReportTemplate.objects.create(facility=facility, name=name, **kw)
         TemplateVersion.objects.create(template=t, number=1, content=STROKE_HEAD)
