@@ -133,6 +133,15 @@ class Facility(models.Model):
         default=DEFAULT_SLA_MINUTES[PriorityClass.ROUTINE], validators=[MinValueValidator(1)]
     )
 
+    # Code-stroke escalation (DESIGN.md §4): minutes after the alert at which a still-unclaimed stroke
+    # study goes to every eligible reader + operations, then to the medical director + operations.
+    stroke_readers_minutes = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    stroke_director_minutes = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
+    # Optional: the director step is also POSTed (JSON) here, e.g. a paging or chat integration.
+    escalation_webhook_url = models.URLField(
+        "escalation webhook URL", max_length=500, blank=True, help_text="POSTed JSON at the director step"
+    )
+
     # Whether a general/ER reader may read studies whose subspecialty no reader of that
     # subspecialty covers (typical for critical-access hospitals at night).
     accepts_general_readers = models.BooleanField(default=True)

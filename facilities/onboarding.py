@@ -29,6 +29,10 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       ROUTINE: 2880                 #   STROKE 20, TRAUMA 30, STAT 30, ASAP 240, ROUTINE 1440 otherwise
     reading:
       accepts_general_readers: true # a general reader may read what no subspecialist covers (default true)
+    escalation:                     # code stroke (DESIGN.md §4), minutes after the alert while unclaimed:
+      stroke_readers_minutes: 2     #   every eligible reader + operations (default 2)
+      stroke_director_minutes: 5    #   medical director + operations notifier (default 5)
+      webhook_url: https://pager.birchlake.example.org/readroom   # optional: POSTed JSON at the director step
     # catalogue_overrides: refused for now; the procedure catalogue arrives with routing.
 
 The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
@@ -66,7 +70,7 @@ CATALOGUE_NOT_YET = (
 
 TOP_KEYS = (
     "code", "name", "state", "timezone", "kind", "active",
-    "hl7", "dicom", "sla_minutes", "reading", "catalogue_overrides",
+    "hl7", "dicom", "sla_minutes", "reading", "escalation", "catalogue_overrides",
 )  # fmt: skip
 HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound")
 HL7_SENDER_KEYS = ("application", "facility")
@@ -74,6 +78,7 @@ OUTBOUND_KEYS = ("host", "port")
 DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes")
 AE_TITLE_KEYS = ("ae_title", "description")
 READING_KEYS = ("accepts_general_readers",)
+ESCALATION_KEYS = ("stroke_readers_minutes", "stroke_director_minutes", "webhook_url")
 SLA_KEYS = tuple(PriorityClass.values)
 
 # Facility field → its key path in the file, in the order the file is read and changes are listed.
@@ -92,6 +97,9 @@ FIELD_PATHS: dict[str, str] = {
     "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
     **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
     "accepts_general_readers": "reading.accepts_general_readers",
+    "stroke_readers_minutes": "escalation.stroke_readers_minutes",
+    "stroke_director_minutes": "escalation.stroke_director_minutes",
+    "escalation_webhook_url": "escalation.webhook_url",
 }
 REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
 _UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
@@ -399,6 +407,11 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     raw["accepts_general_readers"] = r.flag(
         reading, "accepts_general_readers", "reading.accepts_general_readers"
     )
+
+    escalation = r.section(top.get("escalation"), "escalation", ESCALATION_KEYS)
+    for key in ("stroke_readers_minutes", "stroke_director_minutes"):
+        raw[key] = r.whole(escalation, key, key)
+    raw["escalation_webhook_url"] = r.text(escalation, "webhook_url", "escalation.webhook_url")
 
     fields = _model_checked(raw, r)
     return _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles), r.in_file_order(data)

@@ -221,6 +221,8 @@ def _studies_link(order: Order, *, is_stroke: bool) -> None:
     """Images that arrived before their order are matched by accession within the facility."""
     for study in Study.objects.filter(facility=order.facility, accession_number=order.accession_number):
         became_stroke = is_stroke and not study.is_stroke
+        # Already announced: complete, or a stroke (announced at its first image) with images.
+        announced = study.status == StudyStatus.COMPLETE or (study.is_stroke and study.first_received_at)
         fields = {
             "order": order,
             "patient": order.patient,
@@ -233,6 +235,9 @@ def _studies_link(order: Order, *, is_stroke: bool) -> None:
         if changed:
             study.save(update_fields=[*changed, "updated_at"])
         if became_stroke and study.status == StudyStatus.RECEIVING:
+            _announce(study_routable, study.pk)
+        elif "priority" in changed and announced:
+            # An order change (ORC XO) of the priority: routing re-runs so the clock and deadline follow.
             _announce(study_routable, study.pk)
 
 

@@ -13,10 +13,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 
 from imaging.models import Instance, Study
 from imaging.rendering import PRESETS
 from imaging.selectors import access_study
+from worklist.tat import study_viewer_opened
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("↓ → PageDown / wheel down", "next image (PageDown: 10 images)"),
@@ -33,6 +35,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 @login_required
 def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     study = access_study(request.user, study_id)
+    study_viewer_opened(study_id=study.pk, user=request.user, at=timezone.now())  # TAT: the read began
     series = _series_stack(study)
     config = {
         "studyUid": study.study_instance_uid,

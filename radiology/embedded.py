@@ -27,12 +27,13 @@ async def periodic_ticker(stop: asyncio.Event) -> None:
     """Beat's schedule, run in-process: each task in a worker thread so the loop keeps serving."""
     current_app.loader.import_default_modules()  # task modules are found lazily outside a worker
     loop = asyncio.get_running_loop()
-    next_run = {name: loop.time() + entry.every.total_seconds() for name, entry in PERIODIC_TASKS.items()}
+    period = {name: entry.embedded_period.total_seconds() for name, entry in PERIODIC_TASKS.items()}
+    next_run = {name: loop.time() + period[name] for name in PERIODIC_TASKS}
     while not stop.is_set():
         now = loop.time()
         for name, entry in PERIODIC_TASKS.items():
             if now >= next_run[name]:
-                next_run[name] = now + entry.every.total_seconds()
+                next_run[name] = now + period[name]
                 try:
                     await asyncio.to_thread(current_app.tasks[entry.task].apply)
                 except Exception:  # one failing task must not stop the others

@@ -14,6 +14,13 @@ from datetime import timedelta
 class PeriodicTask:
     task: str  # dotted Celery task name
     every: timedelta
+    # The embedded ticker's period when it must differ: there Celery is eager, so nothing runs at an
+    # ``eta`` and a sweep that backs up exact timers has to run more often.
+    embedded_every: timedelta | None = None
+
+    @property
+    def embedded_period(self) -> timedelta:
+        return self.embedded_every or self.every
 
 
 PERIODIC_TASKS: dict[str, PeriodicTask] = {
@@ -26,4 +33,10 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
+    # SLA warnings (50 %, 80 %), breaches and the code-stroke steps; each step is recorded once, so
+    # several beats or workers are harmless. In production stroke steps also have exact timers (eta)
+    # and this is their backstop; embedded it *is* the timer, hence every 5 s there.
+    "escalations-sweep": PeriodicTask(
+        "worklist.tasks.escalations_sweep", timedelta(seconds=15), embedded_every=timedelta(seconds=5)
+    ),
 }

@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from worklist.models import CatalogueRule, Shift, StudyAssignment, StudyEvent
+from worklist.models import (
+    CatalogueRule,
+    EscalationDelivery,
+    Shift,
+    StudyAssignment,
+    StudyEscalation,
+    StudyEvent,
+)
 
 
 @admin.register(Shift)
@@ -53,6 +60,32 @@ class StudyEventAdmin(admin.ModelAdmin):
     list_display = ("at", "study", "kind", "actor")
     list_filter = ("kind",)
     raw_id_fields = ("study", "actor")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class EscalationDeliveryInline(admin.TabularInline):
+    model = EscalationDelivery
+    extra = 0
+    can_delete = False
+    readonly_fields = ("channel", "recipient", "status", "error", "at")
+
+
+@admin.register(StudyEscalation)
+class StudyEscalationAdmin(admin.ModelAdmin):
+    """Read-only history: steps are written once by ``worklist.escalation``."""
+
+    list_display = ("study", "step", "due_at", "at")
+    list_filter = ("step",)
+    raw_id_fields = ("study",)
+    inlines = [EscalationDeliveryInline]
 
     def has_add_permission(self, request) -> bool:
         return False

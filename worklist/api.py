@@ -41,6 +41,7 @@ from imaging.models import Study
 from imaging.selectors import studies_visible_to
 from worklist import services
 from worklist.selectors import worklist_for
+from worklist.tat import MILESTONES, study_turnaround
 
 
 def _person(user) -> dict | None:
@@ -151,6 +152,22 @@ class ReleaseView(APIView):
         return Response(ClaimSerializer(claim).data)
 
 
+_TAT_TIMES = ("ordered", "first_image", "images_complete", "routed", *MILESTONES)
+_Turnaround = inline_serializer(
+    "Turnaround",
+    {
+        **{f"{name}_at": serializers.DateTimeField(allow_null=True) for name in _TAT_TIMES},
+        "minutes": inline_serializer(
+            "TurnaroundMinutes",
+            {
+                name: serializers.FloatField(allow_null=True)
+                for name in ("complete_to_final", "order_to_final", "final_to_delivered")
+            },
+        ),
+    },
+)
+
+
 class WorklistEntrySerializer(serializers.ModelSerializer):
     """A worklist row: what a reader needs to pick a study — no patient name or MRN (the viewer
     shows those, and records the read)."""
@@ -163,6 +180,7 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
     patient_sex = serializers.CharField(source="patient.sex", allow_null=True, default=None)
     sla_deadline = serializers.DateTimeField(source="assignment.sla_deadline", allow_null=True)
     claimed_by = serializers.SerializerMethodField()
+    tat = serializers.SerializerMethodField()
 
     class Meta:
         model = Study
@@ -182,6 +200,7 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
             "status",
             "sla_deadline",
             "claimed_by",
+            "tat",
         ]
 
     def get_procedure(self, study: Study) -> str:
@@ -195,6 +214,10 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
     )
     def get_claimed_by(self, study: Study) -> dict | None:
         return _person(study.assignment.claimed_by)
+
+    @extend_schema_field(_Turnaround)
+    def get_tat(self, study: Study) -> dict:
+        return study_turnaround(study)
 
 
 WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")

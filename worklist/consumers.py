@@ -8,7 +8,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from accounts.roles import Role, has_role, requires_second_factor
 from accounts.second_factor import session_is_verified
-from worklist.groups import OPERATIONS_GROUP, user_group
+from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP, user_group
 
 # Close codes in the 4000–4999 range are the application's (RFC 6455 §7.4.2).
 CLOSE_UNAUTHENTICATED = 4401
@@ -22,6 +22,8 @@ def _groups_for(user, session) -> tuple[list[str] | None, int | None]:
     groups = [user_group(user.pk)]
     if user.is_superuser or has_role(user, Role.OPERATIONS):
         groups.append(OPERATIONS_GROUP)
+    if has_role(user, Role.MEDICAL_DIRECTOR):
+        groups.append(DIRECTOR_GROUP)
     return groups, None
 
 

@@ -6,3 +6,7 @@ OPERATIONS_GROUP = "worklist.operations"
 
 def user_group(user_id: int) -> str:
     return f"worklist.user.{user_id}"
+
+
+# The medical director(s): the code-stroke director step (``worklist.escalation``) is told here.
+DIRECTOR_GROUP = "worklist.director"

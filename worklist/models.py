@@ -176,6 +176,7 @@ class StudyEventKind(models.TextChoices):
     RELEASED = "released", "Released"
     REASSIGNED = "reassigned", "Reassigned"
     CANCELLED = "cancelled", "Cancelled"
+    ESCALATED = "escalated", "Escalated"
 
 
 class StudyEvent(models.Model):
@@ -195,3 +196,86 @@ class StudyEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} study {self.study_id} {self.kind}"
+
+
+# --- SLA clocks and escalation (worklist.escalation) ----------------------------------------------
+
+
+class EscalationStep(models.TextChoices):
+    """The steps of the clock (DESIGN.md §4), each recorded at most once per study."""
+
+    SLA_WARNING_50 = "sla_50", "50 % of the turnaround window"
+    SLA_WARNING_80 = "sla_80", "80 % of the turnaround window"
+    SLA_BREACH = "sla_breach", "Turnaround target breached"
+    STROKE_ALERT = "stroke_alert", "Code stroke: eligible neuro and ER readers alerted"
+    STROKE_READERS = "stroke_readers", "Code stroke unclaimed: every eligible reader and operations"
+    STROKE_DIRECTOR = "stroke_director", "Code stroke unclaimed: medical director and operations notified"
+
+
+class StudyEscalation(models.Model):
+    """One step of a study's escalation, written once: the unique (study, step) pair is how several
+    sweepers and timers agree who acts — the one whose INSERT succeeded."""
+
+    study = models.ForeignKey("imaging.Study", on_delete=models.CASCADE, related_name="escalations")
+    step = models.CharField(max_length=16, choices=EscalationStep.choices)
+    due_at = models.DateTimeField()
+    at = models.DateTimeField()
+    # who was told: {"users": [{"id", "name", "role"}], "groups": [...]}
+    notified = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [models.UniqueConstraint(fields=["study", "step"], name="escalation_once_per_step")]
+        indexes = [models.Index(fields=["step", "at"], name="escalation_step_at_idx")]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id} {self.step} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DeliveryChannel(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class EscalationDelivery(models.Model):
+    """A notifier message of an escalation (e-mail to one address, or one webhook POST) and what
+    became of it. Written *pending* with the step; sent after commit; never raised, always recorded."""
+
+    escalation = models.ForeignKey(StudyEscalation, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=DeliveryChannel.choices)
+    recipient = models.CharField(max_length=500)  # an e-mail address or the webhook URL
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    error = models.TextField(blank=True)
+    at = models.DateTimeField(null=True, blank=True)  # when it was sent or failed
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} → {self.recipient}: {self.status}"
+
+
+class StudyTurnaround(models.Model):
+    """The milestones of a study's turnaround that no other table keeps (DESIGN.md §6: exam complete →
+    final, order → final, final → EMR ACK). Order, first image and images complete are
+    ``Order.ordered_at``/``Study.first_received_at``/``Study.completed_at``; routed is
+    ``StudyAssignment.routed_at``. Each field is set once (``worklist.tat.study_milestone_record``)."""
+
+    study = models.OneToOneField("imaging.Study", on_delete=models.CASCADE, related_name="turnaround")
+    # claimed_at on the assignment resets on release; the TAT needs the first claim
+    first_claimed_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)  # the holder first opened the viewer
+    prelim_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)  # the EMR acknowledged the final report
+
+    def __str__(self) -> str:
+        return f"turnaround of study {self.study_id}"

@@ -30,7 +30,9 @@ def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -
     studies = (
         Study.objects.filter(assignment__isnull=False)
         .exclude(status=StudyStatus.CANCELLED)
-        .select_related("facility", "subspecialty", "order", "patient", "assignment__claimed_by")
+        .select_related(
+            "facility", "subspecialty", "order", "patient", "assignment__claimed_by", "turnaround"
+        )
     )
     if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
         mine_first = Value(1)

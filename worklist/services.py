@@ -25,8 +25,10 @@ from imaging.models import Study, StudyStatus
 from worklist.broadcast import study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
+from worklist.escalation import stroke_alert_fire
 from worklist.groups import user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
+from worklist.tat import study_milestone_record
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         assignment.rvu = match.rvu if match else None
     if classified or clock_changed:
         assignment.save()
-    if classified:
+    # A re-route that only moved the clock (an order change of the priority) is an update too.
+    if classified or (clock_changed and not first_routing):
         StudyEvent.objects.create(
             study=study,
             kind=StudyEventKind.ROUTED,
@@ -115,10 +118,12 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
                 "because": because,
                 "changes": changes,
                 "rerouted": not first_routing,
+                "sla_deadline": assignment.sla_deadline,
             },
         )
         # first routing: it appears on the eligible readers' lists; a re-route may move it to others
         study_event_broadcast("added" if first_routing else "updated", study.pk)
+    stroke_alert_fire(study=study, at=at)  # a code stroke alerts at once, the first time it is routed
     return assignment
 
 
@@ -202,6 +207,7 @@ def study_claim(*, study_id: int, user, at: datetime) -> Claim:
                 return Claim(study_id, user, assignment.claimed_at)
             raise ClaimTaken(assignment.claimed_by)
         StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.CLAIMED, actor=user, at=at)
+        study_milestone_record(study_id=study_id, milestone="first_claimed", at=at)
         study_event_broadcast("claimed", study_id)
     return Claim(study_id, user, at)
 

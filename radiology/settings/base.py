@@ -297,6 +297,8 @@ X_FRAME_OPTIONS = "DENY"
 # EMAIL_URL e.g. smtp+tls://user:password@smtp.example.org:587 (django-environ); console by default.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="readroom@localhost")
+# Where people reach this installation (e.g. https://readroom.example.org): links in e-mails and webhooks.
+READROOM_BASE_URL = env.str("READROOM_BASE_URL", default="")
 
 LOGGING = {
     "version": 1,

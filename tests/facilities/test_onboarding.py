@@ -20,7 +20,7 @@ from django.db import connection
 
 from facilities import onboarding
 from facilities.models import DEFAULT_SLA_MINUTES, DicomSender, Facility, FacilityKind, Hl7Sender
-from facilities.onboarding import facility_onboard
+from facilities.onboarding import InvalidFacilitySpec, facility_onboard, facility_yaml_load
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "facility.example.yaml"
@@ -85,6 +85,8 @@ def test_the_shipped_example_creates_its_facility():
     assert (birch.sla_stat_minutes, birch.sla_routine_minutes) == (45, 2880)
     assert birch.sla_stroke_minutes == DEFAULT_SLA_MINUTES["STROKE"]
     assert birch.accepts_general_readers
+    assert (birch.stroke_readers_minutes, birch.stroke_director_minutes) == (2, 5)
+    assert birch.escalation_webhook_url == "https://pager.birchlake.example.org/readroom/stroke"
     assert senders(birch) == {("MEDITECH", "BLMH"), ("MT_ADT", "BLMH")}
     assert ae_titles(birch) == {
         "BLMH_CT1": "GE Revolution EVO CT, emergency department",
@@ -105,6 +107,7 @@ def test_the_example_and_the_module_document_every_key():
         *onboarding.DICOM_KEYS,
         *onboarding.AE_TITLE_KEYS,
         *onboarding.READING_KEYS,
+        *onboarding.ESCALATION_KEYS,
     )
     for key in keys:
         assert f"{key}:" in text, key
@@ -437,3 +440,20 @@ def test_the_command_exits_zero_when_onboarded_and_non_zero_when_refused(tmp_pat
     assert refused.returncode == 1
     assert "timezone: 'Central' is not an IANA time zone" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_escalation_times_and_webhook_are_read_and_checked(tmp_path):
+    # given a file whose director step comes at 4 minutes and whose webhook is not a URL
+    text = EXAMPLE.read_text().replace("stroke_director_minutes: 5", "stroke_director_minutes: 4")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("https://pager.birchlake.example.org/readroom/stroke", "not a url"))
+    # when it is onboarded, then the webhook is refused by its key path and nothing is written
+    with pytest.raises(InvalidFacilitySpec) as refused:
+        facility_onboard(spec=facility_yaml_load(bad.read_text()))
+    assert any(p.startswith("escalation.webhook_url") for p in refused.value.problems), refused.value.problems
+    assert nothing_written()
+    # and with a good URL the times are set
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    facility_onboard(spec=facility_yaml_load(good.read_text()))
+    assert Facility.objects.get(code="WI-BIRCHLAKE").stroke_director_minutes == 4
