@@ -18,6 +18,8 @@ OPERATIONS_FIELDS = (
     "sla_asap_minutes",
     "sla_routine_minutes",
     "accepts_general_readers",
+    "routing_mode",
+    "claim_timeout_minutes",
     "hl7_outbound_host",
     "hl7_outbound_port",
     "hl7_accession_fallback",

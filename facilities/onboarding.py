@@ -29,6 +29,9 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       ROUTINE: 2880                 #   STROKE 20, TRAUMA 30, STAT 30, ASAP 240, ROUTINE 1440 otherwise
     reading:
       accepts_general_readers: true # a general reader may read what no subspecialist covers (default true)
+      routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
+                                    #   eligible reader on shift); default pull
+      claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
     # catalogue_overrides: refused for now; the procedure catalogue arrives with routing.
 
 The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
@@ -73,7 +76,7 @@ HL7_SENDER_KEYS = ("application", "facility")
 OUTBOUND_KEYS = ("host", "port")
 DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes")
 AE_TITLE_KEYS = ("ae_title", "description")
-READING_KEYS = ("accepts_general_readers",)
+READING_KEYS = ("accepts_general_readers", "routing_mode", "claim_timeout_minutes")
 SLA_KEYS = tuple(PriorityClass.values)
 
 # Facility field → its key path in the file, in the order the file is read and changes are listed.
@@ -92,6 +95,8 @@ FIELD_PATHS: dict[str, str] = {
     "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
     **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
     "accepts_general_readers": "reading.accepts_general_readers",
+    "routing_mode": "reading.routing_mode",
+    "claim_timeout_minutes": "reading.claim_timeout_minutes",
 }
 REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
 _UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
@@ -399,6 +404,8 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     raw["accepts_general_readers"] = r.flag(
         reading, "accepts_general_readers", "reading.accepts_general_readers"
     )
+    raw["routing_mode"] = r.text(reading, "routing_mode", "reading.routing_mode")
+    raw["claim_timeout_minutes"] = r.whole(reading, "claim_timeout_minutes", "claim_timeout_minutes")
 
     fields = _model_checked(raw, r)
     return _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles), r.in_file_order(data)

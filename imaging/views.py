@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 
 from imaging.models import Instance, Study
 from imaging.rendering import PRESETS
@@ -33,6 +34,10 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 @login_required
 def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     study = access_study(request.user, study_id)
+    # Opening the images is work on a claim: it holds off the abandoned-claim timeout.
+    from worklist.assignment import study_activity_touch
+
+    study_activity_touch(study_id=study.pk, user=request.user, at=timezone.now())
     series = _series_stack(study)
     config = {
         "studyUid": study.study_instance_uid,

@@ -24,4 +24,13 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
     "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
+    # Repeating shift templates → Shift rows for the next 14 days; idempotent, so hourly is cheap and
+    # a new template or a lifted time off shows up within the hour.
+    "shift-templates-materialise": PeriodicTask(
+        "worklist.coverage_tasks.shift_templates_materialise", timedelta(hours=1)
+    ),
+    # Abandoned claims back to the worklist (timeouts are tens of minutes: a minute is precise enough).
+    "claims-timeout-sweep": PeriodicTask(
+        "worklist.coverage_tasks.claims_timeout_sweep", timedelta(minutes=1)
+    ),
 }

@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("facilities.api")),
     path("", include("credentialing.api")),
     path("", include("worklist.api")),
+    path("", include("worklist.assignment_api")),
 ]
 
 urlpatterns = [
@@ -20,6 +21,7 @@ urlpatterns = [
     path("credentialing/", include("credentialing.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
+    path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

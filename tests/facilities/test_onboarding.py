@@ -85,6 +85,7 @@ def test_the_shipped_example_creates_its_facility():
     assert (birch.sla_stat_minutes, birch.sla_routine_minutes) == (45, 2880)
     assert birch.sla_stroke_minutes == DEFAULT_SLA_MINUTES["STROKE"]
     assert birch.accepts_general_readers
+    assert (birch.routing_mode, birch.claim_timeout_minutes) == ("push", 20)
     assert senders(birch) == {("MEDITECH", "BLMH"), ("MT_ADT", "BLMH")}
     assert ae_titles(birch) == {
         "BLMH_CT1": "GE Revolution EVO CT, emergency department",
