@@ -48,6 +48,8 @@ NAVIGATION: tuple[NavItem, ...] = (
     ),
     NavItem("Report templates", "reports:template_list", frozenset({Role.FACILITY_ADMIN, Role.OPERATIONS})),
     NavItem("Interfaces", "interfaces:health", frozenset({Role.OPERATIONS})),
+    NavItem("On now", "coverage:on_now", frozenset({Role.OPERATIONS})),
+    NavItem("Coverage", "coverage:grid", frozenset({Role.OPERATIONS})),
     NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem(
         "Administration",

@@ -53,6 +53,13 @@ ROLE_MODEL_PERMISSIONS: dict[Role, list[str]] = {
         "worklist.add_shift",
         "worklist.change_shift",
         "worklist.delete_shift",
+        # repeating templates and time off (they write Shift rows through worklist.coverage)
+        "worklist.view_shifttemplate",
+        "worklist.add_shifttemplate",
+        "worklist.change_shifttemplate",
+        "worklist.delete_shifttemplate",
+        "worklist.view_timeoff",
+        "worklist.add_timeoff",
     ],
 }
 

@@ -366,8 +366,6 @@ def reader_facts(
 ) -> dict[int, ReaderFacts]:
     """Facts for these users (active radiologists with a profile only), with the shifts overlapping
     ``[shifts_from, shifts_until]`` (just the instant when ``shifts_until`` is omitted)."""
-    from worklist.models import Shift  # worklist depends on credentialing, not the reverse
-
     _require_aware(shifts_from)
     user_ids = list(user_ids)
     shifts_until = shifts_until or shifts_from
@@ -385,24 +383,40 @@ def reader_facts(
             ),
         )
     )
-    shifts: dict[int, list[ShiftFact]] = {}
-    shift_rows = (
-        Shift.objects.filter(
-            radiologist_id__in=user_ids, starts_at__lte=shifts_until, ends_at__gt=shifts_from
-        )
-        .prefetch_related("facilities", "subspecialties")
+    shifts = _shift_facts(user_ids, shifts_from, shifts_until)
+    return {p.user_id: _facts_of(p, tuple(shifts.get(p.user_id, ()))) for p in profiles}
+
+
+def _shift_facts(user_ids: list[int], since: datetime, until: datetime) -> dict[int, list[ShiftFact]]:
+    """The shifts overlapping ``[since, until]`` per reader. Plain rows and the two M2M through tables
+    (three queries) rather than ``prefetch_related``: a week's rota for a whole group is thousands of
+    shifts, and a related manager per shift costs seconds (the coverage grid, the forecast)."""
+    from worklist.models import Shift
+
+    window = {"radiologist_id__in": user_ids, "starts_at__lte": until, "ends_at__gt": since}
+    rows = list(
+        Shift.objects.filter(**window)
         .order_by("starts_at")
+        .values_list("pk", "radiologist_id", "starts_at", "ends_at")
     )
-    for s in shift_rows:
-        shifts.setdefault(s.radiologist_id, []).append(
+    scope: dict[str, dict[int, set[int]]] = {"facilities": {}, "subspecialties": {}}
+    for name, target in (("facilities", "facility_id"), ("subspecialties", "subspecialty_id")):
+        through = Shift._meta.get_field(name).remote_field.through
+        # joined on the same window (not an IN list of thousands of shift ids)
+        in_window = through.objects.filter(**{f"shift__{key}": value for key, value in window.items()})
+        for shift_id, target_id in in_window.values_list("shift_id", target):
+            scope[name].setdefault(shift_id, set()).add(target_id)
+    shifts: dict[int, list[ShiftFact]] = {}
+    for pk, reader_id, starts_at, ends_at in rows:
+        shifts.setdefault(reader_id, []).append(
             ShiftFact(
-                s.starts_at,
-                s.ends_at,
-                frozenset(f.pk for f in s.facilities.all()),
-                frozenset(x.pk for x in s.subspecialties.all()),
+                starts_at,
+                ends_at,
+                frozenset(scope["facilities"].get(pk, ())),
+                frozenset(scope["subspecialties"].get(pk, ())),
             )
         )
-    return {p.user_id: _facts_of(p, tuple(shifts.get(p.user_id, ()))) for p in profiles}
+    return shifts
 
 
 def _facts_of(profile: RadiologistProfile, shifts: tuple[ShiftFact, ...]) -> ReaderFacts:

@@ -53,6 +53,16 @@ class RadiologistProfile(models.Model):
     )
     npi = models.CharField("NPI", max_length=10, blank=True, validators=[npi_validator])
     subspecialties = models.ManyToManyField(Subspecialty, blank=True, related_name="radiologists")
+    # Push routing stops giving this reader studies once the RVUs they hold reach this; empty: the
+    # site default (READROOM_PUSH_RVU_CAP). Stroke and trauma bypass it (worklist.assignment).
+    rvu_load_cap = models.DecimalField(
+        "RVU load cap",
+        max_digits=6,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -442,6 +452,11 @@ class FacilityPrivilege(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     status_note = models.CharField(max_length=500, blank=True, help_text="Why denied or lapsed, and by whom.")
+    # The facility's core team: push routing offers its studies to these readers first. Kept on the
+    # privilege (not the facility) because membership only means something while privileges hold.
+    core_team = models.BooleanField(
+        default=False, help_text="Push routing offers this facility's studies to its core team first."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

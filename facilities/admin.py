@@ -21,6 +21,8 @@ OPERATIONS_FIELDS = (
     "stroke_director_minutes",
     "escalation_webhook_url",
     "accepts_general_readers",
+    "routing_mode",
+    "claim_timeout_minutes",
     "hl7_outbound_host",
     "hl7_outbound_port",
     "hl7_accession_fallback",

@@ -98,6 +98,11 @@ class FacilityKind(models.TextChoices):
     URGENT_CARE = "urgent_care", "Urgent care"
 
 
+class RoutingMode(models.TextChoices):
+    PULL = "pull", "Pull: readers claim from the worklist"
+    PUSH = "push", "Push: assigned to the best eligible reader"
+
+
 def validate_timezone(value: str) -> None:
     if value not in available_timezones():
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. America/Chicago)")
@@ -145,6 +150,13 @@ class Facility(models.Model):
     # Whether a general/ER reader may read studies whose subspecialty no reader of that
     # subspecialty covers (typical for critical-access hospitals at night).
     accepts_general_readers = models.BooleanField(default=True)
+
+    # Assignment (worklist.assignment): pull = eligible readers see a study and claim it; push = each
+    # newly routed study is given to the best eligible reader on shift (core team, same patient,
+    # lowest RVU load), falling back to the pull worklist when nobody fits.
+    routing_mode = models.CharField(max_length=8, choices=RoutingMode.choices, default=RoutingMode.PULL)
+    # A claim with no activity (viewer, report editor) for this long goes back to the worklist.
+    claim_timeout_minutes = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
 
     # Interfaces. Outbound ORU goes to the facility's EMR interface engine.
     hl7_outbound_host = models.CharField("ORU host", max_length=255, blank=True)

@@ -33,6 +33,9 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       stroke_readers_minutes: 2     #   every eligible reader + operations (default 2)
       stroke_director_minutes: 5    #   medical director + operations notifier (default 5)
       webhook_url: https://pager.birchlake.example.org/readroom   # optional: POSTed JSON at the director step
+      routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
+                                    #   eligible reader on shift); default pull
+      claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
     # catalogue_overrides: refused for now; the procedure catalogue arrives with routing.
 
 The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
@@ -79,6 +82,7 @@ DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes"
 AE_TITLE_KEYS = ("ae_title", "description")
 READING_KEYS = ("accepts_general_readers",)
 ESCALATION_KEYS = ("stroke_readers_minutes", "stroke_director_minutes", "webhook_url")
+READING_KEYS = ("accepts_general_readers", "routing_mode", "claim_timeout_minutes")
 SLA_KEYS = tuple(PriorityClass.values)
 
 # Facility field → its key path in the file, in the order the file is read and changes are listed.
@@ -100,6 +104,8 @@ FIELD_PATHS: dict[str, str] = {
     "stroke_readers_minutes": "escalation.stroke_readers_minutes",
     "stroke_director_minutes": "escalation.stroke_director_minutes",
     "escalation_webhook_url": "escalation.webhook_url",
+    "routing_mode": "reading.routing_mode",
+    "claim_timeout_minutes": "reading.claim_timeout_minutes",
 }
 REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
 _UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
@@ -407,6 +413,8 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     raw["accepts_general_readers"] = r.flag(
         reading, "accepts_general_readers", "reading.accepts_general_readers"
     )
+    raw["routing_mode"] = r.text(reading, "routing_mode", "reading.routing_mode")
+    raw["claim_timeout_minutes"] = r.whole(reading, "claim_timeout_minutes", "claim_timeout_minutes")
 
     escalation = r.section(top.get("escalation"), "escalation", ESCALATION_KEYS)
     for key in ("stroke_readers_minutes", "stroke_director_minutes"):

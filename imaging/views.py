@@ -18,6 +18,7 @@ from django.utils import timezone
 from imaging.models import Instance, Study
 from imaging.rendering import PRESETS
 from imaging.selectors import access_study
+from worklist.assignment import study_activity_touch
 from worklist.tat import study_viewer_opened
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
@@ -36,6 +37,8 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     study = access_study(request.user, study_id)
     study_viewer_opened(study_id=study.pk, user=request.user, at=timezone.now())  # TAT: the read began
+    # Opening the images is work on a claim: it holds off the abandoned-claim timeout.
+    study_activity_touch(study_id=study.pk, user=request.user, at=timezone.now())
     series = _series_stack(study)
     config = {
         "studyUid": study.study_instance_uid,

@@ -39,4 +39,13 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "escalations-sweep": PeriodicTask(
         "worklist.tasks.escalations_sweep", timedelta(seconds=15), embedded_every=timedelta(seconds=5)
     ),
+    # Repeating shift templates → Shift rows for the next 14 days; idempotent, so hourly is cheap and
+    # a new template or a lifted time off shows up within the hour.
+    "shift-templates-materialise": PeriodicTask(
+        "worklist.coverage_tasks.shift_templates_materialise", timedelta(hours=1)
+    ),
+    # Abandoned claims back to the worklist (timeouts are tens of minutes: a minute is precise enough).
+    "claims-timeout-sweep": PeriodicTask(
+        "worklist.coverage_tasks.claims_timeout_sweep", timedelta(minutes=1)
+    ),
 }

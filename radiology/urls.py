@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("credentialing.api")),
     path("", include("worklist.api")),
     path("", include("qa.api")),
+    path("", include("worklist.assignment_api")),
 ]
 
 urlpatterns = [
@@ -23,6 +24,7 @@ urlpatterns = [
     path("reports/", include("reports.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
+    path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

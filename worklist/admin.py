@@ -95,3 +95,7 @@ class StudyEscalationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# Repeating templates and time off: their own module (they save through worklist.coverage).
+from worklist import coverage_admin  # noqa: E402, F401

@@ -12,7 +12,10 @@ class WorklistConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from imaging.signals import study_cancelled, study_routable
-        from worklist import audit  # noqa: F401  (registers models with django-auditlog)
+        from worklist import (
+            audit,  # noqa: F401  (registers models with django-auditlog)
+            coverage_tasks,  # noqa: F401  (registers the coverage/assignment tasks)
+        )
         from worklist.services import on_study_cancelled, on_study_routable
         from worklist.setup import on_post_migrate
 

@@ -13,7 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F, Q
 
-from facilities.models import PriorityClass
+from facilities.models import PriorityClass, validate_timezone
 
 
 class Shift(models.Model):
@@ -30,11 +30,22 @@ class Shift(models.Model):
     facilities = models.ManyToManyField("facilities.Facility", blank=True, related_name="shifts")
     subspecialties = models.ManyToManyField("credentialing.Subspecialty", blank=True, related_name="shifts")
     note = models.CharField(max_length=200, blank=True)
+    # Set on shifts materialised from a repeating template (``worklist.coverage``); NULL for one-offs.
+    template = models.ForeignKey(
+        "worklist.ShiftTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="shifts"
+    )
 
     class Meta:
         ordering = ["starts_at", "id"]
         constraints = [
             models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="shift_ends_after_start"),
+            # Materialisation is idempotent even with two workers running it at once: the second
+            # INSERT of the same occurrence fails here instead of doubling the rota.
+            models.UniqueConstraint(
+                fields=["template", "starts_at"],
+                condition=Q(template__isnull=False),
+                name="shift_unique_template_start",
+            ),
         ]
         indexes = [models.Index(fields=["starts_at", "ends_at"], name="shift_window_idx")]
 
@@ -152,6 +163,9 @@ class StudyAssignment(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The holder's last sign of work on the study (claim, viewer, report editor): an abandoned claim
+    # is one idle longer than the facility's ``claim_timeout_minutes`` (``worklist.assignment``).
+    last_activity_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -177,6 +191,10 @@ class StudyEventKind(models.TextChoices):
     REASSIGNED = "reassigned", "Reassigned"
     CANCELLED = "cancelled", "Cancelled"
     ESCALATED = "escalated", "Escalated"
+    # push routing (worklist.assignment): given to a reader, or left on the pull worklist and why
+    ASSIGNED = "assigned", "Assigned (push)"
+    NOT_ASSIGNED = "not_assigned", "Not assigned (push found nobody)"
+    TIMED_OUT = "timed_out", "Claim timed out"
 
 
 class StudyEvent(models.Model):
@@ -279,3 +297,79 @@ class StudyTurnaround(models.Model):
 
     def __str__(self) -> str:
         return f"turnaround of study {self.study_id}"
+
+
+# --- coverage: repeating shift templates and time off (worklist.coverage) -------------------------
+
+
+def validate_weekdays(value) -> None:
+    if not isinstance(value, list) or not value or any(d not in range(7) for d in value):
+        raise ValidationError("Give one or more weekdays as numbers 0 (Monday) to 6 (Sunday).")
+    if len(set(value)) != len(value):
+        raise ValidationError("Each weekday once.")
+
+
+class ShiftTemplate(models.Model):
+    """A repeating shift, written as a rota is: "Nighthawk, Mon–Fri 23:00–07:00 America/Chicago".
+
+    The times are wall-clock times in ``timezone``; an end at or before the start means the next day.
+    ``weekdays`` are the days the shift *starts* on (0 = Monday). ``Shift`` rows stay the single truth
+    the eligibility engine reads: a periodic task materialises each occurrence as a Shift (DST-correct:
+    23:00–07:00 across the November change is nine hours), skipping the reader's time off."""
+
+    radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=100, help_text='e.g. "Nighthawk" or "Weekend days"')
+    weekdays = models.JSONField(
+        default=list,
+        validators=[validate_weekdays],
+        help_text="Days the shift starts on: 0 Monday … 6 Sunday",
+    )
+    start_time = models.TimeField(help_text="Local wall-clock time in the template's time zone")
+    end_time = models.TimeField(help_text="At or before the start time: the next day")
+    timezone = models.CharField(max_length=64, validators=[validate_timezone], default="America/Chicago")
+    valid_from = models.DateField()
+    valid_until = models.DateField(null=True, blank=True, help_text="Last day a shift may start; empty: open")
+    facilities = models.ManyToManyField("facilities.Facility", blank=True, related_name="+")
+    subspecialties = models.ManyToManyField("credentialing.Subspecialty", blank=True, related_name="+")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["radiologist_id", "name", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gte=F("valid_from")),
+                name="shift_template_valid_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.radiologist} {self.start_time:%H:%M}–{self.end_time:%H:%M} {self.timezone}"
+        )
+
+
+class TimeOff(models.Model):
+    """A reader away from ``starts_at`` to ``ends_at``: the shifts it overlaps are removed, trimmed or
+    split (``worklist.coverage.time_off_record``) and templates do not materialise into it."""
+
+    radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        verbose_name_plural = "time off"
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="time_off_ends_after_start"),
+        ]
+        indexes = [models.Index(fields=["radiologist", "starts_at"], name="time_off_reader_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.radiologist} off {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%Y-%m-%d %H:%M} UTC"

@@ -124,6 +124,10 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         # first routing: it appears on the eligible readers' lists; a re-route may move it to others
         study_event_broadcast("added" if first_routing else "updated", study.pk)
     stroke_alert_fire(study=study, at=at)  # a code stroke alerts at once, the first time it is routed
+    if first_routing:
+        from worklist.assignment import study_push_on_route  # push facilities: give it to a reader
+
+        study_push_on_route(study_id=study.pk, at=at)
     return assignment
 
 
@@ -199,7 +203,7 @@ def study_claim(*, study_id: int, user, at: datetime) -> Claim:
         StudyAssignment.objects.get_or_create(study_id=study_id)
         # The compare-and-set. Never "read claimed_by, then save": two readers would both see NULL.
         won = StudyAssignment.objects.filter(study_id=study_id, claimed_by__isnull=True).update(
-            claimed_by=user, claimed_at=at
+            claimed_by=user, claimed_at=at, last_activity_at=at
         )
         if not won:
             assignment = StudyAssignment.objects.select_related("claimed_by").get(study_id=study_id)
@@ -219,7 +223,7 @@ def study_release(*, study_id: int, user, at: datetime | None = None) -> Claim:
     with transaction.atomic():
         # Compare-and-set again: a release must not undo a claim someone else made meanwhile.
         released = StudyAssignment.objects.filter(study_id=study_id, claimed_by=user).update(
-            claimed_by=None, claimed_at=None
+            claimed_by=None, claimed_at=None, last_activity_at=None
         )
         if not released:
             raise ClaimTaken(_holder(study_id))

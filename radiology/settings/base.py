@@ -211,6 +211,9 @@ LOGIN_REDIRECT_URL = "accounts:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 # Idle sessions end: the cookie age is renewed on every request, so it measures idleness.
+# Push routing gives no more studies to a reader holding this many RVUs (a reader's own
+# RadiologistProfile.rvu_load_cap overrides it); stroke and trauma bypass it.
+READROOM_PUSH_RVU_CAP = env.float("READROOM_PUSH_RVU_CAP", default=20.0)
 READROOM_IDLE_TIMEOUT_MINUTES = env.int("READROOM_IDLE_TIMEOUT_MINUTES", default=15)
 SESSION_COOKIE_AGE = READROOM_IDLE_TIMEOUT_MINUTES * 60
 SESSION_SAVE_EVERY_REQUEST = True

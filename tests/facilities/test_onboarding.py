@@ -87,6 +87,7 @@ def test_the_shipped_example_creates_its_facility():
     assert birch.accepts_general_readers
     assert (birch.stroke_readers_minutes, birch.stroke_director_minutes) == (2, 5)
     assert birch.escalation_webhook_url == "https://pager.birchlake.example.org/readroom/stroke"
+    assert (birch.routing_mode, birch.claim_timeout_minutes) == ("push", 20)
     assert senders(birch) == {("MEDITECH", "BLMH"), ("MT_ADT", "BLMH")}
     assert ae_titles(birch) == {
         "BLMH_CT1": "GE Revolution EVO CT, emergency department",
