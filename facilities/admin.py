@@ -18,6 +18,10 @@ OPERATIONS_FIELDS = (
     "sla_asap_minutes",
     "sla_routine_minutes",
     "accepts_general_readers",
+    # reporting contract (issue 6): wet reads, the critical-result deadline, the per-read rate
+    "accepts_preliminary",
+    "critical_result_minutes",
+    "read_rate",
     "hl7_outbound_host",
     "hl7_outbound_port",
     "hl7_accession_fallback",

@@ -24,4 +24,8 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
     "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
+    # A critical result not communicated by the facility's deadline → operations (once per report).
+    "critical-results-escalate": PeriodicTask(
+        "reports.tasks.critical_results_escalate", timedelta(minutes=1)
+    ),
 }

@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("facilities.api")),
     path("", include("credentialing.api")),
     path("", include("worklist.api")),
+    path("", include("reports.api")),
 ]
 
 urlpatterns = [
@@ -21,6 +22,7 @@ urlpatterns = [
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("", include("imaging.urls")),
+    path("", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

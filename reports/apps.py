@@ -7,3 +7,13 @@ class ReportsConfig(AppConfig):
     name = "reports"
     verbose_name = "Reports"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from reports import audit  # noqa: F401  (registers models with django-auditlog)
+        from reports.setup import on_post_migrate
+
+        # After the whole migration run, when the tables exist; again after every migrate because
+        # SQLite drops triggers when a migration rebuilds a table.
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.reports.setup")
