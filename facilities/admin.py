@@ -23,6 +23,10 @@ OPERATIONS_FIELDS = (
     "accepts_general_readers",
     "routing_mode",
     "claim_timeout_minutes",
+    # reporting contract (issue 6): wet reads, the critical-result deadline, the per-read rate
+    "accepts_preliminary",
+    "critical_result_minutes",
+    "read_rate",
     "hl7_outbound_host",
     "hl7_outbound_port",
     "hl7_accession_fallback",

@@ -7,6 +7,7 @@ Its US state decides which licence a reader needs; its time zone decides what "o
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.core.exceptions import ValidationError
@@ -157,6 +158,25 @@ class Facility(models.Model):
     routing_mode = models.CharField(max_length=8, choices=RoutingMode.choices, default=RoutingMode.PULL)
     # A claim with no activity (viewer, report editor) for this long goes back to the worklist.
     claim_timeout_minutes = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    # Reporting (issue 6). Whether the contract includes preliminary ("wet") reads, sent as P before
+    # the final read; how long a critical result may stay uncommunicated before operations is
+    # escalated to; what the facility pays per final read (billing charges).
+    accepts_preliminary = models.BooleanField(
+        "accepts preliminary reads", default=False, help_text="The contract includes wet reads (sent as P)."
+    )
+    critical_result_minutes = models.PositiveIntegerField(
+        "critical result deadline (minutes)",
+        default=60,
+        validators=[MinValueValidator(1)],
+        help_text="A critical result not communicated this long after it was marked escalates to operations.",
+    )
+    read_rate = models.DecimalField(
+        "rate per final read",
+        max_digits=8,
+        decimal_places=2,
+        default=Decimal("0.00"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
 
     # Interfaces. Outbound ORU goes to the facility's EMR interface engine.
     hl7_outbound_host = models.CharField("ORU host", max_length=255, blank=True)

@@ -119,6 +119,8 @@ class StudyStatus(models.TextChoices):
     RECEIVING = "receiving", "Receiving images"
     COMPLETE = "complete", "Images complete"
     CANCELLED = "cancelled", "Cancelled"
+    # The final report is signed (reports.services.report_sign): the study leaves the worklist.
+    FINAL = "final", "Report final"
 
 
 class Study(models.Model):

@@ -48,4 +48,8 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "claims-timeout-sweep": PeriodicTask(
         "worklist.coverage_tasks.claims_timeout_sweep", timedelta(minutes=1)
     ),
+    # A critical result not communicated by the facility's deadline → operations (once per report).
+    "critical-results-escalate": PeriodicTask(
+        "reports.tasks.critical_results_escalate", timedelta(minutes=1)
+    ),
 }

@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("worklist.api")),
     path("", include("qa.api")),
     path("", include("worklist.assignment_api")),
+    path("", include("reports.api")),
 ]
 
 urlpatterns = [
@@ -21,11 +22,11 @@ urlpatterns = [
     path("facilities/", include("facilities.urls")),
     path("credentialing/", include("credentialing.urls")),
     path("qa/", include("qa.urls")),
-    path("reports/", include("reports.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),
+    path("", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

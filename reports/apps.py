@@ -12,6 +12,8 @@ class ReportsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from reports import audit  # noqa: F401  (registers models with django-auditlog)
-        from reports.template_setup import on_post_migrate
+        from reports.setup import on_post_migrate
 
-        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.reports.template_setup")
+        # After the whole migration run, when the tables exist; again after every migrate because
+        # SQLite drops triggers when a migration rebuilds a table.
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.reports.setup")

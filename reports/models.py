@@ -140,6 +140,16 @@ class Report(models.Model):
     )
     signed_at = models.DateTimeField(null=True, blank=True)
     signed_text = models.TextField(blank=True)
+    # SHA-256 (hex) of ``signed_text`` as UTF-8: what the signature vouches for, checkable later.
+    signed_sha256 = models.CharField(max_length=64, blank=True)
+    # Turnaround timestamps (issue 6 "TAT timestamps (opened, prelim, final)"): the final one is
+    # ``signed_at`` of a final report. Written here, on the report, which reports.services owns.
+    opened_at = models.DateTimeField(null=True, blank=True)
+    preliminary_at = models.DateTimeField(null=True, blank=True)
+    # Critical result (ACR practice parameter): when it was marked, and when operations was told that
+    # it stayed uncommunicated past the facility's deadline (set once: the escalation is idempotent).
+    critical_marked_at = models.DateTimeField(null=True, blank=True)
+    critical_escalated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -148,7 +158,111 @@ class Report(models.Model):
                 name="report_final_is_signed",
             ),
         ]
-        indexes = [models.Index(fields=["status", "signed_at"], name="report_status_signed_idx")]
+        indexes = [
+            models.Index(fields=["status", "signed_at"], name="report_status_signed_idx"),
+            models.Index(fields=["is_critical", "status"], name="report_critical_open_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"report of study {self.study_id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status == ReportStatus.FINAL
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.study.patient_id, "facility_id": self.study.facility_id}
+
+
+class Addendum(models.Model):
+    """A signed correction appended to a final report; never changed or removed (database triggers,
+    ``reports.setup``). Each one is re-sent to the EMR as a correction."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="addenda")
+    sequence = models.PositiveIntegerField()
+    text = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField()
+    # SHA-256 (hex) of the exact text signed (``Addendum.signed_content``).
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["report_id", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["report", "sequence"], name="addendum_unique_sequence"),
+        ]
+
+    def __str__(self) -> str:
+        return f"addendum {self.sequence} to report {self.report_id}"
+
+
+class CommunicationMethod(models.TextChoices):
+    PHONE = "phone", "Phone"
+    IN_PERSON = "in_person", "In person"
+    SECURE_MESSAGE = "secure_message", "Secure message"
+
+
+class CriticalResultCommunication(models.Model):
+    """Who was told of a critical result, how, when, and that they read it back (ACR practice
+    parameter on communication of diagnostic imaging findings; Joint Commission NPSG.02.03.01)."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="communications")
+    person_notified = models.CharField(max_length=200)
+    role = models.CharField(max_length=100, help_text="e.g. ED attending, ordering physician, charge nurse")
+    method = models.CharField(max_length=16, choices=CommunicationMethod.choices)
+    communicated_at = models.DateTimeField()
+    read_back_confirmed = models.BooleanField()
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["report_id", "communicated_at", "id"]
+        constraints = [
+            # Read-back is what makes it a communication rather than a message left somewhere.
+            models.CheckConstraint(
+                condition=Q(read_back_confirmed=True), name="critical_read_back_confirmed"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.person_notified} ({self.role}) by {self.method} at {self.communicated_at:%Y-%m-%d %H:%M}"
+        )
+
+
+class SigningAttempt(models.Model):
+    """A failed re-authentication at signing. Counted to lock signing after too many (like the sign-in
+    lockout) and kept as an audit trail."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    report = models.ForeignKey(Report, null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField()
+    address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "at"], name="signing_attempt_user_at_idx")]
+
+    def __str__(self) -> str:
+        return f"failed signing re-authentication by {self.user_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Charge(models.Model):
+    """What the facility is billed for one final read: exactly one per study (re-signing, addenda and
+    retries never bill twice — a unique constraint, not a check in Python)."""
+
+    facility = models.ForeignKey("facilities.Facility", on_delete=models.PROTECT, related_name="charges")
+    study = models.OneToOneField("imaging.Study", on_delete=models.PROTECT, related_name="charge")
+    report = models.OneToOneField(Report, on_delete=models.PROTECT, related_name="charge")
+    procedure_code = models.CharField(max_length=64, blank=True)
+    rvu = models.DecimalField("RVU", max_digits=6, decimal_places=2, default=0)
+    rate = models.DecimalField(max_digits=8, decimal_places=2)
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["facility_id", "signed_at", "id"]
+        indexes = [models.Index(fields=["facility", "signed_at"], name="charge_facility_signed_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.facility_id} study {self.study_id}: {self.amount}"

@@ -1,8 +1,18 @@
-"""Signals of the reports app, sent after the signing transaction commits.
+"""Signals other apps connect to (issue 6, delivery).
 
-* ``report_signed(sender=Report, report_id=int, kind="preliminary" | "final" | "addendum")`` —
-  delivery (ORU to the EMR) and QA (peer-review sampling) listen."""
+``report_signed`` — sent **after the transaction that signed commits** (never for a rollback), once
+per signature, with keyword arguments:
+
+* ``report_id``: ``reports.Report`` primary key;
+* ``kind``: ``"preliminary"`` (a wet read, HL7 OBR-25 P), ``"final"`` (OBR-25 F) or ``"addendum"``
+  (a correction to a final report, OBR-25 C);
+* ``addendum_id``: the ``reports.Addendum`` primary key for kind ``"addendum"``, else ``None``.
+
+The sender is ``reports.models.Report``. Delivery (the ORU outbox) connects here; a receiver that
+raises is logged and does not affect the signature, which is already committed."""
 
 from django.dispatch import Signal
+
+REPORT_SIGNED_KINDS = ("preliminary", "final", "addendum")
 
 report_signed = Signal()

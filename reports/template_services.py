@@ -1,7 +1,7 @@
 """Writes to report templates and macros, and the pure helpers their pages need (diff, preview).
 
 A template's content lives in numbered ``TemplateVersion`` rows that never change (a database trigger
-refuses UPDATE, ``reports.template_setup``): every edit of the content adds the next version, so a
+refuses UPDATE, ``reports.setup``): every edit of the content adds the next version, so a
 report keeps exactly the template it was written on. The template row itself holds what chooses it
 (name, procedure codes, modality + body part, variant, active), which may change without a version."""
 

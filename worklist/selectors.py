@@ -29,7 +29,8 @@ def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -
     filters = filters or {}
     studies = (
         Study.objects.filter(assignment__isnull=False)
-        .exclude(status=StudyStatus.CANCELLED)
+        # a cancelled study is not read; a finalized one has been (reports.services.report_sign)
+        .exclude(status__in=(StudyStatus.CANCELLED, StudyStatus.FINAL))
         .select_related(
             "facility", "subspecialty", "order", "patient", "assignment__claimed_by", "turnaround"
         )

@@ -16,12 +16,13 @@ CONTENT = {
 }
 
 
-def signed_report(study, reader, text: str = "No acute intracranial abnormality.") -> Report:
+def signed_report(study, reader, text: str = "No acute intracranial abnormality.", signed_at=None) -> Report:
     template, _ = ReportTemplate.objects.get_or_create(name="QA test", facility=None)
     version, _ = TemplateVersion.objects.get_or_create(
         template=template, number=1, defaults={"content": CONTENT}
     )
-    now = timezone.now()
+    now = signed_at or timezone.now()
+    # created final in one INSERT: a final report refuses every UPDATE (reports.setup)
     return Report.objects.create(
         study=study,
         template_version=version,

@@ -34,10 +34,7 @@ def _read(facility, reader, *, priority, modality, started, tat_minutes, target_
     StudyAssignment.objects.create(
         study=study, clock_started_at=start, sla_deadline=start + timedelta(minutes=target_minutes)
     )
-    report = signed_report(study, reader)
-    report.signed_at = start + timedelta(minutes=tat_minutes)
-    report.save(update_fields=["signed_at"])
-    return report
+    return signed_report(study, reader, signed_at=start + timedelta(minutes=tat_minutes))
 
 
 @pytest.fixture

@@ -1,0 +1,82 @@
+// The report editor's keyboard (DESIGN.md §8): Tab moves between fields (the browser's own order,
+// section by section), Ctrl+Enter opens the sign dialog, Alt+M inserts a macro into the text field
+// last focused, ? shows the shortcuts, Esc closes. Autosave is HTMX on the form (change / typing).
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const signDialog = $("sign-dialog");
+  const macroDialog = $("macro-dialog");
+  const help = $("report-help");
+  const macros = JSON.parse(($("report-macros") || { textContent: "[]" }).textContent);
+  let lastText = document.querySelector("textarea[data-macro-target]");
+  let caret = null; // [start, end] in lastText when the macro list opened (closing a dialog moves it)
+
+  document.addEventListener("focusin", (event) => {
+    if (event.target.matches && event.target.matches("textarea[data-macro-target]")) lastText = event.target;
+  });
+
+  function openSign() {
+    if (!signDialog) return;
+    if (!signDialog.open) signDialog.showModal();
+    $("sign-secret").focus();
+  }
+
+  function openMacros() {
+    if (!macroDialog || !macros.length) return;
+    caret = lastText ? [lastText.selectionStart, lastText.selectionEnd] : null;
+    macroDialog.showModal();
+    $("macro-select").focus();
+  }
+
+  function insertMacro() {
+    const index = Number($("macro-select").value);
+    const macro = macros[index];
+    macroDialog.close();
+    if (!macro || !lastText) return;
+    const [start, end] = caret || [lastText.value.length, lastText.value.length];
+    const before = lastText.value.slice(0, start);
+    const spacer = before && !/\s$/.test(before) ? " " : "";
+    lastText.value = before + spacer + macro.text + lastText.value.slice(end);
+    const after = (before + spacer + macro.text).length;
+    lastText.focus();
+    lastText.setSelectionRange(after, after);
+    lastText.dispatchEvent(new Event("change", { bubbles: true })); // autosave
+  }
+
+  function toggleHelp(show) {
+    if (!help) return;
+    help.hidden = show === undefined ? !help.hidden : !show;
+    if (!help.hidden) $("report-help-close").focus();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || "");
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      openSign();
+    } else if (event.altKey && (event.key === "m" || event.key === "M" || event.code === "KeyM")) {
+      event.preventDefault();
+      openMacros();
+    } else if (event.key === "?" && !typing) {
+      event.preventDefault();
+      toggleHelp();
+    } else if (event.key === "Escape") {
+      toggleHelp(false);
+    } else if (event.key === "Enter" && document.activeElement === $("macro-select")) {
+      event.preventDefault();
+      insertMacro();
+    }
+  });
+
+  $("sign-open")?.addEventListener("click", openSign);
+  $("sign-cancel")?.addEventListener("click", () => signDialog.close());
+  $("macro-open")?.addEventListener("click", openMacros);
+  $("macro-insert")?.addEventListener("click", insertMacro);
+  $("macro-cancel")?.addEventListener("click", () => macroDialog.close());
+  $("report-help-open")?.addEventListener("click", () => toggleHelp(true));
+  $("report-help-close")?.addEventListener("click", () => toggleHelp(false));
+  document.querySelectorAll("[data-autosubmit]").forEach((box) =>
+    box.addEventListener("change", () => box.form.submit()),
+  );
+  if (signDialog && signDialog.dataset.open === "true") openSign();
+})();

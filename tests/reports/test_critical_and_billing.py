@@ -1,0 +1,244 @@
+"""Critical results (ACR practice parameter) and billing charges on final reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from reports.models import Charge, CommunicationMethod, Report, ReportStatus
+from reports.services import (
+    ReportError,
+    SigningRefused,
+    addendum_sign,
+    charge_for_final_read,
+    critical_communication_record,
+    critical_results_escalate,
+    report_critical_mark,
+    report_draft_save,
+    report_sign,
+    report_start,
+)
+from tests.conftest import PASSWORD
+from tests.reports.conftest import FILLED
+from tests.worklist.conftest import Screens
+from worklist.groups import OPERATIONS_GROUP
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def filled_report(claimed_head_ct, neuro_reader) -> Report:
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    return report_draft_save(report_id=report.pk, user=neuro_reader, values=FILLED, at=timezone.now())
+
+
+def _communicate(report, user, **extra):
+    fields = {
+        "person_notified": "Dr Kim Lee",
+        "role": "ED attending",
+        "method": CommunicationMethod.PHONE,
+        "communicated_at": timezone.now() - timedelta(minutes=2),
+        "read_back_confirmed": True,
+        **extra,
+    }
+    return critical_communication_record(report_id=report.pk, user=user, at=timezone.now(), **fields)
+
+
+# --- critical results ----------------------------------------------------------------------------------
+
+
+def test_a_critical_report_is_final_only_with_a_communication_record(filled_report, neuro_reader):
+    # given the report is marked critical
+    report_critical_mark(report_id=filled_report.pk, user=neuro_reader, critical=True, at=timezone.now())
+    # when signed without a communication record, it is refused with what to do
+    with pytest.raises(SigningRefused) as refused:
+        report_sign(
+            report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+        )
+    assert any("Critical result" in p for p in refused.value.problems)
+    # when the communication is recorded with read-back, signing succeeds
+    record = _communicate(filled_report, neuro_reader)
+    report = report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+    )
+    assert report.status == ReportStatus.FINAL and list(report.communications.all()) == [record]
+
+
+def test_a_communication_without_read_back_or_person_is_refused(filled_report, neuro_reader):
+    with pytest.raises(ReportError) as refused:
+        _communicate(
+            filled_report, neuro_reader, read_back_confirmed=False, person_notified=" ", method="fax"
+        )
+    assert len(refused.value.problems) == 3
+    assert any("Read-back" in p for p in refused.value.problems)
+    # the database refuses it too
+    from reports.models import CriticalResultCommunication
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CriticalResultCommunication.objects.create(
+            report=filled_report,
+            person_notified="x",
+            role="y",
+            method="phone",
+            communicated_at=timezone.now(),
+            read_back_confirmed=False,
+            recorded_by=neuro_reader,
+        )
+
+
+def test_an_open_critical_result_past_the_deadline_escalates_to_operations_once(
+    filled_report, neuro_reader, chicago, django_capture_on_commit_callbacks
+):
+    # given a report marked critical 61 minutes ago at a facility with the default 60-minute deadline
+    screens = Screens([OPERATIONS_GROUP])
+    marked = timezone.now() - timedelta(minutes=61)
+    report_critical_mark(report_id=filled_report.pk, user=neuro_reader, critical=True, at=marked)
+    # when the sweep runs at 59 minutes nothing happens; after 60 it escalates; again, nothing more
+    assert critical_results_escalate(now=marked + timedelta(minutes=59)) == []
+    with django_capture_on_commit_callbacks(execute=True):
+        first = critical_results_escalate(now=timezone.now())
+        second = critical_results_escalate(now=timezone.now())
+    assert [e.report_id for e in first] == [filled_report.pk] and second == []
+    events = screens.received()[OPERATIONS_GROUP]
+    assert [(e["type"], e["report"], e["accession"]) for e in events] == [
+        ("report.critical_overdue", filled_report.pk, filled_report.study.accession_number)
+    ]
+    assert filled_report.study.patient.family_name not in str(events)  # metadata only
+    assert Report.objects.get(pk=filled_report.pk).critical_escalated_at is not None
+
+
+def test_a_communicated_critical_result_does_not_escalate(filled_report, neuro_reader):
+    report_critical_mark(
+        report_id=filled_report.pk, user=neuro_reader, critical=True, at=timezone.now() - timedelta(hours=2)
+    )
+    _communicate(filled_report, neuro_reader)
+    assert critical_results_escalate(now=timezone.now()) == []
+
+
+# --- billing ---------------------------------------------------------------------------------------------
+
+
+def test_a_final_read_creates_exactly_one_charge(filled_report, neuro_reader, claimed_head_ct):
+    # when the report is signed final and then addended
+    report = report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+    )
+    addendum_sign(
+        report_id=report.pk, user=neuro_reader, text="Addendum.", secret=PASSWORD, at=timezone.now()
+    )
+    charge_for_final_read(report=Report.objects.get(pk=report.pk))  # a retry
+    # then there is one charge with the facility's rate, the procedure code and the routed RVU
+    charge = Charge.objects.get()
+    assert (charge.facility_id, charge.study_id, charge.report_id) == (
+        claimed_head_ct.facility_id,
+        claimed_head_ct.pk,
+        report.pk,
+    )
+    assert (charge.procedure_code, charge.rvu, charge.rate, charge.amount) == (
+        "70450",
+        Decimal("1.50"),
+        Decimal("42.00"),
+        Decimal("42.00"),
+    )
+    assert (charge.radiologist, charge.signed_at) == (neuro_reader, report.signed_at)
+    # and the database refuses a second charge for the study
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Charge.objects.create(
+            facility_id=charge.facility_id,
+            study_id=charge.study_id,
+            report_id=charge.report_id,
+            rate=1,
+            amount=1,
+            radiologist=neuro_reader,
+            signed_at=timezone.now(),
+        )
+
+
+def test_a_preliminary_read_is_not_billed(filled_report, neuro_reader, chicago):
+    chicago.accepts_preliminary = True
+    chicago.save()
+    report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=False
+    )
+    assert not Charge.objects.exists()
+
+
+def test_the_monthly_csv_for_operations_and_the_facilitys_admin(
+    filled_report, neuro_reader, client, ops_omar, admin_chicago, admin_lakeview, mso_mary, chicago
+):
+    report = report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+    )
+    month = report.signed_at.astimezone(chicago.zone).strftime("%Y-%m")
+    url = f"/reports/charges/{chicago.code}/{month}.csv"
+    # operations downloads it
+    client.force_login(ops_omar)
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == [
+        "signed_at_local",
+        "accession",
+        "procedure_code",
+        "rvu",
+        "rate",
+        "amount",
+        "radiologist",
+        "radiologist_npi",
+    ]
+    assert rows[1][1:] == [
+        report.study.accession_number,
+        "70450",
+        "1.50",
+        "42.00",
+        "42.00",
+        str(neuro_reader),
+        "1649251780",
+    ]
+    assert rows[1][0].endswith(("CST", "CDT"))
+    # the previous month is empty
+    client.get(f"/reports/charges/{chicago.code}/2020-01.csv")
+    assert (
+        len(
+            list(
+                csv.reader(
+                    io.StringIO(client.get(f"/reports/charges/{chicago.code}/2020-01.csv").content.decode())
+                )
+            )
+        )
+        == 1
+    )
+    # Chicago's admin may, Lakeview's admin and the MSO may not (404, as for a missing facility)
+    client.force_login(admin_chicago)
+    assert client.get(url).status_code == 200
+    for outsider in (admin_lakeview, mso_mary):
+        client.force_login(outsider)
+        assert client.get(url).status_code == 404
+    client.force_login(ops_omar)
+    assert client.get(f"/reports/charges/{chicago.code}/2026-13.csv").status_code == 400
+
+
+def test_the_charges_api(
+    filled_report, neuro_reader, client, ops_omar, admin_lakeview, chicago, verified_client
+):
+    report = report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+    )
+    month = report.signed_at.astimezone(chicago.zone).strftime("%Y-%m")
+    url = f"/api/v1/reports/charges/?facility={chicago.code}&month={month}"
+    client.force_login(ops_omar)
+    body = client.get(url).json()
+    assert [(c["accession"], c["amount"], c["procedure_code"]) for c in body] == [
+        (report.study.accession_number, "42.00", "70450")
+    ]
+    assert client.get(f"/api/v1/reports/charges/?facility={chicago.code}&month=March").status_code == 400
+    client.force_login(admin_lakeview)
+    assert client.get(url).status_code == 404
+    # a radiologist does not see the facility's billing
+    assert verified_client(neuro_reader).get(url).status_code == 404
