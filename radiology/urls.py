@@ -19,6 +19,7 @@ urlpatterns = [
     path("facilities/", include("facilities.urls")),
     path("credentialing/", include("credentialing.urls")),
     path("dicomweb/", include("interfaces.urls")),
+    path("fhir/r4/", include("interfaces.fhir.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("", include("imaging.urls")),
     path("admin/", admin.site.urls),
