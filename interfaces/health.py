@@ -1,18 +1,31 @@
 """Interface health per facility: when each interface last carried traffic, how much in the last
 24 hours, how much of it failed — and whether it has been silent for longer than the facility
-expects (DESIGN.md §2 operations desk). Computed from the message and association tables."""
+expects (DESIGN.md §2 operations desk). Computed from the message and association tables.
+
+HL7 out (the report outbox) is judged differently: not by silence but by what is stuck — a dead
+letter, or a report queued longer than ``READROOM_HL7_OUT_OVERDUE_MINUTES`` without an ACK (issue #6:
+"a report signed but not acknowledged within 5 minutes shows on the operations page")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from facilities.models import Facility
-from interfaces.models import DicomAssociation, InboundMessage, InboundStatus, InterfaceAlert, InterfaceKind
+from interfaces.models import (
+    DicomAssociation,
+    InboundMessage,
+    InboundStatus,
+    InterfaceAlert,
+    InterfaceKind,
+    OutboundMessage,
+    OutboundStatus,
+)
 from worklist.broadcast import operations_event_send
 
 WINDOW = timedelta(hours=24)
@@ -39,10 +52,41 @@ class InterfaceState:
 
 
 @dataclass(frozen=True)
+class OutboundState:
+    """A facility's report outbox, for the operations page."""
+
+    kind: str
+    configured: bool  # an ORU host and port are set
+    last_ack_at: datetime | None
+    queued: int
+    dead: int
+    oldest_unacked_at: datetime | None  # start of the oldest queued message's delivery episode
+    overdue_after: timedelta
+
+    def overdue(self, now: datetime) -> bool:
+        return self.oldest_unacked_at is not None and now - self.oldest_unacked_at > self.overdue_after
+
+    def in_trouble(self, now: datetime) -> bool:
+        return self.dead > 0 or self.overdue(now)
+
+    def status(self, now: datetime) -> str:
+        if self.dead:
+            return "dead"
+        if self.overdue(now):
+            return "overdue"
+        if self.queued:
+            return "sending"
+        if self.last_ack_at is not None:
+            return "ok"
+        return "awaiting" if self.configured else "unconfigured"
+
+
+@dataclass(frozen=True)
 class FacilityInterfaces:
     facility: Facility
     hl7_in: InterfaceState
     dicom_in: InterfaceState
+    hl7_out: OutboundState
     open_alerts: tuple[InterfaceAlert, ...]
 
 
@@ -69,6 +113,7 @@ def interface_health(*, now: datetime | None = None) -> list[FacilityInterfaces]
             errors=Sum("instances_failed", filter=Q(started_at__gte=since)),
         )
     }
+    outbound = _outbound_rows()
     alerts: dict[int, list[InterfaceAlert]] = {}
     for alert in InterfaceAlert.objects.filter(cleared_at__isnull=True):
         alerts.setdefault(alert.facility_id, []).append(alert)
@@ -79,6 +124,7 @@ def interface_health(*, now: datetime | None = None) -> list[FacilityInterfaces]
             dicom_in=_state(
                 InterfaceKind.DICOM_IN, dicom.get(facility.pk), facility.dicom_expected_gap_minutes
             ),
+            hl7_out=_outbound_state(facility, outbound.get(facility.pk)),
             open_alerts=tuple(alerts.get(facility.pk, ())),
         )
         for facility in Facility.objects.filter(active=True).order_by("name")
@@ -93,6 +139,31 @@ def _state(kind: str, row: dict | None, gap_minutes: int) -> InterfaceState:
         count_24h=row.get("count") or 0,
         errors_24h=row.get("errors") or 0,
         expected_gap=timedelta(minutes=gap_minutes),
+    )
+
+
+def _outbound_rows() -> dict[int, dict]:
+    return {
+        row["facility_id"]: row
+        for row in OutboundMessage.objects.values("facility_id").annotate(
+            last_ack=Max("acked_at"),
+            queued=Count("id", filter=Q(status=OutboundStatus.QUEUED)),
+            dead=Count("id", filter=Q(status=OutboundStatus.DEAD)),
+            oldest=Min("queued_at", filter=Q(status=OutboundStatus.QUEUED)),
+        )
+    }
+
+
+def _outbound_state(facility: Facility, row: dict | None) -> OutboundState:
+    row = row or {}
+    return OutboundState(
+        kind=InterfaceKind.HL7_OUT,
+        configured=bool(facility.hl7_outbound_host and facility.hl7_outbound_port),
+        last_ack_at=row.get("last_ack"),
+        queued=row.get("queued") or 0,
+        dead=row.get("dead") or 0,
+        oldest_unacked_at=row.get("oldest"),
+        overdue_after=timedelta(minutes=settings.READROOM_HL7_OUT_OVERDUE_MINUTES),
     )
 
 
@@ -121,7 +192,41 @@ def interface_alerts_check(*, now: datetime | None = None) -> list[InterfaceAler
                     raised.append(created)
             elif alert is not None and not state.silent(now):
                 _alert_clear(alert, now)
+        out, alert = entry.hl7_out, open_by_kind.get(InterfaceKind.HL7_OUT)
+        if out.in_trouble(now) and alert is None:
+            created = hl7_out_alert_raise(
+                entry.facility, reason=_outbound_reason(out), now=now, since=out.oldest_unacked_at
+            )
+            if created is not None:
+                raised.append(created)
+        elif alert is not None and not out.in_trouble(now):
+            _alert_clear(alert, now)
     return raised
+
+
+def _outbound_reason(state: OutboundState) -> str:
+    if state.dead:
+        return f"{state.dead} report message(s) dead-lettered: requeue after fixing the cause"
+    return f"a report queued since {state.oldest_unacked_at:%Y-%m-%d %H:%M} UTC is not acknowledged"
+
+
+def hl7_out_alert_raise(
+    facility: Facility, *, reason: str, now: datetime, since: datetime | None
+) -> InterfaceAlert | None:
+    """Open the facility's HL7-out alert (dead letter or overdue ACK) unless one is open already."""
+    try:
+        with transaction.atomic():
+            alert = InterfaceAlert.objects.create(
+                facility=facility,
+                interface=InterfaceKind.HL7_OUT,
+                raised_at=now,
+                last_message_at=since,
+                reason=reason,
+            )
+            operations_event_send({**_event("interface.undelivered", alert), "reason": reason})
+    except IntegrityError:
+        return None  # open already (one open alert per interface)
+    return alert
 
 
 def _alert_raise(facility: Facility, state: InterfaceState, now: datetime) -> InterfaceAlert | None:

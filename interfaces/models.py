@@ -3,6 +3,7 @@ association leaves a row; what could not be decoded is quarantined, never droppe
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from facilities.models import Facility
@@ -108,14 +109,16 @@ class InterfaceKind(models.TextChoices):
 
 
 class InterfaceAlert(models.Model):
-    """An interface silent for longer than its facility expects. One row per silence episode;
-    ``cleared_at`` is set when traffic resumes."""
+    """An interface in trouble: inbound silent for longer than its facility expects, or (HL7 out)
+    a dead-lettered or long-unacknowledged report. One row per episode; ``cleared_at`` is set when
+    traffic resumes / the outbox is healthy again."""
 
     facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="interface_alerts")
     interface = models.CharField(max_length=16, choices=InterfaceKind.choices)
     raised_at = models.DateTimeField()
     last_message_at = models.DateTimeField(null=True, blank=True)
     cleared_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)  # HL7 out: why (dead letter, overdue ACK)
 
     class Meta:
         constraints = [
@@ -127,4 +130,60 @@ class InterfaceAlert(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.reason:
+            return f"{self.facility.code} {self.get_interface_display()}: {self.reason}"
         return f"{self.facility.code} {self.get_interface_display()} silent since {self.last_message_at}"
+
+
+class OutboundStatus(models.TextChoices):
+    QUEUED = "queued", "Queued (waiting to be sent or retried)"
+    ACKED = "acked", "Acknowledged"
+    DEAD = "dead", "Dead letter (gave up; operations may requeue)"
+
+
+class OutboundMessage(models.Model):
+    """One HL7 message to a facility's EMR (an ORU^R01 report), written in the same transaction as
+    what it reports and delivered later by the outbox: in ``sequence`` order per facility, each
+    one only after the one before it was acknowledged or given up (docs/delivery.md)."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="outbound_messages")
+    kind = models.CharField(max_length=32, default="ORU^R01")  # MSH-9
+    control_id = models.CharField(max_length=20)  # MSH-10, echoed by the EMR in MSA-2
+    payload = models.TextField()  # the ER7 text exactly as sent (segments end in CR), no MLLP framing
+    # Per-facility position in the queue, taken under a per-facility lock at enqueue time, so the order
+    # is the commit order (an id sequence is not: a later INSERT may commit first).
+    sequence = models.PositiveBigIntegerField()
+    # What the message reports, as text so this app needs no foreign key into reports: e.g.
+    # "report:42:v2". Callers find their messages with ``source``.
+    source = models.CharField(max_length=100, db_index=True)
+    status = models.CharField(max_length=8, choices=OutboundStatus.choices, default=OutboundStatus.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    ack_code = models.CharField(max_length=2, blank=True)  # MSA-1 of the last ACK received
+    ack_raw = models.TextField(blank=True)  # that ACK, as received
+    acked_at = models.DateTimeField(null=True, blank=True)
+    dead_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    # Start of the current delivery episode (created_at, or the last requeue): the maximum age and
+    # the 5-minute "not acknowledged" alarm count from here.
+    queued_at = models.DateTimeField()
+    requeued_at = models.DateTimeField(null=True, blank=True)
+    requeued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "sequence"], name="unique_outbound_sequence"),
+            models.UniqueConstraint(fields=["facility", "control_id"], name="unique_outbound_control_id"),
+        ]
+        indexes = [
+            # the head of each facility's line: oldest queued message first
+            models.Index(fields=["facility", "status", "sequence"], name="outbound_head_idx"),
+            models.Index(fields=["status", "next_attempt_at"], name="outbound_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.control_id} #{self.sequence} [{self.status}]"

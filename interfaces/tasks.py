@@ -5,6 +5,7 @@ from celery import shared_task
 from imaging.services import studies_complete_quiet
 from interfaces.health import interface_alerts_check
 from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
+from interfaces.hl7.outbound import outbox_deliver, outbox_facilities_due
 
 # A message not applied this long after it was ACKed is assumed orphaned (worker died, task lost).
 ORPHAN_AFTER_SECONDS = 30.0
@@ -31,3 +32,18 @@ def studies_complete_quiet_task() -> int:
 @shared_task(name="interfaces.tasks.interface_alerts_check")
 def interface_alerts_check_task() -> int:
     return len(interface_alerts_check())
+
+
+@shared_task(name="interfaces.tasks.outbox_deliver")
+def outbox_deliver_task(facility_id: int) -> int:
+    return outbox_deliver(facility_id=facility_id)
+
+
+@shared_task(name="interfaces.tasks.outbox_sweep")
+def outbox_sweep() -> int:
+    """Wake the deliverer of every facility whose head-of-line message is due (retries, and
+    anything whose on-commit task was lost)."""
+    facilities = outbox_facilities_due()
+    for facility_id in facilities:
+        outbox_deliver_task.delay(facility_id)
+    return len(facilities)

@@ -1,11 +1,20 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from accounts.roles import Role, has_role
 from interfaces.health import interface_health, unattributed_traffic
-from interfaces.models import InboundMessage, InboundStatus, QuarantinedObject
+from interfaces.hl7.outbound import outbound_message_requeue
+from interfaces.models import (
+    InboundMessage,
+    InboundStatus,
+    OutboundMessage,
+    OutboundStatus,
+    QuarantinedObject,
+)
 
 
 def can_watch_interfaces(user) -> bool:
@@ -24,9 +33,14 @@ def interface_health_page(request: HttpRequest) -> HttpResponse:
     context = {
         "now": now,
         "rows": [
-            (entry, entry.hl7_in.status(now), entry.dicom_in.status(now))
+            (entry, entry.hl7_in.status(now), entry.dicom_in.status(now), entry.hl7_out.status(now))
             for entry in interface_health(now=now)
         ],
+        # Message metadata only (control id, sequence, error): the payload carries PHI.
+        "dead_letters": OutboundMessage.objects.filter(status=OutboundStatus.DEAD)
+        .select_related("facility")
+        .defer("payload", "ack_raw")
+        .order_by("facility__name", "sequence")[:50],
         "unattributed": unattributed_traffic(now=now),
         "recent_errors": InboundMessage.objects.filter(
             status__in=(InboundStatus.REJECTED, InboundStatus.FAILED)
@@ -38,3 +52,16 @@ def interface_health_page(request: HttpRequest) -> HttpResponse:
     }
     template = "interfaces/_health_table.html" if request.htmx else "interfaces/health.html"
     return render(request, template, context)
+
+
+@login_required
+@require_POST
+def outbound_requeue(request: HttpRequest, message_id: int) -> HttpResponse:
+    """Operations puts a dead-lettered report back in its facility's line (after fixing the cause)."""
+    if not can_watch_interfaces(request.user):
+        return render(request, "403.html", {"reason": "Requeueing is for the operations desk."}, status=403)
+    if outbound_message_requeue(message_id=message_id, by=request.user):
+        messages.success(request, "Requeued: it is sent again now, before anything queued after it.")
+    else:
+        messages.info(request, "That message is not a dead letter (any more): nothing to requeue.")
+    return redirect("interfaces:health")

@@ -30,6 +30,8 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "credentialing-expiries": PeriodicTask("credentialing.tasks.check_expiries", timedelta(days=1)),
     "hl7-inbound-sweep": PeriodicTask("interfaces.tasks.hl7_inbound_sweep", timedelta(seconds=30)),
     "studies-complete-quiet": PeriodicTask("interfaces.tasks.studies_complete_quiet", timedelta(seconds=10)),
+    # Report outbox retries (backoff starts at 5 s, so a coarser sweep would stretch it).
+    "outbox-sweep": PeriodicTask("interfaces.tasks.outbox_sweep", timedelta(seconds=10)),
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),

@@ -23,6 +23,7 @@ urlpatterns = [
     path("credentialing/", include("credentialing.urls")),
     path("qa/", include("qa.urls")),
     path("dicomweb/", include("interfaces.urls")),
+    path("fhir/r4/", include("interfaces.fhir.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),

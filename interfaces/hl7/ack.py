@@ -10,6 +10,7 @@ an error adds ERR with a table 0357 code — ERR-3/ERR-4 from v2.5 on, ERR-1 bef
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.utils import timezone
@@ -146,3 +147,45 @@ def _escape(value: str, fs: str, enc: str) -> str:
     for char, code in ((fs, "F"), (comp, "S"), (rep, "R"), (sub, "T")):
         out = out.replace(char, f"{esc}{code}{esc}")
     return out.replace("\r", " ").replace("\n", " ")
+
+
+# --- acknowledgements we receive (the outbox) ----------------------------------------------------
+
+ACCEPTED = frozenset({"AA", "CA"})
+ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+
+
+@dataclass(frozen=True)
+class AckReceived:
+    code: str  # MSA-1, table 0008
+    control_id: str  # MSA-2: the MSH-10 it acknowledges
+    text: str  # MSA-3 and the ERR segment's code/text, for the operator
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ACCEPTED
+
+
+class AckUnreadable(ValueError):
+    """A reply that is not an HL7 acknowledgement: counts as no ACK."""
+
+
+def ack_parse(raw: bytes) -> AckReceived:
+    """Read an ACK from an EMR. Separators from MSH-1/MSH-2; any line ending; MSH-18 is not
+    trusted for the few ASCII fields read here."""
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\r").replace("\n", "\r")
+    segments = [s for s in text.split("\r") if s.strip()]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 8:
+        raise AckUnreadable(f"no MSH segment: {raw[:60]!r}")
+    fs = segments[0][3]
+    by_name = {s.split(fs, 1)[0]: s.split(fs) for s in segments}
+    msa = by_name.get("MSA")
+    if msa is None or len(msa) < 3:
+        raise AckUnreadable("no MSA segment with MSA-1 and MSA-2")
+    code = msa[1].strip().upper()
+    if code not in ACK_CODES:
+        raise AckUnreadable(f"MSA-1 {msa[1]!r} is not an acknowledgement code (table 0008)")
+    details = [msa[3] if len(msa) > 3 else ""]
+    if err := by_name.get("ERR"):
+        details += [f for f in (err[3] if len(err) > 3 else "", err[8] if len(err) > 8 else "", err[1]) if f]
+    return AckReceived(code=code, control_id=msa[2].strip(), text=" ".join(d for d in details if d)[:500])

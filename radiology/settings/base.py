@@ -295,6 +295,18 @@ READROOM_HL7_MAX_FRAME_BYTES = env.int("READROOM_HL7_MAX_FRAME_BYTES", default=1
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 
+# Outbound HL7 (the report outbox, docs/delivery.md): retry after 5 s, doubling, at most 5 min apart,
+# ±jitter; dead letter after this many attempts or this long since it was queued.
+READROOM_HL7_OUT_RETRY_BASE_SECONDS = env.float("READROOM_HL7_OUT_RETRY_BASE_SECONDS", default=5.0)
+READROOM_HL7_OUT_RETRY_MAX_SECONDS = env.float("READROOM_HL7_OUT_RETRY_MAX_SECONDS", default=300.0)
+READROOM_HL7_OUT_RETRY_JITTER = env.bool("READROOM_HL7_OUT_RETRY_JITTER", default=True)
+READROOM_HL7_OUT_MAX_ATTEMPTS = env.int("READROOM_HL7_OUT_MAX_ATTEMPTS", default=30)
+READROOM_HL7_OUT_MAX_AGE_HOURS = env.float("READROOM_HL7_OUT_MAX_AGE_HOURS", default=24.0)
+READROOM_HL7_OUT_CONNECT_TIMEOUT = env.float("READROOM_HL7_OUT_CONNECT_TIMEOUT", default=5.0)
+READROOM_HL7_OUT_ACK_TIMEOUT = env.float("READROOM_HL7_OUT_ACK_TIMEOUT", default=30.0)
+# A report queued this long without an ACK turns the facility's "HL7 out" red (issue #6).
+READROOM_HL7_OUT_OVERDUE_MINUTES = env.float("READROOM_HL7_OUT_OVERDUE_MINUTES", default=5.0)
+
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # EMAIL_URL e.g. smtp+tls://user:password@smtp.example.org:587 (django-environ); console by default.

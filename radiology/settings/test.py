@@ -17,6 +17,8 @@ STORAGES = {
 }
 # Task tests start a real worker; everything else runs tasks inline.
 CELERY_TASK_ALWAYS_EAGER = True
+# Outbox retry times are asserted exactly.
+READROOM_HL7_OUT_RETRY_JITTER = False
 # Keep test runs' channel messages apart from a running system's.
 if REDIS_URL:  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "readroom-test"  # noqa: F405

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import pytest
 
@@ -13,6 +14,7 @@ from facilities.models import DicomSender, Hl7Sender
 from imaging import storage
 from interfaces.hl7.inbound import sender_cache_clear
 from interfaces.hl7.listener import hl7_server_start
+from radiology.celery import app as celery_app
 
 
 @pytest.fixture
@@ -79,3 +81,14 @@ def dicom_scp(transactional_db, chicago_interfaces, image_store, settings):
     yield "127.0.0.1", server.server_address[1], settings.READROOM_DICOM_AE_TITLE
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def worker_queue():
+    """Tasks go to a queue of this test's own, through the real broker (for tests that start a
+    real Celery worker: see ``test_worker_recovery.start_worker``)."""
+    queue = f"readroom-test-{uuid.uuid4().hex[:8]}"
+    before = (celery_app.conf.task_always_eager, celery_app.conf.task_default_queue)
+    celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = False, queue
+    yield queue
+    celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = before

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from imaging.models import Order
 from interfaces.hl7.inbound import hl7_frame_receive
 from interfaces.models import InboundMessage, InboundStatus
 from interfaces.tasks import hl7_inbound_drain_task, hl7_inbound_sweep
-from radiology.celery import app as celery_app
 from tests import hl7_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,16 +30,6 @@ pytestmark = [
         reason="needs a real broker and a database another process can reach (CI: PostgreSQL + Redis)",
     ),
 ]
-
-
-@pytest.fixture
-def worker_queue():
-    """Tasks go to a queue of this test's own, through the real broker."""
-    queue = f"readroom-test-{uuid.uuid4().hex[:8]}"
-    before = (celery_app.conf.task_always_eager, celery_app.conf.task_default_queue)
-    celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = False, queue
-    yield queue
-    celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = before
 
 
 def start_worker(queue: str) -> subprocess.Popen:

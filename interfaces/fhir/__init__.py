@@ -1,0 +1,1 @@
+"""FHIR R4 read endpoints and resource builders (``/fhir/r4/…``, DESIGN.md §5)."""
