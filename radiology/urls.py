@@ -21,6 +21,7 @@ urlpatterns = [
     path("dicomweb/", include("interfaces.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("", include("imaging.urls")),
+    path("", include("worklist.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
