@@ -28,6 +28,8 @@ ALL_ROLES = frozenset(Role)
 
 NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Home", "accounts:home", ALL_ROLES),
+    NavItem("Worklist", "worklist:reader", frozenset({Role.RADIOLOGIST})),
+    NavItem("Worklist", "worklist:operations", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem("My dossier", "credentialing:my_profile", frozenset({Role.RADIOLOGIST})),
     NavItem(
         "Credentialing",
@@ -67,11 +69,15 @@ def navigation_for(user) -> list[NavItem]:
     if not user.is_authenticated:
         return []
     roles = roles_of(user)
-    return [
+    items = [
         item
         for item in NAVIGATION
         if (roles & item.roles or user.is_superuser) and (user.is_staff or not item.staff_only)
     ]
+    # One entry per label: someone with two roles (or a superuser) gets the first "Worklist" only;
+    # the reader's worklist sends non-readers on to the operations desk's.
+    labels = [item.label for item in items]
+    return [item for index, item in enumerate(items) if labels.index(item.label) == index]
 
 
 def prefers_dark_theme(user) -> bool:

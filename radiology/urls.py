@@ -28,6 +28,7 @@ urlpatterns = [
     path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),
     path("", include("reports.urls")),
+    path("", include("worklist.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

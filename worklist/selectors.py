@@ -9,13 +9,23 @@ Order: held by me first, then priority class (stroke first), then the SLA deadli
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.contrib.auth import get_user_model
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
 
 from accounts.roles import Role, has_role
-from credentialing.eligibility import readable_studies_q
-from facilities.models import PriorityClass
+from credentialing.eligibility import (
+    FacilityFacts,
+    ReasonCode,
+    StudyFacts,
+    assess_facts,
+    readable_studies_q,
+    reader_facts,
+)
+from facilities.models import Facility, PriorityClass
 from imaging.models import Study, StudyStatus
 
 PRIORITY_RANK = Case(
@@ -64,3 +74,104 @@ def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Stu
     if filters.get("accession"):
         studies = studies.filter(accession_number=filters["accession"])
     return studies
+
+
+def worklist_counts(studies: QuerySet[Study]) -> dict[str, int]:
+    """How many studies of each priority class a worklist holds (most urgent first, zeros kept)."""
+    counted = dict(
+        studies.order_by().values_list("priority").annotate(n=Count("pk")).values_list("priority", "n")
+    )
+    return {p.value: counted.get(p.value, 0) for p in PriorityClass}
+
+
+# --- why a list is empty, why nobody can read a study (the eligibility engine's reasons) ------------
+
+# Rules that describe the reader at a facility, whatever the study: the subspecialty and the privilege
+# scope depend on the study, so an empty worklist cannot honestly blame them.
+_READER_WIDE = {ReasonCode.LICENCE, ReasonCode.PRIVILEGES, ReasonCode.SHIFT}
+
+
+@dataclass(frozen=True)
+class FacilityStanding:
+    facility: Facility
+    reasons: list[str]
+
+    @property
+    def eligible(self) -> bool:
+        return not self.reasons
+
+
+def reader_standing(user, *, at: datetime, facility_code: str = "") -> list[FacilityStanding]:
+    """For an empty worklist: at each facility where the reader holds (or held) privileges — or only
+    the one filtered on — what keeps them from reading there now (licence, privileges, shift), in the
+    eligibility engine's own words. Empty reasons: eligible there; there is simply nothing to read."""
+    reader = reader_facts([user.pk], shifts_from=at).get(user.pk)
+    if reader is None:
+        return []
+    # only facilities with the reader's own privilege records: a filter on any other code must not
+    # tell them that facility exists (another client's facility is 404 everywhere)
+    facilities = Facility.objects.filter(pk__in={p.facility_id for p in reader.privileges}).order_by("name")
+    if facility_code:
+        facilities = facilities.filter(code=facility_code)
+    standings = []
+    for facility in facilities:
+        # a study of no particular subspecialty or modality at the facility: only reader-wide rules count
+        study = StudyFacts(FacilityFacts.of(facility), None, None, None, None)
+        reasons = assess_facts(reader, study, at).reasons
+        standings.append(FacilityStanding(facility, [r.message for r in reasons if r.code in _READER_WIDE]))
+    return standings
+
+
+# Short labels for the operations desk, most fundamental first: a reader counts under the first rule
+# they fail, so "2 off shift" are readers who would be eligible but for the rota.
+_GAP_LABELS = (
+    (ReasonCode.NOT_A_RADIOLOGIST, "{n} without a reading profile"),
+    (ReasonCode.SUBSPECIALTY, "{n} of another subspecialty"),
+    (ReasonCode.LICENCE, "{n} no {state} licence"),
+    (ReasonCode.PRIVILEGES, "{n} no privileges here"),
+    (ReasonCode.PRIVILEGE_SCOPE, "{n} privileges exclude it"),
+    (ReasonCode.SHIFT, "{n} off shift"),
+)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    eligible: int
+    gaps: list[str]  # compact counts, e.g. ["2 off shift", "1 no IL licence"]
+    details: list[tuple[str, list[str]]]  # (reader, every reason), for the tooltip
+
+
+def coverage_for(studies: list[Study], *, at: datetime) -> dict[int, Coverage]:
+    """Who could read each of these studies now (the operations page calls it for the rows it shows
+    only). The readers' facts are loaded once; each study is then assessed in memory."""
+    if not studies:
+        return {}
+    User = get_user_model()
+    readers = list(
+        User.objects.filter(radiologist_profile__isnull=False, is_active=True).order_by(
+            "display_name", "username"
+        )
+    )
+    facts = reader_facts([u.pk for u in readers], shifts_from=at)
+    result = {}
+    for study in studies:
+        study_facts = StudyFacts.of(study)
+        assessed = [(u, assess_facts(facts.get(u.pk), study_facts, at)) for u in readers]
+        result[study.pk] = _coverage(assessed, study.facility.state)
+    return result
+
+
+def _coverage(assessed, state: str) -> Coverage:
+    eligible = sum(1 for _, a in assessed if a.eligible)
+    first_failures = Counter(
+        next(code for code, _ in _GAP_LABELS if code in {r.code for r in a.reasons})
+        for _, a in assessed
+        if not a.eligible
+    )
+    gaps = [
+        label.format(n=first_failures[code], state=state)
+        for code, label in _GAP_LABELS
+        if first_failures[code]
+    ]
+    details = [(str(u), a.messages) for u, a in assessed if not a.eligible]
+    return Coverage(eligible, gaps, details)

@@ -88,3 +88,52 @@ async def test_operations_socket_joins_operations_group(ops_omar):
     await communicator.send_json_to({"type": "claim"})
     assert (await communicator.receive_json_from(timeout=2))["type"] == "error"
     await communicator.disconnect()
+
+
+async def test_stroke_routed_while_connected_reaches_the_eligible_reader_only(
+    dr_neuro_il, dr_msk_wi, chicago, lakeview
+):
+    # given an IL neuro reader on shift at Lakeshore and a WI-only MSK reader on shift at Lakeview,
+    # both with the worklist socket open
+    from django.utils import timezone
+
+    from facilities.models import PriorityClass
+    from tests.conftest import enrol_totp
+    from tests.worklist.conftest import make_eligible, make_study
+    from worklist.services import study_route
+
+    @sync_to_async
+    def given() -> None:
+        enrol_totp(dr_msk_wi)
+        make_eligible(dr_neuro_il, chicago)
+        make_eligible(dr_msk_wi, lakeview)
+
+    await given()
+    neuro, connected_neuro, _ = await _connect(await _session_cookie(dr_neuro_il, verified=True))
+    wi, connected_wi, _ = await _connect(await _session_cookie(dr_msk_wi, verified=True))
+    assert connected_neuro and connected_wi
+
+    # when a code-stroke head CT at Lakeshore (IL) is routed
+    @sync_to_async
+    def route_stroke() -> int:
+        study = make_study(
+            chicago,
+            code="70450",
+            priority=PriorityClass.STROKE,
+            is_stroke=True,
+            first_received_at=timezone.now(),
+        )
+        study_route(study_id=study.pk)
+        return study.pk
+
+    study_id = await route_stroke()
+
+    # then the neuro reader's screen hears of it at once, as an unclaimed stroke
+    event = await neuro.receive_json_from(timeout=3)
+    assert event["type"] == "study.added"
+    assert event["study"]["id"] == study_id
+    assert event["study"]["is_stroke"] is True and event["study"]["claimed_by"] is None
+    # and the WI-only reader's socket receives nothing at all
+    assert await wi.receive_nothing(timeout=0.5)
+    await neuro.disconnect()
+    await wi.disconnect()

@@ -1,0 +1,301 @@
+"""The live worklist in Chromium: a code stroke routed while two readers have the worklist open
+rings on the eligible neuro reader's page without a reload and never appears on the WI-only
+reader's; the reader claims it with "c"; a page whose socket dropped reconnects and resyncs.
+
+Django's ``live_server`` speaks WSGI only, so these tests serve the real ASGI application
+(``radiology.asgi``: HTTP and ``/ws/worklist/``) with uvicorn in a thread of the test process, on the
+test database (transactional, so both threads see committed rows). The studies are routed through
+the real services in a worker thread; their events reach the server's event loop through the
+channel layer of the run — Redis when REDIS_URL is set (CI), else Channels' in-memory layer, which
+the server loop picks up at uvicorn's 100 ms tick."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect
+
+from facilities.models import PriorityClass
+from tests.conftest import PASSWORD, current_totp, enrol_totp
+from tests.worklist.conftest import make_eligible, make_study
+from worklist.services import study_route
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AsgiServer:
+    """uvicorn serving radiology.asgi in a thread; ``restart()`` drops every socket like a deploy."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        from radiology.asgi import application
+
+        # Static files from the source folders, as Django's own live server serves them: with
+        # DATABASE_URL + REDIS_URL (CI) WhiteNoise serves only collectstatic's output.
+        config = uvicorn.Config(
+            ASGIStaticFilesHandler(application),
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    server = AsgiServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def sign_in(page: Page, server: AsgiServer, user) -> None:
+    """Through the real login page and the authenticator step, as a radiologist signs in."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    page.goto(f"{server.url}/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    device = TOTPDevice.objects.get(user=user)
+    page.get_by_label("Code from your authenticator app").fill(current_totp(device))
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_test_id("current-user")).to_have_text(str(user))
+
+
+def open_worklist(page: Page, server: AsgiServer) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Worklist").click()
+    expect(page.get_by_role("heading", name="Worklist")).to_be_visible()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+
+
+def in_worker(work, *args):
+    """Run ``work`` in a thread of its own, as ingest's receivers run in the DICOM SCP's threads.
+    (Not in the test's thread: Playwright's sync API keeps an event loop there, and the broadcast's
+    ``async_to_sync`` refuses to run beside one.)"""
+    from django.db import connection
+
+    result = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work(*args)
+        except BaseException as error:  # re-raised in the test's thread
+            result["error"] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def route(study) -> int:
+    study_route(study_id=study.pk)
+    return study.pk
+
+
+def route_stroke(facility) -> int:
+    """A code-stroke head CT whose first image just arrived, routed as ingest would."""
+    return in_worker(_route_stroke, facility)
+
+
+def _route_stroke(facility) -> int:
+    study = make_study(
+        facility,
+        code="70450",
+        text="CT HEAD W/O CONTRAST",
+        priority=PriorityClass.STROKE,
+        is_stroke=True,
+        first_received_at=timezone.now(),
+    )
+    study_route(study_id=study.pk)
+    return study.pk
+
+
+@pytest.fixture
+def readers(dr_neuro_il, dr_msk_wi, chicago, lakeview):
+    """dr_neuro_il eligible at Lakeshore (IL) now; dr_msk_wi eligible only at Lakeview (WI)."""
+    make_eligible(dr_neuro_il, chicago)
+    enrol_totp(dr_msk_wi)
+    make_eligible(dr_msk_wi, lakeview)
+    return dr_neuro_il, dr_msk_wi
+
+
+def test_stroke_rings_on_the_eligible_readers_page_only_and_is_claimed_with_c(
+    asgi_server, browser: Browser, page: Page, readers, chicago, lakeview
+):
+    neuro, msk_wi = readers
+    # given the neuro reader's worklist open, and the WI reader's in another browser context
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    expect(page.get_by_test_id("worklist-empty")).to_be_visible()
+    page.evaluate("window.__notReloaded = true")
+    wi_context = browser.new_context()
+    wi_page = wi_context.new_page()
+    sign_in(wi_page, asgi_server, msk_wi)
+    open_worklist(wi_page, asgi_server)
+
+    # when a code stroke is routed at Lakeshore, and then an MSK study at Lakeview
+    stroke_id = route_stroke(chicago)
+    wi_study = make_study(
+        lakeview, code="73721", text="MRI KNEE W/O CONTRAST", modalities="MR", completed_at=timezone.now()
+    )
+    in_worker(route, wi_study)
+
+    # then the alert banner appears on the neuro reader's page without a reload, and it sounds
+    alert = page.get_by_test_id("stroke-alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("CODE STROKE")
+    expect(alert).to_contain_text("Lakeshore Medical Center")
+    expect(alert).to_contain_text("CT HEAD W/O CONTRAST")
+    expect(alert).to_have_attribute("data-sounding", "true")
+    expect(alert.locator(".deadline")).to_have_text(re.compile(r"^due \d\d:\d\d C[SD]T$"))  # Lakeshore's time
+    assert page.evaluate("window.__notReloaded") is True
+    row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    # the browser plays the tone once the page has had a gesture (autoplay policy)
+    page.get_by_role("heading", name="Worklist").click()
+    page.wait_for_function("Number(document.querySelector('[data-testid=worklist]').dataset.beeps || 0) > 0")
+
+    # and the WI reader's page got its own study live, but never the stroke
+    expect(wi_page.locator(f'[data-testid="study-row"][data-study-id="{wi_study.pk}"]')).to_be_visible()
+    expect(wi_page.locator(f'[data-study-id="{stroke_id}"]')).to_have_count(0)
+    expect(wi_page.get_by_test_id("stroke-alert")).to_have_count(0)
+
+    # when the neuro reader presses "c" on the selected (first) row
+    expect(row).to_have_attribute("aria-current", "true")
+    page.keyboard.press("c")  # the claim's event is sent from the server's own thread
+    # then the study is theirs, and the alert stops sounding but stays until acknowledged
+    expect(row.get_by_test_id("holder")).to_have_text("Yours")
+    expect(alert).to_have_attribute("data-sounding", "false")
+    expect(alert).to_contain_text("claimed by Dr dr_neuro_il")
+    page.keyboard.press("a")
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+    wi_page.wait_for_timeout(300)
+    expect(wi_page.locator(f'[data-study-id="{stroke_id}"]')).to_have_count(0)
+    wi_context.close()
+
+
+def test_acknowledging_stops_the_alert_and_shortcuts_are_listed(asgi_server, page: Page, readers, chicago):
+    neuro, _ = readers
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    route_stroke(chicago)
+    alert = page.get_by_test_id("stroke-alert")
+    expect(alert).to_have_attribute("data-sounding", "true")
+    # "a" acknowledges: the banner and its sound go; the unclaimed row stays to be claimed
+    page.keyboard.press("a")
+    expect(alert).to_have_count(0)
+    expect(page.get_by_test_id("study-row")).to_have_count(1)
+    # a reload does not ring again for an acknowledged study
+    page.reload()
+    expect(page.get_by_test_id("study-row")).to_have_count(1)
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+    # "?" lists the shortcuts, Escape closes; "f" goes to the filters
+    page.keyboard.press("?")
+    expect(page.get_by_test_id("help-overlay")).to_be_visible()
+    expect(page.get_by_test_id("help-overlay")).to_contain_text("claim the selected study")
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("help-overlay")).to_be_hidden()
+    page.keyboard.press("f")
+    expect(page.get_by_label("Facility")).to_be_focused()
+
+
+def test_a_dropped_socket_reconnects_and_resyncs(asgi_server, page: Page, readers, chicago):
+    neuro, _ = readers
+    # given the neuro reader's worklist, live
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    page.evaluate("window.__notReloaded = true")
+    status = page.get_by_test_id("live-status")
+
+    # when the server goes away (every socket drops), a study is routed meanwhile, and it comes back
+    asgi_server.stop()
+    expect(status).to_have_attribute("data-state", "offline")
+    expect(status).to_contain_text("reconnecting")
+    missed = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
+    in_worker(route, missed)  # no socket is open to hear this one
+    asgi_server.start()
+
+    # then the page reconnects by itself and re-fetches: the missed study is there, no reload
+    expect(status).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(page.locator(f'[data-testid="study-row"][data-study-id="{missed.pk}"]')).to_be_visible()
+    assert page.evaluate("window.__notReloaded") is True
+
+
+def test_a_refused_claim_shows_the_servers_reason_in_the_row(asgi_server, page: Page, readers, chicago):
+    from datetime import timedelta
+
+    from worklist.models import Shift, StudyAssignment
+
+    neuro, _ = readers
+    # given a head CT on the neuro reader's open worklist
+    study = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
+    in_worker(route, study)
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    row = page.locator(f'[data-testid="study-row"][data-study-id="{study.pk}"]')
+    expect(row).to_be_visible()
+    # when the reader's shift has ended (no study changed, so no event) and they press "c"
+    Shift.objects.filter(radiologist=neuro).update(ends_at=timezone.now() - timedelta(seconds=1))
+    page.keyboard.press("c")
+    # then the page says why, in the eligibility engine's words (in the row too, until the next
+    # refresh takes the row away: the reader may no longer read it), and nobody holds the study
+    notice = page.get_by_test_id("worklist-notice")
+    expect(notice).to_contain_text(
+        f"{study.accession_number}: Not eligible to read this study. Not on shift at"
+    )
+    assert StudyAssignment.objects.get(study=study).claimed_by_id is None
+
+
+def test_operations_page_shows_a_new_study_nobody_may_read_live(asgi_server, page: Page, ops_omar, lakeview):
+    # given the operations desk's worklist open, and no reader who may read at Lakeview
+    page.goto(f"{asgi_server.url}/login/")
+    page.get_by_label("Username").fill("ops_omar")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Worklist").click()
+    expect(page.get_by_role("heading", name="Operations worklist")).to_be_visible()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    # when a code stroke arrives at Lakeview
+    stroke_id = route_stroke(lakeview)
+    # then its row appears without a reload, saying nobody is eligible — and the desk gets no banner
+    row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
+    expect(row.get_by_test_id("coverage-gap")).to_contain_text("nobody eligible")
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)

@@ -1,0 +1,223 @@
+"""The worklist pages: the reader's list is exactly their worklist (never a second filter), the desk
+sees every open study with the reasons nobody can read one, and the wrong roles are refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from facilities.models import PriorityClass
+from tests.conftest import enrol_totp, make_radiologist
+from tests.worklist.conftest import make_eligible, make_study
+from worklist.models import Shift
+from worklist.services import study_claim, study_route
+from worklist.views import sla_state
+
+pytestmark = pytest.mark.django_db
+
+
+def routed(facility, **kwargs):
+    study = make_study(facility, **kwargs)
+    study_route(study_id=study.pk)
+    return study
+
+
+def row_ids(response) -> list[int]:
+    import re
+
+    return [
+        int(n)
+        for n in re.findall(r'data-testid="study-row" data-study-id="(\d+)"', response.content.decode())
+    ]
+
+
+def test_reader_page_lists_mine_first_then_eligible_by_priority(
+    verified_client, neuro_reader, chicago, lakeview
+):
+    # given a routine and a stroke head CT at Lakeshore, one routine I hold, and a study in WI
+    now = timezone.now()
+    routine = routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now)
+    stroke = routed(
+        chicago, code="70450", priority=PriorityClass.STROKE, is_stroke=True, first_received_at=now
+    )
+    mine = routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now)
+    study_claim(study_id=mine.pk, user=neuro_reader, at=now)
+    elsewhere = routed(lakeview, code="70450", priority=PriorityClass.STAT, completed_at=now)
+    client = verified_client(neuro_reader)
+    # when the reader opens the worklist
+    response = client.get("/worklist/")
+    # then: mine, then the stroke, then the routine — and never the WI study
+    assert response.status_code == 200
+    assert row_ids(response) == [mine.pk, stroke.pk, routine.pk]
+    assert elsewhere.pk not in row_ids(response)
+    html = response.content.decode()
+    assert 'data-theme="dark"' in html
+    assert 'data-priority="STROKE"><span class="prio prio-stroke">STROKE</span> <b>1</b>' in html
+    assert 'data-priority="ROUTINE"><span class="prio prio-routine">ROUTINE</span> <b>2</b>' in html
+    assert "MRN-" not in html  # no identifiers in the list
+    # and the partial is the same list
+    assert row_ids(client.get("/worklist/rows/")) == [mine.pk, stroke.pk, routine.pk]
+
+
+def test_filters_narrow_the_rows(verified_client, neuro_reader, chicago):
+    now = timezone.now()
+    ct = routed(chicago, code="70450", completed_at=now)
+    routed(chicago, code="70551", completed_at=now, modalities="MR")
+    client = verified_client(neuro_reader)
+    assert row_ids(client.get("/worklist/rows/", {"modality": "CT"})) == [ct.pk]
+    page = client.get("/worklist/", {"modality": "CT"}).content.decode()
+    assert '<label for="f-modality">Modality</label>' in page
+    assert '<option value="CT" selected>' in page
+
+
+def test_rows_partial_is_the_requesting_readers_worklist(
+    verified_client, neuro_reader, dr_msk_wi, chicago, lakeview
+):
+    # given an IL neuro study and a WI-only MSK reader on shift
+    enrol_totp(dr_msk_wi)
+    make_eligible(dr_msk_wi, lakeview)
+    routed(chicago, code="70450", completed_at=timezone.now())
+    # then the WI reader's rows never include it, whatever the filter asks for
+    client = verified_client(dr_msk_wi)
+    assert row_ids(client.get("/worklist/rows/")) == []
+    assert row_ids(client.get("/worklist/rows/", {"facility": chicago.code})) == []
+
+
+def test_empty_worklist_says_why(verified_client, dr_neuro_il, chicago, neuro_il_credentials):
+    # given an IL licence that expired yesterday and no shift on
+    licence = neuro_il_credentials["licence"]
+    licence.expires_on = timezone.localdate() - timedelta(days=2)
+    licence.save()
+    routed(chicago, code="70450", completed_at=timezone.now())
+    # when the reader opens the worklist
+    html = verified_client(dr_neuro_il).get("/worklist/").content.decode()
+    # then the page says which rule keeps them out, in the eligibility engine's words
+    assert 'data-testid="worklist-empty"' in html
+    assert "No studies you are eligible for at Lakeshore Medical Center" in html
+    assert f"licence 036-142857 expired on {licence.expires_on.isoformat()}" in html
+    assert "not on shift" in html
+
+
+def test_empty_state_does_not_reveal_a_facility_the_reader_has_no_privileges_at(
+    verified_client, neuro_reader, lakeview
+):
+    # given a reader privileged only at Lakeshore, filtering on Lakeview's code
+    html = verified_client(neuro_reader).get("/worklist/", {"facility": lakeview.code}).content.decode()
+    # then the empty state names no other facility
+    assert 'data-testid="worklist-empty"' in html
+    assert "Lakeview" not in html
+
+
+def test_empty_worklist_of_an_eligible_reader_says_nothing_is_waiting(verified_client, neuro_reader, chicago):
+    html = verified_client(neuro_reader).get("/worklist/").content.decode()
+    assert "You may read at Lakeshore Medical Center now; no unclaimed study there is waiting" in html
+
+
+def test_radiologist_pages_need_the_verified_second_factor(client, neuro_reader):
+    client.force_login(neuro_reader)
+    for url in ("/worklist/", "/worklist/rows/"):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/account/verify/")
+
+
+@pytest.mark.parametrize("who", ["mso_mary", "admin_chicago", "admin_lakeview"])
+@pytest.mark.parametrize(
+    "url", ["/worklist/", "/worklist/rows/", "/operations/worklist/", "/operations/worklist/rows/"]
+)
+def test_mso_and_facility_admins_are_refused(client, request, who, url, chicago):
+    routed(chicago, code="70450", completed_at=timezone.now())
+    client.force_login(request.getfixturevalue(who))
+    response = client.get(url)
+    assert response.status_code == 403
+    assert b"data-study-id" not in response.content
+
+
+def test_readers_are_refused_the_operations_desk(verified_client, neuro_reader):
+    client = verified_client(neuro_reader)
+    assert client.get("/operations/worklist/").status_code == 403
+    assert client.get("/operations/worklist/rows/").status_code == 403
+
+
+def test_operations_see_every_open_study_holders_breaches_and_why_nobody_is_eligible(
+    client, ops_omar, neuro_reader, chicago, lakeview
+):
+    # given a study the neuro reader holds, a breached one, and a WI neuro study nobody may read
+    now = timezone.now()
+    held = routed(chicago, code="70450", completed_at=now)
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    late = routed(chicago, code="70450", priority=PriorityClass.STAT, completed_at=now - timedelta(hours=2))
+    wi = routed(lakeview, code="70450", completed_at=now)
+    off_shift = make_radiologist("dr_neuro_off", "neuro")
+    make_eligible(off_shift, lakeview)
+    Shift.objects.filter(radiologist=off_shift).update(
+        starts_at=now - timedelta(hours=10), ends_at=now - timedelta(hours=2)
+    )
+    client.force_login(ops_omar)
+    # when operations open their worklist
+    response = client.get("/operations/worklist/")
+    html = response.content.decode()
+    # then every open study is there, the holder named, the breach counted and marked
+    assert response.status_code == 200
+    assert set(row_ids(response)) == {held.pk, late.pk, wi.pk}
+    assert "Dr dr_neuro_il" in html
+    assert "1 past deadline" in html and "BREACH" in html
+    # and for the WI study: nobody eligible, one reader off shift, one without a WI licence
+    assert "nobody eligible: 1 no WI licence, 1 off shift" in html
+    assert "Dr dr_neuro_off: not on shift" in html
+    # the unclaimed Lakeshore study has an eligible reader
+    assert "1 eligible now" in html
+
+
+def test_operations_rows_cost_the_same_queries_for_3_rows_or_12(client, ops_omar, neuro_reader, chicago):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(ops_omar)
+
+    def queries_for_rows(n: int) -> int:
+        while len(row_ids(client.get("/operations/worklist/rows/"))) < n:
+            routed(chicago, code="70450", completed_at=timezone.now())
+        with CaptureQueriesContext(connection) as captured:
+            assert len(row_ids(client.get("/operations/worklist/rows/"))) == n
+        return len(captured)
+
+    # the coverage of every unclaimed row is worked out in memory from facts loaded once
+    assert queries_for_rows(3) == queries_for_rows(12)
+
+
+def test_director_reaches_the_operations_worklist_from_the_reader_url(verified_client, director_dana):
+    client = verified_client(director_dana)
+    assert client.get("/worklist/")["Location"] == "/operations/worklist/"
+    assert client.get("/operations/worklist/").status_code == 200
+
+
+def test_navigation_offers_the_worklist_to_readers_and_operations(
+    verified_client, neuro_reader, client, ops_omar, mso_mary
+):
+    from accounts.navigation import navigation_for
+
+    assert "Worklist" in [i.label for i in navigation_for(neuro_reader)]
+    ops_items = [(i.label, i.url) for i in navigation_for(ops_omar)]
+    assert ("Worklist", "/operations/worklist/") in ops_items
+    assert "Worklist" not in [i.label for i in navigation_for(mso_mary)]
+
+
+@pytest.mark.parametrize(
+    ("target", "minutes_left", "state", "text"),
+    [
+        (20, 15, "ok", "15:00"),
+        (20, 9, "warning", "09:00"),
+        (20, 3, "critical", "03:00"),
+        (20, 0, "breached", "BREACHED"),
+        (24 * 60, 90, "critical", "1:30:00"),
+    ],
+)
+def test_sla_countdown_turns_amber_at_half_and_red_at_eighty_percent(target, minutes_left, state, text):
+    # given a clock with ``target`` minutes, ``minutes_left`` of them left
+    at = timezone.now()
+    deadline = at + timedelta(minutes=minutes_left)
+    start = deadline - timedelta(minutes=target)
+    # then the first render shows the state and the time left
+    assert (sla_state(start, deadline, at).state, sla_state(start, deadline, at).text) == (state, text)

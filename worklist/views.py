@@ -1,0 +1,212 @@
+"""The worklist pages (issue 4, DESIGN.md §8): the reader's list and the operations desk's list.
+
+Both are a full page plus an HTMX partial of the live part (counts, rows, pagination) that
+static/readroom/worklist.js re-fetches whenever ``/ws/worklist/`` reports a study event. What a page
+lists is always ``worklist.selectors.worklist_for(request.user, …)`` — the one permission filter —
+so an event can only ever make a page re-ask what its user may see, never show more.
+
+Claims and releases go to the REST API (``/api/v1/worklist/<id>/claim/``) with the session's CSRF
+token: one code path for checks, answers and events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Page, Paginator
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.roles import Role, has_role
+from credentialing.models import Subspecialty
+from facilities.models import PriorityClass
+from facilities.selectors import facilities_visible_to
+from imaging.models import Study
+from worklist.selectors import coverage_for, reader_standing, worklist_counts, worklist_for
+
+FILTERS = ("facility", "modality", "subspecialty", "priority")
+MODALITIES = ("CT", "MR", "CR", "DX", "US", "NM", "PT", "MG", "XA", "RF")
+READER_PAGE_SIZE = 100
+# The desk's list can be thousands long; a page shows the most urgent, with the reasons for each.
+OPERATIONS_PAGE_SIZE = 100
+
+SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("j / ↓", "next study"),
+    ("k / ↑", "previous study"),
+    ("Enter", "open the selected study in the viewer"),
+    ("c", "claim the selected study"),
+    ("r", "release the selected study"),
+    ("f", "go to the filters"),
+    ("a", "acknowledge the code-stroke alert (stops its sound)"),
+    ("?", "show or hide this list"),
+    ("Esc", "close this list"),
+)
+
+
+def _is_operations(user) -> bool:
+    return user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
+
+
+def _refused(request: HttpRequest, reason: str) -> HttpResponse:
+    return render(request, "403.html", {"reason": reason}, status=403)
+
+
+def _filters(query: QueryDict) -> dict[str, str]:
+    return {name: query.get(name, "").strip() for name in FILTERS}
+
+
+def _filter_choices(user) -> dict:
+    return {
+        "facilities": facilities_visible_to(user).order_by("name"),
+        "modalities": MODALITIES,
+        "subspecialties": Subspecialty.objects.order_by("name"),
+        "priorities": PriorityClass.choices,
+    }
+
+
+def _page(studies, request: HttpRequest, size: int) -> Page:
+    return Paginator(studies, size).get_page(request.GET.get("page"))
+
+
+def _live_context(request: HttpRequest, *, at: datetime, size: int) -> dict:
+    filters = _filters(request.GET)
+    studies = worklist_for(request.user, at=at, filters=filters)
+    page = _page(studies, request, size)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return {
+        "now": at,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "counts": worklist_counts(studies),
+        "page": page,
+        "studies": _decorated(list(page.object_list), request.user, at),
+        "query": query.urlencode(),
+    }
+
+
+def _decorated(studies: list[Study], user, at: datetime) -> list[Study]:
+    """What a row shows beside the model fields, worked out once here rather than in the template."""
+    for study in studies:
+        local_day = at.astimezone(study.facility.zone).date()
+        age = study.patient.age_on(local_day) if study.patient_id else None
+        sex = study.patient.sex if study.patient_id else ""
+        study.age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", sex]))
+        study.procedure = (study.order.procedure_text if study.order_id else "") or study.description
+        study.exam_time = study.study_datetime or study.first_received_at
+        study.stroke = study.is_stroke or study.priority == PriorityClass.STROKE
+        study.mine = study.assignment.claimed_by_id == user.pk
+        deadline = study.assignment.sla_deadline
+        study.due_local = deadline.astimezone(study.facility.zone).strftime("%H:%M %Z") if deadline else ""
+        study.sla = sla_state(study.assignment.clock_started_at, study.assignment.sla_deadline, at)
+    return studies
+
+
+@dataclass(frozen=True)
+class SlaState:
+    state: str  # ok · warning (≥ 50 % of the target used) · critical (≥ 80 %) · breached · none
+    text: str
+
+
+def sla_state(start: datetime | None, deadline: datetime | None, at: datetime) -> SlaState:
+    """The countdown as the page first shows it; static/readroom/worklist.js ticks it on with the
+    same thresholds (DESIGN.md §4: warn at 50 % and 80 %, breach at 100 %)."""
+    if deadline is None:
+        return SlaState("none", "")
+    left = (deadline - at).total_seconds()
+    if left <= 0:
+        return SlaState("breached", "BREACHED")
+    used = 1 - left / (deadline - start).total_seconds() if start and deadline > start else 0
+    state = "critical" if used >= 0.8 else "warning" if used >= 0.5 else "ok"
+    hours, rest = divmod(int(left), 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+    return SlaState(state, text)
+
+
+# --- the reader's worklist ------------------------------------------------------------------------
+
+
+def _reader_context(request: HttpRequest) -> dict:
+    at = timezone.now()
+    context = _live_context(request, at=at, size=READER_PAGE_SIZE)
+    if not context["studies"]:
+        # say why it is empty, in the eligibility engine's words
+        context["standings"] = reader_standing(
+            request.user, at=at, facility_code=context["filters"]["facility"]
+        )
+    context["rows_url"] = reverse("worklist:rows")
+    return context
+
+
+@login_required
+def reader_worklist(request: HttpRequest) -> HttpResponse:
+    """``/worklist/``: my studies, then the unclaimed ones I may read now (TOTP session: middleware)."""
+    if _is_operations(request.user) and not has_role(request.user, Role.RADIOLOGIST):
+        return redirect("worklist:operations")
+    if not has_role(request.user, Role.RADIOLOGIST):
+        return _refused(request, "The worklist is for radiologists and the operations desk.")
+    context = {
+        **_reader_context(request),
+        **_filter_choices(request.user),
+        "shortcuts": SHORTCUTS,
+        "theme": "dark",  # a reading-room page (DESIGN.md §8)
+        "alerts": True,
+    }
+    return render(request, "worklist/reader.html", context)
+
+
+@login_required
+def reader_rows(request: HttpRequest) -> HttpResponse:
+    """The live part of ``/worklist/``, re-fetched on every event."""
+    if not has_role(request.user, Role.RADIOLOGIST):
+        return _refused(request, "The worklist is for radiologists.")
+    return render(request, "worklist/_reader_live.html", _reader_context(request))
+
+
+# --- the operations desk ----------------------------------------------------------------------------
+
+
+def _operations_context(request: HttpRequest) -> dict:
+    at = timezone.now()
+    context = _live_context(request, at=at, size=OPERATIONS_PAGE_SIZE)
+    studies = context["studies"]
+    unclaimed = [s for s in studies if not s.assignment.claimed_by_id]
+    # the reasons only for the rows on this page: the engine over every reader, once per row
+    context["coverage"] = coverage_for(unclaimed, at=at)
+    context["breached"] = (
+        worklist_for(request.user, at=at, filters=context["filters"])
+        .filter(assignment__sla_deadline__lt=at)
+        .count()
+    )
+    context["rows"] = [(s, context["coverage"].get(s.pk)) for s in studies]
+    context["rows_url"] = reverse("worklist:operations_rows")
+    return context
+
+
+@login_required
+def operations_worklist(request: HttpRequest) -> HttpResponse:
+    """``/operations/worklist/``: every open study, who holds it, its clock, and why nobody can read it."""
+    if not _is_operations(request.user):
+        return _refused(
+            request, "The operations worklist is for the operations desk and the medical director."
+        )
+    context = {
+        **_operations_context(request),
+        **_filter_choices(request.user),
+        "shortcuts": SHORTCUTS[:3] + SHORTCUTS[5:6] + SHORTCUTS[7:],
+        "alerts": False,
+    }
+    return render(request, "worklist/operations.html", context)
+
+
+@login_required
+def operations_rows(request: HttpRequest) -> HttpResponse:
+    if not _is_operations(request.user):
+        return _refused(
+            request, "The operations worklist is for the operations desk and the medical director."
+        )
+    return render(request, "worklist/_operations_live.html", _operations_context(request))
