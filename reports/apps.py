@@ -17,3 +17,8 @@ class ReportsConfig(AppConfig):
         # After the whole migration run, when the tables exist; again after every migrate because
         # SQLite drops triggers when a migration rebuilds a table.
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.reports.setup")
+
+        from interfaces.signals import outbound_acknowledged
+        from reports.delivery import on_outbound_acknowledged
+
+        outbound_acknowledged.connect(on_outbound_acknowledged, dispatch_uid="readroom.reports.delivered")

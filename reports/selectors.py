@@ -12,6 +12,7 @@ from accounts.audit import record_phi_access
 from credentialing.eligibility import image_modalities
 from facilities.models import Facility, PriorityClass
 from reports.models import Charge, Report, ReportStatus, ReportTemplate, TemplateVersion
+from reports.schema import TemplateContent, template_content_parse
 
 
 def _body_part(study) -> str:
@@ -156,3 +157,8 @@ def charges_for(user, *, facility_code: str, month: str) -> tuple[Facility, Quer
         .order_by("signed_at", "id")
     )
     return facility, charges
+
+
+def report_content(report: Report) -> TemplateContent:
+    """The template the report is written on, as parsed content (its version never changes)."""
+    return template_content_parse(report.template_version.content)

@@ -29,6 +29,7 @@ from django_otp import devices_for_user
 
 from credentialing.eligibility import assess
 from imaging.models import Study, StudyStatus
+from reports.delivery import report_delivery_enqueue
 from reports.merge import merge_context
 from reports.models import (
     Addendum,
@@ -46,9 +47,10 @@ from reports.schema import (
     template_content_parse,
     values_problems,
 )
-from reports.selectors import study_claimant_id, template_for_study
+from reports.selectors import report_content, study_claimant_id, template_for_study
 from reports.signals import report_signed
 from worklist.broadcast import operations_event_send, study_event_broadcast
+from worklist.tat import study_milestone_record
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +95,6 @@ def _require_claimant(study: Study, user) -> None:
     # Only the reader who holds the study writes its report: a claim is the exclusive right to read it.
     if study_claimant_id(study.pk) != user.pk:
         raise NotClaimant("Only the radiologist who claimed this study may write its report. Claim it first.")
-
-
-def report_content(report: Report) -> TemplateContent:
-    return template_content_parse(report.template_version.content)
 
 
 def report_start(*, study_id: int, user, at: datetime) -> Report:
@@ -342,10 +340,14 @@ def report_sign(
         else:
             report.status, report.preliminary_at = ReportStatus.PRELIMINARY, at
         report.save()
+        kind = "final" if final else "preliminary"
+        study_milestone_record(study_id=study.pk, milestone="final" if final else "prelim", at=at)  # TAT
         if final:
             _study_finalize(study)
             charge_for_final_read(report=report)
-        _on_commit_signal(report.pk, "final" if final else "preliminary")
+        # In this transaction: a signature and its ORU to the EMR commit together or not at all.
+        report_delivery_enqueue(report=report, kind=kind)
+        _on_commit_signal(report.pk, kind)
     return report
 
 
@@ -416,6 +418,7 @@ def addendum_sign(
             signed_at=at,
             signature=sha256_hex(content),
         )
+        report_delivery_enqueue(report=report, kind="addendum", addendum=addendum)  # re-sent as C
         _on_commit_signal(report.pk, "addendum", addendum.pk)
     return addendum
 

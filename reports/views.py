@@ -25,6 +25,7 @@ from reports.selectors import (
     access_study_for_report,
     charges_for,
     prior_reports,
+    report_content,
     report_of_study,
     study_claimant_id,
 )
@@ -78,7 +79,7 @@ def _field_rows(content: TemplateContent, values: dict) -> list[dict]:
 
 def _page(request: HttpRequest, study, report: Report, *, status: int = 200, **extra) -> HttpResponse:
     editable = report.status != ReportStatus.FINAL and study_claimant_id(study.pk) == request.user.pk
-    content = services.report_content(report)
+    content = report_content(report)
     context = {
         "study": study,
         "report": report,
@@ -132,7 +133,7 @@ def report_page(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def _posted_values(request: HttpRequest, report: Report) -> dict[str, str]:
-    keys = [f.key for f in services.report_content(report).fields()]
+    keys = [f.key for f in report_content(report).fields()]
     return {key: request.POST.get(f"value-{key}", "") for key in keys if f"value-{key}" in request.POST}
 
 

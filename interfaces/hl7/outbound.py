@@ -33,6 +33,7 @@ from interfaces.hl7.ack import AckUnreadable, ack_parse
 from interfaces.hl7.client import Endpoint, MllpConnection, MllpError
 from interfaces.hl7.oru import ReportMessage, oru_build
 from interfaces.models import OutboundMessage, OutboundStatus
+from interfaces.signals import outbound_acknowledged
 from worklist.broadcast import operations_event_send
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,12 @@ def _record(message: OutboundMessage, attempt: Attempt) -> None:
         ).update(**fields)
         if changed and fields.get("status") == OutboundStatus.DEAD:
             _dead_letter_announce(message, attempt.error, now)
+        if changed and attempt.accepted:
+            transaction.on_commit(
+                lambda: outbound_acknowledged.send_robust(
+                    sender=OutboundMessage, message_id=message.pk, source=message.source, acked_at=now
+                )
+            )
     log.log(
         logging.INFO if attempt.accepted else logging.WARNING,
         "HL7 out %s #%s %s: %s",

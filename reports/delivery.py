@@ -1,0 +1,124 @@
+"""A signed report on its way to the facility's EMR (issue 6, DESIGN.md §4 step 7).
+
+``report_delivery_enqueue`` is called **inside** the signing transaction (``reports.services``): the
+ORU^R01 row in the outbox commits together with the signature, so a crash between the two cannot
+sign a report that never leaves — "no report ever lost". The outbox (``interfaces.hl7.outbound``)
+then delivers it in order per facility, with retries, dead letter and alarm.
+
+What is sent: OBR-25 P for a preliminary read, F for the final read, C for the report re-sent with
+an addendum (the whole report plus every addendum so far: an EMR replaces the result it holds)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from interfaces.hl7.oru import (
+    OrderReference,
+    PatientIdentity,
+    Provider,
+    ReportMessage,
+    ResultStatus,
+    control_id_new,
+)
+from interfaces.hl7.outbound import oru_enqueue, oru_receiver
+from interfaces.models import OutboundMessage
+from reports.merge import exam_instant
+from reports.models import Addendum, Report
+from reports.schema import report_sections
+from reports.selectors import report_content
+
+KIND_STATUS = {
+    "preliminary": ResultStatus.PRELIMINARY,
+    "final": ResultStatus.FINAL,
+    "addendum": ResultStatus.CORRECTED,
+}
+
+
+def report_source(report: Report, kind: str, addendum: Addendum | None = None) -> str:
+    """The outbox's reference back to what it carries (one per signature)."""
+    suffix = f"addendum:{addendum.sequence}" if addendum else kind
+    return f"report:{report.pk}:{suffix}"
+
+
+def _signer(user) -> Provider:
+    profile = getattr(user, "radiologist_profile", None)
+    return Provider(
+        id=(profile.npi if profile else "") or user.username,
+        id_authority="NPI" if profile and profile.npi else "READROOM",
+        family_name=user.last_name or str(user),
+        given_name=user.first_name,
+        degree="MD",
+    )
+
+
+def _ordering_provider(order) -> Provider | None:
+    if order is None or not (order.ordering_provider_id or order.ordering_provider_name):
+        return None
+    # Ingest keeps the ordering provider as a display name: echoed whole as the family component.
+    return Provider(id=order.ordering_provider_id, family_name=order.ordering_provider_name)
+
+
+def report_message(report: Report, kind: str, addendum: Addendum | None = None) -> ReportMessage:
+    study = report.study
+    facility, patient, order = study.facility, study.patient, study.order
+    application, receiving_facility = oru_receiver(facility)
+    sections = list(report_sections(report_content(report), report.values))
+    if kind == "addendum":
+        for each in report.addenda.order_by("sequence"):
+            sections.append((f"Addendum {each.sequence}", each.text))
+    signer = addendum.author if addendum else report.signed_by
+    return ReportMessage(
+        control_id=control_id_new(),
+        sent_at=timezone.now(),
+        receiving_application=application,
+        receiving_facility=receiving_facility,
+        patient=PatientIdentity(
+            mrn=patient.mrn if patient else "",
+            assigning_authority=patient.assigning_authority if patient else facility.code,
+            family_name=patient.family_name if patient else "",
+            given_name=patient.given_name if patient else "",
+            middle_name=patient.middle_name if patient else "",
+            birth_date=patient.birth_date if patient else None,
+            sex=patient.sex if patient else "U",
+        ),
+        order=OrderReference(
+            placer_number=order.placer_order_number if order else "",
+            filler_number=order.filler_order_number if order else "",
+            accession_number=study.accession_number,
+            procedure_code=order.procedure_code if order else "",
+            procedure_text=(order.procedure_text if order else "") or study.description,
+            procedure_coding_system=order.procedure_coding_system if order else "",
+            ordering_provider=_ordering_provider(order),
+        ),
+        status=KIND_STATUS[kind],
+        observed_at=exam_instant(study),
+        resulted_at=addendum.signed_at if addendum else report.signed_at,
+        interpreter=_signer(signer),
+        sections=tuple(sections),
+        critical=report.is_critical,
+        timezone=facility.timezone,
+    )
+
+
+def report_delivery_enqueue(
+    *, report: Report, kind: str, addendum: Addendum | None = None
+) -> OutboundMessage:
+    """Queue the ORU for this signature; call inside the signing transaction."""
+    return oru_enqueue(
+        facility=report.study.facility,
+        report=report_message(report, kind, addendum),
+        source=report_source(report, kind, addendum),
+    )
+
+
+def on_outbound_acknowledged(sender, source: str, acked_at, **kwargs) -> None:
+    """The EMR accepted a final report's ORU: the study's "delivered" milestone (final → EMR ACK)."""
+    from worklist.tat import study_milestone_record
+
+    kind, _, rest = source.partition(":")
+    report_id, _, what = rest.partition(":")
+    if kind != "report" or what != "final" or not report_id.isdigit():
+        return
+    study_id = Report.objects.filter(pk=int(report_id)).values_list("study_id", flat=True).first()
+    if study_id is not None:
+        study_milestone_record(study_id=study_id, milestone="delivered", at=acked_at)

@@ -1,0 +1,73 @@
+"""A signature and its ORU commit together; the EMR (a real MLLP server) receives F, then C with the
+addendum; its ACK of the final read is the study's "delivered" milestone."""
+
+from __future__ import annotations
+
+import hl7
+import pytest
+from django.utils import timezone
+
+from interfaces.hl7.outbound import outbox_deliver
+from interfaces.models import OutboundMessage
+from reports.services import SigningRefused, addendum_sign, report_draft_save, report_sign, report_start
+from tests.conftest import PASSWORD
+from tests.interfaces.fake_emr import FakeEmr
+from tests.reports.conftest import FILLED
+from worklist.models import StudyTurnaround
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def emr(chicago):
+    server = FakeEmr(lambda control_id, seen: "AA").start()
+    chicago.hl7_outbound_host, chicago.hl7_outbound_port = "127.0.0.1", server.port
+    chicago.save()
+    yield server
+    server.stop()
+
+
+def _sign(report, user, **extra):
+    return report_sign(
+        report_id=report.pk, user=user, secret=PASSWORD, at=timezone.now(), final=True, **extra
+    )
+
+
+def test_final_read_reaches_the_emr_then_the_addendum_as_a_correction(
+    emr, chicago, claimed_head_ct, neuro_reader
+):
+    # given a filled report of the claimed head CT
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    report_draft_save(report_id=report.pk, user=neuro_reader, values=FILLED, at=timezone.now())
+    # when it is signed final and the outbox runs
+    _sign(report, neuro_reader)
+    outbox_deliver(facility_id=chicago.pk)  # (Celery may already have, on commit)
+    assert OutboundMessage.objects.get(source=f"report:{report.pk}:final").status == "acked"
+    # then the EMR holds an ORU with OBR-25 F, the accession echoed and the impression text
+    assert len(emr.messages) == 1
+    oru = hl7.parse(emr.messages[0])
+    assert str(oru.segment("OBR")[25]) == "F"
+    assert str(oru.segment("OBR")[18]) == claimed_head_ct.accession_number
+    assert "No acute intracranial abnormality." in emr.messages[0]
+    turnaround = StudyTurnaround.objects.get(study=claimed_head_ct)
+    assert turnaround.final_at is not None and turnaround.delivered_at >= turnaround.final_at
+    # and an addendum goes out as C, carrying the report and the addendum
+    addendum_sign(
+        report_id=report.pk,
+        user=neuro_reader,
+        text="Small left SDH on review.",
+        secret=PASSWORD,
+        at=timezone.now(),
+    )
+    outbox_deliver(facility_id=chicago.pk)
+    assert len(emr.messages) == 2
+    correction = hl7.parse(emr.messages[1])
+    assert str(correction.segment("OBR")[25]) == "C"
+    assert "Small left SDH on review." in emr.messages[1] and "No mass effect." in emr.messages[1]
+
+
+def test_a_refused_signature_queues_nothing(emr, claimed_head_ct, neuro_reader):
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    with pytest.raises(SigningRefused):  # required fields empty
+        _sign(report, neuro_reader)
+    assert not OutboundMessage.objects.exists()
