@@ -23,7 +23,16 @@ from imaging.facts import (
     PatientIdentifier,
     PatientMerge,
 )
-from imaging.models import Instance, Order, OrderStatus, Patient, Series, Study, StudyStatus
+from imaging.models import (
+    OPEN_STUDY_STATUSES,
+    Instance,
+    Order,
+    OrderStatus,
+    Patient,
+    Series,
+    Study,
+    StudyStatus,
+)
 from imaging.signals import study_cancelled, study_routable
 from imaging.storage import StoredFile
 
@@ -248,9 +257,9 @@ def _order_cancel(facility: Facility, facts: OrderFacts) -> OrderOutcome:
     order.status = OrderStatus.DISCONTINUED if facts.control in {"DC", "OD", "DR"} else OrderStatus.CANCELLED
     order.cancelled_at = timezone.now()
     order.save(update_fields=["status", "cancelled_at", "updated_at"])
-    for study in order.studies.exclude(status=StudyStatus.CANCELLED):
-        # Whether a read already exists is routing's and reporting's call (they keep read studies);
-        # ingest marks the study cancelled and announces it.
+    # A study already read stays as it is (its report is legal record and was billed); only studies
+    # still to be read are cancelled and leave the worklists.
+    for study in order.studies.filter(status__in=OPEN_STUDY_STATUSES):
         study.status = StudyStatus.CANCELLED
         study.save(update_fields=["status", "updated_at"])
         _announce(study_cancelled, study.pk)

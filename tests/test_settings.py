@@ -104,3 +104,27 @@ def test_production_starts_with_real_secrets(tmp_path):
     result = _start("radiology.settings.production", PRODUCTION_ENV, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["secret"] == REAL_SECRET
+
+
+LAYER_PROBE = (
+    "import json, django; django.setup(); from channels.layers import get_channel_layer; "
+    "from channels_redis.utils import create_pool; layer = get_channel_layer(); "
+    "connection = create_pool(layer.hosts[0]).make_connection(); "
+    "print(json.dumps({'read': connection.socket_timeout, 'wait': layer.brpop_timeout}))"
+)
+
+
+def test_channel_layer_reads_outlast_its_blocking_receive(tmp_path):
+    # given the production topology (no Redis server is needed to build a connection)
+    env = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/readroom", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
+    clean.update(DJANGO_SETTINGS_MODULE="radiology.settings.base", READROOM_DATA_DIR=str(tmp_path), **env)
+    # when the channel layer's Redis connection is built as a consumer builds it (not yet connected)
+    result = subprocess.run(
+        [sys.executable, "-c", LAYER_PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+    # then a read waits longer than the layer's BZPOPMIN blocks: an idle websocket is not torn down by
+    # a client-side read timeout (redis-py 8 defaults to 5 s, the same as channels-redis's wait)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["read"] is None or seen["read"] > seen["wait"], seen

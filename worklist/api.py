@@ -18,7 +18,7 @@ session before the view runs)."""
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Count, Q, Window
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
@@ -31,6 +31,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,7 +41,7 @@ from accounts.roles import Role, has_role
 from imaging.models import Study
 from imaging.selectors import studies_visible_to
 from worklist import services
-from worklist.selectors import worklist_for
+from worklist.selectors import WORKLIST_RELATED, worklist_for
 from worklist.tat import MILESTONES, study_turnaround
 
 
@@ -223,6 +224,22 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
 WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
 
 
+class WorklistPagination(LimitOffsetPagination):
+    """``limit``/``offset`` pages of study ids; the total rides on the page query (``COUNT(*) OVER
+    ()``) instead of a second pass over every eligible study."""
+
+    def paginate_queryset(self, queryset, request, view=None) -> list[int]:
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        window = queryset.annotate(total=Window(Count("pk"))).values_list("pk", "total")
+        rows = list(window[self.offset : self.offset + self.limit])
+        # past the last page there is no row to carry the total: count it
+        self.count = rows[0][1] if rows else (queryset.count() if self.offset else 0)
+        self.display_page_controls = self.count > self.limit and self.template is not None
+        return [pk for pk, _total in rows]
+
+
 class WorklistView(ListAPIView):
     """``GET /api/v1/worklist/``: a radiologist's claimed studies, then the unclaimed studies they are
     eligible for now; operations and the medical director see every open study. Sorted by priority
@@ -231,6 +248,7 @@ class WorklistView(ListAPIView):
 
     serializer_class = WorklistEntrySerializer
     permission_classes = [IsAuthenticated]
+    pagination_class = WorklistPagination
 
     @extend_schema(
         parameters=[OpenApiParameter(name, str, description=f"filter by {name}") for name in WORKLIST_FILTERS]
@@ -241,6 +259,15 @@ class WorklistView(ListAPIView):
     def get_queryset(self):
         filters = {key: self.request.query_params.get(key, "") for key in WORKLIST_FILTERS}
         return worklist_for(self.request.user, at=timezone.now(), filters=filters)
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        # Sort and count on the study ids alone, then load the page's rows with their relations:
+        # joining patient, order and holder onto every eligible study before the sort (what the
+        # ORM would do) costs as many lookups as the reader has studies, not as the page has rows.
+        page_ids = self.paginate_queryset(self.get_queryset())
+        rows = Study.objects.select_related(*WORKLIST_RELATED).in_bulk(page_ids)
+        page = [rows[pk] for pk in page_ids if pk in rows]
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 urlpatterns = [

@@ -34,7 +34,7 @@ from accounts.roles import Role, has_role
 from credentialing.eligibility import assess, eligible_readers
 from credentialing.models import GRANTED_PRIVILEGE_STATUSES, FacilityPrivilege, RadiologistProfile
 from facilities.models import Facility, PriorityClass, RoutingMode
-from imaging.models import Study, StudyStatus
+from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import study_event_broadcast
 from worklist.groups import user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
@@ -42,9 +42,6 @@ from worklist.services import Claim, ClaimError, ClaimTaken, NotClaimable, NotEl
 
 logger = logging.getLogger(__name__)
 
-# A held study counts towards its reader's load until it is read. Until reports land with a
-# *finalized* state, "read" can only mean cancelled; add the final state here when it exists.
-CLOSED_STUDY_STATUSES = (StudyStatus.CANCELLED,)
 CAP_BYPASS_PRIORITIES = (PriorityClass.STROKE, PriorityClass.TRAUMA)
 
 
@@ -55,8 +52,10 @@ def default_rvu_cap() -> Decimal:
 def reader_loads(user_ids) -> dict[int, tuple[Decimal, int]]:
     """Current load per reader: (sum of RVUs, number of studies) they hold and have not finished."""
     rows = (
-        StudyAssignment.objects.filter(claimed_by_id__in=list(user_ids))
-        .exclude(study__status__in=CLOSED_STUDY_STATUSES)
+        # a held study counts towards its reader's load until it is read (or cancelled)
+        StudyAssignment.objects.filter(
+            claimed_by_id__in=list(user_ids), study__status__in=OPEN_STUDY_STATUSES
+        )
         .values("claimed_by_id")
         .annotate(rvu=Sum("rvu"), studies=Count("id"))
     )
@@ -129,7 +128,7 @@ def push_candidates(study: Study, readers: Sequence) -> list[PushCandidate]:
         same_patient = dict(
             StudyAssignment.objects.filter(claimed_by_id__in=ids, study__patient_id=study.patient_id)
             .exclude(study_id=study.pk)
-            .exclude(study__status__in=CLOSED_STUDY_STATUSES)
+            .filter(study__status__in=OPEN_STUDY_STATUSES)
             .values_list("claimed_by_id")
             .annotate(n=Count("id"))
         )
@@ -158,7 +157,7 @@ def study_push_assign(*, study_id: int, at: datetime) -> PushPick | None:
     pick (``user_id`` None: left on the pull worklist, with a *not_assigned* event saying why), or
     None when the facility pulls or someone claimed the study first."""
     study = Study.objects.select_related("facility", "subspecialty").get(pk=study_id)
-    if study.facility.routing_mode != RoutingMode.PUSH or study.status == StudyStatus.CANCELLED:
+    if study.facility.routing_mode != RoutingMode.PUSH or study.status not in OPEN_STUDY_STATUSES:
         return None
     candidates = push_candidates(study, eligible_readers(study, at))
     pick = push_pick(candidates, bypass_cap=bypasses_cap(study))
@@ -216,7 +215,7 @@ def claims_timeout_sweep(*, at: datetime) -> list[int]:
             StudyAssignment.objects.filter(
                 claimed_by__isnull=False, study__facility__claim_timeout_minutes=minutes
             )
-            .exclude(study__status__in=CLOSED_STUDY_STATUSES)
+            .filter(study__status__in=OPEN_STUDY_STATUSES)
             .annotate(idle_since=Coalesce("last_activity_at", "claimed_at"))
             .filter(idle_since__lt=at - timedelta(minutes=minutes))
             .values_list("pk", "study_id", "claimed_by_id", "last_activity_at", "idle_since")
@@ -278,8 +277,8 @@ def study_reassign(
     if not reason:
         raise InvalidReassignment("Give a reason for the reassignment.")
     study = Study.objects.select_related("facility", "subspecialty").get(pk=study_id)
-    if study.status == StudyStatus.CANCELLED:
-        raise NotClaimable("the study was cancelled")
+    if study.status not in OPEN_STUDY_STATUSES:
+        raise NotClaimable(f"the study is {study.get_status_display().lower()}")
     if to is not None:
         assessment = assess(to, study, at)
         if not assessment.eligible:

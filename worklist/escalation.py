@@ -53,7 +53,7 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from facilities.models import Facility, PriorityClass
-from imaging.models import Study, StudyStatus
+from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import study_event_broadcast
 from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP
 from worklist.models import (
@@ -94,10 +94,8 @@ def stroke_step_due(alert_at: datetime, facility: Facility, step: str) -> dateti
 
 
 def _open_assignments() -> QuerySet[StudyAssignment]:
-    """Routed studies still to be read: not cancelled, no final signature yet."""
-    return StudyAssignment.objects.filter(
-        routed_at__isnull=False, study__turnaround__final_at__isnull=True
-    ).exclude(study__status=StudyStatus.CANCELLED)
+    """Routed studies still to be read (not cancelled, not read)."""
+    return StudyAssignment.objects.filter(routed_at__isnull=False, study__status__in=OPEN_STUDY_STATUSES)
 
 
 def _people(users) -> list[dict]:
@@ -284,9 +282,8 @@ def _stroke_steps_due(now: datetime) -> Iterator[tuple[int, str]]:
             step=EscalationStep.STROKE_ALERT,
             study__priority=PriorityClass.STROKE,
             study__assignment__claimed_by__isnull=True,
-            study__turnaround__final_at__isnull=True,
+            study__status__in=OPEN_STUDY_STATUSES,
         )
-        .exclude(study__status=StudyStatus.CANCELLED)
         .exclude(Exists(director_done))
         .select_related("study__facility")
     )

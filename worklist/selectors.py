@@ -1,7 +1,8 @@
 """The worklist: which open studies a user sees, in reading order (DESIGN.md §1, issue 4).
 
 * a radiologist: the studies they hold, then the unclaimed studies they are eligible for now
-  (``credentialing.eligibility.readable_studies_q`` — one indexed query, whatever the archive size);
+  (``credentialing.eligibility.readable_studies_q`` — one indexed query, whatever the archive size:
+  ``bench/worklist``);
   never a study someone else holds;
 * operations and the medical director: every open study, held or not.
 
@@ -26,7 +27,7 @@ from credentialing.eligibility import (
     reader_facts,
 )
 from facilities.models import Facility, PriorityClass
-from imaging.models import Study, StudyStatus
+from imaging.models import OPEN_STUDY_STATUSES, Study
 
 PRIORITY_RANK = Case(
     *(When(priority=p.value, then=Value(rank)) for rank, p in enumerate(PriorityClass)),
@@ -35,25 +36,31 @@ PRIORITY_RANK = Case(
 )
 
 
+# What a worklist row shows besides the study (loaded with it: no query per row).
+WORKLIST_RELATED = ("facility", "subspecialty", "order", "patient", "assignment__claimed_by", "turnaround")
+
+
 def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -> QuerySet[Study]:
     filters = filters or {}
-    studies = (
-        Study.objects.filter(assignment__isnull=False)
-        # a cancelled study is not read; a finalized one has been (reports.services.report_sign)
-        .exclude(status__in=(StudyStatus.CANCELLED, StudyStatus.FINAL))
-        .select_related(
-            "facility", "subspecialty", "order", "patient", "assignment__claimed_by", "turnaround"
-        )
+    studies = Study.objects.filter(assignment__isnull=False, status__in=OPEN_STUDY_STATUSES).select_related(
+        *WORKLIST_RELATED
     )
     if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
         mine_first = Value(1)
     elif has_role(user, Role.RADIOLOGIST):
-        # what I hold (even if my shift just ended: I may finish it), else what I may claim now
-        studies = studies.filter(
-            Q(assignment__claimed_by=user)
-            | (Q(assignment__claimed_by__isnull=True) & readable_studies_q(user, at))
+        # What I hold (even if my shift just ended: I may finish it), else what I may claim now. The
+        # held ids are fetched first: with every branch of the OR on the study's own columns,
+        # PostgreSQL combines the open-study index per facility (a bitmap OR) instead of scanning
+        # every routing row of the archive.
+        held = list(
+            Study.objects.filter(status__in=OPEN_STUDY_STATUSES, assignment__claimed_by=user).values_list(
+                "pk", flat=True
+            )
         )
-        mine_first = Case(When(assignment__claimed_by=user, then=Value(0)), default=Value(1))
+        studies = studies.filter(
+            Q(pk__in=held) | (Q(assignment__claimed_by__isnull=True) & readable_studies_q(user, at))
+        )
+        mine_first = Case(When(pk__in=held, then=Value(0)), default=Value(1))
     else:
         return Study.objects.none()
     studies = _filtered(studies, filters)

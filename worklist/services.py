@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from credentialing.eligibility import Assessment, assess
 from facilities.models import PriorityClass
-from imaging.models import Study, StudyStatus
+from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
@@ -74,7 +74,7 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         .filter(pk=study_id)
         .first()
     )
-    if study is None or study.status == StudyStatus.CANCELLED:
+    if study is None or study.status not in OPEN_STUDY_STATUSES:  # cancelled, or read already
         return None
     order = study.order
     match = catalogue_match(
@@ -192,8 +192,8 @@ def study_claim(*, study_id: int, user, at: datetime) -> Claim:
     (someone else holds it) or ``NotClaimable`` (cancelled). Claiming a study one already holds is a
     no-op that returns the existing claim."""
     study = Study.objects.select_related("facility", "subspecialty").get(pk=study_id)
-    if study.status == StudyStatus.CANCELLED:
-        raise NotClaimable("the study was cancelled")
+    if study.status not in OPEN_STUDY_STATUSES:
+        raise NotClaimable(f"the study is {study.get_status_display().lower()}")
     assessment = assess(user, study, at)
     if not assessment.eligible:
         raise NotEligible(assessment)

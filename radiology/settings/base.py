@@ -158,6 +158,7 @@ FRAMES_CACHE = {
     "LOCATION": "readroom-frames",
     "OPTIONS": {"MAX_ENTRIES": env.int("READROOM_RENDER_CACHE_ENTRIES", default=2000)},
 }
+CHANNEL_REDIS_SOCKET_TIMEOUT = 15  # seconds; more than channels-redis's 5 s blocking receive
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
@@ -167,7 +168,11 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # A consumer waits for events in a BZPOPMIN that blocks up to 5 s; redis-py 8 aborts
+                # any read after 5 s by default, so a quiet socket's wait raised TimeoutError and the
+                # reader's websocket was dropped (django/channels_redis#422). Let the wait finish;
+                # a dead connection is still noticed.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT}],
                 "prefix": env.str("READROOM_CHANNEL_PREFIX", default="asgi"),
             },
         }

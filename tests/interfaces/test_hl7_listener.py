@@ -109,6 +109,27 @@ def test_cancel_removes_the_study_from_reading(hl7_listener, chicago):
     assert study.status == "cancelled"
 
 
+def test_cancel_after_the_final_read_leaves_the_read_study_alone(hl7_listener, chicago):
+    # given a study of order A3002 already read (final)
+    exchange(hl7_listener, hl7_data.orm("NW", accession="A3002"))
+    order = Order.objects.get(accession_number="A3002")
+    study = Study.objects.create(
+        facility=chicago,
+        study_instance_uid="1.2.3.3002",
+        accession_number="A3002",
+        order=order,
+        patient=order.patient,
+        status="final",
+    )
+    # when the RIS cancels the order
+    (ack,) = exchange(hl7_listener, hl7_data.orm("CA", accession="A3002"))
+    # then the order is cancelled, the read study stays read (a signed, billed report is legal record)
+    assert msa(ack)[0] == "AA"
+    order.refresh_from_db()
+    study.refresh_from_db()
+    assert order.status == OrderStatus.CANCELLED and study.status == "final"
+
+
 def test_omi_o23_reads_ipc_and_tq1(hl7_listener):
     (ack,) = exchange(
         hl7_listener,

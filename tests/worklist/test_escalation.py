@@ -240,6 +240,8 @@ def test_cancelled_and_final_studies_do_not_escalate(chicago, clock):
     final = complete_study(chicago, PriorityClass.STAT, _now())
     cancelled.status = StudyStatus.CANCELLED
     cancelled.save()
+    final.status = StudyStatus.FINAL  # what signing does (reports.services.report_sign)
+    final.save()
     study_milestone_record(study_id=final.pk, milestone="final", at=_now() + timedelta(minutes=10))
     clock.shift(timedelta(minutes=31))
     assert escalations_sweep() == []

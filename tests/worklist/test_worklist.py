@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from facilities.models import PriorityClass
+from imaging.models import Study, StudyStatus
 from tests.conftest import make_radiologist
 from tests.worklist.conftest import make_eligible, make_study
 from worklist.models import StudyAssignment
@@ -98,3 +99,57 @@ def test_credentialing_staff_get_nothing(client, mso_mary, chicago):
     routed(chicago, code="70450", completed_at=timezone.now())
     client.force_login(mso_mary)
     assert rows(client) == []
+
+
+def test_reader_query_count_does_not_grow_with_rows(
+    verified_client, neuro_reader, chicago, django_assert_num_queries, django_assert_max_num_queries
+):
+    # given a reader holding one study, with three more offered
+    now = timezone.now()
+    study_claim(study_id=routed(chicago, code="70450", completed_at=now).pk, user=neuro_reader, at=now)
+    for _ in range(3):
+        routed(chicago, code="70450", completed_at=now)
+    client = verified_client(neuro_reader)
+    rows(client)  # the session's first request settles its own bookkeeping
+    with django_assert_max_num_queries(25) as small:
+        assert len(rows(client)) == 4
+    # when 26 more are offered and a second one is held
+    for _ in range(26):
+        routed(chicago, code="70450", completed_at=now)
+    study_claim(study_id=routed(chicago, code="70450", completed_at=now).pk, user=neuro_reader, at=now)
+    # then the page costs the same queries (rows come with facility, order, patient and holder)
+    with django_assert_num_queries(len(small.captured_queries)):
+        listed = rows(client)
+    assert len(listed) == 31
+    assert [r["claimed_by"] is not None for r in listed[:3]] == [True, True, False]
+
+
+def test_pages_keep_the_reading_order(verified_client, neuro_reader, chicago):
+    # given five studies of decreasing urgency
+    now = timezone.now()
+    studies = [
+        routed(chicago, code="70450", priority=priority, completed_at=now)
+        for priority in (PriorityClass.STROKE, PriorityClass.STAT, PriorityClass.ASAP, PriorityClass.ROUTINE)
+    ]
+    studies.append(routed(chicago, code="70450", priority=PriorityClass.ROUTINE, completed_at=now))
+    client = verified_client(neuro_reader)
+    # when the reader asks for the second page of two
+    response = client.get("/api/v1/worklist/", {"limit": 2, "offset": 2})
+    # then it holds the third and fourth, and the count is of all five
+    body = response.json()
+    assert body["count"] == 5
+    assert [r["id"] for r in body["results"]] == [studies[2].pk, studies[3].pk]
+    assert "offset=4" in body["next"] and "offset" not in body["previous"]
+    # and past the last page the count is still of all five
+    body = client.get("/api/v1/worklist/", {"limit": 2, "offset": 10}).json()
+    assert (body["count"], body["results"]) == (5, [])
+
+
+def test_a_closed_study_i_held_leaves_my_list(verified_client, neuro_reader, chicago):
+    # given a study the reader holds, then cancelled by the hospital
+    now = timezone.now()
+    held = routed(chicago, code="70450", completed_at=now)
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    Study.objects.filter(pk=held.pk).update(status=StudyStatus.CANCELLED)
+    # then it is no longer on the reader's worklist
+    assert rows(verified_client(neuro_reader)) == []
