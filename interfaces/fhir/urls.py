@@ -1,12 +1,13 @@
-"""``/fhir/r4/`` (DESIGN.md §5). ``DiagnosticReport/<id>`` is added by the reports app (its view
-fetches the report through its own permission check, then answers
-``fhir_response(diagnostic_report_resource(snapshot))`` from a ``FhirView``)."""
+"""``/fhir/r4/`` (DESIGN.md §5): ImagingStudy from imaging's records, DiagnosticReport from reports'
+(its view lives with the reports app, which knows what a signed report is)."""
 
 from django.urls import path
 
 from interfaces.fhir import views
+from reports.fhir import DiagnosticReportView
 
 app_name = "fhir"
 urlpatterns = [
     path("ImagingStudy/<int:study_id>", views.ImagingStudyView.as_view(), name="imaging-study"),
+    path("DiagnosticReport/<int:report_id>", DiagnosticReportView.as_view(), name="diagnostic-report"),
 ]
