@@ -1,12 +1,15 @@
 """A radiologist in Chromium claims a study, writes on the facility's template, signs with a fresh
-authenticator code, and the page shows the final report."""
+authenticator code, the page shows the final report, and the hospital's EMR (a real MLLP server)
+receives the ORU^R01 with OBR-25 F."""
 
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import Page, expect
 
+from interfaces.hl7.outbound import outbox_deliver
 from reports.models import Report, ReportStatus
 from tests.conftest import PASSWORD, current_totp
+from tests.interfaces.fake_emr import FakeEmr
 from tests.reports.conftest import ct_head_template, head_ct_study, next_totp  # noqa: F401
 from tests.worklist.conftest import neuro_reader  # noqa: F401
 
@@ -20,7 +23,11 @@ def test_claim_write_and_sign_with_the_authenticator_code(
     chicago,
     ct_head_template,  # noqa: F811
 ):
-    # given an unclaimed head CT at Lakeshore and dr_neuro_il signed in with both factors
+    # given Lakeshore's EMR listening for results, an unclaimed head CT there, and dr_neuro_il signed
+    # in with both factors
+    emr = FakeEmr(lambda control_id, seen: "AA").start()
+    chicago.hl7_outbound_host, chicago.hl7_outbound_port = "127.0.0.1", emr.port
+    chicago.save()
     study = head_ct_study(chicago)
     page.goto(f"{live_server.url}/login/")
     page.get_by_label("Username").fill(neuro_reader.username)
@@ -72,3 +79,11 @@ def test_claim_write_and_sign_with_the_authenticator_code(
     expect(page.get_by_role("heading", name="Add addendum")).to_be_visible()
     report = Report.objects.get(study=study)
     assert report.status == ReportStatus.FINAL and report.signed_by_id == neuro_reader.pk
+
+    # and the EMR has the final result (delivered on commit; the sweep's call finds nothing left)
+    outbox_deliver(facility_id=chicago.pk)
+    emr.stop()
+    assert len(emr.messages) == 1
+    obr = next(line for line in emr.messages[0].split("\r") if line.startswith("OBR|"))
+    assert obr.split("|")[25] == "F" and study.accession_number in obr
+    assert "Correlation with clinical findings is recommended." in emr.messages[0]
