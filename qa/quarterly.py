@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -53,6 +53,13 @@ class QuarterFigures:
     volume_by_modality: dict[str, int] = field(default_factory=dict)
     tat: list[TatRow] = field(default_factory=list)
     discrepancies: list[dict] = field(default_factory=list)
+    critical_results: int = 0
+    critical_within_target: int = 0
+    critical_target_minutes: int = 60
+
+    @property
+    def critical_compliance(self) -> float | None:
+        return self.critical_within_target / self.critical_results if self.critical_results else None
 
     @property
     def reads(self) -> int:
@@ -68,7 +75,7 @@ def final_reads(*, start: datetime, end: datetime, facility_ids: list[int] | Non
     reads = Report.objects.filter(status=ReportStatus.FINAL, signed_at__gte=start, signed_at__lt=end)
     if facility_ids is not None:
         reads = reads.filter(study__facility_id__in=facility_ids)
-    return reads.select_related("study__assignment", "study__facility")
+    return reads.select_related("study__assignment", "study__facility").prefetch_related("communications")
 
 
 def volume_by_modality(reads) -> dict[str, int]:
@@ -101,9 +108,26 @@ def tat_rows(reads, facility: Facility | None = None) -> list[TatRow]:
     return list(rows.values())
 
 
+def critical_communication(reads) -> tuple[int, int]:
+    """(critical results, communicated within their facility's target): the first communication's
+    time against ``critical_marked_at + critical_result_minutes`` (ACR practice parameter; The Joint
+    Commission NPSG.02.03.01 asks each organisation to set and measure such a target)."""
+    critical = [r for r in reads if r.is_critical and r.critical_marked_at]
+    within = 0
+    for report in critical:
+        target = timedelta(minutes=report.study.facility.critical_result_minutes)
+        first = min((c.communicated_at for c in report.communications.all()), default=None)
+        if first is not None and first <= report.critical_marked_at + target:
+            within += 1
+    return len(critical), within
+
+
 def quarter_figures(facility: Facility, year: int, quarter: int) -> QuarterFigures:
     start, end = quarter_bounds(year, quarter, ZoneInfo(facility.timezone))
-    reads = list(final_reads(start=start, end=end, facility_ids=[facility.pk]))
+    reads = list(
+        final_reads(start=start, end=end, facility_ids=[facility.pk]).prefetch_related("communications")
+    )
+    critical, within = critical_communication(reads)
     return QuarterFigures(
         facility=facility.code,
         facility_name=facility.name,
@@ -123,6 +147,9 @@ def quarter_figures(facility: Facility, year: int, quarter: int) -> QuarterFigur
             }
             for r in discrepancy_rates(by="reader", start=start, end=end, facility_ids=[facility.pk])
         ],
+        critical_results=critical,
+        critical_within_target=within,
+        critical_target_minutes=facility.critical_result_minutes,
     )
 
 
@@ -147,6 +174,17 @@ def quarter_csv(figures: QuarterFigures) -> str:
             ["tat", r.priority, r.reads, _num(r.p50), _num(r.p90), r.target_minutes, _pct(r.compliance)]
         )
     w.writerow(["sla", "all", sum(r.reads for r in figures.tat), "", "", "", _pct(figures.sla_compliance)])
+    w.writerow(
+        [
+            "critical_results",
+            "communicated_within_target",
+            figures.critical_results,
+            "",
+            "",
+            "",
+            _pct(figures.critical_compliance),
+        ]
+    )
     w.writerow([])
     w.writerow(["section", "reader", "reviewed", "significant", "rate_pct", "ci95_low_pct", "ci95_high_pct"])
     for d in figures.discrepancies:
@@ -165,7 +203,10 @@ def quarter_csv(figures: QuarterFigures) -> str:
 
 
 def quarter_pdf(figures: QuarterFigures, generated_at: datetime) -> bytes:
-    html = render_to_string("qa/quarterly.html", {"f": figures, "generated_at": generated_at})
+    html = render_to_string(
+        "qa/quarterly.html",
+        {"f": figures, "generated_at": generated_at, "critical_minutes": figures.critical_target_minutes},
+    )
     return html_to_pdf(html)
 
 
@@ -174,7 +215,11 @@ def quarterly_report_generate(*, facility: Facility, year: int, quarter: int) ->
     """Compute, render and keep the report (again, if asked again: the latest figures win)."""
     figures = quarter_figures(facility, year, quarter)
     now = timezone.now()
-    data = asdict(figures) | {"reads": figures.reads, "sla_compliance": figures.sla_compliance}
+    data = asdict(figures) | {
+        "reads": figures.reads,
+        "sla_compliance": figures.sla_compliance,
+        "critical_compliance": figures.critical_compliance,
+    }
     report, _ = QuarterlyReport.objects.update_or_create(
         facility=facility,
         year=year,

@@ -169,7 +169,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     from django.contrib.auth import get_user_model
 
     from qa.metrics import quarter_bounds
-    from qa.quarterly import final_reads, tat_rows, volume_by_modality
+    from qa.quarterly import critical_communication, final_reads, tat_rows, volume_by_modality
 
     year, quarter = _quarter_parse(request.GET.get("quarter", ""))
     start, end = quarter_bounds(year, quarter, UTC)
@@ -185,6 +185,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     tat = tat_rows(reads)
     total = sum(r.reads for r in tat)
+    critical, critical_within = critical_communication(reads)
     return render(
         request,
         "qa/dashboard.html",
@@ -199,6 +200,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "tat": tat,
             "volume": volume_by_modality(reads),
             "sla_compliance": (sum(r.within_sla for r in tat) / total) if total else None,
+            "critical": critical,
+            "critical_within": critical_within,
         },
     )
 

@@ -16,7 +16,9 @@ CONTENT = {
 }
 
 
-def signed_report(study, reader, text: str = "No acute intracranial abnormality.", signed_at=None) -> Report:
+def signed_report(
+    study, reader, text: str = "No acute intracranial abnormality.", signed_at=None, **extra
+) -> Report:
     template, _ = ReportTemplate.objects.get_or_create(name="QA test", facility=None)
     version, _ = TemplateVersion.objects.get_or_create(
         template=template, number=1, defaults={"content": CONTENT}
@@ -32,6 +34,7 @@ def signed_report(study, reader, text: str = "No acute intracranial abnormality.
         signed_by=reader,
         signed_at=now,
         signed_text=text,
+        **extra,
     )
 
 

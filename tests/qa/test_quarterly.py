@@ -18,6 +18,7 @@ from qa.services import (
     peer_review_score,
     quarterly_reports_due_generate,
 )
+from reports.models import CriticalResultCommunication
 from tests.qa.conftest import signed_report
 from tests.worklist.conftest import make_study
 from worklist.models import StudyAssignment
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.django_db
 CHICAGO = ZoneInfo("America/Chicago")
 
 
-def _read(facility, reader, *, priority, modality, started, tat_minutes, target_minutes):
+def _read(facility, reader, *, priority, modality, started, tat_minutes, target_minutes, **extra):
     study = make_study(
         facility, code="70450" if modality == "CT" else "71046", modalities=modality, priority=priority
     )
@@ -34,7 +35,7 @@ def _read(facility, reader, *, priority, modality, started, tat_minutes, target_
     StudyAssignment.objects.create(
         study=study, clock_started_at=start, sla_deadline=start + timedelta(minutes=target_minutes)
     )
-    return signed_report(study, reader, signed_at=start + timedelta(minutes=tat_minutes))
+    return signed_report(study, reader, signed_at=start + timedelta(minutes=tat_minutes), **extra)
 
 
 @pytest.fixture
@@ -49,6 +50,8 @@ def seeded_quarter(chicago, neuro_readers, director_dana):
             started=0,
             tat_minutes=20,
             target_minutes=30,
+            is_critical=True,
+            critical_marked_at=datetime(2026, 8, 3, 10, 5, tzinfo=CHICAGO),
         ),
         _read(
             chicago,
@@ -58,6 +61,8 @@ def seeded_quarter(chicago, neuro_readers, director_dana):
             started=1,
             tat_minutes=40,
             target_minutes=30,
+            is_critical=True,
+            critical_marked_at=datetime(2026, 8, 3, 11, 5, tzinfo=CHICAGO),
         ),
         _read(
             chicago,
@@ -78,6 +83,17 @@ def seeded_quarter(chicago, neuro_readers, director_dana):
             target_minutes=1440,
         ),
     ]
+    # two critical results: one told 20 minutes after it was marked, one 90 minutes (target 60)
+    for read, minutes_late in ((reads[0], 20), (reads[1], 90)):
+        CriticalResultCommunication.objects.create(
+            report=read,
+            person_notified="Dr Emily Stone",
+            role="ED attending",
+            method="phone",
+            communicated_at=read.critical_marked_at + timedelta(minutes=minutes_late),
+            read_back_confirmed=True,
+            recorded_by=author,
+        )
     review = peer_review_refer(report_id=reads[0].pk, by=director_dana, reason="audit", at=reads[0].signed_at)
     peer_review_score(
         review_id=review.pk, user=review.reviewer, score="3b", comment="missed", at=reads[0].signed_at
@@ -94,6 +110,11 @@ def test_figures_of_a_seeded_quarter(chicago, neuro_readers, seeded_quarter):
     assert (stat.reads, stat.p50, stat.p90, stat.within_sla, stat.target_minutes) == (2, 20, 40, 1, 30)
     assert (routine.reads, routine.p50, routine.p90, routine.within_sla) == (2, 60, 120, 2)
     assert figures.sla_compliance == 0.75
+    assert (figures.critical_results, figures.critical_within_target, figures.critical_compliance) == (
+        2,
+        1,
+        0.5,
+    )
     assert [(d["reader"], d["reviewed"], d["significant"]) for d in figures.discrepancies] == [
         (reader_pseudonym(neuro_readers[0].pk), 1, 1)
     ]
@@ -105,10 +126,12 @@ def test_csv_and_pdf_carry_the_figures_and_no_reader_names(chicago, neuro_reader
     report = quarterly_report_generate(facility=chicago, year=2026, quarter=3)
     assert "tat,STAT,2,20.0,40.0,30,50.0" in report.csv
     assert "sla,all,4,,,,75.0" in report.csv
+    assert "critical_results,communicated_within_target,2,,,,50.0" in report.csv
     text = "\n".join(
         page.extract_text() for page in PdfReader(__import__("io").BytesIO(bytes(report.pdf))).pages
     )
     assert "Lakeshore" in text or chicago.name in text
+    assert "0.500" in text  # critical results communicated within target
     assert "0.750" in text and reader_pseudonym(neuro_readers[0].pk) in text
     for document in (report.csv, text):
         assert "White" not in document and neuro_readers[0].username not in document
@@ -144,6 +167,7 @@ def test_director_dashboard_shows_names_and_rates(
 ):
     page = verified_client(director_dana).get("/qa/dashboard/?quarter=2026-Q3").content.decode()
     assert str(neuro_readers[0]) in page and "100 %" in page
+    assert "2 critical results; communicated within the facility's target: 50 %" in page
 
 
 def test_quarter_bounds_and_nearest_rank_percentile():
