@@ -20,11 +20,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.decorators import refuse
 from accounts.roles import Role, has_role
 from credentialing.models import Subspecialty
 from facilities.models import PriorityClass
 from facilities.selectors import facilities_visible_to
 from imaging.models import Study
+from qa.selectors import reviews_assigned_to
 from worklist.selectors import coverage_for, reader_standing, worklist_counts, worklist_for
 
 FILTERS = ("facility", "modality", "subspecialty", "priority")
@@ -48,10 +50,6 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 
 def _is_operations(user) -> bool:
     return user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
-
-
-def _refused(request: HttpRequest, reason: str) -> HttpResponse:
-    return render(request, "403.html", {"reason": reason}, status=403)
 
 
 def _filters(query: QueryDict) -> dict[str, str]:
@@ -139,6 +137,8 @@ def _reader_context(request: HttpRequest) -> dict:
             request.user, at=at, facility_code=context["filters"]["facility"]
         )
     context["rows_url"] = reverse("worklist:rows")
+    # Peer reviews wait at the foot of the list: low priority, never mixed with clinical reads.
+    context["peer_reviews"] = reviews_assigned_to(request.user).count()
     return context
 
 
@@ -148,7 +148,7 @@ def reader_worklist(request: HttpRequest) -> HttpResponse:
     if _is_operations(request.user) and not has_role(request.user, Role.RADIOLOGIST):
         return redirect("worklist:operations")
     if not has_role(request.user, Role.RADIOLOGIST):
-        return _refused(request, "The worklist is for radiologists and the operations desk.")
+        return refuse(request, "The worklist is for radiologists and the operations desk.")
     context = {
         **_reader_context(request),
         **_filter_choices(request.user),
@@ -163,7 +163,7 @@ def reader_worklist(request: HttpRequest) -> HttpResponse:
 def reader_rows(request: HttpRequest) -> HttpResponse:
     """The live part of ``/worklist/``, re-fetched on every event."""
     if not has_role(request.user, Role.RADIOLOGIST):
-        return _refused(request, "The worklist is for radiologists.")
+        return refuse(request, "The worklist is for radiologists.")
     return render(request, "worklist/_reader_live.html", _reader_context(request))
 
 
@@ -191,7 +191,7 @@ def _operations_context(request: HttpRequest) -> dict:
 def operations_worklist(request: HttpRequest) -> HttpResponse:
     """``/operations/worklist/``: every open study, who holds it, its clock, and why nobody can read it."""
     if not _is_operations(request.user):
-        return _refused(
+        return refuse(
             request, "The operations worklist is for the operations desk and the medical director."
         )
     context = {
@@ -206,7 +206,7 @@ def operations_worklist(request: HttpRequest) -> HttpResponse:
 @login_required
 def operations_rows(request: HttpRequest) -> HttpResponse:
     if not _is_operations(request.user):
-        return _refused(
+        return refuse(
             request, "The operations worklist is for the operations desk and the medical director."
         )
     return render(request, "worklist/_operations_live.html", _operations_context(request))

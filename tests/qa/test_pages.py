@@ -107,3 +107,8 @@ def test_api_responses_are_blinded_and_score_rules_hold(verified_client, referre
     client.cookies = SimpleCookie()
     other = verified_client(neuro_readers[2] if referred.reviewer == neuro_readers[1] else neuro_readers[1])
     assert other.get(f"/api/v1/qa/reviews/{referred.pk}/").status_code == 403
+
+
+def test_the_reviewers_worklist_shows_waiting_reviews_at_its_foot(verified_client, referred):
+    page = verified_client(referred.reviewer).get("/worklist/rows/").content.decode()
+    assert 'data-testid="peer-reviews"' in page and "1 case waiting for your review" in page
