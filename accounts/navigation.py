@@ -52,6 +52,7 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("Interfaces", "interfaces:health", frozenset({Role.OPERATIONS})),
     NavItem("On now", "coverage:on_now", frozenset({Role.OPERATIONS})),
     NavItem("Coverage", "coverage:grid", frozenset({Role.OPERATIONS})),
+    NavItem("Rota", "coverage:rota", frozenset({Role.OPERATIONS})),
     NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem(
         "Administration",

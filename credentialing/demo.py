@@ -1,6 +1,6 @@
 """Demo credentials for ``make demo``: licences, boards, privileges (one by proxy, one application
-still open), shifts for the next weeks, and a few expiries close enough that the workspace, the
-expiry windows and the coverage forecast have something to show.
+still open), and a few expiries close enough that the workspace, the expiry windows and the coverage
+forecast have something to show (the rota the forecast reads is ``worklist.demo``'s templates).
 
 Idempotent: rows are keyed by licence number / facility, so loading twice changes nothing. Dates
 are relative to today, so the demo looks the same whenever it is loaded. Call it after the demo
@@ -8,8 +8,7 @@ users and facilities exist (``radiology.demo.demo_load``)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -38,11 +37,13 @@ READERS = {
     "dr.breast": ([("WI", "63310-20", 900)], [("WI-LAKEVIEW", 800)]),
     "dr.er": (
         [("IL", "036-190311", 365), ("WI", "64012-20", 365)],
-        [("IL-PRAIRIE", 420), ("WI-LAKEVIEW", 20)],
+        [("IL-PRAIRIE", 420), ("WI-LAKEVIEW", 20), ("CHI-L1", 610)],
     ),
-    "dr.nighthawk": ([("IL", "036-199870", 1000), ("WI", "65521-20", 1000)], [("CHI-L1", 730)]),
+    "dr.nighthawk": (
+        [("IL", "036-199870", 1000), ("WI", "65521-20", 1000)],
+        [("CHI-L1", 730), ("IL-PRAIRIE", 730), ("WI-LAKEVIEW", 730)],
+    ),
 }
-CHICAGO = ZoneInfo("America/Chicago")
 
 
 @transaction.atomic
@@ -83,7 +84,6 @@ def credentialing_demo_load(today: date | None = None) -> int:
         )
         for code, days in privileges:
             _grant(profile, facilities[code], today, days)
-        _shifts(profile, today)
     _open_application(facilities, today)
     return loaded
 
@@ -103,22 +103,6 @@ def _grant(profile: RadiologistProfile, facility: Facility, today: date, days: i
             "distant_site_approved_on": today - timedelta(days=320) if proxy else None,
         },
     )
-
-
-def _shifts(profile: RadiologistProfile, today: date) -> None:
-    """Two weeks of rota: days for most, nights and weekends for the nighthawk and dr.msk."""
-    from worklist.models import Shift
-
-    night = profile.user.username in ("dr.nighthawk", "dr.msk")
-    for offset in range(0, 56):
-        day = today + timedelta(days=offset)
-        weekend = day.weekday() >= 5
-        if night != weekend and not (night and day.weekday() == 4):
-            continue
-        start = datetime.combine(day, time(19 if night else 7), tzinfo=CHICAGO)
-        Shift.objects.get_or_create(
-            radiologist=profile.user, starts_at=start, defaults={"ends_at": start + timedelta(hours=12)}
-        )
 
 
 def _open_application(facilities: dict[str, Facility], today: date) -> None:

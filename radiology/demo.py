@@ -19,6 +19,7 @@ from credentialing.demo import credentialing_demo_load
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
+from worklist.demo import rota_demo_load
 
 DEMO_PASSWORD = "readroom-demo"  # noqa: S105  (printed on purpose: demo only)
 DEMO_DEVICE_NAME = "Demo authenticator"
@@ -129,8 +130,9 @@ def demo_load() -> dict[str, int]:
             DicomSender.objects.update_or_create(ae_title=ae_title, defaults={"facility": facility})
     for person in PEOPLE:
         created["users"] += _person_load(person, facilities)
-    # licences, privileges and tonight's shifts, so the demo readers are eligible somewhere
+    # licences and privileges, then the rota (templates materialised), so readers are eligible now
     credentialing_demo_load()
+    rota_demo_load()
     return created
 
 

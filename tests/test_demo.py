@@ -1,7 +1,10 @@
 """`make demo`'s data: the right cast, loaded idempotently, and every printed login works."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.models import UserObjectPermission
 
@@ -11,6 +14,8 @@ from credentialing.models import RadiologistProfile
 from facilities.models import Facility, FacilityKind
 from radiology.demo import DEMO_PASSWORD, PEOPLE, demo_load
 from tests.conftest import current_totp
+from worklist.coverage import coverage_grid, on_shift_now
+from worklist.models import Shift, ShiftTemplate
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +28,8 @@ def _counts() -> dict[str, int]:
         "devices": TOTPDevice.objects.count(),
         "object_perms": UserObjectPermission.objects.count(),
         "memberships": User.groups.through.objects.count(),
+        "shift_templates": ShiftTemplate.objects.count(),
+        "shifts": Shift.objects.count(),
     }
 
 
@@ -50,6 +57,26 @@ def test_the_demo_cast():
     assert {"neuro", "msk", "body", "chest", "pediatric", "breast", "general"} <= covered
     roles = {role for u in User.objects.all() for role in roles_of(u)}
     assert roles == set(Role)
+
+
+def test_the_demo_rota_has_readers_on_shift_at_every_hour_and_one_deliberate_gap():
+    # given the demo loaded
+    demo_load()
+    now = timezone.now()
+    # then somebody is on shift at every hour of the coming week …
+    assert all(on_shift_now(now + timedelta(hours=h)) for h in range(0, 7 * 24))
+    # … and the grid's only red is Lakeview (WI) on Sunday night, 19:00 to 07:00 Monday
+    grid = coverage_grid(at=now)
+    gaps = {
+        (row.facility.code, cell.day.weekday(), label)
+        for row in grid.rows
+        for cell in row.cells
+        for label in cell.gap_labels
+    }
+    assert {code for code, _, _ in gaps} == {"WI-LAKEVIEW"}
+    for _, day, label in gaps:  # a gap under way counts from now
+        start, end = label.split("–")
+        assert (day == 6 and start >= "19:00" and end == "24:00") or (day == 0 and end == "07:00"), label
 
 
 @pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.username)

@@ -40,6 +40,7 @@ from credentialing.eligibility import (
     shift_covers,
     subspecialty_reasons,
 )
+from credentialing.forecast import SHORT_NAMES
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import Facility
 from worklist.models import Shift, ShiftTemplate, TimeOff
@@ -127,6 +128,7 @@ def shift_templates_materialise(*, at: datetime, days: int = HORIZON_DAYS) -> in
     templates = list(
         ShiftTemplate.objects.filter(active=True, radiologist__is_active=True, valid_from__lte=until.date())
         .filter(Q(valid_until__isnull=True) | Q(valid_until__gte=(at - timedelta(days=2)).date()))
+        .select_related("radiologist")
         .prefetch_related("facilities", "subspecialties")
     )
     if not templates:
@@ -160,21 +162,25 @@ def _time_off_by_reader(reader_ids: Iterable[int], since: datetime, until: datet
     return away
 
 
-def _shift_from_template(template: ShiftTemplate, piece: Interval, *, trimmed: bool) -> int:
-    note = template.name + (" (part: time off)" if trimmed else "")
+def _shift_from_template(template: ShiftTemplate, piece: Interval, *, trimmed: bool, note: str = "") -> int:
+    note = note or template.name + (" (part: time off)" if trimmed else "")
     try:
         # A savepoint: another worker materialising the same occurrence makes this INSERT fail on
         # shift_unique_template_start; that is "already done", not an error.
         with transaction.atomic():
             shift = Shift.objects.create(
-                radiologist_id=template.radiologist_id,
+                radiologist=template.radiologist,  # loaded with the template (the audit log names them)
                 starts_at=piece[0],
                 ends_at=piece[1],
                 template=template,
                 note=note[:200],
             )
-            shift.facilities.set(template.facilities.all())
-            shift.subspecialties.set(template.subspecialties.all())
+            # add (not set) to a new row, and only a non-empty scope: a third of the queries per
+            # shift, which counts when a rota of hundreds is materialised (the demo loads 400)
+            if facilities := list(template.facilities.all()):
+                shift.facilities.add(*facilities)
+            if subspecialties := list(template.subspecialties.all()):
+                shift.subspecialties.add(*subspecialties)
     except IntegrityError:
         return 0
     return 1
@@ -185,7 +191,11 @@ def shift_template_apply(*, template_id: int, at: datetime) -> int:
     """After a template was created or edited: its shifts that have not started yet are replaced by
     the template as it now reads (a shift under way is left to finish)."""
     Shift.objects.filter(template_id=template_id, starts_at__gt=at).delete()
-    template = ShiftTemplate.objects.prefetch_related("facilities", "subspecialties").get(pk=template_id)
+    template = (
+        ShiftTemplate.objects.select_related("radiologist")
+        .prefetch_related("facilities", "subspecialties")
+        .get(pk=template_id)
+    )
     if not template.active:
         return 0
     away = _time_off_by_reader([template.radiologist_id], at, at + timedelta(days=HORIZON_DAYS + 2))
@@ -200,6 +210,117 @@ def shift_template_apply(*, template_id: int, at: datetime) -> int:
     return created
 
 
+# --- writes: editing templates (the operations rota page; the admin uses shift_template_apply) -------
+
+
+@dataclass(frozen=True)
+class TemplateSaved:
+    template: ShiftTemplate
+    shifts_created: int  # of the next HORIZON_DAYS, from the template as it now reads
+    shifts_removed: int = 0  # not yet started, replaced or dropped
+
+
+@transaction.atomic
+def shift_template_create(
+    *,
+    radiologist,
+    name: str,
+    weekdays: Iterable[int],
+    start_time: time,
+    end_time: time,
+    timezone: str,
+    valid_from: date,
+    valid_until: date | None = None,
+    facilities: Iterable[Facility] = (),
+    subspecialties: Iterable[Subspecialty] = (),
+    at: datetime,
+) -> TemplateSaved:
+    """A new repeating template, validated like the model says, with its shifts of the next
+    ``HORIZON_DAYS`` materialised at once (so the grid and the engine see it before the hourly run).
+    Raises ``ValidationError`` naming the field that is wrong."""
+    template = ShiftTemplate(radiologist=radiologist)
+    return _template_save(
+        template,
+        name=name,
+        weekdays=weekdays,
+        start_time=start_time,
+        end_time=end_time,
+        timezone=timezone,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        facilities=facilities,
+        subspecialties=subspecialties,
+        active=True,
+        at=at,
+    )
+
+
+@transaction.atomic
+def shift_template_update(
+    *,
+    template_id: int,
+    name: str,
+    weekdays: Iterable[int],
+    start_time: time,
+    end_time: time,
+    timezone: str,
+    valid_from: date,
+    valid_until: date | None = None,
+    facilities: Iterable[Facility] = (),
+    subspecialties: Iterable[Subspecialty] = (),
+    active: bool = True,
+    at: datetime,
+) -> TemplateSaved:
+    """Edit a template (the reader stays: a rota line belongs to one person). Its shifts that have
+    not started are replaced by the template as it now reads; a shift under way is left to finish."""
+    # Locked so two operators saving the same template at once apply one after the other.
+    template = ShiftTemplate.objects.select_for_update().get(pk=template_id)
+    return _template_save(
+        template,
+        name=name,
+        weekdays=weekdays,
+        start_time=start_time,
+        end_time=end_time,
+        timezone=timezone,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        facilities=facilities,
+        subspecialties=subspecialties,
+        active=active,
+        at=at,
+    )
+
+
+def _template_save(
+    template: ShiftTemplate, *, facilities, subspecialties, at: datetime, **fields
+) -> TemplateSaved:
+    for field, value in fields.items():
+        setattr(template, field, value)
+    template.name = (template.name or "").strip()
+    template.weekdays = sorted({int(d) for d in template.weekdays})
+    template.full_clean()  # weekdays, zone, valid range: the model's own rules, one message per field
+    template.save()
+    template.facilities.set(facilities)  # the scope first: the shifts copy it
+    template.subspecialties.set(subspecialties)
+    removed = Shift.objects.filter(template=template, starts_at__gt=at).count()
+    created = shift_template_apply(template_id=template.pk, at=at)
+    return TemplateSaved(template, created, removed)
+
+
+@transaction.atomic
+def shift_template_deactivate(*, template_id: int, at: datetime) -> TemplateSaved:
+    """Stop a template: its shifts that have not started are removed (one under way is left to
+    finish), and materialisation skips it from now on. Kept, not deleted: the shifts it made and
+    the audit log point at it, and it can be switched on again by editing it."""
+    template = ShiftTemplate.objects.select_for_update().get(pk=template_id)
+    removed = Shift.objects.filter(template=template, starts_at__gt=at).count()
+    if template.active:
+        template.active = False
+        template.save(update_fields=["active", "updated_at"])
+    shift_template_apply(template_id=template.pk, at=at)
+    return TemplateSaved(template, 0, removed)
+
+
 # --- writes: time off ------------------------------------------------------------------------------
 
 
@@ -208,11 +329,25 @@ class InvalidTimeOff(ValueError):
 
 
 @dataclass(frozen=True)
+class ShiftChange:
+    """What time off did to one shift: ``after`` is empty when it was removed."""
+
+    label: str  # the template's name or the shift's note
+    before: Interval
+    after: tuple[Interval, ...]
+
+    @property
+    def kind(self) -> str:
+        return "removed" if not self.after else "split" if len(self.after) > 1 else "trimmed"
+
+
+@dataclass(frozen=True)
 class TimeOffResult:
     time_off: TimeOff
     removed: int
     trimmed: int
     split: int
+    changes: tuple[ShiftChange, ...] = ()
 
 
 @transaction.atomic
@@ -231,13 +366,18 @@ def time_off_record(
         radiologist=radiologist, starts_at=starts_at, ends_at=ends_at, reason=reason, recorded_by=recorded_by
     )
     removed = trimmed = split = 0
+    changes = []
     overlapping = (
-        Shift.objects.select_for_update()
+        # lock the shifts only: the template is joined (nullable) for its name
+        Shift.objects.select_for_update(of=("self",))
         .filter(radiologist=radiologist, starts_at__lt=ends_at, ends_at__gt=starts_at)
+        .select_related("template")
         .prefetch_related("facilities", "subspecialties")
     )
     for shift in overlapping:
         pieces = interval_subtract((shift.starts_at, shift.ends_at), [(starts_at, ends_at)])
+        label = shift.template.name if shift.template else (shift.note or "Shift")
+        changes.append(ShiftChange(label, (shift.starts_at, shift.ends_at), tuple(pieces)))
         if not pieces:
             shift.delete()
             removed += 1
@@ -250,7 +390,43 @@ def time_off_record(
         for start, end in pieces[1:]:
             _copy_shift(shift, start, end)
             split += 1
-    return TimeOffResult(off, removed, trimmed, split)
+    return TimeOffResult(off, removed, trimmed, split, tuple(changes))
+
+
+@transaction.atomic
+def time_off_cancel(*, time_off_id: int, at: datetime) -> int:
+    """Withdraw time off (recorded in error, or the reader is back): the reader's active templates
+    put back, from now to the end of the time off and within the materialising horizon, the parts of
+    their occurrences that no other time off and no existing shift covers. Returns how many shifts
+    were put back. One-off shifts it removed are not known any more: add them again by hand."""
+    off = TimeOff.objects.select_for_update().get(pk=time_off_id)
+    since, until = max(off.starts_at, at), min(off.ends_at, at + timedelta(days=HORIZON_DAYS))
+    radiologist_id = off.radiologist_id
+    off.delete()  # the audit log keeps who recorded it and when it was withdrawn
+    if since >= until:
+        return 0
+    away = [
+        (o.starts_at, o.ends_at) for o in _time_off_by_reader([radiologist_id], since, until)[radiologist_id]
+    ]
+    restored = 0
+    templates = (
+        ShiftTemplate.objects.filter(radiologist_id=radiologist_id, active=True)
+        .select_related("radiologist")
+        .prefetch_related("facilities", "subspecialties")
+    )
+    for template in templates:
+        existing = list(
+            Shift.objects.filter(template=template, starts_at__lt=until, ends_at__gt=since).values_list(
+                "starts_at", "ends_at"
+            )
+        )
+        for start, end in template_occurrences(TemplateFacts.of(template), since, until):
+            window = (max(start, since), min(end, until))
+            for piece in interval_subtract(window, [*existing, *away]):
+                restored += _shift_from_template(
+                    template, piece, trimmed=True, note=f"{template.name} (time off withdrawn)"
+                )
+    return restored
 
 
 def _copy_shift(shift: Shift, start: datetime, end: datetime) -> Shift:
@@ -264,6 +440,74 @@ def _copy_shift(shift: Shift, start: datetime, end: datetime) -> Shift:
     copy.facilities.set(shift.facilities.all())
     copy.subspecialties.set(shift.subspecialties.all())
     return copy
+
+
+# --- reads: the rota as people write it --------------------------------------------------------------
+
+DAY_ABBREVIATIONS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+SUBSPECIALTY_SHORT = {**SHORT_NAMES, Subspecialty.GENERAL: "general/ER"}
+
+
+def weekdays_label(weekdays: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 4]`` → "Mon–Fri", ``[4, 5, 6, 0]`` → "Fri–Mon", ``[5, 6]`` → "Sat, Sun", all
+    seven → "Every day". Runs of three or more days get a dash."""
+    days = sorted(set(weekdays))
+    if len(days) == 7:
+        return "Every day"
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and runs[-1][-1] + 1 == day:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    # A rota week wraps: Fri, Sat, Sun, Mon is one run, written last ("Wed, Fri–Mon").
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == 6 and len(runs[-1]) + len(runs[0]) >= 3:
+        runs = [*runs[1:-1], runs[-1] + runs[0]]
+    parts = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{DAY_ABBREVIATIONS[run[0]]}–{DAY_ABBREVIATIONS[run[-1]]}")
+        else:
+            parts += [DAY_ABBREVIATIONS[d] for d in run]
+    return ", ".join(parts)
+
+
+def template_description(template: ShiftTemplate) -> str:
+    """ "Mon–Fri 23:00–07:00 America/Chicago, neuro, Lakeshore Medical Center" — the line a rota
+    would print. An empty scope reads "all facilities" / "all subspecialties"."""
+    subspecialties = [SUBSPECIALTY_SHORT.get(s.code, s.name) for s in template.subspecialties.all()]
+    facilities = [f.name for f in template.facilities.all()]
+    parts = [
+        f"{weekdays_label(template.weekdays)} {template.start_time:%H:%M}–{template.end_time:%H:%M} "
+        f"{template.timezone}",
+        ", ".join(sorted(subspecialties)) or "all subspecialties",
+        ", ".join(sorted(facilities)) or "all facilities",
+    ]
+    if template.valid_until:
+        parts.append(f"until {template.valid_until:%-d %b %Y}")
+    return ", ".join(parts)
+
+
+def rota_templates(*, include_inactive: bool = True) -> list[ShiftTemplate]:
+    """Every template, by reader then name, with what its description needs."""
+    templates = ShiftTemplate.objects.select_related("radiologist").prefetch_related(
+        "facilities", "subspecialties"
+    )
+    if not include_inactive:
+        templates = templates.filter(active=True)
+    return sorted(
+        templates,
+        key=lambda t: (not t.active, str(t.radiologist).lower(), t.name.lower(), t.pk),
+    )
+
+
+def time_off_ahead(at: datetime) -> list[TimeOff]:
+    """Time off that has not ended yet, soonest first."""
+    return list(
+        TimeOff.objects.filter(ends_at__gt=at)
+        .select_related("radiologist", "recorded_by")
+        .order_by("starts_at")
+    )
 
 
 # --- reads: who is on now -------------------------------------------------------------------------

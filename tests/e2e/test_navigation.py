@@ -30,7 +30,7 @@ EXPECTED = {
         {"Audit log", "My dossier", "Credentialing"},
     ),
     "ops": (
-        {"Home", "Credentialing", "Facilities", "Audit log", "Administration"},
+        {"Home", "Credentialing", "Facilities", "Audit log", "Administration", "Rota", "Coverage"},
         {"My dossier", "Readers"},
     ),
 }
