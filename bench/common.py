@@ -14,6 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+# Several people (or CI jobs) may run benchmarks on one PostgreSQL/Redis: READROOM_BENCH_DB_PREFIX and
+# REDIS_URL keep each run's database and broker apart (each bench drops and recreates its database).
+DB_PREFIX = os.environ.get("READROOM_BENCH_DB_PREFIX", "readroom_bench")
+
+
+def bench_database(kind: str) -> str:
+    return f"{DB_PREFIX}_{kind}"
+
+
+def redis_db(env: dict[str, str]) -> str:
+    return env["REDIS_URL"].rsplit("/", 1)[1] or "0"
+
+
 def bench_env(database: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -60,6 +73,13 @@ f, _ = Facility.objects.get_or_create(code="BENCH", defaults=dict(name="Bench Ho
 Hl7Sender.objects.get_or_create(facility=f, sending_application="BENCH_RIS", sending_facility="BENCH")
 DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux /proc). On a busy machine the wall
+    clock varies from run to run; the CPU a process spends per message or instance does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -329,17 +329,14 @@ def _instance_index(
     if series_id is None:
         series, series_created = _series_for(study, header, received_at)
         series_id = cache.series[header.series_instance_uid] = series.pk
-    existing = (
-        Instance.objects.filter(sop_instance_uid=header.sop_instance_uid)
-        .values_list("pk", "series_id")
-        .first()
-    )
-    if existing is not None:
-        if existing[1] != series_id:
-            raise IngestConflict(
-                f"SOP Instance {header.sop_instance_uid} is already stored in another series"
-            )
-        return InstanceRecorded(existing[0], study.pk, False, False)
+    if not series_created and connection.vendor == "postgresql":
+        # The rest of a series (299 of 300 slices): one statement instead of four.
+        instance_id = _instance_insert_counted(series_id, study.pk, header, stored, received_at)
+        if instance_id is None:
+            return _instance_existing(header, series_id, study.pk)
+        return InstanceRecorded(instance_id, study.pk, True, False)
+    if Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).exists():
+        return _instance_existing(header, series_id, study.pk)
     # A concurrent insert of the same UID raises IntegrityError: the whole transaction is retried.
     instance = Instance.objects.create(
         series_id=series_id,
@@ -365,6 +362,64 @@ def _instance_index(
     if study_created and study.is_stroke:
         _announce(study_routable, study.pk)
     return InstanceRecorded(instance.pk, study.pk, True, study_created)
+
+
+def _instance_existing(header: InstanceHeader, series_id: int, study_id: int) -> InstanceRecorded:
+    """A resent instance: idempotent when it is the same series, a conflict otherwise."""
+    pk, stored_series_id = (
+        Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).values_list("pk", "series_id").get()
+    )
+    if stored_series_id != series_id:
+        raise IngestConflict(f"SOP Instance {header.sop_instance_uid} is already stored in another series")
+    return InstanceRecorded(pk, study_id, False, False)
+
+
+_INSTANCE_INSERT_COUNTED = """
+WITH new AS (
+    INSERT INTO imaging_instance (series_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+        instance_number, storage_path, storage_key_id, size_bytes, received_at)
+    VALUES (%(series)s, %(sop)s, %(sop_class)s, %(syntax)s, %(number)s, %(path)s, %(key)s, %(size)s,
+        %(received)s)
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING id
+), series AS (
+    UPDATE imaging_series SET number_of_instances = number_of_instances + 1,
+        last_received_at = %(received)s
+    WHERE id = %(series)s AND EXISTS (SELECT FROM new)
+), study AS (
+    UPDATE imaging_study SET number_of_instances = number_of_instances + 1,
+        last_received_at = %(received)s
+    WHERE id = %(study)s AND EXISTS (SELECT FROM new)
+)
+SELECT id FROM new
+"""
+
+
+def _instance_insert_counted(
+    series_id: int, study_id: int, header: InstanceHeader, stored: StoredFile, received_at: datetime
+) -> int | None:
+    """The instance row and both counters in one round trip (PostgreSQL data-modifying CTEs): the
+    ORM's SELECT + INSERT + two UPDATEs cost ~4 round trips and ~1.5 ms of Python per instance.
+    None when the SOP Instance UID is already stored (ON CONFLICT also waits for a concurrent
+    insert of the same UID to commit, so a race ends here too instead of in an IntegrityError)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSTANCE_INSERT_COUNTED,
+            {
+                "series": series_id,
+                "study": study_id,
+                "sop": header.sop_instance_uid,
+                "sop_class": header.sop_class_uid,
+                "syntax": header.transfer_syntax_uid,
+                "number": header.instance_number,
+                "path": stored.relative_path,
+                "key": stored.key_id,
+                "size": stored.size_bytes,
+                "received": received_at,
+            },
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple[Study, bool]:

@@ -24,11 +24,14 @@ from bench.common import (
     PYTHON,
     ROOT,
     SETUP_FACILITY,
+    bench_database,
     bench_env,
+    cpu_seconds,
     database_fresh,
     free_port,
     manage,
     percentile,
+    redis_db,
     row_count,
     shell,
     wait_for_port,
@@ -62,12 +65,14 @@ async def send_all(port: int, count: int, first: int = 0) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--no-apply", action="store_true", help="skip timing the Celery worker's apply")
     args = parser.parse_args()
-    env = bench_env("readroom_bench_hl7")
-    database_fresh("readroom_bench_hl7")
+    database = bench_database("hl7")
+    env = bench_env(database)
+    database_fresh(database)
     manage(env, "migrate", "-v0")
     shell(env, SETUP_FACILITY)
-    subprocess.run(["redis-cli", "-n", "9", "flushdb"], check=True, capture_output=True)
+    subprocess.run(["redis-cli", "-n", redis_db(env), "flushdb"], check=True, capture_output=True)
     port = free_port()
     listener = subprocess.Popen(
         [PYTHON, "manage.py", "hl7_listener", "--port", str(port)],
@@ -78,9 +83,9 @@ def main() -> None:
     try:
         wait_for_port(port)
         asyncio.run(send_all(port, 200, first=9_000_000))  # warm-up: connections, caches
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(listener.pid)
         latencies = asyncio.run(send_all(port, args.messages))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(listener.pid) - cpu
     finally:
         listener.terminate()
         listener.wait(10)
@@ -91,6 +96,9 @@ def main() -> None:
     print(
         f"  ACK latency  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   max {max(ms):.2f} ms   (target p99 < 20 ms)"
     )
+    print(f"  listener CPU {cpu / args.messages * 1000:8.2f} ms per message (all threads; load-independent)")
+    if args.no_apply:
+        return
     # applying: a real Celery worker drains the queued tasks
     worker = subprocess.Popen(
         [PYTHON, "-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],

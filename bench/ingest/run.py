@@ -28,7 +28,9 @@ from bench.common import (
     PYTHON,
     ROOT,
     SETUP_FACILITY,
+    bench_database,
     bench_env,
+    cpu_seconds,
     database_fresh,
     free_port,
     manage,
@@ -66,9 +68,10 @@ def storescu(port: int, called: str, calling: str, files: list[Path]) -> float:
     return time.perf_counter() - started
 
 
-def readroom_rate(files: list[Path]) -> tuple[float, int]:
-    env = bench_env("readroom_bench_ingest", READROOM_STORAGE_DIR=tempfile.mkdtemp(prefix="rr-bench-store-"))
-    database_fresh("readroom_bench_ingest")
+def readroom_rate(files: list[Path]) -> tuple[float, int, float]:
+    database = bench_database("ingest")
+    env = bench_env(database, READROOM_STORAGE_DIR=tempfile.mkdtemp(prefix="rr-bench-store-"))
+    database_fresh(database)
     manage(env, "migrate", "-v0")
     shell(env, SETUP_FACILITY)
     port = free_port()
@@ -78,13 +81,15 @@ def readroom_rate(files: list[Path]) -> tuple[float, int]:
     try:
         wait_for_port(port)
         storescu(port, "READROOM", "BENCH_CT", files[:5])  # warm-up association (indexes, caches)
+        cpu = cpu_seconds(scp.pid)
         elapsed = storescu(port, "READROOM", "BENCH_CT", files)
+        cpu = cpu_seconds(scp.pid) - cpu
     finally:
         scp.terminate()
         scp.wait(10)
         shutil.rmtree(env["READROOM_STORAGE_DIR"], ignore_errors=True)
     indexed = row_count(env, "imaging.models", "Instance")
-    return len(files) / elapsed, indexed
+    return len(files) / elapsed, indexed, cpu / len(files)
 
 
 def orthanc_rate(files: list[Path]) -> float | None:
@@ -135,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rr-bench-series-") as tmp:
         files = series_write(Path(tmp), args.slices)
         size_mb = sum(p.stat().st_size for p in files) / 1e6
-        ours, indexed = readroom_rate(files)
+        ours, indexed, cpu = readroom_rate(files)
         orthanc = orthanc_rate(files)
     print(
         f"bench/ingest: {args.slices}-slice 512x512 CT ({size_mb:.0f} MB) by storescu, TCP_NODELAY=1, one association"
@@ -143,6 +148,7 @@ def main() -> None:
     print(
         f"  ReadRoom  {ours:7.1f} instances/s  stored (AES-256-GCM, fsync) and indexed on PostgreSQL; {indexed} rows"
     )
+    print(f"            {cpu * 1000:7.2f} ms SCP CPU per instance (all threads; load-independent)")
     if orthanc is None:
         print("  Orthanc   not installed (apt-get install orthanc) — no comparison")
     else:

@@ -113,9 +113,12 @@ class DrainScheduler:
         self._pending.add(sender)
         self._wake.set()
 
-    # Gather for this long before enqueueing: one broker call per burst instead of one per message
-    # (the enqueue competes with the inbox thread for the GIL). Applying starts at most this late.
-    GATHER_SECONDS = 0.02
+    # Gather for this long before enqueueing: one broker call per burst instead of one per message.
+    # A Celery publish costs ~1-2 ms of Python holding the GIL, taken from the inbox thread: at
+    # 0.02 s the listener spent more CPU enqueueing than storing on a loaded machine (bench/hl7
+    # profile, docs/ingest.md). At 0.1 s it is at most 10 publishes a second whatever the rate,
+    # and a drain already running picks up what arrives meanwhile. Applying starts at most this late.
+    GATHER_SECONDS = 0.1
 
     async def run(self) -> None:
         while True:

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def dcmtk(tool: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([tool, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
+def association_closed(calling_ae_title: str, timeout: float = 10) -> DicomAssociation:
+    """The SCP writes an association's counters when it ends, which is after the SCU already has
+    its A-RELEASE response (and its exit code): wait for that write instead of racing it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        association = DicomAssociation.objects.get(calling_ae_title=calling_ae_title)
+        if association.ended_at is not None or time.monotonic() > deadline:
+            return association
+        time.sleep(0.05)
+
+
 def write_series(tmp_path: Path, *, slices: int = 5, accession: str | None = None, seed: int = 1) -> tuple:
     exam = exam_random(random.Random(seed), "CHI-L1", stroke_rate=0.0)
     if accession:
@@ -48,7 +60,7 @@ def test_echo_from_a_registered_modality(dicom_scp):
     host, port, aet = dicom_scp
     result = dcmtk("echoscu", "-aet", "LAKESHORE_CT1", "-aec", aet, host, str(port))
     assert result.returncode == 0, result.stderr
-    assert DicomAssociation.objects.get(calling_ae_title="LAKESHORE_CT1").echoes == 1
+    assert association_closed("LAKESHORE_CT1").echoes == 1
 
 
 def test_unknown_calling_ae_is_rejected_at_association(dicom_scp):
@@ -80,7 +92,7 @@ def test_series_is_stored_encrypted_and_indexed(dicom_scp, tmp_path, image_store
     assert exam.mrn.encode() not in on_disk
     assert dcmread(BytesIO(encrypted_read(instance.storage_path))).SOPInstanceUID == instance.sop_instance_uid
     assert len(encrypted_read(instance.storage_path)) >= len(sent) - 200  # same dataset, meta may differ
-    association = DicomAssociation.objects.get(calling_ae_title="LAKESHORE_CT1")
+    association = association_closed("LAKESHORE_CT1")
     assert association.instances_stored == 5 and association.ended_at is not None
 
 
@@ -153,7 +165,7 @@ def test_undecodable_object_is_quarantined_and_association_goes_on(dicom_scp, tm
     quarantined = QuarantinedObject.objects.get()
     assert "StudyInstanceUID" in quarantined.reason
     assert len(encrypted_read(quarantined.storage_path)) > 0
-    association = DicomAssociation.objects.get(calling_ae_title="LAKESHORE_CT1")
+    association = association_closed("LAKESHORE_CT1")
     assert (association.instances_stored, association.instances_failed) == (2, 1)
 
 
