@@ -12,9 +12,10 @@ from __future__ import annotations
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Group, Permission
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 
 from accounts.roles import ROLE_MODEL_PERMISSIONS
+from radiology.db import triggers_install
 
 PG_APPEND_ONLY = """
 CREATE OR REPLACE FUNCTION readroom_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -51,12 +52,7 @@ def role_groups_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
 
 
 def audit_log_append_only_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(PG_APPEND_ONLY)
-        elif connection.vendor == "sqlite":
-            cursor.execute(SQLITE_APPEND_ONLY)
+    triggers_install(postgresql=PG_APPEND_ONLY, sqlite=[SQLITE_APPEND_ONLY], using=using)
 
 
 def on_post_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:

@@ -1,10 +1,10 @@
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import role_required
 from accounts.roles import Role, has_role
 from interfaces.health import interface_health, unattributed_traffic
 from interfaces.hl7.outbound import outbound_message_requeue
@@ -21,14 +21,10 @@ def can_watch_interfaces(user) -> bool:
     return user.is_authenticated and (user.is_superuser or has_role(user, Role.OPERATIONS))
 
 
-@login_required
+@role_required(can_watch_interfaces, "Interface health is for the operations desk.")
 def interface_health_page(request: HttpRequest) -> HttpResponse:
     """The operations desk's view of every facility's interfaces. Workflow metadata only: message
     types, times, counts and error texts — no patient content."""
-    if not can_watch_interfaces(request.user):
-        return render(
-            request, "403.html", {"reason": "Interface health is for the operations desk."}, status=403
-        )
     now = timezone.now()
     context = {
         "now": now,
@@ -54,12 +50,10 @@ def interface_health_page(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-@login_required
+@role_required(can_watch_interfaces, "Requeueing is for the operations desk.")
 @require_POST
 def outbound_requeue(request: HttpRequest, message_id: int) -> HttpResponse:
     """Operations puts a dead-lettered report back in its facility's line (after fixing the cause)."""
-    if not can_watch_interfaces(request.user):
-        return render(request, "403.html", {"reason": "Requeueing is for the operations desk."}, status=403)
     if outbound_message_requeue(message_id=message_id, by=request.user):
         messages.success(request, "Requeued: it is sent again now, before anything queued after it.")
     else:

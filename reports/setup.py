@@ -19,7 +19,9 @@ deletes reports, and the admin does not offer it."""
 
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
+
+from radiology.db import triggers_install
 
 PG_IMMUTABLE = """
 CREATE OR REPLACE FUNCTION readroom_report_final_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -60,13 +62,7 @@ BEGIN SELECT RAISE(ABORT, 'a signed addendum cannot be changed: UPDATE refused')
 
 
 def report_immutability_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(PG_IMMUTABLE)
-        elif connection.vendor == "sqlite":
-            for statement in SQLITE_IMMUTABLE:
-                cursor.execute(statement)
+    triggers_install(postgresql=PG_IMMUTABLE, sqlite=SQLITE_IMMUTABLE, using=using)
 
 
 PG_VERSION_IMMUTABLE = """
@@ -89,12 +85,7 @@ BEGIN SELECT RAISE(ABORT, 'a template version never changes: add a new version (
 
 
 def template_version_immutable_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
-    connection = connections[using]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(PG_VERSION_IMMUTABLE)
-        elif connection.vendor == "sqlite":
-            cursor.execute(SQLITE_VERSION_IMMUTABLE)
+    triggers_install(postgresql=PG_VERSION_IMMUTABLE, sqlite=[SQLITE_VERSION_IMMUTABLE], using=using)
 
 
 def on_post_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:

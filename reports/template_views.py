@@ -5,17 +5,15 @@ decides scope: another facility's template is a 404) and calls one service."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import role_required
 from facilities.selectors import facilities_administered_by
 from reports import template_forms as tf
 from reports import template_services
@@ -44,15 +42,7 @@ from reports.template_services import (
 REFUSED = "Report templates are kept by facility admins and operations."
 
 
-def template_admin(view: Callable) -> Callable:
-    @wraps(view)
-    @login_required
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not can_administer_templates(request.user):
-            return render(request, "403.html", {"reason": REFUSED}, status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapper
+template_admin = role_required(can_administer_templates, REFUSED)
 
 
 def _errors_to_form(

@@ -4,11 +4,11 @@ only: the pages name readers and their load, workflow metadata but not for reade
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from accounts.decorators import role_required
 from accounts.roles import Role, has_role
 from facilities.models import Facility
 from worklist.coverage import coverage_grid, on_shift_now
@@ -18,24 +18,19 @@ def can_watch_coverage(user) -> bool:
     return user.is_authenticated and (user.is_superuser or has_role(user, Role.OPERATIONS))
 
 
-def _refused(request: HttpRequest) -> HttpResponse:
-    return render(request, "403.html", {"reason": "Coverage is for the operations desk."}, status=403)
+operations_only = role_required(can_watch_coverage, "Coverage is for the operations desk.")
 
 
-@login_required
+@operations_only
 def on_now_page(request: HttpRequest) -> HttpResponse:
-    if not can_watch_coverage(request.user):
-        return _refused(request)
     now = timezone.now()
     context = {"now": now, "on_shift": on_shift_now(now)}
     template = "worklist/_on_now_table.html" if request.htmx else "worklist/on_now.html"
     return render(request, template, context)
 
 
-@login_required
+@operations_only
 def coverage_grid_page(request: HttpRequest) -> HttpResponse:
-    if not can_watch_coverage(request.user):
-        return _refused(request)
     now = timezone.now()
     facilities = Facility.objects.filter(active=True).order_by("name")
     chosen = request.GET.get("facility", "")

@@ -7,14 +7,11 @@ superusers only, like the other coverage pages."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import wraps
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -35,7 +32,7 @@ from worklist.coverage import (
     time_off_cancel,
     time_off_record,
 )
-from worklist.coverage_views import _refused, can_watch_coverage
+from worklist.coverage_views import operations_only
 from worklist.models import ShiftTemplate, TimeOff
 from worklist.rota_forms import ShiftTemplateForm, TimeOffForm
 
@@ -50,17 +47,6 @@ TEMPLATE_FIELDS = (
     "facilities",
     "subspecialties",
 )
-
-
-def operations_only(view: Callable) -> Callable:
-    @login_required
-    @wraps(view)
-    def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not can_watch_coverage(request.user):
-            return _refused(request)
-        return view(request, *args, **kwargs)
-
-    return guarded
 
 
 @dataclass(frozen=True)

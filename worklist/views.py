@@ -191,9 +191,7 @@ def _operations_context(request: HttpRequest) -> dict:
 def operations_worklist(request: HttpRequest) -> HttpResponse:
     """``/operations/worklist/``: every open study, who holds it, its clock, and why nobody can read it."""
     if not _is_operations(request.user):
-        return refuse(
-            request, "The operations worklist is for the operations desk and the medical director."
-        )
+        return refuse(request, "The operations worklist is for the operations desk and the medical director.")
     context = {
         **_operations_context(request),
         **_filter_choices(request.user),
@@ -206,7 +204,5 @@ def operations_worklist(request: HttpRequest) -> HttpResponse:
 @login_required
 def operations_rows(request: HttpRequest) -> HttpResponse:
     if not _is_operations(request.user):
-        return refuse(
-            request, "The operations worklist is for the operations desk and the medical director."
-        )
+        return refuse(request, "The operations worklist is for the operations desk and the medical director.")
     return render(request, "worklist/_operations_live.html", _operations_context(request))
