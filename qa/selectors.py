@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 
+from accounts.audit import record_phi_access
 from accounts.roles import Role, has_role
 from qa.blinding import redact_reader
 from qa.models import ADJUDICATED_SCORES, Adjudication, PeerReview, ReviewStatus
@@ -58,6 +59,7 @@ def review_case_for_reviewer(user, review_id: int, *, reveal_report: bool) -> Bl
     if review is None:
         raise PermissionDenied("This review is not assigned to you.")
     study = review.report.study
+    record_phi_access(study)  # a peer-review case shows the patient's study and report
     shown = reveal_report or review.blind_impression_at is not None or review.status != ReviewStatus.ASSIGNED
     return BlindedCase(
         review_id=review.pk,

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from accounts.audit import record_phi_access
 from accounts.decorators import refuse, role_required
 from accounts.roles import Role, has_role
 from qa import selectors, services
@@ -91,6 +92,7 @@ def review_score(request: HttpRequest, review_id: int) -> HttpResponse:
 @radiologists_only
 def feedback_detail(request: HttpRequest, adjudication_id: int) -> HttpResponse:
     adjudication = get_object_or_404(selectors.feedback_for_reader(request.user), pk=adjudication_id)
+    record_phi_access(adjudication.review.report.study)
     services.adjudication_feedback_seen(adjudication_id=adjudication.pk, reader=request.user)
     return render(request, "qa/feedback_detail.html", {"adjudication": adjudication})
 
@@ -105,6 +107,7 @@ def adjudication_list(request: HttpRequest) -> HttpResponse:
 @director_only
 def adjudication_detail(request: HttpRequest, review_id: int) -> HttpResponse:
     review: PeerReview = get_object_or_404(selectors.adjudication_queue(request.user), pk=review_id)
+    record_phi_access(review.report.study)
     if request.method == "POST":
         try:
             services.adjudication_decide(

@@ -133,3 +133,44 @@ def test_discrepancy_rates_use_adjudicated_scores_and_pseudonyms(
     assert reader_pseudonym(author.pk) != reader_pseudonym(neuro_readers[1].pk)
     assert author.username not in reader_pseudonym(author.pk)
     assert RadpeerScore.CONCUR == "1"
+
+
+def test_an_addendum_meets_the_directors_request(
+    director_dana, neuro_readers, head_ct_read, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from reports.services import addendum_sign
+    from tests.conftest import PASSWORD
+
+    # given a 3b adjudicated with a request for an addendum
+    review = peer_review_refer(report_id=head_ct_read.pk, by=director_dana, reason="ED callback")
+    peer_review_score(review_id=review.pk, user=review.reviewer, score="3b", comment="Missed SDH")
+    adjudication = adjudication_decide(
+        review_id=review.pk,
+        director=director_dana,
+        final_score="3b",
+        feedback="Addend.",
+        addendum_requested=True,
+    )
+    # when the reader signs an addendum to that report
+    with django_capture_on_commit_callbacks(execute=True):
+        addendum_sign(
+            report_id=head_ct_read.pk,
+            user=neuro_readers[0],
+            text="Small left SDH.",
+            secret=PASSWORD,
+            at=timezone.now(),
+        )
+    # then the request is met
+    adjudication.refresh_from_db()
+    assert adjudication.addendum_signed_at is not None
+
+
+def test_opening_a_case_is_an_audited_read_of_patient_data(neuro_readers, director_dana, head_ct_read):
+    from auditlog.models import LogEntry
+
+    review = peer_review_refer(report_id=head_ct_read.pk, by=director_dana, reason="audit")
+    before = LogEntry.objects.filter(action=LogEntry.Action.ACCESS).count()
+    review_case_for_reviewer(review.reviewer, review.pk, reveal_report=True)
+    assert LogEntry.objects.filter(action=LogEntry.Action.ACCESS).count() == before + 1
