@@ -43,6 +43,7 @@ class FhirView(APIView):
     authentication_classes = (AuditedTokenAuthentication, SessionAuthentication)
     permission_classes = (IsAuthenticated,)
     renderer_classes = (JSONRenderer,)
+    schema = None  # FHIR resources are described by the FHIR specification, not our OpenAPI schema
 
     def handle_exception(self, exc):
         if isinstance(exc, Http404):

@@ -266,6 +266,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "kind" or "method": name each choice set after what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "FacilityKindEnum": "facilities.models.FacilityKind",
+        "LicenceKindEnum": "credentialing.models.LicenceKind",
+        "CoverageKindEnum": "credentialing.models.CoverageKind",
+        "DocumentKindEnum": "credentialing.models.DocumentKind",
+        "VerificationMethodEnum": "credentialing.models.VerificationMethod",
+        "CommunicationMethodEnum": "reports.models.CommunicationMethod",
+    },
 }
 
 # --- i18n, static -------------------------------------------------------------------------------
