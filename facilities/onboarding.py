@@ -29,17 +29,30 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       ROUTINE: 2880                 #   STROKE 20, TRAUMA 30, STAT 30, ASAP 240, ROUTINE 1440 otherwise
     reading:
       accepts_general_readers: true # a general reader may read what no subspecialist covers (default true)
+      routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
+                                    #   eligible reader on shift); default pull
+      claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
     escalation:                     # code stroke (DESIGN.md §4), minutes after the alert while unclaimed:
       stroke_readers_minutes: 2     #   every eligible reader + operations (default 2)
       stroke_director_minutes: 5    #   medical director + operations notifier (default 5)
       webhook_url: https://pager.birchlake.example.org/readroom   # optional: POSTed JSON at the director step
-      routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
-                                    #   eligible reader on shift); default pull
-      claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
-    # catalogue_overrides: refused for now; the procedure catalogue arrives with routing.
+    reporting:                      # the reporting contract (issue 6)
+      accepts_preliminary: false    # wet reads sent as P before the final (default false)
+      critical_result_minutes: 60   # an uncommunicated critical result escalates after this (default 60)
+      read_rate: "38.50"            # per final read, for the monthly charges (default 0.00)
+    catalogue_overrides:            # this facility's procedure catalogue rules (worklist.CatalogueRule);
+      - procedure_code: "70450"     #   a code, or a description_pattern (case-insensitive regex) with a rank
+        subspecialty: general       #   ER reads non-contrast heads here (default: neuro)
+        rvu: "0.85"
+        note: ER reads heads
+      - description_pattern: "SHOULDER|KNEE"
+        rank: 50
+        subspecialty: msk
 
 The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
 and AE titles become exactly the ones listed (those no longer listed are removed from this facility).
+``catalogue_overrides``, when present (even empty), likewise becomes exactly the facility's catalogue
+rules; when the key is absent the rules kept in the admin are left as they are.
 An HL7 sender pair or AE title that belongs to another facility is refused, never moved.
 
 ``facility_yaml_load(text)`` parses the file; ``facility_onboard(spec=...)`` validates it (every problem
@@ -55,6 +68,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import yaml
@@ -64,25 +78,26 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 
+from credentialing.models import Subspecialty
 from facilities.models import DicomSender, Facility, Hl7Sender, PriorityClass
-
-CATALOGUE_NOT_YET = (
-    "catalogue overrides arrive with routing (the procedure catalogue does not exist yet); "
-    "remove this key for now and add the overrides once routing has landed"
-)
+from worklist.models import CatalogueRule
 
 TOP_KEYS = (
     "code", "name", "state", "timezone", "kind", "active",
-    "hl7", "dicom", "sla_minutes", "reading", "escalation", "catalogue_overrides",
+    "hl7", "dicom", "sla_minutes", "reading", "escalation", "reporting", "catalogue_overrides",
 )  # fmt: skip
 HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound")
 HL7_SENDER_KEYS = ("application", "facility")
 OUTBOUND_KEYS = ("host", "port")
 DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes")
 AE_TITLE_KEYS = ("ae_title", "description")
-READING_KEYS = ("accepts_general_readers",)
 ESCALATION_KEYS = ("stroke_readers_minutes", "stroke_director_minutes", "webhook_url")
 READING_KEYS = ("accepts_general_readers", "routing_mode", "claim_timeout_minutes")
+REPORTING_KEYS = ("accepts_preliminary", "critical_result_minutes", "read_rate")
+CATALOGUE_RULE_KEYS = (
+    "procedure_code", "description_pattern", "rank", "subspecialty", "rvu", "priority",
+    "modality", "body_part", "stroke_protocol", "trauma_protocol", "note",
+)  # fmt: skip
 SLA_KEYS = tuple(PriorityClass.values)
 
 # Facility field → its key path in the file, in the order the file is read and changes are listed.
@@ -106,6 +121,9 @@ FIELD_PATHS: dict[str, str] = {
     "escalation_webhook_url": "escalation.webhook_url",
     "routing_mode": "reading.routing_mode",
     "claim_timeout_minutes": "reading.claim_timeout_minutes",
+    "accepts_preliminary": "reporting.accepts_preliminary",
+    "critical_result_minutes": "reporting.critical_result_minutes",
+    "read_rate": "reporting.read_rate",
 }
 REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
 _UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
@@ -152,6 +170,7 @@ class _FacilitySpec:
     fields: dict[str, Any]  # every Facility field of FIELD_PATHS that was read without a problem
     hl7_senders: list[_Hl7SenderSpec] = field(default_factory=list)
     ae_titles: list[_AeTitleSpec] = field(default_factory=list)
+    catalogue_rules: list[CatalogueRule] | None = None  # None: the key was absent, leave the rules
 
     @property
     def code(self) -> str | None:
@@ -231,6 +250,11 @@ def facility_onboard(
             plan.facility, parsed.ae_titles
         )
         plan.changes += lines
+        if parsed.catalogue_rules is not None:
+            plan.rules_save, plan.rules_remove, lines = _catalogue_changes(
+                plan.facility, parsed.catalogue_rules
+            )
+            plan.changes += lines
         if not dry_run:
             plan.write()
     status = "created" if plan.created else "updated" if plan.changes else "unchanged"
@@ -250,6 +274,8 @@ class _Plan:
     ae_add: list[_AeTitleSpec] = field(default_factory=list)
     ae_remove: list[DicomSender] = field(default_factory=list)
     ae_describe: list[DicomSender] = field(default_factory=list)  # description changed, not yet saved
+    rules_save: list[CatalogueRule] = field(default_factory=list)  # new, or changed and not yet saved
+    rules_remove: list[CatalogueRule] = field(default_factory=list)
 
     def write(self) -> None:
         facility = self.facility
@@ -264,6 +290,11 @@ class _Plan:
             facility.hl7_senders.create(sending_application=new.application, sending_facility=new.facility)
         for dicom_sender in self.ae_remove:
             dicom_sender.delete()
+        for rule in self.rules_remove:
+            rule.delete()
+        for rule in self.rules_save:
+            rule.facility = facility
+            rule.save()
         for dicom_sender in self.ae_describe:
             dicom_sender.save(update_fields=["description"])
         for title in self.ae_add:
@@ -298,6 +329,39 @@ def _hl7_sender_changes(
     lines = [f"hl7.senders: removed {s}" for s in existing if s not in wanted]
     lines += [f"hl7.senders: added {s}" for s in add]
     return add, remove, lines
+
+
+# What identifies a rule in the file: its code, or its pattern (a rule has exactly one of them).
+_RULE_FIELDS = (
+    "rank", "subspecialty_id", "rvu", "priority", "modality", "body_part",
+    "stroke_protocol", "trauma_protocol", "note",
+)  # fmt: skip
+
+
+def _rule_key(rule: CatalogueRule) -> str:
+    return rule.procedure_code or f"/{rule.description_pattern}/"
+
+
+def _catalogue_changes(
+    facility: Facility, wanted: list[CatalogueRule]
+) -> tuple[list[CatalogueRule], list[CatalogueRule], list[str]]:
+    existing = {_rule_key(r): r for r in (facility.catalogue_rules.order_by("pk") if facility.pk else [])}
+    save, lines = [], []
+    remove = [row for key, row in existing.items() if key not in {_rule_key(w) for w in wanted}]
+    lines += [f"catalogue_overrides: removed {_rule_key(row)}" for row in remove]
+    for rule in wanted:
+        row = existing.get(_rule_key(rule))
+        if row is None:
+            save.append(rule)
+            lines.append(f"catalogue_overrides: added {_rule_key(rule)} → {rule.subspecialty.code}")
+            continue
+        changed = [name for name in _RULE_FIELDS if getattr(row, name) != getattr(rule, name)]
+        if changed:
+            for name in changed:
+                setattr(row, name, getattr(rule, name))
+            save.append(row)
+            lines.append(f"catalogue_overrides: {_rule_key(rule)} changed ({', '.join(changed)})")
+    return save, remove, lines
 
 
 def _ae_title_changes(
@@ -385,8 +449,6 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     for key in REQUIRED_FIELDS:
         raw[key] = r.text(top, key, key, required=True)
     raw["active"] = r.flag(top, "active", "active")
-    if "catalogue_overrides" in top:
-        r.problem("catalogue_overrides", CATALOGUE_NOT_YET)
 
     hl7 = r.section(top.get("hl7"), "hl7", HL7_KEYS)
     senders = r.hl7_senders(hl7.get("senders"), "hl7.senders")
@@ -421,8 +483,16 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
         raw[key] = r.whole(escalation, key, key)
     raw["escalation_webhook_url"] = r.text(escalation, "webhook_url", "escalation.webhook_url")
 
+    reporting = r.section(top.get("reporting"), "reporting", REPORTING_KEYS)
+    raw["accepts_preliminary"] = r.flag(reporting, "accepts_preliminary", "reporting.accepts_preliminary")
+    raw["critical_result_minutes"] = r.whole(reporting, "critical_result_minutes", "critical_result_minutes")
+    raw["read_rate"] = r.money(reporting, "read_rate", "reporting.read_rate")
+
+    rules = r.catalogue_rules(top["catalogue_overrides"]) if "catalogue_overrides" in top else None
+
     fields = _model_checked(raw, r)
-    return _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles), r.in_file_order(data)
+    spec = _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles, catalogue_rules=rules)
+    return spec, r.in_file_order(data)
 
 
 def _model_checked(raw: dict[str, Any], r: _Reader) -> dict[str, Any]:
@@ -568,6 +638,19 @@ class _Reader:
         self.problem(path, f"must be true or false, not {_quote(value)}")
         return _INVALID
 
+    def money(self, m: dict, key: str, path: str) -> Any:
+        """An amount as "38.50" or 38.5 — quoted is safer (YAML floats are binary)."""
+        value = m.get(key)
+        if value is None:
+            return None
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            return Decimal(str(value))
+        except InvalidOperation:
+            self.problem(path, f'must be an amount such as "38.50", not {_quote(value)}')
+            return _INVALID
+
     def whole(self, m: dict, key: str, field_name: str) -> Any:
         value = m.get(key)
         if value is None:
@@ -670,6 +753,64 @@ class _Reader:
             first_at[title] = i
             titles.append(_AeTitleSpec(title, description or ""))
         return titles
+
+    def catalogue_rules(self, value: Any) -> list[CatalogueRule]:
+        """The facility's catalogue rules (unsaved), each checked by the model's own rules."""
+        rules, seen = [], {}
+        subspecialties = {s.code: s for s in Subspecialty.objects.all()}
+        for i, item in enumerate(self.items(value, "catalogue_overrides")):
+            at = f"catalogue_overrides[{i}]"
+            if not isinstance(item, dict):
+                self.problem(at, f"must be keys ({', '.join(CATALOGUE_RULE_KEYS)}), not {_kind(item)}")
+                continue
+            before = len(self.problems)
+            self.section(item, at, CATALOGUE_RULE_KEYS)
+            code = self.text(item, "procedure_code", f"{at}.procedure_code") or ""
+            pattern = self.text(item, "description_pattern", f"{at}.description_pattern") or ""
+            sub_code = self.text(item, "subspecialty", f"{at}.subspecialty", required=True)
+            subspecialty = subspecialties.get(sub_code) if isinstance(sub_code, str) else None
+            if isinstance(sub_code, str) and subspecialty is None:
+                self.problem(
+                    f"{at}.subspecialty", f"{_quote(sub_code)} is not one of {', '.join(subspecialties)}"
+                )
+            rvu = self.money(item, "rvu", f"{at}.rvu")
+            rank = item.get("rank", 100)
+            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+                self.problem(f"{at}.rank", "must be a whole number, 0 or more (lower is tried first)")
+            flags = {k: self.flag(item, k, f"{at}.{k}") for k in ("stroke_protocol", "trauma_protocol")}
+            if len(self.problems) > before:
+                continue
+            rule = CatalogueRule(
+                procedure_code=code,
+                description_pattern=pattern,
+                rank=rank,
+                subspecialty=subspecialty,
+                rvu=rvu if rvu is not None else Decimal("0"),
+                priority=(self.text(item, "priority", f"{at}.priority") or "").upper(),
+                modality=self.text(item, "modality", f"{at}.modality") or "",
+                body_part=self.text(item, "body_part", f"{at}.body_part") or "",
+                stroke_protocol=bool(flags["stroke_protocol"]),
+                trauma_protocol=bool(flags["trauma_protocol"]),
+                note=self.text(item, "note", f"{at}.note") or "",
+            )
+            self._rule_check(rule, at)
+            key = _rule_key(rule)
+            if key in seen:
+                self.problem(at, f"{key} is listed twice (also catalogue_overrides[{seen[key]}])")
+            seen.setdefault(key, i)
+            rules.append(rule)
+        return rules
+
+    def _rule_check(self, rule: CatalogueRule, at: str) -> None:
+        try:
+            rule.clean()  # exactly one of code / pattern; the pattern compiles
+        except ValidationError as error:
+            for message in error.messages:
+                self.problem(at, message)
+        self._model_check(
+            rule,
+            {name: f"{at}.{name}" for name in CATALOGUE_RULE_KEYS} | {"subspecialty": f"{at}.subspecialty"},
+        )
 
     def _model_check(self, instance: models.Model, paths: dict[str, str]) -> None:
         try:

@@ -86,6 +86,11 @@ def test_the_shipped_example_creates_its_facility():
     assert birch.sla_stroke_minutes == DEFAULT_SLA_MINUTES["STROKE"]
     assert birch.accepts_general_readers
     assert (birch.stroke_readers_minutes, birch.stroke_director_minutes) == (2, 5)
+    assert (birch.accepts_preliminary, birch.critical_result_minutes, str(birch.read_rate)) == (
+        False,
+        30,
+        "38.50",
+    )
     assert birch.escalation_webhook_url == "https://pager.birchlake.example.org/readroom/stroke"
     assert (birch.routing_mode, birch.claim_timeout_minutes) == ("push", 20)
     assert senders(birch) == {("MEDITECH", "BLMH"), ("MT_ADT", "BLMH")}
@@ -279,6 +284,8 @@ def _rename(old: str, new: str):
             _set("reading.accepts_general_readers", 1),
             "reading.accepts_general_readers: must be true or false",
         ),
+        (_set("reporting.read_rate", "cheap"), 'reporting.read_rate: must be an amount such as "38.50"'),
+        (_set("reporting.read_rate", "-1"), "reporting.read_rate: "),
     ],
 )
 def test_an_invalid_file_is_refused_naming_the_key_and_writes_nothing(tmp_path, edit, problem):
@@ -367,11 +374,48 @@ def test_a_sender_or_ae_title_of_another_facility_is_refused_naming_it(tmp_path,
     assert Hl7Sender.objects.get().facility == chicago and DicomSender.objects.get().facility == chicago
 
 
-def test_catalogue_overrides_are_refused_until_routing_brings_the_catalogue(tmp_path):
+def test_catalogue_overrides_become_the_facilitys_rules_and_route_its_studies(tmp_path):
+    from worklist.catalogue import catalogue_match
+    from worklist.models import CatalogueRule
+
+    # given the example, whose overrides map a local code and an extremity pattern
+    onboard(write(tmp_path, example()))
+    birch = Facility.objects.get(code="WI-BIRCHLAKE")
+    rules = {
+        r.procedure_code or r.description_pattern: r for r in CatalogueRule.objects.filter(facility=birch)
+    }
+    assert set(rules) == {"IMG123", "EXTREMITY|ANKLE"}
+    assert (rules["IMG123"].subspecialty.code, str(rules["IMG123"].rvu)) == ("neuro", "0.85")
+    match = catalogue_match(birch.pk, "IMG123", ["whatever"])
+    assert match.subspecialty_code == "neuro" and match.rule_id == rules["IMG123"].pk
+    # when a rule is dropped from the file and another changed, then exactly the file's rules remain
     data = example()
-    data["catalogue_overrides"] = [{"code": "CTHEADWO", "procedure": "CT head without contrast"}]
+    data["catalogue_overrides"] = [{"procedure_code": "IMG123", "subspecialty": "general", "rvu": "0.85"}]
+    result = onboard(write(tmp_path, data))
+    assert "catalogue_overrides: removed /EXTREMITY|ANKLE/" in result
+    assert "catalogue_overrides: IMG123 changed" in result
+    assert list(
+        CatalogueRule.objects.filter(facility=birch).values_list("procedure_code", "subspecialty__code")
+    ) == [("IMG123", "general")]
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ({"subspecialty": "neuro"}, "catalogue_overrides[0]: Give a procedure code or a description pattern"),
+        (
+            {"procedure_code": "1", "subspecialty": "dentistry"},
+            "catalogue_overrides[0].subspecialty: 'dentistry'",
+        ),
+        ({"description_pattern": "KNEE(", "subspecialty": "msk"}, "Not a valid pattern"),
+        ({"procedure_code": "1", "subspecialty": "msk", "colour": "red"}, "unknown key 'colour'"),
+    ],
+)
+def test_an_invalid_catalogue_rule_is_refused_naming_it(tmp_path, rule, problem):
+    data = example()
+    data["catalogue_overrides"] = [rule]
     message = onboard_refused(write(tmp_path, data))
-    assert "catalogue_overrides: catalogue overrides arrive with routing" in message
+    assert problem in message
     assert nothing_written()
 
 
