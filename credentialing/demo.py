@@ -40,7 +40,11 @@ READERS = {
         [("IL", "036-190311", 365), ("WI", "64012-20", 365)],
         [("IL-PRAIRIE", 420), ("WI-LAKEVIEW", 20)],
     ),
-    "dr.nighthawk": ([("IL", "036-199870", 1000), ("WI", "65521-20", 1000)], [("CHI-L1", 730)]),
+    # the overnight service reads for every client hospital
+    "dr.nighthawk": (
+        [("IL", "036-199870", 1000), ("WI", "65521-20", 1000)],
+        [("CHI-L1", 730), ("IL-PRAIRIE", 730), ("WI-LAKEVIEW", 730)],
+    ),
 }
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -48,7 +52,7 @@ CHICAGO = ZoneInfo("America/Chicago")
 @transaction.atomic
 def credentialing_demo_load(today: date | None = None) -> int:
     """Load the demo credentials; returns how many radiologists were given any."""
-    today = today or timezone.localdate()
+    today = today or timezone.localdate(timezone=CHICAGO)  # the demo hospitals' date, not UTC's
     facilities = {f.code: f for f in Facility.objects.all()}
     FacilityCredentialing.objects.update_or_create(
         facility=facilities["CHI-L1"],
@@ -106,14 +110,18 @@ def _grant(profile: RadiologistProfile, facility: Facility, today: date, days: i
 
 
 def _shifts(profile: RadiologistProfile, today: date) -> None:
-    """Two weeks of rota: days for most, nights and weekends for the nighthawk and dr.msk."""
+    """Eight weeks of rota: weekdays 07–19 for most, Friday to Sunday nights for dr.msk; the
+    nighthawk every night and dr.er every day, so someone reads whenever the demo is shown. From
+    yesterday: last night's shift is still on in the small hours."""
     from worklist.models import Shift
 
-    night = profile.user.username in ("dr.nighthawk", "dr.msk")
-    for offset in range(0, 56):
+    username = profile.user.username
+    night = username in ("dr.nighthawk", "dr.msk")
+    always = username in ("dr.nighthawk", "dr.er")
+    for offset in range(-1, 56):
         day = today + timedelta(days=offset)
         weekend = day.weekday() >= 5
-        if night != weekend and not (night and day.weekday() == 4):
+        if not always and night != weekend and not (night and day.weekday() == 4):
             continue
         start = datetime.combine(day, time(19 if night else 7), tzinfo=CHICAGO)
         Shift.objects.get_or_create(

@@ -19,6 +19,7 @@ from credentialing.demo import credentialing_demo_load
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
+from radiology.demo_reading import reading_demo_load
 
 DEMO_PASSWORD = "readroom-demo"  # noqa: S105  (printed on purpose: demo only)
 DEMO_DEVICE_NAME = "Demo authenticator"
@@ -131,6 +132,8 @@ def demo_load() -> dict[str, int]:
         created["users"] += _person_load(person, facilities)
     # licences, privileges and tonight's shifts, so the demo readers are eligible somewhere
     credentialing_demo_load()
+    # reporting settings, the EMR simulator as ORU endpoint, earlier signed reads, peer review, QA
+    reading_demo_load()
     return created
 
 
