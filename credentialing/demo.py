@@ -9,6 +9,7 @@ users and facilities exist (``radiology.demo.demo_load``)."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +27,8 @@ from credentialing.models import (
 )
 from credentialing.services import checklist_item_complete, privilege_apply, required_checklist_labels
 from facilities.models import Facility
+
+CHICAGO = ZoneInfo("America/Chicago")  # the demo hospitals' zone
 
 # username → licences (state, number, days until expiry), privileges (facility code, days until expiry)
 READERS = {
@@ -49,7 +52,7 @@ READERS = {
 @transaction.atomic
 def credentialing_demo_load(today: date | None = None) -> int:
     """Load the demo credentials; returns how many radiologists were given any."""
-    today = today or timezone.localdate()
+    today = today or timezone.localdate(timezone=CHICAGO)  # the demo hospitals' date, not UTC's
     facilities = {f.code: f for f in Facility.objects.all()}
     FacilityCredentialing.objects.update_or_create(
         facility=facilities["CHI-L1"],

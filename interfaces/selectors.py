@@ -14,5 +14,5 @@ def simulated_facilities(*, code: str | None = None) -> list[SimulatedFacility]:
         senders, modalities = list(facility.hl7_senders.all()), list(facility.dicom_senders.all())
         if senders and modalities:
             sender = (senders[0].sending_application, senders[0].sending_facility)
-            found.append(SimulatedFacility(facility.code, sender, modalities[0].ae_title))
+            found.append(SimulatedFacility(facility.code, sender, modalities[0].ae_title, facility.timezone))
     return found

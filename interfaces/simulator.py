@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from hl7.mllp import open_hl7_connection
@@ -175,13 +176,19 @@ def series_generate(
 
 
 def series_datasets(
-    exam: SimulatedExam, *, slices: int | None = None, max_slices: int | None = None, size: int = 512
+    exam: SimulatedExam,
+    *,
+    slices: int | None = None,
+    max_slices: int | None = None,
+    size: int = 512,
+    now: datetime | None = None,
 ) -> Iterator[Dataset]:
     """One series for the exam: ``slices`` instances, or the procedure's realistic count capped at
-    ``max_slices``."""
+    ``max_slices``. ``now`` is the modality's wall clock: DICOM dates and times are local, without a
+    zone, so it must be the facility's local time."""
     procedure = exam.procedure
     count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
-    now = datetime.now()
+    now = now or datetime.now()
     views = ("AP", "LAT")
     for ds in series_generate(
         modality=procedure.modality,
@@ -248,6 +255,12 @@ class SimulatedFacility:
     code: str
     hl7_sender: tuple[str, str]
     calling_ae: str
+    timezone: str = "UTC"  # the hospital's wall clock, which its RIS and modalities write
+
+    def local_now(self) -> datetime:
+        """Naive local time, as HL7 TS without an offset and DICOM DA/TM carry it (the receiver reads
+        them in the facility's zone: the server's own zone would put a Chicago exam hours off)."""
+        return datetime.now(ZoneInfo(self.timezone)).replace(tzinfo=None)
 
 
 async def exam_simulate(
@@ -262,10 +275,12 @@ async def exam_simulate(
     control_id: str,
 ) -> tuple[bytes, list[int]]:
     """Order first, then the images — or, for a stroke, images right behind the order."""
-    ack = await order_send(order_message(exam, facility.hl7_sender, control_id), host=host, port=hl7_port)
+    now = facility.local_now()
+    message = order_message(exam, facility.hl7_sender, control_id, now=now)
+    ack = await order_send(message, host=host, port=hl7_port)
     statuses = await asyncio.to_thread(
         series_send,
-        series_datasets(exam, slices=slices, max_slices=max_slices),
+        series_datasets(exam, slices=slices, max_slices=max_slices, now=now),
         host=host,
         port=dicom_port,
         calling_ae=facility.calling_ae,

@@ -19,6 +19,7 @@ from credentialing.demo import credentialing_demo_load
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
+from radiology.demo_reading import reading_demo_load
 from worklist.demo import rota_demo_load
 
 DEMO_PASSWORD = "readroom-demo"  # noqa: S105  (printed on purpose: demo only)
@@ -133,6 +134,8 @@ def demo_load() -> dict[str, int]:
     # licences and privileges, then the rota (templates materialised), so readers are eligible now
     credentialing_demo_load()
     rota_demo_load()
+    # reporting settings, the EMR simulator as ORU endpoint, earlier signed reads, peer review, QA
+    reading_demo_load()
     return created
 
 

@@ -215,8 +215,9 @@ def merge_field_names(text: str) -> list[str]:
 
 def report_sections(content: TemplateContent, values: dict[str, str]) -> list[tuple[str, str]]:
     """The report as (section title, text) pairs, as the ORU OBX lines, the PDF and FHIR present it:
-    a free-text field is its text; any other filled field is "Label: value". Empty sections are left
-    out."""
+    a free-text field that is the section's narrative (its only field, or labelled as the section) is
+    its text; any other filled field is "Label: value" (a findings section of organ-by-organ text
+    fields would otherwise read "Normal. Normal. None."). Empty sections are left out."""
     sections = []
     for section in content.sections:
         lines = []
@@ -224,7 +225,8 @@ def report_sections(content: TemplateContent, values: dict[str, str]) -> list[tu
             value = str(values.get(f.key, "") or "").strip()
             if not value:
                 continue
-            lines.append(value if f.kind == "text" else f"{f.label}: {value}")
+            narrative = f.kind == "text" and (len(section.fields) == 1 or f.label == section.title)
+            lines.append(value if narrative else f"{f.label}: {value}")
         if lines:
             sections.append((section.title, "\n".join(lines)))
     return sections

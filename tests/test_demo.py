@@ -12,12 +12,26 @@ from accounts.models import User
 from accounts.roles import Role, roles_of
 from credentialing.models import RadiologistProfile
 from facilities.models import Facility, FacilityKind
+from imaging import storage
+from interfaces.models import OutboundMessage
+from qa.models import PeerReview, QuarterlyReport, ReviewStatus
 from radiology.demo import DEMO_PASSWORD, PEOPLE, demo_load
+from reports.models import Charge, Report, ReportStatus, ReportTemplate
 from tests.conftest import current_totp
 from worklist.coverage import coverage_grid, on_shift_now
 from worklist.models import Shift, ShiftTemplate
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def image_store(settings, tmp_path):
+    """The demo's earlier studies store their images: in this test's own directory."""
+    settings.READROOM_STORAGE_DIR = tmp_path / "storage"
+    settings.READROOM_STORAGE_FSYNC = False
+    storage._keys.cache_clear()
+    yield
+    storage._keys.cache_clear()
 
 
 def _counts() -> dict[str, int]:
@@ -30,6 +44,12 @@ def _counts() -> dict[str, int]:
         "memberships": User.groups.through.objects.count(),
         "shift_templates": ShiftTemplate.objects.count(),
         "shifts": Shift.objects.count(),
+        "reports": Report.objects.count(),
+        "charges": Charge.objects.count(),
+        "oru": OutboundMessage.objects.count(),
+        "reviews": PeerReview.objects.count(),
+        "templates": ReportTemplate.objects.count(),
+        "quarterly": QuarterlyReport.objects.count(),
     }
 
 
@@ -98,3 +118,33 @@ def test_totp_code_command_matches_the_device(capsys):
     call_command("totp_code", "dr.neuro")
     printed = capsys.readouterr().out.strip()
     assert printed == current_totp(TOTPDevice.objects.get(user__username="dr.neuro"))
+
+
+def test_every_reading_page_has_something_to_show(settings):
+    # when the demo is loaded
+    demo_load()
+    facilities = {f.code: f for f in Facility.objects.all()}
+    # then each facility reports to the EMR simulator, has a rate, and one takes wet reads
+    assert {(f.hl7_outbound_host, f.hl7_outbound_port) for f in facilities.values()} == {
+        ("127.0.0.1", settings.READROOM_EMR_SIM_PORT)
+    }
+    assert all(f.read_rate > 0 for f in facilities.values())
+    assert [code for code, f in facilities.items() if f.accepts_preliminary] == ["CHI-L1"]
+    # earlier reads were signed through the services: final, charged, an ORU queued for each
+    finals = Report.objects.filter(status=ReportStatus.FINAL, study__accession_number__startswith="DEMO-")
+    assert finals.count() == 6
+    assert Charge.objects.filter(report__in=finals).count() == 6
+    assert OutboundMessage.objects.filter(source__in=[f"report:{r.pk}:final" for r in finals]).count() == 6
+    # peer review in each state, the discrepancy adjudicated with feedback; a quarterly report
+    states = set(PeerReview.objects.values_list("status", flat=True))
+    assert {
+        ReviewStatus.ASSIGNED,
+        ReviewStatus.SCORED,
+        ReviewStatus.ADJUDICATION,
+        ReviewStatus.CLOSED,
+    } <= states
+    closed = PeerReview.objects.get(status=ReviewStatus.CLOSED, report__study__accession_number="DEMO-R01")
+    assert closed.adjudication.feedback
+    assert QuarterlyReport.objects.filter(facility__code="CHI-L1").count() == 1
+    # and the simulator's procedures without a shipped template have the facility's own
+    assert ReportTemplate.objects.filter(facility=facilities["IL-PRAIRIE"]).count() == 4

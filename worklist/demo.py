@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, time, timedelta
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
@@ -56,7 +57,7 @@ ZONE = "America/Chicago"
 
 def rota_demo_load(today: date | None = None) -> int:
     """Create (or keep) the demo templates and materialise them; returns how many shifts were new."""
-    today = today or timezone.localdate()
+    today = today or timezone.localdate(timezone=ZoneInfo(ZONE))  # the demo hospitals' date
     users = {u.username: u for u in User.objects.filter(username__in={t.username for t in ROTA})}
     facilities = {f.code: f for f in Facility.objects.all()}
     subspecialties = {s.code: s for s in Subspecialty.objects.all()}

@@ -79,8 +79,10 @@ def build_ack(
     error_text: str = "",
     error_location: str = "",
     now: datetime | None = None,
+    responder: tuple[str, str] = (RECEIVER_APPLICATION, RECEIVER_FACILITY),
 ) -> bytes:
-    """Bytes of an ACK message (without MLLP framing)."""
+    """Bytes of an ACK message (without MLLP framing). ``responder`` is MSH-3/MSH-4 of the ACK: we,
+    unless something else answers (the demo's EMR simulator answers as the message's MSH-5/MSH-6)."""
     h = header or DEFAULT_HEADER
     fs, enc = h.field_separator, h.encoding_characters
     comp = enc[0]
@@ -90,8 +92,8 @@ def build_ack(
         [
             "MSH",
             enc,
-            RECEIVER_APPLICATION,
-            RECEIVER_FACILITY,
+            _escape(responder[0], fs, enc),
+            _escape(responder[1], fs, enc),
             _escape(h.sending_application, fs, enc),
             _escape(h.sending_facility, fs, enc),
             stamp,

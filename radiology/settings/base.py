@@ -301,6 +301,9 @@ if EMBEDDED:
 READROOM_WEB_PORT = env.int("READROOM_WEB_PORT", default=8000)
 READROOM_HL7_PORT = env.int("READROOM_HL7_PORT", default=2575)
 READROOM_DICOM_PORT = env.int("READROOM_DICOM_PORT", default=11112)
+# The demo's EMR simulator (run_embedded --simulate) listens here on 127.0.0.1; load_demo points the
+# demo facilities' ORU endpoint at it, so both read this one setting.
+READROOM_EMR_SIM_PORT = env.int("READROOM_EMR_SIM_PORT", default=2576)
 READROOM_DICOM_AE_TITLE = env.str("READROOM_DICOM_AE_TITLE", default="READROOM")
 # Address the HL7 listener and the DICOM SCP bind to (0.0.0.0 in a container or behind a balancer).
 READROOM_LISTEN_HOST = env.str("READROOM_LISTEN_HOST", default="127.0.0.1")

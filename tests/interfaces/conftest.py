@@ -92,3 +92,15 @@ def worker_queue():
     celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = False, queue
     yield queue
     celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = before
+
+
+def applied(timeout: float = 10) -> None:
+    """Applying happens after the ACK, in a task: wait until nothing received is left unapplied."""
+    import time
+
+    from interfaces.models import InboundMessage, InboundStatus
+
+    deadline = time.monotonic() + timeout
+    while InboundMessage.objects.filter(status=InboundStatus.RECEIVED).exists():
+        assert time.monotonic() < deadline, "messages still unapplied"
+        time.sleep(0.02)

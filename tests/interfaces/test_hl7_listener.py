@@ -4,7 +4,6 @@ path of STANDARDS.md §1, malformed input answered and survived, nothing receive
 from __future__ import annotations
 
 import asyncio
-import time
 
 import hl7
 import pytest
@@ -13,6 +12,7 @@ from hl7.mllp import open_hl7_connection
 from imaging.models import Order, OrderStatus, Patient, Study
 from interfaces.models import InboundMessage, InboundStatus
 from tests import hl7_data
+from tests.interfaces.conftest import applied
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,14 +37,6 @@ def exchange(address, *frames: bytes | str, timeout: float = 10) -> list[hl7.Mes
     acks = asyncio.run(run())
     applied()
     return acks
-
-
-def applied(timeout: float = 10) -> None:
-    """Applying happens after the ACK, in a task: wait until nothing received is left unapplied."""
-    deadline = time.monotonic() + timeout
-    while InboundMessage.objects.filter(status=InboundStatus.RECEIVED).exists():
-        assert time.monotonic() < deadline, "messages still unapplied"
-        time.sleep(0.02)
 
 
 def msa(ack: hl7.Message) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from http.cookies import SimpleCookie
 import pytest
 
 from qa.models import Adjudication, PeerReview, ReviewStatus
-from qa.services import peer_review_refer, peer_review_score
+from qa.services import adjudication_decide, peer_review_refer, peer_review_score
 
 pytestmark = pytest.mark.django_db
 
@@ -112,3 +112,23 @@ def test_api_responses_are_blinded_and_score_rules_hold(verified_client, referre
 def test_the_reviewers_worklist_shows_waiting_reviews_at_its_foot(verified_client, referred):
     page = verified_client(referred.reviewer).get("/worklist/rows/").content.decode()
     assert 'data-testid="peer-reviews"' in page and "1 case waiting for your review" in page
+
+
+def test_queue_and_feedback_show_times_in_the_facility_zone(
+    verified_client, referred, director_dana, neuro_readers
+):
+    # given a significant discrepancy on a read at Lakeshore (America/Chicago)
+    review = peer_review_score(
+        review_id=referred.pk, user=referred.reviewer, score="3a", comment="Missed SDH"
+    )
+    chicago_time = "%Y-%m-%d %H:%M %Z"
+    zone = review.report.study.facility.zone
+    # when the director opens the queue and the reader the feedback
+    queue = verified_client(director_dana).get("/qa/adjudication/").content.decode()
+    adjudication = adjudication_decide(
+        review_id=review.pk, director=director_dana, final_score="2b", feedback="Subtle SDH."
+    )
+    page = verified_client(neuro_readers[0]).get(f"/qa/feedback/{adjudication.pk}/").content.decode()
+    # then both times are Chicago's, named as such
+    assert review.scored_at.astimezone(zone).strftime(chicago_time) in queue
+    assert review.report.signed_at.astimezone(zone).strftime(chicago_time) in page

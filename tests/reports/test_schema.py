@@ -65,6 +65,33 @@ def test_content_round_trips_and_checks_values():
     assert report_sections(content, values) == [("Findings", "ASPECTS: 9\n67-year-old .")]
 
 
+def test_organ_by_organ_text_fields_keep_their_labels_in_the_report():
+    # given a findings section of free-text fields, one per organ, and a one-field impression
+    content = template_content_parse(
+        {
+            "sections": [
+                {
+                    "key": "findings",
+                    "title": "Findings",
+                    "fields": [
+                        {"key": "liver", "label": "Liver", "kind": "text"},
+                        {"key": "spleen", "label": "Spleen", "kind": "text"},
+                    ],
+                },
+                {
+                    "key": "impression",
+                    "title": "Impression",
+                    "fields": [{"key": "impression", "label": "Conclusion", "kind": "text"}],
+                },
+            ]
+        }
+    )
+    # when the report text is made
+    sections = report_sections(content, {"liver": "Normal.", "spleen": "Normal.", "impression": "Normal."})
+    # then each organ is named (not "Normal.\nNormal."), the lone narrative field is its text
+    assert sections == [("Findings", "Liver: Normal.\nSpleen: Normal."), ("Impression", "Normal.")]
+
+
 def test_invalid_content_names_each_problem_by_path():
     with pytest.raises(TemplateInvalid) as invalid:
         template_content_parse(

@@ -172,7 +172,7 @@ def test_preview_fills_the_merge_fields_with_a_sample_patient(chicago, admin_chi
     history = preview.sections[0][1][0]
     assert history.value.startswith("Sudden left-sided weakness")
     assert preview.text[0] == ("Clinical history", history.value)
-    assert ("Findings", "Clear.") in preview.text
+    assert ("Findings", "Lungs: Clear.") in preview.text
     assert preview.context["facility"] == "Lakeshore Medical Center"
 
 

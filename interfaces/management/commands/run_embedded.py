@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
 from interfaces.dicom.scp import dicom_scp_service
+from interfaces.emr_simulator import EMR_SIMULATOR_HOST, emr_simulator_service
 from interfaces.hl7.listener import hl7_listener_service
 from interfaces.selectors import simulated_facilities
 from interfaces.simulator import simulator_service
@@ -17,7 +18,8 @@ from radiology.demo import PEOPLE, demo_logins_text
 class Command(BaseCommand):
     help = (
         "Run the whole system in one process (embedded topology): web and websockets, the HL7 listener, "
-        "the DICOM SCP, the periodic work and, with --simulate, a facility simulator."
+        "the DICOM SCP, the periodic work and, with --simulate, a facility simulator and an EMR simulator "
+        "that acknowledges the reports sent back (on READROOM_EMR_SIM_PORT)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -54,6 +56,9 @@ class Command(BaseCommand):
                     interval_seconds=options["simulate_interval"],
                 )
             )
+        emr_port = settings.READROOM_EMR_SIM_PORT
+        if options["simulate"]:
+            services.append(functools.partial(emr_simulator_service, port=emr_port))
 
         def on_ready() -> None:
             self.stdout.write(self.style.SUCCESS(f"\nReadRoom is running at {url}"))
@@ -65,6 +70,10 @@ class Command(BaseCommand):
                 names = ", ".join(f.code for f in simulated)
                 self.stdout.write(
                     f"Simulator: an exam every {options['simulate_interval']:.0f} s from {names}"
+                )
+            if options["simulate"]:
+                self.stdout.write(
+                    f"EMR simulator (receives the signed reports) on {EMR_SIMULATOR_HOST}:{emr_port}"
                 )
             self.stdout.write(f"Data directory: {settings.DATA_DIR}")
             if show_logins:

@@ -1,0 +1,74 @@
+"""The hospitals' EMR for the demo: one MLLP server on a local port that takes the ORU^R01 reports
+ReadRoom's outbox sends and acknowledges each one, so a report signed in the demo is delivered and
+shows as acknowledged on the interfaces page (the demo facilities' ORU host/port point here).
+
+It answers like a well-behaved interface engine in original mode (IHE RAD): AA for a readable
+ORU^R01, AR with a table 0357 code for anything else, MSA-2 echoing MSH-10, MSH-3/MSH-4 of the ACK
+being the MSH-5/MSH-6 the report was addressed to. Protocol only: it keeps nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from hl7.mllp.streams import HL7StreamProtocol
+
+from interfaces.hl7.ack import ack_code_for, build_ack
+from interfaces.hl7.listener import FrameReader
+from interfaces.hl7.parse import UNSUPPORTED_MESSAGE_TYPE, Hl7Error, decode, read_header
+
+log = logging.getLogger(__name__)
+
+EMR_SIMULATOR_HOST = "127.0.0.1"  # the simulator is part of the demo process: never reachable from outside
+EMR_NAME = ("EMR_SIM", "EMR_SIM")  # who answers when the report named no receiver
+
+
+def emr_answer(raw: bytes) -> tuple[bytes | None, str]:
+    """The ACK (unframed; None when MSH-15 asks for none) for one received frame, and a line for the log."""
+    try:
+        header = read_header(decode(raw))
+    except Hl7Error as exc:
+        ack = build_ack(None, "AR", error_code=exc.code, error_text=exc.text, error_location=exc.location)
+        return ack, f"rejected an unreadable frame: {exc.text}"
+    responder = (header.receiving_application or EMR_NAME[0], header.receiving_facility or EMR_NAME[1])
+    if header.message_type != "ORU^R01":
+        text = f"{header.message_type} is not a result message"
+        code = ack_code_for(header, "AR")
+        ack = build_ack(
+            header, code, error_code=UNSUPPORTED_MESSAGE_TYPE, error_text=text, responder=responder
+        )
+        return (ack if code else None), f"rejected {header.control_id}: {text}"
+    code = ack_code_for(header, "AA")
+    ack = build_ack(header, code, responder=responder) if code else None
+    return ack, f"{responder[1]} acknowledged ORU^R01 {header.control_id} ({code or 'no ACK wanted'})"
+
+
+async def _serve_connection(reader: FrameReader, writer) -> None:
+    try:
+        while (frame := await reader.read_frame()) is not None:
+            ack, line = emr_answer(frame.data)
+            log.info("EMR simulator: %s", line)
+            if ack is not None:
+                writer.writeblock(ack)
+                await writer.drain()
+    except (ConnectionError, OSError) as exc:
+        log.info("EMR simulator connection ended: %s", exc)
+    finally:
+        writer.close()
+
+
+async def emr_simulator_start(host: str, port: int) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+
+    def factory() -> HL7StreamProtocol:
+        return HL7StreamProtocol(FrameReader(limit=2**20, loop=loop), _serve_connection, loop=loop)
+
+    return await loop.create_server(factory, host, port, reuse_address=True)
+
+
+async def emr_simulator_service(stop: asyncio.Event, *, port: int, host: str = EMR_SIMULATOR_HOST) -> None:
+    """Run until ``stop`` is set (``run_embedded --simulate`` starts it beside the facility simulator)."""
+    server = await emr_simulator_start(host, port)
+    log.info("EMR simulator listening on %s:%s", host, port)
+    async with server:
+        await stop.wait()

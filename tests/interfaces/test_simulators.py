@@ -1,0 +1,132 @@
+"""The demo's two simulators over real sockets: the EMR simulator acknowledges what the outbox sends,
+and the facility simulator writes the hospital's local wall clock into its orders and images."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from imaging.models import Order, Study
+from interfaces.emr_simulator import emr_simulator_start
+from interfaces.hl7.ack import ack_parse
+from interfaces.hl7.client import Endpoint, MllpConnection
+from interfaces.hl7.oru import oru_build
+from interfaces.hl7.outbound import outbound_message_enqueue, outbox_deliver
+from interfaces.models import OutboundMessage, OutboundStatus
+from interfaces.selectors import simulated_facilities
+from interfaces.simulator import exam_random, exam_simulate, order_message
+from tests.interfaces.conftest import applied
+from tests.interfaces.fake_emr import free_port
+from tests.interfaces.oru_data import stroke_report
+
+
+@pytest.fixture
+def emr_simulator():
+    """(host, port) of a running EMR simulator on its own event loop thread."""
+    loop = asyncio.new_event_loop()
+    port = free_port()
+    started = threading.Event()
+    state: dict = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        state["server"] = loop.run_until_complete(emr_simulator_start("127.0.0.1", port))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="test-emr-simulator", daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield "127.0.0.1", port
+
+    async def shutdown() -> None:
+        state["server"].close()
+        connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_emr_simulator_acknowledges_each_oru_on_one_connection(emr_simulator):
+    # given two reports for Lakeshore's EMR
+    host, port = emr_simulator
+    first, second = stroke_report(), stroke_report(control_id="RR0000000000000002")
+    # when both go over one persistent connection
+    with MllpConnection(Endpoint(host, port, ack_timeout=5)) as conn:
+        acks = [ack_parse(conn.exchange(oru_build(r).encode())) for r in (first, second)]
+        raw = conn.exchange(oru_build(first).encode()).decode()
+    # then each is AA for its own MSH-10, answered as the receiver the report was addressed to
+    assert [(a.code, a.control_id) for a in acks] == [
+        ("AA", "RR0000000000000001"),
+        ("AA", "RR0000000000000002"),
+    ]
+    assert raw.split("\r")[0].split("|")[2:6] == ["EPIC_RAD", "LAKESHORE", "READROOM", "READROOM"]
+
+
+def test_emr_simulator_rejects_what_is_not_a_result(emr_simulator):
+    # given an order and some garbage sent to the EMR
+    host, port = emr_simulator
+    exam = exam_random(random.Random(3), "CHI-L1")
+    with MllpConnection(Endpoint(host, port, ack_timeout=5)) as conn:
+        # when each is sent on the same connection
+        order_ack = ack_parse(conn.exchange(order_message(exam, ("EPIC_RAD", "LAKESHORE"), "ORD1")))
+        garbage = conn.exchange(b"hello, EMR")
+        after = ack_parse(conn.exchange(oru_build(stroke_report()).encode()))
+    # then both are refused with the reason and the connection still serves the next report
+    assert (order_ack.code, order_ack.control_id) == ("AR", "ORD1")
+    assert "200" in order_ack.text and "not a result message" in order_ack.text
+    assert b"MSA|AR" in garbage and b"MSH" in garbage
+    assert after.code == "AA"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_outbox_delivers_to_the_emr_simulator(emr_simulator, chicago):
+    # given Lakeshore's ORU endpoint is the EMR simulator and a report is queued
+    host, port = emr_simulator
+    chicago.hl7_outbound_host, chicago.hl7_outbound_port = host, port
+    chicago.save()
+    report = stroke_report()
+    message = outbound_message_enqueue(
+        facility=chicago, payload=oru_build(report), control_id=report.control_id, source="test"
+    )
+    # when the outbox delivers (eager Celery may already have, after commit)
+    outbox_deliver(facility_id=chicago.pk)
+    # then the message is acknowledged AA
+    message = OutboundMessage.objects.get(pk=message.pk)
+    assert (message.status, message.ack_code) == (OutboundStatus.ACKED, "AA")
+
+
+def test_simulated_exams_carry_the_facility_local_time(hl7_listener, dicom_scp, chicago):
+    # given Lakeshore (America/Chicago) as the simulator sees it, on a server whose clock is UTC
+    (facility,) = simulated_facilities(code=chicago.code)
+    assert facility.timezone == "America/Chicago"
+    exam = exam_random(random.Random(7), chicago.code, stroke_rate=0.0)
+    # when an order and its images are sent through the real ports
+    ack, statuses = asyncio.run(
+        exam_simulate(
+            exam,
+            facility,
+            host="127.0.0.1",
+            hl7_port=hl7_listener[1],
+            dicom_port=dicom_scp[1],
+            slices=2,
+            control_id="SIMTZ1",
+        )
+    )
+    # then the order time and the study time are now, not hours off
+    assert b"MSA|AA" in ack and statuses == [0, 0]
+    applied()  # the order is applied after the ACK
+    now = timezone.now()
+    order = Order.objects.get(accession_number=exam.accession)
+    study = Study.objects.get(study_instance_uid=exam.study_uid)
+    assert abs(order.ordered_at - now) < timedelta(minutes=2)
+    assert abs(study.study_datetime - now) < timedelta(minutes=2)
