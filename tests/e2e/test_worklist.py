@@ -78,6 +78,22 @@ def asgi_server(transactional_db):
     server.start()
     yield server
     server.stop()
+    _server_connections_close()
+
+
+def _server_connections_close() -> None:
+    """The server's sync_to_async worker threads kept their database connections (Django's are
+    per thread, so no other thread can close them); on PostgreSQL they would block dropping the test
+    database at the end of the run. Ended from the server side once the server has stopped."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def sign_in(page: Page, server: AsgiServer, user) -> None:
