@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -127,6 +128,17 @@ class StudyStatus(models.TextChoices):
 # (a final read) leaves the worklist, and the open-study index below, without another change.
 OPEN_STUDY_STATUSES = (StudyStatus.RECEIVING, StudyStatus.COMPLETE)
 
+# Reading order of the priority classes, most urgent first (as PriorityClass is declared).
+PRIORITY_RANK = models.Case(
+    *(models.When(priority=p.value, then=models.Value(rank)) for rank, p in enumerate(PriorityClass)),
+    default=models.Value(len(PriorityClass)),
+    output_field=models.IntegerField(),
+)
+# Study's copy of routing's state (see Study.worklist_*).
+ROUTING_COPY = ("worklist_routed", "worklist_sla_deadline", "worklist_claimed_by")
+# What a worklist lists: routed, and not read yet. The worklist indexes below are partial on it.
+ON_WORKLIST = models.Q(status__in=OPEN_STUDY_STATUSES, worklist_routed=True)
+
 
 class Study(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
@@ -156,6 +168,25 @@ class Study(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The worklist's filter and sort key in one row (bench/worklist): a copy of routing's state
+    # (worklist.StudyAssignment: exists, sla_deadline, claimed_by) written by StudyAssignment's own
+    # save/update in the same statement's transaction (``worklist.models.study_worklist_mirror``), never
+    # by hand. With them here a reader's first page is a top-N scan of one index instead of joining
+    # and sorting every eligible open study.
+    worklist_routed = models.BooleanField(default=False, editable=False)
+    worklist_sla_deadline = models.DateTimeField(null=True, blank=True, editable=False)
+    worklist_claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,  # study_worklist_held_idx below: open studies only
+    )
+    priority_rank = models.GeneratedField(
+        expression=PRIORITY_RANK, output_field=models.IntegerField(), db_persist=True
+    )
 
     class Meta:
         verbose_name_plural = "studies"
@@ -180,10 +211,42 @@ class Study(models.Model):
                 condition=models.Q(status__in=OPEN_STUDY_STATUSES),
                 name="study_open_facility_idx",
             ),
+            # The worklist's reading order (priority class, deadline, id) over what is on worklists:
+            # page 1 walks it and stops after 50 rows that pass the reader's eligibility filter.
+            models.Index(
+                fields=["priority_rank", "worklist_sla_deadline", "id"],
+                condition=ON_WORKLIST,
+                name="study_worklist_order_idx",
+            ),
+            # A reader's list (its count, and the sort key of every row) is read from this index
+            # alone: the facility, every column the eligibility filter and the holder test look at,
+            # and the reading order's columns.
+            models.Index(
+                fields=["facility", "subspecialty", "worklist_claimed_by"],
+                include=["modalities", "priority_rank", "worklist_sla_deadline", "id"],
+                condition=ON_WORKLIST,
+                name="study_worklist_facility_idx",
+            ),
+            # "the studies I hold": a handful of entries per reader
+            models.Index(
+                fields=["worklist_claimed_by"], condition=ON_WORKLIST, name="study_worklist_held_idx"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.accession_number or self.study_instance_uid} {self.description}".strip()
+
+    def save(self, *args, **kwargs) -> None:
+        # The worklist columns belong to routing (copied by worklist.StudyAssignment's writes): a study
+        # loaded before a claim and saved after it must not write the old holder back.
+        if kwargs.get("update_fields") is None and not self._state.adding and not kwargs.get("force_insert"):
+            deferred = self.get_deferred_fields()
+            kwargs["update_fields"] = [
+                f.attname
+                for f in self._meta.concrete_fields
+                if not (f.primary_key or f.generated or f.name in ROUTING_COPY or f.attname in deferred)
+            ]
+        super().save(*args, **kwargs)
 
     def get_additional_data(self) -> dict:
         return {"patient_id": self.patient_id, "facility_id": self.facility_id}

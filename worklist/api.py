@@ -41,7 +41,7 @@ from accounts.roles import Role, has_role
 from imaging.models import Study
 from imaging.selectors import studies_visible_to
 from worklist import services
-from worklist.selectors import WORKLIST_RELATED, worklist_for
+from worklist.selectors import WORKLIST_RELATED, WorklistParts, worklist_for, worklist_parts
 from worklist.tat import MILESTONES, study_turnaround
 
 
@@ -179,7 +179,7 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
     procedure = serializers.SerializerMethodField()
     patient_age = serializers.SerializerMethodField()
     patient_sex = serializers.CharField(source="patient.sex", allow_null=True, default=None)
-    sla_deadline = serializers.DateTimeField(source="assignment.sla_deadline", allow_null=True)
+    sla_deadline = serializers.DateTimeField(source="worklist_sla_deadline", allow_null=True)
     claimed_by = serializers.SerializerMethodField()
     tat = serializers.SerializerMethodField()
 
@@ -214,7 +214,7 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
         inline_serializer("Holder", {"id": serializers.IntegerField(), "name": serializers.CharField()}),
     )
     def get_claimed_by(self, study: Study) -> dict | None:
-        return _person(study.assignment.claimed_by)
+        return _person(study.worklist_claimed_by)
 
     @extend_schema_field(_Turnaround)
     def get_tat(self, study: Study) -> dict:
@@ -223,21 +223,59 @@ class WorklistEntrySerializer(serializers.ModelSerializer):
 
 WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
 
+# The columns WorklistEntrySerializer reads (study_turnaround's included): a page loads 50 studies
+# with six relations each, and every unused column is a value to convert (bench/worklist).
+WORKLIST_ENTRY_COLUMNS = (
+    *("id", "accession_number", "priority", "is_stroke", "modalities", "description", "number_of_instances"),
+    *("status", "worklist_sla_deadline", "first_received_at", "completed_at"),
+    *(
+        "facility__code",
+        "facility__timezone",
+        "subspecialty__code",
+        "order__procedure_text",
+        "order__ordered_at",
+    ),
+    *("patient__birth_date", "patient__sex", "assignment__routed_at"),
+    *(f"worklist_claimed_by__{name}" for name in ("display_name", "first_name", "last_name", "username")),
+    *(f"turnaround__{milestone}_at" for milestone in MILESTONES),
+)
+
 
 class WorklistPagination(LimitOffsetPagination):
-    """``limit``/``offset`` pages of study ids; the total rides on the page query (``COUNT(*) OVER
-    ()``) instead of a second pass over every eligible study."""
+    """``limit``/``offset`` pages over the two parts of a worklist: the studies the caller holds (a
+    handful, listed first), then the rest in reading order. Ids first, then the page's rows with their
+    relations: joining patient, order and holder onto every eligible study before the sort costs as
+    many lookups as the reader has studies. The ids and the count read one index (``imaging.Study``'s
+    worklist indexes), not the studies."""
 
-    def paginate_queryset(self, queryset, request, view=None) -> list[int]:
+    def paginate_parts(self, parts: WorklistParts, request) -> list[Study]:
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
-        window = queryset.annotate(total=Window(Count("pk"))).values_list("pk", "total")
-        rows = list(window[self.offset : self.offset + self.limit])
-        # past the last page there is no row to carry the total: count it
-        self.count = rows[0][1] if rows else (queryset.count() if self.offset else 0)
+        held = list(parts.held.values_list("pk", flat=True))
+        ids = held[self.offset : self.offset + self.limit]
+        start, rest = max(0, self.offset - len(held)), self.limit - len(ids)
+        others, total = self._others(parts, start, rest)
+        ids += others
+        self.count = len(held) + total
         self.display_page_controls = self.count > self.limit and self.template is not None
-        return [pk for pk, _total in rows]
+        rows = Study.objects.select_related(*WORKLIST_RELATED).only(*WORKLIST_ENTRY_COLUMNS).in_bulk(ids)
+        return [rows[pk] for pk in ids if pk in rows]
+
+    @staticmethod
+    def _others(parts: WorklistParts, start: int, rest: int) -> tuple[list[int], int]:
+        """A slice of the other studies' ids, and how many there are."""
+        if parts.everything or not rest:
+            # every open study: the first rows of the reading-order index, and an index-only count
+            ids = list(parts.others.values_list("pk", flat=True)[start : start + rest]) if rest else []
+            ended = len(ids) < rest and (ids or start == 0)
+            return ids, start + len(ids) if ended else parts.others.count()
+        # a reader's few thousand: the count rides on the page query (one pass over the index)
+        rows = list(
+            parts.others.annotate(total=Window(Count("pk"))).values_list("pk", "total")[start : start + rest]
+        )
+        # past the last page there is no row to carry the total: count it
+        return [pk for pk, _ in rows], rows[0][1] if rows else (parts.others.count() if start else 0)
 
 
 class WorklistView(ListAPIView):
@@ -257,16 +295,14 @@ class WorklistView(ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = {key: self.request.query_params.get(key, "") for key in WORKLIST_FILTERS}
-        return worklist_for(self.request.user, at=timezone.now(), filters=filters)
+        return worklist_for(self.request.user, at=timezone.now(), filters=self._filters())
+
+    def _filters(self) -> dict[str, str]:
+        return {key: self.request.query_params.get(key, "") for key in WORKLIST_FILTERS}
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        # Sort and count on the study ids alone, then load the page's rows with their relations:
-        # joining patient, order and holder onto every eligible study before the sort (what the
-        # ORM would do) costs as many lookups as the reader has studies, not as the page has rows.
-        page_ids = self.paginate_queryset(self.get_queryset())
-        rows = Study.objects.select_related(*WORKLIST_RELATED).in_bulk(page_ids)
-        page = [rows[pk] for pk in page_ids if pk in rows]
+        parts = worklist_parts(request.user, at=timezone.now(), filters=self._filters())
+        page = self.paginator.paginate_parts(parts, request)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 

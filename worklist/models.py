@@ -10,8 +10,10 @@ import re
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
-from django.db.models import F, Q
+from django.db import models, transaction
+from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from facilities.models import PriorityClass, validate_timezone
 
@@ -142,6 +144,71 @@ class CatalogueRule(models.Model):
 # --- routing and claims: per-study state and its history --------------------------------------------
 
 
+# StudyAssignment's fields that imaging.Study carries a copy of, for the worklist (see Study.worklist_*).
+_MIRRORED = {"sla_deadline", "claimed_by", "claimed_by_id"}
+
+
+def study_worklist_mirror(study_ids) -> None:
+    """Copy routing's state (whether the study is routed, its deadline, its holder) onto the studies'
+    worklist columns, from the assignment rows as they are now in this transaction. Idempotent."""
+    from imaging.models import Study
+
+    ids = sorted(set(study_ids))
+    if not ids:
+        return
+    own = StudyAssignment.objects.filter(study_id=OuterRef("pk"))
+    Study.objects.filter(pk__in=ids).update(
+        worklist_routed=Exists(own),
+        worklist_sla_deadline=Subquery(own.values("sla_deadline")[:1]),
+        worklist_claimed_by=Subquery(own.values("claimed_by")[:1]),
+    )
+
+
+def worklist_mirror_drift() -> list[int]:
+    """Ids of the studies whose worklist columns differ from their routing row (a check for tests and
+    operations; there should never be any)."""
+    from imaging.models import Study
+
+    routing = {
+        study_id: (True, deadline, holder)
+        for study_id, deadline, holder in StudyAssignment.objects.values_list(
+            "study_id", "sla_deadline", "claimed_by_id"
+        )
+    }
+    copies = Study.objects.values_list(
+        "pk", "worklist_routed", "worklist_sla_deadline", "worklist_claimed_by_id"
+    ).order_by("pk")
+    return [pk for pk, *copy in copies if tuple(copy) != routing.get(pk, (False, None, None))]
+
+
+class StudyAssignmentQuerySet(models.QuerySet):
+    """Every write of the mirrored fields — the services' compare-and-set UPDATEs included — copies
+    them onto the study in the same transaction, so the worklist's copy cannot drift."""
+
+    def update(self, **kwargs) -> int:
+        if not _MIRRORED & kwargs.keys():
+            return super().update(**kwargs)
+        with transaction.atomic(using=self.db):
+            # Lock the rows first: the ids are then exactly the rows the UPDATE's WHERE (a
+            # compare-and-set's included) still matches, even with a concurrent writer.
+            ids = list(self.select_for_update(of=("self",)).values_list("study_id", flat=True))
+            changed = super().update(**kwargs)
+            study_worklist_mirror(ids)
+        return changed
+
+    def bulk_create(self, objs, *args, **kwargs):
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(objs, *args, **kwargs)
+            study_worklist_mirror(o.study_id for o in created)
+        return created
+
+    def bulk_update(self, objs, fields, *args, **kwargs) -> int:
+        with transaction.atomic(using=self.db):
+            changed = super().bulk_update(objs, fields, *args, **kwargs)
+            study_worklist_mirror(o.study_id for o in objs)
+        return changed
+
+
 class StudyAssignment(models.Model):
     """Routing's state for one study: when it was routed, by which rule, and who holds it.
 
@@ -167,6 +234,8 @@ class StudyAssignment(models.Model):
     # is one idle longer than the facility's ``claim_timeout_minutes`` (``worklist.assignment``).
     last_activity_at = models.DateTimeField(null=True, blank=True)
 
+    objects = StudyAssignmentQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -182,6 +251,17 @@ class StudyAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"study {self.study_id}: {self.claimed_by or 'unclaimed'}"
+
+    def save(self, *args, **kwargs) -> None:
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            study_worklist_mirror([self.study_id])
+
+
+@receiver(post_delete, sender=StudyAssignment)
+def _assignment_deleted(sender, instance: StudyAssignment, **kwargs) -> None:
+    # a routing row removed (by hand, or with its study): the study is no longer on any worklist
+    study_worklist_mirror([instance.study_id])
 
 
 class StudyEventKind(models.TextChoices):

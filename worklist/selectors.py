@@ -1,7 +1,8 @@
 """The worklist: which open studies a user sees, in reading order (DESIGN.md §1, issue 4).
 
 * a radiologist: the studies they hold, then the unclaimed studies they are eligible for now
-  (``credentialing.eligibility.readable_studies_q`` — one indexed query, whatever the archive size:
+  (``credentialing.eligibility.readable_studies_q`` over the study's own columns — routing's state is
+  copied onto ``imaging.Study`` for this — so a page is one index scan whatever the archive size:
   ``bench/worklist``);
   never a study someone else holds;
 * operations and the medical director: every open study, held or not.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 
 from accounts.roles import Role, has_role
 from credentialing.eligibility import (
@@ -27,45 +28,71 @@ from credentialing.eligibility import (
     reader_facts,
 )
 from facilities.models import Facility, PriorityClass
-from imaging.models import OPEN_STUDY_STATUSES, Study
-
-PRIORITY_RANK = Case(
-    *(When(priority=p.value, then=Value(rank)) for rank, p in enumerate(PriorityClass)),
-    default=Value(len(PriorityClass)),
-    output_field=IntegerField(),
-)
-
+from imaging.models import ON_WORKLIST, Study
 
 # What a worklist row shows besides the study (loaded with it: no query per row).
-WORKLIST_RELATED = ("facility", "subspecialty", "order", "patient", "assignment__claimed_by", "turnaround")
+WORKLIST_RELATED = (
+    "facility",
+    "subspecialty",
+    "order",
+    "patient",
+    "assignment",
+    "worklist_claimed_by",
+    "turnaround",
+)
+
+# Reading order: priority class (stroke first), then the SLA deadline, then arrival — the order of
+# ``imaging.Study``'s ``study_worklist_order_idx``, so a first page stops after its rows.
+READING_ORDER = ("priority_rank", F("worklist_sla_deadline").asc(nulls_last=True), "id")
+
+
+@dataclass(frozen=True)
+class WorklistParts:
+    """A worklist as its two parts, each in reading order: what the user holds (listed first; empty
+    for operations, whose list does not depend on who holds what) and everything else they see."""
+
+    held: QuerySet[Study]
+    others: QuerySet[Study]
+    # others is every study on the worklists (operations): tens of thousands of rows, paged from the
+    # reading-order index and counted apart, not sorted whole
+    everything: bool = False
+
+
+def _conditions(user, at: datetime) -> tuple[Q | None, Q | None]:
+    """(what the user holds, the rest they may see) over the studies on worklists; None: nothing."""
+    if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
+        return None, Q()
+    if has_role(user, Role.RADIOLOGIST):
+        # What I hold (even if my shift just ended: I may finish it), else what I may claim now —
+        # never a study someone else holds.
+        return Q(worklist_claimed_by=user), Q(worklist_claimed_by__isnull=True) & readable_studies_q(user, at)
+    return None, None
+
+
+def worklist_parts(user, *, at: datetime, filters: dict[str, str] | None = None) -> WorklistParts:
+    mine, others = _conditions(user, at)
+    on_list = _filtered(Study.objects.filter(ON_WORKLIST), filters or {})
+    return WorklistParts(
+        held=on_list.filter(mine).order_by(*READING_ORDER) if mine is not None else Study.objects.none(),
+        others=on_list.filter(others).order_by(*READING_ORDER)
+        if others is not None
+        else Study.objects.none(),
+        everything=others is not None and mine is None,
+    )
 
 
 def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -> QuerySet[Study]:
-    filters = filters or {}
-    studies = Study.objects.filter(assignment__isnull=False, status__in=OPEN_STUDY_STATUSES).select_related(
-        *WORKLIST_RELATED
-    )
-    if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
-        mine_first = Value(1)
-    elif has_role(user, Role.RADIOLOGIST):
-        # What I hold (even if my shift just ended: I may finish it), else what I may claim now. The
-        # held ids are fetched first: with every branch of the OR on the study's own columns,
-        # PostgreSQL combines the open-study index per facility (a bitmap OR) instead of scanning
-        # every routing row of the archive.
-        held = list(
-            Study.objects.filter(status__in=OPEN_STUDY_STATUSES, assignment__claimed_by=user).values_list(
-                "pk", flat=True
-            )
-        )
-        studies = studies.filter(
-            Q(pk__in=held) | (Q(assignment__claimed_by__isnull=True) & readable_studies_q(user, at))
-        )
-        mine_first = Case(When(pk__in=held, then=Value(0)), default=Value(1))
-    else:
+    """The whole list in one queryset (pages, counts): held first, then reading order."""
+    mine, others = _conditions(user, at)
+    if others is None:
         return Study.objects.none()
-    studies = _filtered(studies, filters)
-    return studies.annotate(mine_first=mine_first, priority_rank=PRIORITY_RANK).order_by(
-        "mine_first", "priority_rank", F("assignment__sla_deadline").asc(nulls_last=True), "id"
+    where = others if mine is None else mine | others
+    studies = _filtered(Study.objects.filter(ON_WORKLIST).filter(where), filters or {})
+    mine_first = Value(1) if mine is None else Case(When(mine, then=Value(0)), default=Value(1))
+    return (
+        studies.select_related(*WORKLIST_RELATED)
+        .annotate(mine_first=mine_first)
+        .order_by("mine_first", *READING_ORDER)
     )
 
 
@@ -85,10 +112,14 @@ def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Stu
 
 def worklist_counts(studies: QuerySet[Study]) -> dict[str, int]:
     """How many studies of each priority class a worklist holds (most urgent first, zeros kept)."""
+    # by the rank, which the worklist indexes carry (the priority itself would need every study row)
     counted = dict(
-        studies.order_by().values_list("priority").annotate(n=Count("pk")).values_list("priority", "n")
+        studies.order_by()
+        .values_list("priority_rank")
+        .annotate(n=Count("pk"))
+        .values_list("priority_rank", "n")
     )
-    return {p.value: counted.get(p.value, 0) for p in PriorityClass}
+    return {p.value: counted.get(rank, 0) for rank, p in enumerate(PriorityClass)}
 
 
 # --- why a list is empty, why nobody can read a study (the eligibility engine's reasons) ------------
