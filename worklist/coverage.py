@@ -521,6 +521,14 @@ class OnShift:
     subspecialties: tuple[str, ...]  # empty: every subspecialty
     rvu_load: Decimal
     studies_held: int
+    zone: ZoneInfo  # the zone the shift is written in: its rota line's, else its first facility's, else UTC
+
+
+def _shift_zone(shift: Shift) -> ZoneInfo:
+    if shift.template_id:
+        return ZoneInfo(shift.template.timezone)
+    facilities = list(shift.facilities.all())
+    return facilities[0].zone if facilities else ZoneInfo("UTC")  # a one-off shift for every facility
 
 
 def on_shift_now(at: datetime) -> list[OnShift]:
@@ -529,7 +537,7 @@ def on_shift_now(at: datetime) -> list[OnShift]:
 
     shifts = list(
         Shift.objects.filter(starts_at__lte=at, ends_at__gt=at, radiologist__is_active=True)
-        .select_related("radiologist")
+        .select_related("radiologist", "template")
         .prefetch_related("facilities", "subspecialties")
         .order_by("radiologist__display_name", "radiologist__username", "starts_at")
     )
@@ -542,6 +550,7 @@ def on_shift_now(at: datetime) -> list[OnShift]:
             tuple(x.name for x in s.subspecialties.all()),
             loads.get(s.radiologist_id, (Decimal(0), 0))[0],
             loads.get(s.radiologist_id, (Decimal(0), 0))[1],
+            _shift_zone(s),
         )
         for s in shifts
     ]

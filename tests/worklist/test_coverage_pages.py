@@ -136,3 +136,29 @@ def test_operations_keep_the_rota_in_the_admin(client, ops_omar, dr_neuro_il, ch
     assert response.status_code == 302, response.content.decode()[:2000]
     assert not Shift.objects.filter(radiologist=dr_neuro_il).exists()
     assert TimeOff.objects.get().recorded_by == ops_omar
+
+
+def test_on_now_shows_a_rota_shift_in_its_own_zone(client, ops_omar, dr_neuro_il, chicago):
+    from datetime import date
+
+    from worklist.coverage import shift_template_create
+
+    # given a nighthawk line written in Chicago time, on tonight
+    now = timezone.now()
+    local_now = now.astimezone(chicago.zone)
+    start = (local_now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    end = (local_now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    shift_template_create(
+        radiologist=dr_neuro_il,
+        name="Evening",
+        weekdays=list(range(7)),
+        start_time=start,
+        end_time=end,  # may be after midnight: the next day
+        timezone="America/Chicago",
+        valid_from=date(2026, 1, 1),
+        at=now,
+    )
+    client.force_login(ops_omar)
+    html = client.get("/operations/on-now/").content.decode()
+    # then its times read in Chicago's zone (CST/CDT), the UTC instant in the tooltip
+    assert f"{start:%H:%M} C" in html and ' UTC"' in html
