@@ -66,6 +66,10 @@ def hl7_listener(transactional_db, chicago_interfaces):
         server.close()
         server.drain_scheduler.cancel()
         await asyncio.gather(server.drain_scheduler, return_exceptions=True)
+        # Cancelling the scheduler does not stop an apply already running in the loop's executor
+        # (eager Celery applies in that thread): wait for it, or it would touch the database while
+        # the test tears it down — and leave a transaction open that blocks the next flush.
+        await asyncio.get_running_loop().shutdown_default_executor()
 
     asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
