@@ -7,6 +7,11 @@ from datetime import datetime
 from facilities.models import PriorityClass
 from imaging.models import Study
 
+# The contract's warning points, as shares of the window from clock start to deadline (DESIGN.md §4):
+# the escalation sweep records a step at each, the worklist colours the countdown by them.
+SLA_WARNING_SHARE = 0.5
+SLA_CRITICAL_SHARE = 0.8
+
 
 def clock_start(study: Study) -> datetime | None:
     """When the radiologist's clock starts: images complete; for a code stroke, the order time (the

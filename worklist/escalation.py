@@ -55,6 +55,7 @@ from accounts.roles import Role
 from facilities.models import Facility, PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import study_event_broadcast
+from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP
 from worklist.models import (
     EscalationStep,
@@ -68,8 +69,8 @@ logger = logging.getLogger(__name__)
 
 # (step, share of the window from clock start to deadline)
 SLA_STEPS: tuple[tuple[str, float], ...] = (
-    (EscalationStep.SLA_WARNING_50, 0.5),
-    (EscalationStep.SLA_WARNING_80, 0.8),
+    (EscalationStep.SLA_WARNING_50, SLA_WARNING_SHARE),
+    (EscalationStep.SLA_WARNING_80, SLA_CRITICAL_SHARE),
     (EscalationStep.SLA_BREACH, 1.0),
 )
 STROKE_TIMED_STEPS: tuple[str, ...] = (EscalationStep.STROKE_READERS, EscalationStep.STROKE_DIRECTOR)

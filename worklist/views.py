@@ -27,6 +27,7 @@ from facilities.models import PriorityClass
 from facilities.selectors import facilities_visible_to
 from imaging.models import Study
 from qa.selectors import reviews_assigned_to
+from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
@@ -94,6 +95,7 @@ def _live_context(request: HttpRequest, *, at: datetime, size: int) -> dict:
         "page": page,
         "studies": _decorated(list(page.object_list), request.user, at),
         "query": query.urlencode(),
+        "sla_shares": {"warning": SLA_WARNING_SHARE, "critical": SLA_CRITICAL_SHARE},
     }
 
 
@@ -129,7 +131,7 @@ def sla_state(start: datetime | None, deadline: datetime | None, at: datetime) -
     if left <= 0:
         return SlaState("breached", "BREACHED")
     used = 1 - left / (deadline - start).total_seconds() if start and deadline > start else 0
-    state = "critical" if used >= 0.8 else "warning" if used >= 0.5 else "ok"
+    state = "critical" if used >= SLA_CRITICAL_SHARE else "warning" if used >= SLA_WARNING_SHARE else "ok"
     hours, rest = divmod(int(left), 3600)
     minutes, seconds = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"

@@ -208,7 +208,11 @@
     const left = Math.floor((deadline - now) / 1000);
     if (left <= 0) return { text: "BREACHED", state: "breached" };
     const used = start && deadline > start ? 1 - (deadline - now) / (deadline - start) : 0;
-    const state = used >= 0.8 ? "critical" : used >= 0.5 ? "warning" : "ok";
+    // the thresholds come from the server (worklist.clock), so page and escalation agree
+    const shares = live() ? live().dataset : {};
+    const critical = Number(shares.slaCritical);
+    const warning = Number(shares.slaWarning);
+    const state = used >= critical ? "critical" : used >= warning ? "warning" : "ok";
     const hours = Math.floor(left / 3600);
     const minutes = Math.floor((left % 3600) / 60);
     const text = (hours ? hours + ":" + pad(minutes) : pad(minutes)) + ":" + pad(left % 60);

@@ -221,3 +221,10 @@ def test_sla_countdown_turns_amber_at_half_and_red_at_eighty_percent(target, min
     start = deadline - timedelta(minutes=target)
     # then the first render shows the state and the time left
     assert (sla_state(start, deadline, at).state, sla_state(start, deadline, at).text) == (state, text)
+
+
+def test_the_browser_ticks_with_the_escalation_thresholds(verified_client, neuro_reader):
+    from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
+
+    html = verified_client(neuro_reader).get("/worklist/rows/").content.decode()
+    assert f'data-sla-warning="{SLA_WARNING_SHARE}" data-sla-critical="{SLA_CRITICAL_SHARE}"' in html
