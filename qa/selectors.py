@@ -29,7 +29,7 @@ def reviews_assigned_to(user) -> QuerySet[PeerReview]:
     """Open reviews on the reviewer's list, oldest first (a low-priority worklist item)."""
     return (
         PeerReview.objects.filter(reviewer=user, status=ReviewStatus.ASSIGNED)
-        .select_related("report__study__facility", "report__study__order")
+        .select_related("report__study__facility", "report__study__order", "original_reader")
         .order_by("created_at", "id")
     )
 
@@ -58,8 +58,13 @@ def review_case_for_reviewer(user, review_id: int, *, reveal_report: bool) -> Bl
     )
     if review is None:
         raise PermissionDenied("This review is not assigned to you.")
+    record_phi_access(review.report.study)  # a peer-review case shows the patient's study and report
+    return blinded_case(review, reveal_report=reveal_report)
+
+
+def blinded_case(review: PeerReview, *, reveal_report: bool = False) -> BlindedCase:
+    """What the reviewer is shown of a case already fetched for them (the list's rows included)."""
     study = review.report.study
-    record_phi_access(study)  # a peer-review case shows the patient's study and report
     shown = reveal_report or review.blind_impression_at is not None or review.status != ReviewStatus.ASSIGNED
     return BlindedCase(
         review_id=review.pk,
