@@ -46,6 +46,7 @@ def image_store(settings, tmp_path):
 @pytest.fixture
 def hl7_listener(transactional_db, chicago_interfaces):
     """(host, port) of a running MLLP listener; stopped after the test."""
+    _inbox_connection_reset()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     state: dict = {}
@@ -74,6 +75,19 @@ def hl7_listener(transactional_db, chicago_interfaces):
     asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    _inbox_connection_reset()
+
+
+def _inbox_connection_reset() -> None:
+    """The listener's inbox thread outlives each test (one per process) and keeps its database
+    connection: close it between tests, so no test inherits a session (or a transaction left open
+    when the previous test's database went away under it) that would block the flush on PostgreSQL."""
+    from django.db import connections
+
+    from interfaces.hl7.listener import _INBOX_THREAD
+
+    # close_all runs in the inbox thread, so it closes that thread's own connections
+    _INBOX_THREAD.submit(connections.close_all).result(10)
 
 
 @pytest.fixture
