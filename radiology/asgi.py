@@ -10,6 +10,8 @@ import warnings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
+# The web process pools its PostgreSQL connections (radiology/settings/base.py); 0 turns it off.
+os.environ.setdefault("READROOM_DB_POOL_MAX_SIZE", "16")
 # WhiteNoise 6 hands static files to Django as synchronous iterators; under ASGI Django consumes
 # them in a thread and warns on every file. The files are small and cached by browsers.
 warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")

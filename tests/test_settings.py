@@ -128,3 +128,44 @@ def test_channel_layer_reads_outlast_its_blocking_receive(tmp_path):
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["read"] is None or seen["read"] > seen["wait"], seen
+
+
+POOL_PROBE = """
+import json, os
+import radiology.asgi  # the web process: sets up Django with its connection pool
+from django.core.signals import request_finished
+from django.db import connection
+pids = []
+for _ in range(3):  # three requests in a row, each ending as Django ends one
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pids.append(cursor.fetchone()[0])
+    request_finished.send(sender=None)
+pool = connection.pool
+print(json.dumps({"pids": pids, "max": pool.max_size, "age": connection.settings_dict["CONN_MAX_AGE"]}))
+"""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="the pool is PostgreSQL's"
+)
+def test_the_web_process_reuses_pooled_connections_across_requests(tmp_path, db, settings):
+    # given the web process's settings, on this PostgreSQL server and the test database
+    base = settings.DATABASES["default"]
+    env = {
+        "DATABASE_URL": f"postgres://{base['USER']}@{base['HOST']}:{base['PORT']}/{base['NAME']}",
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
+    clean.pop("READROOM_DB_POOL_MAX_SIZE", None)
+    clean.update(DJANGO_SETTINGS_MODULE="radiology.settings.base", READROOM_DATA_DIR=str(tmp_path), **env)
+    # when three requests end one after the other
+    result = subprocess.run(
+        [sys.executable, "-c", POOL_PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+    # then each took the same server connection back from the pool instead of opening a new one
+    # (a new connection per request cost more than the worklist's SQL: bench/worklist)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert len(set(seen["pids"])) == 1, seen
+    assert seen["max"] == 16 and seen["age"] == 0

@@ -1,5 +1,6 @@
 """bench/worklist — GET /api/v1/worklist/ for an eligible reader while the archive grows from 10,000 to
-1,000,000 studies (PostgreSQL, production settings, DB_CONN_MAX_AGE as deployed).
+1,000,000 studies (PostgreSQL, the web process's settings: pooled connections as radiology/asgi.py sets them;
+``--no-pool``: a new connection per request, as before the pool).
 
 The data: 40 facilities in 8 states, 300 radiologists with licences in 1–4 states (some expired or
 suspended), privileges at a handful of facilities in those states (approved, by proxy, pending, some
@@ -85,8 +86,13 @@ PRIORITIES = (("STROKE", 1), ("TRAUMA", 2), ("STAT", 25), ("ASAP", 20), ("ROUTIN
 SLA_MINUTES = {"STROKE": 20, "TRAUMA": 30, "STAT": 30, "ASAP": 240, "ROUTINE": 1440}
 
 
-def django_start(database: str) -> None:
-    env = bench_env(database, ALLOWED_HOSTS="testserver,127.0.0.1,localhost")
+def django_start(database: str, *, pool: bool) -> None:
+    # the web process's pool (radiology/asgi.py sets READROOM_DB_POOL_MAX_SIZE for uvicorn)
+    env = bench_env(
+        database,
+        ALLOWED_HOSTS="testserver,127.0.0.1,localhost",
+        READROOM_DB_POOL_MAX_SIZE="16" if pool else "0",
+    )
     os.environ.update(env)
     import django
 
@@ -495,12 +501,13 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="archive sizes, comma-separated")
     parser.add_argument("--explain", action="store_true", help="print the worklist query plan at 1 M")
     parser.add_argument("--database", default=DATABASE, help="PostgreSQL database (dropped and re-created)")
+    parser.add_argument("--no-pool", action="store_true", help="a new connection per request (no pool)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     database_fresh(args.database)
     manage(bench_env(args.database), "migrate", "-v0")
-    django_start(args.database)
-    from django.db import connection, transaction
+    django_start(args.database, pool=not args.no_pool)
+    from django.db import transaction
     from django.utils import timezone
 
     rng = random.Random(4)
@@ -510,8 +517,7 @@ def main() -> None:
         facilities = facilities_create(rng)
         readers = readers_create(rng, facilities, now)[:4]
     print(f"bench/worklist: 40 facilities, 300 readers (people {time.perf_counter() - started:.1f} s)")
-    cursor = connection.cursor()
-    cursor.execute("SET synchronous_commit = off")
+    cursor = generation_cursor()
     procedures = lookups_create(cursor)
     studies_insert(cursor, procedures, FIRST_OPEN_ID, FIRST_OPEN_ID + OPEN_SMALL - 1, open_=True)
     archived = 0
@@ -519,6 +525,7 @@ def main() -> None:
     generation = 0.0
     for size in sizes:
         t0 = time.perf_counter()
+        cursor = generation_cursor()
         studies_insert(cursor, procedures, archived + 1, size - OPEN_SMALL, open_=False)
         archived = size - OPEN_SMALL
         analyze(cursor)
@@ -527,6 +534,7 @@ def main() -> None:
         results[size] = report(f"{size:>9,} studies, {OPEN_SMALL:,} open", readers, args.requests)
     t0 = time.perf_counter()
     reopened = {"from": archived - (OPEN_LARGE - OPEN_SMALL), "to": archived}
+    cursor = generation_cursor()
     cursor.execute(REOPEN_STUDIES, reopened)
     cursor.execute(REOPEN_ASSIGNMENTS, reopened)
     cursor.execute(REOPEN_MIRROR, reopened)
@@ -541,6 +549,16 @@ def main() -> None:
     print(f"  generation (SQL, incl. VACUUM ANALYZE): {generation:.0f} s for {sizes[-1]:,} studies")
     print(f"  p95 at {sizes[-1]:,} studies / {OPEN_LARGE:,} open: {large:.1f} ms   (target < 50 ms at 1 M)")
     print(f"  p95({sizes[-1]:,}) / p95({sizes[0]:,}), {OPEN_SMALL:,} open: {ratio:.2f}   (target < 2)")
+
+
+def generation_cursor():
+    """A cursor for the set-based generation, taken afresh after each measurement: the end of each
+    request hands the pooled connection back."""
+    from django.db import connection
+
+    cursor = connection.cursor()
+    cursor.execute("SET synchronous_commit = off")
+    return cursor
 
 
 def explain(reader) -> None:

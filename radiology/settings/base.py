@@ -135,6 +135,20 @@ if env.str("DATABASE_URL", default=""):
     # persistent connections there (use pgbouncer for pooling). Workers may raise it.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A pool of connections (psycopg_pool, Django's "pool" option) for the web processes: under ASGI
+    # each request may run in its own thread, so they cannot keep persistent connections, and
+    # opening a PostgreSQL connection per request cost more than the worklist's own SQL
+    # (bench/worklist). radiology/asgi.py turns it on for uvicorn; Celery workers and the listeners
+    # open a connection per task or association thread, as before. The size is per process.
+    READROOM_DB_POOL_MAX_SIZE = env.int("READROOM_DB_POOL_MAX_SIZE", default=0)
+    if READROOM_DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # a pooled connection goes back after each request
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, READROOM_DB_POOL_MAX_SIZE),
+            "max_size": READROOM_DB_POOL_MAX_SIZE,
+            # a request waits this long for a free connection, then fails with a 500 (not forever)
+            "timeout": env.float("READROOM_DB_POOL_TIMEOUT", default=10.0),
+        }
 else:
     DATABASES = {
         "default": {
@@ -215,13 +229,14 @@ LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
-# Idle sessions end: the cookie age is renewed on every request, so it measures idleness.
 # Push routing gives no more studies to a reader holding this many RVUs (a reader's own
 # RadiologistProfile.rvu_load_cap overrides it); stroke and trauma bypass it.
 READROOM_PUSH_RVU_CAP = env.float("READROOM_PUSH_RVU_CAP", default=20.0)
 READROOM_IDLE_TIMEOUT_MINUTES = env.int("READROOM_IDLE_TIMEOUT_MINUTES", default=15)
 SESSION_COOKIE_AGE = READROOM_IDLE_TIMEOUT_MINUTES * 60
-SESSION_SAVE_EVERY_REQUEST = True
+# Idle sessions end: accounts.middleware.IdleSessionMiddleware renews the expiry on activity (at most
+# once a minute), so the age measures idleness.
+SESSION_SAVE_EVERY_REQUEST = False
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -70,6 +70,30 @@ def test_idle_session_expires(client, ops_omar):
     assert response["Location"].startswith("/login/")
 
 
+def test_activity_renews_the_session_at_most_once_a_minute(client, ops_omar):
+    from django.contrib.sessions.models import Session
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(ops_omar)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        client.get("/")  # renews: the expiry is now start + the timeout
+    expiry = Session.objects.get().expire_date
+    # a request 30 s later writes no session row (the worklist polls the API all shift long)
+    with (
+        time_machine.travel(start + timedelta(seconds=30), tick=False),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        assert client.get("/").status_code == 200
+    assert not [q for q in queries.captured_queries if "django_session" in q["sql"] and "UPDATE" in q["sql"]]
+    assert Session.objects.get().expire_date == expiry
+    # a minute after the last renewal, activity moves the expiry on again
+    with time_machine.travel(start + timedelta(seconds=61), tick=False):
+        client.get("/")
+    assert Session.objects.get().expire_date >= expiry + timedelta(seconds=60)
+
+
 def test_logout_ends_the_session(client, ops_omar):
     client.force_login(ops_omar)
     assert client.post("/logout/").status_code == 302
