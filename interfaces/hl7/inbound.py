@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -123,8 +124,22 @@ def _inbox_insert(row: InboundMessage) -> int | None:
     quarter less CPU than ``Model.save`` (docs/ingest.md, Performance)."""
     sql, fields = _INSERT_SQL.get(connection.vendor) or _insert_sql()
     values = [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+    if connection.vendor == "postgresql":
+        return _inbox_insert_prepared(sql, values)
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
+        inserted = cursor.fetchone()
+    return inserted[0] if inserted else None
+
+
+def _inbox_insert_prepared(sql: str, values: list) -> int | None:
+    """The same INSERT as a prepared statement on the connection's own psycopg cursor: Django binds
+    values client-side, so PostgreSQL parses and plans every message; prepared, a message costs
+    ~0.08 ms less of the ~1 ms round trip an engine waits for its ACK (bench/hl7). Errors still come
+    out as Django's DatabaseError (the listener answers AE 207 on those)."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, values, prepare=True)
         inserted = cursor.fetchone()
     return inserted[0] if inserted else None
 

@@ -7,13 +7,16 @@ random bytes are answered and recorded, and the connection goes on serving the n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import queue
+import threading
 from asyncio import IncompleteReadError, LimitOverrunError
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamProtocol, HL7StreamReader
 
 from interfaces.hl7.ack import build_ack
@@ -22,14 +25,92 @@ from interfaces.hl7.parse import APPLICATION_INTERNAL_ERROR
 
 log = logging.getLogger(__name__)
 FRAME_END = END_BLOCK + CARRIAGE_RETURN
-# One thread does the inbox's database work, for every connection: writes keep their order, there
-# is one database connection, and (embedded, SQLite) one writer. A plain executor hop is much
-# cheaper than asgiref's on a path that runs once per message.
-_INBOX_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-inbox")
 
 
-async def _in_inbox_thread(fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(_INBOX_THREAD, fn, *args)
+class InboxThread:
+    """One thread does the inbox's database work, for every connection: writes keep their order,
+    there is one database connection, and (embedded, SQLite) one writer.
+
+    The hop is a queue in and ``call_soon_threadsafe`` out: it runs twice per message, and
+    asgiref's ``sync_to_async`` or even ``run_in_executor`` (chained concurrent and asyncio futures)
+    cost a measurable share of the listener's time per message (bench/hl7, docs/ingest.md)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def call(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(fn, args, lambda result, exc: loop.call_soon_threadsafe(_settle, future, result, exc))
+        return await future
+
+    def call_blocking(self, fn, *args, timeout: float = 10):
+        """From another thread (tests): run ``fn`` in the inbox thread and wait for it."""
+        done = Future()
+        self._submit(
+            fn, args, lambda result, exc: done.set_exception(exc) if exc else done.set_result(result)
+        )
+        return done.result(timeout)
+
+    def _submit(self, fn, args, done) -> None:
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
+        self._jobs.put((fn, args, done))
+
+    def _work(self) -> None:
+        while True:
+            fn, args, done = self._jobs.get()
+            try:
+                result = fn(*args)
+            except Exception as exc:  # handed to the awaiting coroutine, which decides
+                done(None, exc)
+            else:
+                done(result, None)
+
+
+def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
+    if future.cancelled():  # the connection went away while its frame was being stored
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class InlineInbox:
+    """The inbox's database work in the event loop's own thread, for ``manage.py hl7_listener``: a
+    process whose loop serves nothing but MLLP. The inbox is one writer either way (frames are
+    stored one at a time); what this saves is the two thread hand-offs per message, a fifth of an
+    ACK's round trip on two cores (bench/hl7: ~980 -> ~1,230 messages/s). A store blocks the loop
+    for its one INSERT, which is also what every other connection would wait for in the inbox
+    thread. Never in the embedded server, whose loop also serves the web pages and the SCP.
+    Django refuses database calls from a thread running an event loop unless
+    DJANGO_ALLOW_ASYNC_UNSAFE is set: the command sets it for its process, where this thread is the
+    only one that touches the database and no call spans an ``await``.
+
+    Every call runs in one context of its own: in a thread running an event loop, Django keeps a
+    database connection per asyncio task (asgiref's Local follows contextvars there), so without
+    it each MLLP connection and the drain scheduler would open their own and leave them to the
+    garbage collector. One context, one connection — the same as the inbox thread's."""
+
+    def __init__(self) -> None:
+        self._context = contextvars.Context()
+
+    async def call(self, fn, *args):
+        return self._context.run(fn, *args)
+
+    def connections_close(self) -> None:
+        """Close this inbox's database connection (tests; otherwise the process's exit does)."""
+        self._context.run(connections.close_all)
+
+
+Inbox = InboxThread | InlineInbox
+_INBOX_THREAD = InboxThread("hl7-inbox")
 
 
 @dataclass(frozen=True)
@@ -92,8 +173,14 @@ def _receive(frame: Frame, peer: str):
 def _enqueue(senders: set[tuple[str, str]]) -> None:
     from interfaces.tasks import hl7_inbound_drain_task
 
-    for sender in senders:
-        hl7_inbound_drain_task.delay(*sender)
+    try:
+        for sender in senders:
+            hl7_inbound_drain_task.delay(*sender)
+    except DatabaseError:
+        # tasks applied inline (embedded) share the inbox's connection: drop it if it broke, so the
+        # next frame is stored on a new one (the sweep applies what this left behind)
+        close_old_connections()
+        raise
 
 
 class DrainScheduler:
@@ -104,10 +191,11 @@ class DrainScheduler:
     a broker round trip per message. In the embedded topology tasks run inline on SQLite, which
     takes one writer at a time: there the drain runs in Django's one sync thread, like the INSERT."""
 
-    def __init__(self) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self._pending: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._inline = settings.CELERY_TASK_ALWAYS_EAGER
+        self._inbox = inbox
 
     def request(self, sender: tuple[str, str]) -> None:
         self._pending.add(sender)
@@ -128,20 +216,20 @@ class DrainScheduler:
             senders, self._pending = self._pending, set()
             try:
                 if self._inline:  # tasks run inline: they write to the same database as the inbox
-                    await _in_inbox_thread(_enqueue, senders)
+                    await self._inbox.call(_enqueue, senders)
                 else:
                     await asyncio.get_running_loop().run_in_executor(None, _enqueue, senders)
             except Exception:  # the broker is down: the sweep re-drains what stays unapplied
                 log.exception("could not enqueue HL7 apply tasks for %s", senders)
 
 
-async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler) -> None:
+async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler, inbox: Inbox) -> None:
     host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
     peer = f"{host}:{port}"
     log.info("HL7 connection from %s", peer)
     try:
         while (frame := await reader.read_frame()) is not None:
-            receipt = await _in_inbox_thread(_receive, frame, peer)
+            receipt = await inbox.call(_receive, frame, peer)
             if receipt is None:
                 writer.writeblock(
                     build_ack(
@@ -160,31 +248,42 @@ async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler)
         log.info("HL7 connection from %s closed", peer)
 
 
+@dataclass
+class Hl7Listener:
+    server: asyncio.AbstractServer
+    drain_scheduler: asyncio.Task  # kept referenced for the server's lifetime
+
+    async def close(self) -> None:
+        self.server.close()
+        self.drain_scheduler.cancel()
+        await asyncio.gather(self.drain_scheduler, return_exceptions=True)
+
+
 async def hl7_server_start(
-    host: str, port: int, *, max_frame_bytes: int | None = None
-) -> asyncio.AbstractServer:
+    host: str, port: int, *, max_frame_bytes: int | None = None, inbox: Inbox = _INBOX_THREAD
+) -> Hl7Listener:
     loop = asyncio.get_running_loop()
     limit = max_frame_bytes or settings.READROOM_HL7_MAX_FRAME_BYTES
-    drains = DrainScheduler()
+    drains = DrainScheduler(inbox)
     scheduler = loop.create_task(drains.run(), name="hl7-drain-scheduler")
 
     def factory() -> HL7StreamProtocol:
         reader = FrameReader(limit=limit, loop=loop)
-        return HL7StreamProtocol(reader, lambda r, w: _serve_connection(r, w, drains), loop=loop)
+        return HL7StreamProtocol(reader, lambda r, w: _serve_connection(r, w, drains, inbox), loop=loop)
 
     server = await loop.create_server(factory, host, port, reuse_address=True)
-    server.drain_scheduler = scheduler  # kept referenced for the server's lifetime
-    return server
+    return Hl7Listener(server, scheduler)
 
 
 async def hl7_listener_service(
-    stop: asyncio.Event, *, host: str | None = None, port: int | None = None
+    stop: asyncio.Event, *, host: str | None = None, port: int | None = None, inbox: Inbox = _INBOX_THREAD
 ) -> None:
     """Run until ``stop`` is set (the embedded server and ``manage.py hl7_listener`` both use it)."""
-    server = await hl7_server_start(host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_HL7_PORT)
-    log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+    listener = await hl7_server_start(
+        host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_HL7_PORT, inbox=inbox
+    )
+    log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in listener.server.sockets))
     try:
-        async with server:
-            await stop.wait()
+        await stop.wait()
     finally:
-        server.drain_scheduler.cancel()
+        await listener.close()

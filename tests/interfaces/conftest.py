@@ -9,6 +9,7 @@ import threading
 import uuid
 
 import pytest
+import uvloop
 
 from facilities.models import DicomSender, Hl7Sender
 from imaging import storage
@@ -43,34 +44,48 @@ def image_store(settings, tmp_path):
     storage._keys.cache_clear()
 
 
-@pytest.fixture
-def hl7_listener(transactional_db, chicago_interfaces):
-    """(host, port) of a running MLLP listener; stopped after the test."""
+@pytest.fixture(params=["inbox-thread", "inline"])
+def hl7_listener(request, transactional_db, chicago_interfaces, monkeypatch):
+    """(host, port) of a running MLLP listener; stopped after the test. Every listener test runs
+    twice: frames stored in the inbox thread (the embedded server) and in the loop's own thread
+    (``manage.py hl7_listener``, InlineInbox)."""
+    from interfaces.hl7.listener import InlineInbox
+
+    inline = request.param == "inline"
+    inbox = InlineInbox() if inline else None
+    if inline:
+        monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # as the command sets it
     _inbox_connection_reset()
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()  # the loop manage.py hl7_listener and the embedded server run
     started = threading.Event()
     state: dict = {}
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        state["server"] = loop.run_until_complete(hl7_server_start("127.0.0.1", 0, max_frame_bytes=64 * 1024))
+        state["server"] = loop.run_until_complete(
+            hl7_server_start(
+                "127.0.0.1",
+                0,
+                max_frame_bytes=64 * 1024,
+                **({"inbox": inbox} if inline else {}),
+            )
+        )
         started.set()
         loop.run_forever()
 
     thread = threading.Thread(target=run, name="test-hl7-listener", daemon=True)
     thread.start()
     assert started.wait(10)
-    yield "127.0.0.1", state["server"].sockets[0].getsockname()[1]
+    yield "127.0.0.1", state["server"].server.sockets[0].getsockname()[1]
 
     async def shutdown() -> None:
-        server = state["server"]
-        server.close()
-        server.drain_scheduler.cancel()
-        await asyncio.gather(server.drain_scheduler, return_exceptions=True)
+        await state["server"].close()
         # Cancelling the scheduler does not stop an apply already running in the loop's executor
         # (eager Celery applies in that thread): wait for it, or it would touch the database while
         # the test tears it down — and leave a transaction open that blocks the next flush.
         await asyncio.get_running_loop().shutdown_default_executor()
+        if inbox is not None:
+            inbox.connections_close()  # the inline inbox's own connection
 
     asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
@@ -87,7 +102,7 @@ def _inbox_connection_reset() -> None:
     from interfaces.hl7.listener import _INBOX_THREAD
 
     # close_all runs in the inbox thread, so it closes that thread's own connections
-    _INBOX_THREAD.submit(connections.close_all).result(10)
+    _INBOX_THREAD.call_blocking(connections.close_all)
 
 
 @pytest.fixture

@@ -4,9 +4,18 @@ path of STANDARDS.md §1, malformed input answered and survived, nothing receive
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import hl7
 import pytest
+from django.db import connection
 from hl7.mllp import open_hl7_connection
 
 from imaging.models import Order, OrderStatus, Patient, Study
@@ -15,6 +24,7 @@ from tests import hl7_data
 from tests.interfaces.conftest import applied
 
 pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exchange(address, *frames: bytes | str, timeout: float = 10) -> list[hl7.Message | None]:
@@ -281,3 +291,93 @@ def test_several_senders_at_once(hl7_listener, lakeview_interfaces):
     assert chicago_codes == lakeview_codes == ["AA"] * 5
     assert Order.objects.filter(facility__code="WI-LAKEVIEW").count() == 5
     assert Order.objects.filter(facility__code="CHI-L1").count() == 5
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the listener process needs a database another process can reach (CI: PostgreSQL)",
+)
+def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_database_session(
+    chicago_interfaces, settings, tmp_path
+):
+    # given `manage.py hl7_listener` as deployed: its own process, storing in its event loop
+    db = settings.DATABASES["default"]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        "CELERY_TASK_ALWAYS_EAGER": "true",  # applied in the process too: no worker needed here
+        "READROOM_HL7_PORT": str(port),
+    }
+    listener = subprocess.Popen(
+        [sys.executable, "manage.py", "hl7_listener", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stderr=(tmp_path / "listener.log").open("wb"),
+        start_new_session=True,
+    )
+    try:
+        _wait_for_port(port, listener, tmp_path / "listener.log")
+        address = ("127.0.0.1", port)
+        # when orders, a resend and garbage arrive on one connection
+        first = hl7_data.orm(control_id="PROC-1", accession="A9101")
+        acks = exchange(
+            address, first, first, b"\x00garbage", hl7_data.orm(control_id="PROC-2", accession="A9102")
+        )
+        # then each is answered by the standard, stored once, and applied
+        assert [msa(a) for a in acks] == [("AA", "PROC-1"), ("AA", "PROC-1"), ("AR", ""), ("AA", "PROC-2")]
+        assert InboundMessage.objects.filter(control_id="PROC-1").count() == 2  # the resend is kept
+        _wait_until(lambda: Order.objects.filter(accession_number__in=["A9101", "A9102"]).count() == 2)
+        # when its database session is killed under it
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            pids = [pid for (pid,) in cursor.fetchall()]
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", [pids])
+        _wait_until(lambda: not _backends_alive(pids))
+        # then the next frame is refused with AE 207 — never an ACK for what was not stored — and
+        # the engine's resend is accepted on a new session, stored and applied
+        retry = hl7_data.orm(control_id="PROC-3", accession="A9103")
+        (refused,) = exchange(address, retry)
+        assert msa(refused)[0] == "AE" and err_code(refused) == "207"
+        (accepted,) = exchange(address, retry)
+        assert msa(accepted) == ("AA", "PROC-3")
+        assert Order.objects.filter(accession_number="A9103").exists()
+        assert listener.poll() is None  # still serving
+    finally:
+        os.killpg(listener.pid, signal.SIGTERM)
+        listener.wait(10)
+        print((tmp_path / "listener.log").read_text()[-30000:])  # shown when the test fails
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-2000:]
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+def _backends_alive(pids: list[int]) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids])
+        return cursor.fetchone()[0] > 0
+
+
+def _wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

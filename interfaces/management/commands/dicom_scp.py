@@ -1,10 +1,8 @@
-import asyncio
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from interfaces.dicom.scp import dicom_scp_service
-from interfaces.runner import run_until_signalled
+from interfaces.runner import event_loop_run, run_until_signalled
 
 
 class Command(BaseCommand):
@@ -15,4 +13,4 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.READROOM_DICOM_PORT)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
-        asyncio.run(run_until_signalled(dicom_scp_service, host, port))
+        event_loop_run(run_until_signalled(dicom_scp_service, host, port))

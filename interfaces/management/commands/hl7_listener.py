@@ -1,10 +1,11 @@
-import asyncio
+import functools
+import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from interfaces.hl7.listener import hl7_listener_service
-from interfaces.runner import run_until_signalled
+from interfaces.hl7.listener import InlineInbox, hl7_listener_service
+from interfaces.runner import event_loop_run, run_until_signalled
 
 
 class Command(BaseCommand):
@@ -15,4 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.READROOM_HL7_PORT)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
-        asyncio.run(run_until_signalled(hl7_listener_service, host, port))
+        # This process's loop serves only MLLP: frames are stored in it (InlineInbox explains why,
+        # and why Django's async-safety check may be lifted here and nowhere else).
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+        service = functools.partial(hl7_listener_service, inbox=InlineInbox())
+        event_loop_run(run_until_signalled(service, host, port))

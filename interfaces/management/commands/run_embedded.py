@@ -1,4 +1,3 @@
-import asyncio
 import contextlib
 import functools
 
@@ -9,6 +8,7 @@ from accounts.models import User
 from interfaces.dicom.scp import dicom_scp_service
 from interfaces.emr_simulator import EMR_SIMULATOR_HOST, emr_simulator_service
 from interfaces.hl7.listener import hl7_listener_service
+from interfaces.runner import event_loop_run
 from interfaces.selectors import simulated_facilities
 from interfaces.simulator import simulator_service
 from radiology import embedded
@@ -82,4 +82,4 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(embedded.run(host, port, services, on_ready))
+            event_loop_run(embedded.run(host, port, services, on_ready))
