@@ -200,8 +200,15 @@ class Study(models.Model):
             ),
         ]
         indexes = [
-            # the completion sweep looks only at studies still receiving images
-            models.Index(fields=["status", "last_received_at"], name="study_status_received_idx"),
+            # The completion sweep looks only at studies still receiving images. Not on
+            # last_received_at: every instance moves it, and an indexed column would make each of a
+            # series' 300 counter updates a non-HOT update writing all of the study's indexes
+            # (bench/ingest).
+            models.Index(
+                fields=["facility"],
+                condition=models.Q(status=StudyStatus.RECEIVING),
+                name="study_receiving_idx",
+            ),
             # Worklists ask per facility (and subspecialty) among the open studies only: a few
             # thousand index entries however large the archive of read studies grows. With the id
             # included, "which of my claims are still open" is read from the index alone.
