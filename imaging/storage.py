@@ -5,8 +5,9 @@ The key id travels in the file (and in the database row) so keys can rotate: new
 ``READROOM_STORAGE_KEY``/``READROOM_STORAGE_KEY_ID``; older files are read with the keys listed in
 ``READROOM_STORAGE_OLD_KEYS`` (``id:base64,id:base64``).
 
-Writes go to a temporary file, are flushed to disk (fsync) and then renamed into place, so a crash
-leaves either the whole file or none — an acknowledged image is on disk before we say so.
+Writes go to a temporary file, are flushed to disk (fsync) and then renamed into place, and the
+directory is flushed after the rename (and after creating a directory), so a crash leaves either the
+whole file or none — an acknowledged image is on disk, under its name, before we say so.
 """
 
 from __future__ import annotations
@@ -77,20 +78,47 @@ def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
     ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
     header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce
     path = _resolve(relative_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    durable = settings.READROOM_STORAGE_FSYNC
+    _directories_make(path.parent, durable=durable)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(header)
             fh.write(ciphertext)
             fh.flush()
-            if settings.READROOM_STORAGE_FSYNC:
+            if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        # The rename is a change to the directory: until the directory is flushed too, a power cut
+        # can take the file's name back — after the index row pointing at it has committed.
+        _directory_fsync(path.parent)
     return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
+
+
+def _directories_make(directory: Path, *, durable: bool) -> None:
+    """``mkdir -p``, flushing each parent that gained a directory (a new study's and series'
+    directories must survive a power cut as much as the file inside them)."""
+    if directory.is_dir():
+        return
+    _directories_make(directory.parent, durable=durable)
+    try:
+        directory.mkdir()
+    except FileExistsError:  # another association made it at the same moment
+        return
+    if durable:
+        _directory_fsync(directory.parent)
+
+
+def _directory_fsync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def encrypted_read(relative_path: str) -> bytes:

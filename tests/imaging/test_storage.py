@@ -1,6 +1,8 @@
 """Images and documents at rest: AES-256-GCM, key id in the file, rotation, tamper detection."""
 
 import base64
+import os
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,30 @@ def test_paths_cannot_escape_the_root():
 def test_missing_file_is_a_storage_error():
     with pytest.raises(StorageError, match="missing"):
         encrypted_read("nope.dcm")
+
+
+def test_a_stored_file_and_its_new_directories_are_flushed_to_disk(isolated_storage, settings, monkeypatch):
+    # given durable writes (the default), and a record of what is flushed (the real fsync still runs)
+    settings.READROOM_STORAGE_FSYNC = True
+    flushed = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        flushed.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    # when an instance is stored where neither its study's nor its series' directory exists yet
+    encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.5.dcm", b"DICM" * 10)
+    # then the file is flushed before its rename, the directory after it, and each directory that
+    # gained a new entry: a power cut cannot take back a name the index already points at
+    root, series = isolated_storage, isolated_storage / "FAC/1.2.3/1.2.3.4"
+    assert flushed[:3] == [root, root / "FAC", root / "FAC/1.2.3"]  # each parent that gained a directory
+    assert flushed[3].parent == series and flushed[3].name.startswith(
+        ".incoming-"
+    )  # the file, before its rename
+    assert flushed[4:] == [series]  # the directory, after the rename
+    # a second instance in the same series flushes only its file and the series' directory
+    flushed.clear()
+    encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM" * 10)
+    assert len(flushed) == 2 and flushed[1] == root / "FAC/1.2.3/1.2.3.4"
