@@ -136,13 +136,15 @@ import radiology.asgi  # the web process: sets up Django with its connection poo
 from django.core.signals import request_finished
 from django.db import connection
 pids = []
-for _ in range(3):  # three requests in a row, each ending as Django ends one
+for _ in range(20):  # requests one after another, each ending as Django ends one
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pids.append(cursor.fetchone()[0])
     request_finished.send(sender=None)
 pool = connection.pool
-print(json.dumps({"pids": pids, "max": pool.max_size, "age": connection.settings_dict["CONN_MAX_AGE"]}))
+stats = pool.get_stats()
+print(json.dumps({"pids": pids, "opened": stats["connections_num"], "max": pool.max_size,
+                  "age": connection.settings_dict["CONN_MAX_AGE"]}))
 """
 
 
@@ -159,13 +161,15 @@ def test_the_web_process_reuses_pooled_connections_across_requests(tmp_path, db,
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}}
     clean.pop("READROOM_DB_POOL_MAX_SIZE", None)
     clean.update(DJANGO_SETTINGS_MODULE="radiology.settings.base", READROOM_DATA_DIR=str(tmp_path), **env)
-    # when three requests end one after the other
+    # when twenty requests end one after the other
     result = subprocess.run(
         [sys.executable, "-c", POOL_PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
     )
-    # then each took the same server connection back from the pool instead of opening a new one
-    # (a new connection per request cost more than the worklist's SQL: bench/worklist)
+    # then they took server connections back from the pool instead of opening one each (a new
+    # connection per request cost more than the worklist's SQL: bench/worklist); the pool keeps
+    # two and may open another while a returned one is being reset
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert len(set(seen["pids"])) == 1, seen
+    assert len(seen["pids"]) == 20
+    assert len(set(seen["pids"])) <= 4 and seen["opened"] <= 4, seen
     assert seen["max"] == 16 and seen["age"] == 0
