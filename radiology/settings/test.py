@@ -33,3 +33,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(Path(tempfile.gettempdir()) / f"readroom-test-{os.getpid()}.sqlite3")
     }
+else:
+    # A session left idle inside a transaction blocks the next test's flush, and the whole run hangs
+    # until CI's time limit (seen from a listener thread outliving its test): PostgreSQL ends such a
+    # session after a minute, so the run fails with an error that names it instead.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (  # noqa: F405
+        "-c idle_in_transaction_session_timeout=60000"
+    )
