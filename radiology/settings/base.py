@@ -132,7 +132,7 @@ TEMPLATES = [
 if env.str("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
     # Under ASGI every request may run in a different thread; Django's docs advise against
-    # persistent connections there (use pgbouncer for pooling). Workers may raise it.
+    # persistent connections there (the web pools instead, below). Workers may raise it.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # A pool of connections (psycopg_pool, Django's "pool" option) for the web processes: under ASGI
