@@ -3,7 +3,6 @@ with every demo login able to sign in over HTTP."""
 
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,14 +14,9 @@ import requests
 from django_otp.oath import TOTP
 
 from radiology.demo import DEMO_PASSWORD, _demo_totp_key
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +30,11 @@ def embedded_server(tmp_path_factory):
     }
     env["READROOM_DATA_DIR"] = str(tmp_path)
     # load_demo points the demo facilities' ORU endpoint at the EMR simulator run_embedded starts
-    env["READROOM_EMR_SIM_PORT"] = str(_free_port())
+    env["READROOM_EMR_SIM_PORT"] = str(free_port())
     manage = [sys.executable, "manage.py"]
     for step in (["migrate", "--noinput", "-v0"], ["load_demo"]):
         subprocess.run(manage + step, cwd=ROOT, env=env, check=True, capture_output=True, timeout=180)
-    port, hl7_port, dicom_port = _free_port(), _free_port(), _free_port()
+    port, hl7_port, dicom_port = free_port(), free_port(), free_port()
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115  (closed below)
     command = [*manage, "run_embedded", "--port", str(port), "--hl7-port", str(hl7_port)]
     command += ["--dicom-port", str(dicom_port), "--simulate", "--simulate-interval", "1"]

@@ -12,7 +12,6 @@ the server loop picks up at uvicorn's 100 ms tick."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 
@@ -23,23 +22,18 @@ from playwright.sync_api import Browser, Page, expect
 
 from facilities.models import PriorityClass
 from tests.conftest import PASSWORD, current_totp, enrol_totp
+from tests.net import free_port
 from tests.worklist.conftest import make_eligible, make_study
 from worklist.services import study_route
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class AsgiServer:
     """uvicorn serving radiology.asgi in a thread; ``restart()`` drops every socket like a deploy."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None

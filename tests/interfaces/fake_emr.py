@@ -13,13 +13,9 @@ from collections.abc import Callable
 
 import hl7
 
+from tests.net import free_port
+
 Answer = Callable[[str, int], "str | bytes | None"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class FakeEmr:

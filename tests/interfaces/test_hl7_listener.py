@@ -4,13 +4,10 @@ path of STANDARDS.md §1, malformed input answered and survived, nothing receive
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import hl7
@@ -22,6 +19,7 @@ from imaging.models import Order, OrderStatus, Patient, Study
 from interfaces.models import InboundMessage, InboundStatus
 from tests import hl7_data
 from tests.interfaces.conftest import applied
+from tests.net import free_port, port_open, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,7 +300,7 @@ def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_databas
 ):
     # given `manage.py hl7_listener` as deployed: its own process, storing in its event loop
     db = settings.DATABASES["default"]
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
@@ -329,7 +327,7 @@ def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_databas
         # then each is answered by the standard, stored once, and applied
         assert [msa(a) for a in acks] == [("AA", "PROC-1"), ("AA", "PROC-1"), ("AR", ""), ("AA", "PROC-2")]
         assert InboundMessage.objects.filter(control_id="PROC-1").count() == 2  # the resend is kept
-        _wait_until(lambda: Order.objects.filter(accession_number__in=["A9101", "A9102"]).count() == 2)
+        wait_until(lambda: Order.objects.filter(accession_number__in=["A9101", "A9102"]).count() == 2)
         # when its database session is killed under it
         with connection.cursor() as cursor:
             cursor.execute(
@@ -338,7 +336,7 @@ def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_databas
             )
             pids = [pid for (pid,) in cursor.fetchall()]
             cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", [pids])
-        _wait_until(lambda: not _backends_alive(pids))
+        wait_until(lambda: not _backends_alive(pids))
         # then the next frame is refused with AE 207 — never an ACK for what was not stored — and
         # the engine's resend is accepted on a new session, stored and applied
         retry = hl7_data.orm(control_id="PROC-3", accession="A9103")
@@ -354,30 +352,15 @@ def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_databas
         print((tmp_path / "listener.log").read_text()[-30000:])  # shown when the test fails
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    def listening() -> bool:
         assert process.poll() is None, log.read_text()[-2000:]
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {port}")
+        return port_open(port)
+
+    wait_until(listening, timeout=30, message=f"nothing listening on {port}")
 
 
 def _backends_alive(pids: list[int]) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids])
         return cursor.fetchone()[0] > 0
-
-
-def _wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)

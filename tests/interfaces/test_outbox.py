@@ -30,7 +30,8 @@ from interfaces.hl7.outbound import (
 from interfaces.models import InterfaceAlert, OutboundMessage, OutboundStatus
 from tests.interfaces.fake_emr import FakeEmr, always
 from tests.interfaces.oru_data import stroke_report
-from tests.interfaces.test_worker_recovery import start_worker, wait_until
+from tests.interfaces.test_worker_recovery import start_worker
+from tests.net import wait_until
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 

@@ -21,8 +21,8 @@ from interfaces.models import OutboundMessage, OutboundStatus
 from interfaces.selectors import simulated_facilities
 from interfaces.simulator import exam_random, exam_simulate, order_message
 from tests.interfaces.conftest import applied
-from tests.interfaces.fake_emr import free_port
 from tests.interfaces.oru_data import stroke_report
+from tests.net import free_port
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from interfaces.hl7.inbound import hl7_frame_receive
 from interfaces.models import InboundMessage, InboundStatus
 from interfaces.tasks import hl7_inbound_drain_task, hl7_inbound_sweep
 from tests import hl7_data
+from tests.net import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -59,13 +59,6 @@ def start_worker(queue: str) -> subprocess.Popen:
         "WARNING",
     ]
     return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-
-
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager
