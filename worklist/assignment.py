@@ -11,7 +11,9 @@ abandoned claim, and reassignment by operations.
   study stays on the pull worklist and a *not_assigned* event says why.
 * **Timeout**: a claim idle (no ``study_activity_touch`` from the viewer or report editor) longer than
   the facility's ``claim_timeout_minutes`` is released by ``claims_timeout_sweep`` — compare-and-set on
-  the holder *and* the ``last_activity_at`` it read, so a reader's fresh activity wins the race.
+  the holder *and* the ``last_activity_at`` it read, so a reader's fresh activity wins the race. At
+  a push facility the released study is then pushed again, to the best eligible reader who has not
+  already let it time out.
 * **Reassignment** (operations, with a reason): to an eligible reader or back to the pool,
   compare-and-set against the holder the operator saw.
 
@@ -20,7 +22,7 @@ Every change is a ``StudyEvent``; screens hear of it after commit (``study_event
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -152,15 +154,19 @@ def bypasses_cap(study: Study) -> bool:
     return study.is_stroke or study.priority in CAP_BYPASS_PRIORITIES
 
 
-def study_push_assign(*, study_id: int, at: datetime) -> PushPick | None:
-    """Give a newly routed study of a push facility to the best eligible reader on shift. Returns the
+def study_push_assign(*, study_id: int, at: datetime, passed_over: Collection[int] = ()) -> PushPick | None:
+    """Give a study of a push facility to the best eligible reader on shift — newly routed, or
+    released by the claim timeout (then not to ``passed_over``, the readers who let it sit). Returns the
     pick (``user_id`` None: left on the pull worklist, with a *not_assigned* event saying why), or
     None when the facility pulls or someone claimed the study first."""
     study = Study.objects.select_related("facility", "subspecialty").get(pk=study_id)
     if study.facility.routing_mode != RoutingMode.PUSH or study.status not in OPEN_STUDY_STATUSES:
         return None
-    candidates = push_candidates(study, eligible_readers(study, at))
-    pick = push_pick(candidates, bypass_cap=bypasses_cap(study))
+    eligible = eligible_readers(study, at)
+    readers = [reader for reader in eligible if reader.pk not in passed_over]
+    pick = push_pick(push_candidates(study, readers), bypass_cap=bypasses_cap(study))
+    if not readers and eligible:
+        pick = PushPick(None, "every eligible reader on shift has let it time out")
     with transaction.atomic():
         if pick.user_id is None:
             StudyEvent.objects.create(
@@ -184,12 +190,13 @@ def study_push_assign(*, study_id: int, at: datetime) -> PushPick | None:
     return pick
 
 
-def study_push_on_route(*, study_id: int, at: datetime) -> None:
-    """Hook for ``study_route`` (first routing only). Inside routing's transaction, but in a savepoint:
-    a failure here leaves the study routed and on the pull worklist rather than unrouted."""
+def study_push_on_route(*, study_id: int, at: datetime, passed_over: Collection[int] = ()) -> None:
+    """Hook for ``study_route`` (first routing only) and the claim timeout. Inside the caller's
+    transaction, but in a savepoint: a failure here leaves the study routed (or released) and on the
+    pull worklist rather than undoing the caller's change."""
     try:
         with transaction.atomic():
-            study_push_assign(study_id=study_id, at=at)
+            study_push_assign(study_id=study_id, at=at, passed_over=passed_over)
     except Exception:
         logger.exception("push assignment of study %s failed; it stays on the pull worklist", study_id)
 
@@ -244,6 +251,14 @@ def _claim_time_out(pk, study_id, holder_id, last_activity_at, idle_since, minut
     )
     # the former holder is no longer in the audience (not the holder, maybe off shift): tell them too
     study_event_broadcast("released", study_id, extra={"timed_out": True}, also=[user_group(holder_id)])
+    # A push facility gives its studies to readers: a timed-out one goes to the next best reader —
+    # never back to one who already let it sit (no ping-pong between two idle readers); when all
+    # have, it stays on the pull worklist with the reason, and its SLA escalation carries on.
+    timed_out_readers = {
+        event.detail["from"]
+        for event in StudyEvent.objects.filter(study_id=study_id, kind=StudyEventKind.TIMED_OUT)
+    }
+    study_push_on_route(study_id=study_id, at=at, passed_over=timed_out_readers)
     return True
 
 

@@ -224,6 +224,39 @@ def test_an_idle_claim_times_out_an_active_one_does_not(
         ]
 
 
+def test_at_a_push_facility_a_timed_out_study_goes_to_the_next_best_reader(
+    push_chicago, neuro_reader, other_neuro_reader
+):
+    # given a head CT pushed to one of two eligible neuro readers, who then leaves it untouched
+    t0 = timezone.now() - timedelta(hours=1)
+    study = make_study(push_chicago, code="70450")
+    study_route(study_id=study.pk, at=t0)
+    first = StudyAssignment.objects.get(study=study).claimed_by
+    other = other_neuro_reader if first == neuro_reader else neuro_reader
+    # when the claim times out (facility timeout 30 minutes)
+    released = claims_timeout_sweep(at=t0 + timedelta(minutes=31))
+    # then the study is pushed to the other reader, not back to the one who let it sit
+    assert released == [study.pk]
+    assignment = StudyAssignment.objects.get(study=study)
+    assert assignment.claimed_by == other
+    assert assignment.claimed_at == t0 + timedelta(minutes=31)
+    first_push, second_push = events(study, StudyEventKind.ASSIGNED)
+    assert first_push.detail["to"] == first.pk and second_push.detail["to"] == other.pk
+    # and when that reader lets it sit too, it does not go back to the first: it stays on the pull
+    # worklist (every eligible reader sees it), with the reason
+    claims_timeout_sweep(at=t0 + timedelta(minutes=62))
+    assert StudyAssignment.objects.get(study=study).claimed_by is None
+    [refusal] = events(study, StudyEventKind.NOT_ASSIGNED)
+    assert refusal.detail == {"because": "every eligible reader on shift has let it time out"}
+
+
+def test_at_a_pull_facility_a_timed_out_study_waits_on_the_worklist(chicago, two_claims):
+    t0, idle, _ = two_claims
+    claims_timeout_sweep(at=t0 + timedelta(minutes=31))
+    assert StudyAssignment.objects.get(study=idle).claimed_by is None
+    assert not events(idle, StudyEventKind.ASSIGNED)
+
+
 def test_the_timeout_is_the_facility_s(chicago, two_claims):
     t0, idle, _ = two_claims
     chicago.claim_timeout_minutes = 90
