@@ -5,8 +5,9 @@ Method: the eligibility rules run twice over the same facts — once as recorded
 credential expiring in the window were renewed — at each instant coverage can change (each shift
 start in the window, and each credential's lapse at local midnight). A slot is a gap when the renewed
 world has an eligible reader on shift and the recorded one has none; the credentials that made the
-difference are its causes. Only the Shift rows that exist are used (repeating templates come with
-routing), so the forecast is as far-sighted as the rota."""
+difference are its causes. The rota's repeating templates are materialised as Shift rows as far
+ahead as this horizon (``worklist.coverage.HORIZON_DAYS``), so a lapse in 60 days is weighed against
+the rota as it will be then; one-off shifts count as far as they are entered."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 instant). Templates and time off only ever *write* Shift rows:
 
 * ``shift_templates_materialise`` (periodic, hourly) turns every active template into the Shift rows
-  of the next 14 days. An occurrence is computed in the template's own time zone and stored as UTC,
+  of the next ``HORIZON_DAYS`` (90). An occurrence is computed in the template's own time zone and
+  stored as UTC,
   so 23:00–07:00 America/Chicago is nine hours across the November change and seven in March, and an
   edge written as 07:00 is exactly 07:00 local. Idempotent: an occurrence that already has a Shift
   row of its template is left alone (its trims and splits by time off stay), and the database refuses
@@ -40,12 +41,15 @@ from credentialing.eligibility import (
     shift_covers,
     subspecialty_reasons,
 )
+from credentialing.forecast import HORIZON_DAYS as FORECAST_DAYS
 from credentialing.forecast import SHORT_NAMES
 from credentialing.models import RadiologistProfile, Subspecialty
 from facilities.models import Facility
 from worklist.models import Shift, ShiftTemplate, TimeOff
 
-HORIZON_DAYS = 14  # how far ahead templates are materialised
+# How far ahead templates are materialised: as far as the credentialing forecast looks, so that a
+# licence lapsing in 60 days is weighed against the rota as it will be then, not an empty one.
+HORIZON_DAYS = FORECAST_DAYS
 GRID_DAYS = 7
 
 Interval = tuple[datetime, datetime]

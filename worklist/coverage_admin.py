@@ -4,7 +4,7 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from worklist.coverage import shift_template_apply, time_off_record
+from worklist.coverage import HORIZON_DAYS, shift_template_apply, time_off_record
 from worklist.models import ShiftTemplate, TimeOff
 
 
@@ -29,7 +29,9 @@ class ShiftTemplateAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         super().save_related(request, form, formsets, change)  # the M2M scope first: shifts copy it
         created = shift_template_apply(template_id=form.instance.pk, at=timezone.now())
-        messages.info(request, f"{created} shift(s) of the next 14 days (re)created from this template.")
+        messages.info(
+            request, f"{created} shift(s) of the next {HORIZON_DAYS} days (re)created from this template."
+        )
 
 
 @admin.register(TimeOff)

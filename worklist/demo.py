@@ -21,9 +21,6 @@ from worklist.models import ShiftTemplate
 
 WEEKDAYS = (0, 1, 2, 3, 4)
 EVERY_DAY = (0, 1, 2, 3, 4, 5, 6)
-# Deeper than the hourly run's 14 days: the credentialing forecast (90 days) only sees shifts that
-# exist, and the demo's expiries fall 20–75 days out.
-DEMO_ROTA_DAYS = 56
 
 
 @dataclass(frozen=True)
@@ -81,4 +78,4 @@ def rota_demo_load(today: date | None = None) -> int:
         )
         template.facilities.set([facilities[code] for code in spec.facilities if code in facilities])
         template.subspecialties.set([subspecialties[code] for code in spec.subspecialties])
-    return shift_templates_materialise(at=timezone.now(), days=DEMO_ROTA_DAYS)
+    return shift_templates_materialise(at=timezone.now())

@@ -1,7 +1,7 @@
 """The operations rota page (issue 4, "Coverage"): repeating shift templates by reader with what they
 mean in words, a proper form to create, edit and deactivate them, and time off recorded and withdrawn
 with the shifts it changed. Every write calls a ``worklist.coverage`` service, which materialises the
-next 14 days at once so the coverage grid shows the change on its next load. Operations and
+next HORIZON_DAYS (90) days at once so the coverage grid shows the change on its next load. Operations and
 superusers only, like the other coverage pages."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from facilities.models import Facility
 from worklist.coverage import (
+    HORIZON_DAYS,
     InvalidTimeOff,
     ShiftChange,
     TimeOffResult,
@@ -70,6 +71,7 @@ def _rota_context(now: datetime) -> dict:
         "rows": [(t, template_description(t)) for t in templates],
         "time_off": time_off_ahead(now),
         "clock": desk_clock(),
+        "horizon_days": HORIZON_DAYS,
     }
 
 
@@ -103,7 +105,7 @@ def template_create(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request,
                 f"Saved “{saved.template.name}” for {saved.template.radiologist}: "
-                f"{saved.shifts_created} shift(s) of the next 14 days are on the rota.",
+                f"{saved.shifts_created} shift(s) of the next {HORIZON_DAYS} days are on the rota.",
             )
             return redirect("coverage:rota")
     return render(request, "worklist/rota_template_form.html", {"form": form, "template": None})

@@ -129,3 +129,11 @@ class Screens:
 
     def types(self) -> dict[str, list[str]]:
         return {group: [e["type"] for e in events] for group, events in self.received().items()}
+
+
+def weekday_dates(since, days: int, weekdays) -> int:
+    """How many of the ``days`` dates from ``since`` fall on ``weekdays`` (Monday 0): the rota tests'
+    own count of a template's occurrences, independent of the expansion code under test."""
+    from datetime import timedelta
+
+    return sum(1 for n in range(days) if (since + timedelta(days=n)).weekday() in weekdays)

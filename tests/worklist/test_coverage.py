@@ -18,8 +18,9 @@ from credentialing.eligibility import (
 from credentialing.models import Subspecialty
 from radiology.schedule import PERIODIC_TASKS
 from tests.credentialing.conftest import chicago_time
-from tests.worklist.conftest import make_study
+from tests.worklist.conftest import make_study, weekday_dates
 from worklist.coverage import (
+    HORIZON_DAYS,
     coverage_grid,
     interval_subtract,
     shift_template_apply,
@@ -97,9 +98,11 @@ def test_materialising_again_creates_nothing_new(dr_neuro_il, sub):
     first = shift_templates_materialise(at=at)
     # when the hourly task runs again, and an hour later
     again = shift_templates_materialise(at=at), shift_templates_materialise(at=at + timedelta(hours=1))
-    # then the 10 weekday nights of the next 14 days exist exactly once, each limited to neuro
-    assert first == 10 and again == (0, 0)
-    assert Shift.objects.count() == 10
+    # then the weekday nights of the horizon exist exactly once (ten in the first fortnight), each
+    # limited to neuro
+    assert first == weekday_dates(date(2026, 11, 2), HORIZON_DAYS, [0, 1, 2, 3, 4]) and again == (0, 0)
+    assert Shift.objects.count() == first
+    assert Shift.objects.filter(starts_at__lt=at + timedelta(days=14)).count() == 10
     assert all(
         list(s.subspecialties.values_list("code", flat=True)) == ["neuro"] for s in Shift.objects.all()
     )
@@ -119,7 +122,7 @@ def test_materialising_is_a_periodic_task():
 
 
 def test_an_edited_template_replaces_its_future_shifts(dr_neuro_il):
-    # given a nighthawk materialised for two weeks
+    # given a nighthawk materialised for the horizon
     template = nighthawk(dr_neuro_il)
     at = chicago_time(2026, 11, 2, 12, 0)
     shift_templates_materialise(at=at)
@@ -129,7 +132,7 @@ def test_an_edited_template_replaces_its_future_shifts(dr_neuro_il):
     shift_template_apply(template_id=template.pk, at=at)
     # then every future shift starts at 22:00 Chicago time, once
     local_starts = {s.astimezone(chicago_time(2026, 1, 1).tzinfo).time() for s, _ in shifts_of(dr_neuro_il)}
-    assert local_starts == {time(22, 0)} and Shift.objects.count() == 14
+    assert local_starts == {time(22, 0)} and Shift.objects.count() == HORIZON_DAYS  # one a night
 
 
 # --- the 07:00 edge, in the facility's time zone ---------------------------------------------------------

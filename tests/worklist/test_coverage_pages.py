@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.navigation import navigation_for
 from tests.worklist.conftest import make_study
+from worklist.coverage import HORIZON_DAYS
 from worklist.models import Shift, StudyAssignment
 from worklist.services import study_claim, study_route
 
@@ -113,13 +114,14 @@ def test_operations_keep_the_rota_in_the_admin(client, ops_omar, dr_neuro_il, ch
             "active": "on",
         },
     )
-    # … its shifts of the next 14 days exist at once, limited to Lakeshore
+    # … its shifts of the horizon exist at once (about ten in the first fortnight), limited to Lakeshore
     assert response.status_code == 302, response.content.decode()[:2000]
     template = ShiftTemplate.objects.get()
     shifts = Shift.objects.filter(template=template)
-    assert 9 <= shifts.count() <= 11
+    assert 9 <= shifts.filter(starts_at__lt=timezone.now() + timedelta(days=14)).count() <= 11
+    assert shifts.filter(starts_at__gt=timezone.now() + timedelta(days=HORIZON_DAYS - 7)).exists()
     assert all(list(s.facilities.all()) == [chicago] for s in shifts)
-    # when they record a week of time off over all of it
+    # when they record three weeks of time off
     now = timezone.now()
     response = client.post(
         "/admin/worklist/timeoff/add/",
@@ -132,9 +134,16 @@ def test_operations_keep_the_rota_in_the_admin(client, ops_omar, dr_neuro_il, ch
             "reason": "parental leave",
         },
     )
-    # then the shifts are gone and the time off records who entered it
+    # then the shifts in those three weeks are gone (the later ones stay) and the time off records
+    # who entered it
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert not Shift.objects.filter(radiologist=dr_neuro_il).exists()
+    away_until = (now + timedelta(days=20)).replace(hour=0, minute=0)
+    assert not Shift.objects.filter(
+        radiologist=dr_neuro_il, starts_at__lt=away_until - timedelta(days=1)
+    ).exists()
+    assert Shift.objects.filter(
+        radiologist=dr_neuro_il, starts_at__gt=away_until + timedelta(days=1)
+    ).exists()
     assert TimeOff.objects.get().recorded_by == ops_omar
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.navigation import navigation_for
 from credentialing.models import Subspecialty
-from worklist.coverage import shift_template_create, time_off_record
+from worklist.coverage import HORIZON_DAYS, shift_template_create, time_off_record
 from worklist.models import Shift, ShiftTemplate, TimeOff
 
 pytestmark = pytest.mark.django_db
@@ -83,13 +83,13 @@ def test_operations_create_a_nighthawk_and_the_grid_is_covered_at_once(
         "/operations/rota/templates/new/",
         nighthawk_form(dr_neuro_il, facilities=[chicago.pk], subspecialties=[neuro.pk]),
     )
-    # then it is saved with its shifts of the next 14 days, and the rota describes it
+    # then it is saved with its shifts of the horizon, and the rota describes it
     assert response.status_code == 302 and response["Location"] == "/operations/rota/"
     template = ShiftTemplate.objects.get()
     assert template.weekdays == [0, 1, 2, 3, 4, 5, 6]
-    assert Shift.objects.filter(template=template).count() >= 14
+    assert Shift.objects.filter(template=template).count() >= HORIZON_DAYS
     texts = [str(m) for m in get_messages(response.wsgi_request)]
-    assert "shift(s) of the next 14 days are on the rota" in texts[0]
+    assert f"shift(s) of the next {HORIZON_DAYS} days are on the rota" in texts[0]
     rota = client.get("/operations/rota/").content.decode()
     assert "Every day 23:00–07:00 America/Chicago, neuro, Lakeshore Medical Center" in rota
     # and tomorrow's cell no longer has a gap at night (23:00–07:00 is covered)

@@ -10,7 +10,9 @@ from django.core.exceptions import ValidationError
 
 from credentialing.models import Subspecialty
 from tests.credentialing.conftest import chicago_time
+from tests.worklist.conftest import weekday_dates
 from worklist.coverage import (
+    HORIZON_DAYS,
     shift_template_create,
     shift_template_deactivate,
     shift_template_update,
@@ -92,13 +94,16 @@ def test_an_unlimited_template_says_so(dr_neuro_il):
 # --- create / update / deactivate ---------------------------------------------------------------------
 
 
-def test_creating_a_template_materialises_the_next_fourteen_days_at_once(dr_neuro_il, chicago):
+def test_creating_a_template_materialises_the_horizon_at_once(dr_neuro_il, chicago):
     # when operations create a weekday nighthawk at Lakeshore on a Monday at noon
-    saved = create_nighthawk(dr_neuro_il, at=chicago_time(2026, 11, 2, 12, 0), facilities=[chicago])
-    # then the ten weekday nights of the next fortnight are shifts, limited to Lakeshore
-    assert saved.shifts_created == 10
+    at = chicago_time(2026, 11, 2, 12, 0)
+    saved = create_nighthawk(dr_neuro_il, at=at, facilities=[chicago])
+    # then every weekday night of the horizon (the forecast's 90 days) is a shift, limited to Lakeshore:
+    # ten in the first fortnight
+    assert saved.shifts_created == weekday_dates(date(2026, 11, 2), HORIZON_DAYS, WEEKDAYS)
     shifts = Shift.objects.filter(template=saved.template)
-    assert shifts.count() == 10
+    assert shifts.count() == saved.shifts_created
+    assert shifts.filter(starts_at__lt=at + timedelta(days=14)).count() == 10
     assert all(list(s.facilities.all()) == [chicago] for s in shifts)
     assert local_spans(dr_neuro_il)[0] == (chicago_time(2026, 11, 2, 23, 0), chicago_time(2026, 11, 3, 7, 0))
 
@@ -142,7 +147,8 @@ def test_editing_replaces_future_shifts_and_lets_the_running_one_finish(dr_neuro
     assert {(s.time(), e.time()) for s, e in spans[1:]} == {(time(22, 0), time(6, 0))}
     later = Shift.objects.filter(template=saved.template, starts_at__gt=now)
     assert all(list(s.facilities.all()) == [prairie] for s in later)
-    assert saved.shifts_removed == 9 and saved.shifts_created == later.count() == 10
+    assert saved.shifts_removed == created.shifts_created - 1  # all but the running one
+    assert saved.shifts_created == later.count() == weekday_dates(date(2026, 11, 3), HORIZON_DAYS, WEEKDAYS)
 
 
 def test_deactivating_takes_future_shifts_off_and_materialisation_leaves_it(dr_neuro_il):
@@ -152,7 +158,7 @@ def test_deactivating_takes_future_shifts_off_and_materialisation_leaves_it(dr_n
     # when operations deactivate it
     saved = shift_template_deactivate(template_id=created.template.pk, at=now)
     # then only the running shift is left, and the template is kept, inactive
-    assert saved.shifts_removed == 9
+    assert saved.shifts_removed == created.shifts_created - 1
     assert local_spans(dr_neuro_il) == [(chicago_time(2026, 11, 2, 23, 0), chicago_time(2026, 11, 3, 7, 0))]
     assert ShiftTemplate.objects.get().active is False
     from worklist.coverage import shift_templates_materialise
