@@ -21,8 +21,16 @@ from django.db.models import Count, Q, QuerySet
 
 from accounts.audit import record_phi_access
 from accounts.roles import Role, has_role
+from credentialing.eligibility import Assessment, ReasonCode, assess_readers
+from credentialing.models import Subspecialty
 from qa.blinding import redact_reader
 from qa.models import ADJUDICATED_SCORES, Adjudication, PeerReview, ReviewStatus
+
+# Shift does not matter for a peer review: it waits on the reviewer's list as a low-priority item.
+_REVIEWER_IGNORES = {ReasonCode.SHIFT}
+# Unassignable cases pile up where a facility has no second reader of a subspecialty; each row
+# runs the eligibility engine, so the page shows the oldest few and counts the rest.
+UNASSIGNABLE_SHOWN = 25
 
 
 def reviews_assigned_to(user) -> QuerySet[PeerReview]:
@@ -78,6 +86,36 @@ def blinded_case(review: PeerReview, *, reveal_report: bool = False) -> BlindedC
     )
 
 
+# --- who may review -------------------------------------------------------------------------------
+
+
+def reviewer_refusal(report, reader, assessment: Assessment) -> str | None:
+    """Why ``reader`` may not review ``report``, or None. The rules sampling assigns by: never the
+    original reader; the eligibility engine's answer without the shift rule; for a subspecialty
+    study, a reader who lists that subspecialty (stricter than reading it, which general readers
+    may do at some facilities: a peer's judgement is worth most from the same subspecialty)."""
+    if reader.pk == report.signed_by_id:
+        return "the original reader never reviews their own read"
+    reasons = [str(r) for r in assessment.reasons if r.code not in _REVIEWER_IGNORES]
+    if reasons:
+        return "; ".join(reasons)
+    study = report.study
+    if study.subspecialty_id is None or study.subspecialty.code == Subspecialty.GENERAL:
+        return None
+    if not reader.radiologist_profile.subspecialties.filter(pk=study.subspecialty_id).exists():
+        return f"does not list {study.subspecialty}, the study's subspecialty"
+    return None
+
+
+def reviewer_candidates(report, at: datetime, *, radiologists=None, exclude: tuple = ()) -> list:
+    """The readers who may review ``report`` (all active radiologists, or those given)."""
+    return [
+        reader
+        for reader, assessment in assess_readers(report.study, at, radiologists)
+        if reader.pk not in exclude and reviewer_refusal(report, reader, assessment) is None
+    ]
+
+
 def adjudication_queue(user) -> QuerySet[PeerReview]:
     if not has_role(user, Role.MEDICAL_DIRECTOR):
         raise PermissionDenied("The adjudication queue is the medical director's.")
@@ -86,6 +124,45 @@ def adjudication_queue(user) -> QuerySet[PeerReview]:
         .select_related("report__study__facility", "original_reader", "reviewer")
         .order_by("scored_at", "id")
     )
+
+
+@dataclass(frozen=True)
+class UnassignableCase:
+    """A sampled or referred read nobody could review, as the director's list shows it. No field
+    names the reader: finding a reviewer does not need it, and the list is on a page the director
+    may show a colleague."""
+
+    review_id: int
+    facility: object  # the Facility, for its name and its zone (times are shown in it)
+    modality: str
+    accession_number: str
+    signed_at: datetime
+    origin: str
+    candidates: tuple  # readers who may review it now (credentials change after sampling)
+
+
+def unassignable_cases(user, at: datetime) -> tuple[list[UnassignableCase], int]:
+    """The oldest unassignable cases with who may review them now, and how many there are in all."""
+    if not has_role(user, Role.MEDICAL_DIRECTOR):
+        raise PermissionDenied("Unassignable peer reviews are the medical director's.")
+    reviews = (
+        PeerReview.objects.filter(status=ReviewStatus.UNASSIGNABLE)
+        .select_related("report__study__facility", "report__study__subspecialty")
+        .order_by("created_at", "id")
+    )
+    cases = [
+        UnassignableCase(
+            review_id=review.pk,
+            facility=review.report.study.facility,
+            modality=review.modality,
+            accession_number=review.report.study.accession_number,
+            signed_at=review.report.signed_at,
+            origin=review.get_origin_display(),
+            candidates=tuple(reviewer_candidates(review.report, at)),
+        )
+        for review in reviews[:UNASSIGNABLE_SHOWN]
+    ]
+    return cases, reviews.count()
 
 
 def feedback_for_reader(user) -> QuerySet[Adjudication]:

@@ -8,15 +8,16 @@ import random
 from datetime import datetime
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from accounts.roles import Role, has_role
-from credentialing.eligibility import ReasonCode, assess_readers
-from credentialing.models import Subspecialty
+from credentialing.eligibility import assess_readers
 from facilities.models import PriorityClass
+from qa import selectors
 from qa.models import (
     ADJUDICATED_SCORES,
     Adjudication,
@@ -31,8 +32,6 @@ from reports.models import Report, ReportStatus
 
 logger = logging.getLogger(__name__)
 
-# Shift does not matter for a peer review: it waits on the reviewer's list as a low-priority item.
-_REVIEWER_IGNORES = {ReasonCode.SHIFT}
 _system_random = random.SystemRandom()
 
 
@@ -127,22 +126,9 @@ def _review_open(
 
 def reviewer_pick(report: Report, at: datetime, *, exclude: tuple = ()):
     """Another reader licensed and privileged for the study, of its subspecialty, never the original
-    reader; the one with the fewest open reviews (then the longest idle), so reviews spread evenly."""
-    study = report.study
-    excluded = {report.signed_by_id, *exclude}
-    subspecialty_required = bool(study.subspecialty_id) and study.subspecialty.code != Subspecialty.GENERAL
-    candidates = []
-    for reader, assessment in assess_readers(study, at):
-        if reader.pk in excluded:
-            continue
-        if any(r.code not in _REVIEWER_IGNORES for r in assessment.reasons):
-            continue
-        if (
-            subspecialty_required
-            and not reader.radiologist_profile.subspecialties.filter(pk=study.subspecialty_id).exists()
-        ):
-            continue
-        candidates.append(reader)
+    reader (``qa.selectors.reviewer_refusal``); the one with the fewest open reviews (then the lower
+    user id, so the pick is deterministic), so reviews spread evenly."""
+    candidates = selectors.reviewer_candidates(report, at, exclude=exclude)
     if not candidates:
         return None
     open_counts = dict(
@@ -151,6 +137,30 @@ def reviewer_pick(report: Report, at: datetime, *, exclude: tuple = ()):
         .annotate(n=Count("id"))
     )
     return min(candidates, key=lambda r: (open_counts.get(r.pk, 0), r.pk))
+
+
+@transaction.atomic
+def peer_review_assign(*, review_id: int, reviewer_id: int, by, at: datetime | None = None) -> PeerReview:
+    """The medical director gives an unassignable case a reviewer: nobody was eligible when it was
+    opened, but licences and privileges granted since may make someone eligible now. The same rules
+    as sampling's, so the director cannot pick the author nor a reader without credentials there."""
+    if not has_role(by, Role.MEDICAL_DIRECTOR):
+        raise PermissionDenied("Only the medical director assigns peer reviewers.")
+    review = PeerReview.objects.select_for_update().get(pk=review_id)
+    # compare-and-set on the status: two directors assigning at once, one wins
+    if review.status != ReviewStatus.UNASSIGNABLE:
+        raise ReviewRefused("This case has a reviewer already.")
+    reviewer = get_user_model().objects.filter(pk=reviewer_id, is_active=True).first()
+    if reviewer is None:
+        raise ValidationError("Choose a reader to review the case.")
+    report = Report.objects.select_related("study__facility", "study__subspecialty").get(pk=review.report_id)
+    [(_, assessment)] = assess_readers(report.study, at or timezone.now(), [reviewer])
+    refusal = selectors.reviewer_refusal(report, reviewer, assessment)
+    if refusal:
+        raise ValidationError(f"{reviewer} may not review this case: {refusal}")
+    review.reviewer, review.status = reviewer, ReviewStatus.ASSIGNED
+    review.save(update_fields=["reviewer", "status"])  # audit-logged (qa.audit)
+    return review
 
 
 # --- the reviewer --------------------------------------------------------------------------------

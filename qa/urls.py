@@ -12,6 +12,7 @@ urlpatterns = [
     path("feedback/<int:adjudication_id>/", views.feedback_detail, name="feedback"),
     path("adjudication/", views.adjudication_list, name="adjudication"),
     path("adjudication/<int:review_id>/", views.adjudication_detail, name="adjudication_detail"),
+    path("adjudication/unassignable/<int:review_id>/assign/", views.review_assign, name="review_assign"),
     path("refer/<int:report_id>/", views.refer, name="refer"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("quarterly/", views.quarterly_list, name="quarterly"),

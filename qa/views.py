@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.audit import record_phi_access
@@ -99,9 +100,34 @@ def feedback_detail(request: HttpRequest, adjudication_id: int) -> HttpResponse:
 
 @director_only
 def adjudication_list(request: HttpRequest) -> HttpResponse:
+    unassignable, unassignable_total = selectors.unassignable_cases(request.user, timezone.now())
     return render(
-        request, "qa/adjudication_list.html", {"reviews": selectors.adjudication_queue(request.user)}
+        request,
+        "qa/adjudication_list.html",
+        {
+            "reviews": selectors.adjudication_queue(request.user),
+            "unassignable": unassignable,
+            "unassignable_hidden": unassignable_total - len(unassignable),
+        },
     )
+
+
+@director_only
+@require_POST
+def review_assign(request: HttpRequest, review_id: int) -> HttpResponse:
+    """The director gives an unassignable case (listed on the adjudication page) a reviewer."""
+    reviewer_id = request.POST.get("reviewer", "")
+    try:
+        review = services.peer_review_assign(
+            review_id=review_id, reviewer_id=int(reviewer_id) if reviewer_id.isdigit() else 0, by=request.user
+        )
+    except PeerReview.DoesNotExist:
+        raise Http404("No such peer review") from None
+    except (ValidationError, services.ReviewRefused) as error:
+        messages.error(request, _error_text(error))
+    else:
+        messages.success(request, f"Case {review.pk} assigned to {review.reviewer}.")
+    return redirect("qa:adjudication")
 
 
 @director_only

@@ -4,8 +4,12 @@ missing browser a failure."""
 
 import os
 import shutil
+from typing import Protocol
 
 import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import PASSWORD, current_totp
 
 CHROMIUM = os.environ.get("READROOM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 OFFLINE_FLAGS = [
@@ -38,3 +42,24 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": OFFLINE_FLAGS}
+
+
+class Server(Protocol):
+    """Django's ``live_server`` or test_worklist's uvicorn: what the browser is pointed at."""
+
+    url: str
+
+
+def sign_in(page: Page, server: Server, user) -> None:
+    """Through the real login page and, for the roles that have one, the authenticator step."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    page.goto(f"{server.url}/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is not None:
+        page.get_by_label("Code from your authenticator app").fill(current_totp(device))
+        page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_test_id("current-user")).to_have_text(str(user))

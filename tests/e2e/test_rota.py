@@ -10,20 +10,12 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from tests.conftest import PASSWORD
+from tests.e2e.conftest import sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CHICAGO = ZoneInfo("America/Chicago")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-def sign_in(page: Page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_test_id("current-user")).to_be_visible()
 
 
 def gap_at(page: Page, facility: str, subspecialty: str, day: str, clock: str) -> bool:
@@ -43,7 +35,7 @@ def test_operations_cover_a_night_with_a_nighthawk_and_time_off_uncovers_it(
     # given a neuro reader licensed and privileged at Lakeshore but on no shift: tomorrow is red at 02:00
     today = timezone.now().astimezone(CHICAGO).date()
     tomorrow = (today + timedelta(days=1)).isoformat()
-    sign_in(page, live_server, ops_omar.username)
+    sign_in(page, live_server, ops_omar)
     assert gap_at(page, "CHI-L1", "neuro", tomorrow, "02:00")
 
     # when operations create an every-night nighthawk for Lakeshore neuro on the rota page

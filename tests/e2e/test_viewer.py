@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 from imaging import storage
 from imaging.models import Study
 from interfaces.dicom.receive import dicom_instance_receive
-from tests.conftest import PASSWORD
 from tests.dicom_data import ct_series
+from tests.e2e.conftest import sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -30,17 +30,9 @@ def head_ct(settings, tmp_path, chicago) -> Study:
     cache.clear()
 
 
-def sign_in(page: Page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_test_id("current-user")).to_have_text(username)
-
-
 def test_scrolling_the_stack_and_switching_presets_by_keyboard(live_server, page: Page, ops_omar, head_ct):
     # given operations signed in, opening a five-slice head CT
-    sign_in(page, live_server, "ops_omar")
+    sign_in(page, live_server, ops_omar)
     page.goto(f"{live_server.url}/studies/{head_ct.pk}/viewer/")
     frame = page.get_by_test_id("frame")
     counter = page.get_by_test_id("instance-counter")

@@ -21,7 +21,8 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from facilities.models import PriorityClass
-from tests.conftest import PASSWORD, current_totp, enrol_totp
+from tests.conftest import PASSWORD, enrol_totp
+from tests.e2e.conftest import sign_in
 from tests.net import free_port
 from tests.worklist.conftest import make_eligible, make_study
 from worklist.services import study_route
@@ -88,20 +89,6 @@ def _server_connections_close() -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-
-
-def sign_in(page: Page, server: AsgiServer, user) -> None:
-    """Through the real login page and the authenticator step, as a radiologist signs in."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    page.goto(f"{server.url}/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    device = TOTPDevice.objects.get(user=user)
-    page.get_by_label("Code from your authenticator app").fill(current_totp(device))
-    page.get_by_role("button", name="Verify").click()
-    expect(page.get_by_test_id("current-user")).to_have_text(str(user))
 
 
 def open_worklist(page: Page, server: AsgiServer) -> None:

@@ -1,10 +1,13 @@
-"""Signed reads to review: a final report by one neuro reader at Lakeshore, and colleagues."""
+"""Signed reads to review: a final report by one neuro reader at Lakeshore, and colleagues; the
+same read referred for review (shared with the browser test, tests/e2e/test_peer_review.py)."""
 
 from __future__ import annotations
 
 import pytest
 from django.utils import timezone
 
+from qa.models import PeerReview
+from qa.services import peer_review_refer
 from reports.models import Report, ReportStatus, ReportTemplate, TemplateVersion
 from tests.conftest import enrol_totp, make_radiologist
 from tests.worklist.conftest import make_eligible, make_study
@@ -69,3 +72,10 @@ def head_ct_read(chicago, neuro_readers):
         "Findings discussed with Dr. Patel at 03:10.\nNo hemorrhage. JW\n"
         "Electronically signed by Jane White, MD",
     )
+
+
+@pytest.fixture
+def referred(director_dana, head_ct_read) -> PeerReview:
+    """``head_ct_read`` referred by the director: assigned to a colleague (dr_okafor, the first with
+    the fewest open reviews), who must not learn that dr_white read it."""
+    return peer_review_refer(report_id=head_ct_read.pk, by=director_dana, reason="ED callback")

@@ -1,19 +1,15 @@
 """The peer-review pages: the reviewer's page never names the author; the reader's feedback never
 names the reviewer; nobody else opens either; only the director adjudicates."""
 
+import re
 from http.cookies import SimpleCookie
 
 import pytest
 
 from qa.models import Adjudication, PeerReview, ReviewStatus
-from qa.services import adjudication_decide, peer_review_refer, peer_review_score
+from qa.services import adjudication_decide, peer_review_score
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def referred(director_dana, head_ct_read) -> PeerReview:
-    return peer_review_refer(report_id=head_ct_read.pk, by=director_dana, reason="ED callback")
 
 
 def test_reviewer_page_is_blinded_then_scores(verified_client, referred, neuro_readers):
@@ -26,8 +22,10 @@ def test_reviewer_page_is_blinded_then_scores(verified_client, referred, neuro_r
     client.post(f"/qa/reviews/{referred.pk}/impression/", {"impression": "Left SDH"})
     page = client.get(f"/qa/reviews/{referred.pk}/").content.decode()
     assert "No hemorrhage." in page
-    for trace in ("White", "Jane", author.username, "JW"):
+    for trace in ("White", "Jane", author.username):
         assert trace not in page
+    # her initials as a word of their own: the page's random CSRF token may hold "JW" by chance
+    assert not re.search(r"\bJ\.?\s?W\b", page)
     # the images open for the reviewer, though off the worklist
     assert client.get(f"/studies/{referred.report.study_id}/viewer/").status_code == 200
     # a 3b without comment is refused with the reason, with one it goes to the director
