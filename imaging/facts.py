@@ -45,6 +45,7 @@ class OrderFacts:
     clinical_information: str = ""
     ordering_provider_id: str = ""
     ordering_provider_name: str = ""
+    ordering_provider_xcn: tuple[tuple[str, str], ...] = ()  # (component name, value), non-empty only
     order_status: str = ""  # ORC-5
     ordered_at: datetime | None = None
     scheduled_at: datetime | None = None

@@ -94,6 +94,9 @@ class Order(models.Model):
     reason = models.TextField(blank=True)  # OBR-31 reason for study / OBR-13
     ordering_provider_id = models.CharField(max_length=64, blank=True)  # ORC-12.1 / OBR-16.1
     ordering_provider_name = models.CharField(max_length=200, blank=True)
+    # The XCN as the hospital sent it, by component (id, family, given, middle, suffix, prefix,
+    # degree, authority): the report's ORU echoes the ordering provider the way the EMR knows them.
+    ordering_provider_xcn = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
     ordered_at = models.DateTimeField(null=True, blank=True)  # ORC-9 / MSH-7
     scheduled_at = models.DateTimeField(null=True, blank=True)  # TQ1-7 / ORC-7.4

@@ -190,6 +190,7 @@ def _order_upsert(
         "reason": facts.reason or facts.clinical_information,
         "ordering_provider_id": facts.ordering_provider_id,
         "ordering_provider_name": facts.ordering_provider_name,
+        "ordering_provider_xcn": dict(facts.ordering_provider_xcn),
         # HL7 times without an offset are the facility's local time
         "ordered_at": _aware(facts.ordered_at or sent_at, facility),
         "scheduled_at": _aware(facts.scheduled_at, facility),

@@ -54,8 +54,21 @@ def _signer(user) -> Provider:
 def _ordering_provider(order) -> Provider | None:
     if order is None or not (order.ordering_provider_id or order.ordering_provider_name):
         return None
-    # Ingest keeps the ordering provider as a display name: echoed whole as the family component.
-    return Provider(id=order.ordering_provider_id, family_name=order.ordering_provider_name)
+    xcn = order.ordering_provider_xcn or {}
+    if not xcn.get("family"):
+        # an order stored before its XCN was kept: the display name, whole, as the family component
+        return Provider(id=order.ordering_provider_id, family_name=order.ordering_provider_name)
+    # echoed the way the hospital sent it (ORC-12 / OBR-16), so the EMR matches its own provider
+    return Provider(
+        id=xcn.get("id", ""),
+        family_name=xcn["family"],
+        given_name=xcn.get("given", ""),
+        middle_name=xcn.get("middle", ""),
+        suffix=xcn.get("suffix", ""),
+        prefix=xcn.get("prefix", ""),
+        degree=xcn.get("degree", ""),
+        id_authority=xcn.get("authority", ""),
+    )
 
 
 def report_message(report: Report, kind: str, addendum: Addendum | None = None) -> ReportMessage:

@@ -79,6 +79,8 @@ class Provider:
     id: str  # NPI for our radiologists; the sender's own id for an ordering provider
     family_name: str
     given_name: str = ""
+    middle_name: str = ""
+    suffix: str = ""  # e.g. "JR"
     prefix: str = ""  # e.g. "Dr"
     degree: str = ""  # e.g. "MD"
     id_authority: str = ""  # assigning authority of ``id``, e.g. "NPI"
@@ -254,8 +256,8 @@ def _xcn(provider: Provider | None) -> str:
         provider.id,
         provider.family_name,
         provider.given_name,
-        "",
-        "",
+        provider.middle_name,
+        provider.suffix,
         provider.prefix,
         provider.degree,
         "",

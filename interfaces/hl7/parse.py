@@ -501,6 +501,7 @@ def _order(group: list[AnySegment], seq: int, patient_class: str, header: Header
         clinical_information=get(obr, 13) if obr else "",
         ordering_provider_id=get(orc, 12, 1, 1) or (get(obr, 16, 1, 1) if obr else ""),
         ordering_provider_name=_person_name(orc, 12) or (_person_name(obr, 16) if obr else ""),
+        ordering_provider_xcn=_xcn_parts(orc, 12) or _xcn_parts(obr, 16),
         order_status=get(orc, 5).upper(),
         ordered_at=_optional_ts(get(orc, 9), _loc("ORC", 9, seq)),
         scheduled_at=_scheduled(orc, obr, tq1, seq),
@@ -526,6 +527,27 @@ def _scheduled(orc: AnySegment, obr: AnySegment | None, tq1: AnySegment | None, 
         if value:
             return parse_ts(value, location)
     return None
+
+
+# XCN components kept for the ORU's echo: ID, family name, given, middle, suffix, prefix, degree,
+# (8: source table), assigning authority (its first subcomponent, e.g. NPI)
+XCN_PARTS = (
+    (1, "id"),
+    (2, "family"),
+    (3, "given"),
+    (4, "middle"),
+    (5, "suffix"),
+    (6, "prefix"),
+    (7, "degree"),
+)
+
+
+def _xcn_parts(segment: AnySegment | None, field_num: int) -> tuple[tuple[str, str], ...]:
+    if segment is None:
+        return ()
+    parts = [(name, get(segment, field_num, 1, c)) for c, name in XCN_PARTS]
+    parts.append(("authority", get(segment, field_num, 1, 9, 1)))
+    return tuple((name, value[:64]) for name, value in parts if value)
 
 
 def _person_name(segment: AnySegment | None, field_num: int) -> str:

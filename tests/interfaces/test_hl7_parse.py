@@ -127,3 +127,26 @@ def test_escape_sequences_go_to_python_hl7():
     # then the split reading declines it and the escape is resolved
     assert split_message(text, header) is None
     assert parsed.content.orders[0].reason == "HEAD & NECK PAIN"
+
+
+def test_the_ordering_provider_is_kept_by_xcn_component():
+    # given an order whose ORC-12 carries the provider's full XCN, NPI as assigning authority
+    text = hl7_data.orm().replace(
+        "|||1234567^WELBY^MARCUS^^^DR\rOBR", "|||1234567^WELBY^MARCUS^J^JR^DR^MD^^NPI\rOBR", 1
+    )
+    # when it is read both ways
+    split, tree = both_ways(text)
+    # then both keep every component the ORU will echo, and the display name as before
+    assert split == tree
+    order = split.content.orders[0]
+    assert dict(order.ordering_provider_xcn) == {
+        "id": "1234567",
+        "family": "WELBY",
+        "given": "MARCUS",
+        "middle": "J",
+        "suffix": "JR",
+        "prefix": "DR",
+        "degree": "MD",
+        "authority": "NPI",
+    }
+    assert order.ordering_provider_name == "DR MARCUS J WELBY JR"

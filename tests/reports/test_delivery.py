@@ -71,3 +71,30 @@ def test_a_refused_signature_queues_nothing(emr, claimed_head_ct, neuro_reader):
     with pytest.raises(SigningRefused):  # required fields empty
         _sign(report, neuro_reader)
     assert not OutboundMessage.objects.exists()
+
+
+def test_the_oru_names_the_ordering_provider_as_the_hospital_sent_them(
+    emr, chicago, claimed_head_ct, neuro_reader
+):
+    # given the head CT's order came with its ordering provider's XCN (as ingest keeps it)
+    order = claimed_head_ct.order
+    order.ordering_provider_id = "1234567"
+    order.ordering_provider_xcn = {
+        "id": "1234567",
+        "family": "WELBY",
+        "given": "MARCUS",
+        "middle": "J",
+        "prefix": "DR",
+        "degree": "MD",
+        "authority": "NPI",
+    }
+    order.save()
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    report_draft_save(report_id=report.pk, user=neuro_reader, values=FILLED, at=timezone.now())
+    # when the read is signed and delivered
+    _sign(report, neuro_reader)
+    outbox_deliver(facility_id=chicago.pk)
+    # then ORC-12 and OBR-16 echo the provider component by component, as the EMR knows them
+    oru = hl7.parse(emr.messages[0])
+    for segment, field in (("ORC", 12), ("OBR", 16)):
+        assert str(oru.segment(segment)[field]) == "1234567^WELBY^MARCUS^J^^DR^MD^^NPI"
