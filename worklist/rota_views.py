@@ -75,6 +75,13 @@ def _rota_context(now: datetime) -> dict:
     }
 
 
+def _rota_changed(request: HttpRequest) -> HttpResponse:
+    """After a change from the rota page: its tables afresh for htmx (the change in place), else the page."""
+    if request.htmx:
+        return render(request, "worklist/_rota_tables.html", _rota_context(timezone.now()))
+    return redirect("coverage:rota")
+
+
 @operations_only
 def rota_page(request: HttpRequest) -> HttpResponse:
     return render(request, "worklist/rota.html", _rota_context(timezone.now()))
@@ -158,9 +165,7 @@ def template_deactivate(request: HttpRequest, template_id: int) -> HttpResponse:
         f"Deactivated “{template.name}” for {template.radiologist}: {saved.shifts_removed} shift(s) "
         "not yet started were taken off the rota; one under way runs to its end.",
     )
-    if request.htmx:
-        return render(request, "worklist/_rota_tables.html", _rota_context(timezone.now()))
-    return redirect("coverage:rota")
+    return _rota_changed(request)
 
 
 @operations_only
@@ -197,9 +202,7 @@ def time_off_withdraw(request: HttpRequest, time_off_id: int) -> HttpResponse:
         f"Withdrew {off.radiologist}'s time off ({off.reason}): {restored} shift(s) from their templates "
         "are back on the rota. One-off shifts it removed must be added again by hand.",
     )
-    if request.htmx:
-        return render(request, "worklist/_rota_tables.html", _rota_context(timezone.now()))
-    return redirect("coverage:rota")
+    return _rota_changed(request)
 
 
 def _time_off_messages(request: HttpRequest, result: TimeOffResult, zone: ZoneInfo) -> None:
