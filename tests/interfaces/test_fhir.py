@@ -155,12 +155,13 @@ def test_a_reader_licensed_only_elsewhere_gets_404(head_ct, dr_msk_wi, lakeview,
     assert not LogEntry.objects.filter(action=LogEntry.Action.ACCESS).exists()
 
 
-def test_anonymous_gets_401_and_mso_gets_404(client, head_ct, mso_mary):
+def test_anonymous_gets_401_and_mso_gets_403(client, head_ct, mso_mary):
     response = client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}")
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
     assert response.json()["issue"][0]["code"] == "login"
-    client.force_login(mso_mary)  # credentialing staff never see patient data
-    assert client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}").status_code == 404
+    client.force_login(mso_mary)  # credentialing staff never see patient data: refused by role
+    response = client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}")
+    assert response.status_code == 403 and response.json()["issue"][0]["code"] == "forbidden"
 
 
 def test_a_hospital_system_reads_it_with_a_token(client, head_ct, ops_omar):
