@@ -215,7 +215,7 @@ def reason_code(*, text: str, code: str = "", system: str = "") -> dict:
     get the ICD-10-CM system URI."""
     concept: dict = {"text": text or code}
     if code:
-        coding = {"code": code, "display": text or None}
+        coding = {"code": code, **({"display": text} if text else {})}
         if uri := coding_system_uri(system):
             coding["system"] = uri
         concept["coding"] = [coding]
