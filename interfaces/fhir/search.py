@@ -343,6 +343,8 @@ def search_request(
     applied, ignored, where = [], [], Q()
     count, cursor, total_wanted = DEFAULT_COUNT, None, True
     for key, raw in params:
+        if "\x00" in key or "\x00" in raw:  # no text here holds one; PostgreSQL refuses it in a query
+            raise SearchError("A parameter contains a NUL character", parameter=key.replace("\x00", ""))
         name, _, modifier = key.partition(":")
         if key in RESULT_PARAMETERS:
             if key == "_count":

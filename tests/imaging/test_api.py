@@ -99,6 +99,7 @@ def test_studies_filtered_and_paginated(records, ops_omar):
         ("date_from=yesterday", "date_from"),
         ("date_from=2026-11-28&date_to=2026-11-01", "date_to"),
         ("date=2026-11-28&date_to=2026-11-29", "date"),
+        ("mrn=%00", "mrn"),  # PostgreSQL cannot take a NUL in a query
     ],
 )
 def test_a_malformed_filter_is_a_400_that_names_it(query, field, ops_omar):

@@ -5,7 +5,7 @@ OperationOutcome, ``application/fhir+json``, the CapabilityStatement, and the au
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from auditlog.models import LogEntry
@@ -15,6 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imaging.models import Order, Patient, Study
 from interfaces.fhir.searches import IMAGING_STUDY, PATIENT, SERVICE_REQUEST
@@ -406,6 +408,7 @@ def test_fhir_json_is_accepted(accept, records, ops_omar):
         ("get", "/fhir/r4/ServiceRequest?patient=Group/1", {}, 400, "invalid"),
         ("get", "/fhir/r4/ServiceRequest?patient=a%20b", {}, 400, "invalid"),
         ("get", "/fhir/r4/Patient?_id=%24%24", {}, 400, "invalid"),
+        ("get", "/fhir/r4/Patient?name=%00", {}, 400, "invalid"),
         ("get", "/fhir/r4/Patient?nickname=jj", {"HTTP_PREFER": "handling=strict"}, 400, "not-supported"),
         (
             "get",
@@ -537,3 +540,40 @@ def test_a_page_costs_the_same_reads_whatever_its_size(resource_type, records, o
 
     # then a page of one and a page of everything take the same number of queries (no N+1)
     assert reads(1) == reads(50)
+
+
+_NAMES = sorted(
+    {p.name for d in (PATIENT, SERVICE_REQUEST, IMAGING_STUDY, DIAGNOSTIC_REPORT) for p in d.parameters}
+)
+_KEYS = st.one_of(
+    st.sampled_from([*_NAMES, "_count", "_cursor", "_total", "_summary", "_sort", "_format"]),
+    st.builds(
+        lambda n, m: f"{n}:{m}",
+        st.sampled_from(_NAMES),
+        st.sampled_from(["exact", "contains", "Patient", "x"]),
+    ),
+    st.text(max_size=8),
+)
+_VALUES = st.one_of(
+    st.text(max_size=24),
+    st.from_regex(
+        r"(eq|ne|gt|lt|ge|le|sa|eb|ap)?\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2})?)?)?)?",
+        fullmatch=True,
+    ),
+    st.from_regex(r"[a-z:./]{0,12}\|[A-Za-z0-9.]{0,10}", fullmatch=True),
+    st.from_regex(r"(Patient/)?-?\d{1,22}", fullmatch=True),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(resource_type=st.sampled_from(TYPES), query=st.lists(st.tuples(_KEYS, _VALUES), max_size=3))
+def test_any_query_answers_a_bundle_or_an_operation_outcome_never_a_500(
+    resource_type, query, records, ops_omar
+):
+    client = token_client(ops_omar)
+    response = client.get(f"/fhir/r4/{resource_type}?{urlencode(query)}")
+    assert response.status_code in (200, 400, 406), (query, response.content)
+    if response.status_code == 200:
+        bundle_of(response)
+    else:
+        outcome_of(response, response.status_code)
