@@ -376,18 +376,20 @@ def test_imaging_study_and_report_point_to_the_patient_and_the_order(records, op
 # --- formats, errors, lenient/strict -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "accept",
-    ["application/fhir+json", "application/fhir+json; fhirVersion=4.0", "application/json", "*/*", None],
-)
-def test_fhir_json_is_accepted(accept, records, ops_omar):
+def test_fhir_json_is_accepted(records, ops_omar):
     client = token_client(ops_omar)
-    headers = {"HTTP_ACCEPT": accept} if accept else {}
-    for url in ("/fhir/r4/metadata", f"/fhir/r4/Patient/{records.jane_a.pk}", "/fhir/r4/ServiceRequest"):
-        response = client.get(url, **headers)
-        assert (
-            response.status_code == 200 and response["Content-Type"] == "application/fhir+json; charset=utf-8"
-        )
+    for accept in (
+        "application/fhir+json",
+        "application/fhir+json; fhirVersion=4.0",
+        "application/json",
+        "*/*",
+        None,
+    ):
+        headers = {"HTTP_ACCEPT": accept} if accept else {}
+        for url in ("/fhir/r4/metadata", f"/fhir/r4/Patient/{records.jane_a.pk}", "/fhir/r4/ServiceRequest"):
+            response = client.get(url, **headers)
+            assert response.status_code == 200, (accept, url)
+            assert response["Content-Type"] == "application/fhir+json; charset=utf-8"
     assert client.get("/fhir/r4/Patient?_format=json", HTTP_ACCEPT="text/html").status_code == 200
     assert client.get("/fhir/r4/Patient?_format=application/fhir+json").status_code == 200  # + unencoded
     assert client.get("/fhir/r4/Patient?_format=application/fhir%2Bjson").status_code == 200
@@ -565,7 +567,7 @@ _VALUES = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(resource_type=st.sampled_from(TYPES), query=st.lists(st.tuples(_KEYS, _VALUES), max_size=3))
 def test_any_query_answers_a_bundle_or_an_operation_outcome_never_a_500(
     resource_type, query, records, ops_omar
