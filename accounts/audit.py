@@ -9,8 +9,13 @@ so the audit page can search by patient without joining every table."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+from auditlog.cid import get_cid
+from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from auditlog.signals import accessed
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from accounts.models import User
@@ -35,6 +40,44 @@ def record_phi_access(instance: models.Model) -> None:
 
     Call it from every place that shows patient data: study, images, report."""
     accessed.send(sender=instance.__class__, instance=instance)
+
+
+def record_phi_search(
+    model: type[models.Model],
+    *,
+    via: str,
+    query: Mapping[str, Sequence[str]],
+    returned: Sequence[models.Model],
+    total: int | None,
+) -> None:
+    """Record a search over patient data by the current user: one row for the search itself and a
+    read row (``record_phi_access``) for every record it returned.
+
+    The search row is an ACCESS row of the searched model without an object (``object_pk`` empty):
+    who (the request's actor and address, as on every row), ``via`` which interface ("FHIR", "REST",
+    "QIDO"), how many matched and were returned. The query *values* (names, birth dates, MRNs) are
+    kept only in ``additional_data["query"]`` — the audit log is the one place that must say what was
+    looked for (an investigation of snooping needs "who searched for name=SMITH") — while the row's
+    text, which the audit page lists to everyone who reads the log, names the parameters only."""
+    returned = list(returned)
+    names = ", ".join(sorted(query)) or "no parameters"
+    LogEntry.objects.create(
+        content_type=ContentType.objects.get_for_model(model),
+        object_pk="",
+        object_repr=f"{via} search ({names}): {len(returned)} returned of {'?' if total is None else total}",
+        action=LogEntry.Action.ACCESS,
+        cid=get_cid(),
+        additional_data={
+            "search": {
+                "via": via,
+                "query": {name: list(values) for name, values in query.items()},
+                "returned": len(returned),
+                "total": total,
+            }
+        },
+    )
+    for instance in returned:
+        record_phi_access(instance)
 
 
 def change_summary(entry) -> list[str]:

@@ -12,6 +12,12 @@ from django.utils.cache import patch_vary_headers
 from accounts.roles import requires_second_factor
 from accounts.second_factor import has_confirmed_device
 
+SECOND_FACTOR_ISSUE = {
+    "severity": "error",
+    "code": "forbidden",
+    "diagnostics": "A verified second factor is required.",
+}
+
 
 class SecondFactorRequiredMiddleware:
     """People who sign final reads or adjudicate peer review work only with a verified second factor.
@@ -41,6 +47,9 @@ class SecondFactorRequiredMiddleware:
         ):
             if request.path.startswith(("/api/", "/dicomweb/")):
                 return JsonResponse({"detail": "A verified second factor is required."}, status=403)
+            if request.path.startswith("/fhir/"):  # FHIR clients read errors as OperationOutcome
+                outcome = {"resourceType": "OperationOutcome", "issue": [SECOND_FACTOR_ISSUE]}
+                return JsonResponse(outcome, status=403, content_type="application/fhir+json")
             target = "accounts:verify" if has_confirmed_device(user) else "accounts:security"
             return redirect(f"{reverse(target)}?next={request.get_full_path()}")
         return self.get_response(request)

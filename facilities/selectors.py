@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from guardian.shortcuts import get_objects_for_user
 
@@ -60,3 +63,22 @@ def access_facility(user, code: str) -> Facility:
 
 def can_administer_facility(user, facility: Facility) -> bool:
     return facilities_administered_by(user).filter(pk=facility.pk).exists()
+
+
+def local_time_q(
+    field: str, start: datetime | None, end: datetime | None, *, facility_path: str = "facility"
+) -> Q:
+    """``start <= field < end`` where the bounds are wall-clock times at each record's facility
+    (naive datetimes; None: unbounded). A hospital asking for "1 March" means its own day, and the
+    facilities a caller sees may sit in several zones: one clause per zone, each bounded in it."""
+    clauses = Q(pk__in=[])
+    # order_by(): Facility's default ordering would make DISTINCT one row per facility, not per zone
+    for zone_name in Facility.objects.order_by().values_list("timezone", flat=True).distinct():
+        zone = ZoneInfo(zone_name)
+        clause = Q(**{f"{facility_path}__timezone": zone_name, f"{field}__isnull": False})
+        if start is not None:
+            clause &= Q(**{f"{field}__gte": start.replace(tzinfo=zone)})
+        if end is not None:
+            clause &= Q(**{f"{field}__lt": end.replace(tzinfo=zone)})
+        clauses |= clause
+    return clauses

@@ -6,6 +6,11 @@
 * a radiologist: the studies the eligibility engine lets them read now, and the studies of the
   peer-review cases assigned to them (a review waits for them off shift too);
 * credentialing staff: none — they never see patient data.
+
+Orders and patients follow the studies: the whole facility for those who see its studies (operations,
+the medical director, its admins), and for a radiologist the orders and patients of the studies they may
+read. ``may_read_patient_data`` is the role-level gate in front of all of it (a credentialing user is
+refused outright, 403, rather than shown an empty list).
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from accounts.audit import record_phi_access
 from accounts.roles import Role, has_role
 from credentialing.eligibility import readable_studies_q
 from facilities.selectors import facilities_administered_by
-from imaging.models import Study
+from imaging.models import Order, Patient, Study
+
+# Roles whose work involves patient data at all (DESIGN.md §1); credentialing staff's does not.
+PATIENT_DATA_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADMIN, Role.OPERATIONS)
+
+
+def may_read_patient_data(user) -> bool:
+    return bool(user and user.is_authenticated and (user.is_superuser or has_role(user, *PATIENT_DATA_ROLES)))
 
 
 def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
@@ -54,3 +66,54 @@ def access_study(user, study_id: int) -> Study:
         raise Http404("No such study")
     record_phi_access(study)
     return study
+
+
+def _sees_every_facility(user) -> bool:
+    return user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
+
+
+def orders_visible_to(user, *, at: datetime | None = None) -> QuerySet[Order]:
+    """Orders whose facility's studies the user sees; a radiologist: the orders of studies they may
+    read (an order still waiting for its images is no reader's business)."""
+    return _behind_visible_studies(user, Order, "order_id", at=at)
+
+
+def patients_visible_to(user, *, at: datetime | None = None) -> QuerySet[Patient]:
+    """Patients of the facilities whose studies the user sees; a radiologist: the patients of the
+    studies they may read."""
+    return _behind_visible_studies(user, Patient, "patient_id", at=at)
+
+
+def _behind_visible_studies(user, model, link: str, *, at: datetime | None) -> QuerySet:
+    """``model`` rows (orders, patients) by the same rules as the studies: every facility's for
+    operations and the medical director, an administered facility's for its admins, and for a
+    radiologist those the studies they may read point to through ``link``."""
+    if not user.is_authenticated:
+        return model.objects.none()
+    if _sees_every_facility(user):
+        return model.objects.all()
+    visible = model.objects.none()
+    if has_role(user, Role.FACILITY_ADMIN):
+        visible = visible | model.objects.filter(facility__in=facilities_administered_by(user))
+    if has_role(user, Role.RADIOLOGIST):
+        readable = studies_visible_to(user, at=at).filter(**{f"{link}__isnull": False}).values(link)
+        visible = visible | model.objects.filter(pk__in=readable)
+    return visible
+
+
+def access_order(user, order_id: int) -> Order:
+    """Fetch an order the user may see and record the read, or 404 (as for a missing one)."""
+    order = orders_visible_to(user).select_related("facility", "patient").filter(pk=order_id).first()
+    if order is None:
+        raise Http404("No such order")
+    record_phi_access(order)
+    return order
+
+
+def access_patient(user, patient_id: int) -> Patient:
+    """Fetch a patient the user may see and record the read, or 404 (as for a missing one)."""
+    patient = patients_visible_to(user).select_related("facility").filter(pk=patient_id).first()
+    if patient is None:
+        raise Http404("No such patient")
+    record_phi_access(patient)
+    return patient

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("qa.api")),
     path("", include("worklist.assignment_api")),
     path("", include("reports.api")),
+    path("", include("imaging.api")),
 ]
 
 urlpatterns = [

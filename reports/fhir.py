@@ -1,30 +1,37 @@
-"""A signed report as FHIR R4 ``DiagnosticReport`` (``GET /fhir/r4/DiagnosticReport/<report id>``).
+"""Signed reports as FHIR R4 ``DiagnosticReport``: ``GET /fhir/r4/DiagnosticReport/<report id>`` and
+the search ``GET /fhir/r4/DiagnosticReport?…``.
 
 Only signed reports exist for FHIR: a draft answers 404, like a report of a study the caller may not
-see (``access_study`` decides, and writes the PHI audit row). Status: ``preliminary`` for a wet read,
-``final``, and ``amended`` once an addendum is signed (FHIR R4: "subsequent to being final, the report
-has been modified"). presentedForm carries the signed text (with any addenda) and the signed PDF."""
+see (``reports_visible_to`` / ``access_study`` decide, and the read is audited). Status:
+``preliminary`` for a wet read, ``final``, and ``amended`` once an addendum is signed (FHIR R4:
+"subsequent to being final, the report has been modified"). presentedForm carries the signed text (with
+any addenda) and, on a read, the signed PDF; search results leave the PDF out (one rendering per entry
+would make a page take minutes) and say so with the SUBSETTED tag."""
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from imaging.selectors import access_study
+from interfaces.fhir.identifiers import facility_number_q
 from interfaces.fhir.resources import DiagnosticReportSnapshot, ReportAuthor, diagnostic_report_resource
-from interfaces.fhir.views import FhirView, fhir_response
-from reports.merge import exam_instant
-from reports.models import Report, ReportStatus
+from interfaces.fhir.search import ResourceSearch, SearchParameter, date_q, id_parameter, standard
+from interfaces.fhir.searches import code_q, patient_parameters
+from interfaces.fhir.views import FhirView
+from reports.merge import exam_instant, exam_instant_expression
+from reports.models import Addendum, Report, ReportStatus
 from reports.pdf import report_pdf
 from reports.schema import report_sections
-from reports.selectors import report_content
+from reports.selectors import report_content, reports_visible_to
 
 FHIR_STATUS = {ReportStatus.PRELIMINARY: "preliminary", ReportStatus.FINAL: "final"}
 
 
 def report_snapshot(report: Report, *, with_pdf: bool = True) -> DiagnosticReportSnapshot:
     study = report.study
-    addenda = list(report.addenda.order_by("sequence"))
+    addenda = sorted(report.addenda.all(), key=lambda a: a.sequence)  # prefetched in searches
     text = report.signed_text + "".join(f"\n\nAddendum {a.sequence}:\n{a.text}" for a in addenda)
     impression = next(
         (
@@ -49,6 +56,7 @@ def report_snapshot(report: Report, *, with_pdf: bool = True) -> DiagnosticRepor
         text=text,
         title=f"{procedure} — {status} report",
         pdf=report_pdf(report=report, at=timezone.now()) if with_pdf else None,
+        subsetted=not with_pdf,
     )
 
 
@@ -62,4 +70,74 @@ class DiagnosticReportView(FhirView):
         if report is None:
             raise Http404("No such report")
         report.study = access_study(request.user, report.study_id)  # 404 alike; audited
-        return fhir_response(diagnostic_report_resource(report_snapshot(report)))
+        return self.respond(diagnostic_report_resource(report_snapshot(report)))
+
+
+# --- search --------------------------------------------------------------------------------------
+
+_AMENDED = Q(amended=True)
+# ``report_snapshot``'s status in SQL: an addendum makes any signed report amended.
+REPORT_STATUSES = {
+    "preliminary": Q(status=ReportStatus.PRELIMINARY) & ~_AMENDED,
+    "final": Q(status=ReportStatus.FINAL) & ~_AMENDED,
+    "amended": _AMENDED,
+}
+
+
+def reports_for_fhir(user) -> QuerySet:
+    return (
+        reports_visible_to(user)
+        .filter(status__in=FHIR_STATUS)
+        .select_related(
+            "study__facility",
+            "study__patient__facility",
+            "study__order__facility",
+            "signed_by__radiologist_profile",
+            "template_version",
+        )
+        .prefetch_related("addenda")
+        .annotate(
+            exam_at=exam_instant_expression("study__"),
+            amended=Exists(Addendum.objects.filter(report=OuterRef("pk"))),
+        )
+    )
+
+
+DIAGNOSTIC_REPORT = ResourceSearch(
+    type="DiagnosticReport",
+    documentation="Signed reports (preliminary, final, amended) of the studies the caller may see. "
+    "Search results carry the text but not the PDF (tagged SUBSETTED); a read carries both.",
+    visible=reports_for_fhir,
+    resource=lambda report: diagnostic_report_resource(report_snapshot(report, with_pdf=False)),
+    parameters=(
+        id_parameter("DiagnosticReport"),
+        SearchParameter(
+            "identifier",
+            "token",
+            lambda token, _: facility_number_q(
+                token, {"accession": "study__accession_number"}, facility_path="study__facility"
+            ),
+            "The study's accession number (`value`, or `urn:readroom:facility:<code>:accession|value`)",
+            definition=standard("clinical", "identifier"),
+        ),
+        *patient_parameters("DiagnosticReport", path="study__patient"),
+        SearchParameter(
+            "status",
+            "token",
+            lambda token, _: code_q(
+                token, REPORT_STATUSES, system="http://hl7.org/fhir/diagnostic-report-status"
+            ),
+            "preliminary | final | amended (an addendum was signed)",
+            definition=standard("DiagnosticReport", "status"),
+        ),
+        SearchParameter(
+            "date",
+            "date",
+            lambda value, _: date_q(value, "exam_at", facility_path="study__facility"),
+            "When the exam took place (effectiveDateTime), with prefixes; a value without a zone is "
+            "the facility's local time",
+            definition=standard("clinical", "date"),
+        ),
+    ),
+    chains=("patient.identifier",),
+)

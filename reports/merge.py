@@ -8,6 +8,8 @@ import logging
 from datetime import date, datetime
 from io import BytesIO
 
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from imaging.models import Instance, Sex, Study, StudyStatus
@@ -18,20 +20,32 @@ _SEX_WORDS = {Sex.FEMALE: "female", Sex.MALE: "male", Sex.OTHER: "other"}
 COMPARISON_LIMIT = 5
 
 
+# Where the exam time is looked for, first to last (relative to the study): in Python by
+# exam_instant, in SQL by exam_instant_expression.
+EXAM_INSTANT_FIELDS = (
+    "study_datetime",
+    "order__scheduled_at",
+    "order__ordered_at",
+    "first_received_at",
+    "created_at",
+)
+
+
 def exam_instant(study: Study) -> datetime:
     """When the exam took place: the DICOM study date/time, else the order's schedule or order time,
     else when the images arrived."""
-    order = study.order if study.order_id else None
-    for value in (
-        study.study_datetime,
-        order and order.scheduled_at,
-        order and order.ordered_at,
-        study.first_received_at,
-        study.created_at,
-    ):
+    for name in EXAM_INSTANT_FIELDS:
+        value = study
+        for part in name.split("__"):
+            value = getattr(value, part) if value is not None else None
         if value:
             return value
     return timezone.now()
+
+
+def exam_instant_expression(study_path: str = "") -> Coalesce:
+    """``exam_instant`` in SQL, for filtering by exam time (``study_path``: e.g. ``"study__"``)."""
+    return Coalesce(*(F(f"{study_path}{name}") for name in EXAM_INSTANT_FIELDS))
 
 
 def exam_date(study: Study) -> date:

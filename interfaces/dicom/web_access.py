@@ -23,14 +23,13 @@ from accounts.roles import Role, has_role
 from facilities.models import Facility
 from facilities.selectors import facilities_administered_by
 from imaging.models import Instance, Series, Study
-from imaging.selectors import studies_visible_to
-
-IMAGE_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADMIN, Role.OPERATIONS)
+from imaging.selectors import may_read_patient_data, studies_visible_to
 
 
 def may_use_images(user) -> bool:
-    """Roles whose work involves images at all; credentialing staff's does not."""
-    return bool(user and user.is_authenticated and (user.is_superuser or has_role(user, *IMAGE_ROLES)))
+    """Roles whose work involves images at all (those whose work involves patient data);
+    credentialing staff's does not."""
+    return may_read_patient_data(user)
 
 
 def studies_for(user) -> QuerySet[Study]:

@@ -289,6 +289,8 @@ SPECTACULAR_SETTINGS = {
         "DocumentKindEnum": "credentialing.models.DocumentKind",
         "VerificationMethodEnum": "credentialing.models.VerificationMethod",
         "CommunicationMethodEnum": "reports.models.CommunicationMethod",
+        "OrderStatusEnum": "imaging.models.OrderStatus",
+        "StudyStatusEnum": "imaging.models.StudyStatus",
     },
 }
 

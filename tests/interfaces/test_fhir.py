@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from auditlog.models import LogEntry
+from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from rest_framework.authtoken.models import Token
@@ -18,6 +19,8 @@ from interfaces.fhir.resources import (
     ReportAuthor,
     diagnostic_report_resource,
     imaging_study_resource,
+    ordering_provider_reference,
+    reason_code,
 )
 from tests.conftest import enrol_totp
 from tests.worklist.conftest import make_eligible, make_study
@@ -155,12 +158,13 @@ def test_a_reader_licensed_only_elsewhere_gets_404(head_ct, dr_msk_wi, lakeview,
     assert not LogEntry.objects.filter(action=LogEntry.Action.ACCESS).exists()
 
 
-def test_anonymous_gets_401_and_mso_gets_404(client, head_ct, mso_mary):
+def test_anonymous_gets_401_and_mso_gets_403(client, head_ct, mso_mary):
     response = client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}")
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
     assert response.json()["issue"][0]["code"] == "login"
-    client.force_login(mso_mary)  # credentialing staff never see patient data
-    assert client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}").status_code == 404
+    client.force_login(mso_mary)  # credentialing staff never see patient data: refused by role
+    response = client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}")
+    assert response.status_code == 403 and response.json()["issue"][0]["code"] == "forbidden"
 
 
 def test_a_hospital_system_reads_it_with_a_token(client, head_ct, ops_omar):
@@ -169,3 +173,47 @@ def test_a_hospital_system_reads_it_with_a_token(client, head_ct, ops_omar):
     assert response.status_code == 200
     read = LogEntry.objects.get_for_object(head_ct).filter(action=LogEntry.Action.ACCESS).get()
     assert read.actor == ops_omar
+
+
+# --- pieces of the ServiceRequest mapping the orders' fields feed --------------------------------
+
+
+@pytest.mark.parametrize("system", ["I10", "i10", "I10C", "ICD10", "ICD-10", "ICD-10-CM", "ICD10CM"])
+def test_an_icd10_reason_for_study_gets_the_icd10cm_system(system):
+    # given OBR-31 as a RIS sends it: code ^ text ^ coding system (HL7 table 0396 names and variants)
+    concept = reason_code(code="I63.9", text="Cerebral infarction, unspecified", system=system)
+    # then the CodeableConcept names ICD-10-CM, and validates
+    assert concept == {
+        "coding": [
+            {
+                "code": "I63.9",
+                "display": "Cerebral infarction, unspecified",
+                "system": "http://hl7.org/fhir/sid/icd-10-cm",
+            }
+        ],
+        "text": "Cerebral infarction, unspecified",
+    }
+    CodeableConcept.model_validate(concept)
+
+
+def test_a_reason_without_a_known_system_keeps_its_code_and_text():
+    assert reason_code(code="R51", text="HEADACHE", system="LOCAL99") == {
+        "coding": [{"code": "R51", "display": "HEADACHE"}],
+        "text": "HEADACHE",
+    }
+    assert reason_code(text="CODE STROKE") == {"text": "CODE STROKE"}
+    assert reason_code(code="R51", text="") == {"coding": [{"code": "R51"}], "text": "R51"}
+
+
+@pytest.mark.parametrize(
+    ("authority", "npi"),
+    [("NPI", True), ("npi", True), ("2.16.840.1.113883.4.6", True), ("", False), ("LAKESHORE", False)],
+)
+def test_the_ordering_provider_is_an_npi_only_when_xcn9_says_so(head_ct, authority, npi):
+    order = head_ct.order
+    order.ordering_provider_id, order.ordering_provider_name = "1234567893", "DR MARCUS WELBY"
+    order.ordering_provider_xcn = {"id": "1234567893", "family": "WELBY", "authority": authority}
+    reference = ordering_provider_reference(order)
+    assert reference["display"] == "DR MARCUS WELBY"
+    assert (reference["identifier"].get("system") == "http://hl7.org/fhir/sid/us-npi") is npi
+    assert reference["identifier"]["value"] == "1234567893"

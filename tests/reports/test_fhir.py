@@ -50,7 +50,7 @@ def test_signed_report_as_diagnostic_report_then_amended(report, neuro_reader, o
     assert b"Tiny left SDH." in text
 
 
-def test_others_get_404_and_anonymous_401(report, neuro_reader, dr_msk_wi, mso_mary, verified_client):
+def test_others_get_404_mso_403_and_anonymous_401(report, neuro_reader, dr_msk_wi, mso_mary, verified_client):
     from tests.conftest import enrol_totp
 
     report_sign(report_id=report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True)
@@ -58,7 +58,7 @@ def test_others_get_404_and_anonymous_401(report, neuro_reader, dr_msk_wi, mso_m
     assert Client().get(url).status_code == 401
     mso = Client()
     mso.force_login(mso_mary)
-    assert mso.get(url).status_code == 404  # credentialing staff never see patient data
+    assert mso.get(url).status_code == 403  # credentialing staff never see patient data
     enrol_totp(dr_msk_wi)
     response = verified_client(dr_msk_wi).get(url)  # licensed only in WI: the IL study does not exist
     assert response.status_code == 404 and "No acute" not in response.content.decode()
