@@ -44,6 +44,15 @@ def database_fresh(name: str) -> None:
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
 
 
+def database_copy(template: str, name: str) -> None:
+    """A fresh database as a copy of a migrated one (seconds, where migrating is a minute)."""
+    for sql in (
+        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+        f"CREATE DATABASE {name} TEMPLATE {template}",
+    ):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+
+
 def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, **kwargs)
 
