@@ -53,6 +53,17 @@ def database_copy(template: str, name: str) -> None:
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
 
 
+def database_migrated(name: str, env: dict[str, str]) -> None:
+    """``name`` dropped and made anew, migrated: a copy of ``$READROOM_BENCH_TEMPLATE`` (a migrated
+    database, e.g. the smoke tests' one) when that is set, else by running the migrations."""
+    template = os.environ.get("READROOM_BENCH_TEMPLATE")
+    if template:
+        database_copy(template, name)
+        return
+    database_fresh(name)
+    manage(env, "migrate", "-v0")
+
+
 def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, **kwargs)
 
@@ -98,9 +109,26 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def row_count(env: dict, module: str, model: str) -> int:
-    out = shell(env, f"from {module} import {model}; print('ROWS', {model}.objects.count())")
-    return int(out.split("ROWS", 1)[1].split()[0])
+def row_count(env: dict, table: str) -> int:
+    """Rows in ``table`` of the bench's database, by psql (a Django shell per poll costs seconds)."""
+    database = env["DATABASE_URL"].rsplit("/", 1)[1]
+    out = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-tAc",
+            f"SELECT count(*) FROM {table}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip())
 
 
 # --- what every bench prints and how it compares -------------------------------------------------

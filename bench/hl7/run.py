@@ -32,9 +32,8 @@ from bench.common import (
     bench_env,
     bench_parser,
     cpu_seconds,
-    database_fresh,
+    database_migrated,
     free_port,
-    manage,
     percentile,
     redis_db,
     row_count,
@@ -77,8 +76,7 @@ def main() -> None:
         args.messages = 50
     database = bench_database("hl7")
     env = bench_env(database)
-    database_fresh(database)
-    manage(env, "migrate", "-v0")
+    database_migrated(database, env)
     shell(env, SETUP_FACILITY)
     subprocess.run(["redis-cli", "-n", redis_db(env), "flushdb"], check=True, capture_output=True)
     port = free_port()
@@ -117,10 +115,10 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         total = args.messages + (20 if args.smoke else 200)
-        while row_count(env, "imaging.models", "Order") < total:
+        while row_count(env, "imaging_order") < total:
             if time.perf_counter() - t0 > 600:
                 raise TimeoutError("orders not applied within 10 minutes")
-            time.sleep(1)
+            time.sleep(0.2 if args.smoke else 1)
         applied = time.perf_counter() - t0
     finally:
         worker.terminate()

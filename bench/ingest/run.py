@@ -40,10 +40,9 @@ from bench.common import (
     bench_parser,
     cpu_seconds,
     database_copy,
-    database_fresh,
+    database_migrated,
     free_port,
     interleaved,
-    manage,
     row_count,
     shell,
     uptime_print,
@@ -100,7 +99,7 @@ def readroom_rate(files: list[Path], template: str, store: dict[str, str] | None
         scp.terminate()
         scp.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
-    indexed = row_count(env, "imaging.models", "Instance")
+    indexed = row_count(env, "imaging_instance")
     assert indexed == len(files), f"{indexed} of {len(files)} instances indexed"
     return {"instances/s": len(files) / elapsed, "SCP CPU ms/instance": cpu / len(files) * 1000}
 
@@ -159,8 +158,7 @@ def main() -> None:
     django.setup()
     template = bench_database("ingest_template")
     env = bench_env(template)
-    database_fresh(template)
-    manage(env, "migrate", "-v0")
+    database_migrated(template, env)
     shell(env, SETUP_FACILITY)
     moto = None
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="rr-bench-series-") as tmp:

@@ -46,9 +46,8 @@ from bench.common import (
     bench_database,
     bench_env,
     bench_parser,
-    database_fresh,
+    database_migrated,
     free_port,
-    manage,
     percentile,
     redis_db,
     shell,
@@ -276,8 +275,7 @@ def main() -> None:
         args.rounds = 1
     storage = tempfile.mkdtemp(prefix="rr-bench-stroke-")
     env = bench_env(DATABASE, READROOM_STORAGE_DIR=storage, ALLOWED_HOSTS="127.0.0.1,localhost,testserver")
-    database_fresh(DATABASE)
-    manage(env, "migrate", "-v0")
+    database_migrated(DATABASE, env)
     shell(env, SETUP_FACILITY)
     subprocess.run(["redis-cli", "-n", redis_db(env), "flushdb"], check=True, capture_output=True)
     django_start(env)

@@ -21,6 +21,8 @@ import contextlib
 import http.client
 import json
 import multiprocessing
+import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -29,8 +31,8 @@ from pathlib import Path
 
 from bench.common import PYTHON, ROOT, cpu_seconds, free_port, percentile, uptime_print, wait_for_port
 
-START_DELAY = 4.0  # seconds for every socket to open before the clock starts
-DRAIN = 3.0  # seconds to wait after the last arrival for its events
+START_DELAY = 3.0  # seconds for every socket to open before the clock starts
+DRAIN = 2.0  # seconds to wait after the last arrival for its events
 
 
 def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) -> None:
@@ -63,6 +65,7 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
             env=server_env,
             stdout=subprocess.DEVNULL,
             stderr=errors,
+            start_new_session=True,  # its own process group: the workers are stopped with it
         )
     try:
         wait_for_port(port, timeout=60)
@@ -72,11 +75,11 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
         print(log.read_text(errors="replace")[-3000:])
         raise
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:  # a worker stuck on an open socket
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
     _print(figures, args)
 
@@ -248,7 +251,9 @@ class Screen:
         import websockets
 
         url, origin = f"ws://127.0.0.1:{port}/ws/worklist/", f"http://127.0.0.1:{port}"
-        async with websockets.connect(url, additional_headers={"Cookie": cookie}, origin=origin) as socket:
+        async with websockets.connect(
+            url, additional_headers={"Cookie": cookie}, origin=origin, open_timeout=60
+        ) as socket:
             ready.set()
             while (left := until - time.time()) > 0:
                 with contextlib.suppress(TimeoutError):

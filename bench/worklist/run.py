@@ -41,8 +41,7 @@ from bench.common import (
     bench_database,
     bench_env,
     bench_parser,
-    database_fresh,
-    manage,
+    database_migrated,
     percentile,
     uptime_print,
 )
@@ -559,14 +558,13 @@ def main() -> None:
     args = parser.parse_args()
     open_small, open_large, population = OPEN_SMALL, OPEN_LARGE, READERS
     if args.smoke:
-        args.sizes, args.requests, args.seconds, args.readers = args.sizes or "1500", 8, 4.0, 4
+        args.sizes, args.requests, args.seconds, args.readers = args.sizes or "1500", 4, 3.0, 3
         open_small, open_large, population = 300, 600, 24
     sizes = [
         int(s) for s in (args.sizes or ("1000000" if args.http else ",".join(map(str, SIZES)))).split(",")
     ]
-    database_fresh(args.database)
     env = bench_env(args.database, SECRET_KEY=BENCH_SECRET, READROOM_STORAGE_KEY=BENCH_STORAGE_KEY)
-    manage(env, "migrate", "-v0")
+    database_migrated(args.database, env)
     django_start(args.database, pool=not args.no_pool)
     from django.db import transaction
     from django.utils import timezone
@@ -577,7 +575,7 @@ def main() -> None:
     with transaction.atomic():
         facilities = facilities_create(rng)
         people = readers_create(rng, facilities, now, population)
-        readers = people[:4]
+        readers = people[: 2 if args.smoke else 4]
     print(
         f"bench/worklist: 40 facilities, {population} readers (people {time.perf_counter() - started:.1f} s)"
     )
@@ -596,7 +594,7 @@ def main() -> None:
         analyze(cursor)
         generation += time.perf_counter() - t0
         print(f"  generated {size:>9,} studies ({open_small:,} open) — {generation:.0f} s so far", flush=True)
-        if len(sizes) > 1 or not args.http:
+        if len(sizes) > 1 or not (args.http or args.smoke):
             results[size] = report(f"{size:>9,} studies, {open_small:,} open", readers, args.requests)["api"][
                 "p95"
             ]
