@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.common import PYTHON, ROOT, cpu_seconds, free_port, percentile, uptime_print, wait_for_port
 
 START_DELAY = 3.0  # seconds for every socket to open before the clock starts
-DRAIN = 2.0  # seconds to wait after the last arrival for its events
+DRAIN = 15.0  # seconds to wait after the last arrival for its events (late ones are counted, not lost)
 
 
 def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) -> None:
@@ -105,7 +105,7 @@ def _run(port, server_pid, cookies, facility_ids, args, connections) -> dict:
     cpu_before = sum(cpu_seconds(w) for w in workers)
     pollers.start()
     arrivals.start()
-    applied = asyncio.run(_screens(port, cookies, until + DRAIN))
+    applied = asyncio.run(_screens(port, cookies, until + (3.0 if args.smoke else DRAIN)))
     gathered = {}
     for _ in range(2):
         kind, payload = results.get(timeout=120)
@@ -234,8 +234,10 @@ class Screen:
         self.keys: list[str] = []
         self.rows: dict[int, tuple[str, str]] = {}
         self.applied: dict[int, float] = {}
+        self.events = 0
 
     def apply(self, event: dict) -> None:
+        self.events += 1
         change, study = event.get("row"), event.get("study") or {}
         if not change or "id" not in study:
             return
@@ -269,6 +271,7 @@ async def _screens(port: int, cookies: dict[int, str], until: float) -> dict[int
     ]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), START_DELAY + 30)
     await asyncio.gather(*tasks)
+    print(f"  (screens received {sum(s.events for s in screens)} events)", flush=True)
     return {screen.reader_id: screen.applied for screen in screens}
 
 
