@@ -69,7 +69,7 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
         )
     try:
         wait_for_port(port, timeout=60)
-        time.sleep(1.0)  # both workers up
+        _warm_up(port, next(iter(cookies.values())))
         figures = _run(port, server.pid, cookies, facility_ids, args, connections)
     except Exception:
         print(log.read_text(errors="replace")[-3000:])
@@ -82,6 +82,15 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
     _print(figures, args)
+
+
+def _warm_up(port: int, cookie: str) -> None:
+    """Both workers import, connect and fill their caches before the clock starts."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for _ in range(8):
+        connection.request("GET", "/api/v1/worklist/", headers={"Cookie": cookie})
+        connection.getresponse().read()
+        connection.close()
 
 
 def _workers(pid: int) -> list[int]:
@@ -105,7 +114,7 @@ def _run(port, server_pid, cookies, facility_ids, args, connections) -> dict:
     cpu_before = sum(cpu_seconds(w) for w in workers)
     pollers.start()
     arrivals.start()
-    applied = asyncio.run(_screens(port, cookies, until + (3.0 if args.smoke else DRAIN)))
+    applied = asyncio.run(_screens(port, cookies, until + (8.0 if args.smoke else DRAIN)))
     gathered = {}
     for _ in range(2):
         kind, payload = results.get(timeout=120)
