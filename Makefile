@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format migrate venv clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert
+.PHONY: demo test lint format migrate venv clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert bench-delivery
 
 # Marker files: reinstall only when pyproject.toml changes.
 $(VENV)/.python-ok:
@@ -59,7 +59,10 @@ bench-ingest: $(VENV)/.installed-dev
 	$(BIN)/python bench/ingest/run.py
 
 bench-worklist: $(VENV)/.installed-dev
-	$(BIN)/python bench/worklist/run.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/worklist/run.py
 
 bench-stroke-alert: $(VENV)/.installed-dev
-	$(BIN)/python bench/stroke_alert/run.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/stroke_alert/run.py
+
+bench-delivery: $(VENV)/.installed-dev
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/delivery/run.py

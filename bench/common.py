@@ -3,11 +3,13 @@ HL7 sender and DICOM AE title are registered; processes started the way deploy/ 
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +42,26 @@ def bench_env(database: str, **extra: str) -> dict[str, str]:
 def database_fresh(name: str) -> None:
     for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+
+
+def database_copy(template: str, name: str) -> None:
+    """A fresh database as a copy of a migrated one (seconds, where migrating is a minute)."""
+    for sql in (
+        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+        f"CREATE DATABASE {name} TEMPLATE {template}",
+    ):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+
+
+def database_migrated(name: str, env: dict[str, str]) -> None:
+    """``name`` dropped and made anew, migrated: a copy of ``$READROOM_BENCH_TEMPLATE`` (a migrated
+    database, e.g. the smoke tests' one) when that is set, else by running the migrations."""
+    template = os.environ.get("READROOM_BENCH_TEMPLATE")
+    if template:
+        database_copy(template, name)
+        return
+    database_fresh(name)
+    manage(env, "migrate", "-v0")
 
 
 def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -87,6 +109,75 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def row_count(env: dict, module: str, model: str) -> int:
-    out = shell(env, f"from {module} import {model}; print('ROWS', {model}.objects.count())")
-    return int(out.split("ROWS", 1)[1].split()[0])
+def row_count(env: dict, table: str) -> int:
+    """Rows in ``table`` of the bench's database, by psql (a Django shell per poll costs seconds)."""
+    database = env["DATABASE_URL"].rsplit("/", 1)[1]
+    out = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-tAc",
+            f"SELECT count(*) FROM {table}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip())
+
+
+# --- what every bench prints and how it compares -------------------------------------------------
+
+
+def load_average() -> str:
+    """The machine's load (``uptime``'s three figures), printed with every bench's figures: on a
+    shared machine a figure means little without the load it was taken under."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_reference_ms() -> float:
+    """CPU milliseconds of a fixed piece of pure Python: on a shared machine a process's CPU time
+    per request stretches too (other processes on the sibling hyperthread, cache), so CPU figures
+    are printed with this yardstick beside them."""
+    started = time.process_time()
+    sum(i * i for i in range(1_000_000))
+    return (time.process_time() - started) * 1000
+
+
+def uptime_print(when: str = "") -> None:
+    print(
+        f"  load average {load_average()}{f' ({when})' if when else ''}; CPU yardstick {cpu_reference_ms():.0f} ms",
+        flush=True,
+    )
+
+
+def interleaved(runs: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """Run each side once per round, in turn (A B A B …), so a change of the machine's load during
+    the bench falls on both sides rather than flattering one. Each run returns its figures."""
+    results: dict[str, list[dict]] = {name: [] for name in runs}
+    for round_ in range(rounds):
+        for name, run in runs.items():
+            figures = run()
+            figures["load"] = load_average()
+            results[name].append(figures)
+            print(f"  round {round_ + 1} {name:<10} " + _figures_line(figures), flush=True)
+    return results
+
+
+def _figures_line(figures: dict) -> str:
+    return "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Every bench's command line starts with ``--smoke``: a size that runs in seconds, which a test
+    runs in CI (tests/test_benchmarks.py) so a bench cannot rot unnoticed; its figures mean nothing."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds' run that only proves the bench works"
+    )
+    return parser

@@ -46,7 +46,7 @@ from operator import and_, or_
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
-from django.db.models import CharField, Prefetch, Q, Value
+from django.db.models import CharField, Q, Value
 
 from credentialing.models import (
     GRANTED_PRIVILEGE_STATUSES,
@@ -363,6 +363,9 @@ def assess_facts(reader: ReaderFacts | None, study: StudyFacts, at: datetime) ->
 # --- loading facts ----------------------------------------------------------------------------
 
 
+_NAME_FIELDS = ("display_name", "first_name", "last_name", "username")
+
+
 def reader_facts(
     user_ids: Iterable[int], *, shifts_from: datetime, shifts_until: datetime | None = None
 ) -> dict[int, ReaderFacts]:
@@ -371,22 +374,87 @@ def reader_facts(
     _require_aware(shifts_from)
     user_ids = list(user_ids)
     shifts_until = shifts_until or shifts_from
-    profiles = (
-        RadiologistProfile.objects.filter(user_id__in=user_ids, user__is_active=True)
-        .select_related("user")
-        .prefetch_related(
-            "subspecialties",
-            Prefetch("licences", queryset=StateLicence.objects.order_by("id")),
-            Prefetch(
-                "privileges",
-                queryset=FacilityPrivilege.objects.select_related("facility").prefetch_related(
-                    "scope_subspecialties"
-                ),
-            ),
+    # Plain rows, not model instances with prefetches: every worklist request asks this for its
+    # reader (bench/worklist: a third of a request's CPU went to building the related objects).
+    profiles = list(
+        RadiologistProfile.objects.filter(user_id__in=user_ids, user__is_active=True).values_list(
+            "id",
+            "user_id",
+            *(f"user__{name}" for name in ("display_name", "first_name", "last_name", "username")),
         )
     )
+    ids = [row[0] for row in profiles]
+    subspecialties: dict[int, list[tuple[int, str]]] = {}
+    for profile_id, sub_id, code in RadiologistProfile.subspecialties.through.objects.filter(
+        radiologistprofile_id__in=ids
+    ).values_list("radiologistprofile_id", "subspecialty_id", "subspecialty__code"):
+        subspecialties.setdefault(profile_id, []).append((sub_id, code))
+    licences: dict[int, list[LicenceFact]] = {}
+    for profile_id, *fields in (
+        StateLicence.objects.filter(profile_id__in=ids)
+        .order_by("id")
+        .values_list("profile_id", "state", "number", "status", "issued_on", "expires_on")
+    ):
+        licences.setdefault(profile_id, []).append(LicenceFact(*fields))
+    privileges = _privilege_facts(ids)
     shifts = _shift_facts(user_ids, shifts_from, shifts_until)
-    return {p.user_id: _facts_of(p, tuple(shifts.get(p.user_id, ()))) for p in profiles}
+    facts = {}
+    for profile_id, user_id, *names in profiles:
+        subs = subspecialties.get(profile_id, [])
+        facts[user_id] = ReaderFacts(
+            user_id=user_id,
+            name=str(
+                get_user_model()(
+                    **dict(zip(("display_name", "first_name", "last_name", "username"), names, strict=True))
+                )
+            ),
+            subspecialty_ids=frozenset(sub_id for sub_id, _ in subs),
+            subspecialty_codes=frozenset(code for _, code in subs),
+            licences=tuple(licences.get(profile_id, ())),
+            privileges=tuple(privileges.get(profile_id, ())),
+            shifts=tuple(shifts.get(user_id, ())),
+        )
+    return facts
+
+
+def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
+    """Each profile's privileges with their facility's facts and scope (two queries)."""
+    scopes: dict[int, list[tuple[int, str]]] = {}
+    through = FacilityPrivilege.scope_subspecialties.through
+    for privilege_id, sub_id, name in (
+        through.objects.filter(facilityprivilege__profile_id__in=profile_ids)
+        .order_by("subspecialty__name")
+        .values_list("facilityprivilege_id", "subspecialty_id", "subspecialty__name")
+    ):
+        scopes.setdefault(privilege_id, []).append((sub_id, name))
+    columns = ("id", "profile_id", "facility_id", "status", "granted_on", "expires_on", "scope_modalities")
+    facility_columns = (
+        "facility__name",
+        "facility__state",
+        "facility__timezone",
+        "facility__accepts_general_readers",
+    )
+    result: dict[int, list[PrivilegeFact]] = {}
+    for pk, profile_id, facility_id, status, granted, expires, modalities, name, state, zone, general in (
+        FacilityPrivilege.objects.filter(profile_id__in=profile_ids)
+        .order_by("facility__name", "id")
+        .values_list(*columns, *facility_columns)
+    ):
+        scope = scopes.get(pk, [])
+        result.setdefault(profile_id, []).append(
+            PrivilegeFact(
+                facility_id,
+                name,
+                status,
+                granted,
+                expires,
+                frozenset(sub_id for sub_id, _ in scope),
+                tuple(sub_name for _, sub_name in scope),
+                tuple(modalities or ()),
+                FacilityFacts(facility_id, name, state, ZoneInfo(zone), general),
+            )
+        )
+    return result
 
 
 def _shift_facts(user_ids: list[int], since: datetime, until: datetime) -> dict[int, list[ShiftFact]]:
@@ -421,35 +489,6 @@ def _shift_facts(user_ids: list[int], since: datetime, until: datetime) -> dict[
             )
         )
     return shifts
-
-
-def _facts_of(profile: RadiologistProfile, shifts: tuple[ShiftFact, ...]) -> ReaderFacts:
-    subs = list(profile.subspecialties.all())
-    return ReaderFacts(
-        user_id=profile.user_id,
-        name=str(profile.user),
-        subspecialty_ids=frozenset(s.pk for s in subs),
-        subspecialty_codes=frozenset(s.code for s in subs),
-        licences=tuple(
-            LicenceFact(lic.state, lic.number, lic.status, lic.issued_on, lic.expires_on)
-            for lic in profile.licences.all()
-        ),
-        privileges=tuple(
-            PrivilegeFact(
-                p.facility_id,
-                p.facility.name,
-                p.status,
-                p.granted_on,
-                p.expires_on,
-                frozenset(s.pk for s in p.scope_subspecialties.all()),
-                tuple(s.name for s in p.scope_subspecialties.all()),
-                tuple(p.scope_modalities or ()),
-                FacilityFacts.of(p.facility),
-            )
-            for p in profile.privileges.all()
-        ),
-        shifts=shifts,
-    )
 
 
 def _load_study(study):

@@ -1,13 +1,18 @@
-"""Encrypted file storage for images and documents: AES-256-GCM at rest (DESIGN.md §4).
+"""Encrypted file storage for images and documents: AES-256-GCM at rest (DESIGN.md §4), on the local
+file system (the embedded default) or in an S3-API object store (``READROOM_S3_BUCKET``: AWS S3,
+MinIO, Ceph RGW; docs/storage.md), so several SCP, web and worker machines share one store.
 
-File layout: ``b"RRE1"`` · key-id length (1 byte) · key id (ASCII) · 12-byte nonce · ciphertext+tag.
-The key id travels in the file (and in the database row) so keys can rotate: new files use
-``READROOM_STORAGE_KEY``/``READROOM_STORAGE_KEY_ID``; older files are read with the keys listed in
-``READROOM_STORAGE_OLD_KEYS`` (``id:base64,id:base64``).
+Stored layout: ``b"RRE1"`` · key-id length (1 byte) · key id (ASCII) · 12-byte nonce · ciphertext+tag,
+the same bytes in a file or an object. Encryption happens here, in ReadRoom, before anything leaves
+the process: the object store only ever holds ciphertext. The key id travels in the file (and in the
+database row) so keys can rotate: new files use ``READROOM_STORAGE_KEY``/``READROOM_STORAGE_KEY_ID``;
+older files are read with the keys listed in ``READROOM_STORAGE_OLD_KEYS`` (``id:base64,id:base64``).
 
-Writes go to a temporary file, are flushed to disk (fsync) and then renamed into place, and the
-directory is flushed after the rename (and after creating a directory), so a crash leaves either the
-whole file or none — an acknowledged image is on disk, under its name, before we say so.
+Durability before success: on the file system a write goes to a temporary file, is flushed to disk
+(fsync) and renamed into place, and the directory is flushed after the rename (and after creating a
+directory), so a crash leaves either the whole file or none. In an object store a write returns once
+the store's PUT has returned (with a Content-MD5 the store checks): S3 and its peers answer a PUT
+only when the object is durably stored, and an object appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -77,6 +82,21 @@ def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
     nonce = secrets.token_bytes(NONCE_BYTES)
     ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
     header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce
+    if object_store_configured():
+        from imaging.object_store import object_put
+
+        object_put(relative_path, header + ciphertext)
+    else:
+        _file_write(relative_path, header, ciphertext)
+    return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
+
+
+def object_store_configured() -> bool:
+    """Images live in an S3-API bucket when one is configured, else under READROOM_STORAGE_DIR."""
+    return bool(getattr(settings, "READROOM_S3_BUCKET", ""))
+
+
+def _file_write(relative_path: str, header: bytes, ciphertext: bytes) -> None:
     path = _resolve(relative_path)
     durable = settings.READROOM_STORAGE_FSYNC
     _directories_make(path.parent, durable=durable)
@@ -96,7 +116,6 @@ def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
         # The rename is a change to the directory: until the directory is flushed too, a power cut
         # can take the file's name back — after the index row pointing at it has committed.
         _directory_fsync(path.parent)
-    return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
 
 
 def _directories_make(directory: Path, *, durable: bool) -> None:
@@ -122,10 +141,15 @@ def _directory_fsync(directory: Path) -> None:
 
 
 def encrypted_read(relative_path: str) -> bytes:
-    try:
-        blob = _resolve(relative_path).read_bytes()
-    except FileNotFoundError as exc:
-        raise StorageError(f"stored file missing: {relative_path}") from exc
+    if object_store_configured():
+        from imaging.object_store import object_get
+
+        blob = object_get(relative_path)
+    else:
+        try:
+            blob = _resolve(relative_path).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"stored file missing: {relative_path}") from exc
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 1:
         raise StorageError(f"not a ReadRoom encrypted file: {relative_path}")
     id_len = blob[len(MAGIC)]
@@ -142,4 +166,9 @@ def encrypted_read(relative_path: str) -> bytes:
 
 
 def encrypted_delete(relative_path: str) -> None:
-    _resolve(relative_path).unlink(missing_ok=True)
+    if object_store_configured():
+        from imaging.object_store import object_delete
+
+        object_delete(relative_path)
+    else:
+        _resolve(relative_path).unlink(missing_ok=True)

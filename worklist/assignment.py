@@ -37,8 +37,7 @@ from credentialing.eligibility import assess, eligible_readers
 from credentialing.models import GRANTED_PRIVILEGE_STATUSES, FacilityPrivilege, RadiologistProfile
 from facilities.models import Facility, PriorityClass, RoutingMode
 from imaging.models import OPEN_STUDY_STATUSES, Study
-from worklist.broadcast import study_event_broadcast
-from worklist.groups import user_group
+from worklist.broadcast import Before, study_event_broadcast
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 from worklist.services import Claim, ClaimError, ClaimTaken, NotClaimable, NotEligible
 
@@ -250,7 +249,7 @@ def _claim_time_out(pk, study_id, holder_id, last_activity_at, idle_since, minut
         detail={"from": holder_id, "idle_since": idle_since, "timeout_minutes": minutes},
     )
     # the former holder is no longer in the audience (not the holder, maybe off shift): tell them too
-    study_event_broadcast("released", study_id, extra={"timed_out": True}, also=[user_group(holder_id)])
+    study_event_broadcast("released", study_id, extra={"timed_out": True}, before=Before(holder_id=holder_id))
     # A push facility gives its studies to readers: a timed-out one goes to the next best reader —
     # never back to one who already let it sit (no ping-pong between two idle readers); when all
     # have, it stays on the pull worklist with the reason, and its SLA escalation carries on.
@@ -324,6 +323,6 @@ def study_reassign(
             "claimed" if to else "released",
             study.pk,
             extra={"reassigned": {"from": seen, "to": target}},
-            also=[user_group(seen)] if seen else [],
+            before=Before(holder_id=seen),
         )
     return Claim(study.pk, to, at if to else None)

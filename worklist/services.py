@@ -19,14 +19,13 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from credentialing.eligibility import Assessment, assess
+from credentialing.eligibility import Assessment, assess, eligible_readers
 from facilities.models import PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, Study
-from worklist.broadcast import study_event_broadcast
+from worklist.broadcast import Before, study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
 from worklist.escalation import stroke_alert_fire
-from worklist.groups import user_group
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 from worklist.tat import study_milestone_record
 
@@ -83,6 +82,7 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         [order.procedure_text if order else "", study.description],
     )
     assignment, _ = StudyAssignment.objects.get_or_create(study=study)
+    before = _worklist_place(study, assignment, match)
     changes: dict[str, object] = {}
     if match is not None:
         priority = _priority_for(study, match)
@@ -122,13 +122,25 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
             },
         )
         # first routing: it appears on the eligible readers' lists; a re-route may move it to others
-        study_event_broadcast("added" if first_routing else "updated", study.pk)
+        study_event_broadcast("added" if first_routing else "updated", study.pk, before=before)
     stroke_alert_fire(study=study, at=at)  # a code stroke alerts at once, the first time it is routed
     if first_routing:
         from worklist.assignment import study_push_on_route  # push facilities: give it to a reader
 
         study_push_on_route(study_id=study.pk, at=at)
     return assignment
+
+
+def _worklist_place(study: Study, assignment: StudyAssignment, match) -> Before:
+    """Where the study stood before this routing, for the pages' counts; who could read it then
+    only when the new classification moves it to another subspecialty (those readers drop it)."""
+    if assignment.routed_at is None:
+        return Before(listed=False)
+    subspecialty = study.subspecialty.code if study.subspecialty_id else ""
+    moves = match is not None and match.subspecialty_id != study.subspecialty_id
+    readers = frozenset(u.pk for u in eligible_readers(study, timezone.now())) if moves else None
+    holder = assignment.claimed_by_id
+    return Before(holder_id=holder, priority=study.priority, subspecialty=subspecialty, readers=readers)
 
 
 def on_study_cancelled(sender, study_id: int, **kwargs) -> None:
@@ -229,5 +241,5 @@ def study_release(*, study_id: int, user, at: datetime | None = None) -> Claim:
             raise ClaimTaken(_holder(study_id))
         StudyEvent.objects.create(study_id=study_id, kind=StudyEventKind.RELEASED, actor=user, at=at)
         # the releasing reader may no longer be eligible (shift ended): tell their screen anyway
-        study_event_broadcast("released", study_id, also=[user_group(user.pk)])
+        study_event_broadcast("released", study_id, before=Before(holder_id=user.pk))
     return Claim(study_id, None, None)

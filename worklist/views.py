@@ -1,17 +1,17 @@
 """The worklist pages (issue 4, DESIGN.md §8): the reader's list and the operations desk's list.
 
-Both are a full page plus an HTMX partial of the live part (counts, rows, pagination) that
-static/readroom/worklist.js re-fetches whenever ``/ws/worklist/`` reports a study event. What a page
-lists is always ``worklist.selectors.worklist_for(request.user, …)`` — the one permission filter —
-so an event can only ever make a page re-ask what its user may see, never show more.
+Both are a full page plus an HTMX partial of the live part (counts, rows, pagination). The page
+applies the rows ``/ws/worklist/`` pushes to it (``worklist.broadcast``, rendered by the same row
+templates, ``worklist.rows``) and re-fetches the partial only to resync (socket opened, a shift
+boundary, every few minutes). What a page lists is always ``worklist.selectors.worklist_for(
+request.user, …)`` — the one permission filter — and a pushed row goes only to readers eligible now.
 
 Claims and releases go to the REST API (``/api/v1/worklist/<id>/claim/``) with the session's CSRF
 token: one code path for checks, answers and events."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Page, Paginator
@@ -28,6 +28,8 @@ from facilities.selectors import facilities_visible_to
 from imaging.models import Study
 from qa.selectors import reviews_assigned_to
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
+from worklist.models import Shift
+from worklist.rows import rows_decorate
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
@@ -41,6 +43,26 @@ MODALITIES = ("CT", "MR", "CR", "DX", "US", "NM", "PT", "MG", "XA", "RF")
 READER_PAGE_SIZE = 100
 # The desk's list can be thousands long; a page shows the most urgent, with the reasons for each.
 OPERATIONS_PAGE_SIZE = 100
+
+# A pushed page still resyncs now and then: nothing announces a shift's end or a licence lapsing.
+READER_RESYNC_SECONDS = 300
+OPERATIONS_RESYNC_SECONDS = 60
+
+
+def reader_resync_seconds(user, at: datetime) -> int:
+    """Seconds until the reader's page should resync: just after their next shift boundary (their
+    list changes then without any study event), at most ``READER_RESYNC_SECONDS``."""
+    horizon = at + timedelta(seconds=READER_RESYNC_SECONDS)
+    edges = [
+        edge
+        for start, end in Shift.objects.filter(
+            radiologist=user, starts_at__lt=horizon, ends_at__gt=at
+        ).values_list("starts_at", "ends_at")
+        for edge in (start, end)
+        if at < edge < horizon
+    ]
+    return int((min(edges) - at).total_seconds()) + 2 if edges else READER_RESYNC_SECONDS
+
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("j / ↓", "next study"),
@@ -81,7 +103,7 @@ def _page(studies, request: HttpRequest, size: int) -> Page:
     return page
 
 
-def _live_context(request: HttpRequest, *, at: datetime, size: int) -> dict:
+def _live_context(request: HttpRequest, *, at: datetime, size: int, viewer_id: int | None) -> dict:
     filters = _filters(request.GET)
     studies = worklist_for(request.user, at=at, filters=filters)
     page = _page(studies, request, size)
@@ -93,49 +115,10 @@ def _live_context(request: HttpRequest, *, at: datetime, size: int) -> dict:
         "filtered": any(filters.values()),
         "counts": worklist_counts(studies),
         "page": page,
-        "studies": _decorated(list(page.object_list), request.user, at),
+        "studies": rows_decorate(list(page.object_list), viewer_id=viewer_id, at=at),
         "query": query.urlencode(),
         "sla_shares": {"warning": SLA_WARNING_SHARE, "critical": SLA_CRITICAL_SHARE},
     }
-
-
-def _decorated(studies: list[Study], user, at: datetime) -> list[Study]:
-    """What a row shows beside the model fields, worked out once here rather than in the template."""
-    for study in studies:
-        local_day = at.astimezone(study.facility.zone).date()
-        age = study.patient.age_on(local_day) if study.patient_id else None
-        sex = study.patient.sex if study.patient_id else ""
-        study.age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", sex]))
-        study.procedure = (study.order.procedure_text if study.order_id else "") or study.description
-        study.exam_time = study.study_datetime or study.first_received_at
-        study.stroke = study.is_stroke or study.priority == PriorityClass.STROKE
-        study.mine = study.assignment.claimed_by_id == user.pk
-        deadline = study.assignment.sla_deadline
-        study.due_local = deadline.astimezone(study.facility.zone).strftime("%H:%M %Z") if deadline else ""
-        study.sla = sla_state(study.assignment.clock_started_at, study.assignment.sla_deadline, at)
-    return studies
-
-
-@dataclass(frozen=True)
-class SlaState:
-    state: str  # ok · warning (≥ 50 % of the target used) · critical (≥ 80 %) · breached · none
-    text: str
-
-
-def sla_state(start: datetime | None, deadline: datetime | None, at: datetime) -> SlaState:
-    """The countdown as the page first shows it; static/readroom/worklist.js ticks it on with the
-    same thresholds (DESIGN.md §4: warn at 50 % and 80 %, breach at 100 %)."""
-    if deadline is None:
-        return SlaState("none", "")
-    left = (deadline - at).total_seconds()
-    if left <= 0:
-        return SlaState("breached", "BREACHED")
-    used = 1 - left / (deadline - start).total_seconds() if start and deadline > start else 0
-    state = "critical" if used >= SLA_CRITICAL_SHARE else "warning" if used >= SLA_WARNING_SHARE else "ok"
-    hours, rest = divmod(int(left), 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
-    return SlaState(state, text)
 
 
 # --- the reader's worklist ------------------------------------------------------------------------
@@ -143,13 +126,14 @@ def sla_state(start: datetime | None, deadline: datetime | None, at: datetime) -
 
 def _reader_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    context = _live_context(request, at=at, size=READER_PAGE_SIZE)
+    context = _live_context(request, at=at, size=READER_PAGE_SIZE, viewer_id=request.user.pk)
     if not context["studies"]:
         # say why it is empty, in the eligibility engine's words
         context["standings"] = reader_standing(
             request.user, at=at, facility_code=context["filters"]["facility"]
         )
     context["rows_url"] = reverse("worklist:rows")
+    context["resync_seconds"] = reader_resync_seconds(request.user, at)
     # Peer reviews wait at the foot of the list: low priority, never mixed with clinical reads.
     context["peer_reviews"] = reviews_assigned_to(request.user).count()
     return context
@@ -185,9 +169,9 @@ def reader_rows(request: HttpRequest) -> HttpResponse:
 
 def _operations_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    context = _live_context(request, at=at, size=OPERATIONS_PAGE_SIZE)
+    context = _live_context(request, at=at, size=OPERATIONS_PAGE_SIZE, viewer_id=None)
     studies = context["studies"]
-    unclaimed = [s for s in studies if not s.assignment.claimed_by_id]
+    unclaimed = [s for s in studies if not s.worklist_claimed_by_id]
     # the reasons only for the rows on this page: the engine over every reader, once per row
     context["coverage"] = coverage_for(unclaimed, at=at)
     context["breached"] = (
@@ -197,6 +181,8 @@ def _operations_context(request: HttpRequest) -> dict:
     )
     context["rows"] = [(s, context["coverage"].get(s.pk)) for s in studies]
     context["rows_url"] = reverse("worklist:operations_rows")
+    # the desk's breach count and coverage move with the clock, not only with events
+    context["resync_seconds"] = OPERATIONS_RESYNC_SECONDS
     return context
 
 

@@ -3,7 +3,9 @@
 as an interface engine does. Prints messages/s and ACK latency p50/p99; then, with a Celery worker,
 how long applying them takes.
 
-    .venv/bin/python bench/hl7/run.py [--messages 5000]     (or: make bench-hl7)
+    .venv/bin/python bench/hl7/run.py [--messages 5000] [--no-apply] [--smoke]     (or: make bench-hl7)
+
+There is no peer on this path (Orthanc takes no HL7), so nothing runs interleaved.
 
 The sender runs on uvloop, as the listener does (interfaces.runner.event_loop_run): on two cores the
 sender's own event loop is part of every round trip, and an interface engine is not Python.
@@ -12,7 +14,6 @@ Targets (issue 3): >= 1,000 messages/s, p99 ACK < 20 ms."""
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -29,14 +30,15 @@ from bench.common import (
     SETUP_FACILITY,
     bench_database,
     bench_env,
+    bench_parser,
     cpu_seconds,
-    database_fresh,
+    database_migrated,
     free_port,
-    manage,
     percentile,
     redis_db,
     row_count,
     shell,
+    uptime_print,
     wait_for_port,
 )
 
@@ -66,14 +68,15 @@ async def send_all(port: int, count: int, first: int = 0) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--no-apply", action="store_true", help="skip timing the Celery worker's apply")
     args = parser.parse_args()
+    if args.smoke:
+        args.messages = 50
     database = bench_database("hl7")
     env = bench_env(database)
-    database_fresh(database)
-    manage(env, "migrate", "-v0")
+    database_migrated(database, env)
     shell(env, SETUP_FACILITY)
     subprocess.run(["redis-cli", "-n", redis_db(env), "flushdb"], check=True, capture_output=True)
     port = free_port()
@@ -85,7 +88,7 @@ def main() -> None:
     )
     try:
         wait_for_port(port)
-        uvloop.run(send_all(port, 200, first=9_000_000))  # warm-up: connections, caches
+        uvloop.run(send_all(port, 20 if args.smoke else 200, first=9_000_000))  # warm-up: connections, caches
         started, cpu = time.perf_counter(), cpu_seconds(listener.pid)
         latencies = uvloop.run(send_all(port, args.messages))
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(listener.pid) - cpu
@@ -100,6 +103,7 @@ def main() -> None:
         f"  ACK latency  p50 {percentile(ms, 50):.2f} ms   p99 {percentile(ms, 99):.2f} ms   max {max(ms):.2f} ms   (target p99 < 20 ms)"
     )
     print(f"  listener CPU {cpu / args.messages * 1000:8.2f} ms per message (all threads; load-independent)")
+    uptime_print()
     if args.no_apply:
         return
     # applying: a real Celery worker drains the queued tasks
@@ -110,11 +114,11 @@ def main() -> None:
     )
     try:
         t0 = time.perf_counter()
-        total = args.messages + 200
-        while row_count(env, "imaging.models", "Order") < total:
+        total = args.messages + (20 if args.smoke else 200)
+        while row_count(env, "imaging_order") < total:
             if time.perf_counter() - t0 > 600:
                 raise TimeoutError("orders not applied within 10 minutes")
-            time.sleep(1)
+            time.sleep(0.2 if args.smoke else 1)
         applied = time.perf_counter() - t0
     finally:
         worker.terminate()
@@ -122,6 +126,7 @@ def main() -> None:
     print(
         f"  applied      {total} orders by a 2-process Celery worker in {applied:.1f} s ({total / applied:.0f}/s, includes worker start-up)"
     )
+    uptime_print("after applying")
 
 
 if __name__ == "__main__":

@@ -4,22 +4,29 @@ with fsync). Each C-STORE response comes after the instance is stored *and* inde
 wall time is the time until every instance is stored and indexed. When Orthanc is installed
 (`apt-get install orthanc`) the same series goes to Orthanc in the same run, for the ratio.
 
-    .venv/bin/python bench/ingest/run.py [--slices 300]      (or: make bench-ingest)
+    .venv/bin/python bench/ingest/run.py [--slices 300] [--storage s3] [--rounds 2] [--smoke]
+    (or: make bench-ingest)
+
+``--storage s3`` runs the same series into an S3-API bucket (moto in server mode on a free port, as
+tests/s3.py starts it) as well, interleaved with the file-system run and Orthanc (A B C A B C), and
+prints the ratio s3/filesystem of the same rounds.
 
 Target (issue 3): our rate / Orthanc's >= 1.0 (Orthanc 1.10 ~140 instances/s on 2 cores)."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -30,12 +37,15 @@ from bench.common import (
     SETUP_FACILITY,
     bench_database,
     bench_env,
+    bench_parser,
     cpu_seconds,
-    database_fresh,
+    database_copy,
+    database_migrated,
     free_port,
-    manage,
+    interleaved,
     row_count,
     shell,
+    uptime_print,
     wait_for_port,
 )
 
@@ -68,12 +78,13 @@ def storescu(port: int, called: str, calling: str, files: list[Path]) -> float:
     return time.perf_counter() - started
 
 
-def readroom_rate(files: list[Path]) -> tuple[float, int, float]:
+def readroom_rate(files: list[Path], template: str, store: dict[str, str] | None) -> dict:
+    """One run of the SCP on a fresh copy of the migrated database: the file system (``store``
+    None) or an S3-API bucket (``store``: the environment naming it)."""
     database = bench_database("ingest")
-    env = bench_env(database, READROOM_STORAGE_DIR=tempfile.mkdtemp(prefix="rr-bench-store-"))
-    database_fresh(database)
-    manage(env, "migrate", "-v0")
-    shell(env, SETUP_FACILITY)
+    directory = tempfile.mkdtemp(prefix="rr-bench-store-")
+    env = bench_env(database, READROOM_STORAGE_DIR=directory, **(store or {}))
+    database_copy(template, database)
     port = free_port()
     scp = subprocess.Popen(
         [PYTHON, "manage.py", "dicom_scp", "--port", str(port)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
@@ -87,15 +98,14 @@ def readroom_rate(files: list[Path]) -> tuple[float, int, float]:
     finally:
         scp.terminate()
         scp.wait(10)
-        shutil.rmtree(env["READROOM_STORAGE_DIR"], ignore_errors=True)
-    indexed = row_count(env, "imaging.models", "Instance")
-    return len(files) / elapsed, indexed, cpu / len(files)
+        shutil.rmtree(directory, ignore_errors=True)
+    indexed = row_count(env, "imaging_instance")
+    assert indexed == len(files), f"{indexed} of {len(files)} instances indexed"
+    return {"instances/s": len(files) / elapsed, "SCP CPU ms/instance": cpu / len(files) * 1000}
 
 
-def orthanc_rate(files: list[Path]) -> float | None:
+def orthanc_rate(files: list[Path]) -> dict:
     binary = shutil.which("Orthanc")
-    if binary is None:
-        return None
     work = Path(tempfile.mkdtemp(prefix="orthanc-bench-"))
     dicom_port, http_port = free_port(), free_port()
     config = {
@@ -121,7 +131,7 @@ def orthanc_rate(files: list[Path]) -> float | None:
     try:
         wait_for_port(dicom_port)
         storescu(dicom_port, "ORTHANC", "BENCH_CT", files[:5])
-        return len(files) / storescu(dicom_port, "ORTHANC", "BENCH_CT", files)
+        return {"instances/s": len(files) / storescu(dicom_port, "ORTHANC", "BENCH_CT", files)}
     finally:
         proc.terminate()
         proc.wait(20)
@@ -129,33 +139,79 @@ def orthanc_rate(files: list[Path]) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__)
     parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument(
+        "--storage",
+        choices=("filesystem", "s3"),
+        default="filesystem",
+        help="s3: also run against an S3-API store (moto server) and give the ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B A B)")
     args = parser.parse_args()
+    if args.smoke:
+        args.slices, args.rounds = 8, 1
     sys.path.insert(0, str(ROOT))
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
     django.setup()
-    with tempfile.TemporaryDirectory(prefix="rr-bench-series-") as tmp:
+    template = bench_database("ingest_template")
+    env = bench_env(template)
+    database_migrated(template, env)
+    shell(env, SETUP_FACILITY)
+    moto = None
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="rr-bench-series-") as tmp:
         files = series_write(Path(tmp), args.slices)
         size_mb = sum(p.stat().st_size for p in files) / 1e6
-        ours, indexed, cpu = readroom_rate(files)
-        orthanc = orthanc_rate(files)
-    print(
-        f"bench/ingest: {args.slices}-slice 512x512 CT ({size_mb:.0f} MB) by storescu, TCP_NODELAY=1, one association"
-    )
-    print(
-        f"  ReadRoom  {ours:7.1f} instances/s  stored (AES-256-GCM, fsync) and indexed on PostgreSQL; {indexed} rows"
-    )
-    print(f"            {cpu * 1000:7.2f} ms SCP CPU per instance (all threads; load-independent)")
-    if orthanc is None:
-        print("  Orthanc   not installed (apt-get install orthanc) — no comparison")
-    else:
+        runs = {"filesystem": lambda: readroom_rate(files, template, None)}
+        if args.storage == "s3":
+            from tests.s3 import MotoServer
+
+            moto = MotoServer().start()
+            stack.callback(moto.stop)
+            runs["s3"] = lambda: readroom_rate(files, template, _bucket(moto))
+        if shutil.which("Orthanc"):
+            runs["Orthanc"] = lambda: orthanc_rate(files)
         print(
-            f"  Orthanc   {orthanc:7.1f} instances/s  (1.10, SQLite index, default storage: fsync per file)"
+            f"bench/ingest: {args.slices}-slice 512x512 CT ({size_mb:.0f} MB) by storescu, TCP_NODELAY=1, one"
+            f" association; {args.rounds} round(s), interleaved: {' '.join(runs)}"
         )
-        print(f"  ratio     {ours / orthanc:7.2f}  (target >= 1.0)")
+        uptime_print("start")
+        results = interleaved(runs, args.rounds)
+    mean = {name: statistics.mean(r["instances/s"] for r in rounds) for name, rounds in results.items()}
+    for name, rate in mean.items():
+        cpu = [r["SCP CPU ms/instance"] for r in results[name] if "SCP CPU ms/instance" in r]
+        extra = f"; SCP CPU {statistics.mean(cpu):.2f} ms/instance (all threads)" if cpu else ""
+        what = (
+            "Orthanc 1.10, SQLite index, fsync per file" if name == "Orthanc" else f"ReadRoom, {name} store"
+        )
+        print(f"  {name:<10} {rate:7.1f} instances/s  ({what}{extra})")
+    if "Orthanc" in mean:
+        for name in ("filesystem", "s3"):
+            if name in mean:
+                per_round = [
+                    a["instances/s"] / b["instances/s"]
+                    for a, b in zip(results[name], results["Orthanc"], strict=True)
+                ]
+                print(f"  ratio {name}/Orthanc   {', '.join(f'{r:.2f}' for r in per_round)}  (target >= 1.0)")
+    else:
+        print("  Orthanc   not installed (apt-get install orthanc) — no comparison")
+    if "s3" in mean:
+        per_round = [
+            a["instances/s"] / b["instances/s"]
+            for a, b in zip(results["s3"], results["filesystem"], strict=True)
+        ]
+        print(
+            f"  ratio s3/filesystem  {', '.join(f'{r:.2f}' for r in per_round)}  (same rounds, interleaved)"
+        )
+    uptime_print("end")
+
+
+def _bucket(moto) -> dict[str, str]:
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    moto.bucket_create(name)
+    return moto.env(name)
 
 
 if __name__ == "__main__":

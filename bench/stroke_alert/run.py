@@ -15,13 +15,15 @@ session; a websocket client holds /ws/worklist/ open with its cookie. Each round
   its quiet period, unrouted); then the stroke ORM^O01 for its accession makes it a stroke study:
   MLLP ACK → alert (HL7 inbox → Celery worker applies the order → routes → event).
 
-    PYTHONPATH=$PWD .venv/bin/python bench/stroke_alert/run.py [--rounds 20]   (or: make bench-stroke-alert)
+    PYTHONPATH=$PWD .venv/bin/python bench/stroke_alert/run.py [--rounds 20] [--smoke]   (or: make bench-stroke-alert)
+
+The database is ``$READROOM_BENCH_DB_PREFIX_stroke`` (default readroom_bench_stroke), dropped and
+re-created; Redis is ``REDIS_URL`` (db 9 unless set), flushed.
 
 Target (issue 4): p95 < 1 s."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -41,16 +43,19 @@ from bench.common import (
     PYTHON,
     ROOT,
     SETUP_FACILITY,
+    bench_database,
     bench_env,
-    database_fresh,
+    bench_parser,
+    database_migrated,
     free_port,
-    manage,
     percentile,
+    redis_db,
     shell,
+    uptime_print,
     wait_for_port,
 )
 
-DATABASE = "readroom_benchwl_stroke"
+DATABASE = bench_database("stroke")  # READROOM_BENCH_DB_PREFIX, like the other benches
 SLICES = 20
 
 
@@ -263,16 +268,16 @@ async def rounds(ports: dict, cookie: str, count: int) -> dict[str, list[float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 1
     storage = tempfile.mkdtemp(prefix="rr-bench-stroke-")
     env = bench_env(DATABASE, READROOM_STORAGE_DIR=storage, ALLOWED_HOSTS="127.0.0.1,localhost,testserver")
-    redis_db = env["REDIS_URL"].rsplit("/", 1)[-1] or "0"
-    database_fresh(DATABASE)
-    manage(env, "migrate", "-v0")
+    database_migrated(DATABASE, env)
     shell(env, SETUP_FACILITY)
-    subprocess.run(["redis-cli", "-n", redis_db, "flushdb"], check=True, capture_output=True)
+    subprocess.run(["redis-cli", "-n", redis_db(env), "flushdb"], check=True, capture_output=True)
     django_start(env)
     cookie = reader_create()
     ports = {"web": free_port(), "hl7": free_port(), "dicom": free_port()}
@@ -334,6 +339,7 @@ def main() -> None:
             f"  {label:<44} p50 {percentile(ms, 50):7.1f} ms  p95 {percentile(ms, 95):7.1f} ms"
             f"  max {max(ms):7.1f} ms" + ("" if label.startswith(" ") else "   (target p95 < 1000 ms)")
         )
+    uptime_print()
 
 
 if __name__ == "__main__":

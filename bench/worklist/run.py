@@ -27,7 +27,6 @@ Targets (issue 4): p95 < 50 ms at 1 M studies; p95(1 M) / p95(10 k) < 2."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import statistics
@@ -38,10 +37,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import bench_env, database_fresh, manage, percentile
+from bench.common import (
+    bench_database,
+    bench_env,
+    bench_parser,
+    database_migrated,
+    percentile,
+    uptime_print,
+)
 
 # another checkout benchmarking at the same time needs its own database: --database / BENCH_DATABASE
-DATABASE = os.environ.get("BENCH_DATABASE", "readroom_benchwl_worklist")
+DATABASE = os.environ.get("BENCH_DATABASE") or bench_database("worklist")
+READERS = 300
+# The web processes must accept the sessions this process signs (--http); throwaway values.
+BENCH_SECRET = "bench-only-secret-" + "x" * 40
+BENCH_STORAGE_KEY = "YmVuY2gtb25seS1zdG9yYWdlLWtleS0zMi1ieXRlcyE="
 OPEN_SMALL = 5_000
 OPEN_LARGE = 50_000
 SIZES = (10_000, 100_000, 1_000_000)
@@ -92,6 +102,8 @@ def django_start(database: str, *, pool: bool) -> None:
         database,
         ALLOWED_HOSTS="testserver,127.0.0.1,localhost",
         READROOM_DB_POOL_MAX_SIZE="16" if pool else "0",
+        SECRET_KEY=BENCH_SECRET,
+        READROOM_STORAGE_KEY=BENCH_STORAGE_KEY,
     )
     os.environ.update(env)
     import django
@@ -121,8 +133,8 @@ def facilities_create(rng: random.Random) -> list:
     return Facility.objects.bulk_create(rows)
 
 
-def readers_create(rng: random.Random, facilities: list, now) -> list:
-    """300 radiologists; the first four are the ones measured, with fixed, typical profiles."""
+def readers_create(rng: random.Random, facilities: list, now, count: int = READERS) -> list:
+    """``count`` radiologists; the first four are the ones measured, with fixed, typical profiles."""
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
 
@@ -135,7 +147,7 @@ def readers_create(rng: random.Random, facilities: list, now) -> list:
     users = User.objects.bulk_create(
         [
             User(username=f"reader{i:03d}", display_name=f"Dr Reader {i:03d}", password=password)
-            for i in range(300)
+            for i in range(count)
         ]
     )
     group = Group.objects.get(name=Role.RADIOLOGIST.value)
@@ -306,17 +318,17 @@ FROM (
         FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n) g
   JOIN bench_facility f ON f.idx = (((n + 1) / 2) * 7) %% 40
   JOIN bench_procedure pr ON pr.idx = (h / 7) %% %(procedures)s
-) s JOIN bench_reader r ON r.idx = (s.h / 13) %% 300;
+) s JOIN bench_reader r ON r.idx = (s.h / 13) %% (SELECT count(*) FROM bench_reader);
 """
 
 INSERT_ORDERS = """
 INSERT INTO imaging_order (id, placer_order_number, filler_order_number, accession_number, procedure_code,
     procedure_text, procedure_coding_system, priority, reason, ordering_provider_id, ordering_provider_name,
-    status, ordered_at, scheduled_at, cancelled_at, created_at, updated_at, facility_id, patient_id)
+    ordering_provider_xcn, status, ordered_at, scheduled_at, cancelled_at, created_at, updated_at, facility_id, patient_id)
 SELECT n, 'P' || n, 'F' || n, 'A' || n, code, text, 'C4',
        CASE priority WHEN 'STROKE' THEN 'STAT' WHEN 'TRAUMA' THEN 'STAT' ELSE priority END,
        CASE priority WHEN 'STROKE' THEN 'CODE STROKE' ELSE 'PAIN' END, '1234', 'WELBY^MARCUS',
-       'scheduled', at - interval '20 minutes', at, NULL, at, at, facility_id, patient_id
+       '{"id": "1234", "family": "WELBY", "given": "MARCUS"}'::jsonb, 'scheduled', at - interval '20 minutes', at, NULL, at, at, facility_id, patient_id
 FROM bench_rows
 """
 
@@ -408,26 +420,49 @@ def verified_client(user):
     return client
 
 
-def measure(readers: list, requests: int) -> tuple[list[float], dict]:
+WORKLIST_URLS = {"api": "/api/v1/worklist/", "page": "/worklist/rows/"}
+
+
+def measure(readers: list, requests: int, url: str) -> tuple[list[float], list[float], dict]:
+    """Wall time and this process's CPU time of each request (the test Client runs the whole view
+    in this thread, so ``process_time`` is the request's CPU: Django, DRF, templates, psycopg — not
+    PostgreSQL's)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     clients = [(reader, verified_client(reader)) for reader in readers]
-    latencies, sizes = [], {}
+    latencies, cpu, sizes = [], [], {}
     for reader, client in clients:  # warm-up (connections, caches) and the answer's size
         for _ in range(5):
-            response = client.get("/api/v1/worklist/")
+            response = client.get(url)
         assert response.status_code == 200, response.content[:300]
         with CaptureQueriesContext(connection) as queries:
-            body = client.get("/api/v1/worklist/").json()
-        sizes[reader.username] = (body["count"], len(body["results"]), len(queries.captured_queries))
+            response = client.get(url)
+        count = (
+            response.json()["count"] if url.startswith("/api/") else response.content.count(b'class="wl-row')
+        )
+        sizes[reader.username] = (count, len(response.content), len(queries.captured_queries))
     for i in range(requests):
         _reader, client = clients[i % len(clients)]
-        started = time.perf_counter()
-        response = client.get("/api/v1/worklist/")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        response = client.get(url)
+        cpu.append((time.process_time() - cpu_started) * 1000)
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200
-    return latencies, sizes
+    return latencies, cpu, sizes
+
+
+def profile(readers: list, url: str, requests: int) -> None:
+    """Where a request's CPU goes (pyinstrument over ``requests`` requests of the broadest reader)."""
+    from pyinstrument import Profiler
+
+    client = verified_client(readers[0])
+    client.get(url)
+    profiler = Profiler(interval=0.0005)
+    with profiler:
+        for _ in range(requests):
+            client.get(url)
+    print(profiler.output_text(unicode=True, color=False, show_all=False, short_mode=True)[:6000])
 
 
 def server_time(reader) -> float:
@@ -481,31 +516,55 @@ def _page_sql(parts, which: str) -> tuple[str, tuple]:
     return f"SELECT COUNT(*) FROM ({sql}) counted", params
 
 
-def report(label: str, readers: list, requests: int) -> float:
-    latencies, sizes = measure(readers, requests)
-    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-    per_reader = ", ".join(f"{name} {count} rows" for name, (count, _page, _q) in sizes.items())
-    queries = {q for _c, _p, q in sizes.values()}
-    print(
-        f"  {label:<34} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  mean {statistics.mean(latencies):6.1f} ms"
-        f"  | SQL in PostgreSQL ({readers[0].username}) {server_time(readers[0]):5.1f} ms"
-        f"  ({per_reader}; {'/'.join(map(str, sorted(queries)))} queries per request)",
-        flush=True,
-    )
-    return p95
+def report(label: str, readers: list, requests: int) -> dict:
+    figures = {}
+    for kind, url in WORKLIST_URLS.items():
+        latencies, cpu, sizes = measure(readers, requests, url)
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        figures[kind] = {"p95": p95, "cpu": statistics.mean(cpu)}
+        per_reader = ", ".join(f"{name} {count} rows" for name, (count, _b, _q) in sizes.items())
+        queries = {q for _c, _b, q in sizes.values()}
+        kilobytes = max(b for _c, b, _q in sizes.values()) / 1024
+        sql = (
+            f"  | SQL in PostgreSQL ({readers[0].username}) {server_time(readers[0]):5.1f} ms"
+            if kind == "api"
+            else ""
+        )
+        print(
+            f"  {label:<34} {kind:<4} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  CPU/request {statistics.mean(cpu):5.1f} ms"
+            f"{sql}  ({per_reader}; {'/'.join(map(str, sorted(queries)))} queries, ≤ {kilobytes:.0f} KB)",
+            flush=True,
+        )
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="archive sizes, comma-separated")
+    parser.add_argument("--sizes", default=None, help="archive sizes, comma-separated (default 10k,100k,1M)")
     parser.add_argument("--explain", action="store_true", help="print the worklist query plan at 1 M")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument profile of the API and the page")
     parser.add_argument("--database", default=DATABASE, help="PostgreSQL database (dropped and re-created)")
     parser.add_argument("--no-pool", action="store_true", help="a new connection per request (no pool)")
+    parser.add_argument(
+        "--http", action="store_true", help="then: uvicorn, concurrent readers, arriving studies"
+    )
+    parser.add_argument("--readers", type=int, default=20, help="--http: concurrent readers")
+    parser.add_argument("--seconds", type=float, default=60, help="--http: how long")
+    parser.add_argument("--arrivals", type=float, default=2.0, help="--http: studies arriving per second")
+    parser.add_argument(
+        "--think", type=float, default=1.0, help="--http: seconds a reader waits between requests"
+    )
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    database_fresh(args.database)
-    manage(bench_env(args.database), "migrate", "-v0")
+    open_small, open_large, population = OPEN_SMALL, OPEN_LARGE, READERS
+    if args.smoke:
+        args.sizes, args.requests, args.seconds, args.readers = args.sizes or "1500", 4, 3.0, 3
+        open_small, open_large, population = 300, 600, 24
+    sizes = [
+        int(s) for s in (args.sizes or ("1000000" if args.http else ",".join(map(str, SIZES)))).split(",")
+    ]
+    env = bench_env(args.database, SECRET_KEY=BENCH_SECRET, READROOM_STORAGE_KEY=BENCH_STORAGE_KEY)
+    database_migrated(args.database, env)
     django_start(args.database, pool=not args.no_pool)
     from django.db import transaction
     from django.utils import timezone
@@ -515,25 +574,32 @@ def main() -> None:
     started = time.perf_counter()
     with transaction.atomic():
         facilities = facilities_create(rng)
-        readers = readers_create(rng, facilities, now)[:4]
-    print(f"bench/worklist: 40 facilities, 300 readers (people {time.perf_counter() - started:.1f} s)")
+        people = readers_create(rng, facilities, now, population)
+        readers = people[: 2 if args.smoke else 4]
+    print(
+        f"bench/worklist: 40 facilities, {population} readers (people {time.perf_counter() - started:.1f} s)"
+    )
+    uptime_print("start")
     cursor = generation_cursor()
     procedures = lookups_create(cursor)
-    studies_insert(cursor, procedures, FIRST_OPEN_ID, FIRST_OPEN_ID + OPEN_SMALL - 1, open_=True)
+    studies_insert(cursor, procedures, FIRST_OPEN_ID, FIRST_OPEN_ID + open_small - 1, open_=True)
     archived = 0
     results = {}
     generation = 0.0
     for size in sizes:
         t0 = time.perf_counter()
         cursor = generation_cursor()
-        studies_insert(cursor, procedures, archived + 1, size - OPEN_SMALL, open_=False)
-        archived = size - OPEN_SMALL
+        studies_insert(cursor, procedures, archived + 1, size - open_small, open_=False)
+        archived = size - open_small
         analyze(cursor)
         generation += time.perf_counter() - t0
-        print(f"  generated {size:>9,} studies ({OPEN_SMALL:,} open) — {generation:.0f} s so far", flush=True)
-        results[size] = report(f"{size:>9,} studies, {OPEN_SMALL:,} open", readers, args.requests)
+        print(f"  generated {size:>9,} studies ({open_small:,} open) — {generation:.0f} s so far", flush=True)
+        if len(sizes) > 1 or not (args.http or args.smoke):
+            results[size] = report(f"{size:>9,} studies, {open_small:,} open", readers, args.requests)["api"][
+                "p95"
+            ]
     t0 = time.perf_counter()
-    reopened = {"from": archived - (OPEN_LARGE - OPEN_SMALL), "to": archived}
+    reopened = {"from": archived - (open_large - open_small), "to": archived}
     cursor = generation_cursor()
     cursor.execute(REOPEN_STUDIES, reopened)
     cursor.execute(REOPEN_ASSIGNMENTS, reopened)
@@ -541,14 +607,62 @@ def main() -> None:
     cursor.execute(DRIFT)
     assert cursor.fetchone()[0] == 0, "the studies' copy of routing's state differs from the routing rows"
     analyze(cursor)
+    cursor.execute("RESET synchronous_commit")  # measured requests commit as deployed
     generation += time.perf_counter() - t0
-    large = report(f"{sizes[-1]:>9,} studies, {OPEN_LARGE:,} open", readers, args.requests)
+    large = report(f"{sizes[-1]:>9,} studies, {open_large:,} open", readers, args.requests)
     if args.explain:
         explain(readers[0])
-    ratio = results[sizes[-1]] / results[sizes[0]]
+    if args.profile:
+        for url in WORKLIST_URLS.values():
+            profile(readers, url, 30)
     print(f"  generation (SQL, incl. VACUUM ANALYZE): {generation:.0f} s for {sizes[-1]:,} studies")
-    print(f"  p95 at {sizes[-1]:,} studies / {OPEN_LARGE:,} open: {large:.1f} ms   (target < 50 ms at 1 M)")
-    print(f"  p95({sizes[-1]:,}) / p95({sizes[0]:,}), {OPEN_SMALL:,} open: {ratio:.2f}   (target < 2)")
+    print(
+        f"  p95 at {sizes[-1]:,} studies / {open_large:,} open: {large['api']['p95']:.1f} ms   (target < 50 ms at 1 M)"
+    )
+    print(
+        f"  CPU per request in-process: API {large['api']['cpu']:.1f} ms, page {large['page']['cpu']:.1f} ms"
+        "   (target < 15 ms)"
+    )
+    if results and len(sizes) > 1:
+        ratio = results[sizes[-1]] / results[sizes[0]]
+        print(f"  p95({sizes[-1]:,}) / p95({sizes[0]:,}), {open_small:,} open: {ratio:.2f}   (target < 2)")
+    uptime_print("in-process figures")
+    if args.http:
+        from bench.worklist.live import http_run
+
+        http_run(env, *http_readers(people, args.readers), args)
+
+
+def http_readers(people: list, count: int) -> tuple[dict[int, str], list[int]]:
+    """The readers on shift now (the four measured first), each with a verified session's cookie;
+    and the facilities where they hold granted privileges (where the arriving studies go)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from credentialing.models import GRANTED_PRIVILEGE_STATUSES, FacilityPrivilege
+    from worklist.models import Shift
+
+    now = timezone.now()
+    on_shift = set(
+        Shift.objects.filter(starts_at__lte=now, ends_at__gt=now, facilities__isnull=True).values_list(
+            "radiologist_id", flat=True
+        )
+    )
+    chosen = [p for p in people if p.pk in on_shift][:count]
+    cookies = {}
+    for reader in chosen:
+        client = verified_client(reader)
+        cookies[reader.pk] = (
+            f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+        )
+    facility_ids = sorted(
+        set(
+            FacilityPrivilege.objects.filter(
+                profile__user__in=chosen, status__in=GRANTED_PRIVILEGE_STATUSES
+            ).values_list("facility_id", flat=True)
+        )
+    )
+    return cookies, facility_ids
 
 
 def generation_cursor():

@@ -52,6 +52,17 @@ READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
 # Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
 READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
 READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR / "storage")))
+# An S3-API object store instead of READROOM_STORAGE_DIR (imaging/object_store.py, docs/storage.md):
+# AWS S3, MinIO or Ceph RGW, shared by every SCP, web and worker machine. Empty bucket: the file system.
+READROOM_S3_BUCKET = env.str("READROOM_S3_BUCKET", default="")
+READROOM_S3_ENDPOINT_URL = env.str("READROOM_S3_ENDPOINT_URL", default="")  # empty: AWS
+READROOM_S3_REGION = env.str("READROOM_S3_REGION", default="us-east-1")
+READROOM_S3_ACCESS_KEY_ID = env.str("READROOM_S3_ACCESS_KEY_ID", default="")  # empty: boto3's chain
+READROOM_S3_SECRET_ACCESS_KEY = env.str("READROOM_S3_SECRET_ACCESS_KEY", default="")
+READROOM_S3_PREFIX = env.str("READROOM_S3_PREFIX", default="")
+READROOM_S3_ADDRESSING_STYLE = env.str(
+    "READROOM_S3_ADDRESSING_STYLE", default="path" if READROOM_S3_ENDPOINT_URL else "auto"
+)
 # Credentialing documents (licences, certificates) uploaded by MSO staff or radiologists.
 READROOM_DOCUMENT_MAX_BYTES = env.int("READROOM_DOCUMENT_MAX_BYTES", default=20 * 1024 * 1024)
 # fsync each stored file before acknowledging it (C-STORE success, HL7 ACK): nothing acknowledged is lost.

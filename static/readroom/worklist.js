@@ -1,10 +1,13 @@
 /* The live worklist (templates/worklist/): the socket, the ticking SLA countdowns, the code-stroke
    alert and the keyboard (DESIGN.md §8).
 
-   The socket only says *that* something changed: on every study event the page re-fetches its rows
-   partial, which the server builds from the user's own worklist — so an event can never show a row
-   the user may not read. After a dropped socket the page reconnects with backoff (1 s → 10 s) and
-   re-fetches, which resyncs whatever happened while it was away. */
+   Push, not pull (docs/worklist-fanout.md): each study event on the socket carries the change to
+   *this user's* list — the row as the server renders it for them, or its removal — and whether the
+   study was on the list before, so the page inserts it in reading order, tests it against its own
+   filters and keeps its counts without asking the server. The server only ever sends a user rows
+   of studies they may read now. The page re-fetches its rows partial only to resync: when the
+   socket (re)opens, periodically (data-resync-seconds: soon after a shift boundary, else every few
+   minutes), and when its table empties (the empty state explains why). */
 (function () {
   "use strict";
 
@@ -16,11 +19,13 @@
   const help = document.getElementById("worklist-help");
   const csrfToken = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
 
-  // --- rows: re-fetch the partial ------------------------------------------------------------------
+  // --- rows: apply pushed changes; re-fetch the partial only to resync ------------------------------
 
   const REFRESH_DEBOUNCE_MS = 150;
   let refreshTimer = null;
+  let resyncTimer = null;
   let selectedId = null;
+  let socketLive = false;
 
   function live() {
     return document.getElementById("worklist-live");
@@ -35,7 +40,16 @@
     refreshTimer = setTimeout(refreshNow, REFRESH_DEBOUNCE_MS);
   }
 
+  let fetching = false;
+  let missed = false; // an event came while a fetch was on its way: the answer may predate it
+
   function refreshNow() {
+    if (fetching) {
+      missed = true;
+      return Promise.resolve();
+    }
+    fetching = true;
+    missed = false;
     const url = live().dataset.rowsUrl;
     // "X-ReadRoom-Poll": a refresh the socket asked for is not the user's activity (idle sign-out)
     return fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true", "X-ReadRoom-Poll": "1" } })
@@ -51,8 +65,78 @@
         const focusInRows = live().contains(document.activeElement);
         live().outerHTML = html;
         afterRowsChanged(focusInRows);
+        scheduleResync();
       })
-      .catch(() => {}); // offline: the reconnect will resync
+      .catch(() => {}) // offline: the reconnect will resync
+      .finally(() => {
+        fetching = false;
+        if (missed) refreshNow();
+      });
+  }
+
+  function scheduleResync() {
+    // What no event announces — a shift ending, a licence lapsing at midnight — the page learns by
+    // resyncing: at the next boundary the server knows of, else every few minutes, with jitter so
+    // the readers' pages do not all ask at once.
+    clearTimeout(resyncTimer);
+    const seconds = Number(live().dataset.resyncSeconds || 300);
+    resyncTimer = setTimeout(refreshNow, (seconds + Math.random() * Math.min(30, seconds / 5)) * 1000);
+  }
+
+  function matches(facts) {
+    // the page's own filters, as worklist.selectors._filtered applies them on the server
+    const f = live().dataset;
+    if (!facts) return false;
+    if (f.filterFacility && facts.facility !== f.filterFacility) return false;
+    if (f.filterModality && !(facts.modalities || "").includes(f.filterModality.toUpperCase())) return false;
+    if (f.filterSubspecialty && facts.subspecialty !== f.filterSubspecialty) return false;
+    if (f.filterPriority && facts.priority !== f.filterPriority.toUpperCase()) return false;
+    return true;
+  }
+
+  function countAdd(priority, delta) {
+    const node = live().querySelector('.prio-count[data-priority="' + CSS.escape(priority) + '"] b');
+    if (node) node.textContent = String(Math.max(0, Number(node.textContent) + delta));
+  }
+
+  function rowPlace(change) {
+    const holder = document.createElement("tbody");
+    holder.innerHTML = change.html.trim();
+    const row = holder.firstElementChild;
+    const list = rows();
+    const size = Number(live().dataset.pageSize || 100);
+    const page = Number(live().dataset.page || 1);
+    // the rows are in reading order; data-sort is that order as one comparable string
+    if (page > 1 && list.length && change.sort < list[0].dataset.sort) return; // an earlier page's
+    const next = list.find((r) => r.dataset.sort > change.sort);
+    if (!next && list.length >= size) return; // after this page's last row: a later page's
+    const table = live().querySelector(".wl-table");
+    table.querySelector("tbody").insertBefore(row, next || null);
+    table.hidden = false;
+    live()
+      .querySelectorAll(".wl-empty")
+      .forEach((node) => node.remove());
+    const all = rows();
+    if (all.length > size) all[all.length - 1].remove(); // the last row moves on to the next page
+  }
+
+  function applyRow(event) {
+    const change = event.row;
+    const was = event.was || {};
+    const id = String(event.study.id);
+    const listed = change.op === "upsert" && matches(change.facts);
+    if (was.listed && matches(was.facts)) countAdd(was.facts.priority, -1);
+    if (listed) countAdd(change.facts.priority, 1);
+    const existing = rows().find((r) => r.dataset.studyId === id);
+    const hadRows = rows().length > 0;
+    if (existing) existing.remove();
+    if (listed) rowPlace(change);
+    root.dataset.applied = String(Number(root.dataset.applied || 0) + 1); // for tests and benchmarks
+    if (hadRows && !rows().length) {
+      refreshNow(); // the page emptied: let the server say why (and bring the next page's rows)
+      return;
+    }
+    afterRowsChanged(false);
   }
 
   function afterRowsChanged(refocus) {
@@ -113,7 +197,8 @@
       )
       .then(({ ok, status, body }) => {
         if (ok) {
-          refreshNow();
+          // the change comes back on the socket like everyone else's; without it, ask
+          if (!socketLive) refreshNow();
           return;
         }
         const reasons = (body.reasons || []).join("; ");
@@ -420,7 +505,10 @@
       if (event.type === "study.claimed") settleAlert(study, "claimed by " + (study.claimed_by_name || "a reader"));
       if (event.type === "study.cancelled" || event.type === "study.finalized") settleAlert(study, event.type.slice(6));
     }
-    refresh();
+    // a worklist event carries this user's row; anything else (e.g. the director's steps) resyncs
+    if (fetching) missed = true;
+    if (event.row && study.id !== undefined) applyRow(event);
+    else refresh();
   }
 
   // --- the socket ---------------------------------------------------------------------------------
@@ -439,6 +527,7 @@
     const socket = new WebSocket(scheme + "//" + window.location.host + "/ws/worklist/");
     socket.addEventListener("open", () => {
       attempts = 0;
+      socketLive = true;
       setStatus("live", "Live");
       // resync: whatever changed while we were away — or between the page's render and this
       // first open — is in the rows
@@ -452,6 +541,7 @@
       }
     });
     socket.addEventListener("close", (event) => {
+      socketLive = false;
       if (event.code === 4401 || event.code === 4403) {
         setStatus("offline", "Signed out — reload the page to sign in again");
         return;
@@ -464,6 +554,7 @@
   }
 
   afterRowsChanged(false);
+  scheduleResync();
   setInterval(tick, 1000);
   connect();
 })();

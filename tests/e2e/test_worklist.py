@@ -21,11 +21,11 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from facilities.models import PriorityClass
-from tests.conftest import PASSWORD, enrol_totp
+from tests.conftest import PASSWORD, enrol_totp, make_radiologist
 from tests.e2e.conftest import sign_in
 from tests.net import free_port
 from tests.worklist.conftest import make_eligible, make_study
-from worklist.services import study_route
+from worklist.services import study_claim, study_route
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -296,3 +296,38 @@ def test_operations_page_shows_a_new_study_nobody_may_read_live(asgi_server, pag
     row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
     expect(row.get_by_test_id("coverage-gap")).to_contain_text("nobody eligible")
     expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+
+
+def test_events_are_applied_from_the_socket_without_refetching_the_rows(
+    asgi_server, page: Page, readers, chicago
+):
+    neuro, _ = readers
+    # given two head CTs on the neuro reader's open worklist, and a record of every rows fetch
+    first = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
+    in_worker(route, first)
+    sign_in(page, asgi_server, neuro)
+    fetched = []
+    page.on(
+        "request", lambda request: fetched.append(request.url) if "/worklist/rows/" in request.url else None
+    )
+    open_worklist(page, asgi_server)
+    page.wait_for_function("document.querySelectorAll('[data-testid=study-row]').length === 1")
+    page.wait_for_timeout(300)  # the resync the socket's opening asks for
+    fetched.clear()
+    priority = page.get_by_test_id("study-row").first.get_attribute("data-priority")
+    routine = page.get_by_test_id("counts").locator(f'[data-priority="{priority}"] b')
+    before = int(routine.inner_text())
+    # when a second study is routed, and then someone else claims the first
+    second = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
+    in_worker(route, second)
+    expect(page.locator(f'[data-testid="study-row"][data-study-id="{second.pk}"]')).to_be_visible()
+    expect(routine).to_have_text(str(before + 1))
+    other = make_radiologist("neuro_two", "neuro")
+    make_eligible(other, chicago)
+    in_worker(lambda: study_claim(study_id=first.pk, user=other, at=timezone.now()))
+    # then the page applied both from the socket: the new row in place, the claimed one gone, the
+    # counts kept — and it never asked the server for its rows
+    expect(page.locator(f'[data-testid="study-row"][data-study-id="{first.pk}"]')).to_have_count(0)
+    expect(routine).to_have_text(str(before))
+    assert page.evaluate("Number(document.querySelector('[data-testid=worklist]').dataset.applied)") >= 2
+    assert fetched == []

@@ -137,3 +137,6 @@ def applied(timeout: float = 10) -> None:
     while InboundMessage.objects.filter(status=InboundStatus.RECEIVED).exists():
         assert time.monotonic() < deadline, "messages still unapplied"
         time.sleep(0.02)
+
+
+from tests.s3 import moto_server, s3_bucket  # noqa: E402, F401 — the S3-API store for the SCP tests

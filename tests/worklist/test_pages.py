@@ -12,8 +12,8 @@ from facilities.models import PriorityClass
 from tests.conftest import enrol_totp, make_radiologist
 from tests.worklist.conftest import make_eligible, make_study
 from worklist.models import Shift
+from worklist.rows import sla_state
 from worklist.services import study_claim, study_route
-from worklist.views import sla_state
 
 pytestmark = pytest.mark.django_db
 

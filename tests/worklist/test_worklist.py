@@ -153,3 +153,30 @@ def test_a_closed_study_i_held_leaves_my_list(verified_client, neuro_reader, chi
     Study.objects.filter(pk=held.pk).update(status=StudyStatus.CANCELLED)
     # then it is no longer on the reader's worklist
     assert rows(verified_client(neuro_reader)) == []
+
+
+def test_the_api_rows_are_what_the_documented_serializer_says(verified_client, neuro_reader, chicago):
+    # given a held study with an order, a patient and milestones, and an unclassified one without
+    from rest_framework.renderers import JSONRenderer
+
+    from imaging.models import Patient
+    from worklist.api import WorklistEntrySerializer
+    from worklist.selectors import WORKLIST_RELATED
+
+    held = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
+    Patient.objects.filter(pk=held.patient_id).update(sex="F", birth_date="1950-02-03")
+    bare = make_study(chicago, description="CT SOMETHING", completed_at=timezone.now())
+    for study in (held, bare):
+        study_route(study_id=study.pk)
+    study_claim(study_id=held.pk, user=neuro_reader, at=timezone.now())
+    # when the API lists them
+    listed = verified_client(neuro_reader).get("/api/v1/worklist/").json()["results"]
+    # then each row is exactly the serializer's rendering of the study (the schema's promise)
+    studies = Study.objects.select_related(*WORKLIST_RELATED).filter(pk__in=[r["id"] for r in listed])
+    import json
+
+    expected = json.loads(
+        JSONRenderer().render(WorklistEntrySerializer(studies.order_by("id"), many=True).data)
+    )
+    assert sorted(listed, key=lambda r: r["id"]) == expected
+    assert {r["id"] for r in listed} == {held.pk, bare.pk}

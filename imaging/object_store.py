@@ -1,0 +1,112 @@
+"""The S3 API under ``imaging.storage`` (docs/storage.md): put, get and delete of one object — the
+ciphertext ``imaging.storage`` has already made — and nothing else, so AWS S3, MinIO and Ceph RGW
+all serve it.
+
+boto3 itself rather than django-storages: the store is not a Django ``Storage`` (no FileField, no
+URLs handed to browsers — every read is decrypted and permission-checked by ReadRoom), and a
+C-STORE's status depends on knowing exactly when the PUT has returned and what failed. A store
+that cannot be reached raises ``StorageError``, which ingest answers 0xA700 (the modality retries)
+and the web answers as a storage failure, never as a missing study.
+
+Configuration (radiology/settings/base.py): ``READROOM_S3_BUCKET`` (turns it on),
+``READROOM_S3_ENDPOINT_URL`` (MinIO / Ceph RGW; empty for AWS), ``READROOM_S3_REGION``,
+``READROOM_S3_ACCESS_KEY_ID`` / ``READROOM_S3_SECRET_ACCESS_KEY`` (empty: boto3's own chain —
+``AWS_*`` variables, an instance or pod role), ``READROOM_S3_PREFIX`` (keys under a prefix, e.g.
+one bucket for several installs) and ``READROOM_S3_ADDRESSING_STYLE`` (``path`` for most
+self-hosted stores)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import cache
+
+from django.conf import settings
+
+from imaging.storage import StorageError
+
+
+@cache
+def _client():
+    """One client per process (boto3 clients are thread-safe; the SCP's writer threads share it)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.READROOM_S3_REGION,
+        connect_timeout=5,
+        read_timeout=30,
+        retries={"mode": "standard", "max_attempts": 3},
+        s3={"addressing_style": settings.READROOM_S3_ADDRESSING_STYLE},
+        # Content-MD5 below is the integrity check every S3 peer understands; the newer default
+        # CRC checksums are refused by some self-hosted stores.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=16,
+    )
+    credentials = {}
+    if settings.READROOM_S3_ACCESS_KEY_ID:
+        credentials = {
+            "aws_access_key_id": settings.READROOM_S3_ACCESS_KEY_ID,
+            "aws_secret_access_key": settings.READROOM_S3_SECRET_ACCESS_KEY,
+        }
+    return boto3.session.Session().client(
+        "s3", endpoint_url=settings.READROOM_S3_ENDPOINT_URL or None, config=config, **credentials
+    )
+
+
+def client_reset() -> None:
+    """Forget the client (tests and benchmarks that point the settings at another store)."""
+    _client.cache_clear()
+
+
+def object_key(relative_path: str) -> str:
+    parts = relative_path.split("/")
+    if relative_path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise StorageError(f"path escapes the storage root: {relative_path!r}")
+    return settings.READROOM_S3_PREFIX + relative_path
+
+
+def _failure(exc: Exception, relative_path: str) -> StorageError:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        return StorageError(f"stored file missing: {relative_path}")
+    return StorageError(f"object store unavailable for {relative_path}: {exc}")
+
+
+def object_put(relative_path: str, blob: bytes) -> None:
+    """Returns once the store has answered the PUT: the object is stored (durably, whole)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = object_key(relative_path)
+    md5 = base64.b64encode(hashlib.md5(blob, usedforsecurity=False).digest()).decode()
+    try:
+        _client().put_object(
+            Bucket=settings.READROOM_S3_BUCKET,
+            Key=key,
+            Body=blob,
+            ContentMD5=md5,
+            ContentType="application/octet-stream",
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise _failure(exc, relative_path) from exc
+
+
+def object_get(relative_path: str) -> bytes:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = _client().get_object(Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path))
+        return answer["Body"].read()
+    except (BotoCoreError, ClientError) as exc:
+        raise _failure(exc, relative_path) from exc
+
+
+def object_delete(relative_path: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _client().delete_object(Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path))
+    except (BotoCoreError, ClientError) as exc:
+        raise _failure(exc, relative_path) from exc

@@ -1,0 +1,225 @@
+"""Worklist fan-out by push (issue 16, docs/worklist-fanout.md): a study event carries each reader's
+own row (or its removal) and whether the study was on their list before; rows are rendered once per
+shape, not per reader; a reader who may not read the study hears nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from tests.conftest import enrol_totp, make_radiologist
+from tests.worklist.conftest import make_eligible, make_study
+from worklist import broadcast, rows
+from worklist.groups import OPERATIONS_GROUP, user_group
+from worklist.services import study_claim, study_release, study_route
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every (group, event) the broadcasts send, captured where they leave for the channel layer."""
+    captured: list[tuple[str, dict]] = []
+
+    async def capture(messages):
+        captured.extend(messages)
+
+    monkeypatch.setattr(broadcast, "_messages_send", capture)
+    return captured
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    counted = {"n": 0}
+    real = rows.render_to_string
+
+    def counting(*args, **kwargs):
+        counted["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rows, "render_to_string", counting)
+    return counted
+
+
+@pytest.fixture
+def neuro_readers(chicago):
+    """Four neuro readers eligible at Lakeshore now."""
+    readers = [make_radiologist(f"neuro{i}", "neuro") for i in range(4)]
+    for reader in readers:
+        make_eligible(reader, chicago)
+    return readers
+
+
+def _by_group(sent) -> dict[str, dict]:
+    return dict(sent)
+
+
+def _route(chicago, django_capture_on_commit_callbacks, **extra) -> int:
+    study = make_study(
+        chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now(), **extra
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        study_route(study_id=study.pk)
+    return study.pk
+
+
+def test_a_routed_study_pushes_its_row_to_each_eligible_reader_rendered_once_per_shape(
+    chicago, lakeview, neuro_readers, dr_msk_wi, sent, renders, django_capture_on_commit_callbacks
+):
+    # given four eligible neuro readers at Lakeshore and a WI-only MSK reader at Lakeview
+    make_eligible(dr_msk_wi, lakeview)
+    # when a CT head is routed at Lakeshore
+    study_id = _route(chicago, django_capture_on_commit_callbacks)
+    events = _by_group(sent)
+    # then every eligible reader gets the row for their list, new to it (nothing to uncount)
+    for reader in neuro_readers:
+        event = events[user_group(reader.pk)]
+        assert event["type"] == "study.added" and event["study"]["id"] == study_id
+        assert event["row"]["op"] == "upsert"
+        assert (
+            f'data-study-id="{study_id}"' in event["row"]["html"]
+            and 'data-action="claim"' in event["row"]["html"]
+        )
+        assert event["row"]["facts"] == {
+            "facility": "CHI-L1",
+            "modalities": "CT",
+            "subspecialty": "neuro",
+            "priority": event["study"]["priority"],
+        }
+        assert event["was"] == {"listed": False}
+    # and the same row for all four: rendered once for the readers and once for operations
+    assert len({events[user_group(r.pk)]["row"]["html"] for r in neuro_readers}) == 1
+    assert renders["n"] == 2
+    assert events[OPERATIONS_GROUP]["row"]["op"] == "upsert"
+    assert "4 eligible now" in events[OPERATIONS_GROUP]["row"]["html"]
+    # and the reader licensed elsewhere hears nothing
+    assert user_group(dr_msk_wi.pk) not in events
+
+
+def test_a_claim_gives_the_holder_their_row_and_takes_it_off_the_others(
+    chicago, neuro_readers, sent, renders, django_capture_on_commit_callbacks
+):
+    study_id = _route(chicago, django_capture_on_commit_callbacks)
+    holder, *others = neuro_readers
+    sent.clear()
+    renders["n"] = 0
+    # when one reader claims it
+    with django_capture_on_commit_callbacks(execute=True):
+        study_claim(study_id=study_id, user=holder, at=timezone.now())
+    events = _by_group(sent)
+    # then the holder's row says it is theirs (Release), counted before and after
+    mine = events[user_group(holder.pk)]
+    assert (
+        mine["row"]["op"] == "upsert"
+        and "Yours" in mine["row"]["html"]
+        and 'data-action="release"' in mine["row"]["html"]
+    )
+    assert mine["row"]["sort"].startswith("0")  # held first
+    assert mine["was"]["listed"] is True
+    # and every other reader drops it (it was on their list: one fewer in its priority class)
+    for reader in others:
+        event = events[user_group(reader.pk)]
+        assert event["type"] == "study.claimed" and event["row"] == {"op": "remove"}
+        assert (
+            event["was"]["listed"] is True
+            and event["was"]["facts"]["priority"] == mine["row"]["facts"]["priority"]
+        )
+    # and operations see who holds it; two renderings in all (holder's, operations')
+    assert str(holder) in events[OPERATIONS_GROUP]["row"]["html"]
+    assert renders["n"] == 2
+
+
+def test_a_release_puts_the_row_back_on_every_eligible_list(
+    chicago, neuro_readers, sent, django_capture_on_commit_callbacks
+):
+    study_id = _route(chicago, django_capture_on_commit_callbacks)
+    holder, *others = neuro_readers
+    with django_capture_on_commit_callbacks(execute=True):
+        study_claim(study_id=study_id, user=holder, at=timezone.now())
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        study_release(study_id=study_id, user=holder)
+    events = _by_group(sent)
+    back = events[user_group(holder.pk)]
+    assert back["row"]["op"] == "upsert" and 'data-action="claim"' in back["row"]["html"]
+    assert back["was"]["listed"] is True  # it was theirs: the count stays
+    for reader in others:
+        assert events[user_group(reader.pk)]["row"]["op"] == "upsert"
+        assert events[user_group(reader.pk)]["was"] == {"listed": False}  # back on their list: one more
+
+
+def test_a_release_by_a_reader_whose_shift_ended_takes_it_off_their_page(
+    chicago, neuro_readers, sent, django_capture_on_commit_callbacks
+):
+    from worklist.models import Shift
+
+    study_id = _route(chicago, django_capture_on_commit_callbacks)
+    holder = neuro_readers[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        study_claim(study_id=study_id, user=holder, at=timezone.now())
+    Shift.objects.filter(radiologist=holder).update(ends_at=timezone.now())
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        study_release(study_id=study_id, user=holder)
+    event = _by_group(sent)[user_group(holder.pk)]
+    assert event["row"] == {"op": "remove"} and event["was"]["listed"] is True
+
+
+def test_a_reroute_to_another_subspecialty_takes_the_row_off_readers_it_leaves(
+    chicago, neuro_readers, sent, django_capture_on_commit_callbacks
+):
+    from imaging.models import Study
+    from worklist.models import CatalogueRule
+
+    # given a study routed as neuro (a CT head)
+    study_id = _route(chicago, django_capture_on_commit_callbacks)
+    chest = make_radiologist("chest1", "chest")
+    make_eligible(chest, chicago)
+    # when its order changes to a chest CT and it is routed again
+    study = Study.objects.get(pk=study_id)
+    study.order.procedure_code, study.order.procedure_text = "71250", "CT CHEST W/O CONTRAST"
+    study.order.save()
+    assert CatalogueRule.objects.filter(procedure_code="71250").exists()
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        study_route(study_id=study_id)
+    events = _by_group(sent)
+    # then the neuro readers drop it (it was on their list) and the chest reader gains it
+    for reader in neuro_readers:
+        assert events[user_group(reader.pk)]["row"] == {"op": "remove"}
+        assert events[user_group(reader.pk)]["was"]["facts"]["subspecialty"] == "neuro"
+    gained = events[user_group(chest.pk)]
+    assert (
+        gained["type"] == "study.updated"
+        and gained["row"]["op"] == "upsert"
+        and gained["was"] == {"listed": False}
+    )
+
+
+def test_a_pushed_row_is_the_row_the_page_renders(
+    chicago, neuro_readers, client, sent, django_capture_on_commit_callbacks
+):
+    # given a routed study and a reader's verified session
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    _route(chicago, django_capture_on_commit_callbacks)
+    reader = neuro_readers[0]
+    device = enrol_totp(reader)
+    client.force_login(reader)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    # when the page is fetched
+    html = client.get("/worklist/rows/").content.decode()
+    # then it holds exactly the row the socket pushed (one template, one decoration), but for the
+    # countdown's seconds, which tick between the two renderings
+    start = html.index('<tr class="wl-row')
+    page_row = html[start : html.index("</tr>", start) + len("</tr>")]
+    pushed = _by_group(sent)[user_group(reader.pk)]["row"]["html"]
+
+    def same(text: str) -> str:
+        return re.sub(r">[\d:]+<", "><", " ".join(text.split()))
+
+    assert same(page_row) == same(pushed)

@@ -1,0 +1,122 @@
+"""A worklist row as the pages show it — one definition for a page's first render, its resync, and
+the rows pushed over ``/ws/worklist/`` (docs/worklist-fanout.md).
+
+A row's HTML is the same for every reader who may see it except for one thing: whether it is *theirs*
+(the "Yours" label, the Release button instead of Claim). A study held by someone is on no other
+reader's list, so one study has at most two reader renderings — the holder's and everyone else's —
+plus the operations desk's. ``row_sort`` and ``row_facts`` travel with each row (as ``data-``
+attributes and in pushed events) so a page can place a pushed row in reading order and test it
+against its own filters without asking the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from facilities.models import PriorityClass
+from imaging.models import Study
+from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
+
+# reading order of the priority classes, as imaging.models.PRIORITY_RANK ranks them
+_RANK = {p.value: rank for rank, p in enumerate(PriorityClass)}
+READER_ROW = "worklist/_reader_row.html"
+OPERATIONS_ROW = "worklist/_operations_row.html"
+
+
+@dataclass(frozen=True)
+class SlaState:
+    state: str  # ok · warning (≥ 50 % of the target used) · critical (≥ 80 %) · breached · none
+    text: str
+
+
+def sla_state(start: datetime | None, deadline: datetime | None, at: datetime) -> SlaState:
+    """The countdown as the page first shows it; static/readroom/worklist.js ticks it on with the
+    same thresholds (DESIGN.md §4: warn at 50 % and 80 %, breach at 100 %)."""
+    if deadline is None:
+        return SlaState("none", "")
+    left = (deadline - at).total_seconds()
+    if left <= 0:
+        return SlaState("breached", "BREACHED")
+    used = 1 - left / (deadline - start).total_seconds() if start and deadline > start else 0
+    state = "critical" if used >= SLA_CRITICAL_SHARE else "warning" if used >= SLA_WARNING_SHARE else "ok"
+    hours, rest = divmod(int(left), 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+    return SlaState(state, text)
+
+
+def row_decorate(study: Study, *, viewer_id: int | None, at: datetime) -> Study:
+    """What a row shows beside the model fields, worked out once here rather than in the template.
+    ``viewer_id``: whose page the row is for (its holder sees "Yours"); None for operations."""
+    zone = study.facility.zone
+    age = study.patient.age_on(at.astimezone(zone).date()) if study.patient_id else None
+    sex = study.patient.sex if study.patient_id else ""
+    study.age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", sex]))
+    study.procedure = (study.order.procedure_text if study.order_id else "") or study.description
+    study.exam_time = study.study_datetime or study.first_received_at
+    study.stroke = study.is_stroke or study.priority == PriorityClass.STROKE
+    holder_id = study.worklist_claimed_by_id
+    study.mine = viewer_id is not None and holder_id == viewer_id
+    deadline = study.worklist_sla_deadline
+    study.due_local = deadline.astimezone(zone).strftime("%H:%M %Z") if deadline else ""
+    start = study.assignment.clock_started_at if _has_assignment(study) else None
+    study.sla = sla_state(start, deadline, at)
+    study.clock_start = start
+    study.sort_key = row_sort(study, mine=study.mine)
+    study.facts = row_facts(study)
+    urls = _row_urls()
+    study.viewer_url, study.claim_url, study.release_url = (urls[name].format(study.pk) for name in _ROW_URLS)
+    return study
+
+
+_ROW_URLS = ("imaging:viewer", "worklist-claim", "worklist-release")
+
+
+@cache
+def _row_urls() -> dict[str, str]:
+    # reversed once per process, not three times per row (a page has 100 rows)
+    return {name: reverse(name, args=[0]).replace("/0/", "/{}/") for name in _ROW_URLS}
+
+
+def rows_decorate(studies: list[Study], *, viewer_id: int | None, at: datetime) -> list[Study]:
+    return [row_decorate(study, viewer_id=viewer_id, at=at) for study in studies]
+
+
+def row_sort(study: Study, *, mine: bool) -> str:
+    """The reading order as one string that sorts as the worklist does (held first, priority class,
+    SLA deadline with none last, id): fixed-width fields, so the page compares strings."""
+    deadline = study.worklist_sla_deadline
+    due = f"{int(deadline.timestamp() * 1000):015d}" if deadline else "9" * 15
+    return f"{0 if mine else 1}{_RANK.get(study.priority, len(_RANK))}{due}{study.pk:012d}"
+
+
+def row_facts(study: Study) -> dict[str, str]:
+    """What a page's filters test (worklist.selectors._filtered, on the page's side)."""
+    return {
+        "facility": study.facility.code,
+        "modalities": study.modalities or "",
+        "subspecialty": study.subspecialty.code if study.subspecialty_id else "",
+        "priority": study.priority,
+    }
+
+
+def _has_assignment(study: Study) -> bool:
+    from worklist.models import StudyAssignment
+
+    try:
+        study.assignment  # noqa: B018 — a reverse one-to-one raises when absent
+    except StudyAssignment.DoesNotExist:
+        return False
+    return True
+
+
+def reader_row_html(study: Study) -> str:
+    return render_to_string(READER_ROW, {"s": study})
+
+
+def operations_row_html(study: Study, coverage) -> str:
+    return render_to_string(OPERATIONS_ROW, {"s": study, "coverage": coverage})
