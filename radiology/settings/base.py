@@ -52,6 +52,8 @@ READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
 # Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
 READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
 READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR / "storage")))
+# The OHIF viewer, installed by `make ohif` (imaging/ohif.py, docs/viewer.md); absent = built-in viewer only.
+READROOM_OHIF_DIR = Path(env.str("READROOM_OHIF_DIR", default=str(BASE_DIR / "vendor" / "ohif")))
 # Credentialing documents (licences, certificates) uploaded by MSO staff or radiologists.
 READROOM_DOCUMENT_MAX_BYTES = env.int("READROOM_DOCUMENT_MAX_BYTES", default=20 * 1024 * 1024)
 # fsync each stored file before acknowledging it (C-STORE success, HL7 ACK): nothing acknowledged is lost.
