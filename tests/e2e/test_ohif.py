@@ -10,10 +10,11 @@ import re
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from imaging import storage
-from imaging.models import Study
+from imaging.models import Series, Study
 from imaging.ohif import ohif_available
 from interfaces.dicom.receive import dicom_instance_receive
 from tests.dicom_data import ct_series
@@ -88,55 +89,139 @@ class DicomWebWatch:
         return [url for _, _, url in self.responses if "/frames/" in url]
 
 
-def canvas_drawn(page: Page) -> int:
-    """How many pixels of the viewport's canvas are not background (black)."""
-    return page.evaluate(
-        """() => {
-            const canvas = document.querySelector('.cornerstone-canvas');
-            if (!canvas || !canvas.width) return 0;
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            let lit = 0;
-            for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 30) lit++;
-            return lit;
-        }"""
-    )
-
-
 def received(facility, series) -> None:
     for part10 in series.part10():
         assert dicom_instance_receive(facility=facility, part10=part10).ok
 
 
-def test_reader_reads_a_claimed_ct_in_ohif(
-    live_server,
-    ohif_page: Page,
-    image_storage,
-    neuro_reader,  # noqa: F811
-    chicago,
-    ct_head_template,  # noqa: F811
-):
-    # given a claimed head CT of 6 slices at Lakeshore, its images received by the SCP's path
+def overlay(page: Page, corner: str) -> str:
+    return page.locator(f'[data-cy="viewport-overlay-{corner}"]').inner_text().replace("\n", " ")
+
+
+def viewer_opened_from_worklist(page: Page, server, study) -> None:
+    page.goto(f"{server.url}/worklist/")
+    row = page.get_by_test_id("study-row").filter(has_text=study.accession_number)
+    row.get_by_role("link", name="Open").click()
+    expect(page).to_have_url(re.compile(r"/ohif/viewer\?StudyInstanceUIDs="))
+    page.wait_for_function("() => window.crossOriginIsolated === true")
+    first_image_drawn(page)
+
+
+def first_image_drawn(page: Page) -> None:
+    page.wait_for_selector(".cornerstone-canvas", timeout=90_000)
+    # drawn = the canvas has pixels that are not background
+    page.wait_for_function(
+        """() => {
+            const canvas = document.querySelector('.cornerstone-canvas');
+            if (!canvas || !canvas.width) return false;
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let lit = 0;
+            for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 30) lit++;
+            return lit > 1000;
+        }""",
+        timeout=90_000,
+    )
+
+
+def scrolled_and_windowed(page: Page) -> tuple[float, float]:
+    """The wheel moves to another image; a drag (the default left-button tool) changes the window."""
+    box = page.locator(".cornerstone-canvas").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    before = overlay(page, "bottom-right")
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, 120)
+    expect(page.locator('[data-cy="viewport-overlay-bottom-right"]')).not_to_have_text(before)
+    window = overlay(page, "bottom-left")
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy + 60, steps=8)
+    page.mouse.up()
+    expect(page.locator('[data-cy="viewport-overlay-bottom-left"]')).not_to_have_text(window)
+    return cx, cy
+
+
+def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+
+
+def measurements_saved_as_sr(page: Page, name: str) -> None:
+    page.locator('[data-cy="trackedMeasurements-btn"]').click()
+    page.get_by_role("button", name="Create SR").click()
+    page.get_by_placeholder("Report name").fill(name)
+    stow = re.compile(r".*/dicomweb/studies$")
+    with page.expect_response(lambda r: stow.match(r.url) and r.request.method == "POST") as r:
+        page.get_by_role("button", name="Save").click()
+    assert r.value.status == 200, r.value.text()
+
+
+@pytest.fixture
+def claimed_ct(image_storage, neuro_reader, chicago, ct_head_template) -> Study:  # noqa: F811
+    """A claimed head CT of 6 slices at Lakeshore, its images received by the SCP's path (made
+    before the browser: the claim's broadcast cannot run beside Playwright's event loop)."""
     study = head_ct_study(chicago)
     ct = ct_series(count=6, study_uid=study.study_instance_uid, accession=study.accession_number)
     received(chicago, ct)
-    study_claim(study_id=study.pk, user=neuro_reader, at=study.created_at)
+    study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
+    return study
+
+
+def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
+    live_server,
+    claimed_ct: Study,
+    ohif_page: Page,
+    neuro_reader,  # noqa: F811
+):
+    # given a claimed head CT (the fixture)
+    study = claimed_ct
+    counts = Study.objects.values_list("number_of_instances", "number_of_series", "last_received_at").get(
+        pk=study.pk
+    )
     page = ohif_page
     watch = DicomWebWatch(page)
     sign_in(page, live_server, neuro_reader)
 
-    # when the reader opens it from the worklist
-    page.goto(f"{live_server.url}/worklist/")
-    page.get_by_test_id("study-row").filter(has_text=study.accession_number).get_by_role(
-        "link", name="Open"
-    ).click()
-    expect(page).to_have_url(re.compile(r"/ohif/viewer\?StudyInstanceUIDs="))
-    page.wait_for_function("() => window.crossOriginIsolated === true")
-    page.wait_for_selector(".cornerstone-canvas", timeout=60_000)
-    page.wait_for_function(
-        "() => { const c = document.querySelector('.cornerstone-canvas'); return c && c.width > 0; }"
-    )
-    page.wait_for_timeout(3000)
-    page.screenshot(path="/tmp/ohif-1.png")
-    assert canvas_drawn(page) > 1000
+    # when the reader opens it from the worklist, the first image is drawn, in a cross-origin
+    # isolated page (SharedArrayBuffer for MPR)
+    viewer_opened_from_worklist(page, live_server, study)
+    cx, cy = scrolled_and_windowed(page)
+
+    # and they measure a length (tracking the series when asked), an elliptical ROI and an angle
+    page.locator('[data-cy="Length"]').first.click()
+    drag(page, (cx - 100, cy), (cx + 100, cy))
+    page.get_by_role("button", name="Yes", exact=True).click()
+    page.locator('[data-cy="MeasurementTools-split-button-secondary"]').click()
+    page.locator('[data-cy="EllipticalROI"]').click()
+    drag(page, (cx - 40, cy - 120), (cx + 40, cy - 60))
+    page.locator('[data-cy="MoreTools-split-button-secondary"]').click()
+    page.locator('[data-cy="Angle"]').click()
+    drag(page, (cx - 120, cy + 100), (cx - 40, cy + 160))
+    page.mouse.click(cx + 40, cy + 100)
+    page.screenshot(path="/tmp/ohif-measured.png")
+    measurements_saved_as_sr(page, "Head CT measurements")
     assert not watch.failures(), watch.failures()
-    assert Study.objects.filter(pk=study.pk).exists()
+    assert watch.frames(), "OHIF fetched no frames"
+
+    # then the SR is kept with the study without counting as its images or restarting its quiet period
+    sr = Series.objects.get(study=study, made_by=neuro_reader)
+    assert sr.modality == "SR" and sr.number_of_instances == 1
+    assert (
+        Study.objects.values_list("number_of_instances", "number_of_series", "last_received_at").get(
+            pk=study.pk
+        )
+        == counts
+    )
+
+    # and the report editor lists the measurements, ready to insert as text
+    page.goto(f"{live_server.url}/studies/{study.pk}/report/")
+    items = page.get_by_test_id("measurement")
+    expect(items).to_have_count(3)
+    texts = items.all_inner_texts()
+    assert any(re.match(r"Length: \d+ mm, series 2 image \d", t) for t in texts), texts
+    assert any(re.search(r"ROI: area [\d.]+ mm², mean -?[\d.]+ HU", t) for t in texts), texts
+    assert any(re.match(r"Angle: [\d.]+°", t) for t in texts), texts
+    findings = page.locator("textarea[data-macro-target]").first
+    findings.click()
+    items.filter(has_text="Length").get_by_role("button", name=re.compile("Insert")).click()
+    expect(findings).to_have_value(re.compile(r"Length: \d+ mm, series 2 image \d"))
