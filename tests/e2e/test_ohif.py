@@ -51,13 +51,22 @@ def ohif_browser(playwright, ohif_installed) -> Browser:
     browser.close()
 
 
+@pytest.fixture(scope="session")
+def ohif_context(ohif_browser: Browser):
+    """One context for the run: OHIF's ~25 MB of scripts are fetched once (its HTTP cache), not
+    once per test; each test starts signed out."""
+    context = ohif_browser.new_context(viewport={"width": 1200, "height": 800})
+    yield context
+    context.close()
+
+
 @pytest.fixture
-def ohif_page(ohif_browser: Browser):
-    context = ohif_browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
+def ohif_page(ohif_context):
+    ohif_context.clear_cookies()
+    page = ohif_context.new_page()
     page.set_default_timeout(30_000)
     yield page
-    context.close()
+    page.close()
 
 
 @pytest.fixture
@@ -225,3 +234,59 @@ def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
     findings.click()
     items.filter(has_text="Length").get_by_role("button", name=re.compile("Insert")).click()
     expect(findings).to_have_value(re.compile(r"Length: \d+ mm, series 2 image \d"))
+
+
+def _mr_from_testdata(name: str, study: Study, copies: int) -> list[bytes]:
+    """pydicom's test file, as ``copies`` instances of a new series of ``study``, in its own syntax."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from tests.dicom_data import UID_PREFIX, part10_bytes
+
+    series_uid = generate_uid(prefix=UID_PREFIX)
+    out = []
+    for number in range(1, copies + 1):
+        ds = dcmread(get_testdata_file(name))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study.study_instance_uid, series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(prefix=UID_PREFIX)
+        ds.AccessionNumber, ds.InstanceNumber, ds.SeriesNumber = study.accession_number, number, 4
+        out.append(part10_bytes(ds))
+    return out
+
+
+@pytest.fixture(params=["MR_small_jpeg_ls_lossless.dcm", "emri_small.dcm"], ids=["jpeg-ls-mr", "enhanced-mr"])
+def claimed_mr(request, image_storage, neuro_reader, chicago, ct_head_template) -> Study:  # noqa: F811
+    """A claimed MR: three JPEG-LS instances (the file as stored, decoded in the browser), or one
+    Enhanced MR instance of 10 frames."""
+    study = head_ct_study(chicago, modalities="MR", description="MR BRAIN")
+    copies = 3 if "jpeg_ls" in request.param else 1
+    for part10 in _mr_from_testdata(request.param, study, copies):
+        assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
+    return study
+
+
+def test_reader_reads_a_jpeg_ls_and_an_enhanced_multiframe_mr_in_ohif(
+    live_server,
+    claimed_mr: Study,
+    ohif_page: Page,
+    neuro_reader,  # noqa: F811
+):
+    study = claimed_mr
+    page = ohif_page
+    watch = DicomWebWatch(page)
+    sign_in(page, live_server, neuro_reader)
+    viewer_opened_from_worklist(page, live_server, study)
+    cx, cy = scrolled_and_windowed(page)
+    page.locator('[data-cy="Length"]').first.click()
+    drag(page, (cx - 80, cy), (cx + 80, cy))
+    page.get_by_role("button", name="Yes", exact=True).click()
+    measurements_saved_as_sr(page, "MR measurements")
+    assert not watch.failures(), watch.failures()
+    assert watch.frames(), "OHIF fetched no frames"
+    page.goto(f"{live_server.url}/studies/{study.pk}/report/")
+    expect(page.get_by_test_id("measurement")).to_have_count(1)
+    expect(page.get_by_test_id("measurement")).to_contain_text(
+        re.compile(r"Length: [\d.]+ mm, series 4 image \d")
+    )
