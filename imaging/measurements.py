@@ -18,6 +18,7 @@ from io import BytesIO
 
 import highdicom as hd
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from imaging.models import Instance, Study
 from imaging.storage import StorageError, encrypted_read
@@ -75,15 +76,19 @@ def _measurement_text(name: str, value: float, unit: str) -> str:
     return f"{name.lower()} {amount}"
 
 
-def _source_image_uid(items) -> str:
-    """The SOP Instance UID of the first IMAGE item under the measurement (OHIF's writer nests it:
-    NUM → INFERRED FROM SCOORD → SELECTED FROM IMAGE)."""
+def _source_image(items) -> tuple[str, int | None]:
+    """SOP Instance UID and frame of the first IMAGE item under the measurement (OHIF's writer
+    nests it: NUM → INFERRED FROM SCOORD → SELECTED FROM IMAGE)."""
     for item in items:
         if item.get("ValueType") == "IMAGE" and "ReferencedSOPSequence" in item:
-            return str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-        if uid := _source_image_uid(item.get("ContentSequence", [])):
-            return uid
-    return ""
+            ref = item.ReferencedSOPSequence[0]
+            frames = ref.get("ReferencedFrameNumber")  # IS, one or more values
+            frame = int(frames[0] if isinstance(frames, MultiValue) else frames) if frames else None
+            return str(ref.ReferencedSOPInstanceUID), frame
+        found = _source_image(item.get("ContentSequence", []))
+        if found[0]:
+            return found
+    return "", None
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class _Group:
     parts: list[str]
     series_number: int | None
     instance_number: int | None
+    frame: int | None
     tracking_uid: str
 
 
@@ -113,11 +119,11 @@ def _groups(report, instances: dict[str, tuple[int | None, int | None]]) -> list
             for m in measurements
             if m.value is not None
         ]
-        image_uid = next((uid for m in measurements if (uid := _source_image_uid(m))), "")
+        image_uid, frame = next((found for m in measurements if (found := _source_image(m))[0]), ("", None))
         series_number, instance_number = instances.get(image_uid, (None, None))
         name = TOOL_NAMES.get(tool, tool or "Measurement")
         uid = str(group.tracking_uid or "")
-        lines.append(_Group(label, name, parts, series_number, instance_number, uid))
+        lines.append(_Group(label, name, parts, series_number, instance_number, frame, uid))
     return lines
 
 
@@ -153,6 +159,7 @@ def study_measurements(study: Study) -> list[SavedMeasurement]:
             name = g.label or g.tool
             where = [f"series {g.series_number}"] if g.series_number is not None else []
             where += [f"image {g.instance_number}"] if g.instance_number is not None else []
+            where += [f"frame {g.frame}"] if g.frame is not None else []  # a multi-frame instance
             saved = SavedMeasurement(
                 text=", ".join([f"{name}: {', '.join(g.parts)}", *([" ".join(where)] if where else [])]),
                 label=name,
