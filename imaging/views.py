@@ -6,8 +6,11 @@ not see, an audit row for one they may) and a little JSON for static/readroom/vi
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC
+from io import BytesIO
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,20 +23,41 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.http import require_safe
+from pydicom import dcmread
+from pydicom.multival import MultiValue
 
 from imaging import ohif
 from imaging.models import Instance, Study
-from imaging.rendering import PRESETS
+from imaging.rendering import PRESETS, presets_for
 from imaging.selectors import access_study, ohif_viewer_url, studies_visible_to, study_priors
+from imaging.storage import StorageError, encrypted_read
 from worklist.assignment import study_activity_touch
 from worklist.tat import study_viewer_opened
 
+log = logging.getLogger(__name__)
+# Objects without pixels: SR, key objects, presentation states, encapsulated PDF/CDA, RT plans.
+NO_PIXEL_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.88.11",
+    "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.88.33",
+    "1.2.840.10008.5.1.4.1.1.88.34",
+    "1.2.840.10008.5.1.4.1.1.88.59",
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
+)
+
 SHORTCUTS: tuple[tuple[str, str], ...] = (
-    ("↓ → PageDown / wheel down", "next image (PageDown: 10 images)"),
+    ("↓ → PageDown / wheel down", "next image or frame (PageDown: 10)"),
     ("↑ ← PageUp / wheel up", "previous image (PageUp: 10 images)"),
     ("Home / End", "first / last image"),
     *((p.key, f"{p.name} window ({p.window.center:g}/{p.window.width:g})") for p in PRESETS),
     ("0", "the image's own window"),
+    ("drag", "window/level (left/right: width, up/down: level)"),
+    ("Shift + drag / + −", "pan / zoom in, out"),
+    ("I / R", "invert / reset zoom, pan, invert and window"),
+    ("C", "cine: play or stop"),
     ("] / [", "next / previous series"),
     ("?", "show or hide this list"),
     ("Esc", "close this list"),
@@ -69,39 +93,108 @@ def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     }
     context = {
         "study": study,
+        "ohif_url": ohif_viewer_url(study),
         "banner": _banner(study),
         "series": series,
         "presets": PRESETS,
         "shortcuts": SHORTCUTS,
         "viewer_config": config,
         "theme": "dark",  # a reading-room page, whoever opens it (DESIGN.md §8)
-        "ohif_url": ohif_viewer_url(study),
     }
     return render(request, "imaging/viewer.html", context)
 
 
+# SOP classes whose instances often hold many frames (cine, enhanced, tomosynthesis): their headers
+# are read for the frame count; a classic CT or MR slice is one frame and is not opened here.
+MULTI_FRAME_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+        "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+        "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic
+        "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA
+        "1.2.840.10008.5.1.4.1.1.12.2",  # X-Ray Radiofluoroscopic
+        "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
+        "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+        "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+        "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Header:
+    frames: int
+    window: list[float] | None  # the image's own centre/width, the start of window/level by drag
+    frame_ms: float | None  # cine: the acquisition's frame time
+
+
+def _header(instance: Instance) -> _Header:
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
+    except (StorageError, OSError, ValueError) as exc:
+        log.warning("viewer: cannot read the header of %s: %s", instance.sop_instance_uid, exc)
+        return _Header(1, None, None)
+    window = None
+    try:
+        centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if centre is not None and width is not None:
+            first = lambda v: float(v[0] if isinstance(v, MultiValue) else v)  # noqa: E731
+            window = [first(centre), first(width)]
+    except (TypeError, ValueError, IndexError):
+        window = None
+    frame_time = ds.get("FrameTime")
+    rate = ds.get("RecommendedDisplayFrameRate") or ds.get("CineRate")
+    frame_ms = float(frame_time) if frame_time else (1000.0 / float(rate) if rate else None)
+    return _Header(int(ds.get("NumberOfFrames", 1) or 1), window, frame_ms)
+
+
 def _series_stack(study: Study) -> list[dict]:
-    """Series in order with their instances (SOP UID, instance number) in stack order: two queries."""
+    """Series of images in order with their instances (SOP UID, instance number, frames) in stack
+    order. A reader's own objects (measurement SRs) and other objects without pixels are left out;
+    each series' first image and every multi-frame instance have their header read (frames,
+    window, cine rate)."""
     by_series: dict[int, list] = defaultdict(list)
     rows = (
-        Instance.objects.filter(series__study=study)
+        Instance.objects.filter(series__study=study, series__made_by__isnull=True)
+        .exclude(sop_class_uid__in=NO_PIXEL_CLASSES)
         .order_by("instance_number", "id")
-        .values_list("series_id", "sop_instance_uid", "instance_number")
     )
-    for series_id, sop_uid, number in rows:
-        by_series[series_id].append([sop_uid, number])
-    return [
-        {
-            "uid": s.series_instance_uid,
-            "number": s.series_number,
-            "description": s.description or "(no description)",
-            "modality": s.modality,
-            "count": len(by_series[s.pk]),
-            "instances": by_series[s.pk],
-        }
-        for s in study.series.all()
-        if by_series[s.pk]
-    ]
+    for instance in rows:
+        by_series[instance.series_id].append(instance)
+    stack = []
+    for s in study.series.filter(made_by__isnull=True):
+        instances = by_series[s.pk]
+        if not instances:
+            continue
+        first = _header(instances[0])
+        entries = []
+        for i, instance in enumerate(instances):
+            frames = first.frames if i == 0 else 1
+            if i and (instance.sop_class_uid in MULTI_FRAME_CLASSES or len(instances) <= 2):
+                frames = _header(instance).frames
+            entries.append([instance.sop_instance_uid, instance.instance_number, frames])
+        stack.append(
+            {
+                "uid": s.series_instance_uid,
+                "number": s.series_number,
+                "description": s.description or "(no description)",
+                "modality": s.modality,
+                "count": sum(e[2] for e in entries),
+                "instances": entries,
+                "window": first.window,
+                "frameMs": first.frame_ms,
+                "presets": [p.key for p in presets_for(s.modality)],
+            }
+        )
+    return stack
 
 
 def _banner(study: Study) -> dict:
