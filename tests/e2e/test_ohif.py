@@ -207,7 +207,6 @@ def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
     page.locator('[data-cy="Angle"]').click()
     drag(page, (cx - 120, cy + 100), (cx - 40, cy + 160))
     page.mouse.click(cx + 40, cy + 100)
-    page.screenshot(path="/tmp/ohif-measured.png")
     measurements_saved_as_sr(page, "Head CT measurements")
     assert not watch.failures(), watch.failures()
     assert watch.frames(), "OHIF fetched no frames"
