@@ -159,7 +159,7 @@ def test_viewer_shows_the_study_in_the_facilitys_time(client, ops_omar, chicago_
     config = page.context["viewer_config"]
     (series,) = config["series"]
     assert series["count"] == 5
-    assert [number for _, number in series["instances"]] == [1, 2, 3, 4, 5]
+    assert [(number, frames) for _, number, frames in series["instances"]] == [(n, 1) for n in range(1, 6)]
     assert config["seriesBase"] == f"/dicomweb/studies/{chicago_head_ct.study_instance_uid}/series/"
     assert '<script id="viewer-config" type="application/json">' in html
     assert "readroom/viewer.js" in html
