@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format migrate venv clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert bench-delivery
+.PHONY: demo test lint format migrate venv ohif clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert bench-delivery
 
 # Marker files: reinstall only when pyproject.toml changes.
 $(VENV)/.python-ok:
@@ -25,14 +25,28 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 
 venv: $(VENV)/.installed-dev
 
+## ohif: the OHIF viewer, pinned in imaging/ohif.py, installed with npm into vendor/ohif (docs/viewer.md).
+## A no-op once installed; without npm it says so and the built-in viewer is used.
+OHIF_DIR ?= $(or $(READROOM_OHIF_DIR),vendor/ohif)
+ohif: $(VENV)/.installed
+	@if command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) -s --no-print-directory $(OHIF_DIR)/installed.json; \
+	else \
+	  echo "OHIF viewer not installed (no npm): the built-in viewer is used. To get OHIF: apt-get install npm, then make ohif"; \
+	fi
+
+$(OHIF_DIR)/installed.json: imaging/ohif.py
+	READROOM_OHIF_DIR=$(OHIF_DIR) $(BIN)/python manage.py ohif_install
+	@touch $@
+
 ## demo: fresh machine → migrated SQLite, demo data, the whole system in one process
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed ohif
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py run_embedded --host $(HOST) --port $(PORT) --simulate
 
 ## test: the whole suite (SQLite by default; .ci/run sets DATABASE_URL/REDIS_URL for PostgreSQL + Redis)
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev ohif
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -270,6 +270,11 @@ class Series(models.Model):
     description = models.CharField(max_length=64, blank=True)
     body_part = models.CharField(max_length=16, blank=True)
     number_of_instances = models.PositiveIntegerField(default=0)
+    # The reader who made this series in the viewer (measurement SRs, key objects: docs/viewer.md);
+    # empty for the modality's images. Such a series is kept with the study but is not its images.
+    made_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     first_received_at = models.DateTimeField(null=True, blank=True)
     last_received_at = models.DateTimeField(null=True, blank=True)
 

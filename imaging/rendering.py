@@ -69,6 +69,13 @@ PRESETS: tuple[Preset, ...] = (
 VOI_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
 
 
+def presets_for(modality: str) -> tuple[Preset, ...]:
+    """Window presets that mean something for the modality: the HU presets only for CT (an MR's or
+    a radiograph's pixel values are not Hounsfield units); other modalities use the image's own
+    window and window/level by drag."""
+    return PRESETS if modality == "CT" else ()
+
+
 class RenderError(Exception):
     """A frame that cannot be rendered; ``status`` is the HTTP answer."""
 

@@ -15,9 +15,11 @@ refused outright, 403, rather than shown an empty list).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import urlencode
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -33,6 +35,8 @@ PATIENT_DATA_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADM
 
 def may_read_patient_data(user) -> bool:
     return bool(user and user.is_authenticated and (user.is_superuser or has_role(user, *PATIENT_DATA_ROLES)))
+from imaging.models import Study
+from imaging.ohif import URL_PREFIX, ohif_available
 
 
 def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
@@ -117,3 +121,24 @@ def access_patient(user, patient_id: int) -> Patient:
         raise Http404("No such patient")
     record_phi_access(patient)
     return patient
+def study_priors(user, study: Study, *, limit: int = 10) -> list[Study]:
+    """The patient's other studies at this facility that ``user`` may see now, newest first (the
+    priors a reader compares with). A study without a matched patient has none."""
+    if study.patient_id is None:
+        return []
+    return list(
+        studies_visible_to(user)
+        .filter(facility_id=study.facility_id, patient_id=study.patient_id)
+        .exclude(pk=study.pk)
+        .order_by(F("study_datetime").desc(nulls_last=True), "-pk")[:limit]
+    )
+
+
+def ohif_viewer_url(study: Study, *, prior_uids: Sequence[str] = ()) -> str | None:
+    """Where OHIF opens this study (first, in the viewport) with its priors beside it in the study
+    browser; None when OHIF is not installed (the caller falls back to the built-in viewer).
+    The caller passes priors the reader may see (``study_priors``): the page refuses any other."""
+    if not ohif_available():
+        return None
+    uids = [study.study_instance_uid, *(u for u in prior_uids if u != study.study_instance_uid)]
+    return f"{URL_PREFIX}viewer?{urlencode({'StudyInstanceUIDs': ','.join(uids)})}"

@@ -295,16 +295,22 @@ def instance_stored(
     received_at: datetime,
     cache: IndexCache | None = None,
     before_commit: Callable[[], object] | None = None,
+    made_by=None,
 ) -> InstanceRecorded:
     """Index one stored instance: study, series and instance rows, counters, order matching.
     Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance.
     ``before_commit`` runs inside the transaction, last: if it raises, nothing is indexed (ingest
-    passes the wait for the file's fsync)."""
+    passes the wait for the file's fsync).
+
+    ``made_by`` (a user): an object that reader made from the study's images in the viewer (a measurement SR,
+    a key-object selection; docs/viewer.md). It is kept with the study, in its own series, but it
+    is not an arrival of images: the study must exist already, and its image counts, modalities,
+    last arrival (the quiet period), status and routing are left as they are."""
     cache = cache if cache is not None else IndexCache()
     for attempt in range(3):
         try:
             with transaction.atomic():
-                recorded = _instance_index(facility, header, stored, received_at, cache)
+                recorded = _instance_index(facility, header, stored, received_at, cache, made_by)
                 if before_commit is not None:
                     before_commit()
                 return recorded
@@ -318,19 +324,25 @@ def instance_stored(
 
 
 def _instance_index(
-    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache
+    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by
 ) -> InstanceRecorded:
+    derived = made_by is not None
     study = cache.studies.get(header.study_instance_uid)
     study_created = False
+    if study is None and derived:
+        study = Study.objects.filter(study_instance_uid=header.study_instance_uid, facility=facility).first()
+        if study is None:
+            raise IngestConflict(f"Study {header.study_instance_uid} is not stored here")
+        cache.studies[header.study_instance_uid] = study
     if study is None:
         study, study_created = _study_for(facility, header, received_at)
         cache.studies[header.study_instance_uid] = study
     series_id = cache.series.get(header.series_instance_uid)
     series_created = False
     if series_id is None:
-        series, series_created = _series_for(study, header, received_at)
+        series, series_created = _series_for(study, header, received_at, made_by)
         series_id = cache.series[header.series_instance_uid] = series.pk
-    if not series_created and connection.vendor == "postgresql":
+    if not series_created and not derived and connection.vendor == "postgresql":
         # The rest of a series (299 of 300 slices): one statement instead of four.
         instance_id = _instance_insert_counted(series_id, study.pk, header, stored, received_at)
         if instance_id is None:
@@ -353,6 +365,8 @@ def _instance_index(
     Series.objects.filter(pk=series_id).update(
         number_of_instances=F("number_of_instances") + 1, last_received_at=received_at
     )
+    if derived:
+        return InstanceRecorded(instance.pk, study.pk, True, False)
     study_updates = {"number_of_instances": F("number_of_instances") + 1, "last_received_at": received_at}
     if series_created:
         study_updates["number_of_series"] = F("number_of_series") + 1
@@ -461,11 +475,12 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
     return study, True
 
 
-def _series_for(study: Study, header: InstanceHeader, received_at) -> tuple[Series, bool]:
+def _series_for(study: Study, header: InstanceHeader, received_at, made_by=None) -> tuple[Series, bool]:
     series, created = Series.objects.get_or_create(
         series_instance_uid=header.series_instance_uid,
         defaults={
             "study": study,
+            "made_by": made_by,
             "series_number": header.series_number,
             "modality": header.modality,
             "description": header.series_description,
@@ -476,6 +491,9 @@ def _series_for(study: Study, header: InstanceHeader, received_at) -> tuple[Seri
     )
     if series.study_id != study.pk:
         raise IngestConflict(f"Series {header.series_instance_uid} belongs to another study")
+    if (made_by is not None) != (series.made_by_id is not None):
+        # A reader's objects and the modality's images never share a series.
+        raise IngestConflict(f"Series {header.series_instance_uid} mixes a reader's objects with images")
     return series, created
 
 

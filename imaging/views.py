@@ -6,39 +6,84 @@ not see, an audit row for one they may) and a little JSON for static/readroom/vi
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC
+from io import BytesIO
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.shortcuts import render
+from django.template import TemplateDoesNotExist
+from django.template.loader import render_to_string
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
+from django.views.decorators.http import require_safe
+from pydicom import dcmread
+from pydicom.multival import MultiValue
 
+from imaging import ohif
 from imaging.models import Instance, Study
-from imaging.rendering import PRESETS
-from imaging.selectors import access_study
+from imaging.rendering import PRESETS, presets_for
+from imaging.selectors import access_study, ohif_viewer_url, studies_visible_to, study_priors
+from imaging.storage import StorageError, encrypted_read
 from worklist.assignment import study_activity_touch
 from worklist.tat import study_viewer_opened
 
+log = logging.getLogger(__name__)
+# Objects without pixels: SR, key objects, presentation states, encapsulated PDF/CDA, RT plans.
+NO_PIXEL_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.88.11",
+    "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.88.33",
+    "1.2.840.10008.5.1.4.1.1.88.34",
+    "1.2.840.10008.5.1.4.1.1.88.59",
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
+)
+
 SHORTCUTS: tuple[tuple[str, str], ...] = (
-    ("↓ → PageDown / wheel down", "next image (PageDown: 10 images)"),
+    ("↓ → PageDown / wheel down", "next image or frame (PageDown: 10)"),
     ("↑ ← PageUp / wheel up", "previous image (PageUp: 10 images)"),
     ("Home / End", "first / last image"),
     *((p.key, f"{p.name} window ({p.window.center:g}/{p.window.width:g})") for p in PRESETS),
     ("0", "the image's own window"),
+    ("drag", "window/level (left/right: width, up/down: level)"),
+    ("Shift + drag / + −", "pan / zoom in, out"),
+    ("I / R", "invert / reset zoom, pan, invert and window"),
+    ("C", "cine: play or stop"),
     ("] / [", "next / previous series"),
     ("?", "show or hide this list"),
     ("Esc", "close this list"),
 )
 
 
-@login_required
-def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = access_study(request.user, study_id)
+def _read_begun(request: HttpRequest, study: Study) -> None:
     study_viewer_opened(study_id=study.pk, user=request.user, at=timezone.now())  # TAT: the read began
     # Opening the images is work on a claim: it holds off the abandoned-claim timeout.
     study_activity_touch(study_id=study.pk, user=request.user, at=timezone.now())
+
+
+@login_required
+@require_safe
+def study_open(request: HttpRequest, study_id: int) -> HttpResponse:
+    """*Open* on the worklist and the report: OHIF on the study and its priors when OHIF is
+    installed, else the built-in viewer. Priors are computed here, at the click, for this reader."""
+    study = access_study(request.user, study_id)
+    url = ohif_viewer_url(study, prior_uids=[p.study_instance_uid for p in study_priors(request.user, study)])
+    return HttpResponseRedirect(url or reverse("imaging:viewer", args=[study.pk]))
+
+
+@login_required
+def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
+    study = access_study(request.user, study_id)
+    _read_begun(request, study)
     series = _series_stack(study)
     config = {
         "studyUid": study.study_instance_uid,
@@ -48,6 +93,7 @@ def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     }
     context = {
         "study": study,
+        "ohif_url": ohif_viewer_url(study),
         "banner": _banner(study),
         "series": series,
         "presets": PRESETS,
@@ -58,28 +104,97 @@ def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     return render(request, "imaging/viewer.html", context)
 
 
+# SOP classes whose instances often hold many frames (cine, enhanced, tomosynthesis): their headers
+# are read for the frame count; a classic CT or MR slice is one frame and is not opened here.
+MULTI_FRAME_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+        "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+        "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic
+        "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA
+        "1.2.840.10008.5.1.4.1.1.12.2",  # X-Ray Radiofluoroscopic
+        "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
+        "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+        "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+        "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Header:
+    frames: int
+    window: list[float] | None  # the image's own centre/width, the start of window/level by drag
+    frame_ms: float | None  # cine: the acquisition's frame time
+
+
+def _header(instance: Instance) -> _Header:
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
+    except (StorageError, OSError, ValueError) as exc:
+        log.warning("viewer: cannot read the header of %s: %s", instance.sop_instance_uid, exc)
+        return _Header(1, None, None)
+    window = None
+    try:
+        centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if centre is not None and width is not None:
+            first = lambda v: float(v[0] if isinstance(v, MultiValue) else v)  # noqa: E731
+            window = [first(centre), first(width)]
+    except (TypeError, ValueError, IndexError):
+        window = None
+    frame_time = ds.get("FrameTime")
+    rate = ds.get("RecommendedDisplayFrameRate") or ds.get("CineRate")
+    frame_ms = float(frame_time) if frame_time else (1000.0 / float(rate) if rate else None)
+    return _Header(int(ds.get("NumberOfFrames", 1) or 1), window, frame_ms)
+
+
 def _series_stack(study: Study) -> list[dict]:
-    """Series in order with their instances (SOP UID, instance number) in stack order: two queries."""
+    """Series of images in order with their instances (SOP UID, instance number, frames) in stack
+    order. A reader's own objects (measurement SRs) and other objects without pixels are left out;
+    each series' first image and every multi-frame instance have their header read (frames,
+    window, cine rate)."""
     by_series: dict[int, list] = defaultdict(list)
     rows = (
-        Instance.objects.filter(series__study=study)
+        Instance.objects.filter(series__study=study, series__made_by__isnull=True)
+        .exclude(sop_class_uid__in=NO_PIXEL_CLASSES)
         .order_by("instance_number", "id")
-        .values_list("series_id", "sop_instance_uid", "instance_number")
     )
-    for series_id, sop_uid, number in rows:
-        by_series[series_id].append([sop_uid, number])
-    return [
-        {
-            "uid": s.series_instance_uid,
-            "number": s.series_number,
-            "description": s.description or "(no description)",
-            "modality": s.modality,
-            "count": len(by_series[s.pk]),
-            "instances": by_series[s.pk],
-        }
-        for s in study.series.all()
-        if by_series[s.pk]
-    ]
+    for instance in rows:
+        by_series[instance.series_id].append(instance)
+    stack = []
+    for s in study.series.filter(made_by__isnull=True):
+        instances = by_series[s.pk]
+        if not instances:
+            continue
+        first = _header(instances[0])
+        entries = []
+        for i, instance in enumerate(instances):
+            frames = first.frames if i == 0 else 1
+            if i and (instance.sop_class_uid in MULTI_FRAME_CLASSES or len(instances) <= 2):
+                frames = _header(instance).frames
+            entries.append([instance.sop_instance_uid, instance.instance_number, frames])
+        stack.append(
+            {
+                "uid": s.series_instance_uid,
+                "number": s.series_number,
+                "description": s.description or "(no description)",
+                "modality": s.modality,
+                "count": sum(e[2] for e in entries),
+                "instances": entries,
+                "window": first.window,
+                "frameMs": first.frame_ms,
+                "presets": [p.key for p in presets_for(s.modality)],
+            }
+        )
+    return stack
 
 
 def _banner(study: Study) -> dict:
@@ -105,3 +220,96 @@ def _banner(study: Study) -> dict:
         "stroke": study.is_stroke,
         "priority": study.get_priority_display(),
     }
+
+
+# --- OHIF (docs/viewer.md) ------------------------------------------------------------------------
+
+
+def cross_origin_isolated(response: HttpResponse) -> HttpResponse:
+    """COOP/COEP (HTML Standard "cross-origin isolation"): OHIF's volume/MPR viewports need
+    SharedArrayBuffer. Only the viewer's own responses carry them: on ReadRoom's other pages they
+    would block nothing useful but could break an embed or a pop-up."""
+    response["Cross-Origin-Opener-Policy"] = "same-origin"
+    response["Cross-Origin-Embedder-Policy"] = "require-corp"
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
+
+
+def _ohif_user_or_refuse(request: HttpRequest) -> HttpResponse | None:
+    """The viewer's scripts and config: signed-in users whose work involves images (403 otherwise:
+    a script tag cannot follow a redirect to the login page)."""
+    from interfaces.dicom.web_access import may_use_images  # the one rule DICOMweb applies too
+
+    if not ohif.ohif_available():
+        raise Http404("The OHIF viewer is not installed")
+    if not may_use_images(request.user):
+        return HttpResponse("Images are not part of your role, or you are not signed in.", status=403)
+    return None
+
+
+@login_required
+@require_safe
+def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
+    """OHIF's page for ``?StudyInstanceUIDs=A,B,…``: every study must be one the user may see now
+    (404 otherwise, as for a missing one); each is audited; the first is the study being read."""
+    if (refusal := _ohif_user_or_refuse(request)) is not None:
+        return refusal
+    uids = [u for value in request.GET.getlist("StudyInstanceUIDs") for u in value.split(",") if u.strip()]
+    if not uids or len(uids) > 50:
+        raise Http404("Open the viewer from the worklist or a report")
+    visible = studies_visible_to(request.user).filter(study_instance_uid__in=uids)
+    found = {s.study_instance_uid: s for s in visible}
+    if set(uids) - found.keys():
+        raise Http404("No such study")
+    for uid in dict.fromkeys(uids):
+        access_study(request.user, found[uid].pk)  # one audit row per study shown
+    _read_begun(request, found[uids[0]])
+    html = ohif.ohif_install_dir().index_html.read_text(encoding="utf-8")
+    head = (
+        f'<meta name="csrf-token" content="{escape(get_token(request))}">'
+        f'<script src="{escape(static("readroom/ohif_bridge.js"))}"></script>'
+    )
+    html = html.replace("<head>", "<head>" + head, 1)
+    html = html.replace("</body>", _live_channel(request) + "</body>", 1)
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-store, private"  # the page names the studies (PHI)
+    return cross_origin_isolated(response)
+
+
+def _live_channel(request: HttpRequest) -> str:
+    """The per-user live channel (banner, sound, lock: templates/live/_channel.html, TEAM.md) so
+    alerts reach the reader inside OHIF too; nothing when that template does not exist."""
+    try:
+        return render_to_string("live/_channel.html", request=request)
+    except TemplateDoesNotExist:
+        return ""
+
+
+@require_safe
+def ohif_app_config(request: HttpRequest) -> HttpResponse:
+    if (refusal := _ohif_user_or_refuse(request)) is not None:
+        return refusal
+    response = HttpResponse(ohif.app_config_js(), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return cross_origin_isolated(response)
+
+
+@require_safe
+def ohif_asset(request: HttpRequest, version: str, path: str) -> HttpResponse:
+    """OHIF's bundles, wasm and icons: versioned URLs, so cached for a year; the gzipped twin made
+    at install is sent to browsers that take gzip (17 MB of app.bundle.js become ~4 MB)."""
+    if (refusal := _ohif_user_or_refuse(request)) is not None:
+        return refusal
+    if version != ohif.VERSION:
+        raise Http404("Not this OHIF version")
+    asset = ohif.asset_path(path)
+    if asset is None:
+        raise Http404("No such file")
+    gzipped = asset.with_name(asset.name + ".gz")
+    use_gzip = "gzip" in request.META.get("HTTP_ACCEPT_ENCODING", "") and gzipped.exists()
+    response = FileResponse((gzipped if use_gzip else asset).open("rb"), content_type=ohif.media_type(asset))
+    if use_gzip:
+        response["Content-Encoding"] = "gzip"
+    response["Vary"] = "Accept-Encoding"
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return cross_origin_isolated(response)

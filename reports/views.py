@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from imaging.measurements import study_measurements
 from imaging.views import _banner as study_banner  # the viewer's patient banner, the same on both pages
 from reports import services
 from reports.models import CommunicationMethod, Report, ReportStatus
@@ -87,6 +88,7 @@ def _page(request: HttpRequest, study, report: Report, *, status: int = 200, **e
         "editable": editable,
         "sections": _field_rows(content, report.values),
         "priors": prior_reports(study),
+        "measurements": study_measurements(study),
         "addenda": list(report.addenda.select_related("author")),
         "communications": list(report.communications.all()),
         "methods": CommunicationMethod.choices,

@@ -86,7 +86,7 @@ def escalation_message(escalation: StudyEscalation) -> dict:
             "facility_name": study.facility.name,
             "priority": study.priority,
             "procedure": (order.procedure_text if order else "") or study.description,
-            "url": f"{base}/studies/{study.pk}/viewer/",
+            "url": f"{base}/studies/{study.pk}/open/",
         },
     }
 

@@ -73,7 +73,7 @@ def row_decorate(study: Study, *, viewer_id: int | None, at: datetime) -> Study:
     return study
 
 
-_ROW_URLS = ("imaging:viewer", "worklist-claim", "worklist-release")
+_ROW_URLS = ("imaging:open", "worklist-claim", "worklist-release")
 
 
 @cache

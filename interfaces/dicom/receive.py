@@ -60,7 +60,10 @@ def dicom_instance_receive(
     received_at: datetime | None = None,
     sop_instance_uid_hint: str = "",
     cache: IndexCache | None = None,
+    made_by=None,
 ) -> ReceiveResult:
+    """``made_by``: the reader whose measurement SR / key objects (``instance_stored``): never a new study,
+    never counted as images."""
     received_at = received_at or timezone.now()
     try:
         header = instance_header_read(part10)
@@ -81,6 +84,7 @@ def dicom_instance_receive(
             received_at=received_at,
             cache=cache,
             before_commit=write.result,
+            made_by=made_by,
         )
     except (OSError, StorageError) as exc:
         log.exception("could not store %s", header.sop_instance_uid)

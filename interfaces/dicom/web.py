@@ -25,6 +25,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -62,7 +63,7 @@ from interfaces.dicom.web_query import (
     qido_filter,
     qido_parse,
 )
-from interfaces.dicom.web_stow import stow_request_store
+from interfaces.dicom.web_stow import stow_reader_store, stow_request_store
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,24 @@ class DicomWebNegotiation(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
+class BodyLeftUnread(BaseParser):
+    """Leaves the body to the view (STOW streams it part by part). DRF asks a parser for the body
+    whenever ``request.POST`` is read — Django's CSRF check does that for a session-authenticated
+    POST (OHIF's "Create SR") — and without one it answers 415 before the view runs."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
 class DicomWebView(APIView):
     # Token first: its WWW-Authenticate challenge makes an anonymous call 401, not 403.
     authentication_classes = (AuditedTokenAuthentication, SessionAuthentication)
     permission_classes = (IsAuthenticated, MayUseImages)
     content_negotiation_class = DicomWebNegotiation
     renderer_classes = (JSONRenderer,)
-    parser_classes = ()  # STOW reads the raw body as a stream; nothing else has one
+    parser_classes = (BodyLeftUnread,)  # STOW reads the raw body as a stream; nothing else has one
 
     def handle_exception(self, exc):
         if isinstance(exc, StorageError):
@@ -314,17 +326,26 @@ def _stow(request, study_uid: str | None) -> HttpResponse:
     boundary = content_type.params.get("boundary", "")
     if not boundary:
         return _error(400, "The Content-Type has no boundary parameter.")
-    try:
-        facility = access.stow_facility(request.user, request.query_params.get("facility"))
-    except access.StoreRefused as refusal:
-        return _error(refusal.status, refusal.message)
-    result = stow_request_store(
-        facility=facility,
-        parts=multipart_parts(_body_chunks(request), boundary),
-        study_uid=study_uid,
-        peer=_peer(request),
-        instance_url=lambda st, se, so: _instance_url(request, st, se, so),
-    )
+    if access.stores_as_reader(request.user):  # OHIF's "Create SR" (docs/viewer.md)
+        result = stow_reader_store(
+            user=request.user,
+            parts=multipart_parts(_body_chunks(request), boundary),
+            study_uid=study_uid,
+            peer=_peer(request),
+            instance_url=lambda st, se, so: _instance_url(request, st, se, so),
+        )
+    else:
+        try:
+            facility = access.stow_facility(request.user, request.query_params.get("facility"))
+        except access.StoreRefused as refusal:
+            return _error(refusal.status, refusal.message)
+        result = stow_request_store(
+            facility=facility,
+            parts=multipart_parts(_body_chunks(request), boundary),
+            study_uid=study_uid,
+            peer=_peer(request),
+            instance_url=lambda st, se, so: _instance_url(request, st, se, so),
+        )
     if not result.outcomes:
         hint = ""
         if "CONTENT_LENGTH" not in request.META:

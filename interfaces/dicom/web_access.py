@@ -4,7 +4,9 @@ show more than the pages do.
 
 * Reads (QIDO/WADO): the studies ``studies_visible_to(user)`` returns; anything else answers 404,
   the same as a missing study, so UIDs of another client cannot be probed.
-* Store (STOW): into a facility the caller administers (facility admin, operations).
+* Store (STOW): into a facility the caller administers (facility admin, operations); a reader
+  stores only the objects they make in the viewer (measurement SRs, key-object selections) and
+  only into a study they may read now (``reader_stow_study``).
 * Credentialing staff never see patient data (DESIGN.md §1): refused outright.
 * Every read of images or metadata leaves an audit row (``record_phi_access``) — once per request
   per study; rendered frames once per user, study and window of minutes (a viewer fetches
@@ -151,3 +153,37 @@ def stow_facility(user, code: str | None) -> Facility:
     if not facility.active:
         raise StoreRefused(403, f"Facility {facility.code} is inactive; it cannot receive images.")
     return facility
+
+
+# A reader stores what they make in the viewer from the images, never images (docs/viewer.md).
+READER_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+        "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR (OHIF's TID 1500 measurement report)
+        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+        "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
+    }
+)
+
+
+def stores_as_reader(user) -> bool:
+    """A radiologist who administers no facility: their STOW requests are the viewer's saves."""
+    if user.is_superuser or has_role(user, Role.OPERATIONS):
+        return False
+    return has_role(user, Role.RADIOLOGIST) and not facilities_administered_by(user).exists()
+
+
+def reader_stow_study(user, study_uid: str, sop_class_uid: str) -> Study:
+    """The study a reader's object goes into: one they may read now, and an object of a class a
+    reader makes (``READER_SOP_CLASSES``). Raises StoreRefused with the reason."""
+    if sop_class_uid not in READER_SOP_CLASSES:
+        raise StoreRefused(
+            0x0122,  # PS3.4 Annex B: SOP Class not supported
+            "A reader stores measurements and key images (DICOM SR, key-object selection), not images.",
+        )
+    study = studies_for(user).select_related("facility").filter(study_instance_uid=study_uid).first()
+    if study is None:
+        # The same answer for a missing study as for another facility's (no probing).
+        raise StoreRefused(0x0110, f"Study {study_uid} is not one you may read now.")
+    return study

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from facilities.models import Facility
 from imaging.services import IndexCache
+from interfaces.dicom import web_access as access
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
 from interfaces.dicom.receive import dicom_association_close, dicom_association_open, dicom_instance_receive
 from interfaces.dicom.web_json import StoreOutcome
@@ -102,6 +103,74 @@ def _part_store(
         )
         if result.ok
         else "",
+        reason=result.reason,
+        study_uid=header.study_instance_uid,
+    )
+
+
+def stow_reader_store(
+    *,
+    user,
+    parts: Iterable[Part],
+    study_uid: str | None,
+    peer: str,
+    instance_url: Callable[[str, str, str], str],
+) -> StowResult:
+    """A reader's save from the viewer (OHIF's "Create SR"): each part must be an SR or key-object
+    selection of a study the reader may read now (``web_access.reader_stow_study``); it is stored
+    through the one receive path as a *derived* object — kept with the study, never counted as its
+    images, never a reason to route or complete it again."""
+    association = dicom_association_open(kind=DicomAssociation.Kind.STOW, facility=None, peer=peer)
+    outcomes: list[StoreOutcome] = []
+    syntax_error = ""
+    cache = IndexCache()
+    try:
+        for part in parts:
+            outcomes.append(_reader_part_store(user, part, study_uid, association.pk, instance_url, cache))
+    except MultipartError as exc:
+        syntax_error = str(exc)
+    finally:
+        stored = sum(o.stored for o in outcomes)
+        dicom_association_close(association_id=association.pk, stored=stored, failed=len(outcomes) - stored)
+    failed = len(outcomes) - stored
+    log.info("STOW-RS by reader %s from %s: %d stored, %d failed", user.pk, peer, stored, failed)
+    return StowResult(outcomes, syntax_error)
+
+
+def _reader_part_store(
+    user,
+    part: Part,
+    study_uid: str | None,
+    association_id: int,
+    instance_url: Callable[[str, str, str], str],
+    cache: IndexCache,
+) -> StoreOutcome:
+    try:
+        header = instance_header_read(part.body)
+    except UndecodableDataset as exc:
+        return StoreOutcome("", "", 0xC000, reason=f"not a readable DICOM object: {exc}")
+    if study_uid and header.study_instance_uid != study_uid:
+        return StoreOutcome(
+            header.sop_class_uid,
+            header.sop_instance_uid,
+            STUDY_UID_MISMATCH,
+            reason=f"instance of study {header.study_instance_uid}, not of {study_uid}",
+        )
+    try:
+        study = access.reader_stow_study(user, header.study_instance_uid, header.sop_class_uid)
+    except access.StoreRefused as refusal:
+        return StoreOutcome(
+            header.sop_class_uid, header.sop_instance_uid, refusal.status, reason=refusal.message
+        )
+    result = dicom_instance_receive(
+        facility=study.facility, part10=part.body, association_id=association_id, cache=cache, made_by=user
+    )
+    url = instance_url(header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid)
+    return StoreOutcome(
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        result.status,
+        retrieve_url=url if result.ok else "",
         reason=result.reason,
         study_uid=header.study_instance_uid,
     )

@@ -63,6 +63,8 @@ READROOM_S3_PREFIX = env.str("READROOM_S3_PREFIX", default="")
 READROOM_S3_ADDRESSING_STYLE = env.str(
     "READROOM_S3_ADDRESSING_STYLE", default="path" if READROOM_S3_ENDPOINT_URL else "auto"
 )
+# The OHIF viewer, installed by `make ohif` (imaging/ohif.py, docs/viewer.md); absent = built-in viewer only.
+READROOM_OHIF_DIR = Path(env.str("READROOM_OHIF_DIR", default=str(BASE_DIR / "vendor" / "ohif")))
 # Credentialing documents (licences, certificates) uploaded by MSO staff or radiologists.
 READROOM_DOCUMENT_MAX_BYTES = env.int("READROOM_DOCUMENT_MAX_BYTES", default=20 * 1024 * 1024)
 # fsync each stored file before acknowledging it (C-STORE success, HL7 ACK): nothing acknowledged is lost.

@@ -32,16 +32,25 @@
     const index = Number($("macro-select").value);
     const macro = macros[index];
     macroDialog.close();
-    if (!macro || !lastText) return;
-    const [start, end] = caret || [lastText.value.length, lastText.value.length];
+    if (macro) insertText(macro.text);
+  }
+
+  // Macros and the viewer's measurements go in at the caret of the last text field used.
+  function insertText(text) {
+    if (!lastText) return;
+    const [start, end] = caret || [lastText.selectionStart ?? lastText.value.length, lastText.selectionEnd ?? lastText.value.length];
     const before = lastText.value.slice(0, start);
     const spacer = before && !/\s$/.test(before) ? " " : "";
-    lastText.value = before + spacer + macro.text + lastText.value.slice(end);
-    const after = (before + spacer + macro.text).length;
+    lastText.value = before + spacer + text + lastText.value.slice(end);
+    const after = (before + spacer + text).length;
+    caret = null;
     lastText.focus();
     lastText.setSelectionRange(after, after);
     lastText.dispatchEvent(new Event("change", { bubbles: true })); // autosave
   }
+
+  document.querySelectorAll("[data-insert-text]").forEach((button) =>
+    button.addEventListener("click", () => insertText(button.dataset.insertText)));
 
   function toggleHelp(show) {
     if (!help) return;

@@ -76,3 +76,132 @@ def test_scrolling_the_stack_and_switching_presets_by_keyboard(live_server, page
     page.get_by_test_id("stage").hover()
     page.mouse.wheel(0, 120)
     expect(counter).to_have_text("3 / 5")
+
+
+# --- the fallback viewer's tools (issue #12) --------------------------------------------------------
+
+
+def _stage_centre(page: Page) -> tuple[float, float]:
+    box = page.get_by_test_id("stage").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_window_level_by_drag_zoom_pan_and_invert(live_server, page: Page, ops_omar, head_ct):
+    sign_in(page, live_server, ops_omar)
+    page.goto(f"{live_server.url}/studies/{head_ct.pk}/viewer/")
+    frame = page.get_by_test_id("frame")
+    expect(frame).to_have_attribute("data-loaded-src", re.compile(r"/frames/1/rendered$"))
+    expect(page.locator('.preset[data-preset="1"]')).to_be_visible()  # HU presets on a CT
+
+    # a drag changes the window: the server renders the slice in it
+    x, y = _stage_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 80, y + 40, steps=6)
+    page.mouse.up()
+    expect(page.get_by_test_id("window-label")).to_have_text(re.compile(r"^W \d+ L -?\d+$"))
+    expect(frame).to_have_attribute(
+        "data-loaded-src", re.compile(r"/frames/1/rendered\?window=-?[\d.]+,[\d.]+$")
+    )
+
+    # + zooms, Shift+drag pans, I inverts, R resets all of it and the window
+    page.keyboard.press("+")
+    expect(frame).to_have_attribute("data-zoom", "1.25")
+    page.keyboard.down("Shift")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 50, y + 20, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert "translate(50px, 20px)" in frame.evaluate("img => img.style.transform")
+    page.keyboard.press("i")
+    expect(frame).to_have_attribute("data-invert", "true")
+    expect(page.get_by_test_id("invert")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("r")
+    expect(frame).to_have_attribute("data-zoom", "1.00")
+    expect(frame).to_have_attribute("data-invert", "false")
+    expect(page.get_by_test_id("window-label")).to_have_text("Window: image default")
+
+
+@pytest.fixture
+def fast_ct(settings, tmp_path, chicago) -> Study:
+    settings.READROOM_STORAGE_DIR = tmp_path / "storage"
+    settings.READROOM_STORAGE_FSYNC = False
+    storage._keys.cache_clear()
+    cache.clear()
+    series = ct_series(count=12, accession="ACC-E2E-12", size=256)
+    for part10 in series.part10():
+        assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    yield Study.objects.get(study_instance_uid=series.study_uid)
+    storage._keys.cache_clear()
+    cache.clear()
+
+
+def test_fast_scrolling_shows_every_slice_in_order(live_server, page: Page, ops_omar, fast_ct):
+    # given a 12-slice CT not yet seen, its requests slowed so that nothing is cached in time
+    sign_in(page, live_server, ops_omar)
+
+    def slow(route):
+        page.wait_for_timeout(60)
+        route.continue_()
+
+    page.route(re.compile(r".*/frames/\d+/rendered.*"), slow)
+    page.goto(f"{live_server.url}/studies/{fast_ct.pk}/viewer/")
+    counter = page.get_by_test_id("instance-counter")
+    expect(counter).to_have_text("1 / 12")
+
+    # when the reader spins the wheel through the stack in one go
+    page.get_by_test_id("stage").hover()
+    for _ in range(11):
+        page.mouse.wheel(0, 100)
+
+    # then every slice was shown on the way, in order, and the last one stays
+    expect(counter).to_have_text("12 / 12")
+    shown = page.evaluate("() => window.readroomViewer.shownLog")
+    assert shown == list(range(1, 13)), shown
+
+
+@pytest.fixture
+def enhanced_mr(settings, tmp_path, chicago) -> Study:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    settings.READROOM_STORAGE_DIR = tmp_path / "storage"
+    settings.READROOM_STORAGE_FSYNC = False
+    storage._keys.cache_clear()
+    cache.clear()
+    part10 = open(get_testdata_file("emri_small.dcm"), "rb").read()  # noqa: SIM115  (10 frames)
+    assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    uid = dcmread(get_testdata_file("emri_small.dcm"), stop_before_pixels=True).StudyInstanceUID
+    yield Study.objects.get(study_instance_uid=uid)
+    storage._keys.cache_clear()
+    cache.clear()
+
+
+def test_every_frame_of_a_multiframe_mr_with_cine_and_no_hu_presets(
+    live_server, page: Page, ops_omar, enhanced_mr
+):
+    sign_in(page, live_server, ops_omar)
+    page.goto(f"{live_server.url}/studies/{enhanced_mr.pk}/viewer/")
+    counter = page.get_by_test_id("instance-counter")
+    frame = page.get_by_test_id("frame")
+    expect(counter).to_have_text("1 / 10")  # one instance, ten frames
+    expect(page.locator('.preset[data-preset="1"]')).to_be_hidden()  # no Hounsfield presets on MR
+    page.keyboard.press("1")
+    expect(page.get_by_test_id("window-label")).to_have_text("Window: image default")
+    page.keyboard.press("End")
+    expect(counter).to_have_text("10 / 10")
+    expect(frame).to_have_attribute("data-loaded-src", re.compile(r"/frames/10/rendered$"))
+    assert frame.evaluate("img => img.naturalWidth") == 64
+    page.keyboard.press("Home")
+    expect(counter).to_have_text("1 / 10")
+
+    # cine plays the frames in order, and stops
+    page.keyboard.press("c")
+    expect(page.get_by_test_id("cine")).to_have_attribute("aria-pressed", "true")
+    expect(counter).to_have_text(re.compile(r"^[4-9] / 10|^10 / 10"), timeout=15_000)
+    page.keyboard.press("c")
+    expect(page.get_by_test_id("cine")).to_have_attribute("aria-pressed", "false")
+    stopped = counter.inner_text()
+    page.wait_for_timeout(500)
+    assert counter.inner_text() == stopped

@@ -329,7 +329,8 @@ def test_negotiation_and_bad_queries(client, admin_chicago, chicago, image_store
 def test_undecodable_pixels_answer_415_with_an_explanatory_image(client, admin_chicago, chicago, image_store):
     from pydicom.data import get_testdata_file
 
-    jpeg_ls = open(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), "rb").read()  # noqa: SIM115
+    # JPEG Lossless: no decoder here (JPEG-LS decodes since highdicom brought pyjpegls)
+    jpeg_ls = open(get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm"), "rb").read()  # noqa: SIM115
     assert dicom_instance_receive(facility=chicago, part10=jpeg_ls).ok
     ds = dcmread(BytesIO(jpeg_ls), stop_before_pixels=True)
     client.force_login(admin_chicago)
@@ -338,11 +339,11 @@ def test_undecodable_pixels_answer_415_with_an_explanatory_image(client, admin_c
     )
     response = client.get(f"{base}/rendered")
     assert response.status_code == 415
-    assert response["Content-Type"] == "image/png" and "JPEG-LS" in response["Warning"]
+    assert response["Content-Type"] == "image/png" and "JPEG Lossless" in response["Warning"]
     assert Image.open(BytesIO(response.content)).size == (512, 512)
     # the compressed frame is still retrievable as stored
-    frames = client.get(f"{base}/frames/1", HTTP_ACCEPT='multipart/related; type="image/jls"')
-    assert frames.status_code == 200 and 'type="image/jls"' in frames["Content-Type"]
+    frames = client.get(f"{base}/frames/1", HTTP_ACCEPT='multipart/related; type="image/jpeg"')
+    assert frames.status_code == 200 and 'type="image/jpeg"' in frames["Content-Type"]
     assert client.get(f"{base}/frames/1").status_code == 200  # no Accept: anything
     octet = 'multipart/related; type="application/octet-stream"'
     assert client.get(f"{base}/frames/1", HTTP_ACCEPT=octet).status_code == 406
