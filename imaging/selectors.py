@@ -28,6 +28,7 @@ from accounts.roles import Role, has_role
 from credentialing.eligibility import readable_studies_q
 from facilities.selectors import facilities_administered_by
 from imaging.models import Order, Patient, Study
+from imaging.ohif import URL_PREFIX, ohif_available
 
 # Roles whose work involves patient data at all (DESIGN.md §1); credentialing staff's does not.
 PATIENT_DATA_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADMIN, Role.OPERATIONS)
@@ -35,8 +36,6 @@ PATIENT_DATA_ROLES = (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR, Role.FACILITY_ADM
 
 def may_read_patient_data(user) -> bool:
     return bool(user and user.is_authenticated and (user.is_superuser or has_role(user, *PATIENT_DATA_ROLES)))
-from imaging.models import Study
-from imaging.ohif import URL_PREFIX, ohif_available
 
 
 def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
@@ -121,6 +120,8 @@ def access_patient(user, patient_id: int) -> Patient:
         raise Http404("No such patient")
     record_phi_access(patient)
     return patient
+
+
 def study_priors(user, study: Study, *, limit: int = 10) -> list[Study]:
     """The patient's other studies at this facility that ``user`` may see now, newest first (the
     priors a reader compares with). A study without a matched patient has none."""
