@@ -226,10 +226,15 @@ def test_a_radiologist_sees_only_what_eligibility_allows(verified_client, dr_neu
     series = ct_series(count=1)
     stored_in(chicago, series)
     radiologist = verified_client(dr_neuro_il)
-    # then DICOMweb shows nothing of it, and a radiologist cannot store
+    # then DICOMweb shows nothing of it, and a radiologist cannot store an image (a reader stores only
+    # measurement SRs and key objects, docs/viewer.md): none stored, the part refused as SOP class not
+    # supported (0x0122) with the reason
     assert radiologist.get("/dicomweb/studies").json() == []
     assert radiologist.get(f"/dicomweb/studies/{series.study_uid}/metadata").status_code == 404
-    assert stow(radiologist, multipart(series.part10()[0])).status_code == 403
+    response = stow(radiologist, multipart(series.part10()[0]))
+    assert response.status_code == 409
+    failed = response.json()["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0x0122]
 
 
 def test_stow_picks_the_facility_or_says_how_to_name_it(
