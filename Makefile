@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# make test's xdist worker processes (docs/testing.md). Most slow tests wait on subprocesses and
+# sockets, so more workers than cores pay; TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 3
 
-.PHONY: demo test lint format migrate venv ohif clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert bench-delivery
+.PHONY: demo test screenshots lint format migrate venv ohif clean-demo bench-hl7 bench-ingest bench-worklist bench-stroke-alert bench-delivery
 
 # Marker files: reinstall only when pyproject.toml changes.
 $(VENV)/.python-ok:
@@ -48,7 +51,11 @@ demo: $(VENV)/.installed ohif
 ## test: the whole suite (SQLite by default; .ci/run sets DATABASE_URL/REDIS_URL for PostgreSQL + Redis)
 test: $(VENV)/.installed-dev ohif
 	$(BIN)/python manage.py makemigrations --check --dry-run
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+
+## screenshots: the README's pictures from a fresh demo in Chromium (docs/screenshots/*.png)
+screenshots: $(VENV)/.installed-dev ohif
+	$(BIN)/python docs/screenshots/take.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

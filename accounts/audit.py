@@ -9,9 +9,11 @@ so the audit page can search by patient without joining every table."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from auditlog.cid import get_cid
+from auditlog.context import auditlog_value, set_extra_data
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from auditlog.signals import accessed
@@ -33,6 +35,62 @@ def audit_register(model, *, exclude_fields: tuple[str, ...] = (), **options) ->
 
 
 audit_register(User, exclude_fields=("password", "last_login"), m2m_fields={"groups"})
+
+
+def audit_entry_write(
+    subject: models.Model | type[models.Model],
+    *,
+    action: int,
+    text: str | None = None,
+    changes: Mapping[str, Sequence[str]] | None = None,
+    actor: User | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> LogEntry:
+    """Write one audit row that no model save produces — a decision, a refusal, a search — the one
+    way every app does it, so such rows look like auditlog's own: the object (``subject``, or a
+    model class for a row without an object), the request's correlation id, the actor (``actor``,
+    else the one auditlog's context fills in from the request) and ``changes`` as ``{field: [old,
+    new]}``. ``extra`` goes into ``additional_data`` after the object's ``get_additional_data()``
+    (patient and facility), so the audit page finds the row by patient as it finds the others."""
+    instance = None if isinstance(subject, type) else subject
+    model = subject if instance is None else type(instance)
+    additional = {}
+    if hasattr(instance, "get_additional_data"):
+        additional = dict(instance.get_additional_data() or {})
+    additional.update(extra or {})
+    pk = None if instance is None else instance.pk
+    return LogEntry.objects.create(
+        content_type=ContentType.objects.get_for_model(model),
+        object_pk="" if pk is None else str(pk),
+        object_id=pk if isinstance(pk, int) else None,
+        object_repr=(text if text is not None else str(instance))[:200],
+        action=action,
+        changes={name: list(change) for name, change in (changes or {}).items()},
+        actor=actor,
+        cid=get_cid(),
+        additional_data=additional or None,
+    )
+
+
+@contextmanager
+def audit_as(actor=None, *, reason: str = "") -> Iterator[None]:
+    """Audit rows written inside name ``actor`` and carry ``reason`` as their ``changes_text``.
+    django-auditlog's own context managers replace the request's context and never put it back, so
+    later rows of the same request would lose their actor: it is restored here. (A context left
+    from an earlier call is inert — its receiver is gone — so its actor is never inherited.)"""
+    try:
+        outer = auditlog_value.get()
+    except LookupError:
+        outer = None
+    data: dict = {"actor": actor}
+    if reason:
+        data["changes_text"] = reason
+    try:
+        with set_extra_data(data):
+            yield
+    finally:
+        if outer is not None:
+            auditlog_value.set(outer)
 
 
 def record_phi_access(instance: models.Model) -> None:
@@ -61,13 +119,11 @@ def record_phi_search(
     text, which the audit page lists to everyone who reads the log, names the parameters only."""
     returned = list(returned)
     names = ", ".join(sorted(query)) or "no parameters"
-    LogEntry.objects.create(
-        content_type=ContentType.objects.get_for_model(model),
-        object_pk="",
-        object_repr=f"{via} search ({names}): {len(returned)} returned of {'?' if total is None else total}",
+    audit_entry_write(
+        model,
         action=LogEntry.Action.ACCESS,
-        cid=get_cid(),
-        additional_data={
+        text=f"{via} search ({names}): {len(returned)} returned of {'?' if total is None else total}",
+        extra={
             "search": {
                 "via": via,
                 "query": {name: list(values) for name, values in query.items()},

@@ -7,7 +7,9 @@ the token is accepted — for every API and DICOMweb view, in one place."""
 from __future__ import annotations
 
 from auditlog.context import auditlog_value
+from django.utils import timezone
 from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 
 def audit_actor_bind(user) -> None:
@@ -21,6 +23,21 @@ def audit_actor_bind(user) -> None:
 
 
 class AuditedTokenAuthentication(TokenAuthentication):
+    """``Authorization: Token <key>``, checked against the stored hash (``accounts.tokens``) and
+    the token's expiry; the actor bound for the audit log."""
+
+    def authenticate_credentials(self, key: str):
+        from accounts.tokens import api_token_for_key
+
+        token = api_token_for_key(key)
+        if token is None:
+            raise AuthenticationFailed("Invalid token.")
+        if token.expires_at is not None and token.expires_at <= timezone.now():
+            raise AuthenticationFailed("Token expired: ask for a new one (manage.py drf_create_token).")
+        if not token.user.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        return token.user, token
+
     def authenticate(self, request):
         result = super().authenticate(request)
         if result is not None:

@@ -15,6 +15,12 @@ class TokenForm(forms.Form):
 
 
 class AuditSearchForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        from facilities.models import Facility
+
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].queryset = Facility.objects.order_by("name")
+
     patient = forms.CharField(label="Patient (MRN or family name)", required=False, max_length=100)
     user = forms.CharField(label="User (username)", required=False, max_length=150)
     date_from = forms.DateField(
@@ -22,6 +28,10 @@ class AuditSearchForm(forms.Form):
     )
     date_to = forms.DateField(
         label="To (UTC date)", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    object = forms.CharField(label="Object (kind or text)", required=False, max_length=100)
+    facility = forms.ModelChoiceField(
+        label="Facility", required=False, queryset=None, to_field_name="code", empty_label="Any"
     )
     action = forms.TypedChoiceField(
         label="Action",

@@ -80,3 +80,37 @@ class IdleSessionMiddleware(SessionMiddleware):
             if now - session.get(self.RENEWED_AT_KEY, 0) >= self.RENEW_EVERY_SECONDS:
                 session[self.RENEWED_AT_KEY] = now  # modified: saved with a fresh expiry
         return super().process_response(request, response)
+
+
+LOCKED_KEY = "_readroom_locked"
+
+
+def session_locked(session) -> bool:
+    return bool(session is not None and session.get(LOCKED_KEY))
+
+
+class ScreenLockMiddleware:
+    """A locked session (issue 14, docs/alerts.md) serves nothing with PHI until it is unlocked.
+
+    At the idle timeout a page locks its screen (static/readroom/live.js) and the session with it:
+    ``POST /live/lock/`` marks the session locked and keeps it (``READROOM_LOCK_MAX_HOURS`` at most),
+    so that unlocking is one step — the password, or an authenticator code for signing roles — and a
+    waiting code stroke can still be shown (without PHI) and ring. While locked every request is
+    refused except the lock's own ends (the PHI-free pending alerts, acknowledge, unlock), sign-out
+    and static files: an API call gets 423 with a message, a page the lock page."""
+
+    ALLOWED = ("/static/", "/healthz", "/readyz", "/logout/", "/live/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not session_locked(getattr(request, "session", None)) or request.path.startswith(self.ALLOWED):
+            return self.get_response(request)
+        if request.method != "GET" or not request.headers.get("Accept", "").startswith("text/html"):
+            return JsonResponse({"detail": "The screen is locked: unlock it first."}, status=423)
+        from django.shortcuts import render
+
+        response = render(request, "live/locked.html", status=423)
+        response["Cache-Control"] = "no-store, private"
+        return response

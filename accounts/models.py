@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -12,3 +13,22 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.display_name or self.get_full_name() or self.username
+
+
+class ApiToken(models.Model):
+    """An API token for a hospital system (``Authorization: Token <key>``). Only the SHA-256 of the
+    key is stored: the key is shown once, when it is issued (``manage.py drf_create_token``), and a
+    copy of the database cannot be used to call the API. The key is 240 random bits, so a fast hash
+    is enough (no password stretching: nothing to guess). ``prefix`` tells tokens apart in the admin."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: never expires")
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user}"

@@ -53,6 +53,9 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("On now", "coverage:on_now", frozenset({Role.OPERATIONS})),
     NavItem("Coverage", "coverage:grid", frozenset({Role.OPERATIONS})),
     NavItem("Rota", "coverage:rota", frozenset({Role.OPERATIONS})),
+    # the MSO's way to the rota calendar (operations reach it from the rota and coverage pages,
+    # keeping their nav bar on one line at 1600 px)
+    NavItem("Rota calendar", "coverage:calendar", frozenset({Role.CREDENTIALING})),
     NavItem("Audit log", "accounts:audit_log", frozenset({Role.OPERATIONS, Role.MEDICAL_DIRECTOR})),
     NavItem(
         "Administration",

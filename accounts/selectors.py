@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from importlib import import_module
 
 from auditlog.models import LogEntry
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.db.models import Q, QuerySet
 
 from accounts.roles import Role, has_role
 from imaging.models import Patient
+
+
+def session_is_live(session_key: str, user_id: int) -> bool:
+    """Whether the session still exists, has not expired and is still this user's. A session that
+    ended by logout (flushed) or idleness (expired) loads as empty."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
+    return str(store.load().get(SESSION_KEY, "")) == str(user_id)
 
 
 def can_read_audit_log(user) -> bool:
@@ -22,6 +32,8 @@ def audit_entries(
     date_from: date | None = None,
     date_to: date | None = None,
     action: int | None = None,
+    object_text: str = "",
+    facility_id: int | None = None,
 ) -> QuerySet[LogEntry]:
     """Audit rows, newest first. ``patient`` matches an MRN exactly or a family name
     case-insensitively; every row about that patient (the patient record, their orders, studies
@@ -44,4 +56,11 @@ def audit_entries(
         )
     if action is not None:
         entries = entries.filter(action=action)
+    if object_text:
+        # "study", "report 42", "ACC-1": the kind of record or its description
+        entries = entries.filter(
+            Q(content_type__model__iexact=object_text) | Q(object_repr__icontains=object_text)
+        )
+    if facility_id is not None:
+        entries = entries.filter(additional_data__facility_id=facility_id)
     return entries

@@ -4,12 +4,18 @@ HL7 sender and DICOM AE title are registered; processes started the way deploy/ 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +41,9 @@ def bench_env(database: str, **extra: str) -> dict[str, str]:
     env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{database}"
     env["DJANGO_SETTINGS_MODULE"] = "radiology.settings.base"
     env.setdefault("READROOM_DATA_DIR", f"/tmp/readroom-bench-{database}")
+    # A queue of this run's own: a worker left behind by another run (or another install on the
+    # same Redis) would take this run's tasks and apply them to its own database.
+    env["READROOM_CELERY_QUEUE"] = f"bench-{database}-{os.getpid()}"
     env.update(extra)
     return env
 
@@ -78,7 +87,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
+def wait_for_port(port: int, timeout: float = 90) -> None:
+    # Generous: a loaded 2-core CI machine starts Django + uvicorn slowly; a bench that never
+    # started is still caught, only later.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -97,6 +108,44 @@ DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 """
 
 
+@contextlib.contextmanager
+def deployed_processes(
+    commands: dict[str, list[str]], env: dict, ports: Iterable[int], logs: Path
+) -> Iterator[None]:
+    """The deployed processes (``commands``: name → arguments to Python, run from the repository),
+    up once every port listens; each one's stderr in ``logs``/name, its tail printed if the body
+    fails; terminated afterwards (killed if one hangs on a socket a dead client left open)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as files:
+        processes = [
+            subprocess.Popen(
+                [PYTHON, *command],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=files.enter_context((logs / name).open("wb")),
+            )
+            for name, command in commands.items()
+        ]
+        try:
+            for port in ports:
+                wait_for_port(port)
+            yield
+        except Exception:
+            for name in commands:
+                print(f"--- {name} stderr (tail)\n" + (logs / name).read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:  # uvicorn waits for sockets a dead client left open
+                    process.kill()
+                    process.wait(10)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all threads (Linux /proc). On a busy machine the wall
     clock varies from run to run; the CPU a process spends per message or instance does not."""
@@ -109,8 +158,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def row_count(env: dict, table: str) -> int:
-    """Rows in ``table`` of the bench's database, by psql (a Django shell per poll costs seconds)."""
+def row_count(env: dict, table: str, where: str = "") -> int:
+    """Rows in ``table`` of the bench's database (``where``: an SQL condition on them), by psql (a
+    Django shell per poll costs seconds)."""
     database = env["DATABASE_URL"].rsplit("/", 1)[1]
     out = subprocess.run(
         [
@@ -122,7 +172,7 @@ def row_count(env: dict, table: str) -> int:
             "-d",
             database,
             "-tAc",
-            f"SELECT count(*) FROM {table}",
+            f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else ""),
         ],
         check=True,
         capture_output=True,
@@ -181,3 +231,141 @@ def bench_parser(doc: str | None) -> argparse.ArgumentParser:
         "--smoke", action="store_true", help="a few seconds' run that only proves the bench works"
     )
     return parser
+
+
+# --- Orthanc, the peer (Debian's orthanc + orthanc-dicomweb) ----------------------------------------
+
+ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+@contextlib.contextmanager
+def orthanc_running(work: Path, *, dicomweb: bool = False, **config: object) -> Iterator[dict]:
+    """An Orthanc on loopback free ports, its index in ``work``: ``{"http", "dicom_port",
+    "dicomweb", "process"}`` (``dicomweb``: the plugin's root, ``…/dicom-web``; ``process``: for a
+    test that stops it, SIGSTOP, as a PACS that hangs). Extra ``config`` keys go into its
+    configuration as given. With ``dicomweb`` the plugin must load (Debian's orthanc-dicomweb), or
+    this raises: a DICOMweb comparison or source without it would test nothing. The one way the
+    benches and tests start Orthanc."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    dicom_port, http_port = free_port(), free_port()
+    settings = {
+        "Name": "peer",
+        "StorageDirectory": str(work / "orthanc"),
+        "IndexDirectory": str(work / "orthanc"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [str(ORTHANC_DICOMWEB_PLUGIN)] if dicomweb else [],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        **config,
+    }
+    (work / "orthanc.json").write_text(json.dumps(settings))
+    process = subprocess.Popen(
+        [binary, str(work / "orthanc.json")],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(http_port, timeout=30)
+        wait_for_port(dicom_port, timeout=30)
+        http = f"http://127.0.0.1:{http_port}"
+        if dicomweb:
+            _orthanc_plugin_check(http, settings, "dicom-web")
+        yield {"http": http, "dicom_port": dicom_port, "dicomweb": f"{http}/dicom-web", "process": process}
+    finally:
+        process.send_signal(signal.SIGCONT)  # a test may have stopped it (the PACS that hangs)
+        process.terminate()
+        process.wait(20)
+
+
+def _orthanc_plugin_check(http: str, settings: dict, plugin: str) -> None:
+    request = urllib.request.Request(f"{http}/plugins")
+    users = settings.get("RegisteredUsers") if settings.get("AuthenticationEnabled") else None
+    if users:
+        user, password = next(iter(users.items()))
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        loaded = json.load(response)
+    if plugin not in loaded:
+        raise RuntimeError(f"Orthanc did not load its {plugin} plugin (apt-get install orthanc-dicomweb)")
+
+
+def orthanc_store(orthanc: dict, part10: bytes, *, auth: tuple[str, str] | None = None) -> None:
+    """One Part 10 file into Orthanc over its REST API (``auth``: user and password, when it asks)."""
+    request = urllib.request.Request(f"{orthanc['http']}/instances", data=part10, method="POST")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, response.status
+
+
+def head_ct_claimed(facility, reader, tag: str, study_uid: str) -> int:
+    """A complete head CT with its order, routed and claimed by ``reader``: the study a bench's
+    reader is in the middle of (stroke_alert's editor, delivery's signature). Needs Django set up."""
+    from django.utils import timezone
+
+    from imaging.models import Order, Patient, Study, StudyStatus
+    from worklist.services import study_claim, study_route
+
+    patient = Patient.objects.create(facility=facility, mrn=tag, assigning_authority="BENCH", sex="F")
+    order = Order.objects.create(
+        facility=facility,
+        patient=patient,
+        accession_number=tag,
+        procedure_code="70450",
+        procedure_text="CT HEAD W/O CONTRAST",
+    )
+    now = timezone.now()
+    study = Study.objects.create(
+        facility=facility,
+        order=order,
+        patient=patient,
+        study_instance_uid=study_uid,
+        accession_number=tag,
+        modalities="CT",
+        status=StudyStatus.COMPLETE,
+        first_received_at=now,
+        last_received_at=now,
+        completed_at=now,
+    )
+    study_route(study_id=study.pk)
+    study_claim(study_id=study.pk, user=reader, at=timezone.now())
+    return study.pk
+
+
+def verified_credentials(profile, licence) -> None:
+    """Record the bench reader's licence as verified and give them a verified malpractice cover:
+    facilities require both before a reader is eligible (``Facility.reads_before_verification``
+    off by default). Needs Django set up."""
+    from datetime import UTC, datetime
+
+    from credentialing.models import MalpracticeCoverage, VerificationMethod
+
+    verified = {
+        "verified_at": datetime(2024, 1, 5, tzinfo=UTC),
+        "verification_method": VerificationMethod.FSMB,
+    }
+    for name, value in verified.items():
+        setattr(licence, name, value)
+    licence.save(update_fields=list(verified))
+    MalpracticeCoverage.objects.create(**malpractice_cover(profile), **verified)
+
+
+def malpractice_cover(profile) -> dict:
+    """The fields of a cover in force from 2020 to 2035 (bulk benches build the rows themselves)."""
+    from datetime import date
+
+    return {
+        "profile": profile,
+        "carrier": "Bench Mutual",
+        "policy_number": f"BM-{profile.pk}",
+        "per_claim_limit": 1_000_000,
+        "aggregate_limit": 3_000_000,
+        "effective_on": date(2020, 1, 1),
+        "expires_on": date(2035, 12, 31),
+    }

@@ -43,6 +43,7 @@ from credentialing.selectors import (
     can_manage_credentialing,
     can_read_credentialing,
     documents_visible_to,
+    eligibility_studies_for,
     is_radiologist,
     privileges_visible_to,
     profiles_visible_to,
@@ -51,9 +52,13 @@ from imaging.storage import StorageError, encrypted_read
 
 
 class CredentialingStaffWrites(BasePermission):
-    """Anyone authenticated may read what the selectors show them; only credentialing staff write."""
+    """Anyone authenticated may read what the selectors show them; only credentialing staff write.
+    An anonymous caller is refused before the selectors run: 401 with the token challenge (the
+    API's first authentication class), not an empty 200 list (issue 15 §9)."""
 
     def has_permission(self, request, view) -> bool:
+        if not request.user.is_authenticated:
+            return False
         return request.method in SAFE_METHODS or can_manage_credentialing(request.user)
 
 
@@ -412,7 +417,6 @@ class EligibilityView(APIView):
     )
     def get(self, request: Request) -> Response:
         from accounts.models import User
-        from imaging.models import Study
 
         radiologist_id, study_id = _int_param(request, "radiologist"), _int_param(request, "study")
         if radiologist_id is None or study_id is None:
@@ -421,7 +425,9 @@ class EligibilityView(APIView):
             raise PermissionDenied("You may ask about your own eligibility only.")
         at = self._at(request)
         radiologist = get_object_or_404(User, pk=radiologist_id)
-        study = get_object_or_404(Study.objects.select_related("facility", "subspecialty"), pk=study_id)
+        study = get_object_or_404(
+            eligibility_studies_for(request.user).select_related("facility", "subspecialty"), pk=study_id
+        )
         assessment = assess(radiologist, study, at)
         body = {
             "radiologist": radiologist.pk,

@@ -20,10 +20,12 @@ from credentialing.models import (
     FacilityCredentialing,
     FacilityPrivilege,
     LicenceStatus,
+    MalpracticeCoverage,
     PrivilegeStatus,
     RadiologistProfile,
     StateLicence,
     Subspecialty,
+    VerificationMethod,
 )
 from credentialing.services import checklist_item_complete, privilege_apply, required_checklist_labels
 from facilities.models import Facility
@@ -63,6 +65,13 @@ def credentialing_demo_load(today: date | None = None) -> int:
         },
     )
     loaded = 0
+    # Verified by the demo MSO with the boards and carriers: facilities require it before reading
+    # (``Facility.reads_before_verification`` off by default).
+    verified = {
+        "verified_by": User.objects.filter(username="mso").first(),
+        "verified_at": timezone.now() - timedelta(days=650),
+        "verification_method": VerificationMethod.SOURCE_WEBSITE,
+    }
     for username, (licences, privileges) in READERS.items():
         profile = RadiologistProfile.objects.filter(user__username=username).first()
         if profile is None:
@@ -77,8 +86,21 @@ def credentialing_demo_load(today: date | None = None) -> int:
                     "status": LicenceStatus.ACTIVE,
                     "issued_on": today - timedelta(days=700),
                     "expires_on": today + timedelta(days=days),
+                    **verified,
                 },
             )
+        MalpracticeCoverage.objects.update_or_create(
+            profile=profile,
+            policy_number=f"MP-{number}",
+            defaults={
+                "carrier": "Medical Protective",
+                "per_claim_limit": 1_000_000,
+                "aggregate_limit": 3_000_000,
+                "effective_on": today - timedelta(days=300),
+                "expires_on": today + timedelta(days=430),
+                **verified,
+            },
+        )
         BoardCertification.objects.get_or_create(
             profile=profile,
             board="ABR",

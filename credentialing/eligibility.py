@@ -15,7 +15,12 @@ A reader is eligible for a study at instant ``at`` when **all** of these hold:
 3. **Subspecialty** — the study has no subspecialty (or *General / ER*), or the reader has the
    study's subspecialty, or the facility accepts general readers (``Facility.accepts_general_readers``)
    and the reader is a general reader. Which reader routing *prefers* is routing's business.
-4. **Shift** — a shift covers ``at`` (``starts_at <= at < ends_at``) that is not limited to other
+4. **Verification** — unless the facility lets readers read before verification
+   (``Facility.reads_before_verification``, off by default), the licence in force in its state is
+   verified with the primary source, and a malpractice cover in force on the facility-local date is
+   too (issue 19). Board certification, DEA and fellowships are not asked here: privileges already
+   stand for what a facility's bylaws require of them.
+5. **Shift** — a shift covers ``at`` (``starts_at <= at < ends_at``) that is not limited to other
    facilities or to other subspecialties (a shift limited to subspecialties covers only studies of
    those subspecialties).
 
@@ -53,6 +58,7 @@ from credentialing.models import (
     NON_IMAGE_MODALITIES,
     FacilityPrivilege,
     LicenceStatus,
+    MalpracticeCoverage,
     PrivilegeStatus,
     RadiologistProfile,
     StateLicence,
@@ -66,6 +72,7 @@ from facilities.models import Facility
 class ReasonCode(StrEnum):
     NOT_A_RADIOLOGIST = "not_a_radiologist"
     LICENCE = "licence"
+    VERIFICATION = "verification"
     PRIVILEGES = "privileges"
     PRIVILEGE_SCOPE = "privilege_scope"
     SUBSPECIALTY = "subspecialty"
@@ -104,6 +111,17 @@ class LicenceFact:
     status: str
     issued_on: date
     expires_on: date
+    verified: bool = False  # a primary-source verification is recorded
+
+
+@dataclass(frozen=True)
+class CoverFact:
+    """A malpractice cover: in force from ``effective_on`` to the end of ``expires_on``."""
+
+    carrier: str
+    effective_on: date
+    expires_on: date
+    verified: bool
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,7 @@ class ReaderFacts:
     licences: tuple[LicenceFact, ...]
     privileges: tuple[PrivilegeFact, ...]
     shifts: tuple[ShiftFact, ...]
+    covers: tuple[CoverFact, ...] = ()
 
     @property
     def is_general(self) -> bool:
@@ -150,11 +169,17 @@ class FacilityFacts:
     state: str
     zone: ZoneInfo
     accepts_general_readers: bool
+    reads_before_verification: bool = False
 
     @classmethod
     def of(cls, facility: Facility) -> FacilityFacts:
         return cls(
-            facility.pk, facility.name, facility.state, facility.zone, facility.accepts_general_readers
+            facility.pk,
+            facility.name,
+            facility.state,
+            facility.zone,
+            facility.accepts_general_readers,
+            facility.reads_before_verification,
         )
 
 
@@ -224,6 +249,34 @@ def _licence_problem(licence: LicenceFact, day: date) -> str:
     if day < licence.issued_on:
         return f"is valid from {licence.issued_on.isoformat()}"
     return f"expired on {licence.expires_on.isoformat()}"
+
+
+def cover_in_force(cover: CoverFact, day: date) -> bool:
+    return cover.effective_on <= day <= cover.expires_on
+
+
+def verification_reasons(reader: ReaderFacts, facility: FacilityFacts, at: datetime) -> list[Reason]:
+    """What is still unverified, where the facility requires verification before reading: the
+    licence in force in its state (none in force is the licence rule's reason, not this one) and a
+    malpractice cover in force — missing, lapsed or unverified. One reason listing every problem."""
+    if facility.reads_before_verification:
+        return []
+    day = local_day(at, facility.zone)
+    problems = []
+    in_force = [lic for lic in reader.licences if lic.state == facility.state and licence_in_force(lic, day)]
+    if in_force and not any(lic.verified for lic in in_force):
+        problems.append(f"{facility.state} licence {in_force[0].number} not verified")
+    covers = [c for c in reader.covers if cover_in_force(c, day)]
+    if not covers:
+        lapsed = [c for c in reader.covers if c.expires_on < day]
+        last = max((c.expires_on for c in lapsed), default=None)
+        problems.append(f"malpractice cover lapsed on {last.isoformat()}" if last else "no malpractice cover")
+    elif not any(c.verified for c in covers):
+        problems.append(f"malpractice cover ({covers[0].carrier}) not verified")
+    if not problems:
+        return []
+    message = f"{facility.name} requires verified credentials: {'; '.join(problems)}"
+    return [Reason(ReasonCode.VERIFICATION, message)]
 
 
 def privilege_reasons(reader: ReaderFacts, study: StudyFacts, at: datetime) -> list[Reason]:
@@ -353,6 +406,7 @@ def assess_facts(reader: ReaderFacts | None, study: StudyFacts, at: datetime) ->
         )
     reasons = [
         *licence_reasons(reader, study.facility, at),
+        *verification_reasons(reader, study.facility, at),
         *privilege_reasons(reader, study, at),
         *subspecialty_reasons(reader, study),
         *shift_reasons(reader, study, at),
@@ -393,9 +447,16 @@ def reader_facts(
     for profile_id, *fields in (
         StateLicence.objects.filter(profile_id__in=ids)
         .order_by("id")
-        .values_list("profile_id", "state", "number", "status", "issued_on", "expires_on")
+        .values_list("profile_id", "state", "number", "status", "issued_on", "expires_on", "verified_at")
     ):
-        licences.setdefault(profile_id, []).append(LicenceFact(*fields))
+        licences.setdefault(profile_id, []).append(LicenceFact(*fields[:-1], verified=fields[-1] is not None))
+    covers: dict[int, list[CoverFact]] = {}
+    for profile_id, *fields in (
+        MalpracticeCoverage.objects.filter(profile_id__in=ids)
+        .order_by("id")
+        .values_list("profile_id", "carrier", "effective_on", "expires_on", "verified_at")
+    ):
+        covers.setdefault(profile_id, []).append(CoverFact(*fields[:-1], verified=fields[-1] is not None))
     privileges = _privilege_facts(ids)
     shifts = _shift_facts(user_ids, shifts_from, shifts_until)
     facts = {}
@@ -413,6 +474,7 @@ def reader_facts(
             licences=tuple(licences.get(profile_id, ())),
             privileges=tuple(privileges.get(profile_id, ())),
             shifts=tuple(shifts.get(user_id, ())),
+            covers=tuple(covers.get(profile_id, ())),
         )
     return facts
 
@@ -433,14 +495,16 @@ def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
         "facility__state",
         "facility__timezone",
         "facility__accepts_general_readers",
+        "facility__reads_before_verification",
     )
     result: dict[int, list[PrivilegeFact]] = {}
-    for pk, profile_id, facility_id, status, granted, expires, modalities, name, state, zone, general in (
+    for pk, profile_id, facility_id, status, granted, expires, modalities, *facility_fields in (
         FacilityPrivilege.objects.filter(profile_id__in=profile_ids)
         .order_by("facility__name", "id")
         .values_list(*columns, *facility_columns)
     ):
         scope = scopes.get(pk, [])
+        name, state, zone, general, before_verification = facility_fields
         result.setdefault(profile_id, []).append(
             PrivilegeFact(
                 facility_id,
@@ -451,7 +515,7 @@ def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
                 frozenset(sub_id for sub_id, _ in scope),
                 tuple(sub_name for _, sub_name in scope),
                 tuple(modalities or ()),
-                FacilityFacts(facility_id, name, state, ZoneInfo(zone), general),
+                FacilityFacts(facility_id, name, state, ZoneInfo(zone), general, before_verification),
             )
         )
     return result
@@ -588,7 +652,7 @@ def readable_studies_q(radiologist, at: datetime) -> Q:
             for s in reader.shifts
             if s.starts_at <= at < s.ends_at and (not s.facility_ids or facility.id in s.facility_ids)
         ]
-        if not shifts:
+        if not shifts or verification_reasons(reader, facility, at):
             continue
         conditions = [
             _any(_scope_q(p) for p in grants),
@@ -654,4 +718,5 @@ def renewed(reader: ReaderFacts, *, since: date, through: date) -> ReaderFacts:
         privileges=tuple(
             replace(p, expires_on=date.max) if due(p.expires_on) else p for p in reader.privileges
         ),
+        covers=tuple(replace(c, expires_on=date.max) if due(c.expires_on) else c for c in reader.covers),
     )

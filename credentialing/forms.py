@@ -181,6 +181,13 @@ class ChecklistAddForm(forms.Form):
 
 
 class FacilityCredentialingForm(forms.ModelForm):
+    reads_before_verification = forms.BooleanField(
+        label="Readers eligible before verification",
+        required=False,
+        help_text="Off (the default): a reader may read here only once their licence in this state and "
+        "a malpractice cover in force are verified with the primary source; until then the worklist, "
+        "routing and signing refuse them with that reason.",
+    )
     requirements = forms.CharField(
         label="Required checklist items",
         widget=forms.Textarea(attrs={"rows": 8}),

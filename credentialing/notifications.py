@@ -25,7 +25,7 @@ from credentialing.models import (
     PrivilegeStatus,
     StateLicence,
 )
-from credentialing.selectors import EXPIRY_WINDOWS, LATEST_US_ZONE, ExpiringItem, expiring_items, facility_day
+from credentialing.selectors import LATEST_US_ZONE, ExpiringItem, expiring_items, expiry_windows, facility_day
 
 
 def staff_recipients() -> list[User]:
@@ -69,7 +69,7 @@ def expiries_notify(*, at: datetime) -> tuple[int, int]:
     """Notify every credentialing staff member of each credential entering a 90/60/30-day window or
     overdue, once; e-mail each of them a digest of what is new. Returns (notifications, e-mails)."""
     new: dict[int, list[Notification]] = defaultdict(list)
-    for item in expiring_items(at, within_days=max(EXPIRY_WINDOWS)):
+    for item in expiring_items(at, within_days=max(expiry_windows(), default=0)):
         if item.window is None and not item.overdue:
             continue
         threshold, level, sentence = _describe(item)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
@@ -41,7 +42,15 @@ from facilities.selectors import facilities_administered_by
 # Credentials without a facility (licences, boards, DEA, malpractice) expire at the end of their date
 # wherever the reader works; statuses are closed only once that day has ended in every US zone.
 LATEST_US_ZONE = ZoneInfo("Pacific/Honolulu")
-EXPIRY_WINDOWS = (90, 60, 30)
+
+
+def expiry_windows() -> tuple[int, ...]:
+    """The days ahead at which credentialing staff are told of an expiry, largest first (setting
+    ``READROOM_CREDENTIAL_NOTICE_DAYS``, default 90, 60, 30): an office that wants 120 days' notice sets
+    it without a code change."""
+    return tuple(
+        sorted({int(d) for d in settings.READROOM_CREDENTIAL_NOTICE_DAYS if int(d) >= 0}, reverse=True)
+    )
 
 
 # --- who may do what --------------------------------------------------------------------------
@@ -56,6 +65,22 @@ def can_read_credentialing(user) -> bool:
     return can_manage_credentialing(user) or (
         user.is_authenticated and has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)
     )
+
+
+def eligibility_studies_for(user) -> QuerySet:
+    """The studies the eligibility API answers about for ``user``: every study for those who read
+    all credentialing; for a radiologist asking about themselves, the studies of the facilities
+    where they hold or held a privilege (of any status: "your privilege lapsed" is their answer).
+    Another facility's study is 404, as a missing one: the reasons would tell its state and
+    subspecialty (issue 15 §9)."""
+    from imaging.models import Study
+
+    if can_read_credentialing(user):
+        return Study.objects.all()
+    if is_radiologist(user):
+        held = FacilityPrivilege.objects.filter(profile__user=user).values("facility_id")
+        return Study.objects.filter(facility_id__in=held)
+    return Study.objects.none()
 
 
 def is_radiologist(user) -> bool:
@@ -284,8 +309,8 @@ class ExpiringItem:
 
     @property
     def window(self) -> int | None:
-        """The smallest of 90/60/30 it falls in; None when overdue or further away."""
-        fitting = [w for w in EXPIRY_WINDOWS if 0 <= self.days_left <= w]
+        """The smallest notice window (90/60/30 by default) it falls in; None when overdue or further away."""
+        fitting = [w for w in expiry_windows() if 0 <= self.days_left <= w]
         return min(fitting) if fitting else None
 
     @property

@@ -202,6 +202,18 @@ def facility_credentialing_update(*, actor, facility: Facility, **fields) -> Fac
 
 
 @transaction.atomic
+def facility_verification_policy_set(
+    *, actor, facility: Facility, reads_before_verification: bool
+) -> Facility:
+    """Whether readers may read at ``facility`` before their licence in its state and a malpractice
+    cover are verified (the eligibility engine's verification rule). On the facility row, beside
+    ``accepts_general_readers``, so the engine reads it with the facility's other facts."""
+    facility.reads_before_verification = reads_before_verification
+    facility.save(update_fields=["reads_before_verification"])
+    return facility
+
+
+@transaction.atomic
 def facility_requirements_set(
     *, actor, facility: Facility, labels: Iterable[str]
 ) -> list[FacilityChecklistRequirement]:

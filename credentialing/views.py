@@ -33,7 +33,6 @@ from credentialing.models import (
 )
 from credentialing.packet import packet_pdf
 from credentialing.selectors import (
-    EXPIRY_WINDOWS,
     access_document_content,
     access_privilege,
     access_profile,
@@ -44,6 +43,7 @@ from credentialing.selectors import (
     can_see_facility_readers,
     dossier,
     expiring_items,
+    expiry_windows,
     facilities_for_readers_page,
     facility_readers,
     is_radiologist,
@@ -108,11 +108,12 @@ def expiring(request: HttpRequest) -> HttpResponse:
         within = int(request.GET.get("within", 90))
     except ValueError:
         within = 90
-    within = within if within in EXPIRY_WINDOWS else 90
+    windows = expiry_windows()
+    within = within if within in windows else max(windows, default=90)
     now = timezone.now()
     context = {
         "within": within,
-        "windows": EXPIRY_WINDOWS,
+        "windows": windows,
         "items": expiring_items(now, within_days=within, include_overdue=False),
         "overdue": [i for i in expiring_items(now, within_days=0) if i.overdue],
     }
@@ -539,7 +540,10 @@ def facility_settings(request: HttpRequest, code: str) -> HttpResponse:
     form = forms.FacilityCredentialingForm(
         request.POST if request.method == "POST" and can_manage else None,
         instance=row,
-        initial={"requirements": "\n".join(labels)},
+        initial={
+            "requirements": "\n".join(labels),
+            "reads_before_verification": facility.reads_before_verification,
+        },
     )
     if request.method == "POST" and can_manage and form.is_valid():
         fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
@@ -547,6 +551,11 @@ def facility_settings(request: HttpRequest, code: str) -> HttpResponse:
             services.facility_credentialing_update(actor=request.user, facility=facility, **fields)
             services.facility_requirements_set(
                 actor=request.user, facility=facility, labels=form.cleaned_data["requirements"].splitlines()
+            )
+            services.facility_verification_policy_set(
+                actor=request.user,
+                facility=facility,
+                reads_before_verification=form.cleaned_data["reads_before_verification"],
             )
         except ValidationError as error:
             _errors_to_form(form, error)

@@ -27,12 +27,18 @@ OPERATIONS_FIELDS = (
     "accepts_preliminary",
     "critical_result_minutes",
     "read_rate",
+    "oru_addenda_as_nte",
     "hl7_outbound_host",
     "hl7_outbound_port",
     "hl7_accession_fallback",
     "study_quiet_seconds",
     "hl7_expected_gap_minutes",
     "dicom_expected_gap_minutes",
+    # identity domain and orderless wait (issue 13): which issuers name one patient is the
+    # interface analysts' call, as a wrong mapping would merge two hospitals' patients
+    "patient_id_authority",
+    "patient_id_issuers",
+    "orderless_wait_minutes",
 )
 
 

@@ -6,6 +6,7 @@ Its US state decides which licence a reader needs; its time zone decides what "o
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
@@ -109,6 +110,113 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. America/Chicago)")
 
 
+AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # AE: 16 printable characters, no backslash
+PRIOR_METHODS = ("c-move", "c-get", "dicomweb")
+PRIOR_SOURCE_KEYS = (
+    "name", "method", "host", "port", "called_ae_title", "base_url", "auth", "count", "lookback_days",
+    "modalities", "body_parts", "hours", "timeout_seconds",
+)  # fmt: skip
+
+
+def _dicom_peer_problems(entry: dict, at: str, title_key: str) -> list[str]:
+    problems = []
+    title = entry.get(title_key)
+    if not isinstance(title, str) or not AE_TITLE_PATTERN.match(title):
+        problems.append(f"{at}.{title_key}: 1–16 printable characters, no backslash")
+    if not isinstance(entry.get("host"), str) or not entry.get("host"):
+        problems.append(f"{at}.host: required (a host name or address)")
+    port = entry.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        problems.append(f"{at}.port: a port number 1–65535")
+    return problems
+
+
+def _web_auth_problems(auth, at: str) -> list[str]:
+    """A DICOMweb source's credentials: the secret is named by an environment variable, never
+    written in the onboarding file (which is kept in version control and shown to admins)."""
+    if auth is None:
+        return []
+    shapes = {"basic": {"type", "username", "password_env"}, "bearer": {"type", "token_env"}}
+    keys = shapes.get(auth.get("type")) if isinstance(auth, dict) else None
+    if keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys):
+        return []
+    return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
+
+
+def validate_move_destinations(value) -> None:
+    """dicom.move_destinations: the AEs a C-MOVE from this facility may send to (anything else 0xA801)."""
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of {ae_title, host, port}")
+    problems = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or set(entry) - {"ae_title", "host", "port", "description"}:
+            problems.append(f"[{i}]: keys ae_title, host, port (and description)")
+            continue
+        problems += _dicom_peer_problems(entry, f"[{i}]", "ae_title")
+    if problems:
+        raise ValidationError("; ".join(problems))
+
+
+def validate_issuer_list(value) -> None:
+    """Issuer names (PID-3.4 / DICOM Issuer of Patient ID, an LO: at most 64 characters)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+        raise ValidationError("a list of issuer names, each 1–64 characters")
+
+
+# Retired storage SOP classes a sender may be allowed (docs/orders.md): older ultrasound carts still
+# send them and Orthanc takes them. The SCP supports exactly these; each sender lists what it may send.
+RETIRED_STORAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+}
+
+
+def validate_sop_class_list(value) -> None:
+    if not isinstance(value, list) or not all(v in RETIRED_STORAGE_SOP_CLASSES for v in value):
+        known = ", ".join(f"{uid} ({name})" for uid, name in RETIRED_STORAGE_SOP_CLASSES.items())
+        raise ValidationError(f"a list of these retired SOP Class UIDs: {known}")
+
+
+def validate_prior_sources(value) -> None:
+    """priors.sources (docs/priors.md): where this facility's priors are fetched from, and the limits."""
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of prior sources")
+    problems = []
+    for i, entry in enumerate(value):
+        at = f"[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{at}: must be keys and values")
+            continue
+        if unknown := sorted(set(entry) - set(PRIOR_SOURCE_KEYS)):
+            problems.append(
+                f"{at}: unknown keys {', '.join(unknown)} (known: {', '.join(PRIOR_SOURCE_KEYS)})"
+            )
+        method = entry.get("method")
+        if method not in PRIOR_METHODS:
+            problems.append(f"{at}.method: one of {', '.join(PRIOR_METHODS)}")
+        elif method == "dicomweb":
+            if not str(entry.get("base_url", "")).startswith(("http://", "https://")):
+                problems.append(f"{at}.base_url: an http(s) URL")
+            problems += _web_auth_problems(entry.get("auth"), f"{at}.auth")
+        else:
+            problems += _dicom_peer_problems(entry, at, "called_ae_title")
+        for key in ("count", "lookback_days", "timeout_seconds"):
+            number = entry.get(key)
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+                problems.append(f"{at}.{key}: a positive whole number")
+        for key in ("modalities", "body_parts"):
+            items = entry.get(key)
+            if items is not None and not (isinstance(items, list) and all(isinstance(x, str) for x in items)):
+                problems.append(f"{at}.{key}: a list of codes")
+        hours = entry.get("hours")
+        if hours is not None and not (
+            isinstance(hours, str) and re.match(r"^\d{2}:\d{2}-\d{2}:\d{2}$", hours)
+        ):
+            problems.append(f"{at}.hours: HH:MM-HH:MM in the facility's local time")
+    if problems:
+        raise ValidationError("; ".join(problems))
+
+
 facility_code_validator = RegexValidator(
     r"^[A-Z0-9][A-Z0-9_-]{1,31}$", "2–32 characters: capital letters, digits, '-' or '_'"
 )
@@ -151,6 +259,15 @@ class Facility(models.Model):
     # Whether a general/ER reader may read studies whose subspecialty no reader of that
     # subspecialty covers (typical for critical-access hospitals at night).
     accepts_general_readers = models.BooleanField(default=True)
+    # Whether a reader may read here before the MSO has verified their credentials with the primary
+    # source: the licence in the facility's state and a malpractice cover in force (issue 19). The
+    # default is not: unverified readers are flagged and the eligibility engine refuses them.
+    reads_before_verification = models.BooleanField(
+        "readers eligible before verification",
+        default=False,
+        help_text="Off (the default): a reader is eligible here only once their licence in this state "
+        "and a malpractice cover in force are verified with the primary source.",
+    )
 
     # Assignment (worklist.assignment): pull = eligible readers see a study and claim it; push = each
     # newly routed study is given to the best eligible reader on shift (core team, same patient,
@@ -169,6 +286,14 @@ class Facility(models.Model):
         default=60,
         validators=[MinValueValidator(1)],
         help_text="A critical result not communicated this long after it was marked escalates to operations.",
+    )
+    # An addendum's ORU (OBR-25 C) carries the addenda as NTE segments after the report's OBX rows
+    # (docs/delivery.md), for an EMR that shows result comments apart; default: as OBX rows under
+    # LOINC 55107-7 Addendum, like the report's other sections.
+    oru_addenda_as_nte = models.BooleanField(
+        "addenda as NTE in the ORU",
+        default=False,
+        help_text="Send addenda as NTE comments after the report's OBX rows instead of as OBX rows.",
     )
     read_rate = models.DecimalField(
         "rate per final read",
@@ -196,6 +321,34 @@ class Facility(models.Model):
     # An interface silent for longer than this turns red on the operations page.
     hl7_expected_gap_minutes = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
     dicom_expected_gap_minutes = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1)])
+    # Query/Retrieve (docs/priors.md): where this facility's C-MOVEs may send, and where its priors come from.
+    dicom_move_destinations = models.JSONField(
+        default=list, blank=True, validators=[validate_move_destinations]
+    )
+    prior_sources = models.JSONField(default=list, blank=True, validators=[validate_prior_sources])
+
+    # Patient identity domain (docs/orders.md "One patient per identity"): an MRN is unique within
+    # this domain. ``patient_id_authority`` is its name as the EMR writes it in PID-3.4 (the ORU sends
+    # it back); blank = the first HL7 sender's MSH-4, else the facility code. ``patient_id_issuers`` are
+    # the other names that mean the same domain (a modality's Issuer of Patient ID, an old RIS name).
+    patient_id_authority = models.CharField("MRN assigning authority", max_length=64, blank=True)
+    patient_id_issuers = models.JSONField(
+        "other names of the MRN domain", default=list, blank=True, validators=[validate_issuer_list]
+    )
+    # A study still without an order after this long shows on the operations worklist (docs/orders.md).
+    orderless_wait_minutes = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+
+    # AI results (docs/ai.md): whether a reader must give a verdict on each AI finding before signing,
+    # whether the verdicts go out in the ORU, and the PPV below which an algorithm raises an alert.
+    ai_verdict_required = models.BooleanField("AI verdict required at signing", default=False)
+    ai_verdict_in_oru = models.BooleanField("AI verdicts in the ORU", default=False)
+    ai_ppv_alert_threshold = models.FloatField(
+        "AI PPV alert threshold",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text="e.g. 0.5: an algorithm whose reader-confirmed share falls below raises an ops alert",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -233,6 +386,29 @@ class Facility(models.Model):
     def get_additional_data(self) -> dict:
         return {"facility_id": self.pk}
 
+    def patient_id_domain(self) -> tuple[str, frozenset[str]]:
+        """The MRN domain: its canonical authority and every name (casefolded) that means it. An
+        empty issuer, the facility code and the facility's own HL7 MSH-4 names always mean it: a
+        modality that leaves (0010,0021) empty and a RIS that puts its MSH-4 in PID-3.4 both speak
+        of the hospital's own MRNs. Cached on the instance (one query per message or image)."""
+        cached = getattr(self, "_patient_id_domain", None)
+        if cached is None:
+            msh4 = (
+                list(self.hl7_senders.order_by("pk").values_list("sending_facility", flat=True))
+                if self.pk
+                else []
+            )
+            authority = self.patient_id_authority or (msh4[0] if msh4 else self.code)
+            names = {"", self.code, authority, *msh4, *self.patient_id_issuers}
+            cached = self._patient_id_domain = (authority, frozenset(n.casefold() for n in names))
+        return cached
+
+    def patient_authority(self, issuer: str) -> str:
+        """The assigning authority a patient identifier is kept under: the facility's domain when
+        the issuer is one of its names, else the issuer itself (another authority's identifier)."""
+        authority, names = self.patient_id_domain()
+        return authority if issuer.strip().casefold() in names else issuer.strip()
+
 
 class Hl7Sender(models.Model):
     """An HL7 sender (MSH-3 sending application + MSH-4 sending facility) that speaks for a facility.
@@ -241,6 +417,8 @@ class Hl7Sender(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="hl7_senders")
     sending_application = models.CharField("MSH-3 sending application", max_length=180)
     sending_facility = models.CharField("MSH-4 sending facility", max_length=180)
+    # An AI vendor's node: its ORU^R01 are AI results (docs/ai.md), never reports; other senders' are refused.
+    ai_node = models.BooleanField("AI node", default=False)
 
     class Meta:
         verbose_name = "HL7 sender"
@@ -270,6 +448,11 @@ class DicomSender(models.Model):
         ],
     )
     description = models.CharField(max_length=200, blank=True)
+    # Retired storage SOP classes this sender may still send (older ultrasound carts use Ultrasound
+    # Image Storage (Retired) 1.2.840.10008.5.1.4.1.1.6 and its multi-frame …1.1.3); others are refused.
+    retired_sop_classes = models.JSONField(
+        "retired SOP classes accepted", default=list, blank=True, validators=[validate_sop_class_list]
+    )
 
     class Meta:
         verbose_name = "DICOM sender"

@@ -23,12 +23,21 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       calling_ae_titles:            # calling AE titles that send images for this facility (exact match)
         - BLMH_CT1                  #   a title alone, or
         - {ae_title: BLMH_CR1, description: Portable X-ray}
+        - {ae_title: BLMH_US1, retired_sop_classes: [1.2.840.10008.5.1.4.1.1.6]}  # an old US cart:
+                                    #   retired US classes it may send (…1.1.6, multi-frame …1.1.3)
       study_quiet_seconds: 90       # a study is complete after this long without a new instance (>= 5)
       expected_gap_minutes: 120     # DICOM silence longer than this turns the interface red
+      move_destinations:            # where this facility's C-MOVEs to ReadRoom may send (else 0xA801)
+        - {ae_title: BLMH_PACS, host: pacs.birchlake.example.org, port: 104}
+      orderless_wait_minutes: 30    # a study without its order this long shows on the operations worklist
+    patients:                       # the MRN domain (docs/orders.md): images and orders land on one patient
+      assigning_authority: BLMH     #   its name in PID-3.4 (default: first sender's MSH-4, else the code)
+      issuers: [BLMH_PACS]          #   other (0010,0021) / PID-3.4 names of the same MRNs (ignoring case)
     sla_minutes:                    # contract turnaround overrides by priority class (DESIGN.md §6):
       ROUTINE: 2880                 #   STROKE 20, TRAUMA 30, STAT 30, ASAP 240, ROUTINE 1440 otherwise
     reading:
       accepts_general_readers: true # a general reader may read what no subspecialist covers (default true)
+      reads_before_verification: false # read before licence + malpractice cover are verified (default false)
       routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
                                     #   eligible reader on shift); default pull
       claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
@@ -40,6 +49,8 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       accepts_preliminary: false    # wet reads sent as P before the final (default false)
       critical_result_minutes: 60   # an uncommunicated critical result escalates after this (default 60)
       read_rate: "38.50"            # per final read, for the monthly charges (default 0.00)
+      oru_addenda_as_nte: false     # an addendum's ORU carries the addenda as NTE after the OBX rows
+                                    #   (default false: as OBX rows, LOINC 55107-7)
     catalogue_overrides:            # this facility's procedure catalogue rules (worklist.CatalogueRule);
       - procedure_code: "70450"     #   a code, or a description_pattern (case-insensitive regex) with a rank
         subspecialty: general       #   ER reads non-contrast heads here (default: neuro)
@@ -48,11 +59,32 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       - description_pattern: "SHOULDER|KNEE"
         rank: 50
         subspecialty: msk
+    priors:                         # prior sources queried when an order (or first image) arrives
+      sources:                      #   docs/priors.md: method c-move | c-get | dicomweb, limits
+        - {name: PACS, method: c-move, host: pacs.birchlake.example.org, port: 104,
+           called_ae_title: BLMH_PACS, count: 3, lookback_days: 1825, hours: "00:00-23:59"}
+        # or DICOMweb (QIDO-RS + WADO-RS); the secret comes from the named environment variable
+        # - {name: VNA, method: dicomweb, base_url: "https://vna.birchlake.example.org/dicom-web",
+        #    auth: {type: basic, username: readroom, password_env: BLMH_VNA_PASSWORD}}
+    ai:                             # AI results (docs/ai.md)
+      verdict_required: true        # the reader's verdict on each AI finding is needed to sign final
+      verdict_in_oru: false         # the verdicts also go in the ORU (one OBX per finding)
+      ppv_alert_threshold: 0.5      # an algorithm whose confirmed share falls below alerts operations
+      triage_rules:                 #   raise only; a rule is known by its name
+        - name: ICH positive → STAT
+          finding_codes: ["274100004", "RID4700"]   # any scheme
+          modality: CT              # optional; procedure_pattern: optional case-insensitive regex
+          procedure_pattern: ""
+          min_probability: 0.5      # optional, 0–1
+          raise_to: STAT            # a priority class, or leave out for no class change
+          rank_first: true          # first within its class (default true)
+          active: true              # default true
 
 The file is the whole truth about the facility: a key left out means its default, and the HL7 senders
 and AE titles become exactly the ones listed (those no longer listed are removed from this facility).
 ``catalogue_overrides``, when present (even empty), likewise becomes exactly the facility's catalogue
-rules; when the key is absent the rules kept in the admin are left as they are.
+rules; when the key is absent the rules kept in the admin are left as they are. ``ai.triage_rules`` the
+same for the facility's AI triage rules.
 An HL7 sender pair or AE title that belongs to another facility is refused, never moved.
 
 ``facility_yaml_load(text)`` parses the file; ``facility_onboard(spec=...)`` validates it (every problem
@@ -80,20 +112,38 @@ from django.db import models, transaction
 
 from credentialing.models import Subspecialty
 from facilities.models import DicomSender, Facility, Hl7Sender, PriorityClass
-from worklist.models import CatalogueRule
+from facilities.signals import identity_domain_changed
+from worklist.models import AiTriageRule, CatalogueRule
 
 TOP_KEYS = (
     "code", "name", "state", "timezone", "kind", "active",
-    "hl7", "dicom", "sla_minutes", "reading", "escalation", "reporting", "catalogue_overrides",
+    "hl7", "dicom", "sla_minutes", "reading", "escalation", "reporting", "catalogue_overrides", "priors",
+    "patients",
+    "ai",
 )  # fmt: skip
 HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound")
 HL7_SENDER_KEYS = ("application", "facility")
 OUTBOUND_KEYS = ("host", "port")
-DICOM_KEYS = ("calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes")
-AE_TITLE_KEYS = ("ae_title", "description")
+DICOM_KEYS = (
+    "calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes", "move_destinations",
+    "orderless_wait_minutes",
+)  # fmt: skip
+PATIENT_KEYS = ("assigning_authority", "issuers")
+PRIORS_KEYS = ("sources",)
+AI_KEYS = ("verdict_required", "verdict_in_oru", "ppv_alert_threshold", "triage_rules")
+AI_RULE_KEYS = (
+    "name", "finding_codes", "modality", "procedure_pattern", "min_probability", "raise_to", "rank_first",
+    "active",
+)  # fmt: skip
+AE_TITLE_KEYS = ("ae_title", "description", "retired_sop_classes")
 ESCALATION_KEYS = ("stroke_readers_minutes", "stroke_director_minutes", "webhook_url")
-READING_KEYS = ("accepts_general_readers", "routing_mode", "claim_timeout_minutes")
-REPORTING_KEYS = ("accepts_preliminary", "critical_result_minutes", "read_rate")
+READING_KEYS = (
+    "accepts_general_readers",
+    "reads_before_verification",
+    "routing_mode",
+    "claim_timeout_minutes",
+)
+REPORTING_KEYS = ("accepts_preliminary", "critical_result_minutes", "read_rate", "oru_addenda_as_nte")
 CATALOGUE_RULE_KEYS = (
     "procedure_code", "description_pattern", "rank", "subspecialty", "rvu", "priority",
     "modality", "body_part", "stroke_protocol", "trauma_protocol", "note",
@@ -116,6 +166,7 @@ FIELD_PATHS: dict[str, str] = {
     "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
     **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
     "accepts_general_readers": "reading.accepts_general_readers",
+    "reads_before_verification": "reading.reads_before_verification",
     "stroke_readers_minutes": "escalation.stroke_readers_minutes",
     "stroke_director_minutes": "escalation.stroke_director_minutes",
     "escalation_webhook_url": "escalation.webhook_url",
@@ -124,6 +175,15 @@ FIELD_PATHS: dict[str, str] = {
     "accepts_preliminary": "reporting.accepts_preliminary",
     "critical_result_minutes": "reporting.critical_result_minutes",
     "read_rate": "reporting.read_rate",
+    "oru_addenda_as_nte": "reporting.oru_addenda_as_nte",
+    "dicom_move_destinations": "dicom.move_destinations",
+    "prior_sources": "priors.sources",
+    "orderless_wait_minutes": "dicom.orderless_wait_minutes",
+    "patient_id_authority": "patients.assigning_authority",
+    "patient_id_issuers": "patients.issuers",
+    "ai_verdict_required": "ai.verdict_required",
+    "ai_verdict_in_oru": "ai.verdict_in_oru",
+    "ai_ppv_alert_threshold": "ai.ppv_alert_threshold",
 }
 REQUIRED_FIELDS = ("code", "name", "state", "timezone", "kind")
 _UNITS = {"study_quiet_seconds": "seconds"}  # every other whole-number field counts minutes
@@ -163,6 +223,7 @@ class _Hl7SenderSpec:
 class _AeTitleSpec:
     ae_title: str
     description: str = ""
+    retired_sop_classes: tuple[str, ...] = ()  # docs/orders.md: retired US classes this sender may send
 
 
 @dataclass
@@ -171,6 +232,7 @@ class _FacilitySpec:
     hl7_senders: list[_Hl7SenderSpec] = field(default_factory=list)
     ae_titles: list[_AeTitleSpec] = field(default_factory=list)
     catalogue_rules: list[CatalogueRule] | None = None  # None: the key was absent, leave the rules
+    ai_rules: list[AiTriageRule] | None = None  # None: ai.triage_rules absent, leave the admin's rules
 
     @property
     def code(self) -> str | None:
@@ -255,8 +317,14 @@ def facility_onboard(
                 plan.facility, parsed.catalogue_rules
             )
             plan.changes += lines
+        if parsed.ai_rules is not None:
+            plan.ai_rules_save, plan.ai_rules_remove, lines = _ai_rule_changes(plan.facility, parsed.ai_rules)
+            plan.changes += lines
         if not dry_run:
             plan.write()
+            if plan.domain_changed():  # records of one person may now be two names of the domain
+                for _, lines in identity_domain_changed.send(Facility, facility=plan.facility, actor=actor):
+                    plan.changes += lines or []
     status = "created" if plan.created else "updated" if plan.changes else "unchanged"
     return OnboardResult(facility=plan.facility, status=status, changes=tuple(plan.changes), dry_run=dry_run)
 
@@ -276,6 +344,13 @@ class _Plan:
     ae_describe: list[DicomSender] = field(default_factory=list)  # description changed, not yet saved
     rules_save: list[CatalogueRule] = field(default_factory=list)  # new, or changed and not yet saved
     rules_remove: list[CatalogueRule] = field(default_factory=list)
+    ai_rules_save: list[AiTriageRule] = field(default_factory=list)
+    ai_rules_remove: list[AiTriageRule] = field(default_factory=list)
+
+    def domain_changed(self) -> bool:
+        """The MRN domain's names changed: its own keys, or an HL7 sender (its MSH-4 is a name)."""
+        fields = {"patient_id_authority", "patient_id_issuers"}
+        return not self.created and bool(fields & set(self.fields_changed) or self.senders_add)
 
     def write(self) -> None:
         facility = self.facility
@@ -295,10 +370,19 @@ class _Plan:
         for rule in self.rules_save:
             rule.facility = facility
             rule.save()
+        for ai_rule in self.ai_rules_remove:
+            ai_rule.delete()
+        for ai_rule in self.ai_rules_save:
+            ai_rule.facility = facility
+            ai_rule.save()
         for dicom_sender in self.ae_describe:
-            dicom_sender.save(update_fields=["description"])
+            dicom_sender.save(update_fields=["description", "retired_sop_classes"])
         for title in self.ae_add:
-            facility.dicom_senders.create(ae_title=title.ae_title, description=title.description)
+            facility.dicom_senders.create(
+                ae_title=title.ae_title,
+                description=title.description,
+                retired_sop_classes=list(title.retired_sop_classes),
+            )
 
 
 def _field_changes(
@@ -364,6 +448,33 @@ def _catalogue_changes(
     return save, remove, lines
 
 
+# An AI triage rule is identified in the file by its name.
+_AI_RULE_FIELDS = tuple(k for k in AI_RULE_KEYS if k != "name")
+
+
+def _ai_rule_changes(
+    facility: Facility, wanted: list[AiTriageRule]
+) -> tuple[list[AiTriageRule], list[AiTriageRule], list[str]]:
+    existing = {r.name: r for r in (facility.ai_rules.order_by("pk") if facility.pk else [])}
+    names = {w.name for w in wanted}
+    remove = [row for name, row in existing.items() if name not in names]
+    lines = [f"ai.triage_rules: removed {row.name!r}" for row in remove]
+    save = []
+    for rule in wanted:
+        row = existing.get(rule.name)
+        if row is None:
+            save.append(rule)
+            lines.append(f"ai.triage_rules: added {rule.name!r}")
+            continue
+        changed = [name for name in _AI_RULE_FIELDS if getattr(row, name) != getattr(rule, name)]
+        if changed:
+            for name in changed:
+                setattr(row, name, getattr(rule, name))
+            save.append(row)
+            lines.append(f"ai.triage_rules: {rule.name!r} changed ({', '.join(changed)})")
+    return save, remove, lines
+
+
 def _ae_title_changes(
     facility: Facility, wanted: list[_AeTitleSpec]
 ) -> tuple[list[_AeTitleSpec], list[DicomSender], list[DicomSender], list[str]]:
@@ -386,6 +497,14 @@ def _ae_title_changes(
             )
             row.description = new.description
             describe.append(row)
+        if new is not None and list(new.retired_sop_classes) != row.retired_sop_classes:
+            lines.append(
+                f"dicom.calling_ae_titles: {title} retired_sop_classes {_show(row.retired_sop_classes)} "
+                f"→ {_show(list(new.retired_sop_classes))}"
+            )
+            row.retired_sop_classes = list(new.retired_sop_classes)
+            if row not in describe:
+                describe.append(row)
     return add, remove, describe, lines
 
 
@@ -466,6 +585,16 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     ae_titles = r.ae_titles(dicom.get("calling_ae_titles"), "dicom.calling_ae_titles")
     raw["study_quiet_seconds"] = r.whole(dicom, "study_quiet_seconds", "study_quiet_seconds")
     raw["dicom_expected_gap_minutes"] = r.whole(dicom, "expected_gap_minutes", "dicom_expected_gap_minutes")
+    # Lists of mappings, checked whole by the model field's validator (facilities.models)
+    raw["dicom_move_destinations"] = dicom.get("move_destinations")
+    raw["orderless_wait_minutes"] = r.whole(dicom, "orderless_wait_minutes", "orderless_wait_minutes")
+    # The MRN domain (docs/orders.md): its name in PID-3.4 and the other issuers that mean it,
+    # checked whole by the model field's validator
+    patients = r.section(top.get("patients"), "patients", PATIENT_KEYS)
+    raw["patient_id_authority"] = r.text(patients, "assigning_authority", "patients.assigning_authority")
+    raw["patient_id_issuers"] = patients.get("issuers")
+    priors = r.section(top.get("priors"), "priors", PRIORS_KEYS)
+    raw["prior_sources"] = priors.get("sources")
 
     sla = r.section(top.get("sla_minutes"), "sla_minutes", SLA_KEYS)
     for priority in SLA_KEYS:
@@ -474,6 +603,9 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     reading = r.section(top.get("reading"), "reading", READING_KEYS)
     raw["accepts_general_readers"] = r.flag(
         reading, "accepts_general_readers", "reading.accepts_general_readers"
+    )
+    raw["reads_before_verification"] = r.flag(
+        reading, "reads_before_verification", "reading.reads_before_verification"
     )
     raw["routing_mode"] = r.text(reading, "routing_mode", "reading.routing_mode")
     raw["claim_timeout_minutes"] = r.whole(reading, "claim_timeout_minutes", "claim_timeout_minutes")
@@ -487,11 +619,20 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     raw["accepts_preliminary"] = r.flag(reporting, "accepts_preliminary", "reporting.accepts_preliminary")
     raw["critical_result_minutes"] = r.whole(reporting, "critical_result_minutes", "critical_result_minutes")
     raw["read_rate"] = r.money(reporting, "read_rate", "reporting.read_rate")
+    raw["oru_addenda_as_nte"] = r.flag(reporting, "oru_addenda_as_nte", "reporting.oru_addenda_as_nte")
 
     rules = r.catalogue_rules(top["catalogue_overrides"]) if "catalogue_overrides" in top else None
 
+    ai = r.section(top.get("ai"), "ai", AI_KEYS)
+    raw["ai_verdict_required"] = r.flag(ai, "verdict_required", "ai.verdict_required")
+    raw["ai_verdict_in_oru"] = r.flag(ai, "verdict_in_oru", "ai.verdict_in_oru")
+    raw["ai_ppv_alert_threshold"] = r.share(ai, "ppv_alert_threshold", "ai.ppv_alert_threshold")
+    ai_rules = r.ai_rules(ai["triage_rules"]) if "triage_rules" in ai else None
+
     fields = _model_checked(raw, r)
-    spec = _FacilitySpec(fields=fields, hl7_senders=senders, ae_titles=ae_titles, catalogue_rules=rules)
+    spec = _FacilitySpec(
+        fields=fields, hl7_senders=senders, ae_titles=ae_titles, catalogue_rules=rules, ai_rules=ai_rules
+    )
     return spec, r.in_file_order(data)
 
 
@@ -733,7 +874,9 @@ class _Reader:
                 title_path = f"{at}.ae_title"
                 title = self.text(item, "ae_title", title_path, required=True)
                 description = self.text(item, "description", f"{at}.description")
+                retired = item.get("retired_sop_classes") or []
             else:
+                retired = []
                 title_path = at
                 title = self.text({"ae_title": item}, "ae_title", title_path, required=True)
                 description = None
@@ -742,8 +885,12 @@ class _Reader:
             before = len(self.problems)
             # DICOM: leading and trailing spaces of an AE title are not significant (PS3.5 §6.2).
             self._model_check(
-                DicomSender(ae_title=title, description=description or ""),
-                {"ae_title": title_path, "description": f"{at}.description"},
+                DicomSender(ae_title=title, description=description or "", retired_sop_classes=retired),
+                {
+                    "ae_title": title_path,
+                    "description": f"{at}.description",
+                    "retired_sop_classes": f"{at}.retired_sop_classes",
+                },
             )
             if len(self.problems) > before:
                 continue
@@ -751,7 +898,7 @@ class _Reader:
                 self.problem(at, f"{_quote(title)} is listed twice (also {path}[{first_at[title]}])")
                 continue
             first_at[title] = i
-            titles.append(_AeTitleSpec(title, description or ""))
+            titles.append(_AeTitleSpec(title, description or "", tuple(retired)))
         return titles
 
     def catalogue_rules(self, value: Any) -> list[CatalogueRule]:
@@ -798,6 +945,56 @@ class _Reader:
             if key in seen:
                 self.problem(at, f"{key} is listed twice (also catalogue_overrides[{seen[key]}])")
             seen.setdefault(key, i)
+            rules.append(rule)
+        return rules
+
+    def share(self, m: dict, key: str, path: str) -> Any:
+        """A share from 0 to 1 (0.8 = 80 %), or None when absent."""
+        value = m.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            self.problem(path, f"must be a share from 0 to 1 (e.g. 0.8 for 80 %), not {_show(value)}")
+            return _INVALID
+        return float(value)
+
+    def ai_rules(self, value: Any) -> list[AiTriageRule]:
+        """The facility's AI triage rules (unsaved; docs/ai.md), each checked by the model's own rules."""
+        rules, seen = [], {}
+        for i, item in enumerate(self.items(value, "ai.triage_rules")):
+            at = f"ai.triage_rules[{i}]"
+            if not isinstance(item, dict):
+                self.problem(at, f"must be keys ({', '.join(AI_RULE_KEYS)}), not {_kind(item)}")
+                continue
+            before = len(self.problems)
+            self.section(item, at, AI_RULE_KEYS)
+            name = self.text(item, "name", f"{at}.name", required=True)
+            codes = item.get("finding_codes")
+            if not isinstance(codes, list) or not codes or not all(isinstance(c, str | int) for c in codes):
+                self.problem(f"{at}.finding_codes", 'required: a list of finding codes, e.g. ["274100004"]')
+            probability = self.share(item, "min_probability", f"{at}.min_probability")
+            flags = {k: self.flag(item, k, f"{at}.{k}") for k in ("rank_first", "active")}
+            if len(self.problems) > before:
+                continue
+            rule = AiTriageRule(
+                name=name,
+                finding_codes=[str(c) for c in codes],
+                modality=(self.text(item, "modality", f"{at}.modality") or "").upper(),
+                procedure_pattern=self.text(item, "procedure_pattern", f"{at}.procedure_pattern") or "",
+                min_probability=probability,
+                raise_to=(self.text(item, "raise_to", f"{at}.raise_to") or "").upper(),
+                rank_first=True if flags["rank_first"] is None else bool(flags["rank_first"]),
+                active=True if flags["active"] is None else bool(flags["active"]),
+            )
+            try:
+                rule.clean()  # raise or rank first; the pattern compiles
+            except ValidationError as error:
+                for message in error.messages:
+                    self.problem(at, message)
+            self._model_check(rule, {n: f"{at}.{n}" for n in AI_RULE_KEYS})
+            if name in seen:
+                self.problem(at, f"{name!r} is listed twice (also ai.triage_rules[{seen[name]}])")
+            seen.setdefault(name, i)
             rules.append(rule)
         return rules
 

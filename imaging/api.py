@@ -40,6 +40,7 @@ from imaging.selectors import (
     access_study,
     may_read_patient_data,
     orders_visible_to,
+    patient_issuer_q,
     studies_visible_to,
 )
 
@@ -211,7 +212,7 @@ def records_filtered(records: QuerySet, filters: dict, *, patient: str, when: st
     if mrn := filters.get("mrn"):
         records = records.filter(**{f"{patient}__mrn": mrn})
     if issuer := filters.get("issuer"):
-        records = records.filter(**{f"{patient}__assigning_authority": issuer})
+        records = records.filter(patient_issuer_q([issuer], path=f"{patient}__"))
     if facility := filters.get("facility"):
         records = records.filter(facility__code=facility)
     if statuses := filters.get("status"):

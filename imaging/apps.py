@@ -9,4 +9,10 @@ class ImagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from facilities.signals import identity_domain_changed
         from imaging import audit  # noqa: F401  (registers models with django-auditlog)
+        from imaging.services import on_facility_domain_changed
+
+        identity_domain_changed.connect(
+            on_facility_domain_changed, dispatch_uid="readroom.imaging.domain_merge"
+        )

@@ -7,6 +7,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+
+class _Clear:
+    """HL7 v2's ``""`` (two double quotes): "delete the stored value" (v2.5.1 Ch. 2.5.3)."""
+
+    _instance: _Clear | None = None
+
+    def __new__(cls) -> _Clear:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "CLEAR"
+
+    def __reduce__(self):  # one instance across pickling (Celery, copies)
+        return (_Clear, ())
+
+
+CLEAR: Final = _Clear()
+# What a message says about one stored value: None = the field was empty (leave the value alone),
+# CLEAR = it was ``""`` (delete it), anything else = the new value.
+Sent = T | None | _Clear
+
+
+def hl7_update(stored: T, sent: Sent, *, cleared: T = "") -> T:  # type: ignore[assignment]
+    """THE rule for every field an order or patient message updates (HL7 v2.5.1 Ch. 2.5.3): an
+    empty field leaves the stored value alone, ``""`` clears it (to ``cleared``: "", None, [] …),
+    a value replaces it. Every service applies fields through this one function."""
+    if sent is None:
+        return stored
+    if sent is CLEAR:
+        return cleared
+    return sent
 
 
 @dataclass(frozen=True)
@@ -18,39 +55,54 @@ class PatientIdentifier:
 @dataclass(frozen=True)
 class PatientFacts:
     identifier: PatientIdentifier
-    family_name: str = ""
-    given_name: str = ""
-    middle_name: str = ""
-    birth_date: date | None = None
-    sex: str = "U"  # HL7 table 0001
+    # Each ``Sent``: None = not sent (leave alone), CLEAR = ``""`` (delete), else the new value.
+    family_name: Sent[str] = None
+    given_name: Sent[str] = None
+    middle_name: Sent[str] = None
+    birth_date: Sent[date] = None
+    sex: Sent[str] = None  # HL7 table 0001
     other_identifiers: tuple[PatientIdentifier, ...] = ()
 
 
 @dataclass(frozen=True)
 class OrderFacts:
-    """One ORC/OBR group of an ORM^O01 or OMI^O23."""
+    """One ORC/OBR group of an ORM^O01 or OMI^O23.
+
+    The keys (control, accession, placer, filler) are plain strings: they find the order. Every
+    other field is ``Sent`` — None when the message left it empty, CLEAR for ``""`` — and is
+    applied with ``hl7_update``."""
 
     control: str  # ORC-1: NW, XO, CA, DC, OC, SC
     accession_number: str
     placer_order_number: str = ""
     filler_order_number: str = ""
-    requested_procedure_id: str = ""
-    study_instance_uid: str = ""
-    modality: str = ""
-    procedure_code: str = ""
-    procedure_text: str = ""
-    procedure_coding_system: str = ""
-    priority_code: str = ""  # raw HL7 priority: S, A, R, P, C, T …
-    reason: str = ""
-    clinical_information: str = ""
-    ordering_provider_id: str = ""
-    ordering_provider_name: str = ""
-    ordering_provider_xcn: tuple[tuple[str, str], ...] = ()  # (component name, value), non-empty only
+    placer_order_issuer: Sent[str] = None  # ORC-2.2 namespace (echoed in the ORU)
+    filler_order_issuer: Sent[str] = None  # ORC-3.2
+    accession_issuer: Sent[str] = None  # IPC-1.2 / the facility's accession namespace
+    requested_procedure_id: Sent[str] = None  # IPC-2 / OBR-19
+    scheduled_procedure_step_id: Sent[str] = None  # IPC-4 / OBR-20
+    study_instance_uid: Sent[str] = None  # IPC-3 / ZDS-1.1
+    modality: Sent[str] = None  # IPC-5 / OBR-24
+    procedure_code: Sent[str] = None
+    procedure_text: Sent[str] = None
+    procedure_coding_system: Sent[str] = None
+    priority_code: Sent[str] = None  # raw HL7 priority: S, A, R, P, C, T …
+    # OBR-31, every repetition: ({"code", "text", "system"}, …)
+    reasons: Sent[tuple[dict, ...]] = None
+    clinical_information: Sent[str] = None  # OBR-13
+    ordering_provider_id: Sent[str] = None
+    ordering_provider_name: Sent[str] = None
+    # (component name, value), non-empty only; the XCN is applied as one value
+    ordering_provider_xcn: Sent[tuple[tuple[str, str], ...]] = None
+    copies_to: Sent[tuple[dict, ...]] = None  # OBR-28, each XCN as {component: value}
     order_status: str = ""  # ORC-5
-    ordered_at: datetime | None = None
-    scheduled_at: datetime | None = None
-    patient_class: str = ""  # PV1-2: E emergency, I inpatient, O outpatient
-    notes: tuple[str, ...] = ()
+    ordered_at: Sent[datetime] = None
+    scheduled_at: Sent[datetime] = None
+    patient_class: Sent[str] = None  # PV1-2: E emergency, I inpatient, O outpatient
+    patient_location: Sent[str] = None  # PV1-3 as sent (point of care^room^bed^facility)
+    visit_number: Sent[str] = None  # PV1-19.1
+    visit_number_authority: Sent[str] = None  # PV1-19.4
+    notes: Sent[tuple[str, ...]] = None  # NTE-3 of the order group; no NTE = leave the notes
 
 
 @dataclass(frozen=True)
@@ -100,3 +152,33 @@ class InstanceHeader:
     patient_sex: str = ""
     institution_name: str = ""
     requested_procedure_codes: tuple[str, ...] = ()
+    study_id: str = ""  # StudyID (SH), a QIDO-RS matching key
+    referring_physician_name: str = ""  # ReferringPhysicianName, FAMILY^GIVEN^MIDDLE
+
+
+@dataclass(frozen=True)
+class AiFindingFacts:
+    """One finding of an AI result: what (a coded concept, SNOMED CT or RadLex), whether present,
+    how sure the algorithm is (0–1) when it says, and on which images."""
+
+    code_value: str
+    coding_scheme: str
+    meaning: str
+    present: bool
+    probability: float | None = None
+    referenced_sop_instance_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AiResultFacts:
+    """An AI result as the edge read it (DICOM SR/SEG/KOS or an HL7 ORU), before it is linked."""
+
+    source: str  # sr | seg | kos | hl7
+    study_instance_uid: str
+    accession_number: str
+    manufacturer: str
+    model: str
+    version: str
+    findings: tuple[AiFindingFacts, ...]
+    sop_instance_uid: str = ""  # the SR/SEG/KOS itself; the ORU's MSH-10 for HL7
+    referenced_sop_instance_uids: tuple[str, ...] = ()

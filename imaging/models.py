@@ -32,7 +32,8 @@ class Sex(models.TextChoices):
 class Patient(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="patients")
     mrn = models.CharField("MRN", max_length=64)
-    # PID-3.4; when a sender leaves it empty ingest uses the facility code, so the pair stays unique.
+    # The identity domain (docs/orders.md): PID-3.4 / (0010,0021) mapped through the facility's
+    # configuration (``Facility.patient_authority``), so images and orders land on one patient.
     assigning_authority = models.CharField(max_length=64)
     family_name = models.CharField(max_length=100, blank=True)
     given_name = models.CharField(max_length=100, blank=True)
@@ -53,7 +54,11 @@ class Patient(models.Model):
                 name="unique_mrn_per_assigning_authority",
             ),
         ]
-        indexes = [models.Index(Lower("family_name"), "given_name", name="patient_name_idx")]
+        indexes = [
+            models.Index(Lower("family_name"), "given_name", name="patient_name_idx"),
+            # identity lookups: every name of the facility's MRN domain (imaging.services._holders)
+            models.Index(fields=["facility", "mrn"], name="patient_mrn_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.display_name} (MRN {self.mrn})"
@@ -97,6 +102,24 @@ class Order(models.Model):
     # The XCN as the hospital sent it, by component (id, family, given, middle, suffix, prefix,
     # degree, authority): the report's ORU echoes the ordering provider the way the EMR knows them.
     ordering_provider_xcn = models.JSONField(default=dict, blank=True)
+    # The whole order as the hospital sent it (docs/orders.md), each field kept by HL7's update rule.
+    priority_code = models.CharField(max_length=16, blank=True)  # TQ1-9 / ORC-7.6 / OBR-5 as sent
+    # OBR-31, every repetition: [{"code", "text", "system"}]; ``reason`` is their texts, for lists
+    reasons_for_study = models.JSONField(default=list, blank=True)
+    clinical_information = models.TextField(blank=True)  # OBR-13 relevant clinical information
+    notes = models.JSONField(default=list, blank=True)  # NTE-3 of the order group, one string each
+    copies_to = models.JSONField(default=list, blank=True)  # OBR-28, each XCN by component
+    placer_order_issuer = models.CharField(max_length=64, blank=True)  # ORC-2.2 namespace
+    filler_order_issuer = models.CharField(max_length=64, blank=True)  # ORC-3.2 namespace
+    accession_issuer = models.CharField(max_length=64, blank=True)  # IPC-1.2
+    requested_procedure_id = models.CharField(max_length=16, blank=True)  # IPC-2 / OBR-19
+    scheduled_procedure_step_id = models.CharField(max_length=16, blank=True)  # IPC-4 / OBR-20
+    study_instance_uid = models.CharField(blank=True, db_index=True, **dicom_uid_field)  # IPC-3 / ZDS-1
+    modality = models.CharField(max_length=16, blank=True)  # IPC-5 / OBR-24
+    patient_class = models.CharField(max_length=8, blank=True)  # PV1-2 (table 0004)
+    patient_location = models.CharField(max_length=200, blank=True)  # PV1-3 as sent
+    visit_number = models.CharField(max_length=64, blank=True)  # PV1-19.1
+    visit_number_authority = models.CharField(max_length=64, blank=True)  # PV1-19.4
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
     ordered_at = models.DateTimeField(null=True, blank=True)  # ORC-9 / MSH-7
     scheduled_at = models.DateTimeField(null=True, blank=True)  # TQ1-7 / ORC-7.4
@@ -117,6 +140,42 @@ class Order(models.Model):
 
     def get_additional_data(self) -> dict:
         return {"patient_id": self.patient_id, "facility_id": self.facility_id}
+
+    @property
+    def clinical_history(self) -> str:
+        """Everything the hospital said about why: every OBR-31 (with its code), OBR-13, the NTE
+        notes — in full, for the reader (worklist detail, viewer header, the report's merge field)."""
+        parts = []
+        reasons = [
+            f"{r.get('text') or r.get('code')}"
+            + (f" ({r['code']})" if r.get("code") and r.get("text") else "")
+            for r in self.reasons_for_study or []
+        ]
+        if reasons:
+            parts.append("; ".join(reasons))
+        elif self.reason:
+            parts.append(self.reason)
+        if self.clinical_information and self.clinical_information != self.reason:
+            parts.append(self.clinical_information)
+        parts += [n for n in self.notes or [] if n]
+        # the hospital's words verbatim (never trim their punctuation): a full stop only between parts
+        joined = ""
+        for part in (p.strip() for p in parts):
+            if part:
+                joined += ("" if not joined else " " if joined.endswith((".", "!", "?")) else ". ") + part
+        return joined
+
+
+class OrderMatch(models.TextChoices):
+    """How a study was matched to its order (docs/orders.md)."""
+
+    NONE = "", "Not matched"
+    ACCESSION = "accession", "Accession number and issuer"
+    STUDY_UID = "study_uid", "The order's Study Instance UID"
+    FALLBACK = "fallback", "The facility's fallback (filler or placer number)"
+    # Operations matched it by hand from the ops worklist (worklist.order_match): who, when and why
+    # are the study's ``order_matched`` event and its audit row.
+    MANUAL = "manual", "Matched by operations"
 
 
 class StudyStatus(models.TextChoices):
@@ -143,6 +202,12 @@ ROUTING_COPY = ("worklist_routed", "worklist_sla_deadline", "worklist_claimed_by
 ON_WORKLIST = models.Q(status__in=OPEN_STUDY_STATUSES, worklist_routed=True)
 
 
+class PriorState(models.TextChoices):
+    NOT_PRIOR = "", "Not a fetched prior"
+    RETRIEVING = "retrieving", "Prior being retrieved"
+    RETRIEVED = "retrieved", "Prior retrieved"
+
+
 class Study(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
     # Images may arrive before their order: patient and order are matched when the order comes.
@@ -150,12 +215,18 @@ class Study(models.Model):
         Patient, null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
     )
     order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
+    order_match = models.CharField(max_length=16, choices=OrderMatch.choices, default="", blank=True)
     study_instance_uid = models.CharField(unique=True, **dicom_uid_field)
     accession_number = models.CharField(max_length=16, blank=True)
     modalities = models.CharField(max_length=64, blank=True)  # ModalitiesInStudy, backslash-joined
     description = models.CharField(max_length=64, blank=True)  # StudyDescription (LO)
     body_part = models.CharField(max_length=16, blank=True)  # BodyPartExamined (CS)
     study_datetime = models.DateTimeField(null=True, blank=True)
+    # QIDO-RS required matching keys (PS3.18 Table 10.6.1-5) the header carries: StudyID (SH) and
+    # ReferringPhysicianName (PN, FAMILY^GIVEN^MIDDLE as the modality wrote it). db_default: bulk
+    # SQL inserts (bench/worklist) name their columns.
+    dicom_study_id = models.CharField("Study ID", max_length=16, blank=True, db_default="")
+    referring_physician_name = models.CharField(max_length=200, blank=True, db_default="")
     number_of_series = models.PositiveIntegerField(default=0)
     number_of_instances = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVING)
@@ -190,6 +261,17 @@ class Study(models.Model):
     priority_rank = models.GeneratedField(
         expression=PRIORITY_RANK, output_field=models.IntegerField(), db_persist=True
     )
+    # A prior fetched from the hospital's PACS for comparison (docs/priors.md): never routed, never on a
+    # worklist. "retrieving" while its instances arrive — hidden from every reader until "retrieved", so
+    # nothing half-stored is shown; a retrieval that finally fails discards what it had indexed.
+    prior_state = models.CharField(max_length=10, choices=PriorState.choices, blank=True, default="")
+    # Within its class: 0 = moved first by an AI triage rule (worklist.ai_triage), 1 = everything else.
+    # Part of the reading order, after the class and before the deadline (docs/ai.md).
+    triage_rank = models.PositiveSmallIntegerField(default=1, editable=False)
+    # The worklist's and reading screen's AI badge, written with each AI result (imaging.ai): the
+    # positive findings and the algorithm, e.g. "Cerebral hemorrhage p=0.93 · Aidoc BriefCase ICH 2.1".
+    # Kept on the row so a page of 100 studies shows badges without a query per row.
+    ai_badge = models.CharField(max_length=200, blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "studies"
@@ -224,7 +306,7 @@ class Study(models.Model):
             # The worklist's reading order (priority class, deadline, id) over what is on worklists:
             # page 1 walks it and stops after 50 rows that pass the reader's eligibility filter.
             models.Index(
-                fields=["priority_rank", "worklist_sla_deadline", "id"],
+                fields=["priority_rank", "triage_rank", "worklist_sla_deadline", "id"],
                 condition=ON_WORKLIST,
                 name="study_worklist_order_idx",
             ),
@@ -233,7 +315,7 @@ class Study(models.Model):
             # and the reading order's columns.
             models.Index(
                 fields=["facility", "subspecialty", "worklist_claimed_by"],
-                include=["modalities", "priority_rank", "worklist_sla_deadline", "id"],
+                include=["modalities", "priority_rank", "triage_rank", "worklist_sla_deadline", "id"],
                 condition=ON_WORKLIST,
                 name="study_worklist_facility_idx",
             ),
@@ -297,9 +379,126 @@ class Instance(models.Model):
     storage_key_id = models.CharField(max_length=32)
     size_bytes = models.PositiveBigIntegerField(default=0)
     received_at = models.DateTimeField()
+    # Why this accepted image cannot be displayed, found when it was first rendered or decoded
+    # (a later frame broken, an image description that does not hold): shown on the study and to
+    # operations, never silently unreadable (docs/viewer.md). Empty: no problem seen. A database
+    # default too: the ingest path inserts rows with raw SQL (_INSTANCE_INSERT_COUNTED).
+    display_problem = models.CharField(max_length=300, blank=True, default="", db_default="")
+    display_problem_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["instance_number", "id"]
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class RetrievalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    RETRIEVED = "retrieved", "Retrieved"
+    FAILED = "failed", "Failed"  # retried until the attempts run out
+    SKIPPED = "skipped", "Not relevant"
+
+
+class PriorRetrieval(models.Model):
+    """One question to one prior source about one patient, asked when an order (or a first image
+    without one) arrived: what was found, what was fetched, and why not (the reading screen shows it)."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.CASCADE, related_name="prior_retrievals")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="prior_retrievals")
+    # the study being read (when its images came first) or the order it will answer
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    source_name = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=RetrievalStatus.choices, default=RetrievalStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"priors from {self.source_name}: {self.status}"
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.patient_id, "facility_id": self.facility_id}
+
+
+class PriorFetch(models.Model):
+    """One prior study chosen from a source's C-FIND answer, and how its retrieval went."""
+
+    retrieval = models.ForeignKey(PriorRetrieval, on_delete=models.CASCADE, related_name="fetches")
+    study_instance_uid = models.CharField(**dicom_uid_field)
+    study_date = models.CharField(max_length=8, blank=True)
+    modalities = models.CharField(max_length=64, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=RetrievalStatus.choices, default=RetrievalStatus.PENDING)
+    instances_expected = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["retrieval", "study_instance_uid"], name="unique_fetch_per_retrieval"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"prior {self.study_instance_uid}: {self.status}"
+
+
+class AiResult(models.Model):
+    """One result of a triage algorithm about one study (docs/ai.md): where it came from and which
+    algorithm said it — manufacturer, model, version, from the SR's device observer / the ORU's OBX."""
+
+    class Source(models.TextChoices):
+        SR = "sr", "DICOM SR"
+        SEG = "seg", "DICOM SEG"
+        KOS = "kos", "DICOM key object selection"
+        HL7 = "hl7", "HL7 ORU"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="ai_results")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    sop_instance_uid = models.CharField(max_length=200, blank=True)
+    manufacturer = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    referenced_sop_instance_uids = models.JSONField(default=list, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        indexes = [models.Index(fields=["study", "received_at"], name="ai_result_study_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} on study {self.study_id}"
+
+    @property
+    def algorithm(self) -> str:
+        return " ".join(p for p in (self.manufacturer, self.model, self.version) if p) or "AI"
+
+    def get_additional_data(self) -> dict:
+        return {"facility_id": self.facility_id}
+
+
+class AiFinding(models.Model):
+    result = models.ForeignKey(AiResult, on_delete=models.CASCADE, related_name="findings")
+    code_value = models.CharField(max_length=64)
+    coding_scheme = models.CharField(max_length=32, blank=True)  # SCT, RADLEX, …
+    meaning = models.CharField(max_length=200, blank=True)
+    present = models.BooleanField()
+    probability = models.FloatField(null=True, blank=True)
+    referenced_sop_instance_uids = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.meaning or self.code_value} {'positive' if self.present else 'negative'}"
+
+    @property
+    def label(self) -> str:
+        """ "ICH positive (p=0.93)": what a badge and a "because" say about the finding."""
+        p = f" (p={self.probability:.2f})" if self.probability is not None else ""
+        return f"{self.meaning or self.code_value} {'positive' if self.present else 'negative'}{p}"

@@ -319,9 +319,10 @@ def app_config(*, dicomweb_root: str = "/dicomweb") -> dict:
                     "wadoRoot": dicomweb_root,
                     "qidoSupportsIncludeField": True,
                     "imageRendering": "wadors",
-                    # ReadRoom has no …/thumbnail resource yet: 'wadors' draws the thumbnail from the
-                    # series' frame. Flip to 'thumbnail' when it lands (docs/viewer.md).
-                    "thumbnailRendering": "wadors",
+                    # An <img> on the instance's …/thumbnail (same origin: the session cookie
+                    # authenticates it): a small server-rendered image, not a full frame fetched
+                    # and decoded in the browser per series (docs/viewer.md).
+                    "thumbnailRendering": "thumbnailDirect",
                     "enableStudyLazyLoad": True,
                     "supportsFuzzyMatching": False,
                     "supportsWildcard": True,

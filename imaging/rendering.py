@@ -29,6 +29,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 from pydicom.uid import UID
 
 from imaging.storage import StorageError, encrypted_read
+from imaging.transcoding import decodable_syntaxes
 
 if TYPE_CHECKING:
     from imaging.models import Instance
@@ -96,6 +97,17 @@ class UnsupportedImage(RenderError):
     status = 415
 
 
+class NotAnImage(UnsupportedImage):
+    """An object without pixel data (an SR, a key object): not an image that fails to display."""
+
+
+class BrokenImage(RenderError):
+    """Pixel data in a syntax ReadRoom decodes, but broken (truncated, a bad fragment, a value of
+    the image description that is not what its VR says): the client's fault to report, not a 500."""
+
+    status = 422
+
+
 # --- pure steps ----------------------------------------------------------------------------------
 
 
@@ -113,6 +125,61 @@ def window_parse(value: str) -> Window:
     if function == "linear" and width < 1:
         raise ValueError("a linear window is at least 1 wide (PS3.3 C.11.2.1.2.1)")
     return Window(center, width, function)
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """PS3.18 §8.3.5.1.3 ``viewport=vw,vh[,sx,sy,sw,sh]``: the output fits in vw×vh pixels, aspect
+    ratio kept; the optional source region crops first, a negative sw or sh flips that axis."""
+
+    width: int
+    height: int
+    region: tuple[int, int, int, int] | None = None  # sx, sy, sw, sh
+
+    def query(self) -> str:
+        values = (self.width, self.height, *(self.region or ()))
+        return ",".join(str(v) for v in values)
+
+
+VIEWPORT_MAX = 4096  # a rendered image larger than this is not a thumbnail nor a screen
+
+
+def viewport_parse(value: str) -> Viewport:
+    """``"128,128"`` or ``"512,512,0,0,256,256"`` → Viewport; ValueError when malformed."""
+    try:
+        numbers = [int(p.strip()) for p in value.split(",")]
+    except ValueError:
+        raise ValueError("viewport is vw,vh[,sx,sy,sw,sh] in whole pixels") from None
+    if len(numbers) not in (2, 6):
+        raise ValueError("viewport is vw,vh or vw,vh,sx,sy,sw,sh")
+    width, height = numbers[:2]
+    if not (0 < width <= VIEWPORT_MAX and 0 < height <= VIEWPORT_MAX):
+        raise ValueError(f"viewport width and height are 1 to {VIEWPORT_MAX} pixels")
+    region = tuple(numbers[2:]) if len(numbers) == 6 else None
+    if region and (region[0] < 0 or region[1] < 0 or region[2] == 0 or region[3] == 0):
+        raise ValueError("the source region starts at sx,sy >= 0 and sw,sh are not 0")
+    return Viewport(width, height, region)
+
+
+def viewport_fit(pixels: np.ndarray, viewport: Viewport) -> np.ndarray:
+    """Crop (and flip) the source region, then scale to fit the viewport keeping the aspect ratio."""
+    if viewport.region:
+        sx, sy, sw, sh = viewport.region
+        rows, columns = pixels.shape[:2]
+        if sx >= columns or sy >= rows:
+            raise FrameNotFound(f"the source region starts outside the {columns}×{rows} image")
+        pixels = pixels[sy : sy + abs(sh), sx : sx + abs(sw)]
+        pixels = pixels[:, ::-1] if sw < 0 else pixels
+        pixels = pixels[::-1] if sh < 0 else pixels
+    rows, columns = pixels.shape[:2]
+    scale = min(viewport.width / columns, viewport.height / rows)
+    size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
+    if size == (columns, rows):
+        return np.ascontiguousarray(pixels)
+    image = Image.fromarray(np.ascontiguousarray(pixels), mode="L" if pixels.ndim == 2 else "RGB")
+    return np.asarray(
+        image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR)
+    )
 
 
 def modality_lut(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
@@ -232,8 +299,11 @@ def frame_decode(part10: bytes, frame_index: int) -> tuple[np.ndarray, Dataset]:
         raise UnsupportedImage(f"the stored object is not readable DICOM: {exc}") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop_class = UID(str(ds.get("SOPClassUID", "")))
-        raise UnsupportedImage(f"this object has no image ({sop_class.name or sop_class})")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+        raise NotAnImage(f"this object has no image ({sop_class.name or sop_class})")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise BrokenImage(f"Number of Frames is not a number: {exc}") from exc
     if not 0 <= frame_index < frames:
         raise FrameNotFound(f"frame {frame_index + 1} does not exist (the instance has {frames})")
     try:
@@ -241,6 +311,8 @@ def frame_decode(part10: bytes, frame_index: int) -> tuple[np.ndarray, Dataset]:
     except Exception as exc:  # pydicom raises several types when no decoder plugin can handle it
         syntax = UID(str(getattr(ds.file_meta, "TransferSyntaxUID", "")))
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if str(syntax) in decodable_syntaxes():
+            raise BrokenImage(f"the {syntax.name or syntax} pixel data is broken: {detail}") from exc
         raise UnsupportedImage(
             f"pixel data in {syntax.name or syntax} cannot be decoded here ({detail}); "
             "retrieve the instance with WADO-RS and view it in a workstation viewer"
@@ -251,24 +323,60 @@ def frame_decode(part10: bytes, frame_index: int) -> tuple[np.ndarray, Dataset]:
 def frame_pixels(part10: bytes, frame_index: int, window: Window | None) -> np.ndarray:
     """Decode and render one frame to 8-bit grayscale or RGB."""
     pixels, ds = frame_decode(part10, frame_index)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if samples == 1 and photometric != "PALETTE COLOR":
-        return grayscale_render(pixels, ds, window)
-    return color_render(pixels, ds)
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+        if samples == 1 and photometric != "PALETTE COLOR":
+            return grayscale_render(pixels, ds, window)
+        return color_render(pixels, ds)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        # e.g. a Rescale Slope that is not a number, a palette LUT that does not fit its descriptor
+        raise BrokenImage(f"the image description is broken: {str(exc)[:200] or type(exc).__name__}") from exc
+
+
+def instance_frame_count(instance: Instance) -> int:
+    """Number of Frames of a stored instance, from its header (1 when it does not say)."""
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
+    except (StorageError, InvalidDicomError, EOFError, ValueError):
+        return 1  # rendering the first frame says what is wrong with it
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 # --- the entry point with cache ------------------------------------------------------------------
 
 
-def _cache_key(instance: Instance, frame_index: int, window: Window | None, fmt: str, quality: int) -> str:
+def _cache_key(
+    instance: Instance,
+    frame_index: int,
+    window: Window | None,
+    fmt: str,
+    quality: int,
+    viewport: Viewport | None,
+) -> str:
     # The SOP Instance UID is in the key, not only the row id, so a reused id (test databases) can
     # never serve another image; hashed to keep the key short and free of odd characters.
     uid = hashlib.sha1(instance.sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:16]
     win = window.query() if window else "file"
+    view = viewport.query() if viewport else "full"
     return (
-        f"readroom:frame:v1:{instance.pk}:{uid}:{frame_index}:{win}:{fmt}:{quality if fmt == 'jpeg' else ''}"
+        f"readroom:frame:v2:{instance.pk}:{uid}:{frame_index}:{win}:{view}:{fmt}:"
+        f"{quality if fmt == 'jpeg' else ''}"
     )
+
+
+def _display_problem_record(instance: Instance, problem: RenderError) -> None:
+    """An image with pixel data that cannot be shown is flagged on its study (not an object
+    without pixels, such as an SR: that is not an image; nor a frame number that does not exist)."""
+    if isinstance(problem, NotAnImage):
+        return
+    # imported here: this module imports no models, so the pure steps load without Django's apps
+    from imaging.services import instance_display_problem_record
+
+    instance_display_problem_record(instance_id=instance.pk, reason=problem.message)
 
 
 def frame_render(
@@ -280,9 +388,11 @@ def frame_render(
     *,
     function: str = "linear",
     quality: int = 90,
+    viewport: Viewport | None = None,
 ) -> bytes:
     """One frame (0-based ``frame_index``) of a stored instance as PNG or JPEG bytes, windowed with
-    centre/width (modality units, e.g. HU) or the file's own window when none is given.
+    centre/width (modality units, e.g. HU) or the file's own window when none is given, fitted
+    to ``viewport`` when one is given.
 
     Raises RenderError (FrameNotFound, UnsupportedImage) with a message for the user."""
     if fmt not in FORMATS:
@@ -290,15 +400,23 @@ def frame_render(
     window = None
     if window_center is not None and window_width is not None:
         window = Window(float(window_center), float(window_width), function)
-    key = _cache_key(instance, frame_index, window, fmt, quality)
+    key = _cache_key(instance, frame_index, window, fmt, quality, viewport)
     cached = caches["frames"].get(key)
     if cached is not None:
         return cached
     try:
         part10 = encrypted_read(instance.storage_path)
+        pixels = frame_pixels(part10, frame_index, window)
     except StorageError as exc:
-        raise UnsupportedImage(f"the stored file cannot be read: {exc}") from exc
-    rendered = image_encode(frame_pixels(part10, frame_index, window), fmt, quality)
+        problem = UnsupportedImage(f"the stored file cannot be read: {exc}")
+        _display_problem_record(instance, problem)
+        raise problem from exc
+    except (UnsupportedImage, BrokenImage) as exc:
+        _display_problem_record(instance, exc)
+        raise
+    if viewport is not None:
+        pixels = viewport_fit(pixels, viewport)
+    rendered = image_encode(pixels, fmt, quality)
     if len(rendered) <= getattr(settings, "READROOM_RENDER_CACHE_MAX_BYTES", 4 * 1024 * 1024):
         caches["frames"].set(key, rendered, getattr(settings, "READROOM_RENDER_CACHE_SECONDS", 120))
     return rendered

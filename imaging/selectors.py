@@ -16,18 +16,29 @@ refused outright, 403, rather than shown an empty list).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from accounts.audit import record_phi_access
 from accounts.roles import Role, has_role
 from credentialing.eligibility import readable_studies_q
+from facilities.models import Facility
 from facilities.selectors import facilities_administered_by
-from imaging.models import Order, Patient, Study
+from imaging.models import (
+    OPEN_STUDY_STATUSES,
+    AiFinding,
+    Instance,
+    Order,
+    OrderStatus,
+    Patient,
+    PriorState,
+    Study,
+)
 from imaging.ohif import URL_PREFIX, ohif_available
 
 # Roles whose work involves patient data at all (DESIGN.md §1); credentialing staff's does not.
@@ -41,14 +52,21 @@ def may_read_patient_data(user) -> bool:
 def studies_visible_to(user, *, at: datetime | None = None) -> QuerySet[Study]:
     if not user.is_authenticated:
         return Study.objects.none()
+    # A prior still arriving from the hospital's PACS is shown to no one (docs/priors.md).
+    shown = Study.objects.exclude(prior_state=PriorState.RETRIEVING)
     if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
-        return Study.objects.all()
+        return shown
     visible = Study.objects.none()
     if has_role(user, Role.FACILITY_ADMIN):
-        visible = visible | Study.objects.filter(facility__in=facilities_administered_by(user))
+        visible = visible | shown.filter(facility__in=facilities_administered_by(user))
     if has_role(user, Role.RADIOLOGIST):
-        visible = visible | Study.objects.filter(readable_studies_q(user, at or timezone.now()))
+        readable = shown.filter(readable_studies_q(user, at or timezone.now()))
+        visible = visible | readable
         visible = visible | Study.objects.filter(pk__in=_review_study_ids(user))
+        # the retrieved priors of the patients whose studies this reader may read (same facility:
+        # a patient belongs to one facility)
+        priors = readable.filter(patient_id__isnull=False).values("patient_id")
+        visible = visible | Study.objects.filter(prior_state=PriorState.RETRIEVED, patient_id__in=priors)
     return visible
 
 
@@ -57,6 +75,14 @@ def _review_study_ids(user) -> QuerySet:
     from qa.models import PeerReview, ReviewStatus
 
     return PeerReview.objects.filter(reviewer=user, status=ReviewStatus.ASSIGNED).values("report__study_id")
+
+
+def study_blinded_for(user, study_id: int) -> bool:
+    """Whether ``user`` reviews this study's report blinded: its viewer then offers no link to the
+    report, which names the signer (``qa.selectors.blinded_reports_for``)."""
+    from qa.selectors import blinded_reports_for
+
+    return blinded_reports_for(user).filter(report__study_id=study_id).exists()
 
 
 def access_study(user, study_id: int) -> Study:
@@ -135,11 +161,158 @@ def study_priors(user, study: Study, *, limit: int = 10) -> list[Study]:
     )
 
 
-def ohif_viewer_url(study: Study, *, prior_uids: Sequence[str] = ()) -> str | None:
+@dataclass(frozen=True)
+class AiFlaggedImage:
+    """Where a reader opens a study an AI flagged (docs/ai.md): the finding's first image here."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    finding: str  # "Cerebral hemorrhage positive (p=0.93) · Aidoc BriefCase ICH 2.1"
+
+
+def ai_flagged_image(study: Study) -> AiFlaggedImage | None:
+    """The first image of the study's first positive AI finding that names images stored here (the
+    finding's own images, else its result's): in that finding's first series, the flagged slice
+    first in stack order, so the reader scrolls on through the rest. None: nothing flagged here.
+    The caller has checked the user may see the study."""
+    findings = (
+        AiFinding.objects.filter(result__study=study, present=True)
+        .select_related("result")
+        .order_by("result__received_at", "result_id", "id")
+    )
+    for finding in findings:
+        flagged = finding.referenced_sop_instance_uids or finding.result.referenced_sop_instance_uids
+        if not flagged:
+            continue
+        stored = {
+            i.sop_instance_uid: i
+            for i in Instance.objects.filter(
+                series__study=study, series__made_by__isnull=True, sop_instance_uid__in=flagged
+            ).select_related("series")
+        }
+        first = next((stored[uid] for uid in flagged if uid in stored), None)
+        if first is None:
+            continue  # its images are not (yet) here
+        same_series = [i for i in stored.values() if i.series_id == first.series_id]
+        first = min(same_series, key=lambda i: (i.instance_number is None, i.instance_number or 0, i.pk))
+        return AiFlaggedImage(
+            first.series.series_instance_uid,
+            first.sop_instance_uid,
+            f"{finding.label} · {finding.result.algorithm}",
+        )
+    return None
+
+
+def ohif_viewer_url(
+    study: Study, *, prior_uids: Sequence[str] = (), flagged: AiFlaggedImage | None = None
+) -> str | None:
     """Where OHIF opens this study (first, in the viewport) with its priors beside it in the study
     browser; None when OHIF is not installed (the caller falls back to the built-in viewer).
-    The caller passes priors the reader may see (``study_priors``): the page refuses any other."""
+    The caller passes priors the reader may see (``study_priors``): the page refuses any other.
+
+    ``flagged`` (``ai_flagged_image``): OHIF opens on the AI's flagged series and image. OHIF's
+    default hanging protocol (extensions/default getHangingProtocolModule, 3.13.2) prefers the
+    display set that ``isDisplaySetFromUrl`` (``initialSeriesInstanceUID`` / ``initialSOPInstanceUID``)
+    and starts its viewport at ``sopInstanceLocation`` (the index of ``initialSOPInstanceUID``)."""
     if not ohif_available():
         return None
     uids = [study.study_instance_uid, *(u for u in prior_uids if u != study.study_instance_uid)]
-    return f"{URL_PREFIX}viewer?{urlencode({'StudyInstanceUIDs': ','.join(uids)})}"
+    query = {"StudyInstanceUIDs": ",".join(uids)}
+    if flagged is not None:
+        query["initialSeriesInstanceUID"] = flagged.series_instance_uid
+        query["initialSOPInstanceUID"] = flagged.sop_instance_uid
+    return f"{URL_PREFIX}viewer?{urlencode(query)}"
+
+
+def studies_waiting_for_order(
+    user, *, at: datetime | None = None, facility: str = "", limit: int = 50
+) -> list[Study]:
+    """Open studies still without their order after the facility's ``orderless_wait_minutes``
+    (docs/orders.md): images read without the order's priority, history and ordering provider.
+    Oldest first; only what the user may see (the operations desk: every facility). Each study
+    gets ``waited_minutes``."""
+    at = at or timezone.now()
+    candidates = (
+        studies_visible_to(user, at=at)
+        .filter(
+            order__isnull=True,
+            status__in=OPEN_STUDY_STATUSES,
+            prior_state=PriorState.NOT_PRIOR,
+            first_received_at__lt=at,
+        )
+        .select_related("facility", "patient")
+        .order_by("first_received_at")
+    )
+    if facility:
+        candidates = candidates.filter(facility__code=facility)
+    waiting = []
+    # each facility its own wait: compared here (a handful of rows; SQLite has no interval arithmetic)
+    for study in candidates[: limit * 4]:
+        waited = (at - study.first_received_at).total_seconds() / 60
+        if waited >= study.facility.orderless_wait_minutes:
+            study.waited_minutes = int(waited)
+            waiting.append(study)
+    return waiting[:limit]
+
+
+# An order images may still arrive for: not cancelled, discontinued or completed.
+MATCHABLE_ORDER_STATUSES = (OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS)
+
+
+def orders_to_match(studies: Sequence[Study], *, limit: int = 3) -> dict[int, list[Order]]:
+    """For each waiting study, the open orders of its facility that no study answers yet, the
+    likeliest first: the study's own patient, then the same modality, then the newest (the ops
+    worklist's one-click match). One query for all the rows."""
+    facility_ids = {s.facility_id for s in studies}
+    orders = list(
+        Order.objects.filter(facility_id__in=facility_ids, status__in=MATCHABLE_ORDER_STATUSES)
+        .filter(studies__isnull=True)
+        .select_related("patient")
+        .order_by("-created_at")[:200]
+    )
+    found = {}
+    for study in studies:
+        modalities = set(study.modalities.split("\\")) if study.modalities else set()
+        own = [o for o in orders if o.facility_id == study.facility_id]  # never another facility's
+        own.sort(key=lambda o: (o.patient_id != study.patient_id, o.modality not in modalities))
+        found[study.pk] = own[:limit]
+    return found
+
+
+def patient_issuer_q(issuers: Sequence[str], *, path: str = "") -> Q:
+    """Records whose patient's MRN was issued by one of ``issuers`` (a REST ``issuer=`` or a FHIR
+    identifier system): kept under that name, or under the identity domain it names at a facility
+    (docs/orders.md) — the PACS's Issuer of Patient ID finds the patients kept under the EMR's PID-3.4."""
+    wanted = {i.strip() for i in issuers if i.strip()}
+    where = Q(**{f"{path}assigning_authority__in": wanted})
+    folded = {i.casefold() for i in wanted}
+    for facility in Facility.objects.all():  # tens of facilities; one query each for its senders
+        authority, names = facility.patient_id_domain()
+        if folded & names:
+            where |= Q(**{f"{path}facility": facility, f"{path}assigning_authority": authority})
+    return where
+
+
+def study_display_problems(study: Study) -> list[Instance]:
+    """The study's accepted images that proved undecodable when rendered or decoded (docs/viewer.md),
+    in reading order, each with its ``series`` loaded."""
+    return list(
+        Instance.objects.filter(series__study=study)
+        .exclude(display_problem="")
+        .select_related("series")
+        .order_by("series__series_number", "series_id", "instance_number", "id")
+    )
+
+
+def display_problems_for(user, *, facility: str = "", limit: int = 50) -> list[Instance]:
+    """Images that cannot be displayed, in the studies the user may see, most recently found first
+    (the operations desk: every facility), with their series, study, facility and patient loaded."""
+    found = (
+        Instance.objects.filter(series__study__in=studies_visible_to(user))
+        .exclude(display_problem="")
+        .select_related("series__study__facility", "series__study__patient")
+        .order_by("-display_problem_at", "-id")
+    )
+    if facility:
+        found = found.filter(series__study__facility__code=facility)
+    return list(found[:limit])

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.audit import audit_as
 from facilities.models import Facility, PriorityClass
 from imaging.clinical import order_priority_class, stroke_detected
 from imaging.facts import (
@@ -22,18 +23,25 @@ from imaging.facts import (
     PatientFacts,
     PatientIdentifier,
     PatientMerge,
+    Sent,
+    hl7_update,
 )
 from imaging.models import (
     OPEN_STUDY_STATUSES,
+    AiResult,
     Instance,
     Order,
+    OrderMatch,
     OrderStatus,
     Patient,
+    PriorFetch,
+    PriorState,
+    RetrievalStatus,
     Series,
     Study,
     StudyStatus,
 )
-from imaging.signals import study_cancelled, study_routable
+from imaging.signals import ai_result_recorded, study_cancelled, study_routable
 from imaging.storage import StoredFile
 
 log = logging.getLogger(__name__)
@@ -47,18 +55,42 @@ class IngestConflict(Exception):
     facility). Nothing was applied; the caller records it for an analyst."""
 
 
+class StudyNotYetStored(IngestConflict):
+    """A derived object (an AI result) for a Study Instance UID no facility holds yet: its images may
+    still be on the way (the AI node can be quicker than the modality's forward). The edge keeps it
+    and links it when the study arrives (``interfaces.dicom.quarantine.ai_objects_waiting_link``)."""
+
+
 # --- patients ------------------------------------------------------------------------------------
 
 
 def _authority(facility: Facility, identifier: PatientIdentifier) -> str:
-    return identifier.assigning_authority or facility.code
+    """The identity domain the identifier belongs to (docs/orders.md): the images' Issuer of Patient
+    ID and the order's PID-3.4 name the same domain through the facility's configuration."""
+    return facility.patient_authority(identifier.assigning_authority)
+
+
+def _holders(facility: Facility, identifier: PatientIdentifier) -> list[Patient]:
+    """Records that hold this identifier, the live one under the domain's own authority first. A
+    record may still be kept under another name of the domain (created before the facility named
+    that issuer part of it), so every name counts. One indexed query on (facility, MRN)."""
+    authority, names = facility.patient_id_domain()
+    issuer = identifier.assigning_authority.strip().casefold()
+    wanted = names if issuer in names else {issuer}
+    rows = [
+        p
+        for p in Patient.objects.filter(facility=facility, mrn=identifier.mrn)
+        if p.assigning_authority.casefold() in wanted
+    ]
+    return sorted(
+        rows, key=lambda p: (p.merged_into_id is not None, p.assigning_authority != authority, p.pk)
+    )
 
 
 def patient_find(*, facility: Facility, identifier: PatientIdentifier) -> Patient | None:
-    patient = Patient.objects.filter(
-        facility=facility, assigning_authority=_authority(facility, identifier), mrn=identifier.mrn
-    ).first()
-    # a merged record is never used again: follow it to the survivor
+    holders = _holders(facility, identifier)
+    patient = holders[0] if holders else None
+    # a merged record is never used again: follow its link to the survivor
     while patient is not None and patient.merged_into_id:
         patient = patient.merged_into
     return patient
@@ -66,7 +98,7 @@ def patient_find(*, facility: Facility, identifier: PatientIdentifier) -> Patien
 
 @transaction.atomic
 def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
-    """Find the patient by MRN + assigning authority at the facility, creating or updating the
+    """Find the patient by MRN in the facility's identity domain, creating or updating the
     demographics. Saves only when something changed, so the audit log records real changes."""
     patient = patient_find(facility=facility, identifier=facts.identifier)
     if patient is None:
@@ -81,22 +113,45 @@ def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
     return patient
 
 
+PATIENT_FIELDS = ("family_name", "given_name", "middle_name", "birth_date", "sex")
+
+
+def _cleared(model: type, name: str):
+    """What ``""`` leaves in a field: None where the column allows it, the field's own default
+    otherwise ("" for text, "U" for sex, [] or {} for JSON)."""
+    field = model._meta.get_field(name)
+    if field.null:
+        return None
+    default = field.get_default()
+    return default if default is not None else ""
+
+
+def fields_updated(instance, sent: dict[str, Sent]) -> list[str]:
+    """Apply what a message sent to a model instance, field by field, through ``hl7_update``; the
+    names of the fields that changed (saved by the caller with ``update_fields``, so the audit log
+    records only real changes)."""
+    changed = []
+    for name, value in sent.items():
+        new = hl7_update(getattr(instance, name), value, cleared=_cleared(type(instance), name))
+        if new != getattr(instance, name):
+            setattr(instance, name, new)
+            changed.append(name)
+    return changed
+
+
+def _patient_sent(facts: PatientFacts) -> dict[str, Sent]:
+    return {name: getattr(facts, name) for name in PATIENT_FIELDS}
+
+
 def _demographics(facts: PatientFacts) -> dict:
-    values = {
-        "family_name": facts.family_name,
-        "given_name": facts.given_name,
-        "middle_name": facts.middle_name,
-        "sex": facts.sex or "U",
-    }
-    if facts.birth_date is not None:
-        values["birth_date"] = facts.birth_date
-    return values
+    """A new patient's fields: the model's defaults with what was sent applied."""
+    blank = Patient()
+    fields_updated(blank, _patient_sent(facts))
+    return {name: getattr(blank, name) for name in PATIENT_FIELDS}
 
 
 def _patient_demographics_set(patient: Patient, facts: PatientFacts) -> None:
-    changed = [name for name, value in _demographics(facts).items() if getattr(patient, name) != value]
-    for name in changed:
-        setattr(patient, name, _demographics(facts)[name])
+    changed = fields_updated(patient, _patient_sent(facts))
     if changed:
         patient.save(update_fields=[*changed, "updated_at"])
 
@@ -114,24 +169,100 @@ def patient_demographics_update(*, facility: Facility, update: DemographicsUpdat
 
 @transaction.atomic
 def patients_merge(*, facility: Facility, merge: PatientMerge) -> list[Patient]:
-    """ADT^A40: re-key the prior patients' orders and studies to the surviving patient. Each moved
-    row is saved individually so the audit log shows what moved; the prior record keeps its
-    identity and points at the survivor (``merged_into``)."""
+    """ADT^A40: MRG-1 (the prior, incorrect identifier) is merged into PID-3 (the survivor) and is
+    never used again (v2.5.1 §3.3.40). The prior's orders and studies move to the survivor, each row
+    saved on its own so the audit log shows what moved; the prior record stays as a link
+    (``merged_into``), so its identifier still finds the survivor. A prior we never saw is recorded
+    as a link too: images that still carry the old MRN land on the survivor."""
     surviving = patient_upsert(facility=facility, facts=merge.surviving)
     merged = []
     for identifier in merge.prior:
-        prior = Patient.objects.filter(
-            facility=facility, assigning_authority=_authority(facility, identifier), mrn=identifier.mrn
-        ).first()
-        if prior is None or prior.pk == surviving.pk:
+        live = [p for p in _holders(facility, identifier) if p.merged_into_id is None]
+        prior = next((p for p in live if p.pk != surviving.pk), None)
+        if prior is None:
+            if patient_find(facility=facility, identifier=identifier) is None:
+                Patient.objects.create(
+                    facility=facility,
+                    assigning_authority=_authority(facility, identifier),
+                    mrn=identifier.mrn,
+                    merged_into=surviving,
+                )
             continue
-        for row in [*prior.orders.all(), *prior.studies.all()]:
-            row.patient = surviving
-            row.save(update_fields=["patient", "updated_at"])
-        prior.merged_into = surviving
-        prior.save(update_fields=["merged_into", "updated_at"])
+        patient_merge_into(prior=prior, surviving=surviving)
         merged.append(prior)
     return merged
+
+
+def patient_merge_into(*, prior: Patient, surviving: Patient) -> None:
+    """Move every order and study of ``prior`` to ``surviving`` and leave ``prior`` as a link."""
+    for row in [*prior.orders.all(), *prior.studies.all()]:
+        row.patient = surviving
+        row.save(update_fields=["patient", "updated_at"])
+    for earlier in prior.merged_from.all():  # links to the prior now lead straight to the survivor
+        earlier.merged_into = surviving
+        earlier.save(update_fields=["merged_into", "updated_at"])
+    prior.merged_into = surviving
+    prior.save(update_fields=["merged_into", "updated_at"])
+
+
+DOMAIN_MERGE_REASON = "identity domain merge: same MRN under two names of one facility's MRN domain"
+
+
+@dataclass(frozen=True)
+class DomainMerge:
+    """One person's records found under two names of the facility's MRN domain."""
+
+    mrn: str
+    survivor: Patient
+    merged: tuple[Patient, ...]
+
+
+def patients_domain_merge(*, facility: Facility, actor=None, dry_run: bool = False) -> list[DomainMerge]:
+    """Merge the duplicates a change of the facility's MRN domain revealed: an issuer named later
+    (the PACS's (0010,0021), a new HL7 sender's MSH-4) makes two records of one MRN the same
+    person. As migration imaging/0013 did for the first domains, and as an A40 does
+    (``patient_merge_into``): the survivor is the record under the domain's own authority, else one
+    with orders (the EMR's demographics), else the oldest; the others stay as links. Every row
+    moved is in the audit log with the reason and ``actor``. Idempotent; ``dry_run`` writes nothing."""
+    facility = Facility.objects.get(pk=facility.pk)  # the domain as saved now, not a stale cache
+    authority, names = facility.patient_id_domain()
+    groups: dict[str, list[Patient]] = {}
+    for patient in Patient.objects.filter(facility=facility, merged_into=None).order_by("pk"):
+        if patient.assigning_authority.casefold() in names:
+            groups.setdefault(patient.mrn, []).append(patient)
+    merges = []
+    for mrn, group in groups.items():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda p: (p.assigning_authority != authority, not p.orders.exists(), p.pk))
+        merges.append(DomainMerge(mrn, group[0], tuple(group[1:])))
+    if dry_run or not merges:
+        return merges
+    with transaction.atomic(), audit_as(actor, reason=DOMAIN_MERGE_REASON):
+        for merge in merges:
+            for prior in merge.merged:
+                patient_merge_into(prior=prior, surviving=merge.survivor)
+            _authority_canonical(facility, merge.survivor, authority)
+    return merges
+
+
+def _authority_canonical(facility: Facility, patient: Patient, authority: str) -> None:
+    """The survivor is kept under the domain's own authority, the one the ORU sends back in PID-3.4."""
+    taken = Patient.objects.filter(facility=facility, mrn=patient.mrn, assigning_authority=authority)
+    if patient.assigning_authority != authority and not taken.exists():
+        patient.assigning_authority = authority
+        patient.save(update_fields=["assigning_authority", "updated_at"])
+
+
+def on_facility_domain_changed(sender, facility: Facility, actor=None, **kwargs) -> list[str]:
+    """Receiver of ``facilities.signals.identity_domain_changed`` (an onboarding re-apply that named
+    another issuer): merge what became duplicates; the lines say so in the onboarding output."""
+    merges = patients_domain_merge(facility=facility, actor=actor)
+    return [
+        f"patients: merged MRN {m.mrn} ({', '.join(p.assigning_authority or '(empty)' for p in m.merged)}) "
+        f"into patient {m.survivor.pk}"
+        for m in merges
+    ]
 
 
 # --- orders --------------------------------------------------------------------------------------
@@ -169,55 +300,114 @@ def _order_lookup(facility: Facility, facts: OrderFacts) -> Order | None:
     return None
 
 
+# Order fields a message can update, each from the OrderFacts attribute of the same name.
+ORDER_SENT_FIELDS = (
+    "placer_order_issuer",
+    "filler_order_issuer",
+    "accession_issuer",
+    "requested_procedure_id",
+    "scheduled_procedure_step_id",
+    "study_instance_uid",
+    "modality",
+    "procedure_code",
+    "procedure_text",
+    "procedure_coding_system",
+    "priority_code",
+    "clinical_information",
+    "ordering_provider_id",
+    "ordering_provider_name",
+    "patient_class",
+    "patient_location",
+    "visit_number",
+    "visit_number_authority",
+)
+# Facts that decide the priority class: when none of them is sent the stored class stays.
+PRIORITY_INPUTS = (
+    "priority_code",
+    "procedure_code",
+    "reasons",
+    "clinical_information",
+    "notes",
+    "patient_class",
+)
+
+
+def _listed(value):
+    """Tuples from the parser → JSON-friendly lists; None and CLEAR pass through."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _order_sent(facts: OrderFacts, facility: Facility) -> dict[str, Sent]:
+    sent: dict[str, Sent] = {name: getattr(facts, name) for name in ORDER_SENT_FIELDS}
+    sent["placer_order_number"] = facts.placer_order_number or None
+    sent["filler_order_number"] = facts.filler_order_number or None
+    sent["reasons_for_study"] = _listed(facts.reasons)
+    sent["notes"] = _listed(facts.notes)
+    sent["copies_to"] = _listed(facts.copies_to)
+    xcn = facts.ordering_provider_xcn
+    sent["ordering_provider_xcn"] = dict(xcn) if isinstance(xcn, tuple) else xcn
+    # HL7 times without an offset are the facility's local time
+    for name in ("ordered_at", "scheduled_at"):
+        value = getattr(facts, name)
+        sent[name] = _aware(value, facility) if isinstance(value, datetime) else value
+    return sent
+
+
+def _reason_text(order: Order) -> str:
+    """``Order.reason``, the one-line reason lists show: every OBR-31 text, else OBR-13."""
+    texts = [r.get("text") or r.get("code", "") for r in order.reasons_for_study or []]
+    return "; ".join(t for t in texts if t) or order.clinical_information
+
+
 def _order_upsert(
     facility: Facility, patient: Patient, facts: OrderFacts, sent_at: datetime | None
 ) -> OrderOutcome:
-    texts = (facts.procedure_text, facts.reason, facts.clinical_information, *facts.notes)
-    priority, is_stroke = order_priority_class(
-        priority_code=facts.priority_code,
-        procedure_code=facts.procedure_code,
-        texts=texts,
-        patient_class=facts.patient_class,
-    )
-    values = {
-        "patient": patient,
-        "placer_order_number": facts.placer_order_number,
-        "filler_order_number": facts.filler_order_number,
-        "procedure_code": facts.procedure_code,
-        "procedure_text": facts.procedure_text,
-        "procedure_coding_system": facts.procedure_coding_system,
-        "priority": priority,
-        "reason": facts.reason or facts.clinical_information,
-        "ordering_provider_id": facts.ordering_provider_id,
-        "ordering_provider_name": facts.ordering_provider_name,
-        "ordering_provider_xcn": dict(facts.ordering_provider_xcn),
-        # HL7 times without an offset are the facility's local time
-        "ordered_at": _aware(facts.ordered_at or sent_at, facility),
-        "scheduled_at": _aware(facts.scheduled_at, facility),
-    }
     order = _order_lookup(facility, facts)
-    if order is None:
+    created = order is None
+    cancelled = order is not None and order.status in (OrderStatus.CANCELLED, OrderStatus.DISCONTINUED)
+    if cancelled and facts.control == "NW":
+        return OrderOutcome(order.pk, "ignored", "NW for an order already cancelled")
+    if created:
         # XO for an order we never saw is applied as new: the NW may have gone to a downtime queue.
-        order = Order.objects.create(
-            facility=facility, accession_number=facts.accession_number, status=_order_status(facts), **values
+        order = Order(facility=facility, accession_number=facts.accession_number, status=_order_status(facts))
+    changed = fields_updated(order, _order_sent(facts, facility))
+    if order.patient_id != patient.pk:
+        order.patient = patient
+        changed.append("patient")
+    if created and order.ordered_at is None:
+        order.ordered_at = _aware(sent_at, facility)
+    reason = _reason_text(order)
+    if reason != order.reason:
+        order.reason = reason
+        changed.append("reason")
+    is_stroke = order.priority == PriorityClass.STROKE
+    if created or any(getattr(facts, name) is not None for name in PRIORITY_INPUTS):
+        # the class follows the whole order as it now stands, not only what this message sent
+        texts = (
+            order.procedure_text,
+            *(r.get("text", "") for r in order.reasons_for_study),
+            order.clinical_information,
+            *order.notes,
         )
-        action = "created"
-    else:
-        if order.status in (OrderStatus.CANCELLED, OrderStatus.DISCONTINUED) and facts.control == "NW":
-            return OrderOutcome(order.pk, "ignored", "NW for an order already cancelled")
-        changed = [k for k, v in values.items() if getattr(order, k) != v]
-        status = _order_status(facts, current=order.status)
-        if status != order.status:
-            order.status = status
-            changed.append("status")
-        for name in changed:
-            if name != "status":
-                setattr(order, name, values[name])
-        if changed:
-            order.save(update_fields=[*changed, "updated_at"])
-        action = "updated"
+        priority, is_stroke = order_priority_class(
+            priority_code=order.priority_code,
+            procedure_code=order.procedure_code,
+            texts=texts,
+            patient_class=order.patient_class,
+        )
+        if priority != order.priority:
+            order.priority = priority
+            changed.append("priority")
+    status = _order_status(facts, current=order.status)
+    if status != order.status:
+        order.status = status
+        changed.append("status")
+    if created:
+        order.save(force_insert=True)
+    elif changed:
+        order.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
     _studies_link(order, is_stroke=is_stroke)
-    return OrderOutcome(order.pk, action)
+    return OrderOutcome(order.pk, "created" if created else "updated")
 
 
 def _order_status(facts: OrderFacts, current: str = OrderStatus.SCHEDULED) -> str:
@@ -228,27 +418,64 @@ def _order_status(facts: OrderFacts, current: str = OrderStatus.SCHEDULED) -> st
 
 
 def _studies_link(order: Order, *, is_stroke: bool) -> None:
-    """Images that arrived before their order are matched by accession within the facility."""
-    for study in Study.objects.filter(facility=order.facility, accession_number=order.accession_number):
-        became_stroke = is_stroke and not study.is_stroke
-        # Already announced: complete, or a stroke (announced at its first image) with images.
-        announced = study.status == StudyStatus.COMPLETE or (study.is_stroke and study.first_received_at)
-        fields = {
-            "order": order,
-            "patient": order.patient,
-            "priority": order.priority,
-            "is_stroke": is_stroke,
-        }
-        changed = [k for k, v in fields.items() if getattr(study, k) != v]
-        for name in changed:
-            setattr(study, name, fields[name])
-        if changed:
-            study.save(update_fields=[*changed, "updated_at"])
-        if became_stroke and study.status == StudyStatus.RECEIVING:
-            _announce(study_routable, study.pk)
-        elif "priority" in changed and announced:
-            # An order change (ORC XO) of the priority: routing re-runs so the clock and deadline follow.
-            _announce(study_routable, study.pk)
+    """Images that arrived before their order: matched by accession within the facility, then by
+    the Study Instance UID the order carries (IPC-3 / ZDS-1). Each study records how."""
+    by_accession = Study.objects.filter(facility=order.facility, accession_number=order.accession_number)
+    candidates = [(study, OrderMatch.ACCESSION) for study in by_accession]
+    if order.study_instance_uid:
+        seen = {study.pk for study, _ in candidates}
+        by_uid = Study.objects.filter(
+            facility=order.facility, study_instance_uid=order.study_instance_uid
+        ).filter(models.Q(order__isnull=True) | models.Q(order=order))
+        candidates += [(study, OrderMatch.STUDY_UID) for study in by_uid if study.pk not in seen]
+    for study, how in candidates:
+        study_order_link(study, order, how=how, is_stroke=is_stroke)
+
+
+def study_order_link(study: Study, order: Order, *, how: str, is_stroke: bool) -> list[str]:
+    """Give ``study`` its ``order``: the order's patient, priority and stroke flag, ``how`` it was
+    matched (kept from the first match), and the accession when the images had none. Routing
+    re-runs after commit when what it depends on changed; returns the fields that changed."""
+    became_stroke = is_stroke and not study.is_stroke
+    # Already announced: complete, or a stroke (announced at its first image) with images.
+    announced = study.status == StudyStatus.COMPLETE or (study.is_stroke and study.first_received_at)
+    fields = {"order": order, "patient": order.patient, "priority": order.priority, "is_stroke": is_stroke}
+    if study.order_id != order.pk:
+        fields["order_match"] = how
+    # The ORU echoes the study's accession (OBR-18), which the EMR matches its order by: images with
+    # none take the order's; by hand, the order's replaces what the images said (why they did not match).
+    takes_accession = (how == OrderMatch.STUDY_UID and not study.accession_number) or how == OrderMatch.MANUAL
+    if takes_accession and study.accession_number != order.accession_number and _accession_free(order):
+        fields["accession_number"] = order.accession_number
+    changed = [k for k, v in fields.items() if getattr(study, k) != v]
+    for name in changed:
+        setattr(study, name, fields[name])
+    if changed:
+        study.save(update_fields=[*changed, "updated_at"])
+    if became_stroke and study.status == StudyStatus.RECEIVING:
+        _announce(study_routable, study.pk)
+    elif announced and ("priority" in changed or how == OrderMatch.MANUAL):
+        # An order change (ORC XO) of the priority, or an order matched by hand to a study already
+        # routed without it: routing re-runs so the class, clock and deadline follow the order.
+        _announce(study_routable, study.pk)
+    if "priority" in changed:
+        _ai_results_reweigh(study)
+    return changed
+
+
+def _ai_results_reweigh(study: Study) -> None:
+    """AI triage rules only ever raise (#18): the class an order sets is weighed again against the
+    study's AI results after commit, so an order that comes after them cannot undo their raise. The
+    rules' receiver is idempotent: a result whose raise still holds changes nothing."""
+    for result_id in study.ai_results.values_list("pk", flat=True):
+        transaction.on_commit(
+            lambda result_id=result_id: ai_result_recorded.send(sender=AiResult, result_id=result_id),
+            robust=True,
+        )
+
+
+def _accession_free(order: Order) -> bool:
+    return not Study.objects.filter(facility=order.facility, accession_number=order.accession_number).exists()
 
 
 def _order_cancel(facility: Facility, facts: OrderFacts) -> OrderOutcome:
@@ -296,6 +523,7 @@ def instance_stored(
     cache: IndexCache | None = None,
     before_commit: Callable[[], object] | None = None,
     made_by=None,
+    derived: bool = False,
 ) -> InstanceRecorded:
     """Index one stored instance: study, series and instance rows, counters, order matching.
     Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance.
@@ -305,12 +533,13 @@ def instance_stored(
     ``made_by`` (a user): an object that reader made from the study's images in the viewer (a measurement SR,
     a key-object selection; docs/viewer.md). It is kept with the study, in its own series, but it
     is not an arrival of images: the study must exist already, and its image counts, modalities,
-    last arrival (the quiet period), status and routing are left as they are."""
+    last arrival (the quiet period), status and routing are left as they are. ``derived``: the same
+    for an object no reader made (an AI result's SR/SEG/KOS: ``imaging.ai``)."""
     cache = cache if cache is not None else IndexCache()
     for attempt in range(3):
         try:
             with transaction.atomic():
-                recorded = _instance_index(facility, header, stored, received_at, cache, made_by)
+                recorded = _instance_index(facility, header, stored, received_at, cache, made_by, derived)
                 if before_commit is not None:
                     before_commit()
                 return recorded
@@ -324,14 +553,16 @@ def instance_stored(
 
 
 def _instance_index(
-    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by
+    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by, derived
 ) -> InstanceRecorded:
-    derived = made_by is not None
+    derived = derived or made_by is not None
     study = cache.studies.get(header.study_instance_uid)
     study_created = False
     if study is None and derived:
         study = Study.objects.filter(study_instance_uid=header.study_instance_uid, facility=facility).first()
         if study is None:
+            if not Study.objects.filter(study_instance_uid=header.study_instance_uid).exists():
+                raise StudyNotYetStored(f"Study {header.study_instance_uid} is not stored here yet")
             raise IngestConflict(f"Study {header.study_instance_uid} is not stored here")
         cache.studies[header.study_instance_uid] = study
     if study is None:
@@ -346,10 +577,10 @@ def _instance_index(
         # The rest of a series (299 of 300 slices): one statement instead of four.
         instance_id = _instance_insert_counted(series_id, study.pk, header, stored, received_at)
         if instance_id is None:
-            return _instance_existing(header, series_id, study.pk)
+            return _instance_existing(header, series_id, study.pk, stored)
         return InstanceRecorded(instance_id, study.pk, True, False)
     if Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).exists():
-        return _instance_existing(header, series_id, study.pk)
+        return _instance_existing(header, series_id, study.pk, stored)
     # A concurrent insert of the same UID raises IntegrityError: the whole transaction is retried.
     instance = Instance.objects.create(
         series_id=series_id,
@@ -379,14 +610,39 @@ def _instance_index(
     return InstanceRecorded(instance.pk, study.pk, True, study_created)
 
 
-def _instance_existing(header: InstanceHeader, series_id: int, study_id: int) -> InstanceRecorded:
-    """A resent instance: idempotent when it is the same series, a conflict otherwise."""
+def _instance_existing(
+    header: InstanceHeader, series_id: int, study_id: int, stored: StoredFile
+) -> InstanceRecorded:
+    """A resent instance: idempotent when it is the same series, a conflict otherwise. Its file is
+    rewritten at the same path in this transaction, so the row takes the new file's transfer syntax,
+    size and key here too: file and row change together or not at all (a row still saying
+    Explicit VR while the file is RLE would have frames served as raw pixels)."""
     pk, stored_series_id = (
         Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).values_list("pk", "series_id").get()
     )
     if stored_series_id != series_id:
         raise IngestConflict(f"SOP Instance {header.sop_instance_uid} is already stored in another series")
+    Instance.objects.filter(pk=pk).update(
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        storage_path=stored.relative_path,
+        storage_key_id=stored.key_id,
+        size_bytes=stored.size_bytes,
+        display_problem="",  # a new file: whether it displays is found anew
+        display_problem_at=None,
+    )
     return InstanceRecorded(pk, study_id, False, False)
+
+
+def instance_display_problem_record(*, instance_id: int, reason: str) -> bool:
+    """An accepted image proved undecodable when it was rendered or decoded: keep why, so the study
+    and the operations page say it (docs/viewer.md). Compare-and-set: the first reason is kept (a
+    viewer asks for the same broken frame many times). True when this call recorded it."""
+    recorded = Instance.objects.filter(pk=instance_id, display_problem="").update(
+        display_problem=reason[:300], display_problem_at=timezone.now()
+    )
+    if recorded:
+        log.warning("instance %s cannot be displayed: %s", instance_id, reason)
+    return bool(recorded)
 
 
 _INSTANCE_INSERT_COUNTED = """
@@ -444,17 +700,19 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
             # Never mix two hospitals' images in one study: a reader privileged at one would see the other's.
             raise IngestConflict(f"Study {header.study_instance_uid} belongs to another facility")
         return study, False
+    prior = _prior_expected(facility, header.study_instance_uid)
+    if prior is not None:
+        return _prior_study_create(facility, header, received_at, prior), True
     accession = header.accession_number
     if accession and Study.objects.filter(facility=facility, accession_number=accession).exists():
         log.warning(
             "accession %s already has another study at %s; indexing without it", accession, facility.code
         )
         accession = ""
-    order = (
-        Order.objects.select_related("patient").filter(facility=facility, accession_number=accession).first()
-        if accession
-        else None
-    )
+    order, how = order_for_images(facility, header, accession)
+    if order is not None and how != OrderMatch.ACCESSION:
+        # the study takes the order's accession (the images had none, or the RIS's other number)
+        accession = order.accession_number if _accession_free(order) else ""
     texts = (header.study_description, header.series_description)
     is_stroke = bool(order and order.priority == PriorityClass.STROKE) or stroke_detected(texts=texts)
     study = Study.objects.create(
@@ -462,17 +720,78 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
         study_instance_uid=header.study_instance_uid,
         accession_number=accession,
         order=order,
+        order_match=how,
         patient=order.patient if order else _patient_from_header(facility, header),
         modalities=header.modality,
         description=header.study_description,
         body_part=header.body_part,
         study_datetime=_aware(header.study_datetime, facility),
+        dicom_study_id=header.study_id,
+        referring_physician_name=header.referring_physician_name,
         priority=PriorityClass.STROKE if is_stroke else (order.priority if order else PriorityClass.ROUTINE),
         is_stroke=is_stroke,
         first_received_at=received_at,
         last_received_at=received_at,
     )
     return study, True
+
+
+def order_for_images(facility: Facility, header: InstanceHeader, accession: str) -> tuple[Order | None, str]:
+    """The order a new study's images answer, and how it was found (docs/orders.md): the
+    accession at the facility; then the order that carries this Study Instance UID; then the
+    facility's fallback (the images' accession is the order's filler or placer number, as
+    ``Facility.hl7_accession_fallback`` says the RIS numbers them)."""
+    orders = Order.objects.select_related("patient").filter(facility=facility)
+    if accession and (order := orders.filter(accession_number=accession).first()):
+        return order, OrderMatch.ACCESSION
+    if order := orders.filter(study_instance_uid=header.study_instance_uid).first():
+        return order, OrderMatch.STUDY_UID
+    number_field = {"filler": "filler_order_number", "placer": "placer_order_number"}.get(
+        facility.hl7_accession_fallback
+    )
+    order = (
+        orders.filter(**{number_field: header.accession_number}).first()
+        if header.accession_number and number_field
+        else None
+    )
+    if order is not None:
+        return order, OrderMatch.FALLBACK
+    return None, OrderMatch.NONE
+
+
+def _prior_expected(facility: Facility, study_instance_uid: str) -> PriorFetch | None:
+    """A study we asked a prior source for (docs/priors.md): it arrives as that patient's prior."""
+    return (
+        PriorFetch.objects.select_related("retrieval")
+        .filter(
+            retrieval__facility=facility,
+            study_instance_uid=study_instance_uid,
+            status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING),
+        )
+        .first()
+    )
+
+
+def _prior_study_create(facility: Facility, header: InstanceHeader, received_at, prior: PriorFetch) -> Study:
+    """A prior: the patient we asked about (matched on MRN and issuer, never the header's name), no
+    order, no accession of ours (its accession is the PACS's), never routed (no announcement)."""
+    return Study.objects.create(
+        facility=facility,
+        study_instance_uid=header.study_instance_uid,
+        patient_id=prior.retrieval.patient_id,
+        modalities=header.modality,
+        description=header.study_description,
+        body_part=header.body_part,
+        study_datetime=_aware(header.study_datetime, facility),
+        dicom_study_id=header.study_id,
+        referring_physician_name=header.referring_physician_name,
+        # read long ago at the hospital: closed, so no worklist, sweep or router ever takes it up
+        status=StudyStatus.FINAL,
+        completed_at=received_at,
+        prior_state=PriorState.RETRIEVING,
+        first_received_at=received_at,
+        last_received_at=received_at,
+    )
 
 
 def _series_for(study: Study, header: InstanceHeader, received_at, made_by=None) -> tuple[Series, bool]:

@@ -9,3 +9,14 @@ from django.dispatch import Signal
 
 study_routable = Signal()
 study_cancelled = Signal()
+# ``ai_result_recorded``: an AI result was linked to a study (``imaging.ai``), with ``result_id``;
+# routing's triage rules act on it (worklist.ai_triage).
+ai_result_recorded = Signal()
+
+# A reader opened a study's images (imaging.views._read_begun): kwargs study, user, session_key.
+# The FHIRcast hub (interfaces.fhircast) publishes ImagingStudy-open to the session's topic.
+study_opened = Signal()
+# The reader left a study without signing it (imaging.views.study_close: the report editor's or the
+# viewer's page went away — a beacon on page hide): kwargs study, user, session_key. The FHIRcast hub
+# publishes ImagingStudy-close to the session's topic (signing publishes its own close).
+study_closed = Signal()

@@ -7,6 +7,7 @@ not see, an audit row for one they may) and a little JSON for static/readroom/vi
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
@@ -22,14 +23,23 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 from pydicom import dcmread
 from pydicom.multival import MultiValue
 
 from imaging import ohif
 from imaging.models import Instance, Study
 from imaging.rendering import PRESETS, presets_for
-from imaging.selectors import access_study, ohif_viewer_url, studies_visible_to, study_priors
+from imaging.selectors import (
+    AiFlaggedImage,
+    access_study,
+    ai_flagged_image,
+    ohif_viewer_url,
+    studies_visible_to,
+    study_blinded_for,
+    study_display_problems,
+    study_priors,
+)
 from imaging.storage import StorageError, encrypted_read
 from worklist.assignment import study_activity_touch
 from worklist.tat import study_viewer_opened
@@ -68,6 +78,10 @@ def _read_begun(request: HttpRequest, study: Study) -> None:
     study_viewer_opened(study_id=study.pk, user=request.user, at=timezone.now())  # TAT: the read began
     # Opening the images is work on a claim: it holds off the abandoned-claim timeout.
     study_activity_touch(study_id=study.pk, user=request.user, at=timezone.now())
+    from imaging.signals import study_opened
+
+    session_key = getattr(request.session, "session_key", None) or ""
+    study_opened.send(sender=Study, study=study, user=request.user, session_key=session_key)
 
 
 @login_required
@@ -76,8 +90,23 @@ def study_open(request: HttpRequest, study_id: int) -> HttpResponse:
     """*Open* on the worklist and the report: OHIF on the study and its priors when OHIF is
     installed, else the built-in viewer. Priors are computed here, at the click, for this reader."""
     study = access_study(request.user, study_id)
-    url = ohif_viewer_url(study, prior_uids=[p.study_instance_uid for p in study_priors(request.user, study)])
+    priors = [p.study_instance_uid for p in study_priors(request.user, study)]
+    url = ohif_viewer_url(study, prior_uids=priors, flagged=ai_flagged_image(study))
     return HttpResponseRedirect(url or reverse("imaging:viewer", args=[study.pk]))
+
+
+@login_required
+@require_POST
+def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The reader's page on this study went away unsigned (``navigator.sendBeacon`` on page hide,
+    with the CSRF token in its form body): tell the session's FHIRcast subscribers the study is
+    closed. Only a study the user may see (404 otherwise, as for opening it)."""
+    study = access_study(request.user, study_id)
+    from imaging.signals import study_closed
+
+    session_key = getattr(request.session, "session_key", None) or ""
+    study_closed.send(sender=Study, study=study, user=request.user, session_key=session_key)
+    return HttpResponse(status=204)
 
 
 @login_required
@@ -85,20 +114,27 @@ def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     study = access_study(request.user, study_id)
     _read_begun(request, study)
     series = _series_stack(study)
+    flagged = ai_flagged_image(study)
+    start = _stack_position(series, flagged)
     config = {
         "studyUid": study.study_instance_uid,
         "seriesBase": reverse("dicomweb:study", args=[study.study_instance_uid]) + "/series/",
         "series": series,
         "presets": [{"key": p.key, "name": p.name, "window": p.window.query()} for p in PRESETS],
+        "start": start,
     }
     context = {
         "study": study,
+        "ai_start": start,
+        "start_series": start["series"] if start else 0,
         "ohif_url": ohif_viewer_url(study),
         "banner": _banner(study),
+        "display_problems": study_display_problems(study),
         "series": series,
         "presets": PRESETS,
         "shortcuts": SHORTCUTS,
         "viewer_config": config,
+        "report_link": not study_blinded_for(request.user, study.pk),
         "theme": "dark",  # a reading-room page, whoever opens it (DESIGN.md §8)
     }
     return render(request, "imaging/viewer.html", context)
@@ -197,6 +233,22 @@ def _series_stack(study: Study) -> list[dict]:
     return stack
 
 
+def _stack_position(series: list[dict], flagged: AiFlaggedImage | None) -> dict | None:
+    """Where the page opens when an AI flagged images (docs/ai.md): the series' index in the list and
+    the flagged image's first frame in the stack ({"series", "index", "finding"}); None: the top."""
+    if flagged is None:
+        return None
+    for number, entry in enumerate(series):
+        if entry["uid"] != flagged.series_instance_uid:
+            continue
+        index = 0
+        for sop, _instance_number, frames in entry["instances"]:
+            if sop == flagged.sop_instance_uid:
+                return {"series": number, "index": index, "finding": flagged.finding}
+            index += frames or 1
+    return None
+
+
 def _banner(study: Study) -> dict:
     """The patient banner: who, which exam, when — in the facility's local time (DESIGN.md §8)."""
     zone = study.facility.zone
@@ -219,6 +271,8 @@ def _banner(study: Study) -> dict:
         else "",
         "stroke": study.is_stroke,
         "priority": study.get_priority_display(),
+        # in full: a code stroke's last-known-well and anticoagulant are in OBR-13 and OBR-31
+        "history": study.order.clinical_history if study.order_id else "",
     }
 
 
@@ -271,16 +325,54 @@ def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
     )
     html = html.replace("<head>", "<head>" + head, 1)
     html = html.replace("</body>", _live_channel(request) + "</body>", 1)
+    nonce = secrets.token_urlsafe(18)
+    # OHIF's page has two small inline scripts of its own (public path, import shim): only they
+    # run inline, by a per-response nonce.
+    html = html.replace("<script>", f'<script nonce="{nonce}">')
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     response["Cache-Control"] = "no-store, private"  # the page names the studies (PHI)
+    response["Content-Security-Policy"] = ohif_content_security_policy(nonce)
     return cross_origin_isolated(response)
+
+
+def ohif_content_security_policy(nonce: str | None = None) -> str:
+    """OHIF's page gets its own policy (docs/security.md): everything still from this origin, no
+    framing, no plugins, but what OHIF needs to run — its two inline scripts by nonce, WebAssembly
+    compilation for the image codecs ('wasm-unsafe-eval'), workers and images from blob: URLs, and
+    inline styles (React components and its UI library inject <style> elements at run time).
+
+    Without a nonce it is the policy of OHIF's bundles (``ohif_asset``). A browser applies a
+    script response's policy only when the script runs as a worker, and OHIF's codec workers need
+    'unsafe-eval': the JPEG-LS/JPEG 2000 decoders are emscripten builds whose embind makes
+    functions with ``new Function`` (seen in tests/e2e/test_ohif.py's JPEG-LS MR). The page itself
+    does not get it."""
+    script = (
+        f"script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'"
+        if nonce
+        else ("script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'")
+    )
+    return "; ".join(
+        (
+            "default-src 'self'",
+            script,
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: blob:",
+            "font-src 'self' data:",
+            "connect-src 'self' data: blob:",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 def _live_channel(request: HttpRequest) -> str:
     """The per-user live channel (banner, sound, lock: templates/live/_channel.html, TEAM.md) so
     alerts reach the reader inside OHIF too; nothing when that template does not exist."""
     try:
-        return render_to_string("live/_channel.html", request=request)
+        return render_to_string("live/_channel.html", {"live_overlay": True}, request=request)
     except TemplateDoesNotExist:
         return ""
 
@@ -312,4 +404,5 @@ def ohif_asset(request: HttpRequest, version: str, path: str) -> HttpResponse:
         response["Content-Encoding"] = "gzip"
     response["Vary"] = "Accept-Encoding"
     response["Cache-Control"] = "private, max-age=31536000, immutable"
+    response["Content-Security-Policy"] = ohif_content_security_policy()  # the codec workers' policy
     return cross_origin_isolated(response)

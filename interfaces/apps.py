@@ -7,3 +7,14 @@ class InterfacesConfig(AppConfig):
     name = "interfaces"
     verbose_name = "Interfaces"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from imaging.models import Order, Study
+        from interfaces.prior_triggers import on_order_saved, on_study_saved
+
+        # A new order, or the first image of a study without one, asks the facility's prior sources.
+        post_save.connect(on_order_saved, sender=Order, dispatch_uid="readroom.priors.order")
+        post_save.connect(on_study_saved, sender=Study, dispatch_uid="readroom.priors.study")
+        from interfaces.fhircast import receivers  # noqa: F401 — connects the hub's publishers

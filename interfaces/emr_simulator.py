@@ -9,7 +9,10 @@ being the MSH-5/MSH-6 the report was addressed to. Protocol only: it keeps nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 
 from hl7.mllp.streams import HL7StreamProtocol
 
@@ -43,9 +46,11 @@ def emr_answer(raw: bytes) -> tuple[bytes | None, str]:
     return ack, f"{responder[1]} acknowledged ORU^R01 {header.control_id} ({code or 'no ACK wanted'})"
 
 
-async def _serve_connection(reader: FrameReader, writer) -> None:
+async def _serve_connection(reader: FrameReader, writer, received: list[bytes] | None = None) -> None:
     try:
         while (frame := await reader.read_frame()) is not None:
+            if received is not None:  # a test (or a demo operator) watching what arrived
+                received.append(bytes(frame.data))
             ack, line = emr_answer(frame.data)
             log.info("EMR simulator: %s", line)
             if ack is not None:
@@ -57,11 +62,17 @@ async def _serve_connection(reader: FrameReader, writer) -> None:
         writer.close()
 
 
-async def emr_simulator_start(host: str, port: int) -> asyncio.AbstractServer:
+async def emr_simulator_start(
+    host: str, port: int, *, received: list[bytes] | None = None
+) -> asyncio.AbstractServer:
+    """Serve on ``host:port``; with ``received``, every frame is appended to it as it arrives."""
     loop = asyncio.get_running_loop()
 
+    async def serve(reader: FrameReader, writer) -> None:
+        await _serve_connection(reader, writer, received)
+
     def factory() -> HL7StreamProtocol:
-        return HL7StreamProtocol(FrameReader(limit=2**20, loop=loop), _serve_connection, loop=loop)
+        return HL7StreamProtocol(FrameReader(limit=2**20, loop=loop), serve, loop=loop)
 
     return await loop.create_server(factory, host, port, reuse_address=True)
 
@@ -72,3 +83,40 @@ async def emr_simulator_service(stop: asyncio.Event, *, port: int, host: str = E
     log.info("EMR simulator listening on %s:%s", host, port)
     async with server:
         await stop.wait()
+
+
+@contextlib.contextmanager
+def emr_simulator_running(port: int, host: str = EMR_SIMULATOR_HOST) -> Iterator[bool]:
+    """The EMR simulator in a thread of its own for the length of the block: ``load_demo`` signs the
+    demo's earlier reads, and their ORUs go out at once — with nobody listening, each logs a
+    "Connection refused" warning and waits for a retry (issue 19). Yields False, serving nothing,
+    when the port is taken: an EMR simulator (``run_embedded --simulate``) is already there."""
+    # The server is started on its own thread's loop, not run_until_complete here: the caller's
+    # thread may already run a loop (load_demo under Playwright's sync API in the browser tests).
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="emr-simulator", daemon=True)
+    thread.start()
+    try:
+        server = asyncio.run_coroutine_threadsafe(emr_simulator_start(host, port), loop).result(10)
+    except OSError:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        asyncio.run_coroutine_threadsafe(_shutdown(server), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _shutdown(server: asyncio.AbstractServer) -> None:
+    """Stop listening and end the connections still open (the outbox keeps its connection)."""
+    server.close()
+    connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in connections:
+        task.cancel()
+    await asyncio.gather(*connections, return_exceptions=True)

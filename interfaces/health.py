@@ -39,6 +39,7 @@ class InterfaceState:
     count_24h: int
     errors_24h: int
     expected_gap: timedelta
+    dead: int = 0  # HL7 in: dead-lettered messages awaiting an operator (reprocess or discard)
 
     def silent(self, now: datetime) -> bool:
         """Silent longer than expected. An interface that never carried traffic is awaiting go-live,
@@ -46,6 +47,8 @@ class InterfaceState:
         return self.last_at is not None and now - self.last_at > self.expected_gap
 
     def status(self, now: datetime) -> str:
+        if self.dead:
+            return "dead"
         if self.last_at is None:
             return "awaiting"
         return "silent" if self.silent(now) else "ok"
@@ -101,6 +104,7 @@ def interface_health(*, now: datetime | None = None) -> list[FacilityInterfaces]
             last=Max("received_at"),
             count=Count("id", filter=Q(received_at__gte=since)),
             errors=Count("id", filter=Q(received_at__gte=since, status__in=FAILED)),
+            dead=Count("id", filter=Q(status=InboundStatus.DEAD)),
         )
     }
     dicom = {
@@ -139,6 +143,7 @@ def _state(kind: str, row: dict | None, gap_minutes: int) -> InterfaceState:
         count_24h=row.get("count") or 0,
         errors_24h=row.get("errors") or 0,
         expected_gap=timedelta(minutes=gap_minutes),
+        dead=row.get("dead") or 0,
     )
 
 
@@ -192,6 +197,13 @@ def interface_alerts_check(*, now: datetime | None = None) -> list[InterfaceAler
                     raised.append(created)
             elif alert is not None and not state.silent(now):
                 _alert_clear(alert, now)
+        dead_alert = open_by_kind.get(InterfaceKind.HL7_IN_DEAD)
+        if entry.hl7_in.dead and dead_alert is None:
+            created = hl7_in_dead_alert_raise(entry.facility, count=entry.hl7_in.dead, now=now)
+            if created is not None:
+                raised.append(created)
+        elif dead_alert is not None and not entry.hl7_in.dead:
+            _alert_clear(dead_alert, now)
         out, alert = entry.hl7_out, open_by_kind.get(InterfaceKind.HL7_OUT)
         if out.in_trouble(now) and alert is None:
             created = hl7_out_alert_raise(
@@ -229,6 +241,24 @@ def hl7_out_alert_raise(
     return alert
 
 
+def hl7_in_dead_alert_raise(
+    facility: Facility, *, count: int, now: datetime | None = None
+) -> InterfaceAlert | None:
+    """Open the facility's inbound dead-letter alert unless one is open already: a message that
+    could not be applied was set aside, and the sender's later messages went on without it."""
+    now = now or timezone.now()
+    reason = f"{count} HL7 message(s) dead-lettered: reprocess or discard them (with a reason)"
+    try:
+        with transaction.atomic():
+            alert = InterfaceAlert.objects.create(
+                facility=facility, interface=InterfaceKind.HL7_IN_DEAD, raised_at=now, reason=reason
+            )
+            operations_event_send({**_event("interface.inbound_dead_letter", alert), "reason": reason})
+    except IntegrityError:
+        return None  # open already (one open alert per interface)
+    return alert
+
+
 def _alert_raise(facility: Facility, state: InterfaceState, now: datetime) -> InterfaceAlert | None:
     try:
         with transaction.atomic():
@@ -236,9 +266,28 @@ def _alert_raise(facility: Facility, state: InterfaceState, now: datetime) -> In
                 facility=facility, interface=state.kind, raised_at=now, last_message_at=state.last_at
             )
             operations_event_send(_event("interface.silent", alert))
+            _silent_notice_send(alert, now)
     except IntegrityError:
         return None  # another worker raised it first (one open alert per interface)
     return alert
+
+
+def _silent_notice_send(alert: InterfaceAlert, now: datetime) -> None:
+    """Each operations user's banner, on every page, until they acknowledge it (worklist.notices)."""
+    from django.urls import reverse
+
+    from worklist.models import NoticeKind
+    from worklist.notices import operations_notice_send
+
+    since = f"since {alert.last_message_at:%H:%M} UTC" if alert.last_message_at else "nothing received yet"
+    operations_notice_send(
+        kind=NoticeKind.INTERFACE_SILENT,
+        at=now,
+        text=f"{alert.get_interface_display()} silent, {since}",
+        url=reverse("interfaces:health"),
+        facility_name=alert.facility.name,
+        about=f"interface_silent:{alert.pk}",
+    )
 
 
 def _alert_clear(alert: InterfaceAlert, now: datetime) -> None:

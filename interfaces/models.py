@@ -15,6 +15,10 @@ class InboundStatus(models.TextChoices):
     DUPLICATE = "duplicate", "Duplicate (already applied)"
     REJECTED = "rejected", "Rejected (NAK sent)"
     FAILED = "failed", "Failed while applying"
+    # Could not be applied (at once for a deterministic error, else after N attempts): set aside so
+    # the sender's later messages go on; operations reprocess or discard it, with a reason.
+    DEAD = "dead", "Dead letter (set aside; operations may reprocess or discard)"
+    DISCARDED = "discarded", "Discarded by operations"
 
 
 class InboundMessage(models.Model):
@@ -42,6 +46,13 @@ class InboundMessage(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     processed_at = models.DateTimeField(null=True, blank=True)
+    dead_at = models.DateTimeField(null=True, blank=True)
+    # An operator's decision on a dead letter (reprocess or discard), who and why
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution = models.CharField(max_length=300, blank=True)
 
     class Meta:
         indexes = [
@@ -97,6 +108,27 @@ class QuarantinedObject(models.Model):
     storage_key_id = models.CharField(max_length=32)
     size_bytes = models.PositiveBigIntegerField(default=0)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # what operations decided (the message browser's DICOM side): released into the archive or
+    # discarded — the encrypted copy is kept either way (what was received is kept)
+    resolution = models.CharField(max_length=12, blank=True)  # "released" | "discarded" | "linked"
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution_reason = models.CharField(max_length=300, blank=True)
+    # An AI result (SR/SEG/KOS) that came before its study's images: kept here, not refused, and
+    # linked when the study arrives at its facility (resolution "linked"; docs/ai.md).
+    study_instance_uid = models.CharField(max_length=64, blank=True)
+    waiting_for_study = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # a new study's first image looks for the AI results waiting for it
+            models.Index(
+                fields=["facility", "study_instance_uid"],
+                condition=models.Q(waiting_for_study=True, resolved_at__isnull=True),
+                name="quarantine_waiting_study_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"quarantined {self.sop_instance_uid or self.pk}: {self.reason[:60]}"
@@ -106,6 +138,7 @@ class InterfaceKind(models.TextChoices):
     HL7_IN = "hl7_in", "HL7 in"
     DICOM_IN = "dicom_in", "DICOM in"
     HL7_OUT = "hl7_out", "HL7 out"
+    HL7_IN_DEAD = "hl7_in_dead", "HL7 in (dead letter)"
 
 
 class InterfaceAlert(models.Model):
@@ -187,3 +220,31 @@ class OutboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.control_id} #{self.sequence} [{self.status}]"
+
+
+class InterfaceActionKind(models.TextChoices):
+    RESEND = "resend", "Resent (outbound, new control ID)"
+    REPROCESS = "reprocess", "Reprocessed (inbound)"
+
+
+class InterfaceAction(models.Model):
+    """What operations did to a message from the message browser, by whom and why (the reason is
+    required): the record an interface analyst is asked for when a report went twice."""
+
+    kind = models.CharField(max_length=12, choices=InterfaceActionKind.choices)
+    at = models.DateTimeField()
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=300)
+    inbound = models.ForeignKey(
+        InboundMessage, null=True, blank=True, on_delete=models.PROTECT, related_name="actions"
+    )
+    outbound = models.ForeignKey(
+        OutboundMessage, null=True, blank=True, on_delete=models.PROTECT, related_name="actions"
+    )
+    # the copy a resend queued (its own control ID), so either message leads to the other
+    resent_as = models.OneToOneField(
+        OutboundMessage, null=True, blank=True, on_delete=models.PROTECT, related_name="resent_from"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.by} at {self.at:%Y-%m-%d %H:%M}"

@@ -1,8 +1,10 @@
 """A facility simulator: realistic orders and CT/MR/XR series sent through the real MLLP and DICOM
 ports — the "dummy patient" go-live rehearsal a new facility runs, and what `make demo` shows.
 
-Images are generated from pydicom's bundled test files (CT_small, MR_small): new UIDs, 512×512
-slices, plausible descriptions, positions and instance numbers. A code stroke now and then."""
+CT and radiograph pixels are procedural phantoms that match the procedure (interfaces/phantoms.py: a
+head with skull, brain and ventricles, a chest, an abdomen, a chest and a knee radiograph) with real
+HU, pixel spacing, slice geometry and window; the header comes from pydicom's bundled CT_small
+(MR: MR_small, its pixels enlarged). New UIDs, plausible descriptions. A code stroke now and then."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage, MRImageStorage
+
+from interfaces import phantoms
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,26 @@ class SimulatedExam:
         return "CODE STROKE" in self.reason
 
 
-def exam_random(rng: random.Random, facility_code: str, *, stroke_rate: float = 0.15) -> SimulatedExam:
-    stroke = rng.random() < stroke_rate
+# A hospital's mix (issue 19): about 3 % code strokes, some trauma from the ED, mostly routine
+# inpatient/outpatient work — not a demo that rings all the time.
+STROKE_RATE = 0.03
+TRAUMA_RATE = 0.08
+ED_RATE = 0.2
+TRAUMA_REASON = "TRAUMA - MVC, HIGH SPEED"
+
+
+def exam_random(
+    rng: random.Random,
+    facility_code: str,
+    *,
+    stroke_rate: float = STROKE_RATE,
+    trauma_rate: float = TRAUMA_RATE,
+) -> SimulatedExam:
+    draw = rng.random()
+    stroke = draw < stroke_rate
+    trauma = not stroke and draw < stroke_rate + trauma_rate
     procedure = STROKE_PROCEDURE if stroke else rng.choice(PROCEDURES)
-    ed = stroke or rng.random() < 0.4
+    ed = stroke or trauma or rng.random() < ED_RATE
     return SimulatedExam(
         facility_code=facility_code,
         mrn=f"SIM{rng.randrange(10**6):06d}",
@@ -100,7 +120,11 @@ def exam_random(rng: random.Random, facility_code: str, *, stroke_rate: float = 
         accession=f"S{rng.randrange(10**9):09d}",
         procedure=procedure,
         priority="S" if ed else rng.choice("AR"),
-        reason="CODE STROKE - LEFT FACIAL DROOP, LKW 45 MIN" if stroke else rng.choice(REASONS),
+        reason="CODE STROKE - LEFT FACIAL DROOP, LKW 45 MIN"
+        if stroke
+        else TRAUMA_REASON
+        if trauma
+        else rng.choice(REASONS),
         patient_class="E" if ed else rng.choice("IO"),
         study_uid=generate_uid(prefix=UID_ROOT),
     )
@@ -144,18 +168,23 @@ def series_generate(
     attributes: dict[str, object],
     size: int = 512,
     pixel_step: int = 3,
+    phantom: str | None = None,
+    seed: int = 0,
+    lesion: bool = False,
 ) -> Iterator[Dataset]:
-    """``count`` instances of one series from the bundled test image for ``modality``: new Series,
-    Frame of Reference and SOP Instance UIDs, instance numbers and positions 5 mm apart, pixels
-    upsampled (nearest neighbour) to ``size`` and shifted by ``pixel_step`` per slice so slices
-    differ. ``attributes`` (keyword → value) describe the patient and the exam."""
+    """``count`` instances of one series: new Series, Frame of Reference and SOP Instance UIDs and
+    instance numbers. With ``phantom`` (a name in phantoms.PHANTOMS) the pixels are that phantom's
+    slices with its geometry; without, the bundled test image for ``modality`` upsampled (nearest
+    neighbour) to ``size`` and shifted by ``pixel_step`` per slice, positions 5 mm apart.
+    ``attributes`` (keyword → value) describe the patient and the exam."""
     template = _template(modality)
     sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, ComputedRadiographyImageStorage)
-    base = template.pixel_array.astype(np.int32)
-    factor = max(1, size // base.shape[0])
-    pixels = np.kron(base, np.ones((factor, factor), dtype=np.int32)) if factor > 1 else base
     series_uid = generate_uid(prefix=UID_ROOT)
     frame_uid = generate_uid(prefix=UID_ROOT)
+    if phantom is None:
+        base = template.pixel_array.astype(np.int32)
+        factor = max(1, size // base.shape[0])
+        pixels = np.kron(base, np.ones((factor, factor), dtype=np.int32)) if factor > 1 else base
     for number in range(1, count + 1):
         # a deep copy: Dataset.copy() shares data elements with the cached template
         ds = copy.deepcopy(template)
@@ -165,14 +194,50 @@ def series_generate(
         ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.Modality, ds.InstanceNumber = modality, number
-        ds.ImagePositionPatient = [-125.0, -125.0, float(number * 5)]
-        ds.SliceLocation = float(number * 5)
+        if phantom is None:
+            ds.ImagePositionPatient = [-125.0, -125.0, float(number * 5)]
+            ds.SliceLocation = float(number * 5)
+            slice_pixels = np.clip(pixels + number * pixel_step, -32768, 32767).astype(
+                template.pixel_array.dtype
+            )
+        else:
+            slice_pixels = phantoms.slice_pixels(
+                phantom, number - 1, count, size=size, seed=seed, lesion=lesion
+            )
+            _phantom_geometry(ds, phantoms.PHANTOMS[phantom], number - 1, count, size)
         for keyword, value in attributes.items():
             setattr(ds, keyword, value)
-        slice_pixels = np.clip(pixels + number * pixel_step, -32768, 32767).astype(template.pixel_array.dtype)
         ds.Rows, ds.Columns = slice_pixels.shape
         ds.PixelData = slice_pixels.tobytes()
         yield ds
+
+
+def _phantom_geometry(ds: Dataset, phantom: phantoms.Phantom, index: int, count: int, size: int) -> None:
+    """The attributes a viewer builds its geometry and grey levels from (OHIF's MPR needs a real
+    spacing, orientation and positions stepping along z)."""
+    spacing = phantoms.pixel_spacing(phantom, size)
+    corner = round(-phantom.field_of_view_mm / 2 + spacing / 2, 6)  # the first pixel's centre
+    ds.PixelSpacing = [spacing, spacing]
+    ds.WindowCenter, ds.WindowWidth = phantom.window
+    ds.RescaleSlope = 1
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    if phantom.kind == "CT":
+        thickness = phantoms.slice_thickness(phantom, count)
+        z = round((index + 0.5) * thickness, 3)  # inferior to superior, contiguous
+        ds.PixelRepresentation, ds.RescaleIntercept = 1, -phantoms.HU_OFFSET
+        ds.SliceThickness = ds.SpacingBetweenSlices = thickness
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [corner, corner, z]
+        ds.SliceLocation = z
+    else:
+        # a projection: no slice geometry; the detector's spacing (at the detector, as CR has it)
+        ds.PixelRepresentation, ds.RescaleIntercept = 0, 0
+        ds.ImagerPixelSpacing = [spacing, spacing]
+        ds.ViewPosition = ("PA", "LL")[index % 2] if phantom.name == "cxr" else ("AP", "LL")[index % 2]
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "SliceThickness"):
+            if keyword in ds:
+                delattr(ds, keyword)
 
 
 def series_datasets(
@@ -190,11 +255,16 @@ def series_datasets(
     count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
     now = now or datetime.now()
     views = ("AP", "LAT")
+    phantom = phantoms.BY_PROCEDURE.get(procedure.code)
     for ds in series_generate(
         modality=procedure.modality,
         count=count,
         study_uid=exam.study_uid,
         size=size,
+        phantom=phantom,
+        # a handful of patients' anatomies, so the per-slice cache serves most exams
+        seed=sum(map(ord, exam.mrn)) % 4,
+        lesion=exam.is_stroke,
         attributes={
             "BodyPartExamined": procedure.body_part,
             "StudyDescription": procedure.text[:64],
@@ -214,8 +284,11 @@ def series_datasets(
             "InstitutionName": exam.facility_code,
         },
     ):
-        ds.SeriesDescription = {"CT": "AXIAL 5MM", "MR": "AX T2"}.get(
-            procedure.modality, views[(ds.InstanceNumber - 1) % 2]
+        thickness = ds.get("SliceThickness")
+        axial = f"AXIAL {float(thickness):g}MM" if phantom and thickness else "AXIAL 5MM"
+        ds.SeriesDescription = {"CT": axial, "MR": "AX T2"}.get(
+            procedure.modality,
+            {"LL": "LAT"}.get(view := ds.get("ViewPosition", ""), view) or views[(ds.InstanceNumber - 1) % 2],
         )
         yield ds
 
@@ -236,6 +309,89 @@ def series_send(
             int(getattr(assoc.send_c_store(ds, msg_id=n), "Status", 0xFFFF))
             for n, ds in enumerate(datasets, 1)
         ]
+    finally:
+        assoc.release()
+
+
+# --- the hospital's AI node (issue 18): an SR for some CT heads and chest CTs -----------------------
+
+# (finding code, meaning, manufacturer, model) by the procedure it reads; a CTA head is read for LVO
+AI_FINDINGS = {
+    "70450": ("274100004", "Cerebral hemorrhage", "Aidoc", "BriefCase ICH"),
+    "70496": ("20059004", "Occlusion of cerebral artery", "Viz.ai", "LVO"),
+    "71260": ("59282003", "Pulmonary embolism", "Aidoc", "BriefCase PE"),
+}
+AI_RATE, AI_POSITIVE_RATE = 0.6, 0.5  # of those procedures: how many the AI reads, how many positive
+
+
+def ai_sr_dataset(
+    images: list[Dataset], *, code: str, meaning: str, present: bool, probability: float | None,
+    manufacturer: str, model: str, version: str,
+) -> Dataset:  # fmt: skip
+    """A TID 1500 measurement report from an algorithm about ``images`` (one series), made with
+    highdicom as the IHE AI Results profile has it: a device observer, one measurement group with
+    the finding, its presence, a probability and the flagged (middle) image."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    finding = hd.sr.CodedConcept(code, "SCT", meaning)
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(), manufacturer_name=manufacturer, model_name=model
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+    value = hd.sr.CodedConcept(*(("52101004", "SCT", "Present") if present else ("2667000", "SCT", "Absent")))
+    probability_name = hd.sr.CodedConcept("C0033204", "UMLS", "Probability")
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="AI finding 1"),
+        finding_type=finding,
+        algorithm_id=hd.sr.AlgorithmIdentification(name=model, version=version),
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=finding, value=value)],
+        measurements=[
+            hd.sr.Measurement(
+                name=probability_name, value=probability, unit=hd.sr.CodedConcept("1", "UCUM", "no units")
+            )
+        ]
+        if probability is not None
+        else None,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(images[len(images) // 2])],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=hd.sr.CodedConcept("25045-6", "LN", "CT unspecified body region"),
+        imaging_measurements=[group],
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=images, content=report[0], series_instance_uid=generate_uid(), series_number=900,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=manufacturer, is_complete=True,
+    )  # fmt: skip
+
+
+def ai_sr_for(exam: SimulatedExam, images: list[Dataset], rng: random.Random) -> Dataset | None:
+    """The AI node's SR for this exam, when the AI reads its procedure and the draw says so."""
+    known = AI_FINDINGS.get(exam.procedure.code)
+    if known is None or not images or rng.random() >= AI_RATE:
+        return None
+    code, meaning, manufacturer, model = known
+    present = rng.random() < AI_POSITIVE_RATE
+    probability = round(rng.uniform(0.7, 0.98) if present else rng.uniform(0.01, 0.2), 2)
+    return ai_sr_dataset(
+        images, code=code, meaning=meaning, present=present, probability=probability,
+        manufacturer=manufacturer, model=model, version="2.1",
+    )  # fmt: skip
+
+
+def ai_sr_send(sr: Dataset, *, host: str, port: int, calling_ae: str, called_ae: str = "READROOM") -> int:
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(sr.SOPClassUID, "1.2.840.10008.1.2.1")
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise ConnectionError(f"association with {called_ae}@{host}:{port} refused")
+    try:
+        return int(getattr(assoc.send_c_store(sr, msg_id=1), "Status", 0xFFFF))
     finally:
         assoc.release()
 
@@ -273,18 +429,25 @@ async def exam_simulate(
     slices: int | None = None,
     max_slices: int | None = None,
     control_id: str,
+    ai_rng: random.Random | None = None,
 ) -> tuple[bytes, list[int]]:
-    """Order first, then the images — or, for a stroke, images right behind the order."""
+    """Order first, then the images — or, for a stroke, images right behind the order; with
+    ``ai_rng``, the AI node's SR after the images for some procedures (the last status is its)."""
     now = facility.local_now()
     message = order_message(exam, facility.hl7_sender, control_id, now=now)
     ack = await order_send(message, host=host, port=hl7_port)
+    images = list(series_datasets(exam, slices=slices, max_slices=max_slices, now=now))
     statuses = await asyncio.to_thread(
-        series_send,
-        series_datasets(exam, slices=slices, max_slices=max_slices, now=now),
-        host=host,
-        port=dicom_port,
-        calling_ae=facility.calling_ae,
+        series_send, iter(images), host=host, port=dicom_port, calling_ae=facility.calling_ae
     )
+    # the hospital's AI node reads some CT heads and chest CTs once their images are in
+    sr = ai_sr_for(exam, images, ai_rng) if ai_rng is not None else None
+    if sr is not None:
+        statuses.append(
+            await asyncio.to_thread(
+                ai_sr_send, sr, host=host, port=dicom_port, calling_ae=facility.calling_ae
+            )
+        )
     return ack, statuses
 
 
@@ -317,6 +480,7 @@ async def simulator_service(
                 dicom_port=dicom_port,
                 max_slices=max_slices,
                 control_id=f"SIM{sent:08d}{rng.randrange(10**4):04d}",
+                ai_rng=rng,
             )
             msa = next((seg for seg in ack.split(b"\r") if seg.startswith(b"MSA")), b"MSA|?").split(b"|")
             log.info(

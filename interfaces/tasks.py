@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from imaging.services import studies_complete_quiet
+from interfaces.dicom.prior_scu import priors_fetch
 from interfaces.health import interface_alerts_check
 from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
 from interfaces.hl7.outbound import outbox_deliver, outbox_facilities_due
@@ -47,3 +48,17 @@ def outbox_sweep() -> int:
     for facility_id in facilities:
         outbox_deliver_task.delay(facility_id)
     return len(facilities)
+
+
+@shared_task(name="interfaces.tasks.priors_fetch", bind=True, max_retries=3)
+def priors_fetch_task(self, patient_id: int, order_id: int | None = None, study_id: int | None = None) -> int:
+    """Retried with backoff while a source is down or a prior came incomplete (docs/priors.md)."""
+    last = self.request.retries >= self.max_retries
+    errors = priors_fetch(
+        patient_id=patient_id, order_id=order_id, study_id=study_id,
+        attempt=self.request.retries + 1, last_attempt=last,
+    )  # fmt: skip
+    if errors and not last:
+        # throw=False: the retry is scheduled either way; an eager run (tests, embedded) runs it now
+        self.retry(countdown=30 * 2**self.request.retries, throw=False)
+    return len(errors)

@@ -147,3 +147,26 @@ class QuarterlyReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.facility} {self.year}-Q{self.quarter}"
+
+
+class AiAlgorithmAlert(models.Model):
+    """An algorithm whose reader-confirmed share (PPV) fell below its facility's threshold
+    (``qa.ai_metrics.ai_ppv_alerts_raise``): one row per episode, cleared when it recovers."""
+
+    facility = models.ForeignKey("facilities.Facility", on_delete=models.CASCADE, related_name="+")
+    algorithm = models.CharField(max_length=200)
+    finding_code = models.CharField(max_length=64)
+    finding = models.CharField(max_length=300)
+    ppv = models.FloatField()
+    threshold = models.FloatField()
+    assessed = models.PositiveIntegerField()
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "id"]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.facility_id} {self.algorithm} {self.finding}: PPV {self.ppv:.0%} < {self.threshold:.0%}"
+        )

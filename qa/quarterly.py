@@ -56,6 +56,8 @@ class QuarterFigures:
     critical_results: int = 0
     critical_within_target: int = 0
     critical_target_minutes: int = 60
+    # each algorithm measured (qa.ai_metrics): dicts, so the stored figures stay JSON
+    algorithms: list[dict] = field(default_factory=list)
 
     @property
     def critical_compliance(self) -> float | None:
@@ -150,7 +152,31 @@ def quarter_figures(facility: Facility, year: int, quarter: int) -> QuarterFigur
         critical_results=critical,
         critical_within_target=within,
         critical_target_minutes=facility.critical_result_minutes,
+        algorithms=algorithm_figures(start=start, end=end, facility_ids=[facility.pk]),
     )
+
+
+def algorithm_figures(*, start: datetime, end: datetime, facility_ids: list[int] | None) -> list[dict]:
+    from qa.ai_metrics import algorithm_performance
+
+    return [
+        {
+            "facility": r.facility,
+            "algorithm": r.algorithm,
+            "finding": r.finding,
+            "positives": r.positives,
+            "assessed": r.assessed,
+            "confirmed": r.confirmed,
+            "ppv": r.ppv,
+            "ppv_ci": r.ppv_interval,
+            "negatives": r.negatives,
+            "misses": r.misses,
+            "miss_ci": r.miss_interval,
+            "reranked_claim_minutes": r.reranked_median,
+            "other_claim_minutes": r.other_median,
+        }
+        for r in algorithm_performance(start=start, end=end, facility_ids=facility_ids)
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -159,6 +185,23 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
+
+
+AI_CSV_HEADER = [
+    "section",
+    "algorithm",
+    "finding",
+    "positives",
+    "assessed",
+    "confirmed",
+    "ppv_pct",
+    "ci95_low_pct",
+    "ci95_high_pct",
+    "negatives",
+    "misses",
+    "reranked_claim_min",
+    "other_claim_min",
+]
 
 
 def quarter_csv(figures: QuarterFigures) -> str:
@@ -197,6 +240,27 @@ def quarter_csv(figures: QuarterFigures) -> str:
                 _pct(d["rate"]),
                 _pct(d["ci"][0]),
                 _pct(d["ci"][1]),
+            ]
+        )
+    w.writerow([])
+    w.writerow(AI_CSV_HEADER)
+    for a in figures.algorithms:
+        ppv_low, ppv_high = a["ppv_ci"]
+        w.writerow(
+            [
+                "ai",
+                a["algorithm"],
+                a["finding"],
+                a["positives"],
+                a["assessed"],
+                a["confirmed"],
+                _pct(a["ppv"]),
+                _pct(ppv_low),
+                _pct(ppv_high),
+                a["negatives"],
+                a["misses"],
+                _num(a["reranked_claim_minutes"]),
+                _num(a["other_claim_minutes"]),
             ]
         )
     return out.getvalue()

@@ -86,6 +86,17 @@ def blinded_case(review: PeerReview, *, reveal_report: bool = False) -> BlindedC
     )
 
 
+def blinded_reports_for(user) -> QuerySet:
+    """Ids of the reports ``user`` reviews (or reviewed) blinded: for them every page, API and FHIR
+    resource that names the signer answers 404 — the reviewer sees the case only through the
+    blinded review page and the images (issue 15 §6). Kept after scoring too: the reader's
+    identity is not the reviewer's to learn. Lower apps (reports, imaging) call this at call time,
+    as ``imaging.selectors`` reads the review's study."""
+    if not user.is_authenticated:
+        return PeerReview.objects.none().values("report_id")
+    return PeerReview.objects.filter(reviewer=user).values("report_id")
+
+
 # --- who may review -------------------------------------------------------------------------------
 
 

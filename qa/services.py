@@ -12,11 +12,12 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.roles import Role, has_role
 from credentialing.eligibility import assess_readers
-from facilities.models import PriorityClass
+from facilities.models import Facility, PriorityClass
 from qa import selectors
 from qa.models import (
     ADJUDICATED_SCORES,
@@ -29,6 +30,9 @@ from qa.models import (
 )
 from qa.sampling import DEFAULT_RATE, is_ct_head, review_probability, sample_draw
 from reports.models import Report, ReportStatus
+from reports.selectors import reports_visible_to
+from worklist.models import NoticeKind
+from worklist.notices import study_line, user_notice_send
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +96,9 @@ def peer_review_refer(*, report_id: int, by, reason: str, at: datetime | None = 
         raise PermissionDenied("Only radiologists and the medical director refer cases for peer review.")
     if not reason.strip():
         raise ValidationError("Say why the case is referred.")
-    report = Report.objects.select_related("study__facility").get(pk=report_id)
+    # only a report the referrer may read (the eligibility rules of ``reports_visible_to``): another
+    # facility's report is DoesNotExist, the same answer as a missing one (issue 15 §6)
+    report = reports_visible_to(by).select_related("study__facility").get(pk=report_id)
     if report.status != ReportStatus.FINAL:
         raise ValidationError("Only final reports are peer reviewed.")
     with transaction.atomic():
@@ -110,7 +116,7 @@ def _review_open(
 ) -> PeerReview:
     study = report.study
     reviewer = reviewer_pick(report, at)
-    return PeerReview.objects.create(
+    review = PeerReview.objects.create(
         report=report,
         original_reader=report.signed_by,
         facility_id=study.facility_id,
@@ -121,6 +127,22 @@ def _review_open(
         referral_reason=reason,
         status=ReviewStatus.ASSIGNED if reviewer else ReviewStatus.UNASSIGNABLE,
         created_at=at,
+    )
+    if reviewer is not None:
+        _review_notice(review, at)
+    return review
+
+
+def _review_notice(review: PeerReview, at: datetime) -> None:
+    """Tell the reviewer on their pages. Blinded: the facility and modality, nothing that names the
+    original reader nor identifies the study (the review page shows what blinding allows)."""
+    facility = Facility.objects.get(pk=review.facility_id)
+    user_notice_send(
+        user_id=review.reviewer_id,
+        kind=NoticeKind.PEER_REVIEW,
+        at=at,
+        text=f"{facility.name} · {review.modality} case to review",
+        url=reverse("qa:review", args=[review.pk]),
     )
 
 
@@ -160,6 +182,7 @@ def peer_review_assign(*, review_id: int, reviewer_id: int, by, at: datetime | N
         raise ValidationError(f"{reviewer} may not review this case: {refusal}")
     review.reviewer, review.status = reviewer, ReviewStatus.ASSIGNED
     review.save(update_fields=["reviewer", "status"])  # audit-logged (qa.audit)
+    _review_notice(review, at or timezone.now())
     return review
 
 
@@ -230,7 +253,7 @@ def adjudication_decide(
         raise ValidationError("Write the feedback the reader will see.")
     review.status = ReviewStatus.CLOSED
     review.save(update_fields=["status"])
-    return Adjudication.objects.create(
+    adjudication = Adjudication.objects.create(
         review=review,
         director=director,
         final_score=final_score,
@@ -238,6 +261,17 @@ def adjudication_decide(
         addendum_requested=addendum_requested,
         decided_at=at or timezone.now(),
     )
+    # the original reader, on their pages: that there is feedback, not what it says (the page does)
+    report = Report.objects.select_related("study__facility", "study__order").get(pk=review.report_id)
+    user_notice_send(
+        user_id=review.original_reader_id,
+        kind=NoticeKind.REVIEW_FEEDBACK,
+        at=adjudication.decided_at,
+        study=report.study,
+        text=study_line(report.study) + (" — an addendum is requested" if addendum_requested else ""),
+        url=reverse("qa:feedback", args=[adjudication.pk]),
+    )
+    return adjudication
 
 
 def adjudication_feedback_seen(*, adjudication_id: int, reader, at: datetime | None = None) -> bool:

@@ -5,11 +5,12 @@ reader's feedback page never receives the reviewer."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts.audit import record_phi_access
@@ -158,13 +159,19 @@ def refer(request: HttpRequest, report_id: int) -> HttpResponse:
         services.peer_review_refer(
             report_id=report_id, by=request.user, reason=request.POST.get("reason", "")
         )
+    except ObjectDoesNotExist as missing:  # no such report: 404, not a 500 (issue 15 §6)
+        raise Http404("No such report.") from missing
     except PermissionDenied as denied:
         return refuse(request, str(denied))
     except ValidationError as error:
         messages.error(request, _error_text(error))
     else:
         messages.success(request, "Referred for peer review.")
-    return redirect(request.POST.get("next") or "qa:reviews")
+    # only a path on this site: ``next`` from the form must not send the reader elsewhere (issue 15 §6)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+        target = ""
+    return redirect(target or "qa:reviews")
 
 
 # --- dashboard and quarterly reports -------------------------------------------------------------
@@ -198,7 +205,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     from django.contrib.auth import get_user_model
 
     from qa.metrics import quarter_bounds
-    from qa.quarterly import critical_communication, final_reads, tat_rows, volume_by_modality
+    from qa.quarterly import (
+        algorithm_figures,
+        critical_communication,
+        final_reads,
+        tat_rows,
+        volume_by_modality,
+    )
 
     year, quarter = _quarter_parse(request.GET.get("quarter", ""))
     start, end = quarter_bounds(year, quarter, UTC)
@@ -231,6 +244,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "sla_compliance": (sum(r.within_sla for r in tat) / total) if total else None,
             "critical": critical,
             "critical_within": critical_within,
+            "ai_algorithms": algorithm_figures(start=start, end=end, facility_ids=None),
         },
     )
 

@@ -7,7 +7,7 @@ anonymous scope itself."""
 import os
 import warnings
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
 # The web process pools its PostgreSQL connections (radiology/settings/base.py); 0 turns it off.
@@ -16,7 +16,12 @@ os.environ.setdefault("READROOM_DB_POOL_MAX_SIZE", "16")
 # them in a thread and warns on every file. The files are small and cached by browsers.
 warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
 
-django_asgi_app = get_asgi_application()  # must run before importing consumers (app registry)
+django.setup(set_prefix=False)  # must run before importing consumers (app registry)
+
+from radiology.asgi_handler import ClosingASGIHandler  # noqa: E402
+
+# Django's get_asgi_application(), with the handler that returns connections on a failed send
+django_asgi_app = ClosingASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

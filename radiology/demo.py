@@ -9,16 +9,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone as django_timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.roles import Role
 from credentialing.demo import credentialing_demo_load
 from credentialing.models import RadiologistProfile, Subspecialty
+from credentialing.services import expiries_check
 from facilities.models import DicomSender, Facility, FacilityKind, Hl7Sender
 from facilities.services import facility_admin_grant
+from interfaces.emr_simulator import emr_simulator_running
 from radiology.demo_reading import reading_demo_load
 from worklist.demo import rota_demo_load
 
@@ -105,8 +109,34 @@ def _demo_totp_key(username: str) -> str:
     return hashlib.sha256(f"readroom-demo-totp:{username}".encode()).hexdigest()[:40]
 
 
-@transaction.atomic
+class DemoRefused(Exception):
+    """The demo may not be loaded here (production settings)."""
+
+
+def demo_refused_reason() -> str | None:
+    """Why the demo may not be loaded, or None. The demo's passwords are published and its TOTP
+    keys can be computed from the source (issue 15 §9): under the production settings they would
+    be working logins to a real installation."""
+    if getattr(settings, "READROOM_PRODUCTION", False):
+        return (
+            "load_demo refuses to run with the production settings (radiology.settings.production): "
+            "the demo's passwords and authenticator keys are published. Use a development or "
+            "embedded install for the demo."
+        )
+    return None
+
+
 def demo_load() -> dict[str, int]:
+    """Load the demo. The EMR simulator listens while it loads (and until the commit, when the
+    earlier reads' ORUs go out), so they are delivered and acknowledged rather than refused."""
+    if (reason := demo_refused_reason()) is not None:
+        raise DemoRefused(reason)
+    with emr_simulator_running(settings.READROOM_EMR_SIM_PORT):
+        return _demo_load()
+
+
+@transaction.atomic
+def _demo_load() -> dict[str, int]:
     created = {"facilities": 0, "users": 0}
     facilities = {}
     for spec in FACILITIES:
@@ -133,6 +163,8 @@ def demo_load() -> dict[str, int]:
         created["users"] += _person_load(person, facilities)
     # licences and privileges, then the rota (templates materialised), so readers are eligible now
     credentialing_demo_load()
+    # the daily expiry check at once, so a fresh demo's MSO sees the credential 20 days from expiry
+    expiries_check(at=django_timezone.now())
     rota_demo_load()
     # reporting settings, the EMR simulator as ORU endpoint, earlier signed reads, peer review, QA
     reading_demo_load()

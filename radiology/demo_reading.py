@@ -268,6 +268,7 @@ def reading_demo_load(*, today: date | None = None) -> int:
     """Load it all; returns how many earlier reads were signed now (0 when they existed already)."""
     facilities = {f.code: f for f in Facility.objects.filter(code__in=READING_SETTINGS)}
     _demo_reading_settings(facilities)
+    demo_ai_rules_load(facilities.values())
     _demo_report_templates(facilities)
     signed = _demo_reports(facilities, today or timezone.localdate(timezone=ZoneInfo("America/Chicago")))
     _demo_peer_reviews()
@@ -292,6 +293,26 @@ def _demo_reading_settings(facilities: dict[str, Facility]) -> None:
             for name in changed:
                 setattr(facility, name, wanted[name])
             facility.save(update_fields=changed)
+
+
+# What the simulator's AI node's findings do at every demo facility (docs/ai.md), so `make demo` shows
+# the badge and the re-ranking: ICH → STAT first, LVO on a CTA → STROKE, PE → first within its class.
+DEMO_AI_RULES = (
+    ("ICH positive → STAT, first", ["274100004", "RID4700"], "", "STAT"),
+    ("LVO positive on a CTA → STROKE", ["20059004"], r"\bCTA\b|ANGIO", "STROKE"),
+    ("PE positive → first within its class", ["59282003"], "", ""),
+)
+
+
+def demo_ai_rules_load(facilities) -> None:
+    from worklist.models import AiTriageRule
+
+    for facility in facilities:
+        for name, codes, pattern, raise_to in DEMO_AI_RULES:
+            AiTriageRule.objects.get_or_create(
+                facility=facility, name=name,
+                defaults={"finding_codes": codes, "procedure_pattern": pattern, "raise_to": raise_to},
+            )  # fmt: skip
 
 
 def _demo_report_templates(facilities: dict[str, Facility]) -> None:

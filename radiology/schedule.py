@@ -50,6 +50,13 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "claims-timeout-sweep": PeriodicTask(
         "worklist.coverage_tasks.claims_timeout_sweep", timedelta(minutes=1)
     ),
+    # A coverage gap starting within the hour → each operations user's banner, once per gap.
+    "coverage-gaps-notify": PeriodicTask(
+        "worklist.coverage_tasks.coverage_gaps_notify", timedelta(minutes=5)
+    ),
+    # An AI algorithm's PPV (last 91 days) below its facility's threshold → operations, once per
+    # episode (docs/ai.md); verdicts come at signing, so hourly is soon enough.
+    "ai-ppv-alerts": PeriodicTask("qa.tasks.ai_ppv_alerts_check", timedelta(hours=1)),
     # A critical result not communicated by the facility's deadline → operations (once per report).
     "critical-results-escalate": PeriodicTask(
         "reports.tasks.critical_results_escalate", timedelta(minutes=1)

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import views as account_views
 
 admin.site.site_header = "ReadRoom administration"
 admin.site.site_title = "ReadRoom admin"
 admin.site.login = account_views.admin_login_redirect  # one login page, with lockout and 2FA
+admin.site.admin_view = account_views.admin_staff_only(admin.site.admin_view)  # non-staff: 403
 
 api_v1 = [
     path("", include("facilities.api")),
@@ -25,6 +26,7 @@ urlpatterns = [
     path("qa/", include("qa.urls")),
     path("dicomweb/", include("interfaces.urls")),
     path("fhir/r4/", include("interfaces.fhir.urls")),
+    path("fhircast/", include("interfaces.fhircast.urls")),
     path("operations/", include("interfaces.ops_urls")),
     path("operations/", include("worklist.coverage_urls")),
     path("", include("imaging.urls")),
@@ -33,5 +35,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="api/swagger_ui.html"),
+        name="api-docs",
+    ),
 ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from interfaces.hl7.oru import (
+    AddendumNote,
+    AiVerdictLine,
     OrderReference,
     PatientIdentity,
     Provider,
@@ -76,9 +78,13 @@ def report_message(report: Report, kind: str, addendum: Addendum | None = None) 
     facility, patient, order = study.facility, study.patient, study.order
     application, receiving_facility = oru_receiver(facility)
     sections = list(report_sections(report_content(report), report.values))
+    addenda: list[AddendumNote] = []
     if kind == "addendum":
-        for each in report.addenda.order_by("sequence"):
-            sections.append((f"Addendum {each.sequence}", each.text))
+        for each in report.addenda.select_related("author").order_by("sequence"):
+            if facility.oru_addenda_as_nte:  # the facility's EMR shows result comments apart
+                addenda.append(AddendumNote(each.sequence, each.text, _display(each.author), each.signed_at))
+            else:
+                sections.append((f"Addendum {each.sequence}", each.text))
     signer = addendum.author if addendum else report.signed_by
     return ReportMessage(
         control_id=control_id_new(),
@@ -102,7 +108,12 @@ def report_message(report: Report, kind: str, addendum: Addendum | None = None) 
             procedure_text=(order.procedure_text if order else "") or study.description,
             procedure_coding_system=order.procedure_coding_system if order else "",
             ordering_provider=_ordering_provider(order),
+            placer_namespace=order.placer_order_issuer if order else "",
+            filler_namespace=order.filler_order_issuer if order else "",
         ),
+        # PV1 echoes the order's visit (PV1-19) and patient class (PV1-2)
+        visit_number=order.visit_number if order else "",
+        patient_class=order.patient_class if order else "",
         status=KIND_STATUS[kind],
         observed_at=exam_instant(study),
         resulted_at=addendum.signed_at if addendum else report.signed_at,
@@ -110,6 +121,29 @@ def report_message(report: Report, kind: str, addendum: Addendum | None = None) 
         sections=tuple(sections),
         critical=report.is_critical,
         timezone=facility.timezone,
+        ai_verdicts=_ai_verdict_lines(report) if facility.ai_verdict_in_oru else (),
+        addenda=tuple(addenda),
+    )
+
+
+def _display(user) -> str:
+    """An addendum signer as the note's heading names them: "Nadia Neuro" (OBR-32 has the NPI)."""
+    return user.get_full_name() or user.username
+
+
+def _ai_verdict_lines(report: Report) -> tuple[AiVerdictLine, ...]:
+    """The reader's verdicts on the study's AI findings, for a facility that wants them in the ORU
+    (``Facility.ai_verdict_in_oru``; otherwise they stay with the report only)."""
+    return tuple(
+        AiVerdictLine(
+            finding_code=v.finding.code_value,
+            finding_scheme=v.finding.coding_scheme,
+            finding_meaning=v.finding.meaning or v.finding.code_value,
+            present=v.finding.present,
+            verdict=v.verdict,
+            algorithm=v.finding.result.algorithm,
+        )
+        for v in report.ai_verdicts.select_related("finding__result")
     )
 
 

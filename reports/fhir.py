@@ -62,8 +62,10 @@ def report_snapshot(report: Report, *, with_pdf: bool = True) -> DiagnosticRepor
 
 class DiagnosticReportView(FhirView):
     def get(self, request, report_id: int):
+        # ``reports_visible_to``: a blinded reviewer's case is 404 here too (it names the signer)
         report = (
-            Report.objects.select_related("study", "signed_by", "template_version")
+            reports_visible_to(request.user)
+            .select_related("study", "signed_by", "template_version")
             .filter(pk=report_id, status__in=FHIR_STATUS)
             .first()
         )

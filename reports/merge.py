@@ -123,7 +123,8 @@ def merge_context(study: Study) -> dict[str, str]:
         "patient_age": age_phrase(patient.birth_date, day) if patient else "",
         "patient_sex": _SEX_WORDS.get(patient.sex, "unknown") if patient else "unknown",
         "procedure": (order.procedure_text if order else "") or study.description,
-        "reason": order.reason if order else "",
+        # every OBR-31, OBR-13 and the order's NTE notes, in full (imaging.models.Order.clinical_history)
+        "reason": order.clinical_history if order else "",
         "ordering_provider": order.ordering_provider_name if order else "",
         "study_date": day.isoformat(),
         "comparison": comparison_text(study),

@@ -266,3 +266,29 @@ class Charge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.facility_id} study {self.study_id}: {self.amount}"
+
+
+class AiVerdictChoice(models.TextChoices):
+    AGREE = "agree", "Agree"
+    DISAGREE = "disagree", "Disagree"
+    NOT_ASSESSABLE = "not_assessable", "Not assessable"
+
+
+class AiVerdict(models.Model):
+    """The reader's verdict on one AI finding, given at signing and kept with the report (docs/ai.md);
+    the QA dashboard measures each algorithm by these (qa.ai_metrics)."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="ai_verdicts")
+    finding = models.ForeignKey("imaging.AiFinding", on_delete=models.CASCADE, related_name="verdicts")
+    verdict = models.CharField(max_length=16, choices=AiVerdictChoice.choices)
+    given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    given_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["report", "finding"], name="ai_verdict_once_per_finding")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.finding}: {self.verdict}"

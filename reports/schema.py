@@ -36,7 +36,7 @@ MERGE_FIELDS = {
     "patient_age": "the patient's age at the exam, e.g. 67-year-old",
     "patient_sex": "female / male / other / unknown",
     "procedure": "the ordered procedure's description",
-    "reason": "the reason for the study (OBR-31)",
+    "reason": "the clinical history: every reason for study (OBR-31), OBR-13 and the order's notes",
     "ordering_provider": "the ordering provider's name",
     "study_date": "the exam date at the facility",
     "comparison": "earlier studies of the patient at the facility",

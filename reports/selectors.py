@@ -79,7 +79,15 @@ def reports_visible_to(user, *, at: datetime | None = None) -> QuerySet[Report]:
     if not user.is_authenticated:
         return Report.objects.none()
     signed = Q(status__in=SIGNED_STATUSES, study__in=studies_visible_to(user, at=at).values("pk"))
-    return Report.objects.filter(signed | Q(study__assignment__claimed_by=user))
+    visible = Report.objects.filter(signed | Q(study__assignment__claimed_by=user))
+    return visible.exclude(pk__in=_blinded_report_ids(user))
+
+
+def _blinded_report_ids(user) -> QuerySet:
+    # qa builds on reports; imported at call time to keep the dependency one-way at import
+    from qa.selectors import blinded_reports_for
+
+    return blinded_reports_for(user)
 
 
 def access_report(user, report_id: int) -> Report:
@@ -106,6 +114,9 @@ def access_study_for_report(user, study_id: int):
         study = Study.objects.select_related("facility", "patient", "order").get(pk=study_id)
         record_phi_access(study)
         return study
+    # a blinded reviewer sees the study's images, never its report page (it names the signer)
+    if Report.objects.filter(study_id=study_id, pk__in=_blinded_report_ids(user)).exists():
+        raise Http404("No such study")
     return access_study(user, study_id)
 
 

@@ -25,10 +25,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.urls import reverse
 from django_otp import devices_for_user
 
 from credentialing.eligibility import assess
 from imaging.models import Study, StudyStatus
+from reports.ai_verdicts import ai_verdicts_record
 from reports.delivery import report_delivery_enqueue
 from reports.merge import merge_context
 from reports.models import (
@@ -50,6 +52,8 @@ from reports.schema import (
 from reports.selectors import report_content, study_claimant_id, template_for_study
 from reports.signals import report_signed
 from worklist.broadcast import operations_event_send, study_event_broadcast
+from worklist.models import NoticeKind
+from worklist.notices import study_line, user_notice_send
 from worklist.tat import study_milestone_record
 
 logger = logging.getLogger(__name__)
@@ -310,7 +314,14 @@ def _on_commit_signal(report_id: int, kind: str, addendum_id: int | None = None)
 
 
 def report_sign(
-    *, report_id: int, user, secret: str, at: datetime, final: bool, address: str | None = None
+    *,
+    report_id: int,
+    user,
+    secret: str,
+    at: datetime,
+    final: bool,
+    address: str | None = None,
+    ai_verdicts: dict[int, str] | None = None,
 ) -> Report:
     """Sign the report as preliminary (``final=False``) or final. Refusals raise ``ReportError``
     subclasses with every reason the signer must fix."""
@@ -329,6 +340,10 @@ def report_sign(
                 raise SigningRefused("The preliminary read is already signed; the final read follows.")
         _eligibility_check(user, study, at)
         problems = _signing_problems(report, at, final=final)
+        # the reader's verdict on each AI finding (reports.ai_verdicts): required for a final read
+        # where the facility says so; recorded with the signature, or not at all
+        verdict_problems = ai_verdicts_record(report=report, user=user, verdicts=ai_verdicts or {}, at=at)
+        problems += verdict_problems if final else [p for p in verdict_problems if "not one of" in p]
         if problems:
             raise SigningRefused("The report cannot be signed yet.", problems)
         text = report_text(report_content(report), report.values)
@@ -471,6 +486,15 @@ def critical_results_escalate(*, now: datetime) -> list[CriticalOverdue]:
                     "marked_at": report.critical_marked_at.isoformat(),
                     "deadline": deadline.isoformat(),
                 }
+            )
+            # and the reader who marked it, on whatever page they are (their own group only)
+            user_notice_send(
+                user_id=report.author_id,
+                kind=NoticeKind.CRITICAL_OVERDUE,
+                at=now,
+                study=report.study,
+                text=f"{study_line(report.study)} — communicate it (due {deadline:%H:%M} UTC)",
+                url=reverse("reports:report", args=[report.study_id]),
             )
         escalated.append(CriticalOverdue(report.pk, report.study_id, deadline))
     return escalated

@@ -16,3 +16,12 @@ from django.dispatch import Signal
 REPORT_SIGNED_KINDS = ("preliminary", "final", "addendum")
 
 report_signed = Signal()
+
+# ``report_screen`` — the reading screen's report context changed (issue 14), sent by the views with
+# keyword arguments ``report``, ``study``, ``user``, ``session_key`` and ``action``:
+# ``"opened"`` (the claimant's editor showed the report) or ``"signed"`` (the claimant signed it from
+# the editor; sent after the signature committed). The FHIRcast hub (interfaces.fhircast) publishes
+# DiagnosticReport-open / -update / -close and ImagingStudy-close to that session's topic.
+REPORT_SCREEN_ACTIONS = ("opened", "signed")
+
+report_screen = Signal()

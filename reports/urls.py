@@ -8,6 +8,7 @@ from reports import template_views, views
 app_name = "reports"
 urlpatterns = [
     path("studies/<int:study_id>/report/", views.report_page, name="report"),
+    path("studies/<int:study_id>/report/priors/", views.report_prior_status, name="prior_status"),
     path("studies/<int:study_id>/report/autosave/", views.report_autosave, name="autosave"),
     path("studies/<int:study_id>/report/sign/", views.report_sign_view, name="sign"),
     path("studies/<int:study_id>/report/critical/", views.report_critical_view, name="critical"),

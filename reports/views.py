@@ -10,16 +10,22 @@ from __future__ import annotations
 import csv
 from datetime import datetime
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from facilities.times import iso_text
 from imaging.measurements import study_measurements
+from imaging.models import Study
+from imaging.prior_reports import prior_documents
+from imaging.priors import prior_status_text
 from imaging.views import _banner as study_banner  # the viewer's patient banner, the same on both pages
 from reports import services
-from reports.models import CommunicationMethod, Report, ReportStatus
+from reports.ai_verdicts import study_ai_findings, verdicts_posted
+from reports.models import AiVerdictChoice, CommunicationMethod, Report, ReportStatus
 from reports.pdf import report_pdf
 from reports.schema import TemplateContent
 from reports.selectors import (
@@ -30,7 +36,9 @@ from reports.selectors import (
     report_of_study,
     study_claimant_id,
 )
+from reports.signals import report_screen
 from reports.template_selectors import macros_for
+from worklist.selectors import next_held_study
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Tab / Shift+Tab", "next / previous field"),
@@ -88,7 +96,12 @@ def _page(request: HttpRequest, study, report: Report, *, status: int = 200, **e
         "editable": editable,
         "sections": _field_rows(content, report.values),
         "priors": prior_reports(study),
+        "prior_status": prior_status_text(study),
+        "prior_documents": prior_documents(request.user, study),
         "measurements": study_measurements(study),
+        "ai_findings": study_ai_findings(study),
+        "ai_verdict_required": study.facility.ai_verdict_required,
+        "ai_verdict_choices": AiVerdictChoice.choices,
         "addenda": list(report.addenda.select_related("author")),
         "communications": list(report.communications.all()),
         "methods": CommunicationMethod.choices,
@@ -131,7 +144,32 @@ def report_page(request: HttpRequest, study_id: int) -> HttpResponse:
             )
     if report is None or (report.status == ReportStatus.DRAFT and report.author_id != request.user.pk):
         raise Http404("No report yet")
+    if report.status != ReportStatus.FINAL and study_claimant_id(study.pk) == request.user.pk:
+        _report_screen(request, study, report, "opened")
     return _page(request, study, report)
+
+
+def _report_screen(request: HttpRequest, study, report: Report, action: str) -> None:
+    """Tell the session's FHIRcast subscribers (reports.signals.report_screen)."""
+    session_key = getattr(request.session, "session_key", None) or ""
+    report_screen.send(
+        sender=Report, report=report, study=study, user=request.user, session_key=session_key, action=action
+    )
+
+
+@login_required
+@require_GET
+def report_prior_status(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The priors line and the priors' own reports (docs/priors.md): the reading screen asks for
+    them again when the live channel says a retrieval moved on. The same check as the page: the
+    claimant or whoever may see the study; anyone else gets 404."""
+    study = access_study_for_report(request.user, study_id)
+    context = {
+        "study": study,
+        "prior_status": prior_status_text(study),
+        "prior_documents": prior_documents(request.user, study),
+    }
+    return render(request, "reports/_priors_fragment.html", context)
 
 
 def _posted_values(request: HttpRequest, report: Report) -> dict[str, str]:
@@ -174,11 +212,26 @@ def report_sign_view(request: HttpRequest, study_id: int) -> HttpResponse:
             at=now,
             final=request.POST.get("kind", "final") != "preliminary",
             address=request.META.get("REMOTE_ADDR"),
+            ai_verdicts=verdicts_posted(request.POST),
         )
     except services.ReportError as error:
         report.refresh_from_db()
         return _page(request, study, report, status=_status_for(error), sign_error=error, open_sign=True)
+    report.refresh_from_db()
+    _report_screen(request, study, report, "signed")
+    if request.POST.get("then") == "next":
+        return _sign_and_next(request, study, now)
     return redirect("reports:report", study_id=study.pk)
+
+
+def _sign_and_next(request: HttpRequest, signed: Study, at) -> HttpResponse:
+    """After Sign & next: the next study the reader holds, in its editor, else their worklist."""
+    following = next_held_study(request.user, after=signed.pk, at=at)
+    if following is None:
+        messages.success(request, "Signed. You hold no other study: here is your worklist.")
+        return redirect("worklist:reader")
+    messages.success(request, f"Signed {signed.accession_number}. Next: {following.accession_number}.")
+    return redirect("reports:report", study_id=following.pk)
 
 
 @login_required
@@ -233,6 +286,7 @@ def report_addendum_view(request: HttpRequest, study_id: int) -> HttpResponse:
             secret=request.POST.get("secret", ""),
             at=timezone.now(),
             address=request.META.get("REMOTE_ADDR"),
+            ai_verdicts=verdicts_posted(request.POST),
         )
     except services.ReportError as error:
         return _page(
@@ -287,7 +341,7 @@ def charges_csv(request: HttpRequest, facility_code: str, month: str) -> HttpRes
         profile = getattr(charge.radiologist, "radiologist_profile", None)
         writer.writerow(
             [
-                charge.signed_at.astimezone(facility.zone).strftime("%Y-%m-%d %H:%M %Z"),
+                iso_text(charge.signed_at, facility.zone),
                 charge.study.accession_number,
                 charge.procedure_code,
                 charge.rvu,

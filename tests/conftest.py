@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, date, datetime
 
 import pytest
 from django.contrib.auth.models import Group
@@ -43,10 +44,30 @@ def current_totp(device: TOTPDevice) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
-def make_radiologist(username: str, *subspecialties: str, npi: str = "") -> User:
+# A primary-source verification as the MSO records it: facilities require one before a reader is
+# eligible (``Facility.reads_before_verification`` off by default), so the cast's credentials have it.
+VERIFIED = {"verified_at": datetime(2025, 1, 6, 15, 0, tzinfo=UTC), "verification_method": "source_website"}
+
+
+def make_radiologist(username: str, *subspecialties: str, npi: str = "", covered: bool = True) -> User:
+    """A radiologist with a reading profile and (``covered``) a verified malpractice cover in force
+    until 2030; licences and privileges are each test's business."""
+    from credentialing.models import MalpracticeCoverage
+
     user = make_user(username, Role.RADIOLOGIST, display_name=f"Dr {username}")
     profile = RadiologistProfile.objects.create(user=user, npi=npi)
     profile.subspecialties.set(Subspecialty.objects.filter(code__in=subspecialties))
+    if covered:
+        MalpracticeCoverage.objects.create(
+            profile=profile,
+            carrier="Medical Protective",
+            policy_number=f"MP-{user.pk}",
+            per_claim_limit=1_000_000,
+            aggregate_limit=3_000_000,
+            effective_on=date(2020, 1, 1),
+            expires_on=date(2030, 12, 31),
+            **VERIFIED,
+        )
     return user
 
 
@@ -140,10 +161,51 @@ def verified_client(client):
     return sign_in
 
 
+# The slowest modules (measured: docs/testing.md), started first so that under xdist no worker is
+# left with a long one at the end while the others idle.
+SLOW_FIRST = (
+    "tests/test_benchmarks.py",  # one module, so one worker: ~140 s
+    "tests/hardening/test_schemathesis.py",
+    "tests/interfaces/test_worker_recovery.py",
+    "tests/test_embedded.py",
+    "tests/interfaces/test_dicom_testdata.py",
+    "tests/interfaces/test_multinode.py",
+    "tests/interfaces/test_outbox.py",
+    "tests/test_demo.py",
+    "tests/interfaces/test_hl7_listener.py",
+)
+
+
+def _run_order(item) -> tuple[bool, int]:
+    path = item.nodeid.split("::", 1)[0]
+    slow = SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+    return item.get_closest_marker("e2e") is not None, slow
+
+
+@pytest.hookimpl(optionalhook=True)  # optional: `-p no:xdist` runs have no such hook
+def pytest_xdist_make_scheduler(config, log):
+    """make test's scheduler: whole modules (--dist loadscope), except that each browser test is a
+    unit of its own. The browser modules come last (below), and handed out by module they left one or
+    two workers running a tail of Playwright tests while the others idled (CI: ~4 min of the run)."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserTestsSpread(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/e2e/"):
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    return BrowserTestsSpread(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     # Playwright's sync API keeps an event loop running for the rest of the session once it starts,
-    # which pytest-asyncio's tests cannot share: run the browser tests last.
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    # which pytest-asyncio's tests cannot share: run the browser tests last. Under xdist this holds
+    # per worker because make test schedules whole modules in collection order (--dist loadscope
+    # --no-loadscope-reorder): a worker is handed browser tests only once every other test is out.
+    items.sort(key=_run_order)
 
 
 # --- credentials of the cast (added with credentialing; the fixtures above stay as they were) ------
@@ -165,6 +227,7 @@ def neuro_il_credentials(dr_neuro_il, chicago):
         status=LicenceStatus.ACTIVE,
         issued_on=date(2019, 8, 1),
         expires_on=date(2027, 7, 31),
+        **VERIFIED,
     )
     privilege = FacilityPrivilege.objects.create(
         profile=profile,
@@ -192,6 +255,7 @@ def msk_wi_credentials(dr_msk_wi, lakeview):
         status=LicenceStatus.ACTIVE,
         issued_on=date(2018, 11, 1),
         expires_on=date(2027, 10, 31),
+        **VERIFIED,
     )
     privilege = FacilityPrivilege.objects.create(
         profile=profile,
@@ -214,3 +278,34 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+# --- xdist: one migrated template database per run (tests/xdist_db.py, docs/testing.md) ------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, django_db_blocker):
+    """Under xdist on PostgreSQL each worker's test database is made as a copy of the run's template."""
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.xdist_db import template_ready
+
+    if not os.environ.get("PYTEST_XDIST_WORKER") or connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        template = template_ready(connection)
+    settings.DATABASES["default"]["TEST"]["TEMPLATE"] = template
+    connection.settings_dict["TEST"]["TEMPLATE"] = template
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from django.db import connection
+
+    from tests.xdist_db import template_drop
+
+    controller_of_workers = not hasattr(session.config, "workerinput") and getattr(
+        session.config.option, "numprocesses", None
+    )
+    if controller_of_workers and connection.vendor == "postgresql":
+        template_drop(connection.settings_dict)

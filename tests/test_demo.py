@@ -19,7 +19,7 @@ from radiology.demo import DEMO_PASSWORD, PEOPLE, demo_load
 from reports.models import Charge, Report, ReportStatus, ReportTemplate
 from tests.conftest import current_totp
 from worklist.coverage import coverage_grid, on_shift_now
-from worklist.models import Shift, ShiftTemplate
+from worklist.models import AiTriageRule, Shift, ShiftTemplate
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +50,7 @@ def _counts() -> dict[str, int]:
         "reviews": PeerReview.objects.count(),
         "templates": ReportTemplate.objects.count(),
         "quarterly": QuarterlyReport.objects.count(),
+        "ai_rules": AiTriageRule.objects.count(),
     }
 
 
@@ -148,3 +149,67 @@ def test_every_reading_page_has_something_to_show(settings):
     assert QuarterlyReport.objects.filter(facility__code="CHI-L1").count() == 1
     # and the simulator's procedures without a shipped template have the facility's own
     assert ReportTemplate.objects.filter(facility=facilities["IL-PRAIRIE"]).count() == 4
+
+
+def test_the_demo_makes_one_patient_per_person():
+    """Issue #13: the images' empty Issuer of Patient ID and the order's PID-3.4 (the hospital's
+    MSH-4) are one identity domain, so no exam leaves an orphaned second patient."""
+    from imaging.models import Patient
+
+    demo_load()
+    live = Patient.objects.filter(merged_into=None)
+    assert live.exists()
+    assert live.count() == live.values("facility", "mrn").distinct().count()
+    orphans = live.filter(orders=None, studies=None)
+    assert not orphans.exists(), [str(p) for p in orphans]
+
+
+def test_the_demo_facilities_have_the_ai_triage_rules_the_simulators_ai_node_exercises():
+    demo_load()
+    for facility in Facility.objects.all():
+        rules = dict(AiTriageRule.objects.filter(facility=facility).values_list("name", "raise_to"))
+        assert rules == {
+            "ICH positive → STAT, first": "STAT",
+            "LVO positive on a CTA → STROKE": "STROKE",
+            "PE positive → first within its class": "",
+        }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_load_demo_refuses_the_production_settings_and_creates_nothing(tmp_path):
+    # Issue 15 §9: the demo's passwords and TOTP keys are published; under production settings
+    # (a real process, pointed at this test's database) the command exits non-zero with the reason.
+    import base64
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="radiology.settings.production",
+        READROOM_DATA_DIR=str(tmp_path),
+        SECRET_KEY="s" * 50,
+        READROOM_STORAGE_KEY=base64.b64encode(b"k" * 32).decode(),
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        REDIS_URL=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+    )
+    if connection.vendor != "postgresql":
+        pytest.skip("the production settings need PostgreSQL")
+    before = _counts()
+    done = subprocess.run(
+        [sys.executable, "manage.py", "load_demo"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "refuses to run with the production settings" in done.stderr
+    assert "published" in done.stderr and "Traceback" not in done.stderr
+    assert _counts() == before
+    assert not User.objects.filter(username="dr.neuro").exists()

@@ -1,6 +1,9 @@
 from django.contrib import admin
 
+from accounts.roles import Role, has_role
+from facilities.selectors import facilities_administered_by
 from worklist.models import (
+    AiTriageRule,
     CatalogueRule,
     EscalationDelivery,
     Shift,
@@ -36,6 +39,39 @@ class CatalogueRuleAdmin(admin.ModelAdmin):
     )
     list_filter = ("subspecialty", "stroke_protocol", "trauma_protocol", "facility")
     search_fields = ("procedure_code", "description_pattern", "note")
+
+
+@admin.register(AiTriageRule)
+class AiTriageRuleAdmin(admin.ModelAdmin):
+    """A facility's AI triage rules (docs/ai.md): operations for every facility, a facility admin for
+    the facilities they administer only."""
+
+    list_display = (
+        "facility",
+        "name",
+        "finding_codes",
+        "modality",
+        "procedure_pattern",
+        "raise_to",
+        "rank_first",
+    )
+    list_filter = ("facility", "raise_to", "active")
+
+    def _everything(self, request) -> bool:
+        return request.user.is_superuser or has_role(request.user, Role.OPERATIONS)
+
+    def get_queryset(self, request):
+        rules = super().get_queryset(request)
+        return (
+            rules
+            if self._everything(request)
+            else rules.filter(facility__in=facilities_administered_by(request.user))
+        )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "facility" and not self._everything(request):
+            kwargs["queryset"] = facilities_administered_by(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(StudyAssignment)

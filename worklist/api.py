@@ -31,12 +31,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.pagination import BoundedLimitOffsetPagination
 from accounts.roles import Role, has_role
 from imaging.models import Study
 from imaging.selectors import studies_visible_to
@@ -271,7 +271,7 @@ WORKLIST_ENTRY_COLUMNS = (
 )
 
 
-class WorklistPagination(LimitOffsetPagination):
+class WorklistPagination(BoundedLimitOffsetPagination):
     """``limit``/``offset`` pages over the two parts of a worklist: the studies the caller holds (a
     handful, listed first), then the rest in reading order. Ids first, then the page's rows with their
     relations: joining patient, order and holder onto every eligible study before the sort costs as

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 
 from accounts.roles import Role, has_role
 from credentialing.eligibility import assess, eligible_readers
@@ -38,7 +39,8 @@ from credentialing.models import GRANTED_PRIVILEGE_STATUSES, FacilityPrivilege, 
 from facilities.models import Facility, PriorityClass, RoutingMode
 from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import Before, study_event_broadcast
-from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
+from worklist.models import NoticeKind, StudyAssignment, StudyEvent, StudyEventKind
+from worklist.notices import operations_notice_send, study_line, user_notice_send
 from worklist.services import Claim, ClaimError, ClaimTaken, NotClaimable, NotEligible
 
 logger = logging.getLogger(__name__)
@@ -186,7 +188,15 @@ def study_push_assign(*, study_id: int, at: datetime, passed_over: Collection[in
             detail={"to": pick.user_id, "because": pick.because},
         )
         study_event_broadcast("claimed", study.pk, extra={"assigned": True})
+        # the reader it was pushed to, on whatever page they are (their own group only)
+        user_notice_send(
+            user_id=pick.user_id, kind=NoticeKind.STUDY_ASSIGNED, at=at, study=study, url=_open_url(study)
+        )
     return pick
+
+
+def _open_url(study: Study) -> str:
+    return reverse("imaging:open", args=[study.pk])
 
 
 def study_push_on_route(*, study_id: int, at: datetime, passed_over: Collection[int] = ()) -> None:
@@ -242,7 +252,7 @@ def _claim_time_out(pk, study_id, holder_id, last_activity_at, idle_since, minut
     )
     if not changed:
         return False  # the reader touched it (or released it) since we looked: their claim stands
-    StudyEvent.objects.create(
+    event = StudyEvent.objects.create(
         study_id=study_id,
         kind=StudyEventKind.TIMED_OUT,
         at=at,
@@ -250,6 +260,7 @@ def _claim_time_out(pk, study_id, holder_id, last_activity_at, idle_since, minut
     )
     # the former holder is no longer in the audience (not the holder, maybe off shift): tell them too
     study_event_broadcast("released", study_id, extra={"timed_out": True}, before=Before(holder_id=holder_id))
+    _timed_out_notice_send(event, holder_id, minutes, at)
     # A push facility gives its studies to readers: a timed-out one goes to the next best reader —
     # never back to one who already let it sit (no ping-pong between two idle readers); when all
     # have, it stays on the pull worklist with the reason, and its SLA escalation carries on.
@@ -259,6 +270,22 @@ def _claim_time_out(pk, study_id, holder_id, last_activity_at, idle_since, minut
     }
     study_push_on_route(study_id=study_id, at=at, passed_over=timed_out_readers)
     return True
+
+
+def _timed_out_notice_send(event: StudyEvent, holder_id: int, minutes: int, at: datetime) -> None:
+    """Operations hear of every claim that timed out (a reader who walked away from a study), on
+    their pages until each acknowledges it."""
+    from django.contrib.auth import get_user_model
+
+    study = Study.objects.select_related("facility", "order").get(pk=event.study_id)
+    holder = get_user_model().objects.filter(pk=holder_id).first()
+    operations_notice_send(
+        kind=NoticeKind.CLAIM_TIMED_OUT,
+        at=at,
+        study=study,
+        text=f"{study_line(study)} — released after {minutes} min idle ({holder or 'a reader'})",
+        about=f"claim_timed_out:{event.pk}",
+    )
 
 
 # --- reassignment by operations ----------------------------------------------------------------------
@@ -325,4 +352,23 @@ def study_reassign(
             extra={"reassigned": {"from": seen, "to": target}},
             before=Before(holder_id=seen),
         )
+        # each reader whose work changed hands hears it on their own pages, nobody else
+        if seen is not None:
+            where = f"now with {to}" if to is not None else "back on the worklist"
+            user_notice_send(
+                user_id=seen,
+                kind=NoticeKind.CLAIM_TAKEN_OVER,
+                at=at,
+                study=study,
+                text=f"{study_line(study)} — {where} (operations)",
+            )
+        if to is not None:
+            user_notice_send(
+                user_id=to.pk,
+                kind=NoticeKind.STUDY_ASSIGNED,
+                at=at,
+                study=study,
+                text=f"{study_line(study)} — assigned by operations",
+                url=_open_url(study),
+            )
     return Claim(study.pk, to, at if to else None)

@@ -20,31 +20,83 @@ plus ``row`` and ``was`` for worklist pages and, for some kinds, more keys (an e
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from worklist.groups import OPERATIONS_GROUP, user_group
+from worklist.groups import OPERATIONS_GROUP, SESSION_ENDED, session_group, user_group
 
 logger = logging.getLogger(__name__)
 
 
-async def _messages_send(messages: list[tuple[str, dict]]) -> None:
+async def _messages_send(messages: list[tuple[str, dict]], as_events: bool = True) -> None:
     # One coroutine for all the groups: one event loop (and, with channels-redis, one connection)
-    # per event rather than per group.
+    # per event rather than per group. An event goes to the browser (``worklist.event``); other
+    # messages (``SESSION_ENDED``) are for the consumer itself.
     layer = get_channel_layer()
     for group, event in messages:
-        await layer.group_send(group, {"type": "worklist.event", "event": event})
+        await layer.group_send(group, {"type": "worklist.event", "event": event} if as_events else event)
+
+
+class _SenderLoop:
+    """One event loop per process for the channel sends from synchronous code (DESIGN.md §7): with
+    channels-redis a loop keeps its connection pool, whereas ``async_to_sync`` per send made a new
+    loop, a new Redis connection and a flush on its close — every event, twice for a code stroke.
+
+    The loop runs in a daemon thread of its own, so a sync caller in a thread that already runs a
+    loop (a sync ORM write under Playwright's sync API, the listener's inline apply) sends the same
+    way. A forked child (Celery's prefork pool) starts its own: a thread does not survive a fork."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop.run_forever, name="channel-sends", daemon=True).start()
+            return self._loop
+
+
+_SENDER = _SenderLoop()
+SEND_TIMEOUT_SECONDS = 10
+
+
+def _layer_send(messages: list[tuple[str, dict]], *extra) -> None:
+    """Hand ``messages`` to the channel layer from synchronous code, on the process's sender loop;
+    returns once they are handed over (the caller's order is the order the sockets see)."""
+    if not messages:
+        return
+    future = asyncio.run_coroutine_threadsafe(_messages_send(messages, *extra), _SENDER.loop())
+    future.result(SEND_TIMEOUT_SECONDS)
 
 
 def groups_send_now(groups: Iterable[str], event: dict) -> None:
     """Send at once; only for callers that already run after commit."""
-    async_to_sync(_messages_send)([(group, event) for group in dict.fromkeys(groups)])
+    _layer_send([(group, event) for group in dict.fromkeys(groups)])
+
+
+def on_user_logged_out(sender, request, user, **kwargs) -> None:
+    """Logout ends the session: its open sockets close at once (4401), so a signed-out browser
+    hears no more events (issue 15 §9). Sent now, not on commit: the logout is no transaction."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if session_key:
+        sockets_close([session_group(session_key)])
+
+
+def sockets_close(groups: Iterable[str]) -> None:
+    """Tell every socket in ``groups`` to close (``SESSION_ENDED``, not an event for the browser)."""
+    _layer_send([(group, SESSION_ENDED) for group in groups], False)
 
 
 def group_event_send(group: str, event: dict) -> None:
@@ -108,6 +160,15 @@ class Before:
 _BEFORE_BY_KIND = {"added": Before(listed=False), "claimed": Before(holder_id=None)}
 
 
+@dataclass(frozen=True)
+class StudyChange:
+    """One change to tell: ``study.<kind>`` with ``extra`` keys and the place it left (``Before``)."""
+
+    kind: str
+    extra: dict | None = None
+    before: Before | None = None
+
+
 def study_event_broadcast(
     kind: str,
     study_id: int,
@@ -120,9 +181,21 @@ def study_event_broadcast(
     own list — and to the groups in ``also`` (e.g. the director's). The audience is computed after
     commit, from committed state, so it reflects the change that caused the event. ``before``: see
     ``Before``; by default the holder is the one of now (escalated, cancelled, finalized)."""
-    also = list(also)
+    study_changes_broadcast(study_id, [StudyChange(kind, extra, before)], also=also)
+
+
+def study_changes_broadcast(study_id: int, changes: list[StudyChange], *, also: Iterable[str] = ()) -> None:
+    """Several changes one transaction made to one study (a stroke's routing: *added* and its alert
+    step), told after commit with one audience and one set of rows: the committed state is the same
+    for all of them, so computing it per change only delayed the alert.
+
+    A change that calls for a code-stroke alert sends the small ``alert`` event (the same for every
+    recipient) to the whole audience first, before any row is rendered: the banner must not wait for
+    the worklists' rows (issue 14's target, docs/alerts.md)."""
+    also = list(dict.fromkeys(also))
 
     def send() -> None:
+        from credentialing.eligibility import eligible_readers
         from imaging.models import Study
         from worklist.selectors import WORKLIST_RELATED
 
@@ -130,23 +203,64 @@ def study_event_broadcast(
         study = study.first()
         if study is None:
             return
-        was = before or _BEFORE_BY_KIND.get(kind) or Before(holder_id=study.worklist_claimed_by_id)
-        base = {"type": f"study.{kind}", "study": study_event_payload(study), **(extra or {})}
-        messages = study_fanout(study, base, was, timezone.now())
-        async_to_sync(_messages_send)(messages + [(group, base) for group in dict.fromkeys(also)])
+        at = timezone.now()
+        eligible = {reader.pk for reader in eligible_readers(study, at)}  # once, for every change
+        payload = study_event_payload(study)
+        bases = [{"type": f"study.{c.kind}", "study": payload, **(c.extra or {})} for c in changes]
+        alert = study_alert_event(study, payload, bases)
+        if alert is not None:
+            audience = [OPERATIONS_GROUP, *(user_group(reader) for reader in sorted(eligible)), *also]
+            _layer_send([(group, alert) for group in dict.fromkeys(audience)])
+        holder = study.worklist_claimed_by_id
+        rendered: dict[str, dict] = {}  # the rows, shared by the changes (one committed state)
+        messages: list[tuple[str, dict]] = []
+        for change, base in zip(changes, bases, strict=True):
+            was = change.before or _BEFORE_BY_KIND.get(change.kind) or Before(holder_id=holder)
+            messages += study_fanout(study, base, was, at, eligible=eligible, rendered=rendered)
+            messages += [(group, base) for group in also]
+        _layer_send(messages)
 
     # robust: a screen that cannot be told must not turn a committed claim into an error response
     transaction.on_commit(send, robust=True)
 
 
-def study_fanout(study, base: dict, was: Before, at) -> list[tuple[str, dict]]:
-    """(group, event) for operations and every reader who hears of the study: each gets the row for
-    their own list, rendered once per distinct shape."""
-    from credentialing.eligibility import eligible_readers
+# The code-stroke steps in escalation order (worklist.escalation records them; live.js shows them).
+STROKE_STEPS = ("stroke_alert", "stroke_readers", "stroke_director")
+
+
+def study_alert_event(study, payload: dict, bases: list[dict]) -> dict | None:
+    """``{"type": "alert", "step", "at", "study"}`` when one of these events raises a code-stroke
+    banner (the rule live.js and worklist.js applied to the study events: an unclaimed, open, listed
+    code stroke that is added or updated — its ``stroke_alert`` — or escalated to a stroke step); the
+    latest step when several do. None otherwise."""
+    from imaging.models import OPEN_STUDY_STATUSES
+
+    if not payload["is_stroke"] or payload["claimed_by"] is not None:
+        return None
+    if not study.worklist_routed or study.status not in OPEN_STUDY_STATUSES:
+        return None
+    steps: list[tuple[str, str | None]] = []
+    for base in bases:
+        if base["type"] in ("study.added", "study.updated"):
+            steps.append(("stroke_alert", None))
+        escalation = base.get("escalation") or {}
+        if base["type"] == "study.escalated" and escalation.get("step") in STROKE_STEPS:
+            steps.append((escalation["step"], escalation.get("at")))
+    if not steps:
+        return None
+    step, at = max(steps, key=lambda item: STROKE_STEPS.index(item[0]))
+    return {"type": "alert", "step": step, "at": at or timezone.now().isoformat(), "study": payload}
+
+
+def study_fanout(
+    study, base: dict, was: Before, at, *, eligible: set[int], rendered: dict[str, dict] | None = None
+) -> list[tuple[str, dict]]:
+    """(group, event) for operations and every reader who hears of the study (``eligible``: the
+    readers eligible now): each gets the row for their own list, rendered once per distinct shape
+    (``rendered`` keeps them, so several events of one committed state share them)."""
     from imaging.models import OPEN_STUDY_STATUSES
     from worklist.rows import operations_row_html, reader_row_html, row_decorate, row_facts, row_sort
 
-    eligible = {reader.pk for reader in eligible_readers(study, at)}
     holder = study.worklist_claimed_by_id
     on_list = study.worklist_routed and study.status in OPEN_STUDY_STATUSES
     readers_before = eligible if was.readers is None else was.readers
@@ -155,8 +269,7 @@ def study_fanout(study, base: dict, was: Before, at) -> list[tuple[str, dict]]:
         "priority": was.priority or study.priority,
         **({"subspecialty": was.subspecialty} if was.subspecialty is not None else {}),
     }
-
-    rendered: dict[str, dict] = {}
+    rendered = {} if rendered is None else rendered
 
     def row(shape: str) -> dict:
         # one rendering per shape: "mine" (the holder's page), "other" (every other eligible reader)
@@ -207,5 +320,8 @@ def _coverage(study, eligible: set[int], at):
     if study.worklist_claimed_by_id:
         return None
     if eligible:
-        return Coverage(len(eligible), [], [])
+        from django.contrib.auth import get_user_model
+
+        names = get_user_model().objects.filter(pk__in=eligible).order_by("display_name", "username")
+        return Coverage(len(eligible), [], [], tuple(str(u) for u in names))
     return coverage_for([study], at=at)[study.pk]

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from accounts.roles import Role, has_role, requires_second_factor
 from accounts.second_factor import session_is_verified
-from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP, user_group
+from accounts.selectors import session_is_live
+from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP, session_group, user_group
 
 # Close codes in the 4000–4999 range are the application's (RFC 6455 §7.4.2).
 CLOSE_UNAUTHENTICATED = 4401
@@ -37,14 +42,37 @@ class WorklistConsumer(AsyncJsonWebsocketConsumer):
         if refusal is not None:
             await self.close(code=refusal)
             return
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if session_key:  # logout closes the session's sockets (``worklist.broadcast.on_user_logged_out``)
+            groups.append(session_group(session_key))
         self.joined = groups
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        if session_key:
+            self.session_watch = asyncio.create_task(self._session_watch(session_key, user.pk))
+
+    async def _session_watch(self, session_key: str, user_id: int) -> None:
+        """Authentication that lasts: an idle session expires without a request, so no signal
+        tells of it; the socket looks every READROOM_WS_SESSION_CHECK_SECONDS and closes with it."""
+        while True:
+            await asyncio.sleep(settings.READROOM_WS_SESSION_CHECK_SECONDS)
+            if not await database_sync_to_async(session_is_live)(session_key, user_id):
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
 
     async def disconnect(self, code: int) -> None:
+        watch = getattr(self, "session_watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_ended(self, message: dict) -> None:
+        """``SESSION_ENDED`` to the session's group: the user signed out in this browser."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def receive_json(self, content, **kwargs) -> None:
         # The worklist socket is one-way; claims go through the REST API so they are checked there.

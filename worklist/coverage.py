@@ -40,6 +40,7 @@ from credentialing.eligibility import (
     reader_facts,
     shift_covers,
     subspecialty_reasons,
+    verification_reasons,
 )
 from credentialing.forecast import HORIZON_DAYS as FORECAST_DAYS
 from credentialing.forecast import SHORT_NAMES
@@ -641,10 +642,16 @@ def coverage_grid(
         facts = FacilityFacts.of(facility)
         windows = _day_windows(at, facts.zone, days)
         first_day = first_day or tuple(day for day, _, _ in windows)
-        # A reader without a licence in the state can cover nothing here on that day: drop them early.
+        # A reader without a (verified, where required) licence in the state can cover nothing here on
+        # that day: drop them early.
         candidates = at_facility.get(facility.pk, [])
         licensed = {
-            day: [r for r in candidates if not licence_reasons(r, facts, start)] for day, start, _ in windows
+            day: [
+                r
+                for r in candidates
+                if not licence_reasons(r, facts, start) and not verification_reasons(r, facts, start)
+            ]
+            for day, start, _ in windows
         }
         for sub in subspecialties:
             study = StudyFacts(facts, sub.pk, sub.code, sub.name, None)
@@ -684,3 +691,42 @@ def _grid_cell(
             who.append(names[reader.user_id])
     gaps = tuple(interval_subtract((start, end), covered)) if start < end else ()
     return GridCell(day, start, end, gaps, tuple(sorted(who)), study.facility.zone)
+
+
+# --- operations told of a gap before it starts ----------------------------------------------------
+
+GAP_NOTICE_AHEAD = timedelta(hours=1)
+
+
+def coverage_gaps_notify(*, at: datetime, ahead: timedelta = GAP_NOTICE_AHEAD) -> int:
+    """Tell operations (worklist.notices: a banner on all their pages until each acknowledges it) of
+    every coverage gap — facility × subspecialty, nobody eligible on shift — that *starts* within
+    ``ahead``: there is still time to call someone in. A gap already under way was told when it was
+    ahead (or is on the coverage page); a gap running on past local midnight is one gap, not two.
+    Each gap is told once per user (``about``), whichever sweep or worker finds it first. Returns the
+    number of notices written."""
+    from django.urls import reverse
+
+    from worklist.models import NoticeKind
+    from worklist.notices import operations_notice_send
+
+    told = 0
+    for row in coverage_grid(at=at, days=2).rows:
+        ends = {end for cell in row.cells for _, end in cell.gaps}
+        for cell in row.cells:
+            for start, end in cell.gaps:
+                if not (at < start <= at + ahead) or start in ends:
+                    continue  # under way already, later, or the same gap going on past midnight
+                local = start.astimezone(cell.zone)
+                until = cell.gap_labels[cell.gaps.index((start, end))].split("–")[1]
+                told += len(
+                    operations_notice_send(
+                        kind=NoticeKind.COVERAGE_GAP,
+                        at=at,
+                        text=f"{row.subspecialty.name}: nobody eligible {local:%H:%M}–{until} (local)",
+                        url=reverse("coverage:grid"),
+                        facility_name=row.facility.name,
+                        about=f"coverage_gap:{row.facility.pk}:{row.subspecialty.pk}:{start:%Y%m%d%H%M}",
+                    )
+                )
+    return told

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from worklist.assignment import claims_timeout_sweep
-from worklist.coverage import shift_templates_materialise
+from worklist.coverage import coverage_gaps_notify, shift_templates_materialise
 
 
 @shared_task(name="worklist.coverage_tasks.shift_templates_materialise")
@@ -17,3 +17,8 @@ def shift_templates_materialise_task() -> int:
 @shared_task(name="worklist.coverage_tasks.claims_timeout_sweep")
 def claims_timeout_sweep_task() -> int:
     return len(claims_timeout_sweep(at=timezone.now()))
+
+
+@shared_task(name="worklist.coverage_tasks.coverage_gaps_notify")
+def coverage_gaps_notify_task() -> int:
+    return coverage_gaps_notify(at=timezone.now())

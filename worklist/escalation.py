@@ -54,7 +54,7 @@ from django.utils import timezone
 from accounts.roles import Role
 from facilities.models import Facility, PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, Study
-from worklist.broadcast import study_event_broadcast
+from worklist.broadcast import StudyChange, study_event_broadcast
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP
 from worklist.models import (
@@ -118,21 +118,35 @@ def _step_insert(
 
 
 def _step_record(
-    study: Study, step: str, *, due_at: datetime, at: datetime, notified: dict, also: tuple[str, ...] = ()
+    study: Study,
+    step: str,
+    *,
+    due_at: datetime,
+    at: datetime,
+    notified: dict,
+    also: tuple[str, ...] = (),
+    announce: bool = True,
 ) -> StudyEscalation | None:
-    """Insert the step; only the inserting worker writes the event and tells the screens (after commit)."""
+    """Insert the step; only the inserting worker writes the event and tells the screens (after
+    commit). ``announce=False``: the caller tells it with its own change (``escalation_change``)."""
     escalation = _step_insert(study_id=study.pk, step=step, due_at=due_at, at=at, notified=notified)
     if escalation is None:
         return None
-    told = {"step": step, "due_at": due_at.isoformat(), "at": at.isoformat()}
-    StudyEvent.objects.create(study=study, kind=StudyEventKind.ESCALATED, at=at, detail=told)
-    study_event_broadcast(
-        "escalated",
-        study.pk,
-        extra={"escalation": {**told, "label": EscalationStep(step).label}},
-        also=also,
-    )
+    StudyEvent.objects.create(study=study, kind=StudyEventKind.ESCALATED, at=at, detail=_told(escalation))
+    if announce:
+        change = escalation_change(escalation)
+        study_event_broadcast(change.kind, study.pk, extra=change.extra, also=also)
     return escalation
+
+
+def _told(escalation: StudyEscalation) -> dict:
+    return {"step": escalation.step, "due_at": escalation.due_at.isoformat(), "at": escalation.at.isoformat()}
+
+
+def escalation_change(escalation: StudyEscalation) -> StudyChange:
+    """The ``study.escalated`` change a recorded step is told as."""
+    told = {**_told(escalation), "label": EscalationStep(escalation.step).label}
+    return StudyChange("escalated", {"escalation": told})
 
 
 def _readers_notified(study: Study, at: datetime, groups: list[str]) -> dict:
@@ -196,21 +210,26 @@ def _sla_steps_due(now: datetime) -> Iterator[tuple[int, str]]:
 # --- code stroke ---------------------------------------------------------------------------------
 
 
-def stroke_alert_fire(*, study: Study, at: datetime) -> StudyEscalation | None:
+def stroke_alert_fire(*, study: Study, at: datetime, announce: bool = True) -> StudyEscalation | None:
     """The immediate alert of a code stroke, once per study. Called by routing inside its transaction
     (so the alert commits with the routing); schedules the exact timers for the later steps after
-    commit."""
+    commit — before the caller's broadcast, so the next step's timer is not queued behind a fan-out.
+    ``announce=False``: the caller tells the step together with its own change (one audience)."""
     if study.priority != PriorityClass.STROKE:
         return None
     if StudyEscalation.objects.filter(study=study, step=EscalationStep.STROKE_ALERT).exists():
         return None  # alerted at an earlier routing: its timers are already set
     notified = _readers_notified(study, at, [OPERATIONS_GROUP])
-    alert = _step_record(study, EscalationStep.STROKE_ALERT, due_at=at, at=at, notified=notified)
+    step = EscalationStep.STROKE_ALERT
+    alert = _step_record(study, step, due_at=at, at=at, notified=notified, announce=False)
     if alert is not None:
         facility = study.facility
         transaction.on_commit(
             lambda: stroke_timers_schedule(study_id=study.pk, alert_at=at, facility=facility)
         )
+        if announce:
+            change = escalation_change(alert)
+            study_event_broadcast(change.kind, study.pk, extra=change.extra)
     return alert
 
 

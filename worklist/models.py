@@ -275,6 +275,11 @@ class StudyEventKind(models.TextChoices):
     ASSIGNED = "assigned", "Assigned (push)"
     NOT_ASSIGNED = "not_assigned", "Not assigned (push found nobody)"
     TIMED_OUT = "timed_out", "Claim timed out"
+    # an AI result (worklist.ai_triage): a triage rule raised the study, or told its holder instead
+    AI_RERANKED = "ai_reranked", "Re-ranked by an AI result"
+    AI_NOTIFIED = "ai_notified", "AI result told to the holder"
+    # operations matched a study waiting for its order to an open order by hand (worklist.order_match)
+    ORDER_MATCHED = "order_matched", "Matched to its order by hand"
 
 
 class StudyEvent(models.Model):
@@ -294,6 +299,49 @@ class StudyEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} study {self.study_id} {self.kind}"
+
+
+# --- AI triage rules (worklist.ai_triage, docs/ai.md) ----------------------------------------------
+
+
+class AiTriageRule(models.Model):
+    """ "ICH positive → STAT, first within STAT": what a positive AI finding does to a study of this
+    facility. Rules only ever raise: a class below the study's is ignored, and nothing lowers it."""
+
+    facility = models.ForeignKey("facilities.Facility", on_delete=models.CASCADE, related_name="ai_rules")
+    name = models.CharField(max_length=100, help_text='e.g. "ICH positive → STAT"')
+    finding_codes = models.JSONField(
+        default=list, help_text='Codes of the finding, any scheme: ["274100004", "RID4700"]'
+    )
+    modality = models.CharField(max_length=16, blank=True, help_text="Only studies with this modality (CT)")
+    procedure_pattern = models.CharField(
+        max_length=200, blank=True, help_text="Case-insensitive pattern over the procedure text (CTA)"
+    )
+    min_probability = models.FloatField(null=True, blank=True)
+    raise_to = models.CharField(
+        max_length=16, choices=PriorityClass.choices, blank=True, help_text="Empty: no class change"
+    )
+    rank_first = models.BooleanField(default=True, help_text="First within its class")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["facility_id", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.facility}: {self.name}"
+
+    def clean(self) -> None:
+        if not isinstance(self.finding_codes, list) or not all(
+            isinstance(c, str) for c in self.finding_codes
+        ):
+            raise ValidationError({"finding_codes": 'A list of codes, e.g. ["274100004"].'})
+        if not self.raise_to and not self.rank_first:
+            raise ValidationError("A rule must raise the class, rank first, or both.")
+        if self.procedure_pattern:
+            try:
+                re.compile(self.procedure_pattern, re.IGNORECASE)
+            except re.error as error:
+                raise ValidationError({"procedure_pattern": f"Not a valid pattern: {error}"}) from error
 
 
 # --- SLA clocks and escalation (worklist.escalation) ----------------------------------------------
@@ -453,3 +501,72 @@ class TimeOff(models.Model):
 
     def __str__(self) -> str:
         return f"{self.radiologist} off {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%Y-%m-%d %H:%M} UTC"
+
+
+class AlertAcknowledgement(models.Model):
+    """Who acknowledged which live alert, and when (issue 14): a banner goes from a page only when its
+    user acknowledges it, and operations and the medical director must be able to show they did.
+    ``kind`` is the alert: a code-stroke step (``EscalationStep``) or a notice kind (``worklist.live``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(
+        "imaging.Study",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alert_acknowledgements",
+    )
+    kind = models.CharField(max_length=32)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["user", "study"], name="alert_ack_user_study_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user} acknowledged {self.kind} of study {self.study_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class NoticeKind(models.TextChoices):
+    """The live channel's notices to one user (issue 14, docs/alerts.md) besides the code strokes."""
+
+    STUDY_ASSIGNED = "study_assigned", "Study assigned to you"
+    CLAIM_TAKEN_OVER = "claim_taken_over", "Your study was reassigned"
+    PEER_REVIEW = "peer_review", "Peer review for you"
+    REVIEW_FEEDBACK = "review_feedback", "Peer-review feedback for you"
+    CRITICAL_OVERDUE = "critical_overdue", "Critical result not yet communicated"
+    # to operations (worklist.notices.operations_notice_send): one notice per operations user
+    INTERFACE_SILENT = "interface_silent", "Interface silent"
+    COVERAGE_GAP = "coverage_gap", "Coverage gap within the hour"
+    CLAIM_TIMED_OUT = "claim_timed_out", "Claim timed out"
+
+
+class UserNotice(models.Model):
+    """A notice addressed to exactly one user, kept so that a page opened later still shows it (the
+    resync) and so that only its addressee can acknowledge it (``AlertAcknowledgement`` with kind
+    ``notice:<id>``). Workflow metadata only — facility, procedure, accession — never the patient's
+    name; for a peer review, nothing that names the original reader (blinding)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=24, choices=NoticeKind.choices)
+    study = models.ForeignKey(
+        "imaging.Study", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    text = models.CharField(max_length=200, blank=True)
+    url = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+    # What the notice is about, when one thing must be told once per user (a coverage gap found by
+    # every sweep until it starts): unique per user, so a second sweep or worker adds nothing.
+    about = models.CharField(max_length=80, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["user", "created_at"], name="user_notice_user_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "about"], condition=~models.Q(about=""), name="user_notice_once_per_about"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.user} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -3,7 +3,7 @@ is labelled and every error says what to do; saving goes through ``worklist.cove
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -205,3 +205,63 @@ class TimeOffForm(forms.Form):
 def _in_zone(value: datetime, zone: ZoneInfo) -> datetime:
     wall = django_timezone.make_naive(value) if django_timezone.is_aware(value) else value
     return local_instant(wall.date(), wall.time(), zone)
+
+
+class OneOffShiftForm(forms.Form):
+    """A single shift from the rota calendar: a day and two wall-clock times in a zone (an end at or
+    before the start is the next morning, as on the template form)."""
+
+    radiologist = ReaderChoice(
+        label="Reader",
+        queryset=User.objects.none(),
+        empty_label="Choose a reader…",
+        error_messages={"required": "Choose the reader this shift belongs to."},
+    )
+    day = forms.DateField(
+        label="Day it starts",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"required": DATE_ERROR, "invalid": DATE_ERROR},
+    )
+    start_time = forms.TimeField(
+        label="Starts at (local time)",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
+    )
+    end_time = forms.TimeField(
+        label="Ends at (local time)",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        help_text="At or before the start time: the next morning.",
+        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
+    )
+    timezone = forms.ChoiceField(label="Time zone")
+    facilities = FacilityChoices(
+        label="Facilities",
+        queryset=Facility.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every facility where the reader holds privileges.",
+    )
+    subspecialties = forms.ModelMultipleChoiceField(
+        label="Subspecialties",
+        queryset=Subspecialty.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: everything the reader reads.",
+    )
+    note = forms.CharField(label="Note (optional)", max_length=200, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["radiologist"].queryset = readers()
+        self.fields["timezone"].choices = zone_choices()
+        self.fields["facilities"].queryset = Facility.objects.filter(active=True).order_by("name")
+        self.fields["subspecialties"].queryset = Subspecialty.objects.order_by("name")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        day, start, end, zone_name = (data.get(k) for k in ("day", "start_time", "end_time", "timezone"))
+        if day and start and end and zone_name:
+            zone = ZoneInfo(zone_name)
+            data["starts_at"] = local_instant(day, start, zone)
+            data["ends_at"] = local_instant(day + timedelta(days=1 if end <= start else 0), end, zone)
+        return data

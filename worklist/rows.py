@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from facilities.models import PriorityClass
+from facilities.times import due_text
 from imaging.models import Study
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 
@@ -57,12 +58,14 @@ def row_decorate(study: Study, *, viewer_id: int | None, at: datetime) -> Study:
     sex = study.patient.sex if study.patient_id else ""
     study.age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", sex]))
     study.procedure = (study.order.procedure_text if study.order_id else "") or study.description
+    # the hospital's whole "why": every OBR-31, OBR-13 and the order's notes (the row's detail)
+    study.history = study.order.clinical_history if study.order_id else ""
     study.exam_time = study.study_datetime or study.first_received_at
     study.stroke = study.is_stroke or study.priority == PriorityClass.STROKE
     holder_id = study.worklist_claimed_by_id
     study.mine = viewer_id is not None and holder_id == viewer_id
     deadline = study.worklist_sla_deadline
-    study.due_local = deadline.astimezone(zone).strftime("%H:%M %Z") if deadline else ""
+    study.due_local = due_text(deadline, zone, at=at) if deadline else ""
     start = study.assignment.clock_started_at if _has_assignment(study) else None
     study.sla = sla_state(start, deadline, at)
     study.clock_start = start
@@ -88,10 +91,11 @@ def rows_decorate(studies: list[Study], *, viewer_id: int | None, at: datetime) 
 
 def row_sort(study: Study, *, mine: bool) -> str:
     """The reading order as one string that sorts as the worklist does (held first, priority class,
-    SLA deadline with none last, id): fixed-width fields, so the page compares strings."""
+    AI triage rank, SLA deadline with none last, id): fixed-width fields, so the page compares strings."""
     deadline = study.worklist_sla_deadline
     due = f"{int(deadline.timestamp() * 1000):015d}" if deadline else "9" * 15
-    return f"{0 if mine else 1}{_RANK.get(study.priority, len(_RANK))}{due}{study.pk:012d}"
+    triage = getattr(study, "triage_rank", 1)
+    return f"{0 if mine else 1}{_RANK.get(study.priority, len(_RANK))}{triage}{due}{study.pk:012d}"
 
 
 def row_facts(study: Study) -> dict[str, str]:

@@ -41,9 +41,10 @@ WORKLIST_RELATED = (
     "turnaround",
 )
 
-# Reading order: priority class (stroke first), then the SLA deadline, then arrival — the order of
-# ``imaging.Study``'s ``study_worklist_order_idx``, so a first page stops after its rows.
-READING_ORDER = ("priority_rank", F("worklist_sla_deadline").asc(nulls_last=True), "id")
+# Reading order: priority class (stroke first), AI-raised first within it (``triage_rank``), then the
+# SLA deadline, then arrival — the order of ``imaging.Study``'s ``study_worklist_order_idx``, so a first
+# page stops after its rows.
+READING_ORDER = ("priority_rank", "triage_rank", F("worklist_sla_deadline").asc(nulls_last=True), "id")
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def worklist_counts(studies: QuerySet[Study]) -> dict[str, int]:
 
 # Rules that describe the reader at a facility, whatever the study: the subspecialty and the privilege
 # scope depend on the study, so an empty worklist cannot honestly blame them.
-_READER_WIDE = {ReasonCode.LICENCE, ReasonCode.PRIVILEGES, ReasonCode.SHIFT}
+_READER_WIDE = {ReasonCode.LICENCE, ReasonCode.VERIFICATION, ReasonCode.PRIVILEGES, ReasonCode.SHIFT}
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ _GAP_LABELS = (
     (ReasonCode.NOT_A_RADIOLOGIST, "{n} without a reading profile"),
     (ReasonCode.SUBSPECIALTY, "{n} of another subspecialty"),
     (ReasonCode.LICENCE, "{n} no {state} licence"),
+    (ReasonCode.VERIFICATION, "{n} credentials unverified"),
     (ReasonCode.PRIVILEGES, "{n} no privileges here"),
     (ReasonCode.PRIVILEGE_SCOPE, "{n} privileges exclude it"),
     (ReasonCode.SHIFT, "{n} off shift"),
@@ -177,6 +179,7 @@ class Coverage:
     eligible: int
     gaps: list[str]  # compact counts, e.g. ["2 off shift", "1 no IL licence"]
     details: list[tuple[str, list[str]]]  # (reader, every reason), for the tooltip
+    readers: tuple[str, ...] = ()  # the names behind ``eligible``: ops asks "who is it?"
 
 
 def coverage_for(studies: list[Study], *, at: datetime) -> dict[int, Coverage]:
@@ -212,4 +215,47 @@ def _coverage(assessed, state: str) -> Coverage:
         if first_failures[code]
     ]
     details = [(str(u), a.messages) for u, a in assessed if not a.eligible]
-    return Coverage(eligible, gaps, details)
+    return Coverage(eligible, gaps, details, tuple(str(u) for u, a in assessed if a.eligible))
+
+
+@dataclass(frozen=True)
+class ReassignCandidate:
+    reader: object  # the user
+    eligible: bool
+    reasons: list[str]  # the engine's words when not eligible
+    load_rvu: object  # Decimal: RVUs held now
+    load_studies: int
+    holds_it: bool
+
+
+def reassign_candidates(study: Study, *, at: datetime) -> list[ReassignCandidate]:
+    """Every reader with a reading profile, for the reassign form: eligible ones first (lowest load
+    first), each with their current load; the others with the engine's reasons, so the desk sees why
+    the one it had in mind is not offered. Same engine and load as push routing."""
+    from worklist.assignment import reader_loads  # assignment imports this module
+
+    User = get_user_model()
+    readers = list(
+        User.objects.filter(radiologist_profile__isnull=False, is_active=True).order_by(
+            "display_name", "username"
+        )
+    )
+    facts = reader_facts([u.pk for u in readers], shifts_from=at)
+    loads = reader_loads([u.pk for u in readers])
+    study_facts = StudyFacts.of(study)
+    holder = getattr(getattr(study, "assignment", None), "claimed_by_id", None)
+    rows = []
+    for user in readers:
+        assessment = assess_facts(facts.get(user.pk), study_facts, at)
+        rvu, count = loads.get(user.pk, (0, 0))
+        rows.append(
+            ReassignCandidate(user, assessment.eligible, assessment.messages, rvu, count, user.pk == holder)
+        )
+    return sorted(rows, key=lambda c: (not c.eligible, c.load_rvu, str(c.reader)))
+
+
+def next_held_study(user, *, after: int, at: datetime) -> Study | None:
+    """Sign & next (issue 14): the first study in reading order that ``user`` holds, other than the one
+    just signed; None when they hold no other (the caller opens their worklist)."""
+    held = worklist_parts(user, at=at).held
+    return held.exclude(pk=after).first()

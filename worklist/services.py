@@ -22,10 +22,10 @@ from django.utils import timezone
 from credentialing.eligibility import Assessment, assess, eligible_readers
 from facilities.models import PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, Study
-from worklist.broadcast import Before, study_event_broadcast
+from worklist.broadcast import Before, StudyChange, study_changes_broadcast, study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
-from worklist.escalation import stroke_alert_fire
+from worklist.escalation import escalation_change, stroke_alert_fire
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 from worklist.tat import study_milestone_record
 
@@ -93,6 +93,7 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         if changes:
             study.save(update_fields=[n.removesuffix("_id") for n in changes] + ["updated_at"])
     because = match.because if match else "no catalogue rule matches; left unclassified (general worklist)"
+    told: list[StudyChange] = []  # what the screens are told after commit
     first_routing = assignment.routed_at is None
     clock = (clock_start(study), sla_deadline(study))
     clock_changed = (assignment.clock_started_at, assignment.sla_deadline) != clock
@@ -122,8 +123,13 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
             },
         )
         # first routing: it appears on the eligible readers' lists; a re-route may move it to others
-        study_event_broadcast("added" if first_routing else "updated", study.pk, before=before)
-    stroke_alert_fire(study=study, at=at)  # a code stroke alerts at once, the first time it is routed
+        told.append(StudyChange("added" if first_routing else "updated", before=before))
+    # a code stroke alerts at once, the first time it is routed: told with the routing (one audience)
+    alert = stroke_alert_fire(study=study, at=at, announce=False)
+    if alert is not None:
+        told.append(escalation_change(alert))
+    if told:
+        study_changes_broadcast(study.pk, told)
     if first_routing:
         from worklist.assignment import study_push_on_route  # push facilities: give it to a reader
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Page, Paginator
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from accounts.decorators import refuse
 from accounts.roles import Role, has_role
@@ -26,14 +28,17 @@ from credentialing.models import Subspecialty
 from facilities.models import PriorityClass
 from facilities.selectors import facilities_visible_to
 from imaging.models import Study
+from imaging.selectors import display_problems_for, orders_to_match, studies_waiting_for_order
 from qa.selectors import reviews_assigned_to
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.models import Shift
+from worklist.order_match import MatchNotPermitted, MatchRefused, may_match_orders, study_order_match
 from worklist.rows import rows_decorate
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
     reader_standing,
+    reassign_candidates,
     worklist_counts,
     worklist_for,
 )
@@ -180,6 +185,15 @@ def _operations_context(request: HttpRequest) -> dict:
         .count()
     )
     context["rows"] = [(s, context["coverage"].get(s.pk)) for s in studies]
+    waiting = studies_waiting_for_order(request.user, at=at, facility=context["filters"]["facility"])
+    context["waiting_for_order"] = waiting
+    # the one-click match (worklist.order_match): each row's likeliest open orders, for those who may
+    context["may_match_orders"] = may_match_orders(request.user)
+    if context["may_match_orders"]:
+        candidates = orders_to_match(waiting)
+        for study in waiting:
+            study.orders_to_match = candidates[study.pk]
+    context["display_problems"] = display_problems_for(request.user, facility=context["filters"]["facility"])
     context["rows_url"] = reverse("worklist:operations_rows")
     # the desk's breach count and coverage move with the clock, not only with events
     context["resync_seconds"] = OPERATIONS_RESYNC_SECONDS
@@ -205,3 +219,94 @@ def operations_rows(request: HttpRequest) -> HttpResponse:
     if not _is_operations(request.user):
         return refuse(request, "The operations worklist is for the operations desk and the medical director.")
     return render(request, "worklist/_operations_live.html", _operations_context(request))
+
+
+# --- matching a waiting study to its order ----------------------------------------------------------
+
+
+@login_required
+@require_POST
+def order_match(request: HttpRequest, study_id: int) -> HttpResponse:
+    """``POST /operations/worklist/<id>/match/`` (order, reason): the waiting row's one-click match.
+    The write and every check are ``order_match.study_order_match``; a refusal says why (400/403)."""
+    if not may_match_orders(request.user):
+        return refuse(request, "Matching a study to its order is for the operations desk.")
+    order_id = request.POST.get("order", "").strip()
+    try:
+        study = study_order_match(
+            study_id=study_id,
+            order_id=int(order_id) if order_id.isdigit() else 0,
+            actor=request.user,
+            reason=request.POST.get("reason", ""),
+            at=timezone.now(),
+        )
+    except MatchNotPermitted as refusal:
+        return refuse(request, str(refusal))
+    except MatchRefused as refusal:
+        back = reverse("worklist:operations")
+        return render(request, "400.html", {"reason": str(refusal), "back": back}, status=400)
+    messages.success(
+        request, f"Study matched to order {study.order.accession_number}, now {study.get_priority_display()}."
+    )
+    return redirect("worklist:operations")
+
+
+# --- reassignment from the desk ---------------------------------------------------------------------
+
+
+@login_required
+def reassign_page(request: HttpRequest, study_id: int) -> HttpResponse:
+    """``/operations/worklist/<id>/reassign/``: the eligible readers with their load, the others with
+    the engine's reasons; a reason is required. The write is ``assignment.study_reassign``, the
+    service the REST API calls, with the holder the operator saw (compare-and-set)."""
+    from django.contrib.auth import get_user_model
+
+    from worklist import assignment, services
+
+    if not assignment.may_reassign(request.user):
+        return refuse(request, "Reassignment is for the operations desk.")
+    study = Study.objects.select_related(*WORKLIST_RELATED).filter(pk=study_id).first()
+    if study is None:
+        raise Http404("No such study.")
+    at = timezone.now()
+    holder = getattr(getattr(study, "assignment", None), "claimed_by_id", None)
+    problem = ""
+    if request.method == "POST":
+        target = request.POST.get("to", "").strip()
+        seen = request.POST.get("from", "").strip()
+        to = None
+        if target and target != "pool":
+            pk = int(target) if target.isdigit() else 0
+            to = get_user_model().objects.filter(pk=pk, is_active=True).first()
+        if not target:
+            problem = "Choose a reader (or back to the pool)."
+        elif target != "pool" and to is None:
+            problem = "That reader is not an active user."
+        else:
+            try:
+                assignment.study_reassign(
+                    study_id=study.pk,
+                    actor=request.user,
+                    to=to,
+                    reason=request.POST.get("reason", ""),
+                    at=at,
+                    expected_from=int(seen) if seen.isdigit() else None,
+                )
+            except services.NotEligible as refusal:
+                problem = f"{to} is not eligible: " + "; ".join(refusal.assessment.messages)
+            except services.ClaimTaken as taken:
+                problem = f"The study changed hands meanwhile: now {taken.holder or 'unclaimed'}. Look again."
+            except services.ClaimError as error:
+                problem = str(error)
+            else:
+                messages.success(request, f"{study.accession_number} reassigned to {to or 'the pool'}.")
+                return redirect("worklist:operations")
+    context = {
+        "study": study,
+        "holder": study.worklist_claimed_by if holder else None,
+        "holder_id": holder,
+        "candidates": reassign_candidates(study, at=at),
+        "problem": problem,
+        "reason": request.POST.get("reason", ""),
+    }
+    return render(request, "worklist/reassign.html", context, status=400 if problem else 200)

@@ -35,6 +35,7 @@ from bench.common import (
     redis_db,
     shell,
     uptime_print,
+    verified_credentials,
 )
 
 PASSWORD = "bench-signing-password-42"
@@ -85,7 +86,7 @@ def setup(emr_port: int):
     profile = RadiologistProfile.objects.create(user=user)
     profile.subspecialties.set(Subspecialty.objects.filter(code=Subspecialty.NEURO))
     today = date.today()
-    StateLicence.objects.create(
+    licence = StateLicence.objects.create(
         profile=profile,
         state="IL",
         number="IL-036-424242",
@@ -93,6 +94,7 @@ def setup(emr_port: int):
         issued_on=date(2019, 1, 1),
         expires_on=today + timedelta(days=365),
     )
+    verified_credentials(profile, licence)
     FacilityPrivilege.objects.create(
         profile=profile,
         facility=facility,
@@ -112,38 +114,15 @@ def read_and_sign(facility, user, n: int) -> tuple[int, float]:
     """A head CT routed, claimed, written and signed final; (study id, when the signature committed)."""
     from django.utils import timezone
 
-    from imaging.models import Order, Patient, Study, StudyStatus
+    from bench.common import head_ct_claimed
     from reports.services import report_draft_save, report_sign, report_start
-    from worklist.services import study_claim, study_route
 
-    now = timezone.now()
-    patient = Patient.objects.create(facility=facility, mrn=f"DLV{n}", assigning_authority="BENCH", sex="F")
-    order = Order.objects.create(
-        facility=facility,
-        patient=patient,
-        accession_number=f"DLV{n}",
-        procedure_code="70450",
-        procedure_text="CT HEAD W/O CONTRAST",
-    )
-    study = Study.objects.create(
-        facility=facility,
-        order=order,
-        patient=patient,
-        study_instance_uid=f"1.2.826.0.1.3680043.10.917.{n}",
-        accession_number=f"DLV{n}",
-        modalities="CT",
-        status=StudyStatus.COMPLETE,
-        first_received_at=now,
-        last_received_at=now,
-        completed_at=now,
-    )
-    study_route(study_id=study.pk)
-    study_claim(study_id=study.pk, user=user, at=timezone.now())
-    report = report_start(study_id=study.pk, user=user, at=timezone.now())
+    study_pk = head_ct_claimed(facility, user, f"DLV{n}", f"1.2.826.0.1.3680043.10.917.{n}")
+    report = report_start(study_id=study_pk, user=user, at=timezone.now())
     values = {"impression": "No acute intracranial abnormality."}
     report_draft_save(report_id=report.pk, user=user, values=values, at=timezone.now())
     report_sign(report_id=report.pk, user=user, secret=PASSWORD, at=timezone.now(), final=True)
-    return study.pk, time.time()
+    return study_pk, time.time()
 
 
 def delivered_at(study_id: int, timeout: float = 60) -> float:

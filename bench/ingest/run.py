@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import shutil
@@ -43,6 +42,7 @@ from bench.common import (
     database_migrated,
     free_port,
     interleaved,
+    orthanc_running,
     row_count,
     shell,
     uptime_print,
@@ -105,36 +105,15 @@ def readroom_rate(files: list[Path], template: str, store: dict[str, str] | None
 
 
 def orthanc_rate(files: list[Path]) -> dict:
-    binary = shutil.which("Orthanc")
+    """Orthanc's C-STORE rate for the same files (bench.common.orthanc_running: its SQLite index,
+    fsync per file), warmed up with the first five."""
     work = Path(tempfile.mkdtemp(prefix="orthanc-bench-"))
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "bench",
-        "StorageDirectory": str(work / "db"),
-        "IndexDirectory": str(work / "db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "Plugins": [],
-        "DicomAlwaysAllowStore": True,
-    }
-    (work / "orthanc.json").write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [binary, str(work / "orthanc.json")],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        wait_for_port(dicom_port)
-        storescu(dicom_port, "ORTHANC", "BENCH_CT", files[:5])
-        return {"instances/s": len(files) / storescu(dicom_port, "ORTHANC", "BENCH_CT", files)}
+        with orthanc_running(work, Name="bench", DicomAlwaysAllowStore=True) as orthanc:
+            port = orthanc["dicom_port"]
+            storescu(port, "ORTHANC", "BENCH_CT", files[:5])
+            return {"instances/s": len(files) / storescu(port, "ORTHANC", "BENCH_CT", files)}
     finally:
-        proc.terminate()
-        proc.wait(20)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -32,7 +32,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -42,6 +42,7 @@ from bench.common import (
     bench_env,
     bench_parser,
     database_migrated,
+    malpractice_cover,
     percentile,
     uptime_print,
 )
@@ -176,10 +177,17 @@ def readers_create(rng: random.Random, facilities: list, now, count: int = READE
 
 
 def credentials_create(rng: random.Random, profiles: list, facilities: list, subs: dict) -> None:
-    from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
+    from credentialing.models import (
+        FacilityPrivilege,
+        LicenceStatus,
+        MalpracticeCoverage,
+        PrivilegeStatus,
+        StateLicence,
+        VerificationMethod,
+    )
 
     today = date.today()
-    licences, privileges, scopes = [], [], []
+    licences, privileges, scopes, covers = [], [], [], []
     states = list(STATES)
     for i, profile in enumerate(profiles):
         # the measured readers hold IL + WI (+ IN), the rest 1–4 states around a home state
@@ -199,8 +207,18 @@ def credentials_create(rng: random.Random, profiles: list, facilities: list, sub
                     status=status,
                     issued_on=date(2015, 7, 1),
                     expires_on=expires,
+                    # verified with the board, as facilities require by default
+                    verified_at=datetime(2015, 8, 1, tzinfo=UTC),
+                    verification_method=VerificationMethod.FSMB,
                 )
             )
+        covers.append(
+            MalpracticeCoverage(
+                **malpractice_cover(profile),
+                verified_at=datetime(2015, 8, 1, tzinfo=UTC),
+                verification_method=VerificationMethod.FSMB,
+            )
+        )
         nearby = [f for f in facilities if f.state in held]
         for facility in rng.sample(nearby, min(len(nearby), rng.randint(3, 8) if i >= 4 else 8)):
             roll = rng.random() if i >= 4 else 0.0
@@ -228,6 +246,7 @@ def credentials_create(rng: random.Random, profiles: list, facilities: list, sub
                 privilege.expires_on = today + timedelta(days=365)
             privileges.append(privilege)
     StateLicence.objects.bulk_create(licences)
+    MalpracticeCoverage.objects.bulk_create(covers)
     FacilityPrivilege.objects.bulk_create(privileges)
     through = FacilityPrivilege.scope_subspecialties.through
     for p in privileges:
@@ -324,11 +343,15 @@ FROM (
 INSERT_ORDERS = """
 INSERT INTO imaging_order (id, placer_order_number, filler_order_number, accession_number, procedure_code,
     procedure_text, procedure_coding_system, priority, reason, ordering_provider_id, ordering_provider_name,
-    ordering_provider_xcn, status, ordered_at, scheduled_at, cancelled_at, created_at, updated_at, facility_id, patient_id)
+    ordering_provider_xcn, status, ordered_at, scheduled_at, cancelled_at, created_at, updated_at, facility_id, patient_id,
+    accession_issuer, clinical_information, copies_to, filler_order_issuer, modality, notes, patient_class,
+    patient_location, placer_order_issuer, priority_code, reasons_for_study, requested_procedure_id,
+    scheduled_procedure_step_id, study_instance_uid, visit_number, visit_number_authority)
 SELECT n, 'P' || n, 'F' || n, 'A' || n, code, text, 'C4',
        CASE priority WHEN 'STROKE' THEN 'STAT' WHEN 'TRAUMA' THEN 'STAT' ELSE priority END,
        CASE priority WHEN 'STROKE' THEN 'CODE STROKE' ELSE 'PAIN' END, '1234', 'WELBY^MARCUS',
-       '{"id": "1234", "family": "WELBY", "given": "MARCUS"}'::jsonb, 'scheduled', at - interval '20 minutes', at, NULL, at, at, facility_id, patient_id
+       '{"id": "1234", "family": "WELBY", "given": "MARCUS"}'::jsonb, 'scheduled', at - interval '20 minutes', at, NULL, at, at, facility_id, patient_id,
+       '', '', '[]'::jsonb, '', '', '[]'::jsonb, '', '', '', '', '[]'::jsonb, '', '', '', '', ''
 FROM bench_rows
 """
 
@@ -336,12 +359,14 @@ INSERT_STUDIES = """
 INSERT INTO imaging_study (id, study_instance_uid, accession_number, modalities, description, body_part,
     study_datetime, number_of_series, number_of_instances, status, priority, is_stroke,
     first_received_at, last_received_at, completed_at, created_at, updated_at,
-    facility_id, order_id, patient_id, subspecialty_id, worklist_routed, worklist_sla_deadline, worklist_claimed_by_id)
+    facility_id, order_id, patient_id, subspecialty_id, worklist_routed, worklist_sla_deadline, worklist_claimed_by_id,
+    ai_badge, order_match, prior_state, triage_rank)
 SELECT n, '1.2.826.0.1.3680043.10.900.' || n, 'A' || n, modalities, text, body_part,
        at, 1 + h %% 4, 1 + h %% 300,
        CASE WHEN NOT %(open)s THEN 'cancelled' WHEN h %% 10 = 0 THEN 'receiving' ELSE 'complete' END,
        priority, priority = 'STROKE', at, at + interval '2 minutes', at + interval '4 minutes', at, at,
-       facility_id, n, patient_id, subspecialty_id, true, deadline, holder
+       facility_id, n, patient_id, subspecialty_id, true, deadline, holder,
+       '', 'accession', '', 1
 FROM bench_rows
 """
 

@@ -64,6 +64,8 @@ def _header_from(ds: Dataset) -> InstanceHeader:
         patient_sex=_text(ds, "PatientSex")[:1],
         institution_name=_text(ds, "InstitutionName")[:64],
         requested_procedure_codes=_procedure_codes(ds),
+        study_id=_text(ds, "StudyID")[:16],
+        referring_physician_name=_text(ds, "ReferringPhysicianName").rstrip("^")[:200],
     )
 
 

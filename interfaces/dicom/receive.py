@@ -12,15 +12,36 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 
+from auditlog.models import LogEntry
 from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.audit import audit_entry_write
 from facilities.models import Facility
-from imaging.facts import InstanceHeader
-from imaging.services import IndexCache, IngestConflict, InstanceRecorded, instance_stored
-from imaging.storage import StorageError, StoredFile, encrypted_delete, encrypted_write, storage_key_id
+from imaging.ai import ai_result_record
+from imaging.facts import AiResultFacts, InstanceHeader
+from imaging.models import Instance, Study
+from imaging.services import (
+    IndexCache,
+    IngestConflict,
+    InstanceRecorded,
+    StudyNotYetStored,
+    instance_stored,
+)
+from imaging.storage import (
+    StorageError,
+    StoredFile,
+    encrypted_delete,
+    encrypted_read,
+    encrypted_write,
+    storage_key_id,
+)
+from imaging.transcoding import pixel_problem, same_image, syntax_decodable, syntax_name
+from interfaces.dicom.ai_objects import AI_OBJECT_CLASSES, MalformedAiResult, ai_facts_read
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
+from interfaces.dicom.integrity import pixel_data_problem
+from interfaces.dicom.quarantine import ai_objects_waiting_link
 from interfaces.models import DicomAssociation, QuarantinedObject
 
 log = logging.getLogger(__name__)
@@ -32,6 +53,14 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # the sender should retry later
 CANNOT_UNDERSTAND = 0xC210  # undecodable dataset: quarantined
 CONFLICT = 0xC220  # contradicts what is stored (e.g. Study UID of another facility): quarantined
+# A SOP Instance UID already stored with other content: refused, never overwritten (issue #15).
+# 0xA9xx "Data Set does not match SOP Class" is the failure class PS3.4 gives a content conflict.
+DUPLICATE_CONFLICT = 0xA900
+DATA_SET_MISMATCH = 0xA900  # truncated, or pixel data contradicting its own dimensions or too big
+# A transfer syntax ReadRoom cannot decode (PS3.18 Table 10.5.3-2 for STOW-RS: "Referenced Transfer
+# Syntax not supported"). The SCP refuses such syntaxes already at negotiation; STOW sees it here.
+SYNTAX_NOT_SUPPORTED = 0xC122
+PIXELS_UNDECODABLE = 0xC211  # "cannot understand" range: the pixel data is broken (quarantined)
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,52 @@ def dicom_instance_receive(
         return _quarantine(
             facility, part10, association_id, received_at, str(exc), CANNOT_UNDERSTAND, sop_instance_uid_hint
         )
+    if not syntax_decodable(header.transfer_syntax_uid):
+        reason = (
+            f"transfer syntax {syntax_name(header.transfer_syntax_uid)} cannot be decoded here; "
+            "send it uncompressed or in a syntax of ReadRoom's conformance statement"
+        )
+        return _quarantine(
+            facility,
+            part10,
+            association_id,
+            received_at,
+            reason,
+            SYNTAX_NOT_SUPPORTED,
+            header.sop_instance_uid,
+        )
+    # header-only length checks first: cheap, and they refuse a claimed 4 GB before any decode
+    if problem := pixel_data_problem(part10):
+        return _quarantine(
+            facility, part10, association_id, received_at, problem, DATA_SET_MISMATCH, header.sop_instance_uid
+        )
+    problem = pixel_problem(part10) if made_by is None else ""
+    if problem:
+        return _quarantine(
+            facility,
+            part10,
+            association_id,
+            received_at,
+            problem,
+            PIXELS_UNDECODABLE,
+            header.sop_instance_uid,
+        )
+    ai_facts = None
+    if made_by is None and header.sop_class_uid in AI_OBJECT_CLASSES:
+        try:
+            ai_facts = ai_facts_read(part10, header.sop_class_uid)
+        except MalformedAiResult as exc:
+            return _quarantine(
+                facility,
+                part10,
+                association_id,
+                received_at,
+                str(exc),
+                CANNOT_UNDERSTAND,
+                header.sop_instance_uid,
+            )
+    if (duplicate := _duplicate_check(facility, header, part10, association_id, received_at)) is not None:
+        return duplicate
     path = instance_storage_path(facility, header)
     stored = StoredFile(relative_path=path, key_id=storage_key_id(), size_bytes=len(part10))
     # The encrypted write + fsync runs while the index rows are written; the transaction commits
@@ -85,10 +160,21 @@ def dicom_instance_receive(
             cache=cache,
             before_commit=write.result,
             made_by=made_by,
+            # an AI result is kept with its study but is not an image of it (and needs the study here)
+            derived=ai_facts is not None,
         )
+        if ai_facts is not None:
+            _ai_result_link(facility, ai_facts, recorded, received_at)
     except (OSError, StorageError) as exc:
         log.exception("could not store %s", header.sop_instance_uid)
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"storage unavailable: {exc}")
+    except StudyNotYetStored as exc:
+        _written_discard(write, path)
+        if ai_facts is not None:
+            return _ai_result_wait(facility, part10, association_id, received_at, header)
+        return _quarantine(
+            facility, part10, association_id, received_at, str(exc), CONFLICT, header.sop_instance_uid
+        )
     except IngestConflict as exc:
         _written_discard(write, path)
         return _quarantine(
@@ -99,7 +185,100 @@ def dicom_instance_receive(
         log.exception("could not index %s", header.sop_instance_uid)
         wait([write])
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"database unavailable: {exc}")
+    if recorded.study_created and ai_facts is None and made_by is None:
+        _waiting_ai_results_link(facility, header.study_instance_uid)
     return ReceiveResult(SUCCESS, recorded=recorded, header=header)
+
+
+def _ai_result_wait(
+    facility: Facility, part10: bytes, association_id, received_at: datetime, header: InstanceHeader
+) -> ReceiveResult:
+    """An AI result whose study no facility holds yet — the AI node was quicker than the modality's
+    forward. It is kept (encrypted, with the quarantined objects, marked waiting) and answered
+    Success: it is stored, and a failure status would only make the node resend or give up. The
+    study's first image links it (``ai_objects_waiting_link``), or this object does, if the study
+    was committed meanwhile by another association (the re-check below closes that race; the link
+    itself is a compare-and-set, so the object is applied once)."""
+    reason = (
+        f"AI result for study {header.study_instance_uid}, not stored at {facility.code} yet: "
+        "kept, linked when its images arrive"
+    )
+    result = _quarantine(
+        facility,
+        part10,
+        association_id,
+        received_at,
+        reason,
+        SUCCESS,
+        header.sop_instance_uid,
+        waiting_study_uid=header.study_instance_uid,
+    )
+    if result.ok:
+        log.info("kept an AI result from %s until study %s arrives", facility.code, header.study_instance_uid)
+        if Study.objects.filter(facility=facility, study_instance_uid=header.study_instance_uid).exists():
+            _waiting_ai_results_link(facility, header.study_instance_uid)
+    return ReceiveResult(result.status, header=header, reason=result.reason)
+
+
+def _waiting_ai_results_link(facility: Facility, study_instance_uid: str) -> None:
+    """The new study's images are stored: its waiting AI results are applied now. Their failure
+    must not fail the image, which is stored already — it is logged and kept on the object."""
+    try:
+        ai_objects_waiting_link(facility=facility, study_instance_uid=study_instance_uid)
+    except Exception:
+        log.exception("could not link the AI results waiting for %s", study_instance_uid)
+
+
+def _duplicate_check(
+    facility: Facility, header: InstanceHeader, part10: bytes, association_id, received_at
+) -> ReceiveResult | None:
+    """A SOP Instance UID we hold already: the same bytes are a resend (None: indexed as before,
+    idempotent); other bytes are refused with 0xA900, the newcomer quarantined and audited, and
+    the stored object left byte-identical — it is never overwritten in place."""
+    stored = Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).values_list(
+        "storage_path", flat=True
+    )
+    path = stored.first()
+    if path is None:
+        return None
+    try:
+        kept = encrypted_read(path)
+        # the same bytes, or the same image in another transfer syntax (issue #12: a re-send in
+        # another syntax replaces the file and its row in one step), are not a conflict
+        if kept == part10 or same_image(kept, part10):
+            return None
+    except (OSError, StorageError):
+        log.exception("could not read the stored copy of %s to compare", header.sop_instance_uid)
+        return ReceiveResult(OUT_OF_RESOURCES, header=header, reason="storage unavailable to compare")
+    # the first 64 characters go back as the C-STORE Error Comment: the point before the UID
+    reason = (
+        f"SOP UID already stored with different content; refused, kept {header.sop_instance_uid} unchanged"
+    )
+    result = _quarantine(
+        facility, part10, association_id, received_at, reason, DUPLICATE_CONFLICT, header.sop_instance_uid
+    )
+    if result.status == DUPLICATE_CONFLICT:
+        _duplicate_audit(facility, header, reason)
+    return ReceiveResult(result.status, header=header, reason=result.reason)
+
+
+def _duplicate_audit(facility: Facility, header: InstanceHeader, reason: str) -> None:
+    """The refusal on the kept object's row: who sent what is on the quarantine row."""
+    instance = Instance.objects.get(sop_instance_uid=header.sop_instance_uid)
+    audit_entry_write(
+        instance,
+        action=LogEntry.Action.ACCESS,
+        text=header.sop_instance_uid,
+        changes={"duplicate_refused": ["", reason]},
+        extra={"facility": facility.pk, "duplicate_sop_instance_uid": header.sop_instance_uid},
+    )
+
+
+def _ai_result_link(
+    facility: Facility, facts: AiResultFacts, recorded: InstanceRecorded, received_at: datetime
+) -> None:
+    """The stored SR/SEG/KOS becomes the study's AI result (routing's triage rules hear of it)."""
+    ai_result_record(facility=facility, facts=facts, study_id=recorded.study_id, received_at=received_at)
 
 
 def _written_discard(write: Future, path: str) -> None:
@@ -109,7 +288,9 @@ def _written_discard(write: Future, path: str) -> None:
         encrypted_delete(path)
 
 
-def _quarantine(facility, part10, association_id, received_at, reason, status, sop_uid) -> ReceiveResult:
+def _quarantine(
+    facility, part10, association_id, received_at, reason, status, sop_uid, waiting_study_uid: str = ""
+) -> ReceiveResult:
     path = f"quarantine/{received_at:%Y/%m/%d}/{uuid.uuid4().hex}.bin"
     try:
         stored = encrypted_write(path, part10)
@@ -122,11 +303,14 @@ def _quarantine(facility, part10, association_id, received_at, reason, status, s
             storage_path=stored.relative_path,
             storage_key_id=stored.key_id,
             size_bytes=stored.size_bytes,
+            study_instance_uid=waiting_study_uid[:64],
+            waiting_for_study=bool(waiting_study_uid),
         )
     except (OSError, StorageError, DatabaseError) as exc:
         log.exception("could not quarantine an object (%s)", reason)
         return ReceiveResult(OUT_OF_RESOURCES, reason=f"{reason}; quarantine unavailable: {exc}")
-    log.warning("quarantined an object from %s: %s", facility.code, reason)
+    if status != SUCCESS:  # (an AI result waiting for its study is kept, not refused)
+        log.warning("quarantined an object from %s: %s", facility.code, reason)
     return ReceiveResult(status, reason=reason)
 
 

@@ -9,18 +9,32 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connections
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, register_uid
 from pynetdicom.transport import ThreadedAssociationServer
 
-from facilities.models import DicomSender, Facility
+from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
 from imaging.services import IndexCache
+from imaging.transcoding import syntax_decodable
+from interfaces.dicom.qr import (
+    QR_SOP_CLASSES,
+    IdentifierError,
+    QueryError,
+    find_responses,
+    move_destination,
+    retrieve_objects,
+    retrieve_responses,
+    storage_contexts,
+)
 from interfaces.dicom.receive import (
     dicom_association_close,
     dicom_association_open,
@@ -29,7 +43,23 @@ from interfaces.dicom.receive import (
 from interfaces.models import DicomAssociation
 
 log = logging.getLogger(__name__)
+# pynetdicom knows no retired storage class: without a registered service class an accepted
+# context's C-STORE aborts the association. Keywords as in PS3.6 (…Retired).
+for _uid, _name in RETIRED_STORAGE_SOP_CLASSES.items():
+    # "Ultrasound Multi-frame Image Storage (Retired)" → UltrasoundMultiFrameImageStorageRetired
+    register_uid(
+        _uid, "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", _name)), StorageServiceClass
+    )
 NOT_AUTHORISED = 0x0124  # C-STORE "Refused: Not authorized" (PS3.7 C.4.2.1.4)
+
+
+def _status_with_comment(status: int, reason: str) -> Dataset:
+    """A failure status with Error Comment (0000,0902; LO, at most 64 characters): the modality's
+    log says why, not only a number."""
+    reply = Dataset()
+    reply.Status = status
+    reply.ErrorComment = reason[:64]
+    return reply
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
@@ -78,15 +108,27 @@ class _AssociationState:
 class StorageScp:
     ae_title: str
     reject_unknown_callers: bool = True
+    check_called_ae: bool = True
     _states: dict[int, _AssociationState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def application_entity(self) -> AE:
         ae = AE(ae_title=self.ae_title)
-        # Modalities send compressed images too: we store the bytes as sent, so accept them all.
+        # Modalities send compressed images too: the bytes are stored as sent, but only in the syntaxes
+        # ReadRoom can decode (thumbnails, the built-in viewer and WADO-RS transcoding need that).
+        # A modality proposing another one gets the context refused and can send it uncompressed.
+        # scp_role: a C-GET requestor proposes to be the Storage SCP on this association (SCP/SCU Role
+        # Selection, PS3.7 D.3.3.4); a modality proposing nothing stays the Storage SCU.
+        syntaxes = [uid for uid in ALL_TRANSFER_SYNTAXES if syntax_decodable(uid)]
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
+        # retired classes are offered here and withdrawn per association unless the sender may send
+        # them (on_requested): pynetdicom's list has none of them
+        for sop_class in RETIRED_STORAGE_SOP_CLASSES:
+            ae.add_supported_context(sop_class, syntaxes, scu_role=True, scp_role=True)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for sop_class in QR_SOP_CLASSES:
+            ae.add_supported_context(sop_class)
         ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs (STANDARDS.md §3 throughput)
         ae.maximum_associations = 32
         return ae
@@ -96,6 +138,9 @@ class StorageScp:
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_C_GET, self.on_get),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_connection_closed),
@@ -107,21 +152,29 @@ class StorageScp:
         assoc = event.assoc
         # the requestor's AE title is filled in only after negotiation; read it from the request
         calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        called = str(assoc.requestor.primitive.called_ae_title).strip()
         peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
-        facility = _facility_for_calling_ae(calling)
+        sender = _sender_for_calling_ae(calling)
+        facility = sender.facility if sender else None
+        refusal = None
         if facility is None and self.reject_unknown_callers:
+            refusal = (CALLING_AE_NOT_RECOGNISED, "calling AE title not registered to any facility")
+        elif self.check_called_ae and called != self.ae_title.strip():
+            refusal = (CALLED_AE_NOT_RECOGNISED, f"called AE title {called!r} is not {self.ae_title!r}")
+        if refusal is not None:
+            diagnostic, reason = refusal
             dicom_association_open(
                 kind=DicomAssociation.Kind.DIMSE,
-                facility=None,
+                facility=facility,
                 calling_ae_title=calling,
                 peer=peer,
                 accepted=False,
-                rejection_reason="calling AE title not registered to any facility",
+                rejection_reason=reason,
             )
-            log.warning("rejected association from unknown calling AE %r (%s)", calling, peer)
-            # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized
-            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            log.warning("rejected association from %r to %r (%s): %s", calling, called, peer, reason)
+            _reject(assoc, diagnostic)
             return
+        _retired_classes_withdraw(assoc, allowed=set(sender.retired_sop_classes) if sender else set())
         row = dicom_association_open(
             kind=DicomAssociation.Kind.DIMSE, facility=facility, calling_ae_title=calling, peer=peer
         )
@@ -134,7 +187,7 @@ class StorageScp:
             state.echoes += 1
         return 0x0000
 
-    def on_store(self, event) -> int:
+    def on_store(self, event) -> int | Dataset:
         state = self._state(event.assoc)
         if state is None or state.facility is None:
             return NOT_AUTHORISED
@@ -155,7 +208,65 @@ class StorageScp:
                 result.status,
                 result.reason,
             )
+            if result.reason:
+                return _status_with_comment(result.status, result.reason)
         return result.status
+
+    # --- Query/Retrieve (interfaces.dicom.qr): the calling AE's facility is the whole scope -----------
+
+    def on_find(self, event):
+        state = self._state(event.assoc)
+        if state is None or state.facility is None:
+            yield NOT_AUTHORISED, None
+            return
+        yield from find_responses(
+            state.facility,
+            event.identifier,
+            event.request.AffectedSOPClassUID,
+            calling_ae_title=_calling(event),
+            cancelled=lambda: event.is_cancelled,
+        )
+
+    def on_move(self, event):
+        state = self._state(event.assoc)
+        facility = state.facility if state else None
+        destination = move_destination(facility, str(event.move_destination)) if facility else None
+        if destination is None:
+            log.warning("C-MOVE from %s to unknown destination %r", _calling(event), event.move_destination)
+            yield None, None  # pynetdicom answers 0xA801 (Move Destination unknown)
+            return
+        try:
+            objects = retrieve_objects(
+                facility, event.identifier, event.request.AffectedSOPClassUID,
+                calling_ae_title=_calling(event), via="DICOM C-MOVE",
+            )  # fmt: skip
+        except (IdentifierError, QueryError) as exc:
+            log.warning("C-MOVE from %s refused: %s", _calling(event), exc)
+            yield destination[0], destination[1]
+            yield 1
+            yield 0xA900, None
+            return
+        yield destination[0], destination[1], {"contexts": storage_contexts(objects)}
+        yield len(objects)
+        yield from retrieve_responses(objects, calling_ae_title=_calling(event))
+
+    def on_get(self, event):
+        state = self._state(event.assoc)
+        if state is None or state.facility is None:
+            yield 0
+            return
+        try:
+            objects = retrieve_objects(
+                state.facility, event.identifier, event.request.AffectedSOPClassUID,
+                calling_ae_title=_calling(event), via="DICOM C-GET",
+            )  # fmt: skip
+        except (IdentifierError, QueryError) as exc:
+            log.warning("C-GET from %s refused: %s", _calling(event), exc)
+            yield 1
+            yield 0xA900, None
+            return
+        yield len(objects)
+        yield from retrieve_responses(objects, calling_ae_title=_calling(event))
 
     def on_ended(self, event) -> None:
         self._close(event.assoc)
@@ -192,19 +303,46 @@ class StorageScp:
         return server
 
 
-def _facility_for_calling_ae(calling_ae_title: str) -> Facility | None:
-    sender = (
+# A-ASSOCIATE-RJ diagnostics, source "service user" (PS3.8 §9.3.4, table 9-21)
+CALLING_AE_NOT_RECOGNISED = 0x03
+CALLED_AE_NOT_RECOGNISED = 0x07
+
+
+def _reject(assoc, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ (rejected-permanent, service-user, ``diagnostic``) and wait for the DUL to
+    put it on the wire. pynetdicom closes the socket as soon as EVT_REQUESTED returns; without the
+    wait the reject was still queued and the modality saw a dropped connection ("peer aborted")
+    instead of the reason. ``kill`` returns once the DUL is idle again (the peer closed, or ARTIM)."""
+    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    assoc.kill()
+
+
+def _calling(event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _sender_for_calling_ae(calling_ae_title: str) -> DicomSender | None:
+    return (
         DicomSender.objects.select_related("facility")
         .filter(ae_title=calling_ae_title, facility__active=True)
         .first()
     )
-    return sender.facility if sender else None
+
+
+def _retired_classes_withdraw(assoc, *, allowed: set[str]) -> None:
+    """Before negotiation: this association supports only the retired classes its sender may send;
+    a context for another is refused (abstract syntax not supported), as for any unknown class."""
+    withdrawn = set(RETIRED_STORAGE_SOP_CLASSES) - allowed
+    if withdrawn:
+        contexts = assoc.acceptor.supported_contexts
+        assoc.acceptor.supported_contexts = [cx for cx in contexts if cx.abstract_syntax not in withdrawn]
 
 
 def storage_scp() -> StorageScp:
     return StorageScp(
         ae_title=settings.READROOM_DICOM_AE_TITLE,
         reject_unknown_callers=settings.READROOM_DICOM_REJECT_UNKNOWN_CALLERS,
+        check_called_ae=settings.READROOM_DICOM_CHECK_CALLED_AE,
     )
 
 

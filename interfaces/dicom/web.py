@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
@@ -22,6 +24,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydicom import dcmread
 from pydicom.encaps import get_frame
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
@@ -32,12 +35,33 @@ from rest_framework.views import APIView
 
 from accounts.authentication import AuditedTokenAuthentication
 from imaging.models import Instance, Series, Study
-from imaging.rendering import FORMATS, RenderError, error_image, frame_render, window_parse
+from imaging.rendering import (
+    FORMATS,
+    RenderError,
+    Viewport,
+    Window,
+    error_image,
+    frame_render,
+    instance_frame_count,
+    viewport_parse,
+    window_parse,
+)
+from imaging.services import instance_display_problem_record
 from imaging.storage import StorageError, encrypted_read
+from imaging.transcoding import (
+    NATIVE_TARGETS,
+    UNCOMPRESSED,
+    TranscodeError,
+    frame_native,
+    instance_transcode,
+)
 from interfaces.dicom import web_access as access
 from interfaces.dicom.web_json import (
+    SERIES_LEVEL_TAGS,
+    STUDY_LEVEL_TAGS,
     JsonDataset,
     dataset_json,
+    element_at,
     header_attributes,
     instance_attributes,
     series_attributes,
@@ -69,7 +93,6 @@ log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 READ_CHUNK = 1024 * 1024
-UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, "1.2.840.10008.1.2.1.99"}
 # Media type of a compressed frame's bitstream by transfer syntax (PS3.18 Table 8.7.3-2).
 FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
@@ -145,7 +168,8 @@ def _error(status: int, message: str) -> HttpResponse:
 
 def _warning_header(text: str) -> str:
     # RFC 7234 §5.5 warn-code 299 "miscellaneous persistent warning" (PS3.18 §8.3.4.1 uses it).
-    safe = text.encode("ascii", "replace").decode().replace('"', "'").replace("\r", " ").replace("\n", " ")
+    # every control character (not only CR/LF) is replaced: a server refuses to send a header with one
+    safe = re.sub(r"[\x00-\x1f\x7f]", " ", text.encode("ascii", "replace").decode().replace('"', "'"))
     return f'299 ReadRoom "{safe[:300]}"'
 
 
@@ -258,7 +282,9 @@ def _qido(request, level: str, *, study: Study | None = None, series: Series | N
 
 def _qido_result(request, row, level: str, query: QidoRequest, study, series) -> JsonDataset:
     if level == STUDY:
-        return study_attributes(row, retrieve_url=_study_url(request, row.study_instance_uid))
+        result = study_attributes(row, retrieve_url=_study_url(request, row.study_instance_uid))
+        _header_include(result, query, STUDY_LEVEL_TAGS, lambda: _first_instance(series__study=row))
+        return result
     if level == SERIES:
         result = {} if study is not None else _study_json(request, row.study)
         result.update(
@@ -266,7 +292,8 @@ def _qido_result(request, row, level: str, query: QidoRequest, study, series) ->
                 row, retrieve_url=_series_url(request, row.study.study_instance_uid, row.series_instance_uid)
             )
         )
-        return result
+        _header_include(result, query, SERIES_LEVEL_TAGS, lambda: _first_instance(series=row))
+        return dict(sorted(result.items()))
     result = {} if study is not None else _study_json(request, row.series.study)
     if series is None:
         result.update(_series_json(request, row.series))
@@ -279,16 +306,36 @@ def _qido_result(request, row, level: str, query: QidoRequest, study, series) ->
             ),
         )
     )
-    wanted = None if query.include_all else query.includefields - {int(k, 16) for k in result}
-    if wanted is None or wanted:
-        # Attributes the index does not hold (Rows, Columns, Number of Frames …): from the header.
-        try:
-            ds = dcmread(BytesIO(encrypted_read(row.storage_path)), stop_before_pixels=True)
-            for key, value in header_attributes(ds, wanted).items():
-                result.setdefault(key, value)
-        except (StorageError, OSError, ValueError) as exc:
-            log.warning("QIDO includefield: cannot read %s: %s", row.sop_instance_uid, exc)
+    _header_include(result, query, None, lambda: row)
     return dict(sorted(result.items()))
+
+
+def _first_instance(**scope) -> Instance | None:
+    return Instance.objects.filter(**scope).order_by("series__series_number", "instance_number", "id").first()
+
+
+def _header_include(result: JsonDataset, query: QidoRequest, level_tags, instance_of) -> None:
+    """Add what ``includefield`` asks for and the index does not hold (Rows, Number of Frames,
+    Institution Name …) from a stored header: the instance's own, or at the study/series level its
+    first instance's. ``all``: every header attribute at the instance level, ``level_tags`` above it.
+    Only read when asked: a header is a decrypted file."""
+    held = {int(k, 16) for k in result}
+    if query.include_all:
+        wanted = None if level_tags is None else (level_tags | query.includefields) - held
+    else:
+        wanted = query.includefields - held
+    if wanted is not None and not wanted:
+        return
+    instance = instance_of()
+    if instance is None:
+        return
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
+    except (StorageError, OSError, ValueError) as exc:
+        log.warning("QIDO includefield: cannot read %s: %s", instance.sop_instance_uid, exc)
+        return
+    for key, value in header_attributes(ds, wanted).items():
+        result.setdefault(key, value)
 
 
 def _study_json(request, study: Study) -> JsonDataset:
@@ -367,59 +414,81 @@ def _stow(request, study_uid: str | None) -> HttpResponse:
 # --- WADO-RS: instances --------------------------------------------------------------------------
 
 
-def _dicom_acceptable(request, syntaxes: set[str], *, single: bool) -> str | None:
-    """``"multipart"``, ``"single"`` (bare application/dicom, one instance) or None (406).
+AS_STORED = "*"
 
-    Instances are sent as stored (we do not transcode). A range without a transfer-syntax
-    parameter, or with ``*``, takes them as they are; a range naming transfer syntaxes takes them
-    only when every instance is stored in one of those."""
+
+def _dicom_acceptable(request, syntaxes: set[str], *, single: bool) -> tuple[str, str] | None:
+    """(``"multipart"`` or ``"single"``, the transfer syntax to send: a UID or ``*`` = as stored),
+    or None (406).
+
+    PS3.18 §8.7.3.5: a range without a transfer-syntax parameter (and no Accept at all) asks for
+    Explicit VR Little Endian; ``*`` takes the instances as stored; a named syntax is served when
+    every instance is stored in it or it is one ReadRoom transcodes to (native little endian)."""
     for r in accept_parse(_accept(request)):
-        ts = r.params.get("transfer-syntax")
-        fits = ts in (None, "*") or syntaxes <= {ts}
+        ts = r.params.get("transfer-syntax") or ExplicitVRLittleEndian
+        if ts != AS_STORED and syntaxes <= {ts}:
+            ts = AS_STORED  # already stored that way: no decoding
+        fits = ts == AS_STORED or ts in NATIVE_TARGETS
         if r.type in ("*/*", "*"):
-            return "multipart"
+            return "multipart", ExplicitVRLittleEndian if syntaxes - {ExplicitVRLittleEndian} else AS_STORED
         if r.type == "multipart/related" and r.subtype_param in ("", "application/dicom", "*/*") and fits:
-            return "multipart"
+            return "multipart", ts
         if r.type == "application/dicom" and single and fits:
-            return "single"
+            return "single", ts
     return None
 
 
 def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None):
     study, instances = access.instances_in(request.user, study_uid, series_uid, sop_uid)
     syntaxes = {i.transfer_syntax_uid or ExplicitVRLittleEndian for i in instances}
-    mode = _dicom_acceptable(request, syntaxes, single=sop_uid is not None)
-    if mode is None:
+    acceptable = _dicom_acceptable(request, syntaxes, single=sop_uid is not None)
+    if acceptable is None:
         return _not_acceptable(
-            f"Stored as {', '.join(sorted(syntaxes))}; ask for multipart/related; "
-            'type="application/dicom"; transfer-syntax=* (instances are sent as stored).'
+            f"Stored as {', '.join(sorted(syntaxes))}; ReadRoom sends instances as stored "
+            "(transfer-syntax=*) or transcoded to Explicit or Implicit VR Little Endian."
+        )
+    mode, target = acceptable
+    if len(instances) == 1:
+        # One instance: transcoded before the answer starts, so a failure is a 406 with the reason.
+        try:
+            syntax, data = _instance_bytes(instances[0], target)
+        except TranscodeError as exc:
+            return _not_acceptable(f"{exc.message}; ask with transfer-syntax=* for the stored bytes")
+        access.study_read_record(request.user, study)
+        if mode == "single":
+            return HttpResponse(data, content_type=f"application/dicom; transfer-syntax={syntax}")
+        boundary = boundary_new()
+        return HttpResponse(
+            b"".join(multipart_stream([(f"application/dicom; transfer-syntax={syntax}", data)], boundary)),
+            content_type=multipart_content_type("application/dicom", boundary),
         )
     access.study_read_record(request.user, study)
-    if mode == "single":
-        instance = instances[0]
-        return HttpResponse(encrypted_read(instance.storage_path), content_type="application/dicom")
     boundary = boundary_new()
-    content_type = multipart_content_type("application/dicom", boundary)
-    if len(instances) == 1:  # one instance: no need to stream (nor for ASGI to iterate in a thread)
-        return HttpResponse(
-            b"".join(multipart_stream(_instance_parts(instances), boundary)), content_type=content_type
-        )
     # A study can be gigabytes: stream it, one decrypted instance in memory at a time.
     return StreamingHttpResponse(
-        multipart_stream(_instance_parts(instances), boundary), content_type=content_type
+        multipart_stream(_instance_parts(instances, target), boundary),
+        content_type=multipart_content_type("application/dicom", boundary),
     )
 
 
-def _instance_parts(instances: list[Instance]) -> Iterator[tuple[str, bytes]]:
+def _instance_bytes(instance: Instance, target: str) -> tuple[str, bytes]:
+    """(transfer syntax, Part 10 bytes) of one stored instance, transcoded unless ``target`` is ``*``."""
+    stored = instance.transfer_syntax_uid or ExplicitVRLittleEndian
+    data = encrypted_read(instance.storage_path)
+    if target in (AS_STORED, stored):
+        return stored, data
+    return target, instance_transcode(data, target)
+
+
+def _instance_parts(instances: list[Instance], target: str) -> Iterator[tuple[str, bytes]]:
     for instance in instances:
         try:
-            data = encrypted_read(instance.storage_path)
-        except StorageError:
+            syntax, data = _instance_bytes(instance, target)
+        except (StorageError, TranscodeError):
             # The response is already streaming: stopping short makes the client see an
-            # incomplete body rather than a silently missing instance.
-            log.exception("WADO-RS: cannot read %s", instance.sop_instance_uid)
+            # incomplete body rather than a silently missing (or wrongly encoded) instance.
+            log.exception("WADO-RS: cannot send %s", instance.sop_instance_uid)
             raise
-        syntax = instance.transfer_syntax_uid or ExplicitVRLittleEndian
         yield f"application/dicom; transfer-syntax={syntax}", data
 
 
@@ -431,12 +500,22 @@ def _metadata(request, study_uid: str, series_uid: str | None = None, sop_uid: s
     items, unreadable = [], []
     for instance in instances:
         try:
-            ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
+            # the whole file: its pixel data is decrypted already, and its element gets a BulkDataURI
+            ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
+            url = _instance_url(
+                request,
+                study.study_instance_uid,
+                instance.series.series_instance_uid,
+                instance.sop_instance_uid,
+            )
+            items.append(
+                dataset_json(
+                    ds, transfer_syntax_uid=instance.transfer_syntax_uid, bulkdata_url=f"{url}/bulkdata"
+                )
+            )
         except (StorageError, OSError, ValueError) as exc:
             log.error("WADO-RS metadata: cannot read %s: %s", instance.sop_instance_uid, exc)
             unreadable.append(instance.sop_instance_uid)
-            continue
-        items.append(dataset_json(ds, transfer_syntax_uid=instance.transfer_syntax_uid))
     if unreadable and not items:
         return _error(500, "The stored files of these instances cannot be read; operations has been told.")
     warnings = [f"{len(unreadable)} instance(s) could not be read and are missing"] if unreadable else []
@@ -447,8 +526,10 @@ def _metadata(request, study_uid: str, series_uid: str | None = None, sop_uid: s
 
 
 def _rendered_format(request) -> str | None:
-    """PNG unless the client prefers JPEG (lossless is what a diagnostic viewer wants)."""
-    for r in accept_parse(_accept(request)):
+    """PNG unless the client prefers JPEG (lossless is what a diagnostic viewer wants). The
+    ``accept`` query parameter, when given, stands for the header (PS3.18 §8.3.3.1): an ``<img>``
+    (OHIF's direct thumbnails) cannot set one."""
+    for r in accept_parse(request.query_params.get("accept") or _accept(request)):
         if r.type == "image/jpeg":
             return "jpeg"
         if r.matches("image/png"):
@@ -456,35 +537,62 @@ def _rendered_format(request) -> str | None:
     return None
 
 
-def _rendered(request, study_uid: str, series_uid: str, sop_uid: str, frame: str | None = None):
+@dataclass(frozen=True)
+class RenderAsked:
+    """The query of a rendered or thumbnail request (PS3.18 §8.3.5.1)."""
+
+    fmt: str
+    window: Window | None
+    quality: int
+    viewport: Viewport | None
+
+
+# A thumbnail is small unless the client names its viewport (PS3.18 §10.4.1.1.4: the size is the
+# origin server's choice); OHIF draws it in a 128-pixel box.
+THUMBNAIL_VIEWPORT = Viewport(128, 128)
+# Series that are not the modality's images: structured reports, key objects, presentation states.
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "REG", "SEG", "RWV"})
+
+
+def _render_asked(request, *, thumbnail: bool) -> RenderAsked | HttpResponse:
     fmt = _rendered_format(request)
     if fmt is None:
-        return _not_acceptable("Rendered frames are image/png or image/jpeg.")
-    window = None
-    if request.query_params.get("window"):
-        try:
-            window = window_parse(request.query_params["window"])
-        except ValueError as exc:
-            return _error(400, f"window: {exc}")
+        return _not_acceptable("Rendered images are image/png or image/jpeg.")
+    params = request.query_params
     try:
-        quality = int(request.query_params.get("quality", 90))
-        frame_index = int(frame) - 1 if frame is not None else 0
+        window = window_parse(params["window"]) if params.get("window") else None
+    except ValueError as exc:
+        return _error(400, f"window: {exc}")
+    try:
+        viewport = viewport_parse(params["viewport"]) if params.get("viewport") else None
+    except ValueError as exc:
+        return _error(400, f"viewport: {exc}")
+    try:
+        quality = int(params.get("quality", 90))
     except ValueError:
-        return _error(400, "quality and the frame number are integers (one frame per rendered request)")
-    if frame_index < 0:
-        return _error(400, "frames are numbered from 1")
-    instance = access.instance_by_uid(request.user, study_uid, series_uid, sop_uid)
-    access.study_frames_read_record(request.user, instance.series.study)
+        return _error(400, "quality is an integer from 1 to 100")
+    if thumbnail and viewport is None:
+        viewport = THUMBNAIL_VIEWPORT
+    return RenderAsked(fmt, window, quality, viewport)
+
+
+def _render(instance: Instance, frame_index: int, asked: RenderAsked) -> bytes:
+    window = asked.window
+    return frame_render(
+        instance,
+        frame_index,
+        window.center if window else None,
+        window.width if window else None,
+        asked.fmt,
+        function=window.function if window else "linear",
+        quality=asked.quality,
+        viewport=asked.viewport,
+    )
+
+
+def _image_response(instance: Instance, frame_index: int, asked: RenderAsked) -> HttpResponse:
     try:
-        body = frame_render(
-            instance,
-            frame_index,
-            window.center if window else None,
-            window.width if window else None,
-            fmt,
-            function=window.function if window else "linear",
-            quality=quality,
-        )
+        body = _render(instance, frame_index, asked)
     except RenderError as exc:
         if exc.status == 404:
             return _error(404, exc.message)
@@ -492,9 +600,87 @@ def _rendered(request, study_uid: str, series_uid: str, sop_uid: str, frame: str
         response = HttpResponse(error_image(exc.message), status=exc.status, content_type="image/png")
         response["Warning"] = _warning_header(exc.message)
         return response
-    response = HttpResponse(body, content_type=FORMATS[fmt])
+    response = HttpResponse(body, content_type=FORMATS[asked.fmt])
     response["Cache-Control"] = "no-store, private"  # PHI: never in a shared or disk cache
     return response
+
+
+def _rendered(request, study_uid: str, series_uid: str, sop_uid: str, frame: str | None = None):
+    """One frame rendered: the instance's first, or the one named (one per request)."""
+    asked = _render_asked(request, thumbnail=False)
+    if isinstance(asked, HttpResponse):
+        return asked
+    try:
+        frame_index = int(frame) - 1 if frame is not None else 0
+    except ValueError:
+        return _error(400, "the frame number is an integer (one frame per rendered request)")
+    if frame_index < 0:
+        return _error(400, "frames are numbered from 1")
+    instance = access.instance_by_uid(request.user, study_uid, series_uid, sop_uid)
+    access.study_frames_read_record(request.user, instance.series.study)
+    return _image_response(instance, frame_index, asked)
+
+
+def _image_instances(instances: list[Instance]) -> list[Instance]:
+    """The modality's images of a study or series, in reading order: not a reader's SR or key
+    object, not a report or presentation state."""
+    return [
+        i for i in instances if i.series.made_by_id is None and i.series.modality not in NON_IMAGE_MODALITIES
+    ]
+
+
+def _rendered_many(request, study_uid: str, series_uid: str | None = None):
+    """Study or series rendered (PS3.18 §10.4.1.1.3): every frame of every image, one part each,
+    in reading order, streamed. A frame that cannot be rendered is a part with the image that
+    says why (the answer has already begun; its status cannot change)."""
+    asked = _render_asked(request, thumbnail=False)
+    if isinstance(asked, HttpResponse):
+        return asked
+    study, instances = access.instances_in(request.user, study_uid, series_uid)
+    images = _image_instances(instances)
+    if not images:
+        return _error(404, "There are no images to render here.")
+    access.study_frames_read_record(request.user, study)
+    boundary = boundary_new()
+    return StreamingHttpResponse(
+        multipart_stream(_rendered_parts(images, asked), boundary),
+        content_type=multipart_content_type(FORMATS[asked.fmt], boundary),
+    )
+
+
+def _rendered_parts(images: list[Instance], asked: RenderAsked) -> Iterator[tuple[str, bytes]]:
+    for instance in images:
+        for frame_index in range(instance_frame_count(instance)):
+            try:
+                yield FORMATS[asked.fmt], _render(instance, frame_index, asked)
+            except RenderError as exc:
+                yield "image/png", error_image(exc.message)
+
+
+def _thumbnail(request, study_uid: str, series_uid=None, sop_uid=None, frame: str | None = None):
+    """A small rendered image standing for a study, series, instance or frame (PS3.18 §10.4.1.1.4):
+    for a study or series, the middle image of its first image series (the slice a reader would
+    recognise the series by), for an instance its first frame."""
+    asked = _render_asked(request, thumbnail=True)
+    if isinstance(asked, HttpResponse):
+        return asked
+    try:
+        frame_index = int(frame) - 1 if frame is not None else 0
+    except ValueError:
+        return _error(400, "the frame number is an integer")
+    if frame_index < 0:
+        return _error(400, "frames are numbered from 1")
+    study, instances = access.instances_in(request.user, study_uid, series_uid, sop_uid)
+    if sop_uid is None:
+        images = _image_instances(instances)
+        if not images:
+            return _error(404, "There are no images here to make a thumbnail of.")
+        first_series = [i for i in images if i.series_id == images[0].series_id]
+        instances = [first_series[(len(first_series) - 1) // 2]]
+    instance = instances[0]
+    instance.series.study = study
+    access.study_frames_read_record(request.user, study)
+    return _image_response(instance, frame_index, asked)
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -504,72 +690,68 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-def _frames_acceptable(request, syntax: str) -> str | None:
-    """The media type the frames go out as, or None (406)."""
+def _frames_acceptable(request, syntax: str) -> tuple[str, str] | None:
+    """(part media type, transfer syntax of the frames: the stored one or Explicit VR Little
+    Endian = decoded), or None (406). PS3.18 Table 8.7.3-2: application/octet-stream without a
+    transfer-syntax (and no Accept) is native little endian; ``*`` is the stored bitstream."""
     compressed = syntax not in UNCOMPRESSED
-    native = (
-        FRAME_MEDIA_TYPES.get(syntax, "application/octet-stream")
-        if compressed
-        else "application/octet-stream"
-    )
+    native = FRAME_MEDIA_TYPES.get(syntax, "application/octet-stream")
     for r in accept_parse(_accept(request)):
         if r.type in ("*/*", "*"):
-            return native
-        if r.type == "multipart/related":
-            part = r.subtype_param or "application/octet-stream"
-            ts = r.params.get("transfer-syntax")
-        else:
-            part, ts = r.type, r.params.get("transfer-syntax")
+            return "application/octet-stream", ExplicitVRLittleEndian
+        part = (r.subtype_param or "application/octet-stream") if r.type == "multipart/related" else r.type
+        ts = r.params.get("transfer-syntax")
         part_range = MediaRange(part)
-        if (
-            not compressed
-            and part_range.matches("application/octet-stream")
-            and ts
-            in (
-                None,
-                "*",
-                ExplicitVRLittleEndian,
-                ImplicitVRLittleEndian,
-            )
-        ):
-            return "application/octet-stream"
-        if compressed and ts in ("*", syntax, None):
-            if part == "application/octet-stream":
-                if ts is None:
-                    continue  # octet-stream without a transfer syntax asks for native frames
-                return part
-            if part_range.matches(native):
-                return native
+        if part_range.matches("application/octet-stream") and part in ("application/octet-stream", "*/*"):
+            if ts in (None, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+                return "application/octet-stream", ExplicitVRLittleEndian
+            if ts in ("*", syntax):
+                return "application/octet-stream", syntax if compressed else ExplicitVRLittleEndian
+            continue
+        if compressed and ts in ("*", syntax, None) and part_range.matches(native):
+            return native, syntax
     return None
 
 
-def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: str):
+def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: str | None):
+    """``frame_list`` None: every frame (the pixel data's bulkdata resource)."""
     try:
-        numbers = _frame_numbers(frame_list)
+        numbers = _frame_numbers(frame_list) if frame_list is not None else None
     except ValueError:
         return _error(400, "frames are a comma-separated list of numbers from 1, e.g. 1,2,3")
     instance = access.instance_by_uid(request.user, study_uid, series_uid, sop_uid)
     syntax = instance.transfer_syntax_uid or ExplicitVRLittleEndian
-    media_type = _frames_acceptable(request, syntax)
-    if media_type is None:
+    acceptable = _frames_acceptable(request, syntax)
+    if acceptable is None:
         return _not_acceptable(
             f"Frames are stored as {UID(syntax).name or syntax}; ask with transfer-syntax=* "
-            f"or type={FRAME_MEDIA_TYPES.get(syntax, 'application/octet-stream')}."
+            f"(as stored) or type=application/octet-stream (decoded, Explicit VR Little Endian)."
         )
+    media_type, target = acceptable
     access.study_frames_read_record(request.user, instance.series.study)
-    ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
+    except (InvalidDicomError, EOFError, ValueError) as exc:
+        return _error(422, f"The stored object is not readable DICOM: {exc}")
     if "PixelData" not in ds:
         return _error(404, "This instance has no pixel data.")
-    count = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return _error(422, f"Number of Frames is not a number: {ds['NumberOfFrames'].value!r}")
+    numbers = numbers or list(range(1, count + 1))
     if max(numbers) > count:
         return _error(404, f"The instance has {count} frame(s).")
     try:
-        frames = [_frame_bytes(ds, syntax, n - 1, count) for n in numbers]
-    except ValueError as exc:
-        return _error(406, str(exc))
-    part_type = (
-        f"{media_type}; transfer-syntax={syntax if syntax not in UNCOMPRESSED else ExplicitVRLittleEndian}"
-    )
+        frames = [_frame_bytes(ds, syntax, target, n - 1, count) for n in numbers]
+    except TranscodeError as exc:
+        return _not_acceptable(f"{exc.message}; ask with transfer-syntax=* for the stored bitstream")
+    except ValueError as exc:  # a fragment table that does not match the frames (pydicom.encaps)
+        instance_display_problem_record(
+            instance_id=instance.pk, reason=f"the stored pixel data is broken: {exc}"
+        )
+        return _error(422, f"The stored pixel data is broken: {exc}")
+    part_type = f"{media_type}; transfer-syntax={target}"
     boundary = boundary_new()
     return HttpResponse(
         b"".join(multipart_stream(((part_type, frame) for frame in frames), boundary)),
@@ -577,19 +759,72 @@ def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: 
     )
 
 
-def _frame_bytes(ds, syntax: str, index: int, count: int) -> bytes:
-    """One frame's bytes: the little-endian native pixels (PS3.18 §8.7.3.3.2: octet-stream frames
-    are Explicit VR Little Endian), or the compressed bitstream as stored."""
-    if syntax not in UNCOMPRESSED:
+def _frame_bytes(ds, syntax: str, target: str, index: int, count: int) -> bytes:
+    """One frame's bytes: the compressed bitstream as stored, or native little-endian pixels
+    (decoded or byte-swapped when stored otherwise)."""
+    if target == syntax and syntax not in UNCOMPRESSED:
         return get_frame(ds.PixelData, index, number_of_frames=count)
-    bits = int(ds.BitsAllocated)
-    if bits % 8:
-        raise ValueError("bit-packed (1-bit) frames are not served as raw frames; use …/rendered")
-    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
-    data = ds.PixelData[index * size : (index + 1) * size]
-    if syntax == ExplicitVRBigEndian and bits > 8:
-        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
-    return data
+    if syntax == ExplicitVRBigEndian:
+        bits = int(ds.BitsAllocated)
+        if bits % 8:
+            raise TranscodeError("bit-packed (1-bit) frames are not served as raw frames; use …/rendered")
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+        data = ds.PixelData[index * size : (index + 1) * size]
+        if bits > 8:
+            data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+        return data
+    return frame_native(ds, index)
+
+
+# --- WADO-RS: bulkdata ---------------------------------------------------------------------------
+
+PIXEL_DATA_TAGS = ("7FE00008", "7FE00009", "7FE00010")  # Float, Double Float and Pixel Data
+WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _bulkdata(request, study_uid: str, series_uid: str, sop_uid: str, reference: str):
+    """A ``BulkDataURI`` of the metadata (PS3.18 §10.4.1.1.5). Pixel data is served as its frames
+    (the same negotiation as …/frames: as stored with ``transfer-syntax=*``, else decoded to
+    native little endian); any other binary value as ``application/octet-stream``, little endian."""
+    if reference.upper() in PIXEL_DATA_TAGS:
+        return _frames(request, study_uid, series_uid, sop_uid, None)
+    single = _bulkdata_acceptable(request)
+    if single is None:
+        return _not_acceptable(
+            'Bulk data is multipart/related; type="application/octet-stream" or application/octet-stream.'
+        )
+    instance = access.instance_by_uid(request.user, study_uid, series_uid, sop_uid)
+    access.study_frames_read_record(request.user, instance.series.study)
+    try:
+        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
+    except (InvalidDicomError, EOFError, ValueError) as exc:
+        return _error(422, f"The stored object is not readable DICOM: {exc}")
+    found = element_at(ds, reference)
+    if found is None or found.VR == "SQ" or not isinstance(found.value, bytes):
+        return _error(404, f"This instance has no bulk data at {reference}.")
+    data = found.value
+    size = WORD_SIZES.get(found.VR)
+    if size and not ds.original_encoding[1] and len(data) % size == 0:  # stored big endian
+        data = np.frombuffer(data, dtype=f">u{size}").astype(f"<u{size}").tobytes()
+    if single:
+        return HttpResponse(data, content_type="application/octet-stream")
+    boundary = boundary_new()
+    return HttpResponse(
+        b"".join(multipart_stream([("application/octet-stream", data)], boundary)),
+        content_type=multipart_content_type("application/octet-stream", boundary),
+    )
+
+
+def _bulkdata_acceptable(request) -> bool | None:
+    """True: a single application/octet-stream body; False: multipart (the default); None: 406."""
+    for r in accept_parse(_accept(request)):
+        if r.type in ("*/*", "*"):
+            return False
+        if r.type == "multipart/related" and r.subtype_param in ("", "application/octet-stream", "*/*"):
+            return False
+        if r.type == "application/octet-stream":
+            return True
+    return None
 
 
 # --- the views -----------------------------------------------------------------------------------
@@ -754,6 +989,7 @@ class InstanceMetadataView(DicomWebView):
 
 RENDER_PARAMETERS = [
     OpenApiParameter("window", str, description="center,width[,function] in modality units (HU for CT)"),
+    OpenApiParameter("viewport", str, description="vw,vh[,sx,sy,sw,sh]: fit in vw×vh, aspect kept"),
     OpenApiParameter("quality", int, description="JPEG quality 1–100"),
 ]
 
@@ -770,6 +1006,48 @@ class InstanceRenderedView(DicomWebView):
     )
     def get(self, request, study, series, instance):
         return _rendered(request, study, series, instance)
+
+
+THUMBNAIL_PARAMETERS = [
+    OpenApiParameter("viewport", str, description="vw,vh[,sx,sy,sw,sh]: fit in vw×vh (default 128,128)"),
+    *RENDER_PARAMETERS,
+]
+
+
+def _rendered_view(name: str, summary: str, handler, parameters=RENDER_PARAMETERS):
+    """A rendered or thumbnail view class for one level (study, series, instance, frame)."""
+
+    @extend_schema(
+        operation_id=f"dicomweb_{name}",
+        tags=["DICOMweb"],
+        summary=summary,
+        parameters=parameters,
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, **uids):
+        return handler(request, *uids.values())
+
+    return type(f"{name.title().replace('_', '')}View", (DicomWebView,), {"get": get})
+
+
+StudyRenderedView = _rendered_view(
+    "study_rendered", "WADO-RS: every image of the study rendered (multipart)", _rendered_many
+)
+SeriesRenderedView = _rendered_view(
+    "series_rendered", "WADO-RS: every image of the series rendered (multipart)", _rendered_many
+)
+StudyThumbnailView = _rendered_view(
+    "study_thumbnail", "WADO-RS: study thumbnail", _thumbnail, THUMBNAIL_PARAMETERS
+)
+SeriesThumbnailView = _rendered_view(
+    "series_thumbnail", "WADO-RS: series thumbnail", _thumbnail, THUMBNAIL_PARAMETERS
+)
+InstanceThumbnailView = _rendered_view(
+    "instance_thumbnail", "WADO-RS: instance thumbnail", _thumbnail, THUMBNAIL_PARAMETERS
+)
+FrameThumbnailView = _rendered_view(
+    "frame_thumbnail", "WADO-RS: frame thumbnail", _thumbnail, THUMBNAIL_PARAMETERS
+)
 
 
 class FrameRenderedView(DicomWebView):
@@ -795,6 +1073,19 @@ class FramesView(DicomWebView):
     )
     def get(self, request, study, series, instance, frames):
         return _frames(request, study, series, instance, frames)
+
+
+class BulkdataView(DicomWebView):
+    @extend_schema(
+        operation_id="dicomweb_bulkdata",
+        tags=["DICOMweb"],
+        summary="WADO-RS: bulk data",
+        description="The value a metadata BulkDataURI points to: pixel data as its frames (as …/frames), "
+        'other binary values as multipart/related; type="application/octet-stream".',
+        responses={200: OpenApiResponse(OpenApiTypes.BINARY)},
+    )
+    def get(self, request, study, series, instance, reference):
+        return _bulkdata(request, study, series, instance, reference)
 
 
 class AllSeriesView(DicomWebView):

@@ -81,6 +81,7 @@ SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 MODALITY = 0x00080060
 SERIES_NUMBER, INSTANCE_NUMBER = 0x00200011, 0x00200013
 BODY_PART_EXAMINED = 0x00180015
+REFERRING_PHYSICIAN_NAME, STUDY_ID = 0x00080090, 0x00200010
 STUDY_SERIES_COUNT, STUDY_INSTANCE_COUNT, SERIES_INSTANCE_COUNT = 0x00201206, 0x00201208, 0x00201209
 AVAILABLE_TRANSFER_SYNTAX_UID = 0x00083002
 
@@ -98,6 +99,11 @@ def study_attributes(study: Study, *, retrieve_url: str) -> JsonDataset:
         tag_hex(INSTANCE_AVAILABILITY): element("CS", "ONLINE"),
         tag_hex(MODALITIES_IN_STUDY): element("CS", *filter(None, study.modalities.split("\\"))),
         tag_hex(STUDY_DESCRIPTION): element("LO", study.description),
+        tag_hex(REFERRING_PHYSICIAN_NAME): (
+            {"vr": "PN", "Value": [{"Alphabetic": study.referring_physician_name}]}
+            if study.referring_physician_name
+            else {"vr": "PN"}
+        ),
         tag_hex(RETRIEVE_URL): element("UR", retrieve_url),
         tag_hex(PATIENT_NAME): _pn(patient),
         tag_hex(PATIENT_ID): element("LO", patient.mrn if patient else None),
@@ -110,6 +116,7 @@ def study_attributes(study: Study, *, retrieve_url: str) -> JsonDataset:
         ),
         tag_hex(BODY_PART_EXAMINED): element("CS", study.body_part),
         tag_hex(STUDY_INSTANCE_UID): element("UI", study.study_instance_uid),
+        tag_hex(STUDY_ID): element("SH", study.dicom_study_id),
         tag_hex(STUDY_SERIES_COUNT): element("IS", study.number_of_series),
         tag_hex(STUDY_INSTANCE_COUNT): element("IS", study.number_of_instances),
     }
@@ -145,6 +152,43 @@ def instance_attributes(instance: Instance, *, retrieve_url: str) -> JsonDataset
     }
 
 
+# ``includefield=all`` at the study and series levels: the index's attributes plus these, read from
+# the header of the study's (series') first instance — the Patient, General Study and General
+# Series module attributes a viewer or PACS lists (what Orthanc calls its main DICOM tags).
+STUDY_LEVEL_TAGS = frozenset(
+    {
+        0x00080080,  # InstitutionName
+        0x00080201,  # TimezoneOffsetFromUTC
+        0x00081060,  # NameOfPhysiciansReadingStudy
+        0x00081080,  # AdmittingDiagnosesDescription
+        0x00100021,  # IssuerOfPatientID
+        0x00100032,  # PatientBirthTime
+        0x00101000,  # OtherPatientIDs
+        0x00101010,  # PatientAge
+        0x00101020,  # PatientSize
+        0x00101030,  # PatientWeight
+        0x00321060,  # RequestedProcedureDescription
+    }
+)
+SERIES_LEVEL_TAGS = frozenset(
+    {
+        0x00080021,  # SeriesDate
+        0x00080031,  # SeriesTime
+        0x00080070,  # Manufacturer
+        0x00081010,  # StationName
+        0x00081050,  # PerformingPhysicianName
+        0x00081070,  # OperatorsName
+        0x00081090,  # ManufacturerModelName
+        0x00181030,  # ProtocolName
+        0x00185100,  # PatientPosition
+        0x00200052,  # FrameOfReferenceUID
+        0x00200060,  # Laterality
+        0x00400244,  # PerformedProcedureStepStartDate
+        0x00400245,  # PerformedProcedureStepStartTime
+    }
+)
+
+
 def header_attributes(ds: Dataset, tags: Iterable[int] | None) -> JsonDataset:
     """Attributes read from a stored header for ``includefield`` (``None``: every attribute)."""
     full = dataset_json(ds)
@@ -154,18 +198,71 @@ def header_attributes(ds: Dataset, tags: Iterable[int] | None) -> JsonDataset:
     return {key: value for key, value in full.items() if key in wanted}
 
 
-def dataset_json(ds: Dataset, *, transfer_syntax_uid: str = "") -> JsonDataset:
-    """A stored header as WADO-RS metadata: every attribute except bulk binary data (pixel data is
-    retrieved as frames), plus Available Transfer Syntax UID so a viewer knows what frames it gets."""
-    trimmed = Dataset()
-    for elem in ds:
-        if elem.VR in BULK_VRS and elem.value is not None and _length(elem.value) > BULK_THRESHOLD:
-            continue
-        trimmed.add(elem)
-    result = trimmed.to_json_dict(suppress_invalid_tags=True)
+def dataset_json(ds: Dataset, *, transfer_syntax_uid: str = "", bulkdata_url: str = "") -> JsonDataset:
+    """A stored header as WADO-RS metadata, plus Available Transfer Syntax UID so a viewer knows
+    what frames it gets.
+
+    With ``bulkdata_url`` (the instance's ``…/bulkdata``), a binary value longer than
+    ``BULK_THRESHOLD`` as base64 — pixel data, overlays, LUTs, waveforms, also inside sequences — is
+    a ``BulkDataURI`` to it (PS3.18 §8.7.3.5 and F.2.6: metadata carries the header, bulk data by
+    reference); shorter ones are ``InlineBinary``. Without it (QIDO ``includefield``) they are left
+    out."""
+    if bulkdata_url:
+        paths = bulkdata_paths(ds)
+        result = ds.to_json_dict(
+            bulk_data_threshold=BULK_THRESHOLD,
+            bulk_data_element_handler=lambda elem: f"{bulkdata_url}/{paths[id(elem)]}",
+            suppress_invalid_tags=True,
+        )
+    else:
+        trimmed = Dataset()
+        for elem in ds:
+            if elem.VR in BULK_VRS and elem.value is not None and _length(elem.value) > BULK_THRESHOLD:
+                continue
+            trimmed.add(elem)
+        result = trimmed.to_json_dict(suppress_invalid_tags=True)
     if transfer_syntax_uid:
         result[tag_hex(AVAILABLE_TRANSFER_SYNTAX_UID)] = element("UI", transfer_syntax_uid)
     return dict(sorted(result.items()))
+
+
+def bulkdata_paths(ds: Dataset, prefix: str = "") -> dict[int, str]:
+    """Where each binary element sits, by object id (pydicom's bulk data handler is given the
+    element alone): ``7FE00010`` at the top level, ``00409096/0/00409212`` inside a sequence item —
+    the path the bulkdata endpoint walks back (``element_at``)."""
+    paths: dict[int, str] = {}
+    for elem in ds:
+        path = f"{prefix}{tag_hex(elem.tag)}"
+        if elem.VR == "SQ":
+            for index, item in enumerate(elem.value or []):
+                paths.update(bulkdata_paths(item, f"{path}/{index}/"))
+        elif elem.VR in BULK_VRS or " or " in elem.VR:  # "OB or OW", "US or OW": binary as read
+            paths[id(elem)] = path
+    return paths
+
+
+def element_at(ds: Dataset, path: str):
+    """The element a bulkdata path names (``bulkdata_paths``), or None."""
+    segments = path.strip("/").split("/")
+    if len(segments) % 2 == 0:
+        return None
+    current = ds
+    for position, segment in enumerate(segments):
+        if position % 2:  # an item index
+            if not segment.isdigit() or int(segment) >= len(current.value or []):
+                return None
+            current = current.value[int(segment)]
+            continue
+        try:
+            tag = int(segment, 16)
+        except ValueError:
+            return None
+        if len(segment) != 8 or tag not in current:
+            return None
+        current = current[tag]
+        if position < len(segments) - 1 and current.VR != "SQ":
+            return None
+    return current
 
 
 def _length(value: Any) -> int:

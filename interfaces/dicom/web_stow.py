@@ -25,6 +25,22 @@ log = logging.getLogger(__name__)
 # "data set does not match" (PS3.4 B.2.3); A901 is the code Azure's DICOM service uses for it too.
 STUDY_UID_MISMATCH = 0xA901
 
+PREAMBLE = b"\x00" * 128
+DICM = b"DICM"
+
+
+def part10_with_preamble(body: bytes) -> bytes:
+    """A STOW part as a conformant Part 10 file. ``dicomweb-client`` (``pydicom.dcmwrite`` of a
+    dataset built in memory, which has no ``preamble``) sends the File Meta Information group with
+    neither the 128-byte preamble nor ``DICM``; the preamble carries nothing (PS3.10 §7.1), so it is
+    added, and the file that is stored and served back is a Part 10 file like any C-STORE'd one. A
+    body without File Meta Information is left as it is: the receive path quarantines it and says why."""
+    if body[128:132] == DICM:
+        return body
+    if body[:2] == b"\x02\x00":  # group 0002, always Explicit VR Little Endian (PS3.10 §7.1)
+        return PREAMBLE + DICM + body
+    return body
+
 
 @dataclass(frozen=True)
 class StowResult:
@@ -76,9 +92,10 @@ def _part_store(
     instance_url: Callable[[str, str, str], str],
     cache: IndexCache,
 ) -> StoreOutcome:
+    body = part10_with_preamble(part.body)
     if study_uid:
         try:
-            header = instance_header_read(part.body)
+            header = instance_header_read(body)
         except UndecodableDataset:
             header = None  # the receive path quarantines it and says why
         if header is not None and header.study_instance_uid != study_uid:
@@ -89,7 +106,7 @@ def _part_store(
                 reason=f"instance of study {header.study_instance_uid}, not of {study_uid}",
             )
     result = dicom_instance_receive(
-        facility=facility, part10=part.body, association_id=association_id, cache=cache
+        facility=facility, part10=body, association_id=association_id, cache=cache
     )
     header = result.header
     if header is None:
@@ -145,8 +162,9 @@ def _reader_part_store(
     instance_url: Callable[[str, str, str], str],
     cache: IndexCache,
 ) -> StoreOutcome:
+    body = part10_with_preamble(part.body)
     try:
-        header = instance_header_read(part.body)
+        header = instance_header_read(body)
     except UndecodableDataset as exc:
         return StoreOutcome("", "", 0xC000, reason=f"not a readable DICOM object: {exc}")
     if study_uid and header.study_instance_uid != study_uid:
@@ -163,7 +181,7 @@ def _reader_part_store(
             header.sop_class_uid, header.sop_instance_uid, refusal.status, reason=refusal.message
         )
     result = dicom_instance_receive(
-        facility=study.facility, part10=part.body, association_id=association_id, cache=cache, made_by=user
+        facility=study.facility, part10=body, association_id=association_id, cache=cache, made_by=user
     )
     url = instance_url(header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid)
     return StoreOutcome(

@@ -86,7 +86,9 @@ def patient_identifier_q(token: Token, *, path: str = "") -> Q:
     authorities = [token.system]
     if token.system.startswith("urn:oid:"):
         authorities.append(token.system.removeprefix("urn:oid:"))  # sent as the bare OID in PID-3.4
-    return where & Q(**{f"{path}assigning_authority__in": authorities})
+    from imaging.selectors import patient_issuer_q  # the identity domain (docs/orders.md)
+
+    return where & patient_issuer_q(authorities, path=path)
 
 
 def facility_number_q(token: Token, fields: dict[str, str], *, facility_path: str = "facility") -> Q:

@@ -153,8 +153,7 @@ def service_request_status(order_status: str, *, read_final: bool) -> str:
 def service_request_resource(order: Order, *, read_final: bool) -> dict:
     """The order as the hospital sent it. ``read_final``: a study of the order has its final read.
 
-    reasonCode: the reason for study (``reason_codes``); note: OBR-13 and NTE notes once ingest keeps
-    them apart from the reason (issue #13)."""
+    reasonCode: every OBR-31 (``reason_codes``); note: OBR-13, then each NTE note (docs/orders.md)."""
     resource = {
         "resourceType": "ServiceRequest",
         "id": str(order.pk),
@@ -170,8 +169,15 @@ def service_request_resource(order: Order, *, read_final: bool) -> dict:
         "occurrenceDateTime": _instant(order.scheduled_at),
         "requester": ordering_provider_reference(order),
         "reasonCode": reason_codes(order),
+        "note": order_notes(order),
     }
     return validated(ServiceRequest, resource)
+
+
+def order_notes(order: Order) -> list[dict]:
+    """ServiceRequest.note: OBR-13 relevant clinical information, then the order's NTE notes."""
+    texts = [order.clinical_information, *(order.notes or [])]
+    return [{"text": text} for text in texts if text]
 
 
 def order_identifiers(order: Order) -> list[dict]:
@@ -205,8 +211,14 @@ def ordering_provider_reference(order: Order) -> dict | None:
 
 
 def reason_codes(order: Order) -> list[dict]:
-    """The reason for study. Today ingest keeps one text (OBR-31's first repetition, else OBR-13):
-    one CodeableConcept with that text. Every OBR-31 repetition maps through ``reason_code``."""
+    """The reason for study: one CodeableConcept per OBR-31 repetition (``reason_code``); an order
+    stored before every repetition was kept has only its one ``reason`` text."""
+    reasons = order.reasons_for_study or []
+    if reasons:
+        return [
+            reason_code(code=r.get("code", ""), text=r.get("text", ""), system=r.get("system", ""))
+            for r in reasons
+        ]
     return [reason_code(text=order.reason)] if order.reason else []
 
 

@@ -2,7 +2,8 @@
 
 Original mode (MSH-15 and MSH-16 empty): AA / AE / AR. Enhanced mode: an accept acknowledgement
 CA / CE / CR, sent or not according to MSH-15 (AL always, NE never, ER only on error, SU only on
-success; empty → always). ReadRoom does not originate separate application acknowledgements.
+success; empty → always). The application acknowledgement (AA / AE) follows MSH-16 the same way and
+is sent after the message was applied, through the outbox (docs/orders.md "Application ACKs").
 
 The ACK echoes the sender's separators, version and character set; MSA-2 is the inbound MSH-10;
 an error adds ERR with a table 0357 code — ERR-3/ERR-4 from v2.5 on, ERR-1 before."""
@@ -71,6 +72,23 @@ def ack_code_for(header: Header | None, original_code: str) -> str | None:
     return code if wanted else None
 
 
+def application_ack_wanted(header: Header, code: str) -> bool:
+    """Whether MSH-16 asks for an application acknowledgement with MSA-1 ``code`` (AA/AE/AR).
+    Original mode has none (the one ACK already said AA/AE/AR); enhanced mode per table 0155:
+    AL always, NE never, ER only AE/AR, SU only AA. Empty MSH-16 beside a valued MSH-15 counts as
+    AL, as an empty MSH-15 does for the accept ACK."""
+    if not header.enhanced_mode:
+        return False
+    return {"": True, "AL": True, "NE": False, "ER": code != "AA", "SU": code == "AA"}.get(
+        header.application_ack_type, True
+    )
+
+
+def ack_control_id(now: datetime | None = None) -> str:
+    stamp = timezone.localtime(now or timezone.now()).strftime("%Y%m%d%H%M%S")
+    return f"RR{stamp}{next(_sequence) % 1_000_000:06d}"
+
+
 def build_ack(
     header: Header | None,
     code: str,
@@ -80,14 +98,16 @@ def build_ack(
     error_location: str = "",
     now: datetime | None = None,
     responder: tuple[str, str] = (RECEIVER_APPLICATION, RECEIVER_FACILITY),
+    control_id: str = "",
+    ack_types: tuple[str, str] = ("", ""),
 ) -> bytes:
     """Bytes of an ACK message (without MLLP framing). ``responder`` is MSH-3/MSH-4 of the ACK: we,
-    unless something else answers (the demo's EMR simulator answers as the message's MSH-5/MSH-6)."""
+    unless something else answers (the demo's EMR simulator answers as the message's MSH-5/MSH-6).
+    ``ack_types`` is the ACK's own MSH-15/MSH-16 (an application ACK asks for an accept ACK)."""
     h = header or DEFAULT_HEADER
     fs, enc = h.field_separator, h.encoding_characters
-    comp = enc[0]
     stamp = timezone.localtime(now or timezone.now()).strftime("%Y%m%d%H%M%S%z")
-    control_id = f"RR{stamp[:14]}{next(_sequence) % 1_000_000:06d}"
+    control_id = control_id or ack_control_id(now)
     msh = fs.join(
         [
             "MSH",
@@ -98,14 +118,14 @@ def build_ack(
             _escape(h.sending_facility, fs, enc),
             stamp,
             "",
-            comp.join(["ACK", h.trigger_event, "ACK"]) if h.trigger_event else "ACK",
+            ack_message_type(h),
             control_id,
             h.processing_id or "P",
             h.version or "2.5.1",
             "",
             "",
-            "",
-            "",
+            ack_types[0],
+            ack_types[1],
             "",
             h.charset,
         ]
@@ -132,6 +152,25 @@ def _err(h: Header, error_code: str, error_text: str, location: str) -> str:
     parts = [*location.split("^"), "", "", ""][:3]
     code = sub.join([error_code, description, "HL70357"])
     return fs.join(["ERR", comp.join([*parts, code])])
+
+
+def ack_message_type(h: Header) -> str:
+    """MSH-9 of the ACK in the inbound version: the message-structure component (MSH-9.3) exists
+    from v2.4 on; a v2.3/2.3.1 ACK is ``ACK^O01`` (docs/orders.md)."""
+    comp = h.encoding_characters[0]
+    if not h.trigger_event:
+        return "ACK"
+    if _version_at_least(h.version, (2, 4)):
+        return comp.join(["ACK", h.trigger_event, "ACK"])
+    return comp.join(["ACK", h.trigger_event])
+
+
+def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= wanted
 
 
 def _is_v25_or_later(version: str) -> bool:

@@ -15,19 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
+from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
+from accounts.audit import audit_entry_write
 from facilities.models import Facility, Hl7Sender
 from imaging import services as imaging
 from imaging.facts import OrderFacts, OrderMessage
-from interfaces.hl7.ack import ack_code_for, build_ack
+from interfaces.hl7.ack import ack_code_for, application_ack_wanted, build_ack
 from interfaces.hl7.parse import (
     APPLICATION_INTERNAL_ERROR,
+    CHARSETS,
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
     UNKNOWN_KEY_IDENTIFIER,
+    UNSUPPORTED_MESSAGE_TYPE,
     Header,
     Hl7Error,
     ParsedMessage,
@@ -38,6 +42,7 @@ from interfaces.hl7.parse import (
     parse_text,
     read_header,
 )
+from interfaces.hl7.validate import fallback_accession_check, message_check
 from interfaces.models import InboundMessage, InboundStatus
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,15 @@ def _sender_facility(app: str, fac: str) -> tuple[int, str] | None:
     found = (sender.facility_id, sender.facility.hl7_accession_fallback) if sender else None
     _sender_cache[key] = (time.monotonic() + SENDER_CACHE_SECONDS, found)
     return found
+
+
+def _sender_is_ai_node(header: Header) -> bool:
+    """Asked for ORU^R01 frames only (an AI node's results; reports go the other way)."""
+    return Hl7Sender.objects.filter(
+        sending_application__iexact=header.sending_application,
+        sending_facility__iexact=header.sending_facility,
+        ai_node=True,
+    ).exists()
 
 
 def sender_cache_clear() -> None:
@@ -182,8 +196,19 @@ def _assess(raw: bytes, oversize: int) -> tuple[Header | None, int | None, Hl7Er
         text = f"unknown sender {header.sending_application}^{header.sending_facility}: not onboarded"
         return header, None, Hl7Error("AR", UNKNOWN_KEY_IDENTIFIER, text, "MSH^1^3")
     facility_id, fallback = sender
+    if header.message_code == "ORU" and not _sender_is_ai_node(header):
+        # decided from MSH alone, before the body is parsed: a RIS's ORU is an unsupported type (AR 200)
+        # whatever its body holds, and only an AI node's ORU is read as an AI result
+        sender_name = f"{header.sending_application}^{header.sending_facility}"
+        reason = f"ORU^R01 from {sender_name}: only a sender onboarded as an AI node sends results"
+        return header, facility_id, Hl7Error("AR", UNSUPPORTED_MESSAGE_TYPE, reason, "MSH^1^9")
     try:
-        return header, facility_id, _accession_missing(parse_text(text, header), fallback)
+        parsed = parse_text(text, header)
+        return (
+            header,
+            facility_id,
+            message_check(text, header, parsed) or _accession_missing(parsed, fallback),
+        )
     except Hl7Error as exc:
         return header, facility_id, exc
     except Exception as exc:  # a parser bug must not take the listener down: reject, keep the frame
@@ -200,11 +225,28 @@ def _accession_missing(parsed: ParsedMessage, fallback: str) -> Hl7Error | None:
     if parsed.kind != "order":
         return None
     for seq, order in enumerate(parsed.content.orders, start=1):
-        if not (order.accession_number or _fallback_accession(order, fallback)):
+        if order.accession_number:
+            continue
+        accession = _fallback_accession(order, fallback)
+        if not accession:
             return Hl7Error(
                 "AE", REQUIRED_FIELD_MISSING, "no accession number (IPC-1 / OBR-18)", f"OBR^{seq}^18"
             )
+        if problem := fallback_accession_check(accession, fallback, seq):
+            return problem
     return None
+
+
+def hl7_unavailable_ack(raw: bytes) -> bytes | None:
+    """AE 207 for a frame that could not be stored (the inbox is down): never an ACK for what was
+    not kept, but one the engine can match — MSA-2 echoes MSH-10 and MSH-5/6 name the sender, as
+    far as the frame's own MSH can be read without the database."""
+    try:
+        header = read_header(decode(normalize(raw)))
+    except Exception:  # unreadable: the ACK says so without a header, as for garbage
+        header = None
+    error = Hl7Error("AE", APPLICATION_INTERNAL_ERROR, "inbox unavailable")
+    return _ack(header, "AE", error)
 
 
 def _ack(header: Header | None, original_code: str, error: Hl7Error | None) -> bytes | None:
@@ -223,7 +265,11 @@ def _ack(header: Header | None, original_code: str, error: Hl7Error | None) -> b
 
 def hl7_inbound_drain(*, sending_application: str, sending_facility: str) -> int:
     """Apply a sender's received messages oldest first, one transaction each. Several workers may
-    drain the same sender: the sender lock keeps them in order (an XO never overtakes its NW)."""
+    drain the same sender: the sender lock keeps them in order (an XO never overtakes its NW).
+
+    A message that cannot be applied never blocks the ones after it for long: a deterministic
+    error sets it aside at once (dead letter), any other error stops this drain with the attempt
+    counted (the sweep tries again) until ``READROOM_HL7_IN_MAX_ATTEMPTS``, then it is set aside."""
     applied = 0
     while True:
         with transaction.atomic():
@@ -239,7 +285,8 @@ def hl7_inbound_drain(*, sending_application: str, sending_facility: str) -> int
             )
             if message is None:
                 return applied
-            _message_apply(message)
+            if not _message_apply(message):
+                return applied  # kept in order: a transient failure; the sweep drains again
         applied += 1
 
 
@@ -250,8 +297,16 @@ def _sender_lock(app: str, fac: str) -> None:
     # SQLite: one writer at a time already (transactions begin IMMEDIATE).
 
 
-def _message_apply(message: InboundMessage) -> None:
+# Errors that the same message will raise every time: retrying only delays the sender's next orders.
+# DataError: value too long for its column, NUL in text (PostgreSQL); ValueError: NUL (psycopg/SQLite
+# adaptation), invalid values; UnicodeError: undecodable bytes.
+DETERMINISTIC_ERRORS = (DataError, ValueError, UnicodeError)
+
+
+def _message_apply(message: InboundMessage) -> bool:
+    """Apply one message in a savepoint; False when it stays ``received`` (a transient failure)."""
     message.attempts += 1
+    fields = ["status", "error", "attempts", "processed_at"]
     try:
         with transaction.atomic():
             parsed = parse(bytes(message.raw))
@@ -259,8 +314,69 @@ def _message_apply(message: InboundMessage) -> None:
         message.status, message.error = InboundStatus.PROCESSED, note
     except (Hl7Error, imaging.IngestConflict) as exc:
         message.status, message.error = InboundStatus.FAILED, str(exc)
+    except DETERMINISTIC_ERRORS as exc:
+        _dead_letter(message, f"{type(exc).__name__}: {exc}")
+        fields += ["dead_at"]
+    except Exception as exc:  # anything else may pass: count it, retry, then set aside
+        log.exception("HL7 message %s could not be applied (attempt %d)", message.pk, message.attempts)
+        message.error = f"attempt {message.attempts}: {type(exc).__name__}: {exc}"[:2000]
+        if message.attempts < settings.READROOM_HL7_IN_MAX_ATTEMPTS:
+            message.save(update_fields=["error", "attempts"])
+            return False
+        _dead_letter(message, message.error)
+        fields += ["dead_at"]
     message.processed_at = timezone.now()
-    message.save(update_fields=["status", "error", "attempts", "processed_at"])
+    message.save(update_fields=fields)
+    _application_ack_send(message)
+    return True
+
+
+def _application_ack_send(message: InboundMessage) -> None:
+    """Enhanced mode (HL7 v2.5.1 §2.9.3): the commit ACK (CA) went back at once; now that the message
+    was applied — or could not be — the application ACK (AA, or AE with ERR 207 and the reason) goes
+    to the facility's HL7 endpoint through the ordered outbox, if MSH-16 asks for it. The ACK asks
+    for an accept ACK itself (MSH-15 AL, MSH-16 NE), which is what the outbox waits for."""
+    try:
+        header = read_header(decode(normalize(bytes(message.raw))))
+    except Hl7Error:
+        return  # it passed the MSH checks before its commit ACK: cannot happen
+    code = "AA" if message.status == InboundStatus.PROCESSED else "AE"
+    if not application_ack_wanted(header, code):
+        return
+    # MSH-10 is at most 20 characters; one per inbound message and attempt (a reprocessed message
+    # acknowledges again), unique per facility in the outbox
+    control_id = f"AK{message.pk}.{message.attempts}"
+    error = {} if code == "AA" else {"error_code": APPLICATION_INTERNAL_ERROR, "error_text": message.error}
+    if message.status == InboundStatus.FAILED and message.error_code:
+        error["error_code"] = message.error_code
+    payload = build_ack(header, code, control_id=control_id, ack_types=("AL", "NE"), **error)
+    from interfaces.hl7.outbound import outbound_message_enqueue  # outbound → health → the inbox
+
+    outbound_message_enqueue(
+        facility=message.facility,
+        payload=payload.decode(CHARSETS.get(header.charset.upper(), "utf-8")),
+        control_id=control_id,
+        source=f"hl7-app-ack:{message.pk}",
+        kind="ACK",
+    )
+
+
+def _dead_letter(message: InboundMessage, error: str) -> None:
+    message.status, message.error, message.dead_at = InboundStatus.DEAD, error[:2000], timezone.now()
+    log.warning("HL7 message %s dead-lettered after %d attempt(s): %s", message.pk, message.attempts, error)
+    facility = message.facility
+    transaction.on_commit(lambda: hl7_in_dead_letter_alert(facility))
+
+
+def hl7_in_dead_letter_alert(facility: Facility) -> None:
+    from interfaces.health import hl7_in_dead_alert_raise  # health reads the inbox: import at use
+
+    count = InboundMessage.objects.filter(facility=facility, status=InboundStatus.DEAD).count()
+    try:
+        if count:
+            hl7_in_dead_alert_raise(facility, count=count)
+    except Exception:  # at once is a courtesy: the periodic interface_alerts_check raises it anyway
+        log.exception("could not announce the dead letter of %s at once", facility)
 
 
 def _apply(facility: Facility, parsed: ParsedMessage) -> str:
@@ -271,6 +387,11 @@ def _apply(facility: Facility, parsed: ParsedMessage) -> str:
     if parsed.kind == "demographics":
         patient = imaging.patient_demographics_update(facility=facility, update=parsed.content)
         return "" if patient else "no such patient here: nothing to update"
+    if parsed.kind == "ai_result":
+        from imaging.ai import ai_result_record
+
+        result = ai_result_record(facility=facility, facts=parsed.content)
+        return f"AI result {result.pk} for study {result.study_id}"
     merged = imaging.patients_merge(facility=facility, merge=parsed.content)
     return "" if merged else "no prior patient found: nothing to merge"
 
@@ -289,7 +410,8 @@ def _fallback(facility: Facility, order: OrderFacts) -> OrderFacts:
 
 
 def _fallback_accession(order: OrderFacts, fallback: str) -> str:
-    return {"filler": order.filler_order_number, "placer": order.placer_order_number}.get(fallback, "")[:16]
+    # never cut short: an over-long fallback is refused before the ACK (validate.py)
+    return {"filler": order.filler_order_number, "placer": order.placer_order_number}.get(fallback, "")
 
 
 def hl7_inbound_senders_pending(*, older_than_seconds: float) -> list[tuple[str, str]]:
@@ -300,4 +422,83 @@ def hl7_inbound_senders_pending(*, older_than_seconds: float) -> list[tuple[str,
         InboundMessage.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff)
         .values_list("sending_application", "sending_facility")
         .distinct()
+    )
+
+
+class ReprocessRefused(ValueError):
+    """Why an inbound message may not be applied again (said on the page)."""
+
+
+# Applied, waiting, or a copy of an applied one: applying again would change nothing or apply twice.
+NOT_REPROCESSABLE = (InboundStatus.PROCESSED, InboundStatus.DUPLICATE, InboundStatus.RECEIVED)
+
+
+def inbound_message_reprocess(*, message_id: int, by, reason: str) -> InboundMessage:
+    """Apply a failed or dead-lettered inbound message again, after the cause was fixed, with the
+    operator's reason (``InterfaceAction``; a dead letter also keeps who decided and an audit row).
+    It goes back to *received*, ahead of anything of its sender still waiting, and its sender's drain
+    applies it in order; the answer is the message as it stands after that drain."""
+    from interfaces.models import InterfaceAction, InterfaceActionKind
+
+    reason = (reason or "").strip()[:300]
+    if not reason:
+        raise ReprocessRefused("Give a reason for reprocessing.")
+    with transaction.atomic():
+        message = InboundMessage.objects.select_for_update().get(pk=message_id)
+        if message.status in NOT_REPROCESSABLE:
+            raise ReprocessRefused(f"It is {message.get_status_display().lower()}: nothing to reprocess.")
+        if message.status == InboundStatus.REJECTED and not message.dedupe_key:
+            raise ReprocessRefused("It was rejected (NAK sent): the sender must correct and resend it.")
+        was_dead = message.status == InboundStatus.DEAD
+        message.status = InboundStatus.RECEIVED
+        fields = ["status"]
+        if was_dead:
+            message.resolved_at, message.resolved_by, message.resolution = timezone.now(), by, reason
+            fields += ["resolved_at", "resolved_by", "resolution"]
+            _decision_audit(message, by, InboundStatus.RECEIVED, reason)
+        message.save(update_fields=fields)
+        InterfaceAction.objects.create(
+            kind=InterfaceActionKind.REPROCESS, at=timezone.now(), by=by, reason=reason, inbound=message
+        )
+    hl7_inbound_drain(
+        sending_application=message.sending_application, sending_facility=message.sending_facility
+    )
+    message.refresh_from_db()
+    return message
+
+
+# --- dead letters: the operator's decision -------------------------------------------------------
+
+
+def inbound_message_discard(*, message_id: int, by, reason: str) -> bool:
+    """Set a dead letter aside for good (kept, never applied). False if it is not a dead letter."""
+    return _dead_letter_resolve(message_id, by, reason, InboundStatus.DISCARDED) is not None
+
+
+def _dead_letter_resolve(message_id: int, by, reason: str, status: str) -> InboundMessage | None:
+    reason = reason.strip()[:300]
+    if not reason:
+        raise ValueError("a reason is required")
+    now = timezone.now()
+    with transaction.atomic():
+        # compare-and-set: two operators deciding at once, only one wins
+        changed = InboundMessage.objects.filter(pk=message_id, status=InboundStatus.DEAD).update(
+            status=status, resolved_at=now, resolved_by=by, resolution=reason
+        )
+        if not changed:
+            return None
+        message = InboundMessage.objects.defer("raw").get(pk=message_id)
+        _decision_audit(message, by, status, reason)
+    return message
+
+
+def _decision_audit(message: InboundMessage, by, status: str, reason: str) -> None:
+    """The operator's decision on a dead letter, as an UPDATE row of the message."""
+    audit_entry_write(
+        message,
+        action=LogEntry.Action.UPDATE,
+        text=str(message),
+        changes={"status": [InboundStatus.DEAD.value, status], "resolution": ["", reason]},
+        actor=by,
+        extra={"facility": message.facility_id, "dead_letter": True},
     )

@@ -19,9 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamProtocol, HL7StreamReader
 
-from interfaces.hl7.ack import build_ack
-from interfaces.hl7.inbound import hl7_frame_receive
-from interfaces.hl7.parse import APPLICATION_INTERNAL_ERROR
+from interfaces.hl7.inbound import hl7_frame_receive, hl7_unavailable_ack
 
 log = logging.getLogger(__name__)
 FRAME_END = END_BLOCK + CARRIAGE_RETURN
@@ -126,7 +124,12 @@ class FrameReader(HL7StreamReader):
 
     async def read_frame(self) -> Frame | None:
         try:
-            block = await self.readuntil(FRAME_END)
+            # up to <FS> only: some senders end the frame without its <CR> and wait for the ACK;
+            # the <CR>, when it comes, is dropped here or before the next <VT>
+            block = await self.readuntil(END_BLOCK)
+            if self._buffer[:1] == CARRIAGE_RETURN:
+                del self._buffer[:1]
+            block += CARRIAGE_RETURN
         except IncompleteReadError as exc:
             if exc.partial.strip():
                 log.warning("connection closed inside a frame (%d bytes lost in transit)", len(exc.partial))
@@ -231,11 +234,8 @@ async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler,
         while (frame := await reader.read_frame()) is not None:
             receipt = await inbox.call(_receive, frame, peer)
             if receipt is None:
-                writer.writeblock(
-                    build_ack(
-                        None, "AE", error_code=APPLICATION_INTERNAL_ERROR, error_text="inbox unavailable"
-                    )
-                )
+                if (refusal := hl7_unavailable_ack(frame.data)) is not None:
+                    writer.writeblock(refusal)
             elif receipt.ack is not None:
                 writer.writeblock(receipt.ack)
             await writer.drain()

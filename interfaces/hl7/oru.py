@@ -12,6 +12,12 @@ builds the snapshot inside its signing transaction and the outbox stores the exa
          OBR-32 signing radiologist (NDL: NPI&family&given&&&prefix&degree&&NPI)
     OBX  one TX row per line of text; OBX-3 the section's LOINC code, OBX-4 the section number,
          OBX-8 AA on every row of a critical result, OBX-11 the same P/F/C as OBR-25
+    NTE  where the facility asks (``Facility.oru_addenda_as_nte``), the addenda after the report's
+         OBX rows (its OBSERVATION group): one NTE per line, NTE-2 L (filler), NTE-4 RE (remark);
+         otherwise an addendum is an OBX section (LOINC 55107-7) like the others
+    OBX  where the facility asks (``Facility.ai_verdict_in_oru``), one CWE row per AI finding: OBX-3
+         the finding's code, OBX-4 AI<n>, OBX-5 the reader's verdict (table 99RRAIV), OBX-18 the
+         algorithm (docs/ai.md)
 
 Details and examples: docs/delivery.md."""
 
@@ -108,6 +114,46 @@ class OrderReference:
     procedure_text: str = ""  # OBR-4.2
     procedure_coding_system: str = ""  # OBR-4.3, e.g. C4 (CPT-4)
     ordering_provider: Provider | None = None  # ORC-12 / OBR-16
+    placer_namespace: str = ""  # ORC-2.2 as the EMR sent it (EI: number^namespace)
+    filler_namespace: str = ""  # ORC-3.2
+
+
+# The reader's verdict on an AI finding, OBX-5 of its CWE row: a local table (no HL7/LOINC table has
+# agree / disagree / not assessable for a reader's judgement of a machine's finding).
+AI_VERDICT_TABLE = "99RRAIV"
+AI_VERDICT_CODES = {
+    "agree": ("AGREE", "Reader agrees with the AI finding"),
+    "disagree": ("DISAGREE", "Reader disagrees with the AI finding"),
+    "not_assessable": ("NA", "Reader could not assess the AI finding"),
+}
+
+
+@dataclass(frozen=True)
+class AiVerdictLine:
+    """One AI finding and the reader's verdict on it, sent only where the facility asks."""
+
+    finding_code: str
+    finding_scheme: str  # SCT, RADLEX, …
+    finding_meaning: str
+    present: bool  # what the AI said
+    verdict: str  # a key of AI_VERDICT_CODES
+    algorithm: str  # manufacturer model version
+
+
+@dataclass(frozen=True)
+class AddendumNote:
+    """One signed addendum, sent as NTE comments where the facility asks (``oru_addenda_as_nte``)."""
+
+    sequence: int  # 1, 2, … in signing order
+    text: str
+    author: str  # display name of the signer, e.g. "Nadia Neuro MD"
+    signed_at: datetime
+
+
+# NTE-2 (table 0105): the comment comes from the filler, the reading service. NTE-4 (table 0364,
+# CWE): a remark, the closest code for an addendum to a result.
+NTE_SOURCE_FILLER = "L"
+NTE_TYPE_REMARK = ("RE", "Remark", "HL70364")
 
 
 @dataclass(frozen=True)
@@ -133,6 +179,8 @@ class ReportMessage:
     sending_application: str = SENDING_APPLICATION  # MSH-3
     sending_facility: str = SENDING_FACILITY  # MSH-4
     processing_id: str = "P"  # MSH-11: P production, T training, D debugging
+    ai_verdicts: tuple[AiVerdictLine, ...] = ()  # empty unless the facility sends verdicts
+    addenda: tuple[AddendumNote, ...] = ()  # as NTE after the report's OBX rows; empty unless asked
 
 
 def control_id_new() -> str:
@@ -146,7 +194,10 @@ def oru_build(report: ReportMessage) -> str:
     segments = [_msh(report, zone), _pid(report)]
     if report.visit_number:
         segments.append(_pv1(report))
-    segments += [_orc(report), _obr(report, zone), *_obx_rows(report, zone)]
+    segments += [_orc(report), _obr(report, zone), *_obx_text_rows(report, zone)]
+    # The NTEs follow the report's last text OBX, so they belong to its OBSERVATION group (a note on
+    # the report), not to an AI verdict's row; with no text row they are the OBR's notes.
+    segments += [*_nte_rows(report, zone), *_obx_ai_rows(report, zone)]
     return SEGMENT_END.join(segments) + SEGMENT_END
 
 
@@ -265,10 +316,19 @@ def _xcn(provider: Provider | None) -> str:
     )
 
 
+def _order_numbers(o: OrderReference) -> tuple[str, str]:
+    """ORC-2/3 and OBR-2/3 as EI with the namespace the EMR sent (``PL-1^RIS_ACME``): an EMR
+    matches its order by number *and* namespace."""
+    return (
+        _components(o.placer_number, o.placer_namespace) if o.placer_number else "",
+        _components(o.filler_number, o.filler_namespace) if o.filler_number else "",
+    )
+
+
 def _orc(r: ReportMessage) -> str:
     fields = [""] * 12
     fields[0] = "RE"  # table 0119: observations to follow
-    fields[1], fields[2] = escape(r.order.placer_number), escape(r.order.filler_number)
+    fields[1], fields[2] = _order_numbers(r.order)
     fields[4] = "CM"  # table 0038: order completed
     fields[11] = _xcn(r.order.ordering_provider)
     return _segment("ORC", *fields)
@@ -278,7 +338,7 @@ def _obr(r: ReportMessage, zone: ZoneInfo) -> str:
     o, signer = r.order, r.interpreter
     fields = [""] * 32
     fields[0] = "1"
-    fields[1], fields[2] = escape(o.placer_number), escape(o.filler_number)
+    fields[1], fields[2] = _order_numbers(o)
     fields[3] = _components(o.procedure_code, o.procedure_text, o.procedure_coding_system)
     fields[6] = _ts(r.observed_at, zone)  # OBR-7
     fields[15] = _xcn(o.ordering_provider)  # OBR-16
@@ -302,14 +362,49 @@ def _obr(r: ReportMessage, zone: ZoneInfo) -> str:
     return _segment("OBR", *fields)
 
 
-def _obx_rows(r: ReportMessage, zone: ZoneInfo) -> Iterator[str]:
-    set_id = 0
+def _section_lines(r: ReportMessage) -> Iterator[tuple[Section, str, str]]:
     for number, (title, text) in enumerate(r.sections, start=1):
         section = section_for(title)
         lines = [f"{title.strip().upper()}:", *text_lines(text)] if title.strip() else text_lines(text)
         for line in lines:
+            yield section, str(number), line
+
+
+def _obx_text_rows(r: ReportMessage, zone: ZoneInfo) -> Iterator[str]:
+    for set_id, (section, sub_id, line) in enumerate(_section_lines(r), start=1):
+        yield _obx(r, zone, set_id, section, sub_id, line)
+
+
+def _obx_ai_rows(r: ReportMessage, zone: ZoneInfo) -> Iterator[str]:
+    # OBX-1 keeps counting after the text rows: one message, one sequence of observations
+    first = sum(1 for _ in _section_lines(r)) + 1
+    for number, verdict in enumerate(r.ai_verdicts, start=1):
+        yield _obx_ai_verdict(r, zone, first + number - 1, number, verdict)
+
+
+def _nte_rows(r: ReportMessage, zone: ZoneInfo) -> Iterator[str]:
+    """One NTE per line: a heading naming the addendum, its signer and time, then its text."""
+    set_id = 0
+    for note in r.addenda:
+        signed = note.signed_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+        for line in [f"ADDENDUM {note.sequence} ({note.author}, {signed}):", *text_lines(note.text)]:
             set_id += 1
-            yield _obx(r, zone, set_id, section, str(number), line)
+            yield _segment("NTE", str(set_id), NTE_SOURCE_FILLER, escape(line), _components(*NTE_TYPE_REMARK))
+
+
+def _obx_ai_verdict(r: ReportMessage, zone: ZoneInfo, set_id: int, number: int, v: AiVerdictLine) -> str:
+    code, text = AI_VERDICT_CODES[v.verdict]
+    fields = [""] * 18
+    fields[0] = str(set_id)
+    fields[1] = "CWE"
+    meaning = f"{v.finding_meaning} {'positive' if v.present else 'negative'} (AI)"
+    fields[2] = _components(escape(v.finding_code), escape(meaning), escape(v.finding_scheme))
+    fields[3] = f"AI{number}"
+    fields[4] = _components(code, text, AI_VERDICT_TABLE)
+    fields[10] = r.status.value
+    fields[13] = _ts(r.resulted_at, zone)
+    fields[17] = escape(v.algorithm)  # OBX-18 equipment instance identifier: the algorithm
+    return _segment("OBX", *fields)
 
 
 def _obx(r: ReportMessage, zone: ZoneInfo, set_id: int, section: Section, sub_id: str, line: str) -> str:

@@ -32,6 +32,7 @@ from interfaces.health import hl7_out_alert_raise
 from interfaces.hl7.ack import AckUnreadable, ack_parse
 from interfaces.hl7.client import Endpoint, MllpConnection, MllpError
 from interfaces.hl7.oru import ReportMessage, oru_build
+from interfaces.hl7.parse import encode
 from interfaces.models import OutboundMessage, OutboundStatus
 from interfaces.signals import outbound_acknowledged
 from worklist.broadcast import operations_event_send
@@ -170,7 +171,7 @@ def _endpoint(facility: Facility) -> Endpoint | None:
 
 def _attempt(conn: MllpConnection, message: OutboundMessage) -> Attempt:
     try:
-        raw = conn.exchange(message.payload.encode("utf-8"))  # MSH-18 says UNICODE UTF-8
+        raw = conn.exchange(encode(message.payload))  # as its MSH-18 says (an ACK: the order's)
     except MllpError as exc:
         return Attempt(False, str(exc))
     text = raw.decode("utf-8", errors="replace")
@@ -332,3 +333,57 @@ def outbound_message_requeue(*, message_id: int, by) -> bool:
     )
     _deliver_after_commit(message.facility_id)
     return True
+
+
+class ResendRefused(ValueError):
+    """Why a message may not be resent (said on the page)."""
+
+
+def _with_control_id(payload: str, control_id: str) -> str:
+    """The ER7 text with MSH-10 replaced (the field separator is MSH's fourth character)."""
+    msh, _, rest = payload.partition("\r")
+    fields = msh.split(msh[3])
+    fields[9] = control_id  # fields[0] is "MSH", [1] the encoding characters (MSH-2): MSH-n is [n-1]
+    return msh[3].join(fields) + ("\r" + rest if rest or payload.endswith("\r") else "")
+
+
+@transaction.atomic
+def outbound_message_resend(*, message_id: int, by, reason: str):
+    """Queue a copy of a sent (or dead) message under a new control ID, at the end of its facility's
+    line, with the operator's reason (``InterfaceAction``). Refused while the original is still
+    queued (it will go anyway) and when a later message reports the same thing (a correction would
+    be overtaken by the stale version)."""
+    from interfaces.hl7.oru import control_id_new
+    from interfaces.models import InterfaceAction, InterfaceActionKind
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise ResendRefused("Give a reason for the resend.")
+    message = OutboundMessage.objects.select_for_update().select_related("facility").get(pk=message_id)
+    if message.status == OutboundStatus.QUEUED:
+        raise ResendRefused("It is still queued: it will be sent (or retried) without a resend.")
+    subject = message.source.rsplit(":", 1)[0] + ":"
+    if (
+        OutboundMessage.objects.filter(facility=message.facility, sequence__gt=message.sequence)
+        .filter(source__startswith=subject)
+        .exclude(source=message.source)
+        .exists()
+    ):
+        raise ResendRefused("A later version of this report was sent since: resend that one instead.")
+    control_id = control_id_new()
+    copy = outbound_message_enqueue(
+        facility=message.facility,
+        payload=_with_control_id(message.payload, control_id),
+        control_id=control_id,
+        source=message.source,
+        kind=message.kind,
+    )
+    InterfaceAction.objects.create(
+        kind=InterfaceActionKind.RESEND,
+        at=timezone.now(),
+        by=by,
+        reason=reason,
+        outbound=message,
+        resent_as=copy,
+    )
+    return copy

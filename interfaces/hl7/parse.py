@@ -16,12 +16,14 @@ import hl7
 from hl7.containers import Message, Segment
 
 from imaging.facts import (
+    CLEAR,
     DemographicsUpdate,
     OrderFacts,
     OrderMessage,
     PatientFacts,
     PatientIdentifier,
     PatientMerge,
+    Sent,
 )
 
 # HL7 table 0357 message error condition codes
@@ -42,6 +44,8 @@ SUPPORTED = {
     ("ADT", "A08"): "demographics",
     ("ADT", "A31"): "demographics",  # update person information: same handling as A08
     ("ADT", "A40"): "merge",
+    # from a sender onboarded as an AI node only (interfaces.hl7.inbound; docs/ai.md)
+    ("ORU", "R01"): "ai_result",
 }
 ORDER_CONTROLS = {"NW", "XO", "XX", "SC", "CA", "DC", "OC", "OD", "CR", "DR"}
 SEX_CODES = {"F", "M", "O", "U", "A", "N"}
@@ -106,7 +110,7 @@ class Header:
 @dataclass(frozen=True)
 class ParsedMessage:
     header: Header
-    kind: str  # order | demographics | merge
+    kind: str  # order | demographics | merge | ai_result
     content: OrderMessage | DemographicsUpdate | PatientMerge
 
 
@@ -127,6 +131,15 @@ def decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def encode(text: str) -> bytes:
+    """The bytes of a message we send, in the character set its own MSH-18 declares (table 0211):
+    UTF-8 for our ORU (UNICODE UTF-8), the inbound order's for its application ACK (8859/1 for a
+    Latin-1 RIS); UTF-8 when none or an unknown one is named. A character the set lacks becomes
+    "?" — the receiver reads the declared set, so mixed bytes would garble every accented name."""
+    codec = CHARSETS.get(_declared_charset(text.encode("utf-8")).upper(), "utf-8")
+    return text.encode(codec, errors="replace")
 
 
 def _declared_charset(raw: bytes) -> str:
@@ -237,6 +250,10 @@ def parse_text(text: str, header: Header) -> ParsedMessage:
 
 
 def content_read(kind: str, header: Header, message: AnyMessage) -> ParsedMessage:
+    if kind == "ai_result":
+        from interfaces.hl7.ai_oru import ai_oru_read  # reads with this module's helpers
+
+        return ParsedMessage(header=header, kind=kind, content=ai_oru_read(message, header))
     reader = {"order": _order_message, "demographics": _demographics, "merge": _merge}[kind]
     return ParsedMessage(header=header, kind=kind, content=reader(message, header))
 
@@ -323,6 +340,54 @@ def repetitions(segment: AnySegment, field_num: int) -> int:
     )
 
 
+def raw_field(segment: AnySegment | None, field_num: int) -> str:
+    """The whole field as sent (every repetition and component), "" when absent."""
+    if segment is None or field_num >= len(segment):
+        return ""
+    return str(segment[field_num]).strip()
+
+
+NULL = '""'  # HL7 v2's explicit null: "delete the stored value"
+
+
+def field_present(segment: AnySegment | None, field_num: int) -> bool:
+    """Valued at all: a field of only separators (``^^``) is as empty as an absent one."""
+    value = raw_field(segment, field_num)
+    return bool(value.translate(str.maketrans("", "", "^~&")).strip())
+
+
+def sent(value: str) -> Sent[str]:
+    """One value as the update rule reads it: "" → None (leave alone), ``""`` → CLEAR, else itself."""
+    if value == NULL:
+        return CLEAR
+    return value or None
+
+
+def sent_component(segment: AnySegment | None, field_num: int, comp: int, rep: int = 1) -> Sent[str]:
+    """A component: ``""`` in the whole field clears every component of it."""
+    if segment is None:
+        return None
+    if raw_field(segment, field_num) == NULL:
+        return CLEAR
+    return sent(get(segment, field_num, rep, comp))
+
+
+def _component(segment: AnySegment | None, field_num: int, comp: int) -> str:
+    """A component as text for ``first_sent``: ``""`` when the whole field is the null."""
+    if segment is None:
+        return ""
+    return NULL if raw_field(segment, field_num) == NULL else get(segment, field_num, 1, comp)
+
+
+def first_sent(*values: str) -> Sent[str]:
+    """Several fields that carry the same fact (e.g. IPC-2, then OBR-19): the first value; when
+    none has one, CLEAR if one of them was ``""``; else None (not sent)."""
+    value = next((v for v in values if v and v != NULL), "")
+    if value:
+        return value
+    return CLEAR if NULL in values else None
+
+
 def _segments(message: AnyMessage, name: str) -> list[AnySegment]:
     return [segment for segment in message if str(segment[0]) == name]
 
@@ -393,15 +458,18 @@ def _patient(message: AnyMessage) -> PatientFacts:
         raise Hl7Error(
             "AE", REQUIRED_FIELD_MISSING, "PID-3 patient identifier (MRN) is required", _loc("PID", 3)
         )
-    sex = get(pid, 8).upper()[:1]
+    sex = sent(get(pid, 8).upper())
+    if isinstance(sex, str):
+        sex = sex[:1] if sex[:1] in SEX_CODES else "U"
+    birth = sent(get(pid, 7))
     return PatientFacts(
         identifier=identifiers[0],
         other_identifiers=tuple(identifiers[1:]),
-        family_name=get(pid, 5, 1, 1),
-        given_name=get(pid, 5, 1, 2),
-        middle_name=get(pid, 5, 1, 3),
-        birth_date=_optional_date(get(pid, 7), _loc("PID", 7)),
-        sex=sex if sex in SEX_CODES else "U",
+        family_name=sent_component(pid, 5, 1),
+        given_name=sent_component(pid, 5, 2),
+        middle_name=sent_component(pid, 5, 3),
+        birth_date=_optional_date(birth, _loc("PID", 7)) if isinstance(birth, str) else birth,
+        sex=sex,
     )
 
 
@@ -439,20 +507,33 @@ def _order_groups(message: AnyMessage) -> Iterator[list[AnySegment]]:
 
 def _order_message(message: AnyMessage, header: Header) -> OrderMessage:
     patient = _patient(message)
-    pv1 = _segments(message, "PV1")
-    patient_class = get(pv1[0], 2).upper() if pv1 else ""
+    pv1s = _segments(message, "PV1")
+    visit = _visit(pv1s[0] if pv1s else None)
     groups = list(_order_groups(message))
     if not groups:
         raise Hl7Error("AE", REQUIRED_FIELD_MISSING, "an ORC segment is required", "ORC")
-    orders = tuple(_order(group, seq, patient_class, header) for seq, group in enumerate(groups, start=1))
+    orders = tuple(_order(group, seq, visit, header) for seq, group in enumerate(groups, start=1))
     return OrderMessage(patient=patient, orders=orders, sent_at=header.sent_at)
+
+
+def _visit(pv1: AnySegment | None) -> dict[str, Sent[str]]:
+    """PV1-2 patient class, PV1-3 assigned location (kept as sent), PV1-19 visit number (CX)."""
+    if pv1 is None:
+        return {}
+    patient_class = sent(get(pv1, 2).upper())
+    return {
+        "patient_class": patient_class,
+        "patient_location": sent(raw_field(pv1, 3)[:200]),
+        "visit_number": sent_component(pv1, 19, 1),
+        "visit_number_authority": sent_component(pv1, 19, 4),
+    }
 
 
 def _first(group: list[AnySegment], name: str) -> AnySegment | None:
     return next((s for s in group if str(s[0]) == name), None)
 
 
-def _order(group: list[AnySegment], seq: int, patient_class: str, header: Header) -> OrderFacts:
+def _order(group: list[AnySegment], seq: int, visit: dict, header: Header) -> OrderFacts:
     orc, obr = group[0], _first(group, "OBR")
     ipc, tq1, zds = _first(group, "IPC"), _first(group, "TQ1"), _first(group, "ZDS")
     control = get(orc, 1).upper()
@@ -469,11 +550,15 @@ def _order(group: list[AnySegment], seq: int, patient_class: str, header: Header
         raise Hl7Error(
             "AE", REQUIRED_FIELD_MISSING, "OBR segment is required for a new or changed order", f"OBR^{seq}"
         )
-    placer = get(orc, 2) or (get(obr, 2) if obr else "")
-    filler = get(orc, 3) or (get(obr, 3) if obr else "")
+    placer_field = orc if get(orc, 2) else obr
+    filler_field = orc if get(orc, 3) else obr
+    placer = get(placer_field, 2) if placer_field is not None else ""
+    filler = get(filler_field, 3) if filler_field is not None else ""
     # Precedence (STANDARDS.md §1): IPC-1 → OBR-18; the facility's fallback (filler/placer
     # number) is applied by the service, which knows the facility.
     accession = (get(ipc, 1) if ipc else "") or (get(obr, 18) if obr else "")
+    if accession == NULL:
+        accession = ""
     if obr is not None and not get(obr, 4):
         raise Hl7Error(
             "AE", REQUIRED_FIELD_MISSING, "OBR-4 universal service ID is required", _loc("OBR", 4, seq)
@@ -485,48 +570,111 @@ def _order(group: list[AnySegment], seq: int, patient_class: str, header: Header
             "no accession number (IPC-1 / OBR-18) nor order number",
             _loc("OBR", 18, seq),
         )
+    provider_segment, provider_field = (orc, 12) if field_present(orc, 12) else (obr, 16)
+    provider = (
+        raw_field(provider_segment, provider_field) if field_present(provider_segment, provider_field) else ""
+    )
+    provider_cleared = CLEAR if provider == NULL else None
+    ordered_at = sent(get(orc, 9))
     return OrderFacts(
         control=control,
-        accession_number=accession[:16],
-        placer_order_number=placer[:64],
-        filler_order_number=filler[:64],
-        requested_procedure_id=(get(ipc, 2) if ipc else "") or (get(obr, 19) if obr else ""),
-        study_instance_uid=(get(ipc, 3) if ipc else "") or (get(zds, 1) if zds else ""),
-        modality=(get(ipc, 5) if ipc else "") or (get(obr, 24) if obr else ""),
-        procedure_code=get(obr, 4, 1, 1) if obr else "",
-        procedure_text=get(obr, 4, 1, 2) if obr else "",
-        procedure_coding_system=get(obr, 4, 1, 3) if obr else "",
+        # never cut short here: validate.py refuses what is longer than the columns (AE 102)
+        accession_number=accession,
+        placer_order_number=placer,
+        filler_order_number=filler,
+        placer_order_issuer=sent_component(placer_field, 2, 2) if placer else None,
+        filler_order_issuer=sent_component(filler_field, 3, 2) if filler else None,
+        accession_issuer=sent_component(ipc, 1, 2) if ipc else None,
+        requested_procedure_id=first_sent(get(ipc, 2) if ipc else "", get(obr, 19) if obr else ""),
+        scheduled_procedure_step_id=first_sent(get(ipc, 4) if ipc else "", get(obr, 20) if obr else ""),
+        study_instance_uid=first_sent(get(ipc, 3) if ipc else "", get(zds, 1) if zds else ""),
+        modality=first_sent(get(ipc, 5) if ipc else "", get(obr, 24) if obr else ""),
+        procedure_code=sent_component(obr, 4, 1),
+        procedure_text=sent_component(obr, 4, 2),
+        procedure_coding_system=sent_component(obr, 4, 3),
         priority_code=_priority(orc, obr, tq1),
-        reason=(get(obr, 31, 1, 2) or get(obr, 31, 1, 1)) if obr else "",
-        clinical_information=get(obr, 13) if obr else "",
-        ordering_provider_id=get(orc, 12, 1, 1) or (get(obr, 16, 1, 1) if obr else ""),
-        ordering_provider_name=_person_name(orc, 12) or (_person_name(obr, 16) if obr else ""),
-        ordering_provider_xcn=_xcn_parts(orc, 12) or _xcn_parts(obr, 16),
+        reasons=_reasons(obr),
+        clinical_information=sent(raw_field(obr, 13)) if obr is not None else None,
+        # the XCN is one value: sent whole, it replaces the provider with every component
+        ordering_provider_id=provider_cleared
+        or (get(provider_segment, provider_field) if provider else None),
+        ordering_provider_name=provider_cleared
+        or (_person_name(provider_segment, provider_field) if provider else None),
+        ordering_provider_xcn=provider_cleared
+        or (_xcn_parts(provider_segment, provider_field) if provider else None),
+        copies_to=_copies_to(obr),
         order_status=get(orc, 5).upper(),
-        ordered_at=_optional_ts(get(orc, 9), _loc("ORC", 9, seq)),
+        ordered_at=parse_ts(ordered_at, _loc("ORC", 9, seq)) if isinstance(ordered_at, str) else ordered_at,
         scheduled_at=_scheduled(orc, obr, tq1, seq),
-        patient_class=patient_class,
-        notes=tuple(get(s, 3) for s in group if str(s[0]) == "NTE" and get(s, 3)),
+        notes=_notes(group),
+        **visit,
     )
 
 
-def _priority(orc: AnySegment, obr: AnySegment | None, tq1: AnySegment | None) -> str:
+def _reasons(obr: AnySegment | None) -> Sent[tuple[dict, ...]]:
+    """OBR-31 reason for study, every repetition (CWE: code ^ text ^ coding system)."""
+    if not field_present(obr, 31):
+        return None
+    if raw_field(obr, 31) == NULL:
+        return CLEAR
+    found = []
+    for rep in range(1, repetitions(obr, 31) + 1):
+        code, text, system = (_value(get(obr, 31, rep, c)) for c in (1, 2, 3))
+        if code or text:
+            found.append({"code": code[:64], "text": text[:500], "system": system[:32]})
+    return tuple(found) or CLEAR  # valued, but only with nulls
+
+
+def _copies_to(obr: AnySegment | None) -> Sent[tuple[dict, ...]]:
+    """OBR-28 result copies to (XCN, repeating), each by component as sent."""
+    if not field_present(obr, 28):
+        return None
+    if raw_field(obr, 28) == NULL:
+        return CLEAR
+    found = []
+    for rep in range(1, repetitions(obr, 28) + 1):
+        parts = dict(_xcn_parts(obr, 28, rep))
+        if parts:
+            found.append(parts)
+    return tuple(found) or CLEAR  # valued, but only with nulls
+
+
+def _notes(group: list[AnySegment]) -> Sent[tuple[str, ...]]:
+    """NTE-3 of the order group's NTE segments (repetitions joined by line). No NTE leaves the stored
+    notes alone; NTE segments replace them; an NTE whose comment is ``""`` clears them."""
+    ntes = [s for s in group if str(s[0]) == "NTE"]
+    if not ntes:
+        return None
+    texts = [raw_field(s, 3) for s in ntes]
+    if all(t == NULL for t in texts):
+        return CLEAR
+    notes = tuple(
+        "\n".join(get(s, 3, rep) for rep in range(1, repetitions(s, 3) + 1) if get(s, 3, rep))
+        for s in ntes
+        if raw_field(s, 3) not in ("", NULL)
+    )
+    return notes or None
+
+
+def _priority(orc: AnySegment, obr: AnySegment | None, tq1: AnySegment | None) -> Sent[str]:
     """TQ1-9 → ORC-7.6 / OBR-27.6 → OBR-5 (STANDARDS.md §1)."""
-    candidates = [get(tq1, 9) if tq1 else "", get(orc, 7, 1, 6)]
+    candidates = [_component(tq1, 9, 1), _component(orc, 7, 6)]
     if obr is not None:
-        candidates += [get(obr, 27, 1, 6), get(obr, 5)]
-    return next((value.upper() for value in candidates if value), "")
+        candidates += [_component(obr, 27, 6), _component(obr, 5, 1)]
+    value = first_sent(*candidates)
+    return value.upper() if isinstance(value, str) else value
 
 
-def _scheduled(orc: AnySegment, obr: AnySegment | None, tq1: AnySegment | None, seq: int) -> datetime | None:
-    for value, location in (
-        (get(tq1, 7) if tq1 else "", _loc("TQ1", 7, seq)),
-        (get(orc, 7, 1, 4), _loc("ORC", 7, seq)),
-        (get(obr, 27, 1, 4) if obr else "", _loc("OBR", 27, seq)),
-    ):
-        if value:
+def _scheduled(orc: AnySegment, obr: AnySegment | None, tq1: AnySegment | None, seq: int) -> Sent[datetime]:
+    candidates = (
+        (_component(tq1, 7, 1), _loc("TQ1", 7, seq)),
+        (_component(orc, 7, 4), _loc("ORC", 7, seq)),
+        (_component(obr, 27, 4), _loc("OBR", 27, seq)),
+    )
+    for value, location in candidates:
+        if value and value != NULL:
             return parse_ts(value, location)
-    return None
+    return first_sent(*(value for value, _ in candidates))
 
 
 # XCN components kept for the ORU's echo: ID, family name, given, middle, suffix, prefix, degree,
@@ -542,17 +690,22 @@ XCN_PARTS = (
 )
 
 
-def _xcn_parts(segment: AnySegment | None, field_num: int) -> tuple[tuple[str, str], ...]:
+def _xcn_parts(segment: AnySegment | None, field_num: int, rep: int = 1) -> tuple[tuple[str, str], ...]:
     if segment is None:
         return ()
-    parts = [(name, get(segment, field_num, 1, c)) for c, name in XCN_PARTS]
-    parts.append(("authority", get(segment, field_num, 1, 9, 1)))
+    parts = [(name, _value(get(segment, field_num, rep, c))) for c, name in XCN_PARTS]
+    parts.append(("authority", _value(get(segment, field_num, rep, 9, 1))))
     return tuple((name, value[:64]) for name, value in parts if value)
+
+
+def _value(component: str) -> str:
+    """A component inside a value sent whole (an XCN): its ``""`` is simply empty."""
+    return "" if component == NULL else component
 
 
 def _person_name(segment: AnySegment | None, field_num: int) -> str:
     """XCN: ID^family^given^middle^suffix^prefix → "prefix given middle family suffix"."""
     if segment is None:
         return ""
-    parts = [get(segment, field_num, 1, c) for c in (6, 3, 4, 2, 5)]
+    parts = [_value(get(segment, field_num, 1, c)) for c in (6, 3, 4, 2, 5)]
     return " ".join(p for p in parts if p)[:200]

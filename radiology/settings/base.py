@@ -48,6 +48,10 @@ SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_from_data_dir(
 READROOM_STORAGE_KEY = env.str("READROOM_STORAGE_KEY", default="") or _secret_from_data_dir(
     "storage_key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
 )
+# Days before a credential's expiry at which credentialing staff are notified (credentialing.selectors)
+READROOM_CREDENTIAL_NOTICE_DAYS = tuple(
+    int(d) for d in env.list("READROOM_CREDENTIAL_NOTICE_DAYS", default=["90", "60", "30"])
+)
 READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
 # Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
 READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
@@ -83,8 +87,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
-    "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework",  # API tokens: accounts.ApiToken, stored hashed (not rest_framework.authtoken)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI vendored: hospitals run offline
     "django_htmx",
@@ -105,6 +108,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "radiology.middleware.SecurityHeadersMiddleware",  # CSP, no-store, nosniff on every response
+    "radiology.middleware.QueryStringGuardMiddleware",  # control characters: 400 before anything
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.IdleSessionMiddleware",  # Django's SessionMiddleware; polls are not activity
@@ -113,6 +118,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.SecondFactorRequiredMiddleware",
+    "accounts.middleware.ScreenLockMiddleware",  # a locked screen's session serves no PHI
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -188,7 +194,12 @@ FRAMES_CACHE = {
 CHANNEL_REDIS_SOCKET_TIMEOUT = 15  # seconds; more than channels-redis's 5 s blocking receive
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # several installs (or test workers) on one Redis database keep their keys apart
+            "KEY_PREFIX": env.str("READROOM_CACHE_KEY_PREFIX", default=""),
+        },
         "frames": FRAMES_CACHE,
     }
     CHANNEL_LAYERS = {
@@ -206,6 +217,10 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+    # The queue every task goes to and every worker of this install consumes. Installs (or a bench
+    # run beside a test run) that share one Redis keep their tasks apart with their own queue name:
+    # a worker of another install would otherwise take the task and apply it to its own database.
+    CELERY_TASK_DEFAULT_QUEUE = env.str("READROOM_CELERY_QUEUE", default="celery")
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, "frames": FRAMES_CACHE}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -250,6 +265,16 @@ SESSION_COOKIE_AGE = READROOM_IDLE_TIMEOUT_MINUTES * 60
 # Idle sessions end: accounts.middleware.IdleSessionMiddleware renews the expiry on activity (at most
 # once a minute), so the age measures idleness.
 SESSION_SAVE_EVERY_REQUEST = False
+# The screen lock (docs/alerts.md): a page locks this long after its last activity — before the
+# session's own idle end, which may come up to a minute early — and a locked session lives at most
+# READROOM_LOCK_MAX_HOURS (then it ends, as every idle session did before).
+READROOM_LOCK_AFTER_SECONDS = env.int("READROOM_LOCK_AFTER_SECONDS", default=max(30, SESSION_COOKIE_AGE - 90))
+READROOM_LOCK_MAX_HOURS = env.float("READROOM_LOCK_MAX_HOURS", default=12.0)
+# An open worklist socket checks this often that its session still lives (an idle session ends
+# without any request, so no signal tells of it) and closes with 4401 when it has ended.
+READROOM_WS_SESSION_CHECK_SECONDS = env.float("READROOM_WS_SESSION_CHECK_SECONDS", default=30.0)
+# API tokens expire this many days after they are issued (0: never); rotate by issuing a new one.
+READROOM_API_TOKEN_DAYS = env.int("READROOM_API_TOKEN_DAYS", default=365)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -276,13 +301,16 @@ AUDITLOG_DISABLE_REMOTE_ADDR = False
 
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The token class first: DRF answers an anonymous call with the first class's challenge, so
+    # every API refuses it with 401 and ``WWW-Authenticate: Token`` (a session class has no
+    # challenge and would make it 403; issue 15 §9).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "accounts.authentication.AuditedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "accounts.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -339,8 +367,16 @@ READROOM_DICOM_AE_TITLE = env.str("READROOM_DICOM_AE_TITLE", default="READROOM")
 READROOM_LISTEN_HOST = env.str("READROOM_LISTEN_HOST", default="127.0.0.1")
 # Orders are small; a frame above this is answered AR and discarded up to its end (its head is kept).
 READROOM_HL7_MAX_FRAME_BYTES = env.int("READROOM_HL7_MAX_FRAME_BYTES", default=1024 * 1024)
+# Inbound HL7 dead letter (docs/interfaces-hardening.md): a message whose apply fails this many times
+# (at once for a deterministic error: data too long, invalid bytes) is set aside; the sender goes on.
+READROOM_HL7_IN_MAX_ATTEMPTS = env.int("READROOM_HL7_IN_MAX_ATTEMPTS", default=5)
+# Pixel data longer than this is refused at C-STORE/STOW (0xA900), as is pixel data whose length
+# contradicts its Rows x Columns x frames x bits (docs/interfaces-hardening.md). 2 GiB by default.
+READROOM_DICOM_MAX_PIXEL_BYTES = env.int("READROOM_DICOM_MAX_PIXEL_BYTES", default=2 * 1024**3)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
+# An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)
+READROOM_DICOM_CHECK_CALLED_AE = env.bool("READROOM_DICOM_CHECK_CALLED_AE", default=True)
 
 # Outbound HL7 (the report outbox, docs/delivery.md): retry after 5 s, doubling, at most 5 min apart,
 # ±jitter; dead letter after this many attempts or this long since it was queued.
@@ -355,6 +391,7 @@ READROOM_HL7_OUT_ACK_TIMEOUT = env.float("READROOM_HL7_OUT_ACK_TIMEOUT", default
 READROOM_HL7_OUT_OVERDUE_MINUTES = env.float("READROOM_HL7_OUT_OVERDUE_MINUTES", default=5.0)
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"  # a URL may carry a study UID: never sent to another site
 X_FRAME_OPTIONS = "DENY"
 # EMAIL_URL e.g. smtp+tls://user:password@smtp.example.org:587 (django-environ); console by default.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

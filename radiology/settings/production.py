@@ -41,7 +41,12 @@ _required_env("REDIS_URL")
 from radiology.settings.base import *  # noqa: E402, F403
 
 DEBUG = False
+# What refuses to run on a real installation reads this (load_demo: published passwords, docs/security.md).
+READROOM_PRODUCTION = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)  # noqa: F405
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)  # noqa: F405
+# HSTS (docs/security.md): a year by default. Django's SecurityMiddleware sends it only on a secure
+# request (TLS at the proxy, X-Forwarded-Proto https), so a plain-HTTP lab install is not locked out.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)  # noqa: F405
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)  # noqa: F405

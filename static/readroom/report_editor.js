@@ -88,4 +88,21 @@
     box.addEventListener("change", () => box.form.submit()),
   );
   if (signDialog && signDialog.dataset.open === "true") openSign();
+
+  // FHIRcast (docs/fhircast.md): leaving the study without signing it closes it for the session's
+  // subscribers (ImagingStudy-close); signing publishes its own close, so a submitted form sends none.
+  // A beacon, because nothing else survives the page going away; the CSRF token travels in its body.
+  const page = document.querySelector('[data-testid="report-page"][data-close-url]');
+  const reportForm = $("report-form");
+  let submitted = false;
+  reportForm?.addEventListener("submit", () => (submitted = true));
+  if (page && navigator.sendBeacon) {
+    window.addEventListener("pagehide", () => {
+      if (submitted) return;
+      const body = new FormData();
+      const token = document.querySelector("input[name=csrfmiddlewaretoken]");
+      if (token) body.append("csrfmiddlewaretoken", token.value);
+      navigator.sendBeacon(page.dataset.closeUrl, body);
+    });
+  }
 })();

@@ -160,7 +160,11 @@
       entry.promise
         .then((loaded) => {
           if (state.series !== seriesAtStart) return;
-          if (frameUrl(state.series, next) === url) paint(next, loaded, url);
+          // Painted only if still on the way from the slice on screen to the target: a stopped
+          // cine or a reversed scroll must not put up the slice that was in flight.
+          if (frameUrl(state.series, next) === url && (next - state.shown) * (state.target - next) >= 0) {
+            paint(next, loaded, url);
+          }
           requestAnimationFrame(stepOnce); // let the browser draw this slice before the next
         })
         .catch(() => {
@@ -220,11 +224,11 @@
     walk();
   }
 
-  function selectSeries(index) {
+  function selectSeries(index, at = 0) {
     if (index < 0 || index >= config.series.length) return;
     stopCine();
     state.series = index;
-    state.target = 0;
+    state.target = Math.max(0, Math.min(stacks[index].length - 1, at));
     state.shown = -1;
     state.window = null;
     const allowed = new Set(config.series[index].presets || []);
@@ -327,6 +331,7 @@
   function stopCine() {
     if (cineTimer) clearInterval(cineTimer);
     cineTimer = null;
+    if (state.shown >= 0) state.target = state.shown; // stop on the frame on screen, not the one in flight
     document.getElementById("viewer-cine").setAttribute("aria-pressed", "false");
   }
 
@@ -466,6 +471,8 @@
   });
 
   transform();
-  selectSeries(0);
+  // A study an AI flagged opens at the finding's first image (docs/ai.md); others at the top.
+  const start = config.start || { series: 0, index: 0 };
+  selectSeries(start.series, start.index);
   stage.focus();
 })();

@@ -498,7 +498,16 @@
   const ALERT_EVENTS = new Set(["study.added", "study.updated", "study.escalated"]);
 
   function onEvent(event) {
-    if (!event || typeof event.type !== "string" || !event.type.startsWith("study.")) return;
+    // the page's live channel (live.js) shows what this page does not: operations' and the director's steps
+    document.dispatchEvent(new CustomEvent("readroom:live", { detail: event }));
+    if (!event || typeof event.type !== "string") return;
+    if (event.type === "alert") {
+      // the code stroke's alert, ahead of its row (worklist.broadcast): banner now, the row follows
+      const alerted = event.study || {};
+      if (alertsOn && alerted.id !== undefined && alerted.is_stroke && alerted.claimed_by === null) raiseAlert(alerted);
+      return;
+    }
+    if (!event.type.startsWith("study.")) return;
     const study = event.study || {};
     if (alertsOn && study.id !== undefined) {
       if (ALERT_EVENTS.has(event.type) && study.is_stroke && study.claimed_by === null) raiseAlert(study);
@@ -529,6 +538,7 @@
       attempts = 0;
       socketLive = true;
       setStatus("live", "Live");
+      document.dispatchEvent(new CustomEvent("readroom:live-open"));
       // resync: whatever changed while we were away — or between the page's render and this
       // first open — is in the rows
       refreshNow();

@@ -1,9 +1,11 @@
 """The audit trail: who changed or read which clinical record, when and from where; append-only."""
 
 import pytest
+from auditlog.context import set_actor
 from auditlog.models import LogEntry
 from django.db import DatabaseError, connection, transaction
 
+from accounts.audit import audit_as
 from imaging.models import Order, Patient, Study
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +165,61 @@ def test_change_summary_reads_like_a_sentence(ops_omar):
     assert "username: ops_omar" in change_summary(created)
     assert not any("None" in line for line in change_summary(created))
     assert change_summary(groups_added) == ["groups: add Operations"]
+
+
+def test_one_helper_writes_the_rows_no_save_produces(ops_omar, janes_study):
+    """``audit_entry_write``: the actor from the request's audit context, the object's patient and
+    facility (as on auditlog's own rows), the changes and the extra data."""
+    from auditlog.context import set_actor
+
+    from accounts.audit import audit_entry_write
+
+    with set_actor(ops_omar, remote_addr="10.0.0.9"):
+        entry = audit_entry_write(
+            janes_study,
+            action=LogEntry.Action.UPDATE,
+            changes={"status": ["dead", "discarded"]},
+            extra={"dead_letter": True},
+        )
+    entry.refresh_from_db()
+    assert entry.actor == ops_omar and entry.remote_addr == "10.0.0.9"
+    assert entry.object_pk == str(janes_study.pk) and entry.object_repr == str(janes_study)
+    assert entry.changes_dict == {"status": ["dead", "discarded"]}
+    assert entry.additional_data == {
+        "patient_id": janes_study.patient_id,
+        "facility_id": janes_study.facility_id,
+        "dead_letter": True,
+    }
+
+
+def test_audit_rows_are_built_in_accounts_audit_only():
+    """One way to write an audit row by hand (DESIGN §7): no app builds a LogEntry itself (data
+    migrations, which cannot import app code, excepted)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    apps = ("accounts", "facilities", "imaging", "credentialing", "worklist", "reports", "qa", "interfaces")
+    builders = [
+        str(path.relative_to(root))
+        for app in apps
+        for path in (root / app).rglob("*.py")
+        if "migrations" not in path.parts and "LogEntry.objects.create(" in path.read_text()
+    ]
+    assert builders == ["accounts/audit.py"]
+
+
+def test_audit_as_names_its_actor_and_reason_then_puts_the_requests_context_back(ops_omar, mso_mary, chicago):
+    # given a request acting as Mary, in which a service writes as Omar with a reason
+    with set_actor(mso_mary):
+        with audit_as(ops_omar, reason="identity domain merge"):
+            chicago.name = "Lakeshore A"
+            chicago.save()
+        # when the request writes again after the service
+        chicago.name = "Lakeshore B"
+        chicago.save()
+    # then the service's row is Omar's with the reason, and the next is Mary's again
+    rows = LogEntry.objects.get_for_object(chicago).filter(action=LogEntry.Action.UPDATE).order_by("pk")
+    assert [(r.actor, r.changes_text) for r in rows] == [
+        (ops_omar, "identity domain merge"),
+        (mso_mary, ""),
+    ]

@@ -153,7 +153,7 @@ def test_verify_refuses_offsite_next(client, dr_neuro_il):
     response = client.post(
         "/account/verify/", {"token": current_totp(device), "next": "https://evil.example/"}
     )
-    assert response["Location"] == "/"
+    assert response["Location"] == "/worklist/"  # a radiologist's landing, never the other site
 
 
 def test_operations_do_not_need_a_second_factor(client, ops_omar):
@@ -165,3 +165,16 @@ def test_admin_login_goes_through_the_one_login_page(client):
     response = client.get("/admin/login/?next=/admin/")
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
+
+
+def test_a_radiologist_lands_on_the_worklist_and_operations_on_home(client, dr_neuro_il, ops_omar):
+    # a radiologist: password, then the code, then their worklist (not a welcome page)
+    response = client.post("/login/", {"username": "dr_neuro_il", "password": PASSWORD})
+    assert response["Location"] == "/worklist/"
+    device = TOTPDevice.objects.get(user=dr_neuro_il)
+    verified = client.post("/account/verify/", {"token": current_totp(device)})
+    assert verified["Location"] == "/worklist/"
+    client.logout()
+    # operations: home, as before
+    response = client.post("/login/", {"username": "ops_omar", "password": PASSWORD})
+    assert response["Location"] == "/"

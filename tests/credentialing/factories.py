@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import factory
 
@@ -12,6 +12,7 @@ from credentialing.models import (
     LicenceStatus,
     PrivilegeStatus,
     StateLicence,
+    VerificationMethod,
 )
 from imaging.models import Study
 from worklist.models import Shift
@@ -26,6 +27,12 @@ class LicenceFactory(factory.django.DjangoModelFactory):
     status = LicenceStatus.ACTIVE
     issued_on = date(2020, 1, 1)
     expires_on = date(2027, 12, 31)
+    # verified with the board, as facilities require by default (``unverified=True``: not yet)
+    verified_at = datetime(2020, 1, 15, 15, 0, tzinfo=UTC)
+    verification_method = VerificationMethod.SOURCE_WEBSITE
+
+    class Params:
+        unverified = factory.Trait(verified_at=None, verification_method="")
 
 
 class BoardFactory(factory.django.DjangoModelFactory):

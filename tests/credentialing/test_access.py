@@ -122,7 +122,10 @@ def test_mso_eligibility_api_answers_without_patient_data(
     _no_patient_data(response.content)
 
 
-def test_radiologist_may_only_ask_about_themselves(verified_client, dr_neuro_il, dr_msk_wi, patient_study):
+def test_radiologist_may_only_ask_about_themselves(
+    verified_client, dr_neuro_il, neuro_il_credentials, dr_msk_wi, patient_study
+):
+    # (privileged at the study's facility: another facility's study is 404, tests/hardening)
     client = verified_client(dr_neuro_il)
     assert (
         client.get(f"/api/v1/eligibility/?radiologist={dr_neuro_il.pk}&study={patient_study.pk}").status_code

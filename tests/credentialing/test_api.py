@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 from auditlog.models import LogEntry
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.tokens import api_token_issue
 from credentialing import services
 from credentialing.models import StateLicence
 from tests.credentialing.conftest import chicago_time
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def mso_api(mso_mary) -> APIClient:
     """A credentials-verification system calling with the MSO's token."""
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=mso_mary).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=mso_mary).key}")
     return api
 
 
@@ -132,7 +132,7 @@ def test_a_radiologist_token_sees_only_their_own_records(
     dr_neuro_il, dr_msk_wi, neuro_il_credentials, msk_wi_credentials
 ):
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=dr_msk_wi).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=dr_msk_wi).key}")
     licences = api.get("/api/v1/credentialing/licences/").json()["results"]
     assert [lic["number"] for lic in licences] == ["61842-20"]
     assert api.get(f"/api/v1/credentialing/licences/{neuro_il_credentials['licence'].pk}/").status_code == 404

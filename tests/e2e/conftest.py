@@ -63,3 +63,17 @@ def sign_in(page: Page, server: Server, user) -> None:
         page.get_by_label("Code from your authenticator app").fill(current_totp(device))
         page.get_by_role("button", name="Verify").click()
     expect(page.get_by_test_id("current-user")).to_have_text(str(user))
+
+
+def csp_violations_watched(page: Page) -> list[str]:
+    """The Content-Security-Policy violations Chromium reports on this page (its console says
+    "Refused to …" / "… violates the following Content Security Policy directive"), collected as
+    they happen; the list is filled in place."""
+    violations: list[str] = []
+
+    def _seen(message) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(message.text[:300])
+
+    page.on("console", _seen)
+    return violations

@@ -3,7 +3,7 @@ other roles' pages."""
 
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from accounts.roles import Role
 from radiology.demo import DEMO_PASSWORD, demo_load
@@ -52,21 +52,24 @@ def sign_in(page: Page, live_server, username: str) -> None:
         page.get_by_role("button", name="Verify").click()
 
 
-@pytest.mark.parametrize("username", EXPECTED)
-def test_role_signs_in_and_sees_its_navigation(live_server, page: Page, username: str):
-    # given the demo cast, signed in as one of them
+def test_each_role_signs_in_and_sees_its_navigation(live_server, browser: Browser):
+    # given the demo cast (loaded once: the load is most of this test's time, and the five roles
+    # only read it), each of them signed in in a browser context of their own
     demo_load()
-    sign_in(page, live_server, username)
-    # then the navigation is the role's own
-    nav = page.get_by_role("navigation", name="Main")
-    expect(nav).to_be_visible()
-    labels = set(nav.get_by_role("link").all_inner_texts())
-    shown, hidden = EXPECTED[username]
-    assert shown <= labels, labels
-    assert not (hidden & labels), labels
-    # reading-room roles get the dark theme
-    theme = page.locator("html").get_attribute("data-theme")
-    assert theme == ("dark" if username in SIGNING else "light")
+    for username, (shown, hidden) in EXPECTED.items():
+        context = browser.new_context()
+        page = context.new_page()
+        sign_in(page, live_server, username)
+        # then the navigation is the role's own
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav).to_be_visible()
+        labels = set(nav.get_by_role("link").all_inner_texts())
+        assert shown <= labels, (username, labels)
+        assert not (hidden & labels), (username, labels)
+        # reading-room roles get the dark theme
+        theme = page.locator("html").get_attribute("data-theme")
+        assert theme == ("dark" if username in SIGNING else "light"), username
+        context.close()
 
 
 def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: Page):
@@ -86,3 +89,22 @@ def test_signed_out_after_sign_out(live_server, page: Page):
     expect(page.get_by_test_id("roles")).to_have_text(Role.OPERATIONS.value)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in to ReadRoom")).to_be_visible()
+
+
+def test_the_operations_navigation_fits_one_line_at_1600_px(live_server, page: Page, ops_omar, chicago):
+    from tests.e2e.conftest import sign_in as sign_in_user
+
+    # given operations (the longest menu, with Administration) on a 1600-px screen
+    page.set_viewport_size({"width": 1600, "height": 900})
+    sign_in_user(page, live_server, ops_omar)
+    links = page.get_by_role("navigation", name="Main").get_by_role("link")
+    assert links.count() >= 11
+    # then every entry sits on the same line, and the header is one line tall
+    tops = {round(box["y"]) for box in (links.nth(i).bounding_box() for i in range(links.count()))}
+    assert len(tops) == 1, tops
+    assert page.locator("header.shell").bounding_box()["height"] < 60
+    # and the facility page links to its charges CSV, this month first
+    page.goto(f"{live_server.url}/facilities/{chicago.code}/")
+    charges = page.get_by_test_id("charges").get_by_role("link")
+    expect(charges).to_have_count(3)
+    assert charges.first.get_attribute("href").startswith(f"/reports/charges/{chicago.code}/")

@@ -18,7 +18,7 @@ from imaging.models import Series, Study
 from imaging.ohif import ohif_available
 from interfaces.dicom.receive import dicom_instance_receive
 from tests.dicom_data import ct_series
-from tests.e2e.conftest import CHROMIUM, OFFLINE_FLAGS, sign_in
+from tests.e2e.conftest import CHROMIUM, OFFLINE_FLAGS, csp_violations_watched, sign_in
 from tests.reports.conftest import ct_head_template, head_ct_study  # noqa: F401
 from tests.worklist.conftest import neuro_reader  # noqa: F401
 from worklist.services import study_claim
@@ -62,11 +62,14 @@ def ohif_context(ohif_browser: Browser):
 
 @pytest.fixture
 def ohif_page(ohif_context):
+    """Every test reads under the CSP OHIF's page is served with: a violation fails it."""
     ohif_context.clear_cookies()
     page = ohif_context.new_page()
     page.set_default_timeout(30_000)
+    violations = csp_violations_watched(page)
     yield page
     page.close()
+    assert violations == [], violations
 
 
 @pytest.fixture
@@ -96,6 +99,9 @@ class DicomWebWatch:
 
     def frames(self) -> list[str]:
         return [url for _, _, url in self.responses if "/frames/" in url]
+
+    def thumbnails(self) -> list[str]:
+        return [url for status, _, url in self.responses if url.split("?")[0].endswith("/thumbnail")]
 
 
 def received(facility, series) -> None:
@@ -210,6 +216,7 @@ def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
     measurements_saved_as_sr(page, "Head CT measurements")
     assert not watch.failures(), watch.failures()
     assert watch.frames(), "OHIF fetched no frames"
+    assert watch.thumbnails(), "OHIF drew its series thumbnails from no …/thumbnail"
 
     # then the SR is kept with the study without counting as its images or restarting its quiet period
     sr = Series.objects.get(study=study, made_by=neuro_reader)
@@ -289,3 +296,39 @@ def test_reader_reads_a_jpeg_ls_and_an_enhanced_multiframe_mr_in_ohif(
     expect(page.get_by_test_id("measurement")).to_contain_text(
         re.compile(r"Length: [\d.]+ mm, series 4 image \d")
     )
+
+
+def test_ohif_opens_a_study_an_ai_flagged_at_the_flagged_series_and_image(
+    live_server,
+    image_storage,
+    ohif_page: Page,
+    neuro_reader,  # noqa: F811
+    chicago,
+    ct_head_template,  # noqa: F811
+):
+    from tests.ai_data import ai_sr
+    from tests.dicom_data import part10_bytes
+
+    # given a claimed head CT of two series; the AI's SR (ICH present) flags the axial's 3rd of 5 slices
+    study = head_ct_study(chicago)
+    scout = ct_series(
+        count=2, study_uid=study.study_instance_uid, accession=study.accession_number,
+        series_number=1, series_description="SCOUT",
+    )  # fmt: skip
+    axial = ct_series(
+        count=5, study_uid=study.study_instance_uid, accession=study.accession_number,
+        series_number=2, series_description="AXIAL FLAGGED",
+    )  # fmt: skip
+    received(chicago, scout)
+    received(chicago, axial)
+    assert dicom_instance_receive(facility=chicago, part10=part10_bytes(ai_sr(list(axial.datasets)))).ok
+    study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
+    page = ohif_page
+    sign_in(page, live_server, neuro_reader)
+    # when the reader opens it
+    page.goto(f"{live_server.url}/studies/{study.pk}/open/")
+    expect(page).to_have_url(re.compile(r"initialSOPInstanceUID=" + re.escape(axial.sop_uids[2])))
+    first_image_drawn(page)
+    # then OHIF's one viewport shows the flagged series (not the scout, series 1), at the flagged slice
+    expect(page.locator('[data-cy="viewport-overlay-top-left"]')).to_contain_text("AXIAL FLAGGED")
+    expect(page.locator('[data-cy="viewport-overlay-bottom-right"]')).to_contain_text("I:3 (3/5)")

@@ -108,7 +108,15 @@ def test_blinded_review_adjudication_and_feedback(
 
     # then the original reader finds the feedback, new, under Peer review
     sign_in(page, live_server, author)
-    nav.get_by_role("link", name="Peer review").click()
+    # the live channel tells them first (a notice to them alone, which stays until acknowledged); it
+    # pushes the navigation down rather than covering it, so they click Peer review while it shows
+    live = page.get_by_test_id("live-channel")
+    expect(live.get_by_text("PEER-REVIEW FEEDBACK FOR YOU").first).to_be_visible()
+    nav_link = page.get_by_role("navigation", name="Main").get_by_role("link", name="Peer review")
+    banner_box, link_box = live.bounding_box(), nav_link.bounding_box()
+    assert link_box["y"] >= banner_box["y"] + banner_box["height"]  # below the banner, not under it
+    nav_link.click()
+    expect(page).to_have_url(re.compile(r"/qa/reviews/$"))
     feedback = page.get_by_test_id("feedback")
     expect(feedback).to_contain_text("RADPEER 3a")
     expect(feedback).to_contain_text("new")

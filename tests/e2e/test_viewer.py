@@ -205,3 +205,51 @@ def test_every_frame_of_a_multiframe_mr_with_cine_and_no_hu_presets(
     stopped = counter.inner_text()
     page.wait_for_timeout(500)
     assert counter.inner_text() == stopped
+
+
+# --- an AI finding's flagged image first (issue #18) -------------------------------------------------
+
+
+@pytest.fixture
+def flagged_head_ct(settings, tmp_path, chicago) -> tuple[Study, str]:
+    """A head CT of two series whose AI SR (highdicom TID 1500, ICH present) flags the middle slice
+    of the second, received by the SCP's path; and that slice's SOP Instance UID."""
+    from tests.ai_data import ai_sr
+    from tests.dicom_data import part10_bytes
+
+    settings.READROOM_STORAGE_DIR = tmp_path / "storage"
+    settings.READROOM_STORAGE_FSYNC = False
+    storage._keys.cache_clear()
+    cache.clear()
+    scout = ct_series(count=2, accession="ACC-E2E-AI", series_number=1, series_description="SCOUT")
+    axial = ct_series(count=5, accession="ACC-E2E-AI", study_uid=scout.study_uid, series_number=2)
+    for part10 in [*scout.part10(), *axial.part10()]:
+        assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    sr = ai_sr(list(axial.datasets))
+    assert dicom_instance_receive(facility=chicago, part10=part10_bytes(sr)).ok
+    yield Study.objects.get(study_instance_uid=scout.study_uid), axial.sop_uids[2]
+    storage._keys.cache_clear()
+    cache.clear()
+
+
+def test_a_study_an_ai_flagged_opens_at_the_findings_first_image(
+    live_server, page: Page, ops_omar, flagged_head_ct
+):
+    study, flagged_sop = flagged_head_ct
+    # when the study the AI flagged is opened in the built-in viewer
+    sign_in(page, live_server, ops_omar)
+    page.goto(f"{live_server.url}/studies/{study.pk}/viewer/")
+    # then it opens on the flagged slice of the flagged series, and says why
+    frame = page.get_by_test_id("frame")
+    expect(frame).to_have_attribute("data-loaded-src", re.compile(re.escape(f"/instances/{flagged_sop}/")))
+    expect(page.get_by_test_id("instance-counter")).to_have_text("3 / 5")
+    expect(page.get_by_test_id("series-label")).to_contain_text("#2")
+    expect(page.get_by_test_id("ai-start")).to_contain_text("Cerebral hemorrhage positive (p=0.93)")
+    flagged_series = page.locator('.series-button[data-series-index="1"]')
+    expect(flagged_series).to_have_attribute("aria-pressed", "true")
+    expect(flagged_series.get_by_test_id("ai-flagged-series")).to_be_visible()
+    # and it is the whole stack: Home goes to its first slice, the scout is one click away
+    page.keyboard.press("Home")
+    expect(page.get_by_test_id("instance-counter")).to_have_text("1 / 5")
+    page.locator('.series-button[data-series-index="0"]').click()
+    expect(page.get_by_test_id("instance-counter")).to_have_text("1 / 2")

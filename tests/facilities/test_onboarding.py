@@ -114,6 +114,11 @@ def test_the_example_and_the_module_document_every_key():
         *onboarding.AE_TITLE_KEYS,
         *onboarding.READING_KEYS,
         *onboarding.ESCALATION_KEYS,
+        *onboarding.REPORTING_KEYS,
+        *onboarding.PRIORS_KEYS,
+        *onboarding.PATIENT_KEYS,
+        *onboarding.AI_KEYS,
+        *onboarding.AI_RULE_KEYS,
     )
     for key in keys:
         assert f"{key}:" in text, key
@@ -286,6 +291,31 @@ def _rename(old: str, new: str):
         ),
         (_set("reporting.read_rate", "cheap"), 'reporting.read_rate: must be an amount such as "38.50"'),
         (_set("reporting.read_rate", "-1"), "reporting.read_rate: "),
+        (_set("reporting.oru_addenda_as_nte", "yes"), "reporting.oru_addenda_as_nte: must be true or false"),
+        (
+            _set("dicom.move_destinations.0.port", 0),
+            "dicom.move_destinations: [0].port: a port number 1–65535",
+        ),
+        (
+            _set("priors.sources.0.method", "ftp"),
+            "priors.sources: [0].method: one of c-move, c-get, dicomweb",
+        ),
+        (
+            _set("priors.sources.0.count", 0),
+            "priors.sources: [0].count: a positive whole number",
+        ),
+        (  # a DICOMweb source's password in the file itself: it must name an environment variable
+            _set(
+                "priors.sources.0",
+                {
+                    "name": "VNA",
+                    "method": "dicomweb",
+                    "base_url": "https://vna.example.org/dicom-web",
+                    "auth": {"type": "basic", "username": "readroom", "password": "hunter2"},
+                },
+            ),
+            "priors.sources: [0].auth: {type: basic, username, password_env} or {type: bearer, token_env}",
+        ),
     ],
 )
 def test_an_invalid_file_is_refused_naming_the_key_and_writes_nothing(tmp_path, edit, problem):
@@ -502,3 +532,148 @@ def test_escalation_times_and_webhook_are_read_and_checked(tmp_path):
     good.write_text(text)
     facility_onboard(spec=facility_yaml_load(good.read_text()))
     assert Facility.objects.get(code="WI-BIRCHLAKE").stroke_director_minutes == 4
+
+
+def test_move_destinations_and_prior_sources_are_kept_as_listed(tmp_path):
+    onboard(write(tmp_path, example()))
+    facility = Facility.objects.get(code="WI-BIRCHLAKE")
+    assert facility.dicom_move_destinations == [
+        {"ae_title": "BLMH_PACS", "host": "pacs.birchlake.example.org", "port": 104}
+    ]
+    (source,) = facility.prior_sources
+    assert (source["method"], source["called_ae_title"], source["count"]) == ("c-move", "BLMH_PACS", 3)
+
+
+def test_the_patient_identity_domain_and_orderless_wait_are_kept(tmp_path):
+    onboard(write(tmp_path, example()))
+    facility = Facility.objects.get(code="WI-BIRCHLAKE")
+    assert (facility.patient_id_authority, facility.patient_id_issuers) == (
+        "BLMH",
+        ["BLMH_PACS", "BIRCHLAKE_MRN"],
+    )
+    assert facility.orderless_wait_minutes == 20
+    # the PACS's issuer, an empty issuer and the code name the domain; another hospital's does not
+    assert {facility.patient_authority(i) for i in ("blmh_pacs", "", "WI-BIRCHLAKE", "BLMH")} == {"BLMH"}
+    assert facility.patient_authority("ST_ELSEWHERE") == "ST_ELSEWHERE"
+
+
+def test_addenda_go_as_obx_unless_the_file_asks_for_nte(tmp_path):
+    # given the example as shipped (the key says false) and the same file without the key
+    onboard(EXAMPLE)
+    assert Facility.objects.get(code="WI-BIRCHLAKE").oru_addenda_as_nte is False
+    # when the hospital's EMR wants addenda as result comments
+    data = example()
+    data["reporting"]["oru_addenda_as_nte"] = True
+    output = onboard(write(tmp_path, data))
+    # then the facility sends them as NTE, and the change is listed under its key path
+    assert Facility.objects.get(code="WI-BIRCHLAKE").oru_addenda_as_nte is True
+    assert "reporting.oru_addenda_as_nte: false → true" in output
+    # and a file without the key goes back to the default
+    del data["reporting"]["oru_addenda_as_nte"]
+    onboard(write(tmp_path, data))
+    assert Facility.objects.get(code="WI-BIRCHLAKE").oru_addenda_as_nte is False
+
+
+def test_a_bad_issuer_list_is_refused_with_its_path(tmp_path):
+    data = example()
+    data["patients"]["issuers"] = "BLMH_PACS"
+    assert "patients.issuers" in onboard_refused(write(tmp_path, data))
+
+
+def test_an_old_us_cart_may_send_the_retired_us_class_and_only_those_uids_are_valid(tmp_path):
+    data = example()
+    cart = {"ae_title": "BLMH_US1", "retired_sop_classes": ["1.2.840.10008.5.1.4.1.1.6"]}
+    data["dicom"]["calling_ae_titles"].append(cart)
+    onboard(write(tmp_path, data))
+    retired = dict(DicomSender.objects.values_list("ae_title", "retired_sop_classes"))
+    assert retired["BLMH_US1"] == ["1.2.840.10008.5.1.4.1.1.6"] and retired["BLMH_CT1"] == []
+    # a change to the list is applied and listed
+    cart["retired_sop_classes"] = ["1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.3"]
+    assert "BLMH_US1 retired_sop_classes" in onboard(write(tmp_path, data))
+    assert len(DicomSender.objects.get(ae_title="BLMH_US1").retired_sop_classes) == 2
+    # CT Image Storage is not retired: refused with its path
+    cart["retired_sop_classes"] = ["1.2.840.10008.5.1.4.1.1.2"]
+    assert "dicom.calling_ae_titles[3].retired_sop_classes" in onboard_refused(write(tmp_path, data))
+
+
+def test_the_ai_section_sets_the_verdict_settings_and_the_triage_rules(tmp_path):
+    from worklist.models import AiTriageRule
+
+    # given the example, with its AI settings and three triage rules
+    onboard(write(tmp_path, example()))
+    birch = Facility.objects.get(code="WI-BIRCHLAKE")
+    assert (birch.ai_verdict_required, birch.ai_verdict_in_oru, birch.ai_ppv_alert_threshold) == (
+        True,
+        False,
+        0.5,
+    )
+    rules = {r.name: r for r in AiTriageRule.objects.filter(facility=birch)}
+    assert set(rules) == {
+        "ICH positive → STAT, first",
+        "LVO positive on a CTA → STROKE",
+        "PE positive → first within its class",
+    }
+    lvo = rules["LVO positive on a CTA → STROKE"]
+    assert (lvo.finding_codes, lvo.modality, lvo.procedure_pattern, lvo.raise_to, lvo.rank_first) == (
+        ["20059004"],
+        "CT",
+        r"\bCTA\b|ANGIO",
+        "STROKE",
+        True,
+    )
+    assert rules["PE positive → first within its class"].min_probability == 0.5
+    # the same file again changes nothing
+    assert "unchanged" in onboard(write(tmp_path, example()))
+    # when a rule is dropped and another changed, exactly the file's rules remain
+    data = example()
+    data["ai"]["triage_rules"] = [
+        {"name": "ICH positive → STAT, first", "finding_codes": ["274100004"], "raise_to": "STROKE"}
+    ]
+    result = onboard(write(tmp_path, data))
+    assert "ai.triage_rules: removed 'PE positive → first within its class'" in result
+    assert "ai.triage_rules: 'ICH positive → STAT, first' changed (finding_codes, raise_to)" in result
+    assert list(AiTriageRule.objects.filter(facility=birch).values_list("name", "raise_to")) == [
+        ("ICH positive → STAT, first", "STROKE")
+    ]
+    # and without triage_rules the admin's rules are left as they are
+    data = example()
+    del data["ai"]["triage_rules"]
+    onboard(write(tmp_path, data))
+    assert AiTriageRule.objects.filter(facility=birch).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("ai", "problem"),
+    [
+        ({"ppv_alert_threshold": 80}, "ai.ppv_alert_threshold: must be a share from 0 to 1"),
+        ({"verdict_required": "yes"}, "ai.verdict_required: must be true or false"),
+        ({"triage_rules": [{"name": "x", "raise_to": "STAT"}]}, "ai.triage_rules[0].finding_codes: required"),
+        (
+            {"triage_rules": [{"name": "x", "finding_codes": ["1"], "raise_to": "SOON"}]},
+            "ai.triage_rules[0].raise_to",
+        ),
+        (
+            {"triage_rules": [{"name": "x", "finding_codes": ["1"], "rank_first": False}]},
+            "must raise the class, rank first",
+        ),
+        (
+            {"triage_rules": [{"name": "x", "finding_codes": ["1"], "procedure_pattern": "CTA("}]},
+            "Not a valid pattern",
+        ),
+        ({"triage_rules": [{"name": "x", "finding_codes": ["1"], "colour": "red"}]}, "unknown key 'colour'"),
+        (
+            {"triage_rules": [{"name": "x", "finding_codes": ["1"]}, {"name": "x", "finding_codes": ["2"]}]},
+            "listed twice",
+        ),
+        (
+            {"triage_rules": [{"name": "x", "finding_codes": ["1"], "min_probability": 1.5}]},
+            "min_probability: must be a share",
+        ),
+    ],
+)
+def test_an_invalid_ai_section_is_refused_naming_the_key(tmp_path, ai, problem):
+    data = example()
+    data["ai"] = ai
+    message = onboard_refused(write(tmp_path, data))
+    assert problem in message, message
+    assert not Facility.objects.filter(code="WI-BIRCHLAKE").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from io import BytesIO
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def ohif_dir(settings, tmp_path) -> Path:
     install = ohif.OhifInstall(tmp_path / "ohif")
     install.assets.mkdir(parents=True)
     install.index_html.write_text(
-        f'<!doctype html><html><head><script src="{ohif.ASSET_PREFIX}app.bundle.js"></script>'
+        f'<!doctype html><html><head><script>window.PUBLIC_URL="{ohif.ASSET_PREFIX}"</script>'
+        f'<script src="{ohif.ASSET_PREFIX}app.bundle.js"></script>'
         '</head><body><div id="root"></div></body></html>'
     )
     bundle = install.assets / "app.bundle.0f6159c501addfe9.js"
@@ -179,6 +181,33 @@ def test_open_goes_to_ohif_with_the_patients_visible_priors_newest_first(
     assert answer["Location"] == f"/ohif/viewer?StudyInstanceUIDs={uids.replace(',', '%2C')}"
 
 
+def test_open_starts_ohif_at_the_ai_findings_flagged_series_and_image(ohif_dir, read_ct, reader, chicago):
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.ai_data import ai_sr
+
+    # given a second series, whose middle slice an AI SR (ICH present) flags
+    axial = ct_series(count=5, study_uid=read_ct.study_instance_uid, accession=read_ct.accession_number)
+    for part10 in axial.part10():
+        assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    assert dicom_instance_receive(facility=chicago, part10=part10_bytes(ai_sr(list(axial.datasets)))).ok
+    # when the reader opens it
+    client = reader_client(reader)
+    answer = client.get(f"/studies/{read_ct.pk}/open/")
+    # then OHIF's default hanging protocol is told the flagged series and image (docs/ai.md)
+    query = parse_qs(urlsplit(answer["Location"]).query)
+    assert query["StudyInstanceUIDs"] == [read_ct.study_instance_uid]
+    assert query["initialSeriesInstanceUID"] == [axial.series_uid]
+    assert query["initialSOPInstanceUID"] == [axial.sop_uids[2]]
+    # and the page itself opens for those parameters (the UIDs are the only scope it checks)
+    assert client.get(answer["Location"]).status_code == 200
+
+
+def test_a_study_no_ai_flagged_opens_ohif_without_an_initial_image(ohif_dir, read_ct, reader):
+    answer = reader_client(reader).get(f"/studies/{read_ct.pk}/open/")
+    assert "initialSeriesInstanceUID" not in answer["Location"]
+
+
 def test_the_viewer_page_is_isolated_audited_and_carries_the_csrf_token(ohif_dir, read_ct, reader):
     client = reader_client(reader)
     page = client.get("/ohif/viewer", {"StudyInstanceUIDs": read_ct.study_instance_uid})
@@ -192,12 +221,27 @@ def test_the_viewer_page_is_isolated_audited_and_carries_the_csrf_token(ohif_dir
     assert LogEntry.objects.filter(action=LogEntry.Action.ACCESS, object_pk=str(read_ct.pk)).exists()
 
 
+def test_the_viewer_page_has_its_own_csp_whose_nonce_only_its_inline_scripts_carry(ohif_dir, read_ct, reader):
+    client = reader_client(reader)
+    first = client.get("/ohif/viewer", {"StudyInstanceUIDs": read_ct.study_instance_uid})
+    second = client.get("/ohif/viewer", {"StudyInstanceUIDs": read_ct.study_instance_uid})
+    policy = first["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([\w-]+)'", policy).group(1)
+    assert nonce not in second["Content-Security-Policy"]  # a fresh nonce per response
+    assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    assert "'unsafe-eval'" not in policy and "'wasm-unsafe-eval'" in policy
+    assert "script-src 'self' 'nonce-" in policy  # no 'unsafe-inline' for scripts
+    html = first.content.decode()
+    inline = re.findall(r"<script(?![^>]*\bsrc=)([^>]*)>", html)
+    assert inline and all(f'nonce="{nonce}"' in attributes for attributes in inline)
+
+
 def test_app_config_has_one_dicomweb_source_and_nothing_else(ohif_dir, reader):
     config = ohif.app_config()
     assert [s["sourceName"] for s in config["dataSources"]] == ["readroom"]
     source = config["dataSources"][0]["configuration"]
     assert source["wadoRoot"] == source["qidoRoot"] == "/dicomweb"
-    assert source["thumbnailRendering"] == "wadors"  # no …/thumbnail resource yet
+    assert source["thumbnailRendering"] == "thumbnailDirect"  # an <img> on …/instances/{uid}/thumbnail
     assert config["showStudyList"] is False and config["investigationalUseDialog"] == {"option": "never"}
     assert "dangerouslyUseDynamicConfig" not in config and "customizationUrlPrefixes" not in config
     answer = reader_client(reader).get("/ohif/app-config.js")

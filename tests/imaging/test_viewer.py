@@ -6,6 +6,7 @@ from __future__ import annotations
 from io import BytesIO
 
 import numpy as np
+import pydicom
 import pytest
 from auditlog.models import LogEntry
 from django.core.cache import cache, caches
@@ -128,12 +129,14 @@ def test_jpeg_and_colour(chicago):
     assert (second.mode, second.size) == ("RGB", (100, 100))
 
 
-def test_compressed_pixels_without_a_decoder_say_so(chicago):
-    # (JPEG-LS decodes since highdicom brought pyjpegls; JPEG Lossless still needs a plugin)
-    lossless = open(get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm"), "rb").read()  # noqa: SIM115
+def test_jpeg_lossless_renders_now_that_pylibjpeg_decodes_it(chicago):
+    # (issue #12: JPEG Lossless used to get 415; pylibjpeg-libjpeg decodes it, so it is drawn)
+    path = get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm")
+    lossless = open(path, "rb").read()  # noqa: SIM115
     (instance,) = receive(chicago, lossless)
-    with pytest.raises(UnsupportedImage, match="JPEG Lossless"):
-        frame_render(instance)
+    drawn = pixels(frame_render(instance))
+    expected = pydicom.dcmread(path)
+    assert drawn.shape[:2] == (expected.Rows, expected.Columns) and drawn.std() > 0
 
 
 # --- the page -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import hl7
 
+from interfaces.hl7.parse import decode
 from tests.net import free_port
 
 Answer = Callable[[str, int], "str | bytes | None"]
@@ -24,6 +25,7 @@ class FakeEmr:
         self.port = port or free_port()
         self.received: list[str] = []  # MSH-10 of every frame, in arrival order
         self.messages: list[str] = []  # the frames themselves
+        self.frames: list[bytes] = []  # and their bytes as they came
         self._server: socket.socket | None = None
         self._stopping = threading.Event()
 
@@ -71,7 +73,8 @@ class FakeEmr:
                 buffer += chunk
                 while (end := buffer.find(b"\x1c\r")) >= 0:
                     frame, buffer = buffer[buffer.find(b"\x0b") + 1 : end], buffer[end + 2 :]
-                    reply = self._reply(frame.decode("utf-8"))
+                    self.frames.append(frame)
+                    reply = self._reply(decode(frame))  # in the set its MSH-18 declares, as an EMR does
                     if reply is not None:
                         conn.sendall(reply)
 

@@ -66,9 +66,27 @@ def test_echo_from_a_registered_modality(dicom_scp):
 def test_unknown_calling_ae_is_rejected_at_association(dicom_scp):
     host, port, aet = dicom_scp
     result = dcmtk("echoscu", "-aet", "ROGUE_CT", "-aec", aet, host, str(port))
+    # then dcmtk reads an A-ASSOCIATE-RJ with its reason, not a dropped connection
     assert result.returncode != 0
+    assert "Association Rejected" in result.stderr, result.stderr
+    assert "Rejected Permanent" in result.stderr and "Calling AE Title Not Recognized" in result.stderr
+    assert "Peer aborted" not in result.stderr
     refused = DicomAssociation.objects.get(calling_ae_title="ROGUE_CT")
     assert not refused.accepted and "not registered" in refused.rejection_reason
+
+
+def test_wrong_called_ae_is_rejected_with_its_reason(dicom_scp, tmp_path):
+    host, port, _ = dicom_scp
+    _, paths = write_series(tmp_path, slices=1)
+    # a registered modality that addresses another AE title (a PACS's, a typo)
+    result = dcmtk("storescu", "-aet", "LAKESHORE_CT1", "-aec", "ORTHANC", host, str(port), str(paths[0]))
+    assert result.returncode != 0
+    assert "Rejected Permanent" in result.stderr and "Called AE Title Not Recognized" in result.stderr, (
+        result.stderr
+    )
+    refused = DicomAssociation.objects.get(calling_ae_title="LAKESHORE_CT1")
+    assert not refused.accepted and "'ORTHANC'" in refused.rejection_reason
+    assert not Instance.objects.exists()
 
 
 def test_series_is_stored_encrypted_and_indexed(dicom_scp, tmp_path, image_store):
@@ -185,3 +203,33 @@ def test_study_uid_of_another_facility_is_refused(dicom_scp, tmp_path, lakeview_
     study = Study.objects.get(study_instance_uid=exam.study_uid)
     assert study.facility.code == "CHI-L1" and study.number_of_instances == 1
     assert "another facility" in QuarantinedObject.objects.get().reason
+
+
+RETIRED_US = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)
+
+
+def _retired_us_file(tmp_path: Path) -> tuple[str, Path]:
+    """An image as an older ultrasound cart writes it: the retired US SOP class."""
+    _, (path,) = write_series(tmp_path, slices=1, seed=3)
+    ds = dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = RETIRED_US
+    ds.Modality = "US"
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SOPInstanceUID), path
+
+
+def test_retired_us_classes_are_accepted_only_from_senders_configured_for_them(dicom_scp, tmp_path):
+    from facilities.models import DicomSender
+
+    host, port, aet = dicom_scp
+    sop_uid, path = _retired_us_file(tmp_path)
+    # given a sender not configured for it: the context is refused at association, nothing stored
+    refused = dcmtk("storescu", "-R", "-aet", "LAKESHORE_CT1", "-aec", aet, host, str(port), str(path))
+    assert refused.returncode != 0 or "No presentation context" in refused.stderr, refused.stderr
+    assert not Instance.objects.filter(sop_instance_uid=sop_uid).exists()
+    # when operations allow the retired class for this cart, the same file is stored and indexed
+    DicomSender.objects.filter(ae_title="LAKESHORE_CT1").update(retired_sop_classes=[RETIRED_US])
+    stored = dcmtk("storescu", "-R", "-aet", "LAKESHORE_CT1", "-aec", aet, host, str(port), str(path))
+    assert stored.returncode == 0, stored.stderr
+    instance = Instance.objects.get(sop_instance_uid=sop_uid)
+    assert instance.sop_class_uid == RETIRED_US

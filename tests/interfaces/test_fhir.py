@@ -11,8 +11,8 @@ from auditlog.models import LogEntry
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.imagingstudy import ImagingStudy
-from rest_framework.authtoken.models import Token
 
+from accounts.tokens import api_token_issue
 from imaging.models import Series, StudyStatus
 from interfaces.fhir.resources import (
     DiagnosticReportSnapshot,
@@ -168,7 +168,7 @@ def test_anonymous_gets_401_and_mso_gets_403(client, head_ct, mso_mary):
 
 
 def test_a_hospital_system_reads_it_with_a_token(client, head_ct, ops_omar):
-    token = Token.objects.create(user=ops_omar).key
+    token = api_token_issue(user=ops_omar).key
     response = client.get(f"/fhir/r4/ImagingStudy/{head_ct.pk}", HTTP_AUTHORIZATION=f"Token {token}")
     assert response.status_code == 200
     read = LogEntry.objects.get_for_object(head_ct).filter(action=LogEntry.Action.ACCESS).get()

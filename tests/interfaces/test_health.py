@@ -3,6 +3,7 @@ per episode announced on the operations socket group, cleared when traffic resum
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -95,3 +96,31 @@ def test_polling_does_not_keep_an_idle_session_alive(client, ops_omar, chicago_i
     with time_machine.travel(start + timedelta(minutes=idle + 2)):
         response = client.get("/operations/interfaces/")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_silent_interface_is_a_notice_to_each_operations_user_once_acknowledged_by_them(
+    chicago_interfaces, client, verified_client, ops_omar, dr_neuro_il
+):
+    from worklist.models import AlertAcknowledgement, NoticeKind, UserNotice
+
+    # given an HL7 feed silent for two hours (the facility expects a message an hour)
+    start = timezone.now()
+    with time_machine.travel(start - timedelta(hours=2)):
+        hl7_frame_receive(raw=hl7_data.orm().encode(), peer="10.0.0.5:4000")
+    # when the check runs twice (as several workers might)
+    interface_alerts_check(now=start)
+    interface_alerts_check(now=start + timedelta(minutes=1))
+    # then operations have one notice, on their pages until acknowledged, and the reader none
+    [notice] = UserNotice.objects.filter(kind=NoticeKind.INTERFACE_SILENT)
+    assert notice.user == ops_omar and notice.url == "/operations/interfaces/"
+    assert notice.text.startswith("Lakeshore Medical Center: HL7 in silent, since ")
+    client.force_login(ops_omar)
+    [pending] = client.get("/live/pending/").json()["notices"]
+    assert pending["title"] == "Interface silent"
+    body = json.dumps({"notice": pending["key"]})
+    verified_client(dr_neuro_il)
+    assert client.post("/live/acknowledge/", body, content_type="application/json").status_code == 404
+    client.force_login(ops_omar)
+    assert client.post("/live/acknowledge/", body, content_type="application/json").status_code == 200
+    assert AlertAcknowledgement.objects.get(kind=pending["key"]).user == ops_omar
+    assert client.get("/live/pending/").json()["notices"] == []

@@ -341,7 +341,9 @@ def test_the_listener_command_stores_in_its_own_loop_and_survives_a_lost_databas
         # the engine's resend is accepted on a new session, stored and applied
         retry = hl7_data.orm(control_id="PROC-3", accession="A9103")
         (refused,) = exchange(address, retry)
-        assert msa(refused)[0] == "AE" and err_code(refused) == "207"
+        assert msa(refused) == ("AE", "PROC-3") and err_code(refused) == "207"
+        # matched by the engine: MSA-2 echoes MSH-10, MSH-5/6 name the sender (issue #15 item 5)
+        assert [str(refused.extract_field("MSH", 1, n)) for n in (5, 6)] == ["EPIC_RAD", "LAKESHORE"]
         (accepted,) = exchange(address, retry)
         assert msa(accepted) == ("AA", "PROC-3")
         assert Order.objects.filter(accession_number="A9103").exists()

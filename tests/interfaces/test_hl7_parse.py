@@ -126,7 +126,7 @@ def test_escape_sequences_go_to_python_hl7():
     parsed = parse(text.encode())
     # then the split reading declines it and the escape is resolved
     assert split_message(text, header) is None
-    assert parsed.content.orders[0].reason == "HEAD & NECK PAIN"
+    assert parsed.content.orders[0].reasons == ({"code": "", "text": "HEAD & NECK PAIN", "system": ""},)
 
 
 def test_the_ordering_provider_is_kept_by_xcn_component():

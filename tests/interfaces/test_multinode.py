@@ -18,8 +18,8 @@ import pytest
 import requests
 from django.db import connection
 from pydicom import dcmread
-from rest_framework.authtoken.models import Token
 
+from accounts.tokens import api_token_issue
 from imaging.models import Instance
 from tests.interfaces.test_dicom_scp import dcmtk, write_series
 from tests.net import free_port, port_open, wait_until
@@ -100,7 +100,7 @@ def _server_sessions_end() -> None:
 
 def _dicomweb(port: int, user) -> requests.Session:
     session = requests.Session()
-    session.headers["Authorization"] = f"Token {Token.objects.get_or_create(user=user)[0].key}"
+    session.headers["Authorization"] = f"Token {api_token_issue(user=user).key}"
     session.base = f"http://127.0.0.1:{port}/dicomweb"
     return session
 

@@ -8,8 +8,16 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from interfaces.hl7.oru import ResultStatus, control_id_new, escape, oru_build, text_lines
-from tests.interfaces.oru_data import FINDINGS, stroke_report
+from interfaces.hl7.oru import (
+    AddendumNote,
+    AiVerdictLine,
+    ResultStatus,
+    control_id_new,
+    escape,
+    oru_build,
+    text_lines,
+)
+from tests.interfaces.oru_data import FINDINGS, SIGNED_AT, stroke_report
 
 
 def obx_rows(message: hl7.Message) -> list[tuple[str, str, str, str]]:
@@ -121,6 +129,55 @@ def test_addendum_is_a_correction_with_its_own_section():
         ("55107-7", "5", "ADDENDUM:", "C"),
         ("55107-7", "5", "CTA confirms left M2 occlusion.", "C"),
     ]
+
+
+ADDENDA = (
+    AddendumNote(
+        1, "CTA confirms left M2 occlusion.\nCalled to Dr Kildare | 09:50.", "Nadia Neuro", SIGNED_AT
+    ),
+    AddendumNote(2, "Perfusion: core 12 mL ^ penumbra 80 mL.", "Omar Other", SIGNED_AT),
+)
+VERDICT = AiVerdictLine("230690007", "SCT", "Stroke", True, "agree", "Acme StrokeAI 2.1")
+
+
+def nte_rows(message: hl7.Message) -> list[tuple[str, str, str, str]]:
+    """(NTE-1, NTE-2, NTE-3 unescaped, NTE-4.1) per NTE."""
+    return [
+        (str(nte[1]), str(nte[2]), message.unescape(str(nte[3])), str(nte[4][0][0]))
+        for nte in message.segments("NTE")
+    ]
+
+
+def test_addenda_as_nte_follow_the_report_rows_and_validate_strictly():
+    # given an addended report for a facility that wants addenda as NTE, with an AI verdict row too
+    report = stroke_report(status=ResultStatus.CORRECTED, addenda=ADDENDA, ai_verdicts=(VERDICT,))
+    text = oru_build(report)
+    # then no addendum OBX is sent: the OBX rows are the report's own and the verdict
+    message = hl7.parse(text)
+    assert "55107-7" not in {r[0] for r in obx_rows(message)}
+    # and each addendum is a heading naming its signer and time (facility zone), then a line per NTE
+    assert nte_rows(message) == [
+        ("1", "L", "ADDENDUM 1 (Nadia Neuro, 2025-03-01 03:29 CST):", "RE"),
+        ("2", "L", "CTA confirms left M2 occlusion.", "RE"),
+        ("3", "L", "Called to Dr Kildare | 09:50.", "RE"),
+        ("4", "L", "ADDENDUM 2 (Omar Other, 2025-03-01 03:29 CST):", "RE"),
+        ("5", "L", "Perfusion: core 12 mL ^ penumbra 80 mL.", "RE"),
+    ]
+    # and they come right after the report's last text OBX, before the AI verdict's row
+    names = [str(s[0]) for s in message]
+    assert names[-7:] == ["OBX", "NTE", "NTE", "NTE", "NTE", "NTE", "OBX"]
+    # and hl7apy's strict v2.5.1 ORU_R01 puts them in the last report observation's group
+    strict = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert strict.validate()
+    observations = strict.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation
+    assert [len(o.nte) for o in observations][-2:] == [5, 0]
+    assert observations[-1].obx.obx_2.value == "CWE" and observations[-2].obx.obx_2.value == "TX"
+    assert [o.obx.obx_1.value for o in observations] == [str(n) for n in range(1, len(observations) + 1)]
+    assert observations[-2].nte[2].nte_3.to_er7() == "Called to Dr Kildare \\F\\ 09:50."
+
+
+def test_without_addenda_there_is_no_nte():
+    assert "\rNTE|" not in oru_build(stroke_report(status=ResultStatus.CORRECTED))
 
 
 def test_without_a_visit_there_is_no_pv1_and_no_critical_flag_when_not_critical():

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from imaging.models import Order, Study
-from interfaces.emr_simulator import emr_simulator_start
+from interfaces.emr_simulator import emr_simulator_running
 from interfaces.hl7.ack import ack_parse
 from interfaces.hl7.client import Endpoint, MllpConnection
 from interfaces.hl7.oru import oru_build
@@ -28,32 +27,20 @@ from tests.net import free_port
 @pytest.fixture
 def emr_simulator():
     """(host, port) of a running EMR simulator on its own event loop thread."""
-    loop = asyncio.new_event_loop()
     port = free_port()
-    started = threading.Event()
-    state: dict = {}
+    with emr_simulator_running(port) as serving:
+        assert serving
+        yield "127.0.0.1", port
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        state["server"] = loop.run_until_complete(emr_simulator_start("127.0.0.1", port))
-        started.set()
-        loop.run_forever()
 
-    thread = threading.Thread(target=run, name="test-emr-simulator", daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield "127.0.0.1", port
-
-    async def shutdown() -> None:
-        state["server"].close()
-        connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in connections:
-            task.cancel()
-        await asyncio.gather(*connections, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+def test_a_second_emr_simulator_on_a_taken_port_serves_nothing(emr_simulator):
+    # given one EMR simulator already on the port (run_embedded --simulate, while load_demo runs)
+    host, port = emr_simulator
+    # when load_demo's own one tries the same port, it stands aside, and the first still answers
+    with emr_simulator_running(port) as serving:
+        assert serving is False
+        with MllpConnection(Endpoint(host, port, ack_timeout=5)) as conn:
+            assert ack_parse(conn.exchange(oru_build(stroke_report()).encode())).code == "AA"
 
 
 def test_emr_simulator_acknowledges_each_oru_on_one_connection(emr_simulator):
@@ -130,3 +117,53 @@ def test_simulated_exams_carry_the_facility_local_time(hl7_listener, dicom_scp, 
     study = Study.objects.get(study_instance_uid=exam.study_uid)
     assert abs(order.ordered_at - now) < timedelta(minutes=2)
     assert abs(study.study_datetime - now) < timedelta(minutes=2)
+
+
+def test_the_simulated_mix_is_a_hospitals_mostly_routine_few_strokes():
+    rng = random.Random(19)
+    exams = [exam_random(rng, "CHI-L1") for _ in range(4000)]
+    strokes = sum(e.is_stroke for e in exams) / len(exams)
+    trauma = sum(e.reason.startswith("TRAUMA") for e in exams) / len(exams)
+    routine = sum(e.priority in "AR" for e in exams) / len(exams)
+    assert 0.02 < strokes < 0.04
+    assert 0.05 < trauma < 0.11
+    assert routine > 0.6
+
+
+class _AlwaysFirst(random.Random):
+    """A draw that always comes first: the AI reads the exam and finds what it looks for."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def test_the_simulators_ai_node_sends_an_sr_that_raises_a_ct_head(hl7_listener, dicom_scp, chicago):
+    import dataclasses
+
+    from imaging.models import AiResult
+    from interfaces.simulator import PROCEDURES
+    from radiology.demo_reading import demo_ai_rules_load
+
+    # given the demo's AI rules at Lakeshore, and a routine CT head from its simulator
+    demo_ai_rules_load([chicago])
+    (facility,) = simulated_facilities(code=chicago.code)
+    exam = exam_random(random.Random(7), chicago.code, stroke_rate=0.0, trauma_rate=0.0)
+    exam = dataclasses.replace(exam, procedure=PROCEDURES[0], priority="R", reason="Headache.")
+    assert exam.procedure.code == "70450"
+    # when the exam is sent, and its AI node reads it
+    ack, statuses = asyncio.run(
+        exam_simulate(
+            exam, facility, host="127.0.0.1", hl7_port=hl7_listener[1], dicom_port=dicom_scp[1],
+            slices=3, control_id="SIMAI1", ai_rng=_AlwaysFirst(),
+        )
+    )  # fmt: skip
+    # then the SR is stored after the images (status 0) and is an AI result at the study
+    assert b"MSA|AA" in ack and statuses == [0, 0, 0, 0]
+    applied()
+    study = Study.objects.get(study_instance_uid=exam.study_uid)
+    result = AiResult.objects.get(study=study)
+    assert (result.manufacturer, result.model, result.version) == ("Aidoc", "BriefCase ICH", "2.1")
+    # and the study shows the badge and is raised to STAT
+    study.refresh_from_db()
+    assert study.ai_badge.startswith("Cerebral hemorrhage p=0.70")
+    assert study.priority == "STAT"

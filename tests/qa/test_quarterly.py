@@ -131,8 +131,10 @@ def test_csv_and_pdf_carry_the_figures_and_no_reader_names(chicago, neuro_reader
         page.extract_text() for page in PdfReader(__import__("io").BytesIO(bytes(report.pdf))).pages
     )
     assert "Lakeshore" in text or chicago.name in text
-    assert "0.500" in text  # critical results communicated within target
-    assert "0.750" in text and reader_pseudonym(neuro_readers[0].pk) in text
+    # one number format (issue 19): rates as percentages, the Wilson interval in percent too
+    assert "within 60 minutes of being marked: 50 %" in text.replace("\n", " ")
+    assert "SLA compliance, all priorities: 75 %" in text and reader_pseudonym(neuro_readers[0].pk) in text
+    assert "0.500" not in text and "0.750" not in text
     for document in (report.csv, text):
         assert "White" not in document and neuro_readers[0].username not in document
 
@@ -168,6 +170,10 @@ def test_director_dashboard_shows_names_and_rates(
     page = verified_client(director_dana).get("/qa/dashboard/?quarter=2026-Q3").content.decode()
     assert str(neuro_readers[0]) in page and "100 %" in page
     assert "2 critical results; communicated within the facility's target: 50 %" in page
+    # one number format: the Wilson interval of 1 in 1 in percent (20.7–100 %), no 0.207–1.000
+    assert "20.7–100 %" in page and "0.207" not in page
+    # the chart's labels follow the theme (currentColor), its bars carry classes app.css colours
+    assert 'class="chart"' in page and 'fill="currentColor">STAT' in page
 
 
 def test_quarter_bounds_and_nearest_rank_percentile():

@@ -27,7 +27,7 @@ from reports.services import (
 from tests.conftest import PASSWORD
 from tests.reports.conftest import FILLED
 from tests.worklist.conftest import Screens
-from worklist.groups import OPERATIONS_GROUP
+from worklist.groups import OPERATIONS_GROUP, user_group
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +96,8 @@ def test_an_open_critical_result_past_the_deadline_escalates_to_operations_once(
     filled_report, neuro_reader, chicago, django_capture_on_commit_callbacks
 ):
     # given a report marked critical 61 minutes ago at a facility with the default 60-minute deadline
-    screens = Screens([OPERATIONS_GROUP])
+    reader_group = user_group(neuro_reader.pk)
+    screens = Screens([OPERATIONS_GROUP, reader_group])
     marked = timezone.now() - timedelta(minutes=61)
     report_critical_mark(report_id=filled_report.pk, user=neuro_reader, critical=True, at=marked)
     # when the sweep runs at 59 minutes nothing happens; after 60 it escalates; again, nothing more
@@ -105,11 +106,17 @@ def test_an_open_critical_result_past_the_deadline_escalates_to_operations_once(
         first = critical_results_escalate(now=timezone.now())
         second = critical_results_escalate(now=timezone.now())
     assert [e.report_id for e in first] == [filled_report.pk] and second == []
-    events = screens.received()[OPERATIONS_GROUP]
+    received = screens.received()
+    events = received[OPERATIONS_GROUP]
     assert [(e["type"], e["report"], e["accession"]) for e in events] == [
         ("report.critical_overdue", filled_report.pk, filled_report.study.accession_number)
     ]
     assert filled_report.study.patient.family_name not in str(events)  # metadata only
+    # and the reader who marked it, on their own pages (issue 14): a notice with the way back to it
+    [told] = [e["notice"] for e in received[reader_group] if e["type"] == "notice"]
+    assert told["kind"] == "critical_overdue" and told["url"] == f"/studies/{filled_report.study_id}/report/"
+    assert filled_report.study.accession_number in told["text"]
+    assert filled_report.study.patient.family_name not in str(told)
     assert Report.objects.get(pk=filled_report.pk).critical_escalated_at is not None
 
 
@@ -201,7 +208,9 @@ def test_the_monthly_csv_for_operations_and_the_facilitys_admin(
         str(neuro_reader),
         "1649251780",
     ]
-    assert rows[1][0].endswith(("CST", "CDT"))
+    # ISO 8601 with the facility's offset (issue 19): unambiguous in a spreadsheet
+    assert rows[1][0] == report.signed_at.astimezone(chicago.zone).isoformat(timespec="seconds")
+    assert rows[1][0].endswith(("-06:00", "-05:00"))
     # the previous month is empty
     client.get(f"/reports/charges/{chicago.code}/2020-01.csv")
     assert (
@@ -242,3 +251,22 @@ def test_the_charges_api(
     assert client.get(url).status_code == 404
     # a radiologist does not see the facility's billing
     assert verified_client(neuro_reader).get(url).status_code == 404
+
+
+def test_the_pdf_writes_times_in_the_facilitys_zone_with_its_abbreviation(
+    filled_report, neuro_reader, chicago
+):
+    from pypdf import PdfReader
+
+    from facilities.times import time_text
+    from reports.pdf import report_pdf
+
+    report = report_sign(
+        report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True
+    )
+    text = " ".join(
+        p.extract_text() for p in PdfReader(io.BytesIO(report_pdf(report=report, at=report.signed_at))).pages
+    )
+    signed = time_text(report.signed_at, chicago.zone)  # e.g. "2026-12-02 02:31 CST", not UTC
+    assert f"on {signed}" in " ".join(text.split())
+    assert signed.endswith(("CST", "CDT"))

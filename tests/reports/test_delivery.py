@@ -6,6 +6,8 @@ from __future__ import annotations
 import hl7
 import pytest
 from django.utils import timezone
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 
 from interfaces.hl7.outbound import outbox_deliver
 from interfaces.models import OutboundMessage
@@ -64,6 +66,61 @@ def test_final_read_reaches_the_emr_then_the_addendum_as_a_correction(
     correction = hl7.parse(emr.messages[1])
     assert str(correction.segment("OBR")[25]) == "C"
     assert "Small left SDH on review." in emr.messages[1] and "No mass effect." in emr.messages[1]
+
+
+def test_a_facility_that_asks_gets_the_addenda_as_nte_after_the_obx_rows(
+    emr, chicago, claimed_head_ct, neuro_reader
+):
+    # given a facility whose EMR shows result comments apart, and a signed, delivered final read
+    chicago.oru_addenda_as_nte = True
+    chicago.save(update_fields=["oru_addenda_as_nte"])
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    report_draft_save(report_id=report.pk, user=neuro_reader, values=FILLED, at=timezone.now())
+    _sign(report, neuro_reader)
+    outbox_deliver(facility_id=chicago.pk)
+    # when two addenda are signed and the outbox delivers over MLLP
+    for text in ("Small left SDH on review.", "Discussed with Dr Kildare | 02:10.\nPatient to CT angio."):
+        addendum_sign(report_id=report.pk, user=neuro_reader, text=text, secret=PASSWORD, at=timezone.now())
+    outbox_deliver(facility_id=chicago.pk)
+    # then the EMR got F, then C with addendum 1, then C with both, all acknowledged
+    assert len(emr.messages) == 3
+    assert not OutboundMessage.objects.exclude(status="acked").exists()
+    last = emr.messages[2]
+    strict = parse_message(last, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert strict.validate()
+    order = strict.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_25.value == "C"
+    observations = order.oru_r01_observation
+    # the report's text stays in OBX rows, with no addendum section among them
+    assert "55107-7" not in {o.obx.obx_3.obx_3_1.value for o in observations}
+    assert "No mass effect." in {o.obx.obx_5.value for o in observations}
+    # and every addendum line is an NTE of the last observation, headed with its number and signer
+    notes = [hl7.parse(last).unescape(n.nte_3.to_er7()) for n in observations[-1].nte]
+    signer = neuro_reader.get_full_name() or neuro_reader.username  # the cast has no first/last name
+    assert [n.split(" (")[0] for n in notes if n.startswith("ADDENDUM")] == ["ADDENDUM 1", "ADDENDUM 2"]
+    assert notes[0].startswith(f"ADDENDUM 1 ({signer}, ")
+    assert [n for n in notes if not n.startswith("ADDENDUM")] == [
+        "Small left SDH on review.",
+        "Discussed with Dr Kildare | 02:10.",
+        "Patient to CT angio.",
+    ]
+    assert {str(n.nte_2.value) for n in observations[-1].nte} == {"L"}
+    # and the first correction carried the first addendum only
+    assert hl7.parse(emr.messages[1]).segments("NTE")[-1][3][0] == "Small left SDH on review."
+
+
+def test_by_default_an_addendum_is_an_obx_section_and_no_nte(emr, chicago, claimed_head_ct, neuro_reader):
+    report = report_start(study_id=claimed_head_ct.pk, user=neuro_reader, at=timezone.now())
+    report_draft_save(report_id=report.pk, user=neuro_reader, values=FILLED, at=timezone.now())
+    _sign(report, neuro_reader)
+    addendum_sign(
+        report_id=report.pk, user=neuro_reader, text="Small left SDH.", secret=PASSWORD, at=timezone.now()
+    )
+    outbox_deliver(facility_id=chicago.pk)
+    correction = hl7.parse(emr.messages[-1])
+    assert "\rNTE|" not in emr.messages[-1]
+    rows = [(str(o[3][0][0]), correction.unescape(str(o[5]))) for o in correction.segments("OBX")]
+    assert rows[-2:] == [("55107-7", "ADDENDUM 1:"), ("55107-7", "Small left SDH.")]
 
 
 def test_a_refused_signature_queues_nothing(emr, claimed_head_ct, neuro_reader):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
 from imaging.models import Order, Patient, Study
-from tests.conftest import make_radiologist
+from tests.conftest import VERIFIED, make_radiologist
 from worklist.models import Shift
 
 _uids = itertools.count(1)
@@ -57,6 +57,7 @@ def make_eligible(user, facility, *, shift_hours: int = 8) -> None:
             status=LicenceStatus.ACTIVE,
             issued_on=date(2019, 1, 1),
             expires_on=date.today() + timedelta(days=365),
+            **VERIFIED,
         )
     if not FacilityPrivilege.objects.filter(profile=profile, facility=facility).exists():
         FacilityPrivilege.objects.create(

@@ -110,11 +110,12 @@ def test_anonymous_is_refused(client, head_ct):
 
 def test_token_authentication(neuro_reader, head_ct):
     """API clients with a token (issued to an enrolled user) follow the same rules."""
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from accounts.tokens import api_token_issue
+
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=neuro_reader).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=neuro_reader).key}")
     response = api.post(f"/api/v1/worklist/{head_ct.pk}/claim/")
     assert response.status_code == 200, response.content
     assert StudyAssignment.objects.get(study=head_ct).claimed_by == neuro_reader

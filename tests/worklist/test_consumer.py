@@ -128,9 +128,13 @@ async def test_stroke_routed_while_connected_reaches_the_eligible_reader_only(
 
     study_id = await route_stroke()
 
-    # then the neuro reader's screen hears of it at once, as an unclaimed stroke
+    # then the neuro reader's screen hears of it at once: the alert, before the row is rendered
+    alert = await neuro.receive_json_from(timeout=3)
+    assert (alert["type"], alert["step"], alert["study"]["id"]) == ("alert", "stroke_alert", study_id)
+    assert "row" not in alert and alert["study"]["claimed_by"] is None
+    # then the study itself with the reader's row
     event = await neuro.receive_json_from(timeout=3)
-    assert event["type"] == "study.added"
+    assert event["type"] == "study.added" and event["row"]["op"] == "upsert"
     assert event["study"]["id"] == study_id
     assert event["study"]["is_stroke"] is True and event["study"]["claimed_by"] is None
     # and the WI-only reader's socket receives nothing at all

@@ -46,15 +46,20 @@ async def test_director_socket_joins_the_director_group_and_gets_the_five_minute
     assert connected
     # when a code stroke stays unclaimed for five minutes
     study_id = await _unclaimed_stroke_at_five_minutes(chicago)
-    # then the director's screen gets the director step (and did not get the readers' alert)
+    # then the director's screen gets the director step's alert, then the step (and did not get the
+    # readers' alert)
+    alert = await director.receive_json_from(timeout=3)
+    assert (alert["type"], alert["step"], alert["study"]["id"]) == ("alert", "stroke_director", study_id)
     event = await director.receive_json_from(timeout=3)
     assert event["type"] == "study.escalated"
     assert (event["study"]["id"], event["escalation"]["step"]) == (study_id, EscalationStep.STROKE_DIRECTOR)
     assert await director.receive_nothing(timeout=0.3)
     # and a message to the director group reaches no operations socket (it has its own group)
-    await operations.receive_output(timeout=3)  # study.added
-    await operations.receive_output(timeout=3)  # the alert
-    await operations.receive_output(timeout=3)  # the director step, as operations
+    # the routing: its alert first, then study.added and the alert step with their rows
+    for expected in ("alert", "study.added", "study.escalated"):
+        assert (await operations.receive_json_from(timeout=3))["type"] == expected
+    for expected in ("alert", "study.escalated"):  # the director step, as operations
+        assert (await operations.receive_json_from(timeout=3))["type"] == expected
     await get_channel_layer().group_send(
         DIRECTOR_GROUP, {"type": "worklist.event", "event": {"type": "ping"}}
     )

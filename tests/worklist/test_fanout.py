@@ -9,6 +9,7 @@ import re
 import pytest
 from django.utils import timezone
 
+from credentialing import eligibility
 from tests.conftest import enrol_totp, make_radiologist
 from tests.worklist.conftest import make_eligible, make_study
 from worklist import broadcast, rows
@@ -223,3 +224,58 @@ def test_a_pushed_row_is_the_row_the_page_renders(
         return re.sub(r">[\d:]+<", "><", " ".join(text.split()))
 
     assert same(page_row) == same(pushed)
+
+
+def test_a_code_stroke_alert_goes_to_its_audience_before_any_row_is_rendered(
+    chicago, lakeview, neuro_readers, dr_msk_wi, renders, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given four eligible neuro readers at Lakeshore and a WI-only reader at Lakeview
+    make_eligible(dr_msk_wi, lakeview)
+    handed: list[tuple[int, list[tuple[str, dict]]]] = []  # (renderings so far, messages) per send
+
+    async def capture(messages):
+        handed.append((renders["n"], list(messages)))
+
+    monkeypatch.setattr(broadcast, "_messages_send", capture)
+    audiences = {"n": 0}
+    real_eligible = eligibility.eligible_readers
+
+    def counting(*args, **kwargs):
+        audiences["n"] += 1
+        return real_eligible(*args, **kwargs)
+
+    monkeypatch.setattr(eligibility, "eligible_readers", counting)
+    # when a code-stroke CT head is routed there
+    study_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
+    # then the first send is the alert, made before any row was rendered, the same small message for
+    # operations and every eligible reader, and nobody else
+    (renders_before, first), *rest = handed
+    assert renders_before == 0
+    assert {group for group, _ in first} == {OPERATIONS_GROUP, *(user_group(r.pk) for r in neuro_readers)}
+    alert = first[0][1]
+    assert all(event is alert for _, event in first)
+    assert (alert["type"], alert["step"], alert["study"]["id"]) == ("alert", "stroke_alert", study_id)
+    assert "row" not in alert and "html" not in str(alert)
+    # and then the routing and its alert step, each with the rows — rendered once for both events
+    kinds = [event["type"] for _, messages in rest for _, event in messages]
+    assert set(kinds) == {"study.added", "study.escalated"}
+    assert renders["n"] == 2
+    # and the audience was computed once after commit (plus once in the transaction for the record)
+    assert audiences["n"] == 2
+    # and the reader licensed elsewhere heard nothing at all
+    assert user_group(dr_msk_wi.pk) not in {group for _, messages in handed for group, _ in messages}
+
+
+def test_no_alert_for_a_routine_study_or_a_claimed_stroke(
+    chicago, neuro_readers, sent, django_capture_on_commit_callbacks
+):
+    # given a routine CT head routed, and a stroke routed then claimed
+    _route(chicago, django_capture_on_commit_callbacks)
+    stroke_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
+    assert sum(event["type"] == "alert" for _, event in sent) == len(neuro_readers) + 1  # the stroke's
+    sent.clear()
+    # when a reader claims the stroke
+    with django_capture_on_commit_callbacks(execute=True):
+        study_claim(study_id=stroke_id, user=neuro_readers[0], at=timezone.now())
+    # then nobody is alerted again: only the claim is told
+    assert sent and all(event["type"] == "study.claimed" for _, event in sent)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from interfaces.selectors import simulated_facilities
-from interfaces.simulator import exam_random, exam_simulate
+from interfaces.simulator import STROKE_RATE, exam_random, exam_simulate
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("facility", help="facility code, e.g. CHI-L1")
         parser.add_argument("--count", type=int, default=5, help="exams to send")
         parser.add_argument("--slices", type=int, default=None, help="images per series (default: realistic)")
-        parser.add_argument("--stroke-rate", type=float, default=0.15)
+        parser.add_argument("--stroke-rate", type=float, default=STROKE_RATE)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--hl7-port", type=int, default=settings.READROOM_HL7_PORT)
         parser.add_argument("--dicom-port", type=int, default=settings.READROOM_DICOM_PORT)

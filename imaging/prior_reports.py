@@ -1,0 +1,132 @@
+"""The hospital's own reports of fetched priors (docs/priors.md, "Prior reports from the PACS"): a
+prior retrieved from a facility's PACS often carries its report as a DICOM object of the same study —
+a text SR (Basic Text / Enhanced / Comprehensive SR) or an Encapsulated PDF. The reading screen shows
+their text read-only beside the prior, next to the reports ReadRoom signed.
+
+Read on demand from the encrypted store (a prior has a handful of such objects, and nothing needs to be
+kept twice); every prior whose document is shown is an audited read."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from accounts.audit import record_phi_access
+from imaging.models import Instance, PriorState, Study
+from imaging.selectors import study_priors
+from imaging.storage import StorageError, encrypted_read
+
+log = logging.getLogger(__name__)
+
+TEXT_SR_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.11": "SR",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22": "SR",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33": "SR",  # Comprehensive SR
+}
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+DOCUMENT_CLASSES = {**TEXT_SR_CLASSES, ENCAPSULATED_PDF: "PDF"}
+MAX_DOCUMENTS = 10
+MAX_TEXT = 20_000  # characters shown of one document: a report, not a book
+
+
+@dataclass(frozen=True)
+class PriorDocument:
+    """One report object of a retrieved prior, as the reading screen shows it."""
+
+    study: Study
+    kind: str  # "SR" | "PDF"
+    title: str
+    text: str
+
+
+def prior_documents(user, study: Study) -> list[PriorDocument]:
+    """The report objects (text SR, Encapsulated PDF) of the patient's *retrieved* priors that ``user``
+    may see, newest prior first. A prior still retrieving is hidden here as everywhere."""
+    priors = [p for p in study_priors(user, study) if p.prior_state == PriorState.RETRIEVED]
+    if not priors:
+        return []
+    by_study = {p.pk: p for p in priors}
+    instances = Instance.objects.filter(
+        series__study_id__in=by_study, sop_class_uid__in=DOCUMENT_CLASSES
+    ).values_list("series__study_id", "sop_class_uid", "storage_path")
+    order = {p.pk: n for n, p in enumerate(priors)}
+    documents = []
+    for study_id, sop_class, path in sorted(instances, key=lambda row: order[row[0]])[:MAX_DOCUMENTS]:
+        prior = by_study[study_id]
+        kind = DOCUMENT_CLASSES[sop_class]
+        try:
+            ds = dcmread(BytesIO(encrypted_read(path)))
+            text = pdf_text(ds) if kind == "PDF" else sr_text(ds)
+            title = str(ds.get("DocumentTitle", "")) if kind == "PDF" else _sr_title(ds)
+        except (StorageError, InvalidDicomError, ValueError, AttributeError, KeyError) as exc:
+            # one unreadable object must not hide the others, nor the reading screen
+            log.warning("prior report %s unreadable: %s", path, exc)
+            text, title = "(this report could not be read)", ""
+        documents.append(PriorDocument(prior, kind, title or "Report", text[:MAX_TEXT]))
+    for prior in {d.study for d in documents}:
+        record_phi_access(prior)
+    return documents
+
+
+def sr_text(ds: Dataset) -> str:
+    """The SR's content tree as lines: a container is a heading, TEXT/CODE/NUM/DATE items are
+    "name: value" (a radiology report SR is mostly TEXT items under Findings / Impression)."""
+    lines: list[str] = []
+    _sr_walk(ds.get("ContentSequence", []), lines)
+    return "\n".join(lines).strip()
+
+
+def _sr_walk(items, lines: list[str]) -> None:
+    for item in items:
+        name = _concept(item)
+        kind = item.get("ValueType", "")
+        if kind == "CONTAINER":
+            if name:
+                lines.append(("" if not lines else "\n") + name.upper())
+        elif kind == "TEXT":
+            value = str(item.get("TextValue", ""))
+            lines.append(f"{name}: {value}" if name and "\n" not in value else value)
+        elif kind == "CODE" and item.get("ConceptCodeSequence"):
+            lines.append(f"{name}: {item.ConceptCodeSequence[0].CodeMeaning}")
+        elif kind == "NUM" and item.get("MeasuredValueSequence"):
+            measured = item.MeasuredValueSequence[0]
+            unit = (
+                measured.MeasurementUnitsCodeSequence[0].CodeValue
+                if "MeasurementUnitsCodeSequence" in measured
+                else ""
+            )
+            lines.append(f"{name}: {measured.NumericValue} {unit}".rstrip())
+        elif kind in ("DATE", "DATETIME", "PNAME", "UIDREF"):
+            value = item.get(
+                {"DATE": "Date", "DATETIME": "DateTime", "PNAME": "PersonName"}.get(kind, "UID"), ""
+            )
+            lines.append(f"{name}: {value}")
+        _sr_walk(item.get("ContentSequence", []), lines)
+
+
+def _concept(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence")
+    return str(names[0].CodeMeaning) if names else ""
+
+
+def _sr_title(ds: Dataset) -> str:
+    return _concept(ds) or str(ds.get("SeriesDescription", ""))
+
+
+def pdf_text(ds: Dataset) -> str:
+    """The text of an Encapsulated PDF (pypdf: pure Python, already what the tests read our own
+    report PDFs with; shown as text, so no PDF renderer runs in the reader's page)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    document = bytes(ds.EncapsulatedDocument)
+    try:
+        reader = PdfReader(BytesIO(document))
+        return "\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise ValueError(f"PDF unreadable: {exc}") from exc

@@ -1,0 +1,159 @@
+"""Priors fetched from a facility's own PACS (docs/priors.md): which of a source's studies are relevant,
+the retrieval's state, and what the reading screen says about it. Writes here; the DICOM associations are
+``interfaces.dicom.prior_scu``'s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from facilities.models import Facility
+from imaging.models import Instance, Patient, PriorFetch, PriorRetrieval, PriorState, RetrievalStatus, Study
+from imaging.storage import encrypted_delete
+
+# Body parts recognised in a procedure's text when the source names none (DICOM CID 4031 terms).
+BODY_PARTS = ("HEAD", "BRAIN", "NECK", "CHEST", "ABDOMEN", "PELVIS", "SPINE", "KNEE", "SHOULDER", "HIP")
+DEFAULT_COUNT, DEFAULT_LOOKBACK_DAYS = 3, 1825
+
+
+class SourceUnavailable(Exception):
+    """The source is down, refused the association or the credentials, or stopped answering:
+    retry later. Raised by the DIMSE and the DICOMweb clients alike."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One study in a source's C-FIND answer (already checked: same MRN and issuer)."""
+
+    study_instance_uid: str
+    study_date: str
+    modalities: tuple[str, ...]
+    description: str
+    instances: int | None = None  # NumberOfStudyRelatedInstances, when the source says (QIDO-RS does)
+
+
+def relevance(source: dict, *, modality: str, procedure_text: str) -> tuple[set[str], set[str]]:
+    """(modalities, body parts) that make a prior relevant: the source's lists, else the current
+    procedure's own modality and the body parts its text names."""
+    modalities = {m.upper() for m in source.get("modalities") or ([modality] if modality else [])}
+    text = procedure_text.upper()
+    parts = {b.upper() for b in source.get("body_parts") or [p for p in BODY_PARTS if p in text]}
+    return modalities, parts
+
+
+def relevant_pick(
+    source: dict, candidates: list[Candidate], *, modalities: set[str], body_parts: set[str], today: date,
+    exclude: set[str],
+) -> list[Candidate]:  # fmt: skip
+    oldest = (today - timedelta(days=int(source.get("lookback_days") or DEFAULT_LOOKBACK_DAYS))).strftime(
+        "%Y%m%d"
+    )
+    chosen = [
+        c
+        for c in candidates
+        if c.study_instance_uid not in exclude
+        and (not modalities or modalities & set(c.modalities))
+        and (not body_parts or any(p in c.description.upper() for p in body_parts))
+        and (not c.study_date or c.study_date >= oldest)
+    ]
+    chosen.sort(key=lambda c: c.study_date, reverse=True)  # newest first
+    return chosen[: int(source.get("count") or DEFAULT_COUNT)]
+
+
+def within_hours(source: dict, facility: Facility, now: datetime) -> bool:
+    hours = source.get("hours")
+    if not hours:
+        return True
+    start, end = hours.split("-")
+    local = now.astimezone(facility.zone).strftime("%H:%M")
+    return start <= local <= end if start <= end else (local >= start or local <= end)
+
+
+def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, order_id=None, study_id=None):
+    retrieval, _ = PriorRetrieval.objects.get_or_create(
+        facility=facility, patient=patient, order_id=order_id, study_id=study_id,
+        source_name=str(source.get("name") or source.get("called_ae_title") or source.get("base_url")),
+    )  # fmt: skip
+    return retrieval
+
+
+def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> list[PriorFetch]:
+    for c in chosen:
+        PriorFetch.objects.get_or_create(
+            retrieval=retrieval, study_instance_uid=c.study_instance_uid,
+            defaults={"study_date": c.study_date, "modalities": "\\".join(c.modalities)[:64],
+                      "description": c.description[:64]},
+        )  # fmt: skip
+    PriorRetrieval.objects.filter(pk=retrieval.pk).update(status=RetrievalStatus.RUNNING)
+    return list(retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED))
+
+
+def prior_fetch_finish(fetch: PriorFetch, *, expected: int, failed: int, error: str = "") -> bool:
+    """A move/get ended: the prior is shown only when every instance it announced is indexed."""
+    study = Study.objects.filter(study_instance_uid=fetch.study_instance_uid).first()
+    stored = Instance.objects.filter(series__study=study).count() if study else 0
+    complete = not error and failed == 0 and study is not None and stored >= expected > 0
+    with transaction.atomic():
+        if complete:
+            Study.objects.filter(pk=study.pk, prior_state=PriorState.RETRIEVING).update(
+                prior_state=PriorState.RETRIEVED
+            )
+            PriorFetch.objects.filter(pk=fetch.pk).update(
+                status=RetrievalStatus.RETRIEVED, instances_expected=expected, error=""
+            )
+        else:
+            reason = error or f"{failed} of {expected} instances failed" if failed else error or "incomplete"
+            PriorFetch.objects.filter(pk=fetch.pk).update(
+                status=RetrievalStatus.FAILED, instances_expected=expected, error=reason[:200]
+            )
+    return complete
+
+
+def prior_partial_discard(fetch: PriorFetch) -> None:
+    """The last attempt failed: what arrived of the prior is removed, never left half-indexed."""
+    study = Study.objects.filter(
+        study_instance_uid=fetch.study_instance_uid, prior_state=PriorState.RETRIEVING
+    ).first()
+    if study is None:
+        return
+    paths = list(Instance.objects.filter(series__study=study).values_list("storage_path", flat=True))
+    with transaction.atomic():
+        Instance.objects.filter(series__study=study).delete()
+        study.series.all().delete()
+        study.delete()
+    for path in paths:
+        encrypted_delete(path)
+
+
+def prior_retrieval_close(retrieval: PriorRetrieval, *, error: str = "", attempt: int) -> None:
+    failed = retrieval.fetches.filter(status=RetrievalStatus.FAILED).exists() or bool(error)
+    PriorRetrieval.objects.filter(pk=retrieval.pk).update(
+        status=RetrievalStatus.FAILED if failed else RetrievalStatus.RETRIEVED,
+        attempts=attempt,
+        last_error=error[:200],
+        updated_at=timezone.now(),
+    )
+
+
+def prior_status_text(study: Study) -> str:
+    """The reading screen's line: "2 priors retrieved, 1 failed: association rejected"."""
+    if study.patient_id is None:
+        return ""
+    retrievals = PriorRetrieval.objects.filter(facility_id=study.facility_id, patient_id=study.patient_id)
+    fetches = PriorFetch.objects.filter(retrieval__in=retrievals)
+    done = fetches.filter(status=RetrievalStatus.RETRIEVED).count()
+    failed = list(fetches.filter(status=RetrievalStatus.FAILED).values_list("error", flat=True))
+    source_errors = [r.last_error for r in retrievals if r.last_error]
+    pending = fetches.filter(status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING)).count()
+    if not (done or failed or source_errors or pending):
+        return ""
+    parts = [f"{done} prior{'s' if done != 1 else ''} retrieved"]
+    if pending:
+        parts.append(f"{pending} retrieving")
+    if failed or source_errors:
+        reasons = "; ".join(dict.fromkeys(failed + source_errors))
+        parts.append(f"{len(failed) or len(source_errors)} failed: {reasons}")
+    return ", ".join(parts)

@@ -1,0 +1,269 @@
+"""ReadRoom as a Query/Retrieve SCU (docs/priors.md): ask a facility's PACS for the same patient's
+studies — by MRN *and* issuer, never by name — and pull the relevant ones into the store as priors.
+
+C-MOVE asks the PACS to send to ReadRoom's own SCP (the PACS's AE must be a calling AE of the facility,
+so its C-STOREs land in that facility); C-GET receives on this association through the same ingest path
+(``dicom_instance_receive``). Either way the instances are indexed by ``instance_stored``, which makes a
+study we asked for that patient's prior (``imaging.services._prior_expected``)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from facilities.models import Facility
+from imaging.models import Order, Patient, PriorFetch, RetrievalStatus, Study
+from imaging.priors import (
+    Candidate,
+    SourceUnavailable,
+    prior_fetch_finish,
+    prior_fetches_plan,
+    prior_partial_discard,
+    prior_retrieval_close,
+    prior_retrieval_open,
+    relevance,
+    relevant_pick,
+    within_hours,
+)
+from interfaces.dicom.prior_web import web_retrieve, web_studies
+from interfaces.dicom.receive import dicom_instance_receive
+from worklist.broadcast import group_event_send, operations_event_send
+from worklist.groups import user_group
+from worklist.models import StudyAssignment
+
+log = logging.getLogger(__name__)
+
+
+def _ae(timeout: float) -> AE:
+    ae = AE(ae_title=settings.READROOM_DICOM_AE_TITLE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    return ae
+
+
+def _associate(ae: AE, source: dict, **kwargs):
+    assoc = ae.associate(source["host"], int(source["port"]), ae_title=source["called_ae_title"], **kwargs)
+    if assoc.is_established:
+        return assoc
+    if assoc.is_rejected:
+        raise SourceUnavailable("association rejected")
+    raise SourceUnavailable("source unreachable")
+
+
+def source_studies(source: dict, *, mrn: str, issuer: str) -> list[Candidate]:
+    """C-FIND (Study Root, STUDY level) for the patient; answers naming another MRN or issuer are
+    dropped even if the PACS ignored a key."""
+    ae = _ae(float(source.get("timeout_seconds") or 30))
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID, query.IssuerOfPatientID = mrn, issuer
+    for keyword in ("StudyInstanceUID", "StudyDate", "ModalitiesInStudy", "StudyDescription", "PatientName"):
+        setattr(query, keyword, "")
+    assoc = _associate(ae, source)
+    found = []
+    try:
+        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if not status:
+                raise SourceUnavailable("no answer to C-FIND (timed out)")
+            if status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                if (
+                    str(identifier.get("PatientID", "")) != mrn
+                    or str(identifier.get("IssuerOfPatientID", "")) != issuer
+                ):
+                    continue
+                modalities = identifier.get("ModalitiesInStudy", "")
+                modalities = [modalities] if isinstance(modalities, str) else list(modalities)
+                found.append(
+                    Candidate(
+                        str(identifier.StudyInstanceUID),
+                        str(identifier.get("StudyDate", "")),
+                        tuple(str(m) for m in modalities if m),
+                        str(identifier.get("StudyDescription", "")),
+                    )
+                )
+            elif status.Status not in (0x0000,):
+                raise SourceUnavailable(f"C-FIND failed 0x{status.Status:04X}")
+    finally:
+        assoc.release()
+    return found
+
+
+def _retrieve_query(uid: str) -> Dataset:
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = uid
+    return query
+
+
+def source_move(source: dict, uid: str) -> tuple[int, int, str]:
+    """(completed, failed, error) of a C-MOVE of one study to ReadRoom's SCP."""
+    ae = _ae(float(source.get("timeout_seconds") or 60))
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = _associate(ae, source)
+    completed = failed = 0
+    error = ""
+    try:
+        responses = assoc.send_c_move(
+            _retrieve_query(uid), settings.READROOM_DICOM_AE_TITLE, StudyRootQueryRetrieveInformationModelMove
+        )
+        for status, _identifier in responses:
+            if not status:
+                error = "timed out mid-move"
+                break
+            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+            if status.Status not in (0x0000, 0xFF00, 0xB000):
+                error = f"C-MOVE failed 0x{status.Status:04X}"
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return completed, failed, error
+
+
+def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, str]:
+    """(completed, failed, error) of a C-GET: the instances come back on this association."""
+    ae = _ae(float(source.get("timeout_seconds") or 60))
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    contexts = StoragePresentationContexts[:127]
+    for context in contexts:
+        ae.add_requested_context(context.abstract_syntax)
+    roles = [build_role(c.abstract_syntax, scp_role=True) for c in contexts]
+
+    def on_store(event) -> int:
+        return dicom_instance_receive(
+            facility=facility, part10=event.encoded_dataset(include_meta=True)
+        ).status
+
+    assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    completed = failed = 0
+    error = ""
+    try:
+        for status, _identifier in assoc.send_c_get(
+            _retrieve_query(uid), StudyRootQueryRetrieveInformationModelGet
+        ):
+            if not status:
+                error = "timed out mid-get"
+                break
+            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+            if status.Status not in (0x0000, 0xFF00, 0xB000):
+                error = f"C-GET failed 0x{status.Status:04X}"
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return completed, failed, error
+
+
+def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int | None = None,
+                 attempt: int = 1, last_attempt: bool = True) -> list[str]:  # fmt: skip
+    """Ask every prior source of the patient's facility (DIMSE or DICOMweb); returns the errors
+    (empty: all well).
+    The caller (a task) retries on errors; on the last attempt what arrived half is discarded."""
+    patient = Patient.objects.select_related("facility").get(pk=patient_id)
+    facility = patient.facility
+    order = Order.objects.filter(pk=order_id).first() if order_id else None
+    current = Study.objects.filter(pk=study_id).first() if study_id else None
+    modality = (
+        current.modalities.split("\\")[0] if current and current.modalities else ""
+    ) or _order_modality(order)
+    text = " ".join(
+        filter(None, [order.procedure_text if order else "", current.description if current else ""])
+    )
+    exclude = set(
+        Study.objects.filter(facility=facility, patient=patient).values_list("study_instance_uid", flat=True)
+    )
+    errors = []
+    for source in facility.prior_sources or []:
+        if source.get("method") not in ("c-move", "c-get", "dicomweb") or not within_hours(
+            source, facility, timezone.now()
+        ):
+            continue
+        retrieval = prior_retrieval_open(
+            facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
+        )
+        error = ""
+        try:
+            candidates = _find(source, mrn=patient.mrn, issuer=patient.assigning_authority)
+            announced = {c.study_instance_uid: c.instances for c in candidates}
+            modalities, parts = relevance(source, modality=modality, procedure_text=text)
+            chosen = relevant_pick(
+                source, candidates, modalities=modalities, body_parts=parts,
+                today=timezone.localdate(timezone=facility.zone), exclude=exclude,
+            )  # fmt: skip
+            for fetch in prior_fetches_plan(retrieval, chosen):
+                PriorFetch.objects.filter(pk=fetch.pk).update(status=RetrievalStatus.RUNNING)
+                try:
+                    completed, failed, fetch_error = _retrieve(
+                        source,
+                        fetch.study_instance_uid,
+                        facility,
+                        announced=announced.get(fetch.study_instance_uid),
+                    )
+                except SourceUnavailable as exc:
+                    completed, failed, fetch_error = 0, 0, str(exc)
+                if not prior_fetch_finish(fetch, expected=completed, failed=failed, error=fetch_error):
+                    errors.append(fetch_error or "incomplete")
+                    if last_attempt:
+                        prior_partial_discard(fetch)
+                prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+        except SourceUnavailable as exc:
+            error = str(exc)
+            errors.append(error)
+            if last_attempt:
+                # an earlier attempt may have left a prior half-arrived (the PACS stopped mid-move):
+                # the source is gone for good now, so nothing of it may stay
+                for fetch in retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED):
+                    prior_partial_discard(fetch)
+        log.info("priors from %s for patient %s: %s", retrieval.source_name, patient_id, error or "done")
+        prior_retrieval_close(retrieval, error=error, attempt=attempt)
+        prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+    return errors
+
+
+def _find(source: dict, *, mrn: str, issuer: str) -> list[Candidate]:
+    if source["method"] == "dicomweb":
+        return web_studies(source, mrn=mrn, issuer=issuer)
+    return source_studies(source, mrn=mrn, issuer=issuer)
+
+
+def _retrieve(source: dict, uid: str, facility: Facility, *, announced: int | None) -> tuple[int, int, str]:
+    """(expected, failed, error) of one prior's retrieval by the source's method."""
+    if source["method"] == "c-move":
+        return source_move(source, uid)
+    if source["method"] == "c-get":
+        return source_get(source, uid, facility)
+    return web_retrieve(source, uid, facility, announced=announced)
+
+
+def prior_status_announce(*, facility_id: int, patient_id: int) -> None:
+    """Tell the reading screens of the patient's current studies that their priors line changed.
+    The event names the study only (no PHI, no text): the page asks for the line through its
+    permission-checked fragment. Its audience is the study's holder (the reader on the reading
+    screen) and operations, after commit."""
+    holders = StudyAssignment.objects.filter(
+        study__facility_id=facility_id, study__patient_id=patient_id, study__prior_state=""
+    ).values_list("study_id", "claimed_by_id")
+    for study_id, holder_id in holders:
+        event = {"type": "study.priors", "study": {"id": study_id}}
+        if holder_id:
+            group_event_send(user_group(holder_id), event)
+        operations_event_send(event)
+
+
+def _order_modality(order: Order | None) -> str:
+    if order is None:
+        return ""
+    text = f"{order.procedure_code} {order.procedure_text}".upper()
+    for modality in ("CT", "MR", "CR", "DX", "US", "NM", "PT", "MG", "XA"):
+        if text.startswith(modality) or f" {modality} " in f" {text} ":
+            return modality
+    return ""

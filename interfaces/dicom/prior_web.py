@@ -1,0 +1,139 @@
+"""ReadRoom as a DICOMweb client of a facility's PACS (docs/priors.md, "DICOMweb prior sources"):
+QIDO-RS finds the patient's studies — PatientID *and* IssuerOfPatientID, never the name — and WADO-RS
+retrieves each chosen one as ``multipart/related; type="application/dicom"``, every part through the
+same ingest as a C-STORE (``dicom_instance_receive``), so a prior fetched over HTTP obeys the same rules
+as one moved over DIMSE: indexed as that patient's prior, hidden until every announced instance is
+indexed, discarded after the last failed attempt.
+
+The standard library's HTTP client (urllib) and our own streaming multipart parser: the response is
+read in chunks, so a 300-slice CT is never held whole in memory, and a PACS that stops sending
+mid-study runs into the source's ``timeout_seconds`` on a socket read ("timed out mid-retrieve")."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from urllib.parse import quote, urlencode
+
+from facilities.models import Facility
+from imaging.priors import Candidate, SourceUnavailable
+from interfaces.dicom.receive import dicom_instance_receive
+from interfaces.dicom.web_multipart import MultipartError, media_type_parse, multipart_parts
+
+# QIDO-RS return keys we need (PS3.18 §10.6.3): what relevance reads, the identity we check again,
+# and how many instances the study holds (what "complete" means for its retrieval)
+RETURN_KEYS = ("00100020", "00100021", "0020000D", "00080020", "00080061", "00081030", "00201208")
+RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+CHUNK = 256 * 1024
+
+
+def _timeout(source: dict, default: float) -> float:
+    return float(source.get("timeout_seconds") or default)
+
+
+def _authorization(source: dict) -> str | None:
+    """The Authorization header from ``auth`` (docs/priors.md): the secret itself is read from the
+    environment variable the YAML names, never kept in the onboarding file or the database."""
+    auth = source.get("auth")
+    if not auth:
+        return None
+    variable = auth.get("password_env") if auth.get("type") == "basic" else auth.get("token_env")
+    secret = os.environ.get(variable or "")
+    if not secret:
+        raise SourceUnavailable(f"credentials not configured (${variable} is not set)")
+    if auth["type"] == "basic":
+        return "Basic " + base64.b64encode(f"{auth['username']}:{secret}".encode()).decode()
+    return f"Bearer {secret}"
+
+
+def _open(source: dict, url: str, accept: str, *, timeout: float):
+    # base_url is validated as http(s) at onboarding (facilities.models.validate_prior_sources)
+    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
+    if header := _authorization(source):
+        request.add_header("Authorization", header)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 — the facility's own PACS URL
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise SourceUnavailable(f"authentication refused (HTTP {exc.code})") from exc
+        raise SourceUnavailable(f"HTTP {exc.code} from the source") from exc
+    except TimeoutError as exc:
+        raise SourceUnavailable("no answer (timed out)") from exc
+    except (urllib.error.URLError, ConnectionError, OSError) as exc:
+        raise SourceUnavailable("source unreachable") from exc
+
+
+def _value(item: dict, tag: str) -> str:
+    values = (item.get(tag) or {}).get("Value") or [""]
+    return str(values[0])
+
+
+def web_studies(source: dict, *, mrn: str, issuer: str) -> list[Candidate]:
+    """QIDO-RS at the study level for the patient; answers naming another MRN or issuer are dropped
+    even if the PACS ignored a key (as with C-FIND)."""
+    base = source["base_url"].rstrip("/")
+    query = [("PatientID", mrn), ("IssuerOfPatientID", issuer)] + [("includefield", t) for t in RETURN_KEYS]
+    response = _open(
+        source, f"{base}/studies?{urlencode(query)}", "application/dicom+json", timeout=_timeout(source, 30)
+    )
+    try:
+        with response:
+            body = response.read()
+    except TimeoutError as exc:
+        raise SourceUnavailable("no answer to QIDO-RS (timed out)") from exc
+    try:
+        answers = json.loads(body) if body.strip() else []  # 204 No Content: no studies
+    except ValueError as exc:
+        raise SourceUnavailable("QIDO-RS answer is not DICOM JSON") from exc
+    found = []
+    for item in answers:
+        if _value(item, "00100020") != mrn or _value(item, "00100021") != issuer:
+            continue
+        modalities = tuple(str(m) for m in (item.get("00080061") or {}).get("Value") or [] if m)
+        count = _value(item, "00201208")
+        found.append(
+            Candidate(
+                _value(item, "0020000D"),
+                _value(item, "00080020"),
+                modalities,
+                _value(item, "00081030"),
+                instances=int(count) if count.isdigit() else None,
+            )
+        )
+    return found
+
+
+def _chunks(response) -> Iterator[bytes]:
+    while chunk := response.read(CHUNK):
+        yield chunk
+
+
+def web_retrieve(
+    source: dict, uid: str, facility: Facility, *, announced: int | None
+) -> tuple[int, int, str]:
+    """(expected, failed, error) of a WADO-RS retrieve of one study, each part ingested as it arrives.
+    ``expected`` is what QIDO-RS announced (or what came, when it announced nothing): the prior is
+    complete only when that many are indexed."""
+    base = source["base_url"].rstrip("/")
+    response = _open(source, f"{base}/studies/{quote(uid)}", RETRIEVE_ACCEPT, timeout=_timeout(source, 60))
+    completed = failed = 0
+    error = ""
+    try:
+        with response:
+            boundary = media_type_parse(response.headers.get("Content-Type", "")).params.get("boundary", "")
+            for part in multipart_parts(_chunks(response), boundary):
+                if dicom_instance_receive(facility=facility, part10=part.body).ok:
+                    completed += 1
+                else:
+                    failed += 1
+    except TimeoutError:
+        error = "timed out mid-retrieve"
+    except MultipartError:
+        error = "the retrieve ended early"
+    except (ConnectionError, OSError):
+        error = "connection lost mid-retrieve"
+    return max(announced or 0, completed + failed), failed, error

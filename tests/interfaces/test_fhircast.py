@@ -1,0 +1,289 @@
+"""The FHIRcast hub (HL7 FHIRcast STU3) against the real ASGI server: a plain websocket subscriber
+(``websockets``, as an external viewer or dictation system would be) subscribes to the reader's
+session topic — by the session or by an API token — and receives ImagingStudy-open with the study's
+identifiers when the reader opens the study; a subscriber of another user's session receives nothing,
+and nobody may subscribe to a topic that is not one of their sessions."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.test import Client
+from websockets.sync.client import connect
+
+from accounts.tokens import api_token_issue
+from interfaces.fhir.identifiers import dicom_uid_value
+from tests.e2e.test_worklist import AsgiServer, _server_connections_close
+from tests.reports.conftest import claimed_head_ct, ct_head_template, head_ct_study  # noqa: F401
+from tests.worklist.conftest import neuro_reader, other_neuro_reader  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def hub_server(transactional_db):
+    server = AsgiServer()
+    server.start()
+    yield server
+    server.stop()
+    _server_connections_close()
+
+
+def subscribe(client: Client, topic: str, events: str = "ImagingStudy-open", **headers) -> tuple[int, dict]:
+    data = {
+        "hub.mode": "subscribe",
+        "hub.topic": topic,
+        "hub.events": events,
+        "hub.channel.type": "websocket",
+    }
+    response = client.post("/fhircast/", data, **headers)
+    return response.status_code, response.json()
+
+
+def channel(server: AsgiServer, endpoint: str):
+    path = endpoint.split("/ws/", 1)[1]
+    socket = connect(f"ws://127.0.0.1:{server.port}/ws/{path}", origin=server.url, open_timeout=10)
+    confirmed = json.loads(socket.recv(timeout=10))
+    return socket, confirmed
+
+
+def test_a_subscriber_gets_imaging_study_open_for_its_session_only(
+    hub_server,
+    verified_client,
+    neuro_reader,  # noqa: F811
+    other_neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+):
+    study = claimed_head_ct
+    # given the reader's session topic, and a subscriber on it by API token (a dictation system)
+    reader = verified_client(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    token = api_token_issue(user=neuro_reader)
+    status, body = subscribe(Client(), topic, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert status == 202, body
+    socket, confirmed = channel(hub_server, body["hub.channel.endpoint"])
+    assert confirmed["hub.mode"] == "subscribe" and confirmed["hub.topic"] == topic
+    # and another reader's session with its own subscriber (by that session)
+    other = Client()
+    other.force_login(other_neuro_reader)
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.conftest import current_totp
+
+    device = TOTPDevice.objects.get(user=other_neuro_reader)
+    assert other.post("/account/verify/", {"token": current_totp(device)}).status_code == 302
+    other_topic = other.get("/fhircast/").json()["hub.topic"]
+    assert other_topic != topic
+    # the other reader may not subscribe to the first reader's topic, nor an anonymous client
+    assert subscribe(other, topic)[0] == 403
+    assert subscribe(Client(), topic)[0] in (401, 403)
+    status, body = subscribe(other, other_topic)
+    assert status == 202, body
+    other_socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+
+    # when the reader opens the study's images (the built-in viewer; OHIF's page does the same)
+    try:
+        assert reader.get(f"/studies/{study.pk}/viewer/").status_code == 200
+        event = json.loads(socket.recv(timeout=10))
+        quiet = _nothing(other_socket)
+    finally:
+        socket.close()
+        other_socket.close()
+
+    # then the subscriber gets ImagingStudy-open with the study's identifiers
+    assert event["event"]["hub.topic"] == topic and event["event"]["hub.event"] == "ImagingStudy-open"
+    context = {c["key"]: c["resource"] for c in event["event"]["context"]}
+    values = {i["value"] for i in context["study"]["identifier"]}
+    assert dicom_uid_value(study.study_instance_uid) in values
+    assert study.accession_number in values
+    assert (
+        context["study"]["resourceType"] == "ImagingStudy" and context["patient"]["resourceType"] == "Patient"
+    )
+    # and the other session's subscriber nothing
+    assert quiet
+
+
+def _nothing(socket) -> bool:
+    try:
+        socket.recv(timeout=1.5)
+    except TimeoutError:
+        return True
+    return False
+
+
+def test_bad_subscriptions_are_refused_with_a_reason(verified_client, neuro_reader):  # noqa: F811
+    reader = verified_client(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    assert subscribe(reader, topic, events="Patient-open")[1]["detail"].startswith("hub.events must name")
+    bad_mode = reader.post(
+        "/fhircast/", {"hub.mode": "watch", "hub.topic": topic, "hub.events": "ImagingStudy-open"}
+    )
+    assert bad_mode.status_code == 400 and "hub.mode" in bad_mode.json()["detail"]
+    webhook = reader.post(
+        "/fhircast/",
+        {
+            "hub.mode": "subscribe",
+            "hub.topic": topic,
+            "hub.events": "ImagingStudy-open",
+            "hub.channel.type": "webhook",
+        },
+    )
+    assert webhook.status_code == 400 and "websocket" in webhook.json()["detail"]
+    assert subscribe(reader, "not-a-topic")[0] == 403
+
+
+REPORT_EVENTS = "DiagnosticReport-open,DiagnosticReport-update,DiagnosticReport-close,ImagingStudy-close"
+
+
+def _verified(user) -> Client:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.conftest import current_totp
+
+    client = Client()
+    client.force_login(user)
+    device = TOTPDevice.objects.get(user=user)
+    assert client.post("/account/verify/", {"token": current_totp(device)}).status_code == 302
+    return client
+
+
+def test_the_report_editor_and_signing_publish_the_diagnostic_report_events_to_the_session_only(
+    hub_server,
+    neuro_reader,  # noqa: F811
+    other_neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+):
+    from reports.models import Report, ReportStatus
+    from tests.reports.conftest import FILLED, next_totp
+
+    study = claimed_head_ct
+    # given a dictation system subscribed to the reader's session topic for the report events
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    status, body = subscribe(reader, topic, events=REPORT_EVENTS)
+    assert status == 202, body
+    socket, confirmed = channel(hub_server, body["hub.channel.endpoint"])
+    assert confirmed["hub.events"] == REPORT_EVENTS
+    # and another reader's session with its own subscriber to the same events — who may not take
+    # the first reader's topic
+    other = _verified(other_neuro_reader)
+    other_topic = other.get("/fhircast/").json()["hub.topic"]
+    assert subscribe(other, topic, events=REPORT_EVENTS)[0] == 403
+    status, body = subscribe(other, other_topic, events=REPORT_EVENTS)
+    assert status == 202, body
+    other_socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+    try:
+        # when the reader opens the report editor
+        assert reader.get(f"/studies/{study.pk}/report/").status_code == 200
+        opened = json.loads(socket.recv(timeout=10))["event"]
+        # and signs it final from there
+        values = {f"value-{key}": value for key, value in FILLED.items()}
+        signed = reader.post(
+            f"/studies/{study.pk}/report/sign/",
+            {**values, "secret": next_totp(neuro_reader), "kind": "final"},
+        )
+        assert signed.status_code == 302, re.findall(r'role="alert"[^>]*>([^<]*)', signed.content.decode())
+        after = [json.loads(socket.recv(timeout=10))["event"] for _ in range(3)]
+        quiet = _nothing(other_socket)
+    finally:
+        socket.close()
+        other_socket.close()
+    report = Report.objects.get(study=study)
+    assert report.status == ReportStatus.FINAL
+
+    # then DiagnosticReport-open: the report (draft: partial), its patient and ImagingStudy, a version
+    assert opened["hub.topic"] == topic and opened["hub.event"] == "DiagnosticReport-open"
+    context = {c["key"]: c["resource"] for c in opened["context"]}
+    assert set(context) == {"report", "patient", "study"}
+    assert context["report"]["id"] == str(report.pk) and context["report"]["status"] == "partial"
+    assert context["report"]["imagingStudy"] == [{"reference": f"ImagingStudy/{study.pk}"}]
+    assert study.accession_number in {i["value"] for i in context["study"]["identifier"]}
+    assert opened["context.versionId"]
+    # then, on signing: -update (the new status; the prior version named), -close, ImagingStudy-close
+    assert [e["hub.event"] for e in after] == [
+        "DiagnosticReport-update",
+        "DiagnosticReport-close",
+        "ImagingStudy-close",
+    ]
+    update, closed, study_closed = ({c["key"]: c["resource"] for c in e["context"]} for e in after)
+    assert (update["report"]["id"], update["report"]["status"]) == (str(report.pk), "final")
+    assert "imagingStudy" not in update["report"]  # -update: id, status, code — what changed
+    assert update["updates"]["resourceType"] == "Bundle" and update["updates"]["type"] == "transaction"
+    assert after[0]["context.priorVersionId"] == opened["context.versionId"]
+    assert after[0]["context.versionId"] not in (None, opened["context.versionId"])
+    assert closed["report"]["id"] == str(report.pk) and closed["patient"]["resourceType"] == "Patient"
+    assert study_closed["study"]["resourceType"] == "ImagingStudy"
+    # and the other session's subscriber heard nothing
+    assert quiet
+
+
+def test_logout_closes_the_sessions_fhircast_channels(
+    hub_server,
+    verified_client,
+    neuro_reader,  # noqa: F811
+):
+    """Issue 15 §9: the session's topic ends with the session; a subscriber's channel on it closes."""
+    from websockets.exceptions import ConnectionClosed
+
+    reader = verified_client(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    key = api_token_issue(user=neuro_reader).key
+    status, body = subscribe(Client(), topic, HTTP_AUTHORIZATION=f"Token {key}")
+    assert status == 202, body
+    socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+    with socket:
+        assert _nothing(socket)  # open while the session lives
+        reader.post("/logout/")
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+    assert closed.value.rcvd.code == 4401
+
+
+def test_leaving_a_study_unsigned_publishes_imaging_study_close_to_the_session_only(
+    hub_server,
+    neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+    dr_msk_wi,
+):
+    study = claimed_head_ct
+    # given the reader's session topic with a subscriber for ImagingStudy-close
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    status, body = subscribe(reader, topic, events="ImagingStudy-open,ImagingStudy-close")
+    assert status == 202, body
+    socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+    try:
+        # when the reader's editor goes away unsigned (its page-hide beacon)
+        assert reader.post(f"/studies/{study.pk}/close/").status_code == 204
+        event = json.loads(socket.recv(timeout=10))
+        # and a reader who may not see the study tries the same
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        from tests.conftest import enrol_totp
+
+        if not TOTPDevice.objects.filter(user=dr_msk_wi).exists():
+            enrol_totp(dr_msk_wi)
+        outsider = _verified(dr_msk_wi)
+        refused = outsider.post(f"/studies/{study.pk}/close/").status_code
+        quiet = _nothing(socket)
+    finally:
+        socket.close()
+    # then the subscriber gets ImagingStudy-close with the study's identifiers
+    assert event["event"]["hub.topic"] == topic and event["event"]["hub.event"] == "ImagingStudy-close"
+    context = {c["key"]: c["resource"] for c in event["event"]["context"]}
+    assert study.accession_number in {i["value"] for i in context["study"]["identifier"]}
+    # and the outsider is refused, telling nobody anything
+    assert refused == 404 and quiet
+    # and a GET is not a close
+    assert reader.get(f"/studies/{study.pk}/close/").status_code == 405
+
+
+def test_the_report_editor_carries_its_close_beacon_until_signed(
+    neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+):
+    reader = _verified(neuro_reader)
+    page = reader.get(f"/studies/{claimed_head_ct.pk}/report/").content.decode()
+    assert f'data-close-url="/studies/{claimed_head_ct.pk}/close/"' in page

@@ -1,0 +1,140 @@
+"""The facility simulator's procedural phantoms (issue 19): images that match the procedure, with real
+HU and geometry, decoded by pydicom and sent through the real Storage SCP."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import random
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom import dcmread, dcmwrite
+from pydicom.pixels import apply_modality_lut
+
+from imaging.models import Study
+from interfaces import phantoms
+from interfaces.simulator import PROCEDURES, STROKE_PROCEDURE, exam_random, series_datasets, series_send
+
+BY_CODE = {p.code: p for p in PROCEDURES}
+
+
+def exam_for(code: str, *, stroke: bool = False, seed: int = 7):
+    exam = exam_random(random.Random(seed), "CHI-L1", stroke_rate=0.0, trauma_rate=0.0)
+    reason = "CODE STROKE - LEFT FACIAL DROOP, LKW 45 MIN" if stroke else "HEADACHE"
+    return dataclasses.replace(exam, procedure=BY_CODE[code], reason=reason)
+
+
+def decoded(ds):
+    """What a receiver reads: the Part 10 bytes written and parsed again."""
+    part10 = io.BytesIO()
+    dcmwrite(part10, ds, enforce_file_format=True)
+    return dcmread(io.BytesIO(part10.getvalue()))
+
+
+def hounsfield(ds) -> np.ndarray:
+    return apply_modality_lut(ds.pixel_array, ds)
+
+
+def at_mm(ds, x_mm: float, y_mm: float) -> tuple[int, int]:
+    """(row, column) of the pixel at patient (x, y) in mm, from the header's own geometry."""
+    x0, y0 = float(ds.ImagePositionPatient[0]), float(ds.ImagePositionPatient[1])
+    row_spacing, column_spacing = map(float, ds.PixelSpacing)
+    return round((y_mm - y0) / row_spacing), round((x_mm - x0) / column_spacing)
+
+
+def test_a_ct_head_slice_has_brain_inside_bone_at_the_rim_and_real_geometry():
+    # given a routine CT head of 12 slices from the simulator
+    slices = [decoded(ds) for ds in series_datasets(exam_for("70450"), slices=12)]
+    middle = slices[6]
+    # then each slice decodes as 512² signed 16-bit with HU through the rescale
+    assert (middle.Rows, middle.Columns, middle.pixel_array.dtype) == (512, 512, np.int16)
+    assert (float(middle.RescaleSlope), float(middle.RescaleIntercept)) == (1.0, -1024.0)
+    hu = hounsfield(middle)
+    for ds in slices:
+        values = hounsfield(ds)
+        assert values.min() >= -1024 and values.max() <= 3071
+    # brain-range HU in the hemisphere beside the midline, bone at the rim, air outside
+    row, column = at_mm(middle, 30.0, 0.0)
+    assert 20 < np.median(hu[row - 5 : row + 5, column - 5 : column + 5]) < 50
+    centre_row = at_mm(middle, 0.0, 0.0)[0]
+    profile = hu[centre_row]
+    assert profile[:20].max() < -900  # air at the image edge
+    rim = np.flatnonzero(profile > 700)
+    assert rim.size and rim.min() < 256 - 100 and rim.max() > 256 + 100  # skull on both sides
+    # the geometry a viewer's MPR needs: spacing, orientation, positions stepping along z
+    assert [float(v) for v in middle.PixelSpacing] == pytest.approx([0.449, 0.449], abs=0.01)
+    assert [float(v) for v in middle.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+    assert (positions[:, :2] == positions[0, :2]).all()
+    assert np.diff(positions[:, 2]) == pytest.approx([float(middle.SliceThickness)] * 11, abs=0.01)
+    assert (float(middle.WindowCenter), float(middle.WindowWidth)) == (40.0, 80.0)
+    # and scrolling shows a volume: the skull narrows towards the vertex
+    assert np.count_nonzero(hounsfield(slices[-1]) > -500) < np.count_nonzero(hu > -500)
+
+
+def test_a_code_stroke_head_shows_a_hyperdensity_a_routine_one_does_not():
+    def hyperdense(stroke: bool) -> int:
+        datasets = series_datasets(exam_for("70450", stroke=stroke), slices=12)
+        return sum(int(np.count_nonzero((h > 60) & (h < 90))) for h in map(hounsfield, datasets))
+
+    assert hyperdense(stroke=True) > 500 > hyperdense(stroke=False)
+
+
+def test_phantoms_are_deterministic_per_seed_and_slices_differ():
+    first = phantoms.slice_pixels("head", 5, 12, size=128, seed=1)
+    assert np.array_equal(first, phantoms.slice_pixels("head", 5, 12, size=128, seed=1))
+    assert not np.array_equal(first, phantoms.slice_pixels("head", 6, 12, size=128, seed=1))
+    assert not np.array_equal(first, phantoms.slice_pixels("head", 5, 12, size=128, seed=2))
+    assert not first.flags.writeable  # cached: nobody may change what the next exam gets
+
+
+@pytest.mark.parametrize(
+    ("code", "phantom", "expected"),
+    [("71260", "chest", (-850, 40, 700)), ("74177", "abdomen", (-100, 60, 700))],
+)
+def test_a_chest_and_an_abdomen_ct_have_their_tissues(code, phantom, expected):
+    datasets = [decoded(ds) for ds in series_datasets(exam_for(code), slices=12)]
+    values = np.concatenate([hounsfield(ds).ravel() for ds in datasets])
+    # lungs (or fat), soft tissue and bone are each a real part of the volume
+    for hu in expected:
+        assert np.count_nonzero(np.abs(values - hu) < 40 if hu < 500 else values > hu) > 10_000, hu
+    field_of_view = phantoms.PHANTOMS[phantom].field_of_view_mm
+    assert float(datasets[0].PixelSpacing[0]) == pytest.approx(field_of_view / 512)
+
+
+@pytest.mark.parametrize(("code", "views"), [("71045", ["PA"]), ("73560", ["AP", "LL"])])
+def test_radiographs_are_monochrome2_projections_without_slice_geometry(code, views):
+    datasets = [decoded(ds) for ds in series_datasets(exam_for(code))]
+    assert [ds.ViewPosition for ds in datasets] == views
+    for ds in datasets:
+        assert (ds.Modality, ds.PhotometricInterpretation, ds.PixelRepresentation) == ("CR", "MONOCHROME2", 0)
+        pixels = ds.pixel_array
+        assert pixels.shape == (512, 512) and pixels.max() <= 4095
+        # bone is white, air is dark, and there is much in between: a projection, not a mask
+        assert np.percentile(pixels, 99) > 2500 and np.percentile(pixels, 1) < 800
+        assert len(np.unique(pixels)) > 500
+        assert "ImagePositionPatient" not in ds and ds.ImagerPixelSpacing[0] > 0
+    if len(datasets) == 2:
+        assert not np.array_equal(datasets[0].pixel_array, datasets[1].pixel_array)
+
+
+def test_a_simulated_head_ct_is_stored_by_the_scp_and_renders(dicom_scp, client, admin_chicago):
+    # given a code-stroke CT head from the simulator, sent over the simulator's own association
+    host, port, aet = dicom_scp
+    exam = exam_for(STROKE_PROCEDURE.code, stroke=True)
+    statuses = series_send(
+        series_datasets(exam, slices=4), host=host, port=port, calling_ae="LAKESHORE_CT1", called_ae=aet
+    )
+    # then every instance is stored and the study renders as a PNG in a brain window
+    assert statuses == [0, 0, 0, 0]
+    study = Study.objects.get(study_instance_uid=exam.study_uid)
+    assert study.number_of_instances == 4
+    client.force_login(admin_chicago)
+    answer = client.get(f"/dicomweb/studies/{exam.study_uid}/thumbnail?viewport=128,128&window=40,80")
+    assert answer.status_code == 200, answer.content[:200]
+    rendered = np.asarray(Image.open(BytesIO(answer.content)).convert("L"))
+    assert rendered.shape == (128, 128) and rendered.min() < 10 and rendered.max() > 245
+    assert client.get(f"/dicomweb/studies/{exam.study_uid}/rendered").status_code == 200

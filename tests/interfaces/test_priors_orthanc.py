@@ -1,0 +1,488 @@
+"""Priors from the hospital's PACS: a real Orthanc (Debian's package) on loopback free ports holds a
+patient's three prior CTs (two chest, one head) and a namesake's chest CT. A new order for a chest CT
+makes ReadRoom fetch the two relevant priors — by C-MOVE into its own SCP, and by C-GET — never the
+namesake's; they are that patient's priors (never a worklist study), shown to the facility and to no
+other. A source that is down, refuses the association, or stops answering mid-move (the Orthanc process
+stopped with SIGSTOP) is retried and the failure is shown; nothing half-arrived is ever shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import signal
+import threading
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from bench.common import orthanc_running, orthanc_store
+from facilities.models import DicomSender
+from imaging.models import Instance, Order, Patient, PriorFetch, PriorRetrieval, PriorState, Study
+from imaging.priors import prior_status_text
+from imaging.selectors import studies_visible_to
+from interfaces.simulator import exam_random, series_datasets
+from tests.net import free_port
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(ORTHANC).exists(), reason="orthanc not installed (apt-get install orthanc)"),
+]
+MRN, ISSUER = "CHI-100", "LAKESHORE"
+SLICES = 3
+
+
+PACS_USER, PACS_PASSWORD, PASSWORD_ENV = "readroom", "lakeshore-secret", "READROOM_TEST_PACS_PASSWORD"
+
+
+@pytest.fixture
+def orthanc(tmp_path, dicom_scp, monkeypatch):
+    """An Orthanc 'hospital PACS' (with its DICOMweb plugin, behind HTTP basic authentication) that
+    knows ReadRoom's SCP as the move destination READROOM."""
+    host, scp_port, aet = dicom_scp
+    monkeypatch.setenv(PASSWORD_ENV, PACS_PASSWORD)  # where a DICOMweb source's secret comes from
+    with orthanc_running(
+        tmp_path, dicomweb=True, Name="hospital-pacs", DicomAet="HOSP_PACS", DicomCheckCalledAet=True,
+        DicomAlwaysAllowFind=True, DicomAlwaysAllowGet=True, DicomAlwaysAllowMove=True,
+        DicomModalities={"readroom": [aet, host, scp_port]}, StorageAccessOnFind="Always",
+        AuthenticationEnabled=True, RegisteredUsers={PACS_USER: PACS_PASSWORD},
+    ) as peer:  # fmt: skip
+        yield {**peer, "auth": (PACS_USER, PACS_PASSWORD)}
+
+
+def orthanc_load(
+    orthanc, *, seed: int, mrn: str, description: str, study_date: str, slices: int = SLICES, size: int = 64
+) -> str:
+    exam = exam_random(random.Random(seed), "CHI-L1", stroke_rate=0.0)
+    exam = dataclasses.replace(exam, mrn=mrn, family_name="SMITH", given_name="ANNA")
+    uid = None
+    for ds in series_datasets(exam, slices=slices, size=size):
+        ds.IssuerOfPatientID = ISSUER
+        ds.StudyDescription = description
+        ds.StudyDate = study_date
+        ds.Modality = "CT"
+        uid = str(ds.StudyInstanceUID)
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        orthanc_store(orthanc, buffer.getvalue(), auth=orthanc["auth"])
+    return uid
+
+
+@pytest.fixture
+def hospital(orthanc, chicago):
+    chest_new = orthanc_load(
+        orthanc, seed=11, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901"
+    )
+    chest_old = orthanc_load(
+        orthanc, seed=12, mrn=MRN, description="CT CHEST WO CONTRAST", study_date="20250301"
+    )
+    head = orthanc_load(orthanc, seed=13, mrn=MRN, description="CT HEAD WO CONTRAST", study_date="20260101")
+    namesake = orthanc_load(
+        orthanc, seed=14, mrn="CHI-999", description="CT CHEST W CONTRAST", study_date="20260801"
+    )
+    # Orthanc's own C-STOREs (the C-MOVE) arrive as a calling AE of this facility
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    return {"relevant": {chest_new, chest_old}, "head": head, "namesake": namesake}
+
+
+def source(orthanc, method: str, **changes) -> dict:
+    if method == "dicomweb":
+        return {
+            "name": "Lakeshore PACS", "method": "dicomweb", "base_url": orthanc["dicomweb"],
+            "auth": {"type": "basic", "username": PACS_USER, "password_env": PASSWORD_ENV},
+            "count": 3, "lookback_days": 3650, "timeout_seconds": 10, **changes,
+        }  # fmt: skip
+    return {
+        "name": "Lakeshore PACS", "method": method, "host": "127.0.0.1", "port": orthanc["dicom_port"],
+        "called_ae_title": "HOSP_PACS", "count": 3, "lookback_days": 3650, "timeout_seconds": 10, **changes,
+    }  # fmt: skip
+
+
+def new_order(chicago) -> Order:
+    patient = Patient.objects.create(
+        facility=chicago, mrn=MRN, assigning_authority=ISSUER, family_name="SMITH", given_name="ANNA"
+    )
+    return Order.objects.create(
+        facility=chicago, patient=patient, accession_number="A-NEW-1", procedure_code="71250",
+        procedure_text="CT CHEST WO CONTRAST",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["c-move", "c-get", "dicomweb"])
+def test_a_new_order_fetches_the_two_relevant_priors(
+    method, hospital, orthanc, chicago, admin_chicago, admin_lakeview
+):
+    chicago.prior_sources = [source(orthanc, method)]
+    chicago.save(update_fields=["prior_sources"])
+    # when: the order arrives (the task runs after commit)
+    order = new_order(chicago)
+    # then: both chest priors are stored, complete, as that patient's priors; never the head or namesake
+    priors = Study.objects.filter(patient=order.patient)
+    assert set(priors.values_list("study_instance_uid", flat=True)) == hospital["relevant"]
+    assert all(p.prior_state == PriorState.RETRIEVED and p.number_of_instances == SLICES for p in priors)
+    assert not Study.objects.filter(study_instance_uid__in=[hospital["head"], hospital["namesake"]]).exists()
+    assert (
+        not priors.filter(worklist_routed=True).exists() and not priors.filter(order__isnull=False).exists()
+    )
+    assert prior_status_text(priors.first()) == "2 priors retrieved"
+    # the facility sees them; another facility's user does not
+    assert set(studies_visible_to(admin_chicago).values_list("pk", flat=True)) == set(
+        priors.values_list("pk", flat=True)
+    )
+    assert not studies_visible_to(admin_lakeview).filter(patient=order.patient).exists()
+
+
+def test_a_source_that_is_down_is_retried_and_the_failure_shown(chicago):
+    down = free_port()
+    chicago.prior_sources = [
+        {"name": "PACS", "method": "c-move", "host": "127.0.0.1", "port": down, "called_ae_title": "X",
+         "timeout_seconds": 2}
+    ]  # fmt: skip
+    chicago.save(update_fields=["prior_sources"])
+    order = new_order(chicago)
+    retrieval = PriorRetrieval.objects.get(patient=order.patient)
+    assert (retrieval.status, retrieval.attempts, retrieval.last_error) == ("failed", 1, "source unreachable")
+    # the retries (scheduled with backoff by the first attempt): the last one still fails, and says so
+    from interfaces.tasks import priors_fetch_task
+
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk}, retries=3)
+    retrieval.refresh_from_db()
+    assert (retrieval.status, retrieval.attempts, retrieval.last_error) == ("failed", 4, "source unreachable")
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.3.4.5"
+    )
+    assert prior_status_text(current) == "0 priors retrieved, 1 failed: source unreachable"
+
+
+def test_a_source_that_rejects_the_association_is_shown(hospital, orthanc, chicago):
+    chicago.prior_sources = [source(orthanc, "c-move", called_ae_title="NOT_ORTHANC")]
+    chicago.save(update_fields=["prior_sources"])
+    order = new_order(chicago)
+    retrieval = PriorRetrieval.objects.get(patient=order.patient)
+    assert (retrieval.status, retrieval.last_error) == ("failed", "association rejected")
+    assert not Study.objects.filter(patient=order.patient).exists()
+    assert not PriorFetch.objects.exists()
+
+
+MANY = 40  # instances: enough that the move is still running when the PACS is stopped
+
+
+def stop_when_instances_arrive(orthanc, uid: str) -> threading.Thread:
+    """The PACS stops answering mid-move: SIGSTOP to the Orthanc process as soon as the first of the
+    prior's instances is indexed (it keeps its sockets open and says nothing more — a hung PACS)."""
+    from django.db import connection
+
+    def watch() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while not Instance.objects.filter(series__study__study_instance_uid=uid).exists():
+                assert time.monotonic() < deadline, "no instance arrived"
+                time.sleep(0.005)
+            orthanc["process"].send_signal(signal.SIGSTOP)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing_half(
+    orthanc, chicago, admin_chicago, image_store
+):
+    from interfaces.tasks import priors_fetch_task
+
+    uid = orthanc_load(
+        orthanc, seed=31, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901", slices=MANY
+    )
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    order = new_order(chicago)  # no sources yet: nothing is asked
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    )
+    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.save(update_fields=["prior_sources"])
+
+    # when the first attempt's C-MOVE starts and the PACS hangs after the first instances
+    watcher = stop_when_instances_arrive(orthanc, uid)
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk})
+    watcher.join(5)
+    # then the prior is failed with the reason, and what arrived is hidden, never shown as complete
+    fetch = PriorFetch.objects.get(study_instance_uid=uid)
+    assert (fetch.status, fetch.error) == ("failed", "timed out mid-move")
+    partial = Study.objects.get(study_instance_uid=uid)
+    arrived = Instance.objects.filter(series__study=partial).count()
+    assert partial.prior_state == PriorState.RETRIEVING and 0 < arrived < MANY
+    assert not studies_visible_to(admin_chicago).filter(pk=partial.pk).exists()
+    assert prior_status_text(current) == "0 priors retrieved, 1 failed: timed out mid-move"
+    retrieval = PriorRetrieval.objects.get(patient=order.patient)
+    assert (retrieval.status, retrieval.attempts) == ("failed", 1)
+
+    # when the last retry (the policy's 4th attempt) finds the PACS still hung
+    paths = list(Instance.objects.filter(series__study=partial).values_list("storage_path", flat=True))
+    assert all((image_store / p).exists() for p in paths)  # encrypted at rest, as they arrived
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk}, retries=3)
+    # then it says so, and nothing of the half-arrived prior is left: no rows, no encrypted files
+    retrieval.refresh_from_db()
+    assert (retrieval.status, retrieval.attempts, retrieval.last_error) == ("failed", 4, "source unreachable")
+    assert not Study.objects.filter(study_instance_uid=uid).exists()
+    assert not Instance.objects.exists() and paths
+    assert not any((image_store / p).exists() for p in paths)
+    assert "failed" in prior_status_text(current) and "0 priors retrieved" in prior_status_text(current)
+    # the hung PACS ends (its stalled association with our SCP closes before the database goes)
+    orthanc["process"].send_signal(signal.SIGCONT)
+    orthanc["process"].terminate()
+    orthanc["process"].wait(15)
+
+
+def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admin_chicago, image_store):
+    from interfaces.tasks import priors_fetch_task
+
+    uid = orthanc_load(
+        orthanc, seed=32, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901", slices=MANY
+    )
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    order = new_order(chicago)
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    )
+    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.save(update_fields=["prior_sources"])
+    watcher = stop_when_instances_arrive(orthanc, uid)
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk})
+    watcher.join(5)
+    assert PriorFetch.objects.get(study_instance_uid=uid).status == "failed"
+
+    # when the PACS answers again and the retry (attempt 2) runs
+    orthanc["process"].send_signal(signal.SIGCONT)
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk}, retries=1)
+    # then the whole prior is there, and only now shown
+    prior = Study.objects.get(study_instance_uid=uid)
+    assert prior.prior_state == PriorState.RETRIEVED
+    assert Instance.objects.filter(series__study=prior).count() == MANY
+    assert studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
+    assert prior_status_text(current) == "1 prior retrieved"
+
+
+# --- the prior's own report, as the hospital's PACS holds it (a text SR, an Encapsulated PDF) ---------
+
+
+def _report_object(orthanc, like, *, sop_class: str, modality: str, series_number: int, **attributes) -> None:
+    """A report object in the prior's study (``like``: one of its images), stored in Orthanc."""
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    patient_and_study = ("PatientID", "IssuerOfPatientID", "PatientName", "StudyInstanceUID", "StudyDate",
+                         "StudyDescription")  # fmt: skip
+    for keyword in patient_and_study:
+        setattr(ds, keyword, like.get(keyword, ""))
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), series_number, 1
+    ds.Modality = modality
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = (
+        sop_class,
+        ds.SOPInstanceUID,
+    )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    orthanc_store(orthanc, buffer.getvalue(), auth=orthanc["auth"])
+
+
+def _code(value: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "LN", meaning
+    return code
+
+
+def _text_item(value: str, meaning: str, text: str):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.RelationshipType, item.ValueType = "CONTAINS", "TEXT"
+    item.ConceptNameCodeSequence, item.TextValue = [_code(value, meaning)], text
+    return item
+
+
+def report_sr_store(orthanc, *, mrn: str, uid: str, study_date: str, description: str, impression: str):
+    """The hospital's report of a study in Orthanc as a Basic Text SR of that study."""
+    from pydicom.dataset import Dataset
+
+    like = Dataset()  # the study's patient and study attributes, as its images carry them
+    like.PatientID, like.IssuerOfPatientID, like.PatientName = mrn, ISSUER, "SMITH^ANNA"
+    like.StudyInstanceUID, like.StudyDate, like.StudyDescription = uid, study_date, description
+    _report_object(
+        orthanc, like, sop_class="1.2.840.10008.5.1.4.1.1.88.11", modality="SR", series_number=90,
+        ValueType="CONTAINER", ContinuityOfContent="SEPARATE", CompletionFlag="COMPLETE",
+        VerificationFlag="VERIFIED", ConceptNameCodeSequence=[_code("18748-4", "Diagnostic imaging report")],
+        ContentSequence=[
+            _text_item("18782-3", "Findings", "Stable 4 mm nodule in the right upper lobe."),
+            _text_item("19005-8", "Impression", impression),
+        ],
+    )  # fmt: skip
+    return like
+
+
+def prior_with_reports(orthanc, *, seed: int, pdf_text: str, sr_impression: str) -> str:
+    """A prior chest CT whose study also holds the hospital's report, twice: a Basic Text SR and an
+    Encapsulated PDF (how PACSes keep the RIS's report with the images)."""
+    import weasyprint
+
+    study_date, description = "20260901", "CT CHEST W CONTRAST"
+    uid = orthanc_load(orthanc, seed=seed, mrn=MRN, description=description, study_date=study_date)
+    like = report_sr_store(
+        orthanc, mrn=MRN, uid=uid, study_date=study_date, description=description, impression=sr_impression
+    )
+    pdf = weasyprint.HTML(string=f"<p>{pdf_text}</p>").write_pdf()
+    _report_object(
+        orthanc, like, sop_class="1.2.840.10008.5.1.4.1.1.104.1", modality="DOC", series_number=91,
+        DocumentTitle="Radiology report", MIMETypeOfEncapsulatedDocument="application/pdf",
+        BurnedInAnnotation="YES", ConceptNameCodeSequence=[], EncapsulatedDocument=pdf,
+    )  # fmt: skip
+    return uid
+
+
+def _signed_in(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_priors_own_reports_from_the_pacs_are_shown_beside_the_current_study(
+    orthanc, chicago, admin_chicago, admin_lakeview
+):
+    from imaging.prior_reports import prior_documents
+
+    # given the hospital PACS holding a prior chest CT with its report as a text SR and as a PDF
+    uid = prior_with_reports(
+        orthanc, seed=41, pdf_text="IMPRESSION: no pulmonary embolism.", sr_impression="Nodule unchanged."
+    )
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    chicago.prior_sources = [source(orthanc, "c-move")]
+    chicago.save(update_fields=["prior_sources"])
+    # when the order arrives and the prior is fetched (images and report objects, one C-MOVE)
+    order = new_order(chicago)
+    prior = Study.objects.get(study_instance_uid=uid)
+    assert prior.prior_state == PriorState.RETRIEVED
+    assert Instance.objects.filter(series__study=prior).count() == SLICES + 2
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    )
+    # then both report objects are read back as text, with the prior they belong to
+    documents = {d.kind: d for d in prior_documents(admin_chicago, current)}
+    assert set(documents) == {"SR", "PDF"} and {d.study.pk for d in documents.values()} == {prior.pk}
+    assert "Impression: Nodule unchanged." in documents["SR"].text
+    assert "Findings: Stable 4 mm nodule" in documents["SR"].text
+    assert documents["SR"].title == "Diagnostic imaging report"
+    assert "no pulmonary embolism" in documents["PDF"].text and documents["PDF"].title == "Radiology report"
+    # reading the prior's report is an audited read of the prior
+    from auditlog.models import LogEntry
+
+    assert LogEntry.objects.filter(
+        action=LogEntry.Action.ACCESS, content_type__model="study", object_pk=str(prior.pk)
+    ).exists()
+    # and the reading screen's fragment shows them; another facility's user sees neither
+    page = _signed_in(admin_chicago).get(f"/studies/{current.pk}/report/priors/")
+    assert page.status_code == 200
+    assert b"Nodule unchanged." in page.content and b"no pulmonary embolism" in page.content
+    assert prior_documents(admin_lakeview, current) == []
+    assert _signed_in(admin_lakeview).get(f"/studies/{current.pk}/report/priors/").status_code == 404
+
+
+def test_a_prior_still_retrieving_shows_no_report(orthanc, chicago, admin_chicago):
+    from imaging.prior_reports import prior_documents
+
+    uid = prior_with_reports(orthanc, seed=42, pdf_text="IMPRESSION: normal.", sr_impression="Normal.")
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    chicago.prior_sources = [source(orthanc, "c-move")]
+    chicago.save(update_fields=["prior_sources"])
+    order = new_order(chicago)
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    )
+    assert len(prior_documents(admin_chicago, current)) == 2
+    # when the prior is (again) incomplete — a half-arrived retry
+    Study.objects.filter(study_instance_uid=uid).update(prior_state=PriorState.RETRIEVING)
+    # then nothing of it is shown, its report neither
+    assert prior_documents(admin_chicago, current) == []
+
+
+# --- a DICOMweb source (QIDO-RS + WADO-RS, Orthanc's DICOMweb plugin) ---------------------------------
+
+
+def test_a_dicomweb_source_with_the_wrong_password_is_refused_and_shown(
+    hospital, orthanc, chicago, monkeypatch
+):
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    chicago.prior_sources = [source(orthanc, "dicomweb")]
+    chicago.save(update_fields=["prior_sources"])
+    order = new_order(chicago)
+    retrieval = PriorRetrieval.objects.get(patient=order.patient)
+    assert (retrieval.status, retrieval.last_error) == ("failed", "authentication refused (HTTP 401)")
+    assert not Study.objects.filter(patient=order.patient).exists() and not PriorFetch.objects.exists()
+
+
+def test_a_dicomweb_source_that_is_down_is_shown(chicago):
+    chicago.prior_sources = [
+        {"name": "VNA", "method": "dicomweb", "base_url": f"http://127.0.0.1:{free_port()}/dicom-web",
+         "timeout_seconds": 2}
+    ]  # fmt: skip
+    chicago.save(update_fields=["prior_sources"])
+    order = new_order(chicago)
+    retrieval = PriorRetrieval.objects.get(patient=order.patient)
+    assert (retrieval.status, retrieval.last_error) == ("failed", "source unreachable")
+
+
+def test_a_dicomweb_pacs_that_stops_mid_retrieve_shows_nothing_half_and_the_retry_brings_it_all(
+    orthanc, chicago, admin_chicago, image_store
+):
+    from interfaces.tasks import priors_fetch_task
+
+    # given a prior large enough (40 × 512²) that its WADO-RS answer cannot sit whole in socket buffers
+    uid = orthanc_load(
+        orthanc,
+        seed=33,
+        mrn=MRN,
+        description="CT CHEST W CONTRAST",
+        study_date="20260901",
+        slices=MANY,
+        size=512,
+    )
+    order = new_order(chicago)
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    )
+    chicago.prior_sources = [source(orthanc, "dicomweb", timeout_seconds=3)]
+    chicago.save(update_fields=["prior_sources"])
+    # when the PACS hangs after the first instances of the retrieve
+    watcher = stop_when_instances_arrive(orthanc, uid)
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk})
+    watcher.join(5)
+    # then the prior is failed with the reason, what arrived hidden
+    fetch = PriorFetch.objects.get(study_instance_uid=uid)
+    assert (fetch.status, fetch.error, fetch.instances_expected) == ("failed", "timed out mid-retrieve", MANY)
+    partial = Study.objects.get(study_instance_uid=uid)
+    assert partial.prior_state == PriorState.RETRIEVING
+    assert 0 < Instance.objects.filter(series__study=partial).count() < MANY
+    assert not studies_visible_to(admin_chicago).filter(pk=partial.pk).exists()
+    assert prior_status_text(current) == "0 priors retrieved, 1 failed: timed out mid-retrieve"
+    # when the PACS answers again and the retry runs: the whole prior, and only now shown
+    orthanc["process"].send_signal(signal.SIGCONT)
+    priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk}, retries=1)
+    prior = Study.objects.get(study_instance_uid=uid)
+    assert prior.prior_state == PriorState.RETRIEVED
+    assert Instance.objects.filter(series__study=prior).count() == MANY
+    assert studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
+    assert prior_status_text(current) == "1 prior retrieved"

@@ -1,0 +1,63 @@
+"""The operations worklist shows studies still without their order after the facility's wait
+(issue #13, docs/orders.md), each with the link to find the order it should have matched."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from imaging.models import Patient, StudyStatus
+from tests.worklist.conftest import make_study
+
+pytestmark = pytest.mark.django_db
+
+
+def _waiting_ids(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'data-testid="waiting-row" data-study-id="(\d+)"', html)]
+
+
+def test_orderless_studies_past_their_facilitys_wait_are_listed_with_the_link_to_match(
+    client, ops_omar, chicago, lakeview
+):
+    now = timezone.now()
+    chicago.orderless_wait_minutes = 30
+    chicago.save()
+    lakeview.orderless_wait_minutes = 120
+    lakeview.save()
+    patient = Patient.objects.create(facility=chicago, mrn="MRN7070", assigning_authority="LAKESHORE")
+    # given a Chicago study 45 min without its order, one 10 min old, one with its order,
+    # a Lakeview study 60 min old (its facility waits 120), and a finished one
+    late = make_study(chicago, first_received_at=now - timedelta(minutes=45))
+    late.patient = patient
+    late.save(update_fields=["patient"])
+    young = make_study(chicago, first_received_at=now - timedelta(minutes=10))
+    ordered = make_study(chicago, code="70450", first_received_at=now - timedelta(hours=3))
+    patient_wait = make_study(lakeview, first_received_at=now - timedelta(minutes=60))
+    read = make_study(chicago, first_received_at=now - timedelta(hours=5), status=StudyStatus.FINAL)
+    older = make_study(chicago, first_received_at=now - timedelta(hours=2))
+    client.force_login(ops_omar)
+    # when operations open their worklist (and its live rows)
+    for url in ("/operations/worklist/", "/operations/worklist/rows/"):
+        html = client.get(url).content.decode()
+        # then only the studies past their own facility's wait, oldest first
+        assert _waiting_ids(html) == [older.pk, late.pk], url
+        assert "Waiting for their order (2)" in html
+    assert {young.pk, ordered.pk, patient_wait.pk, read.pk}.isdisjoint(_waiting_ids(html))
+    row = html[html.index(f'data-study-id="{late.pk}"') :]
+    assert re.search(r'data-testid="waited">4[56] min', row)
+    # and the link searches the facility's inbound HL7 for the patient's order
+    link = re.search(r'data-testid="match-link" href="([^"]+)"', row).group(1).replace("&amp;", "&")
+    assert link == "/operations/interfaces/messages/?direction=in&facility=CHI-L1&mrn=MRN7070"
+    assert client.get(link).status_code == 200
+
+
+def test_the_facility_filter_narrows_the_waiting_list(client, ops_omar, chicago, lakeview):
+    now = timezone.now()
+    chicago_late = make_study(chicago, first_received_at=now - timedelta(hours=3))
+    lakeview_late = make_study(lakeview, first_received_at=now - timedelta(hours=3))
+    client.force_login(ops_omar)
+    html = client.get("/operations/worklist/?facility=WI-LAKEVIEW").content.decode()
+    assert _waiting_ids(html) == [lakeview_late.pk] and chicago_late.pk not in _waiting_ids(html)

@@ -1,0 +1,131 @@
+"""The live channel of every page (issue 14, docs/alerts.md): which alerts a user has waiting, and
+their acknowledgement.
+
+The events themselves travel on the worklist socket (``worklist.consumers``, the groups
+``worklist.broadcast`` already addresses: the eligible readers, operations, the director), so the
+audiences are exactly the worklist's. What a page needs besides the stream is the *resync*: when its
+socket (re)opens, the alerts still waiting for this user — computed here from committed state with the
+same rules the events follow:
+
+* a **reader**: every unclaimed code stroke on their own worklist (eligible now, so never a reader
+  licensed elsewhere), at its latest reader step (``stroke_alert``, then ``stroke_readers`` at 2 min);
+* **operations**: an unclaimed code stroke once its 2-minute step (``stroke_readers``) or 5-minute step
+  (``stroke_director``) is recorded;
+* the **medical director**: an unclaimed code stroke once its 5-minute step is recorded.
+
+An alert waits until the user acknowledges *its current step*: a later step rings again."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Q
+
+from accounts.roles import Role, has_role
+from facilities.models import PriorityClass
+from imaging.models import Study
+from worklist.broadcast import study_event_payload
+from worklist.models import AlertAcknowledgement, EscalationStep, StudyEscalation
+from worklist.notices import NOTICE_KEY_PREFIX, NoticeNotFound, user_notice_acknowledge
+from worklist.selectors import worklist_for
+
+READER_STEPS = (EscalationStep.STROKE_ALERT, EscalationStep.STROKE_READERS)
+OPERATIONS_STEPS = (EscalationStep.STROKE_READERS, EscalationStep.STROKE_DIRECTOR)
+DIRECTOR_STEPS = (EscalationStep.STROKE_DIRECTOR,)
+STEP_ORDER = [
+    EscalationStep.STROKE_ALERT,
+    EscalationStep.STROKE_READERS,
+    EscalationStep.STROKE_DIRECTOR,
+]
+STROKE_Q = Q(is_stroke=True) | Q(priority=PriorityClass.STROKE)
+
+
+class AlertNotFound(Exception):
+    """The user has no such alert (not in its audience, or nothing to acknowledge)."""
+
+
+def steps_for(user) -> tuple[str, ...]:
+    """The code-stroke steps that alert this user, by role."""
+    steps: set[str] = set()
+    if has_role(user, Role.RADIOLOGIST):
+        steps.update(READER_STEPS)
+    if user.is_superuser or has_role(user, Role.OPERATIONS):
+        steps.update(OPERATIONS_STEPS)
+    if has_role(user, Role.MEDICAL_DIRECTOR):
+        steps.update(DIRECTOR_STEPS)
+    return tuple(step for step in STEP_ORDER if step in steps)
+
+
+def _audience_studies(user, at: datetime):
+    """Unclaimed open code strokes this user may be alerted to: their worklist — for a reader the
+    studies they are eligible for now, for operations and the director every study on the lists."""
+    return worklist_for(user, at=at).filter(STROKE_Q, worklist_claimed_by__isnull=True)
+
+
+def alerts_pending(user, *, at: datetime) -> list[dict]:
+    """The alerts waiting for ``user`` now: ``{"kind", "step", "label", "at", "study": {...}}``,
+    the oldest first. The study part is the socket's payload (workflow metadata, no patient name)."""
+    steps = steps_for(user)
+    if not steps:
+        return []
+    studies = {s.pk: s for s in _audience_studies(user, at).select_related("assignment__claimed_by")[:50]}
+    recorded = StudyEscalation.objects.filter(study_id__in=studies, step__in=steps).order_by("at")
+    latest: dict[int, StudyEscalation] = {}
+    for escalation in recorded:
+        known = latest.get(escalation.study_id)
+        if known is None or STEP_ORDER.index(escalation.step) > STEP_ORDER.index(known.step):
+            latest[escalation.study_id] = escalation
+    acknowledged = set(
+        AlertAcknowledgement.objects.filter(user=user, study_id__in=latest).values_list("study_id", "kind")
+    )
+    alerts = []
+    for study_id, escalation in sorted(latest.items(), key=lambda item: item[1].at):
+        if (study_id, escalation.step) in acknowledged:
+            continue
+        alerts.append(
+            {
+                "kind": "stroke",
+                "step": escalation.step,
+                "label": EscalationStep(escalation.step).label,
+                "at": escalation.at.isoformat(),
+                "study": study_event_payload(studies[study_id]),
+            }
+        )
+    return alerts
+
+
+def alert_acknowledge(user, *, study_id: int, step: str, at: datetime) -> AlertAcknowledgement:
+    """Record that ``user`` acknowledged the ``step`` alert of a study. Only an alert of this user's
+    audience may be acknowledged: the step must be one that alerts their role and be recorded for the
+    study, and a reader must be eligible for the study or hold it (the claim may have come first)."""
+    if step not in steps_for(user):
+        raise AlertNotFound("No such alert for you.")
+    if not StudyEscalation.objects.filter(study_id=study_id, step=step).exists():
+        raise AlertNotFound("No such alert for you.")
+    if not (user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR)):
+        held = Study.objects.filter(pk=study_id, worklist_claimed_by=user).exists()
+        if not held and not worklist_for(user, at=at).filter(pk=study_id).exists():
+            raise AlertNotFound("No such alert for you.")
+    return AlertAcknowledgement.objects.create(user=user, study_id=study_id, kind=step, at=at)
+
+
+# Operations' notices that are not a study's step: ``<kind>:<reference>`` (e.g. ``dead_letter:<outbound
+# message id>``, sent as ``interface.dead_letter`` to the operations group by interfaces.hl7.outbound).
+# ``critical_overdue:<report id>``: ``report.critical_overdue`` (reports.services.critical_results_escalate).
+OPERATIONS_NOTICES = ("dead_letter", "critical_overdue")
+
+
+def notice_acknowledge(user, *, notice: str, at: datetime) -> AlertAcknowledgement:
+    """Record that a user acknowledged a notice (who, when): one addressed to them
+    (``worklist.notices``, ``notice:<id>``), or an operations notice, for operations only."""
+    if notice.startswith(NOTICE_KEY_PREFIX):
+        try:
+            return user_notice_acknowledge(user, key=notice, at=at)
+        except NoticeNotFound as error:
+            raise AlertNotFound(str(error)) from None
+    kind, _, ref = notice.partition(":")
+    if kind not in OPERATIONS_NOTICES or not ref.isdigit() or len(notice) > 32:
+        raise AlertNotFound("No such notice.")
+    if not (user.is_superuser or has_role(user, Role.OPERATIONS)):
+        raise AlertNotFound("No such notice for you.")
+    return AlertAcknowledgement.objects.create(user=user, study=None, kind=notice, at=at)

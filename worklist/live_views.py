@@ -1,0 +1,89 @@
+"""The live channel's two HTTP ends (docs/alerts.md): the alerts waiting for the signed-in user (the
+resync a page asks for when its socket opens) and the acknowledgement of one. JSON, session-only,
+CSRF-checked; the socket carries everything else."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_POST, require_safe
+
+from accounts.middleware import session_locked
+from accounts.screen_lock import session_lock, session_unlock
+from worklist.live import AlertNotFound, alert_acknowledge, alerts_pending, notice_acknowledge
+from worklist.notices import notices_pending
+
+LOCKED_FIELDS = ("id", "facility", "facility_name", "priority", "is_stroke", "claimed_by")
+LOCKED_NOTICE_FIELDS = ("key", "kind", "title", "facility", "at")
+
+
+def _signed_in_or_401(request: HttpRequest) -> JsonResponse | None:
+    # a script cannot follow the login redirect: say so, and the page shows "Signed out"
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": "Not signed in."}, status=401)
+    return None
+
+
+@require_safe
+def live_pending(request: HttpRequest) -> JsonResponse:
+    if (refusal := _signed_in_or_401(request)) is not None:
+        return refusal
+    alerts = alerts_pending(request.user, at=timezone.now())
+    notices = notices_pending(request.user)
+    locked = session_locked(request.session)
+    if locked:  # the lock shows that a stroke waits, never whose: facility, class, minutes
+        alerts = [{**a, "study": {k: a["study"][k] for k in LOCKED_FIELDS}} for a in alerts]
+        notices = [{k: n[k] for k in LOCKED_NOTICE_FIELDS} for n in notices]
+    response = JsonResponse({"alerts": alerts, "notices": notices, "locked": locked})
+    response["Cache-Control"] = "no-store, private"
+    return response
+
+
+@require_POST
+def live_acknowledge(request: HttpRequest) -> JsonResponse:
+    if (refusal := _signed_in_or_401(request)) is not None:
+        return refusal
+    try:
+        body = json.loads(request.body or b"{}")
+        notice = str(body["notice"]) if isinstance(body, dict) and "notice" in body else None
+        study_id, step = (None, "") if notice else (int(body["study"]), str(body["step"]))
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse(
+            {"detail": 'Send {"study": <id>, "step": "<step>"} or {"notice": "…"}.'}, status=400
+        )
+    try:
+        if notice:
+            ack = notice_acknowledge(request.user, notice=notice, at=timezone.now())
+        else:
+            ack = alert_acknowledge(request.user, study_id=study_id, step=step, at=timezone.now())
+    except AlertNotFound as error:
+        return JsonResponse({"detail": str(error)}, status=404)
+    return JsonResponse(
+        {"study": ack.study_id, "step": ack.kind, "by": str(ack.user), "at": ack.at.isoformat()}
+    )
+
+
+@require_POST
+def live_lock(request: HttpRequest) -> JsonResponse:
+    """The page went idle: lock the session with the screen (the page hid its PHI already)."""
+    if (refusal := _signed_in_or_401(request)) is not None:
+        return refusal
+    session_lock(request)
+    return JsonResponse({"state": "locked"})
+
+
+@require_POST
+def live_unlock(request: HttpRequest) -> JsonResponse:
+    if (refusal := _signed_in_or_401(request)) is not None:
+        return refusal
+    try:
+        secret = str(json.loads(request.body or b"{}").get("secret", ""))
+    except (ValueError, AttributeError):
+        return JsonResponse({"detail": 'Send {"secret": "…"}.'}, status=400)
+    if not session_unlock(request, secret):
+        return JsonResponse(
+            {"detail": "That is not your password or current authenticator code."}, status=403
+        )
+    return JsonResponse({"state": "live"})
