@@ -159,7 +159,9 @@
       if (!entry.done) statusNode.textContent = "Loading…";
       entry.promise
         .then((loaded) => {
-          if (state.series !== seriesAtStart) return;
+          // another series was chosen while this slice was in flight: stepOnce starts its walk
+          // (returning here left `walking` set and the viewer frozen on the old series)
+          if (state.series !== seriesAtStart) { stepOnce(); return; }
           // Painted only if still on the way from the slice on screen to the target: a stopped
           // cine or a reversed scroll must not put up the slice that was in flight.
           if (frameUrl(state.series, next) === url && (next - state.shown) * (state.target - next) >= 0) {

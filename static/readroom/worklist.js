@@ -63,14 +63,49 @@
       .then((html) => {
         if (html === null) return;
         const focusInRows = live().contains(document.activeElement);
+        const typed = typedFields();
         live().outerHTML = html;
-        afterRowsChanged(focusInRows);
+        typedFieldsRestore(typed);
+        afterRowsChanged(focusInRows && !typed.focused);
         scheduleResync();
       })
       .catch(() => {}) // offline: the reconnect will resync
       .finally(() => {
         fetching = false;
         if (missed) refreshNow();
+      });
+  }
+
+  // What the user is typing in the live region (a manual match's reason) survives a resync: the
+  // socket's first open replaces the region, often while operations are already typing.
+  function fieldKey(field) {
+    return (field.form ? field.form.getAttribute("action") : "") + "|" + field.name;
+  }
+
+  function typedFields() {
+    const values = new Map();
+    let focused = null;
+    live()
+      .querySelectorAll("form input[type=text], form textarea")
+      .forEach((field) => {
+        if (field.value) values.set(fieldKey(field), field.value);
+        if (field === document.activeElement) {
+          focused = { key: fieldKey(field), start: field.selectionStart, end: field.selectionEnd };
+        }
+      });
+    return { values, focused };
+  }
+
+  function typedFieldsRestore(typed) {
+    live()
+      .querySelectorAll("form input[type=text], form textarea")
+      .forEach((field) => {
+        const key = fieldKey(field);
+        if (!field.value && typed.values.has(key)) field.value = typed.values.get(key);
+        if (typed.focused && typed.focused.key === key) {
+          field.focus();
+          field.setSelectionRange(typed.focused.start, typed.focused.end);
+        }
       });
   }
 

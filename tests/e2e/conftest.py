@@ -77,3 +77,32 @@ def csp_violations_watched(page: Page) -> list[str]:
 
     page.on("console", _seen)
     return violations
+
+
+class RequestsHeld:
+    """Requests to `url` held on their way until `release()`: a test meets a race (a resync landing
+    while the user types, a slice arriving after the series changed) every time, not by luck."""
+
+    def __init__(self, page: Page, url) -> None:
+        self.page = page
+        self.routes: list = []
+        self.holding = True
+        page.route(url, self._on_request)
+
+    def _on_request(self, route) -> None:
+        if self.holding:
+            self.routes.append(route)
+        else:
+            route.continue_()
+
+    def wait_for_one(self, seconds: float = 5) -> None:
+        for _ in range(int(seconds * 20)):
+            if self.routes:
+                return
+            self.page.wait_for_timeout(50)
+        raise AssertionError("no request was made")
+
+    def release(self) -> None:
+        self.holding = False
+        for route in self.routes:
+            route.continue_()

@@ -10,7 +10,7 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import enrol_totp, make_radiologist
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import RequestsHeld, sign_in
 from tests.e2e.test_worklist import asgi_server, in_worker, open_worklist, route  # noqa: F401 (fixture)
 from tests.worklist.conftest import make_eligible, make_study
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
@@ -202,11 +202,21 @@ def test_ops_match_a_waiting_study_to_its_order_in_one_click(asgi_server, page: 
         facility=chicago, patient=patient, accession_number="A6060", procedure_code="70450",
         procedure_text="CT HEAD WO", priority="STAT",
     )  # fmt: skip
-    # when operations give the reason and press the order's button on the waiting row
+    # when operations type the reason while the socket's first resync is on its way (held here,
+    # so the race CI met is met every time), and press the order's button once it has landed
     sign_in(page, asgi_server, ops_omar)
+    resync = RequestsHeld(page, "**/operations/worklist/rows/**")
     page.goto(f"{asgi_server.url}/operations/worklist/")
+    resync.wait_for_one()
     row = page.locator(f'[data-testid="waiting-row"][data-study-id="{study.pk}"]')
-    row.locator('input[name="reason"]').fill("accession missing at the CT")
+    reason = row.locator('input[name="reason"]')
+    reason.fill("accession missing at the CT")
+    page.evaluate("document.getElementById('worklist-live').dataset.stale = '1'")
+    resync.release()
+    expect(page.locator("#worklist-live:not([data-stale])")).to_have_count(1)
+    # the reason typed survives the region's replacement, and keeps the focus
+    expect(reason).to_have_value("accession missing at the CT")
+    expect(reason).to_be_focused()
     row.locator(f'[data-testid="match-order"][data-order-id="{order.pk}"]').click()
     # then the desk says so and the row is gone; the study has the order and its priority
     expect(page.locator(".messages")).to_contain_text("matched to order A6060, now STAT")

@@ -11,7 +11,7 @@ from imaging import storage
 from imaging.models import Study
 from interfaces.dicom.receive import dicom_instance_receive
 from tests.dicom_data import ct_series
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import RequestsHeld, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -230,6 +230,25 @@ def flagged_head_ct(settings, tmp_path, chicago) -> tuple[Study, str]:
     yield Study.objects.get(study_instance_uid=scout.study_uid), axial.sop_uids[2]
     storage._keys.cache_clear()
     cache.clear()
+
+
+def test_choosing_a_series_while_a_slice_is_in_flight_shows_that_series(
+    live_server, page: Page, ops_omar, flagged_head_ct
+):
+    # given the viewer opening on the flagged series, its first slice held on the way
+    study, _ = flagged_head_ct
+    slices = RequestsHeld(page, re.compile(r"/rendered(\?|$)"))
+    sign_in(page, live_server, ops_omar)
+    page.goto(f"{live_server.url}/studies/{study.pk}/viewer/")
+    slices.wait_for_one()
+    # when the reader picks the scout before that slice arrives
+    page.locator('.series-button[data-series-index="0"]').click()
+    slices.release()
+    # then the scout is shown (the late slice neither paints nor stops the viewer)
+    expect(page.get_by_test_id("instance-counter")).to_have_text("1 / 2")
+    expect(page.get_by_test_id("series-label")).not_to_contain_text("#2")
+    frame = page.get_by_test_id("frame")
+    expect(frame).to_have_attribute("data-loaded-src", re.compile(r"/frames/1/rendered"))
 
 
 def test_a_study_an_ai_flagged_opens_at_the_findings_first_image(
