@@ -213,9 +213,10 @@ def study_changes_broadcast(
     before the readers' eligibility is computed: their groups do not depend on it.
 
     ``eligible``: the reader ids the caller has just computed inside the transaction with the same
-    rule, for a change that cannot alter who is eligible (an escalation step, whose ``notified``
-    record names them) — reused, so the step's audience is the one its record names and eligibility
-    is computed once per step rather than twice (docs/alerts.md "One eligibility pass per step")."""
+    rule, after every change the transaction makes (an escalation step's ``notified`` record; a
+    stroke's routing, whose alert record is computed after the routing's own changes) — reused, so
+    the audience is the one the record names and eligibility is computed once rather than twice
+    (docs/alerts.md "One eligibility pass per step")."""
     also = list(dict.fromkeys(also))
     known = None if eligible is None else frozenset(eligible)
 

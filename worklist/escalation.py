@@ -152,6 +152,11 @@ def escalation_change(escalation: StudyEscalation) -> StudyChange:
     return StudyChange("escalated", {"escalation": told})
 
 
+def escalation_readers(escalation: StudyEscalation) -> frozenset[int]:
+    """The ids of the readers a step's record names: its audience, computed once in its transaction."""
+    return frozenset(reader["id"] for reader in escalation.notified.get("readers", []))
+
+
 def _readers_notified(study: Study, at: datetime, groups: list[str]) -> tuple[dict, frozenset[int]]:
     """The step's ``notified`` record and the ids of the readers it names: one eligibility pass
     serves both the record and the step's audience (``_step_record``)."""
