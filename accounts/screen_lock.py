@@ -22,6 +22,8 @@ def session_lock(request: HttpRequest) -> None:
     """Lock the session and keep it alive while locked, at most READROOM_LOCK_MAX_HOURS."""
     request.session[LOCKED_KEY] = True
     request.session.set_expiry(int(settings.READROOM_LOCK_MAX_HOURS * 3600))
+    # stored now, not at the response: the session's sockets are told next and re-read it later
+    request.session.save()
 
 
 def session_unlock(request: HttpRequest, secret: str) -> bool:
@@ -41,4 +43,5 @@ def session_unlock(request: HttpRequest, secret: str) -> bool:
     if ok:
         request.session.pop(LOCKED_KEY, None)
         request.session.set_expiry(None)  # SESSION_COOKIE_AGE again: idleness counts from now
+        request.session.save()
     return ok

@@ -8,15 +8,20 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.db.models import Q, QuerySet
 
+from accounts.middleware import session_locked
 from accounts.roles import Role, has_role
 from imaging.models import Patient
 
 
-def session_is_live(session_key: str, user_id: int) -> bool:
-    """Whether the session still exists, has not expired and is still this user's. A session that
-    ended by logout (flushed) or idleness (expired) loads as empty."""
+def session_state(session_key: str, user_id: int) -> str | None:
+    """``"live"``, ``"locked"`` (the screen lock, docs/alerts.md), or None when the session ended: it
+    no longer exists, has expired or is another user's. A session that ended by logout (flushed) or
+    idleness (expired) loads as empty."""
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
-    return str(store.load().get(SESSION_KEY, "")) == str(user_id)
+    data = store.load()
+    if str(data.get(SESSION_KEY, "")) != str(user_id):
+        return None
+    return "locked" if session_locked(data) else "live"
 
 
 def can_read_audit_log(user) -> bool:

@@ -28,7 +28,7 @@ from facilities.models import PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, AiFinding, AiResult, Study
 from worklist.broadcast import Before, StudyChange, group_event_send, study_changes_broadcast
 from worklist.clock import sla_deadline
-from worklist.escalation import escalation_change, stroke_alert_fire
+from worklist.escalation import escalation_change, escalation_readers, stroke_alert_fire
 from worklist.groups import user_group
 from worklist.models import AiTriageRule, StudyAssignment, StudyEvent, StudyEventKind
 from worklist.services import _more_urgent, study_route
@@ -121,9 +121,11 @@ def ai_result_triage(*, result_id: int, at: datetime | None = None) -> TriageOut
     if assignment is not None and assignment.routed_at:
         changes = [StudyChange("updated", {"because": because}, before)]
         alert = stroke_alert_fire(study=study, at=at, announce=False)  # LVO → STROKE: the alert, once
+        eligible = None
         if alert is not None:
             changes.append(escalation_change(alert))
-        study_changes_broadcast(study.pk, changes)
+            eligible = escalation_readers(alert)  # computed after the re-rank: one pass (docs/alerts.md)
+        study_changes_broadcast(study.pk, changes, eligible=eligible)
     elif priority == PriorityClass.STROKE:
         # Not routed yet (the result came before or with the images): a code stroke the AI found is
         # routed now, as one flagged by its order or DICOM is at its first image — not after the

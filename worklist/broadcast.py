@@ -99,6 +99,16 @@ def sockets_close(groups: Iterable[str]) -> None:
     _layer_send([(group, SESSION_ENDED) for group in groups], False)
 
 
+def session_state_send(session_key: str | None, state: str) -> None:
+    """Tell one browser session's sockets that its screen is now ``"locked"`` or ``"live"``
+    (``WorklistConsumer.session_state``): a locked session's sockets forward only what the lock may
+    show. After commit: the caller saved the session state first, so the sockets' own periodic
+    check of the session finds the same state."""
+    if session_key:
+        message = {"type": "session.state", "state": state}
+        transaction.on_commit(lambda: _layer_send([(session_group(session_key), message)], False))
+
+
 def group_event_send(group: str, event: dict) -> None:
     """Queue ``event`` for every socket in ``group`` once the current transaction commits."""
     transaction.on_commit(lambda: groups_send_now([group], event))
@@ -176,23 +186,39 @@ def study_event_broadcast(
     extra: dict | None = None,
     also: Iterable[str] = (),
     before: Before | None = None,
+    eligible: Iterable[int] | None = None,
 ) -> None:
     """After commit, tell ``study.<kind>`` to the study's audience — each reader the change to their
     own list — and to the groups in ``also`` (e.g. the director's). The audience is computed after
     commit, from committed state, so it reflects the change that caused the event. ``before``: see
-    ``Before``; by default the holder is the one of now (escalated, cancelled, finalized)."""
-    study_changes_broadcast(study_id, [StudyChange(kind, extra, before)], also=also)
+    ``Before``; by default the holder is the one of now (escalated, cancelled, finalized).
+    ``eligible``: see ``study_changes_broadcast``."""
+    study_changes_broadcast(study_id, [StudyChange(kind, extra, before)], also=also, eligible=eligible)
 
 
-def study_changes_broadcast(study_id: int, changes: list[StudyChange], *, also: Iterable[str] = ()) -> None:
+def study_changes_broadcast(
+    study_id: int,
+    changes: list[StudyChange],
+    *,
+    also: Iterable[str] = (),
+    eligible: Iterable[int] | None = None,
+) -> None:
     """Several changes one transaction made to one study (a stroke's routing: *added* and its alert
     step), told after commit with one audience and one set of rows: the committed state is the same
     for all of them, so computing it per change only delayed the alert.
 
     A change that calls for a code-stroke alert sends the small ``alert`` event (the same for every
     recipient) to the whole audience first, before any row is rendered: the banner must not wait for
-    the worklists' rows (issue 14's target, docs/alerts.md)."""
+    the worklists' rows (issue 14's target, docs/alerts.md). Operations (and ``also``) are told it
+    before the readers' eligibility is computed: their groups do not depend on it.
+
+    ``eligible``: the reader ids the caller has just computed inside the transaction with the same
+    rule, after every change the transaction makes (an escalation step's ``notified`` record; a
+    stroke's routing, whose alert record is computed after the routing's own changes) — reused, so
+    the audience is the one the record names and eligibility is computed once rather than twice
+    (docs/alerts.md "One eligibility pass per step")."""
     also = list(dict.fromkeys(also))
+    known = None if eligible is None else frozenset(eligible)
 
     def send() -> None:
         from credentialing.eligibility import eligible_readers
@@ -204,13 +230,15 @@ def study_changes_broadcast(study_id: int, changes: list[StudyChange], *, also: 
         if study is None:
             return
         at = timezone.now()
-        eligible = {reader.pk for reader in eligible_readers(study, at)}  # once, for every change
         payload = study_event_payload(study)
         bases = [{"type": f"study.{c.kind}", "study": payload, **(c.extra or {})} for c in changes]
         alert = study_alert_event(study, payload, bases)
+        if alert is not None:  # the groups that need no eligibility first
+            _layer_send([(group, alert) for group in dict.fromkeys([OPERATIONS_GROUP, *also])])
+        # once, for every change (or the caller's, computed in the transaction)
+        eligible = set(known) if known is not None else {r.pk for r in eligible_readers(study, at)}
         if alert is not None:
-            audience = [OPERATIONS_GROUP, *(user_group(reader) for reader in sorted(eligible)), *also]
-            _layer_send([(group, alert) for group in dict.fromkeys(audience)])
+            _layer_send([(user_group(reader), alert) for reader in sorted(eligible)])
         holder = study.worklist_claimed_by_id
         rendered: dict[str, dict] = {}  # the rows, shared by the changes (one committed state)
         messages: list[tuple[str, dict]] = []

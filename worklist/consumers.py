@@ -10,10 +10,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from accounts.middleware import session_locked
 from accounts.roles import Role, has_role, requires_second_factor
 from accounts.second_factor import session_is_verified
-from accounts.selectors import session_is_live
+from accounts.selectors import session_state as session_state_read
 from worklist.groups import DIRECTOR_GROUP, OPERATIONS_GROUP, session_group, user_group
+from worklist.live import locked_event
 
 # Close codes in the 4000–4999 range are the application's (RFC 6455 §7.4.2).
 CLOSE_UNAUTHENTICATED = 4401
@@ -46,20 +48,33 @@ class WorklistConsumer(AsyncJsonWebsocketConsumer):
         if session_key:  # logout closes the session's sockets (``worklist.broadcast.on_user_logged_out``)
             groups.append(session_group(session_key))
         self.joined = groups
+        # The screen lock is the server's to know (docs/alerts.md): while the session is locked this
+        # socket forwards only what the lock may show, whatever the page's script does.
+        self.locked = await database_sync_to_async(session_locked)(self.scope.get("session"))
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        if self.locked:
+            await self.send_json({"type": "session.state", "state": "locked"})
         if session_key:
             self.session_watch = asyncio.create_task(self._session_watch(session_key, user.pk))
 
     async def _session_watch(self, session_key: str, user_id: int) -> None:
         """Authentication that lasts: an idle session expires without a request, so no signal
-        tells of it; the socket looks every READROOM_WS_SESSION_CHECK_SECONDS and closes with it."""
+        tells of it; the socket looks every READROOM_WS_SESSION_CHECK_SECONDS and closes with it.
+        The look also re-reads the lock, in case its message (``session.state``) went astray."""
         while True:
             await asyncio.sleep(settings.READROOM_WS_SESSION_CHECK_SECONDS)
-            if not await database_sync_to_async(session_is_live)(session_key, user_id):
+            state = await database_sync_to_async(session_state_read)(session_key, user_id)
+            if state is None:
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
+            await self._lock_set(state == "locked")
+
+    async def _lock_set(self, locked: bool) -> None:
+        if locked != self.locked:
+            self.locked = locked
+            await self.send_json({"type": "session.state", "state": "locked" if locked else "live"})
 
     async def disconnect(self, code: int) -> None:
         watch = getattr(self, "session_watch", None)
@@ -78,6 +93,14 @@ class WorklistConsumer(AsyncJsonWebsocketConsumer):
         # The worklist socket is one-way; claims go through the REST API so they are checked there.
         await self.send_json({"type": "error", "detail": "This socket only delivers events."})
 
+    async def session_state(self, message: dict) -> None:
+        """``{"type": "session.state", "state": "locked" | "live"}`` to the session's group: its
+        screen was locked or unlocked (``worklist.live_views``)."""
+        await self._lock_set(message.get("state") == "locked")
+
     async def worklist_event(self, message: dict) -> None:
-        """Group messages ``{"type": "worklist.event", "event": {...}}`` → the browser."""
-        await self.send_json(message["event"])
+        """Group messages ``{"type": "worklist.event", "event": {...}}`` → the browser; while the
+        session is locked, only the lock's projection of it (``worklist.live.locked_event``)."""
+        event = locked_event(message["event"]) if self.locked else message["event"]
+        if event is not None:
+            await self.send_json(event)

@@ -124,18 +124,21 @@ def _step_record(
     due_at: datetime,
     at: datetime,
     notified: dict,
+    eligible: frozenset[int] | None = None,
     also: tuple[str, ...] = (),
     announce: bool = True,
 ) -> StudyEscalation | None:
     """Insert the step; only the inserting worker writes the event and tells the screens (after
-    commit). ``announce=False``: the caller tells it with its own change (``escalation_change``)."""
+    commit). ``announce=False``: the caller tells it with its own change (``escalation_change``).
+    ``eligible``: the readers ``notified`` names, so the broadcast tells exactly them and does not
+    compute eligibility a second time after commit (a step changes nobody's eligibility)."""
     escalation = _step_insert(study_id=study.pk, step=step, due_at=due_at, at=at, notified=notified)
     if escalation is None:
         return None
     StudyEvent.objects.create(study=study, kind=StudyEventKind.ESCALATED, at=at, detail=_told(escalation))
     if announce:
         change = escalation_change(escalation)
-        study_event_broadcast(change.kind, study.pk, extra=change.extra, also=also)
+        study_event_broadcast(change.kind, study.pk, extra=change.extra, also=also, eligible=eligible)
     return escalation
 
 
@@ -149,10 +152,18 @@ def escalation_change(escalation: StudyEscalation) -> StudyChange:
     return StudyChange("escalated", {"escalation": told})
 
 
-def _readers_notified(study: Study, at: datetime, groups: list[str]) -> dict:
+def escalation_readers(escalation: StudyEscalation) -> frozenset[int]:
+    """The ids of the readers a step's record names: its audience, computed once in its transaction."""
+    return frozenset(reader["id"] for reader in escalation.notified.get("readers", []))
+
+
+def _readers_notified(study: Study, at: datetime, groups: list[str]) -> tuple[dict, frozenset[int]]:
+    """The step's ``notified`` record and the ids of the readers it names: one eligibility pass
+    serves both the record and the step's audience (``_step_record``)."""
     from credentialing.eligibility import eligible_readers
 
-    return {"readers": _people(eligible_readers(study, at)), "groups": groups}
+    readers = eligible_readers(study, at)
+    return {"readers": _people(readers), "groups": groups}, frozenset(r.pk for r in readers)
 
 
 # --- SLA steps -----------------------------------------------------------------------------------
@@ -173,10 +184,10 @@ def sla_step_fire(*, study_id: int, step: str, at: datetime) -> StudyEscalation 
     if due > at:
         return None
     groups = [OPERATIONS_GROUP]
-    notified = _readers_notified(assignment.study, at, groups)
+    notified, eligible = _readers_notified(assignment.study, at, groups)
     notified["holder"] = _people([assignment.claimed_by])[0] if assignment.claimed_by_id else None
     with transaction.atomic():
-        return _step_record(assignment.study, step, due_at=due, at=at, notified=notified)
+        return _step_record(assignment.study, step, due_at=due, at=at, notified=notified, eligible=eligible)
 
 
 def _sla_steps_due(now: datetime) -> Iterator[tuple[int, str]]:
@@ -219,7 +230,7 @@ def stroke_alert_fire(*, study: Study, at: datetime, announce: bool = True) -> S
         return None
     if StudyEscalation.objects.filter(study=study, step=EscalationStep.STROKE_ALERT).exists():
         return None  # alerted at an earlier routing: its timers are already set
-    notified = _readers_notified(study, at, [OPERATIONS_GROUP])
+    notified, _ = _readers_notified(study, at, [OPERATIONS_GROUP])
     step = EscalationStep.STROKE_ALERT
     alert = _step_record(study, step, due_at=at, at=at, notified=notified, announce=False)
     if alert is not None:
@@ -246,9 +257,13 @@ def stroke_timers_schedule(*, study_id: int, alert_at: datetime, facility: Facil
             logger.exception("scheduling the %s timer of study %s failed", step, study_id)
 
 
-def _stroke_notified(study: Study, step: str, at: datetime) -> tuple[dict, tuple[str, ...]]:
+def _stroke_notified(
+    study: Study, step: str, at: datetime
+) -> tuple[dict, frozenset[int] | None, tuple[str, ...]]:
+    """(``notified``, the eligible readers' ids when they were computed for it, the extra groups)."""
     if step == EscalationStep.STROKE_READERS:
-        return _readers_notified(study, at, [OPERATIONS_GROUP]), ()
+        notified, eligible = _readers_notified(study, at, [OPERATIONS_GROUP])
+        return notified, eligible, ()
     User = get_user_model()
     people = User.objects.filter(is_active=True).order_by("username")
     directors = people.filter(groups__name=Role.MEDICAL_DIRECTOR.value)
@@ -258,7 +273,9 @@ def _stroke_notified(study: Study, step: str, at: datetime) -> tuple[dict, tuple
         "operations": _people(operations),
         "groups": [DIRECTOR_GROUP, OPERATIONS_GROUP],
     }
-    return notified, (DIRECTOR_GROUP,)
+    # the readers' rows are told after commit with eligibility computed there; the alert itself
+    # (director and operations) goes out before that computation (``study_changes_broadcast``)
+    return notified, None, (DIRECTOR_GROUP,)
 
 
 @transaction.atomic
@@ -283,8 +300,8 @@ def stroke_step_fire(*, study_id: int, step: str, at: datetime) -> StudyEscalati
     due = stroke_step_due(alert.at, study.facility, step)
     if due > at:
         return None
-    notified, also = _stroke_notified(study, step, at)
-    escalation = _step_record(study, step, due_at=due, at=at, notified=notified, also=also)
+    notified, eligible, also = _stroke_notified(study, step, at)
+    escalation = _step_record(study, step, due_at=due, at=at, notified=notified, eligible=eligible, also=also)
     if escalation is not None and step == EscalationStep.STROKE_DIRECTOR:
         from worklist.notifier import escalation_deliveries_plan
 

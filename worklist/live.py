@@ -40,6 +40,53 @@ STEP_ORDER = [
 STROKE_Q = Q(is_stroke=True) | Q(priority=PriorityClass.STROKE)
 
 
+# What a locked screen is told (docs/alerts.md "Screen lock"): that a code stroke waits — facility,
+# priority class, minutes (from the step's time) — and whether someone claimed it; never the patient,
+# the procedure or the accession. The same projection answers /live/pending/ and the locked socket.
+LOCKED_STUDY_FIELDS = ("id", "facility", "facility_name", "priority", "is_stroke", "claimed_by")
+LOCKED_NOTICE_FIELDS = ("key", "kind", "title", "facility", "at")
+# operations' own alarms, by what may show on a lock (the error text, the accession may not)
+_LOCKED_OPERATIONS_FIELDS = {
+    "interface.dead_letter": ("message", "facility"),
+    "report.critical_overdue": ("report", "facility", "deadline"),
+}
+
+
+def locked_study(study: dict) -> dict:
+    return {key: study[key] for key in LOCKED_STUDY_FIELDS if key in study}
+
+
+def locked_notice(notice: dict) -> dict:
+    return {key: notice[key] for key in LOCKED_NOTICE_FIELDS if key in notice}
+
+
+def locked_event(event: dict) -> dict | None:
+    """``event`` as the socket of a locked session forwards it: the lock's fields only (no row, no
+    ``was``, nothing with the patient or the exam in it), or None when a lock has nothing to show of
+    it. What was held back is fetched again when the page unlocks (its resync)."""
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        return None
+    if kind == "alert":
+        return {
+            "type": kind,
+            "step": event.get("step"),
+            "at": event.get("at"),
+            "study": locked_study(event["study"]),
+        }
+    if kind == "notice":
+        return {"type": kind, "notice": locked_notice(event.get("notice") or {})}
+    if kind.startswith("study.") and isinstance(event.get("study"), dict):
+        told = {"type": kind, "study": locked_study(event["study"])}
+        escalation = event.get("escalation")
+        if isinstance(escalation, dict):
+            told["escalation"] = {key: escalation.get(key) for key in ("step", "at")}
+        return told
+    if kind in _LOCKED_OPERATIONS_FIELDS:
+        return {"type": kind, **{key: event.get(key) for key in _LOCKED_OPERATIONS_FIELDS[kind]}}
+    return None
+
+
 class AlertNotFound(Exception):
     """The user has no such alert (not in its audience, or nothing to acknowledge)."""
 

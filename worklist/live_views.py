@@ -12,11 +12,16 @@ from django.views.decorators.http import require_POST, require_safe
 
 from accounts.middleware import session_locked
 from accounts.screen_lock import session_lock, session_unlock
-from worklist.live import AlertNotFound, alert_acknowledge, alerts_pending, notice_acknowledge
+from worklist.broadcast import session_state_send
+from worklist.live import (
+    AlertNotFound,
+    alert_acknowledge,
+    alerts_pending,
+    locked_notice,
+    locked_study,
+    notice_acknowledge,
+)
 from worklist.notices import notices_pending
-
-LOCKED_FIELDS = ("id", "facility", "facility_name", "priority", "is_stroke", "claimed_by")
-LOCKED_NOTICE_FIELDS = ("key", "kind", "title", "facility", "at")
 
 
 def _signed_in_or_401(request: HttpRequest) -> JsonResponse | None:
@@ -34,8 +39,8 @@ def live_pending(request: HttpRequest) -> JsonResponse:
     notices = notices_pending(request.user)
     locked = session_locked(request.session)
     if locked:  # the lock shows that a stroke waits, never whose: facility, class, minutes
-        alerts = [{**a, "study": {k: a["study"][k] for k in LOCKED_FIELDS}} for a in alerts]
-        notices = [{k: n[k] for k in LOCKED_NOTICE_FIELDS} for n in notices]
+        alerts = [{**a, "study": locked_study(a["study"])} for a in alerts]
+        notices = [locked_notice(n) for n in notices]
     response = JsonResponse({"alerts": alerts, "notices": notices, "locked": locked})
     response["Cache-Control"] = "no-store, private"
     return response
@@ -71,6 +76,8 @@ def live_lock(request: HttpRequest) -> JsonResponse:
     if (refusal := _signed_in_or_401(request)) is not None:
         return refusal
     session_lock(request)
+    # the session's sockets (every window of this browser) now forward only what a lock may show
+    session_state_send(request.session.session_key, "locked")
     return JsonResponse({"state": "locked"})
 
 
@@ -86,4 +93,5 @@ def live_unlock(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"detail": "That is not your password or current authenticator code."}, status=403
         )
+    session_state_send(request.session.session_key, "live")
     return JsonResponse({"state": "live"})

@@ -25,7 +25,7 @@ from imaging.models import OPEN_STUDY_STATUSES, Study
 from worklist.broadcast import Before, StudyChange, study_changes_broadcast, study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
-from worklist.escalation import escalation_change, stroke_alert_fire
+from worklist.escalation import escalation_change, escalation_readers, stroke_alert_fire
 from worklist.models import StudyAssignment, StudyEvent, StudyEventKind
 from worklist.tat import study_milestone_record
 
@@ -126,10 +126,13 @@ def study_route(*, study_id: int, at: datetime | None = None) -> StudyAssignment
         told.append(StudyChange("added" if first_routing else "updated", before=before))
     # a code stroke alerts at once, the first time it is routed: told with the routing (one audience)
     alert = stroke_alert_fire(study=study, at=at, announce=False)
+    eligible = None
     if alert is not None:
         told.append(escalation_change(alert))
+        # its record's readers were computed just now, after this routing's changes: the audience
+        eligible = escalation_readers(alert)
     if told:
-        study_changes_broadcast(study.pk, told)
+        study_changes_broadcast(study.pk, told, eligible=eligible)
     if first_routing:
         from worklist.assignment import study_push_on_route  # push facilities: give it to a reader
 

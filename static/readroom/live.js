@@ -30,7 +30,8 @@
 
   function shown(step) {
     if (!steps.has(step)) return false;
-    return !(worklistBanners && READER_STEPS.has(step)); // worklist.js has that banner already
+    // worklist.js has that banner already — but the lock hides it with the rest of the page
+    return !(worklistBanners && READER_STEPS.has(step) && !locked);
   }
 
   // --- HTTP: claim, acknowledge, resync -----------------------------------------------------------
@@ -321,6 +322,7 @@
   let socketState = "connecting";
 
   function setState(state) {
+    // the channel's and the worklist's status say Locked while locked, never Live (issue 14)
     socketState = state;
     root.dataset.state = locked ? "locked" : state;
     const worklistStatus = document.getElementById("live-status");
@@ -337,13 +339,18 @@
     lockNode.hidden = false;
     setState(socketState);
     root.querySelector("#live-unlock-secret").focus();
-    if (alreadyLocked) return;
+    // on the worklist page its own stroke banner is hidden with the page: show the waiting ones here
+    // (asked once the session is locked, so the answer has only the lock's fields)
+    const waiting = () => worklistBanners && resync();
+    if (alreadyLocked) return waiting();
     post(root.dataset.lockUrl).then(({ ok, status }) => {
       if (!ok && status === 401) lockMessage.textContent = "Signed out: reload the page to sign in again.";
+      waiting();
     }, () => {});
   }
 
   function unlocked() {
+    if (!locked) return;
     locked = false;
     lastActivity = Date.now();
     document.documentElement.classList.remove("readroom-locked");
@@ -360,8 +367,19 @@
       status.dataset.state = "live";
       status.textContent = "Live";
     }
-    // land on the claim: the waiting stroke's Claim button
-    const claim = alertsNode.querySelector('.live-alert[data-sounding="true"] [data-live-action="claim"]');
+    if (worklistBanners) {
+      // the worklist's own banners are back in view: the lock's copies of them go
+      alertsNode.querySelectorAll(".live-alert[data-step]").forEach((node) => {
+        if (READER_STEPS.has(node.dataset.step)) node.remove();
+      });
+      update();
+    }
+    // the socket held back all but the lock's fields meanwhile: the page fetches what it shows again
+    document.dispatchEvent(new CustomEvent("readroom:unlocked"));
+    // land on the claim: the waiting stroke's Claim button (the worklist's own banner there)
+    const claim =
+      alertsNode.querySelector('.live-alert[data-sounding="true"] [data-live-action="claim"]') ||
+      document.querySelector('.stroke-alert[data-sounding="true"] [data-alert-action="claim"]');
     if (claim) claim.focus();
     resync();
   }
@@ -400,7 +418,7 @@
   window.addEventListener("storage", (event) => {
     if (event.key === LOCK_KEY && event.newValue) {
       if (event.newValue.startsWith("locked")) lock(true);
-      else if (locked) unlocked();
+      else unlocked();
     }
   });
   setInterval(() => {
@@ -415,6 +433,13 @@
 
   function onEvent(event) {
     if (!event || typeof event.type !== "string") return;
+    // the server's word on this session's lock (worklist.consumers): locked here, in another window
+    // of this browser, or unlocked there; while locked the socket sends only the lock's fields
+    if (event.type === "session.state") {
+      if (event.state === "locked") lock(true);
+      else if (event.state === "live") unlocked();
+      return;
+    }
     // only the operations group is sent these (interfaces.hl7.outbound)
     if (event.type === "interface.dead_letter") {
       const text = (event.control_id ? event.control_id + ": " : "") + (event.error || "");

@@ -37,4 +37,5 @@
     if (String(detail.study.id) === current.dataset.studyId) refresh();
   });
   document.addEventListener("readroom:socket-open", refresh);
+  document.addEventListener("readroom:unlocked", refresh); // the lock held its events back
 })();

@@ -498,6 +498,9 @@
     const existing = alertNode(row.dataset.studyId);
     const due = existing && existing.querySelector(".deadline");
     if (due && !due.textContent && row.dataset.dueLocal) due.textContent = "due " + row.dataset.dueLocal;
+    // a banner raised behind the lock had only the lock's fields: the row completes it
+    const procedure = existing && existing.querySelector(".procedure");
+    if (procedure && !procedure.textContent && row.dataset.procedure) procedure.textContent = row.dataset.procedure;
     // a page (re)loaded or resynced while an unclaimed stroke waits alerts too
     if (row.dataset.stroke === "1" && row.dataset.claimed === "0") {
       raiseAlert({
@@ -549,6 +552,8 @@
       if (event.type === "study.claimed") settleAlert(study, "claimed by " + (study.claimed_by_name || "a reader"));
       if (event.type === "study.cancelled" || event.type === "study.finalized") settleAlert(study, event.type.slice(6));
     }
+    // behind the lock the socket sends no rows and the server serves none: the unlock resyncs
+    if (document.documentElement.classList.contains("readroom-locked")) return;
     // a worklist event carries this user's row; anything else (e.g. the director's steps) resyncs
     if (fetching) missed = true;
     if (event.row && study.id !== undefined) applyRow(event);
@@ -572,7 +577,9 @@
     socket.addEventListener("open", () => {
       attempts = 0;
       socketLive = true;
-      setStatus("live", "Live");
+      // a reconnect behind the screen lock is no "Live" (live.js says Locked; it unlocks to Live)
+      if (document.documentElement.classList.contains("readroom-locked")) setStatus("locked", "Locked");
+      else setStatus("live", "Live");
       document.dispatchEvent(new CustomEvent("readroom:live-open"));
       // resync: whatever changed while we were away — or between the page's render and this
       // first open — is in the rows
@@ -598,6 +605,10 @@
     });
   }
 
+  document.addEventListener("readroom:unlocked", () => {
+    setStatus(socketLive ? "live" : "offline", socketLive ? "Live" : "Offline — reconnecting");
+    refreshNow();
+  });
   afterRowsChanged(false);
   scheduleResync();
   setInterval(tick, 1000);

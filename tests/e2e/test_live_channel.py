@@ -242,6 +242,54 @@ def test_an_idle_editor_locks_hides_phi_still_rings_and_unlocks_onto_the_claim(
     expect(alert.locator(".status")).to_have_text("Yours")
 
 
+def test_a_locked_worklist_says_locked_shows_the_stroke_on_the_lock_and_unlocks_onto_its_claim(
+    asgi_server,  # noqa: F811
+    page: Page,
+    readers,  # noqa: F811
+    chicago,
+    settings,
+):
+    from tests.e2e.test_worklist import open_worklist
+    from tests.reports.conftest import next_totp
+
+    neuro, _ = readers
+    settings.READROOM_LOCK_AFTER_SECONDS = 3
+    # given the neuro reader on their worklist, Live
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    status = page.get_by_test_id("live-status")
+    page.get_by_role("heading", name="Worklist").click()  # a gesture: the tone may play
+    # when the screen locks at the idle time
+    lock = page.get_by_test_id("screen-lock")
+    expect(lock).to_be_visible(timeout=10_000)
+    # then the worklist's status and the channel say Locked, and the socket was told by the server
+    expect(status).to_have_text("Locked")
+    expect(page.get_by_test_id("live-channel")).to_have_attribute("data-state", "locked")
+    # and a code stroke routed now shows on the lock (the worklist's own banner is hidden with the
+    # page): facility, no procedure, ringing; the row behind the lock was never sent
+    stroke_id = route_stroke(chicago)
+    alert = page.get_by_test_id("live-alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_have_attribute("data-study-id", str(stroke_id))
+    expect(alert).to_contain_text("Lakeshore Medical Center")
+    expect(alert).to_have_attribute("data-sounding", "true")
+    expect(alert.locator(".procedure")).to_have_text("")
+    expect(page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')).to_have_count(0)
+    expect(status).to_have_text("Locked")
+    # when they unlock with one authenticator code
+    page.get_by_label("Authenticator code or password").fill(next_totp(neuro))
+    page.get_by_role("button", name="Unlock").click()
+    # then the worklist is Live again with the stroke's row fetched, and the focus on its Claim
+    expect(lock).to_be_hidden()
+    expect(status).to_have_text("Live")
+    expect(page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')).to_be_visible()
+    worklist_alert = page.get_by_test_id("stroke-alert")
+    expect(worklist_alert).to_have_attribute("data-study-id", str(stroke_id))
+    expect(worklist_alert.locator(".procedure")).to_have_text("CT HEAD W/O CONTRAST")
+    expect(page.get_by_test_id("live-alert")).to_have_count(0)  # the lock's copy went
+    expect(worklist_alert.get_by_role("button", name="Claim")).to_be_focused()
+
+
 def test_operations_see_a_dead_lettered_result_on_any_page_and_acknowledge_it(
     asgi_server,  # noqa: F811
     page: Page,

@@ -247,11 +247,13 @@ def test_a_code_stroke_alert_goes_to_its_audience_before_any_row_is_rendered(
     monkeypatch.setattr(eligibility, "eligible_readers", counting)
     # when a code-stroke CT head is routed there
     study_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
-    # then the first send is the alert, made before any row was rendered, the same small message for
-    # operations and every eligible reader, and nobody else
-    (renders_before, first), *rest = handed
-    assert renders_before == 0
-    assert {group for group, _ in first} == {OPERATIONS_GROUP, *(user_group(r.pk) for r in neuro_readers)}
+    # then the first sends are the alert, made before any row was rendered, the same small message —
+    # operations first (their group needs no eligibility), then every eligible reader, and nobody else
+    (renders_ops, to_ops), (renders_readers, to_readers), *rest = handed
+    assert renders_ops == renders_readers == 0
+    assert [group for group, _ in to_ops] == [OPERATIONS_GROUP]
+    assert {group for group, _ in to_readers} == {user_group(r.pk) for r in neuro_readers}
+    first = to_ops + to_readers
     alert = first[0][1]
     assert all(event is alert for _, event in first)
     assert (alert["type"], alert["step"], alert["study"]["id"]) == ("alert", "stroke_alert", study_id)
@@ -260,10 +262,89 @@ def test_a_code_stroke_alert_goes_to_its_audience_before_any_row_is_rendered(
     kinds = [event["type"] for _, messages in rest for _, event in messages]
     assert set(kinds) == {"study.added", "study.escalated"}
     assert renders["n"] == 2
-    # and the audience was computed once after commit (plus once in the transaction for the record)
-    assert audiences["n"] == 2
+    # and the audience was computed once: in the transaction, for the alert's record, which names it
+    assert audiences["n"] == 1
     # and the reader licensed elsewhere heard nothing at all
     assert user_group(dr_msk_wi.pk) not in {group for _, messages in handed for group, _ in messages}
+
+
+def _handed_and_audiences(monkeypatch) -> tuple[list, list]:
+    """Every send as it leaves for the channel layer, and a mark for each eligibility computation,
+    in one sequence: ``("send", messages)`` / ``("eligibility", None)``."""
+    sequence: list[tuple[str, list | None]] = []
+
+    async def capture(messages):
+        sequence.append(("send", list(messages)))
+
+    real_eligible = eligibility.eligible_readers
+
+    def counting(*args, **kwargs):
+        sequence.append(("eligibility", None))
+        return real_eligible(*args, **kwargs)
+
+    monkeypatch.setattr(broadcast, "_messages_send", capture)
+    monkeypatch.setattr(eligibility, "eligible_readers", counting)
+    return sequence
+
+
+def test_the_two_minute_step_computes_eligibility_once_and_tells_operations_first(
+    chicago, lakeview, neuro_readers, dr_msk_wi, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from worklist.escalation import stroke_step_fire
+
+    # given an unclaimed code stroke routed at Lakeshore, a WI-only reader on shift at Lakeview
+    make_eligible(dr_msk_wi, lakeview)
+    study_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
+    sequence = _handed_and_audiences(monkeypatch)
+    # when its 2-minute step fires
+    with django_capture_on_commit_callbacks(execute=True):
+        step = stroke_step_fire(
+            study_id=study_id, step="stroke_readers", at=timezone.now() + timedelta(minutes=2)
+        )
+    # then eligibility was computed once, inside the step (for its record), never again after commit
+    assert [kind for kind, _ in sequence].count("eligibility") == 1
+    assert sequence[0][0] == "eligibility"
+    sends = [messages for kind, messages in sequence if kind == "send"]
+    # and operations got the alert first, then exactly the readers the record names, then the rows
+    assert [(group, event["type"], event["step"]) for group, event in sends[0]] == [
+        (OPERATIONS_GROUP, "alert", "stroke_readers")
+    ]
+    named = {reader["id"] for reader in step.notified["readers"]}
+    assert named == {reader.pk for reader in neuro_readers}
+    assert {group for group, _ in sends[1]} == {user_group(pk) for pk in named}
+    assert all(event["type"] == "alert" for _, event in sends[1])
+    assert {event["type"] for messages in sends[2:] for _, event in messages} == {"study.escalated"}
+    # and the reader licensed elsewhere heard nothing at all
+    assert user_group(dr_msk_wi.pk) not in {group for messages in sends for group, _ in messages}
+
+
+def test_the_five_minute_step_tells_the_director_and_operations_before_any_eligibility(
+    chicago, neuro_readers, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from worklist.escalation import stroke_step_fire
+    from worklist.groups import DIRECTOR_GROUP
+
+    # given an unclaimed code stroke routed at Lakeshore
+    study_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
+    sequence = _handed_and_audiences(monkeypatch)
+    # when its 5-minute step fires
+    with django_capture_on_commit_callbacks(execute=True):
+        stroke_step_fire(study_id=study_id, step="stroke_director", at=timezone.now() + timedelta(minutes=5))
+    # then the first thing done after commit is the alert to operations and the director
+    kind, first = sequence[0]
+    assert kind == "send"
+    assert [(group, event["step"]) for group, event in first] == [
+        (OPERATIONS_GROUP, "stroke_director"),
+        (DIRECTOR_GROUP, "stroke_director"),
+    ]
+    # and the readers' rows still follow, from one eligibility computation after commit
+    assert [kind for kind, _ in sequence].count("eligibility") == 1
+    readers_told = {group for kind, messages in sequence if kind == "send" for group, _ in messages}
+    assert {user_group(reader.pk) for reader in neuro_readers} <= readers_told
 
 
 def test_no_alert_for_a_routine_study_or_a_claimed_stroke(
