@@ -42,7 +42,7 @@ from imaging.rendering import (
     Window,
     error_image,
     frame_render,
-    instance_frame_count,
+    part10_frame_count,
     viewport_parse,
     window_parse,
 )
@@ -576,7 +576,7 @@ def _render_asked(request, *, thumbnail: bool) -> RenderAsked | HttpResponse:
     return RenderAsked(fmt, window, quality, viewport)
 
 
-def _render(instance: Instance, frame_index: int, asked: RenderAsked) -> bytes:
+def _render(instance: Instance, frame_index: int, asked: RenderAsked, part10: bytes | None = None) -> bytes:
     window = asked.window
     return frame_render(
         instance,
@@ -587,6 +587,7 @@ def _render(instance: Instance, frame_index: int, asked: RenderAsked) -> bytes:
         function=window.function if window else "linear",
         quality=asked.quality,
         viewport=asked.viewport,
+        part10=part10,
     )
 
 
@@ -650,9 +651,15 @@ def _rendered_many(request, study_uid: str, series_uid: str | None = None):
 
 def _rendered_parts(images: list[Instance], asked: RenderAsked) -> Iterator[tuple[str, bytes]]:
     for instance in images:
-        for frame_index in range(instance_frame_count(instance)):
+        # One decryption per file, for its frame count and every frame rendered from it
+        try:
+            part10 = encrypted_read(instance.storage_path)
+        except StorageError:
+            part10 = None  # frame_render reads it again, flags the study and says why
+        count = part10_frame_count(part10) if part10 is not None else 1
+        for frame_index in range(count):
             try:
-                yield FORMATS[asked.fmt], _render(instance, frame_index, asked)
+                yield FORMATS[asked.fmt], _render(instance, frame_index, asked, part10)
             except RenderError as exc:
                 yield "image/png", error_image(exc.message)
 

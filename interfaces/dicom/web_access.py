@@ -11,9 +11,16 @@ show more than the pages do.
 * Every read of images or metadata leaves an audit row (``record_phi_access``) — once per request
   per study; rendered frames once per user, study and window of minutes (a viewer fetches
   hundreds of frames a minute, and one row per frame would drown the audit log).
+* Every request is authenticated (session or token) and role-checked as it comes. The per-study
+  decision — for a radiologist, their licences, privileges, cover and shifts, ~10 queries — is
+  held for a few seconds per user and study once it said yes (``study_grant``): a viewer opening a
+  300-slice series asks it once, not 300 times (docs/viewer.md, "Feeding OHIF fast"). A no is
+  never held.
 """
 
 from __future__ import annotations
+
+import time
 
 from django.conf import settings
 from django.core.cache import cache
@@ -47,12 +54,55 @@ def instances_for(user) -> QuerySet[Instance]:
 
 
 def study_by_uid(user, study_uid: str) -> Study:
+    granted = _grant_held(user, study_uid)
+    if granted is not None:
+        study = Study.objects.select_related("facility", "patient").filter(pk=granted).first()
+        if study is not None and study.study_instance_uid == study_uid:
+            return study
     study = (
         studies_for(user).select_related("facility", "patient").filter(study_instance_uid=study_uid).first()
     )
     if study is None:
         raise Http404("No such study")
+    _grant_hold(user, study)
     return study
+
+
+# --- the per-study decision, held briefly --------------------------------------------------------
+
+
+def _grant_seconds() -> int:
+    return int(getattr(settings, "READROOM_DICOMWEB_GRANT_SECONDS", 10))
+
+
+def _grant_key(user, study_uid: str) -> str:
+    return f"readroom:dicomweb-grant:{user.pk}:{study_uid}"
+
+
+def _grant_held(user, study_uid: str) -> int | None:
+    """The study's id when ``studies_visible_to(user)`` granted it within the last
+    ``READROOM_DICOMWEB_GRANT_SECONDS`` (default 10; 0: decide on every request).
+
+    Why a grant may be held at all: a viewer asks for a study's frames hundreds of times within
+    seconds, and the decision is the same each time unless a credential, shift or routing changed in
+    between; the longest a change can lag for DICOMweb is these seconds, for a study the reader's
+    viewer had already opened (pages, the report and its signature decide on every request). What is
+    held is the study's id only (no patient data), in the shared cache so every web process sees
+    it."""
+    if _grant_seconds() <= 0:
+        return None
+    held = cache.get(_grant_key(user, study_uid))
+    if held is None:
+        return None
+    study_id, until = held
+    # the end is checked here too, not only left to the cache's expiry (Redis rounds it to seconds)
+    return study_id if time.time() < until else None
+
+
+def _grant_hold(user, study: Study) -> None:
+    seconds = _grant_seconds()
+    if seconds > 0:
+        cache.set(_grant_key(user, study.study_instance_uid), (study.pk, time.time() + seconds), seconds)
 
 
 def series_by_uid(user, study_uid: str, series_uid: str) -> Series:
@@ -85,6 +135,22 @@ def instances_in(
 
 
 def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    """One instance with its series and study (facility and patient loaded); 404 as ``instances_in``.
+    Under a held grant one query: a viewer asks this for every frame."""
+    granted = _grant_held(user, study_uid)
+    if granted is not None:
+        instance = (
+            Instance.objects.select_related("series__study__facility", "series__study__patient")
+            .filter(
+                series__study_id=granted,
+                series__study__study_instance_uid=study_uid,
+                series__series_instance_uid=series_uid,
+                sop_instance_uid=sop_uid,
+            )
+            .first()
+        )
+        if instance is not None:
+            return instance
     study, instances = instances_in(user, study_uid, series_uid, sop_uid)
     instance = instances[0]
     instance.series.study = study  # already loaded, with facility and patient
