@@ -13,7 +13,7 @@ show more than the pages do.
   hundreds of frames a minute, and one row per frame would drown the audit log).
 * Every request is authenticated (session or token) and role-checked as it comes. The per-study
   decision — for a radiologist, their licences, privileges, cover and shifts, ~10 queries — is
-  held for a few seconds per user and study once it said yes (``study_grant``): a viewer opening a
+  held for a few seconds per user and study once it said yes (``_grant_held``): a viewer opening a
   300-slice series asks it once, not 300 times (docs/viewer.md, "Feeding OHIF fast"). A no is
   never held.
 """
@@ -75,34 +75,43 @@ def _grant_seconds() -> int:
     return int(getattr(settings, "READROOM_DICOMWEB_GRANT_SECONDS", 10))
 
 
-def _grant_key(user, study_uid: str) -> str:
-    return f"readroom:dicomweb-grant:{user.pk}:{study_uid}"
+# (user id, Study Instance UID) → (study id, held until): this process's grants. Not the shared
+# cache: a Redis round trip per frame is what holding the decision saves, and each web process
+# deciding once per window costs little. Bounded: expired grants go when it is full.
+_GRANTS: dict[tuple[int, str], tuple[int, float]] = {}
+_GRANTS_MAX = 4096
 
 
 def _grant_held(user, study_uid: str) -> int | None:
-    """The study's id when ``studies_visible_to(user)`` granted it within the last
+    """The study's id when ``studies_visible_to(user)`` granted it in this process within the last
     ``READROOM_DICOMWEB_GRANT_SECONDS`` (default 10; 0: decide on every request).
 
     Why a grant may be held at all: a viewer asks for a study's frames hundreds of times within
     seconds, and the decision is the same each time unless a credential, shift or routing changed in
     between; the longest a change can lag for DICOMweb is these seconds, for a study the reader's
-    viewer had already opened (pages, the report and its signature decide on every request). What is
-    held is the study's id only (no patient data), in the shared cache so every web process sees
-    it."""
+    viewer had already opened (pages, the report and its signature decide on every request).
+    Authentication, the session's lock and the role are checked on every request regardless. What
+    is held is a study id, no patient data."""
     if _grant_seconds() <= 0:
         return None
-    held = cache.get(_grant_key(user, study_uid))
+    held = _GRANTS.get((user.pk, study_uid))
     if held is None:
         return None
     study_id, until = held
-    # the end is checked here too, not only left to the cache's expiry (Redis rounds it to seconds)
     return study_id if time.time() < until else None
 
 
 def _grant_hold(user, study: Study) -> None:
     seconds = _grant_seconds()
-    if seconds > 0:
-        cache.set(_grant_key(user, study.study_instance_uid), (study.pk, time.time() + seconds), seconds)
+    if seconds <= 0:
+        return
+    now = time.time()
+    if len(_GRANTS) >= _GRANTS_MAX:
+        for key in [key for key, (_, until) in list(_GRANTS.items()) if until <= now]:
+            _GRANTS.pop(key, None)
+        if len(_GRANTS) >= _GRANTS_MAX:
+            _GRANTS.clear()
+    _GRANTS[(user.pk, study.study_instance_uid)] = (study.pk, now + seconds)
 
 
 def series_by_uid(user, study_uid: str, series_uid: str) -> Series:

@@ -1,5 +1,5 @@
 """A viewer's DICOMweb requests, as OHIF makes them (a study's metadata, then every frame), cost the
-study decision once per few seconds (``web_access.study_grant``), not once per frame: every request
+study decision once per few seconds (``web_access._grant_held``), not once per frame: every request
 is still authenticated, role-checked and audited; a withdrawn privilege ends the reader's access
 within ``READROOM_DICOMWEB_GRANT_SECONDS``, and a refusal is never held."""
 
@@ -14,6 +14,7 @@ from django.core.cache import cache
 
 from credentialing.models import FacilityPrivilege, PrivilegeStatus
 from imaging.models import Instance
+from interfaces.dicom import web_access
 from tests.imaging.test_ohif import read_ct, reader, reader_client  # noqa: F401
 from tests.reports.conftest import ct_head_template  # noqa: F401
 from tests.worklist.conftest import neuro_reader  # noqa: F401
@@ -23,9 +24,11 @@ OHIF_FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    cache.clear()  # grants and audit windows are cached per user and study
+    cache.clear()  # audit windows are cached per user and study, grants per process
+    web_access._GRANTS.clear()
     yield
     cache.clear()
+    web_access._GRANTS.clear()
 
 
 def frame_urls(study) -> list[str]:
