@@ -144,12 +144,13 @@ def instances_in(
 
 
 def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
-    """One instance with its series and study (facility and patient loaded); 404 as ``instances_in``.
+    """One instance with its series and study (and the study's facility); 404 as ``instances_in``.
     Under a held grant one query: a viewer asks this for every frame."""
     granted = _grant_held(user, study_uid)
     if granted is not None:
         instance = (
-            Instance.objects.select_related("series__study__facility", "series__study__patient")
+            # no patient: a frame, a rendering or bulk data never names them (fewer columns to build)
+            Instance.objects.select_related("series__study__facility")
             .filter(
                 series__study_id=granted,
                 series__study__study_instance_uid=study_uid,
