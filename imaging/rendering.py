@@ -334,16 +334,13 @@ def frame_pixels(part10: bytes, frame_index: int, window: Window | None) -> np.n
         raise BrokenImage(f"the image description is broken: {str(exc)[:200] or type(exc).__name__}") from exc
 
 
-def instance_frame_count(instance: Instance) -> int:
-    """Number of Frames of a stored instance, from its header (1 when it does not say)."""
+def part10_frame_count(part10: bytes) -> int:
+    """Number of Frames of a decrypted Part 10 file, from its header (1 when it does not say)."""
     try:
-        ds = dcmread(BytesIO(encrypted_read(instance.storage_path)), stop_before_pixels=True)
-    except (StorageError, InvalidDicomError, EOFError, ValueError):
-        return 1  # rendering the first frame says what is wrong with it
-    try:
+        ds = dcmread(BytesIO(part10), stop_before_pixels=True)
         return max(1, int(ds.get("NumberOfFrames", 1) or 1))
-    except (TypeError, ValueError):
-        return 1
+    except (InvalidDicomError, EOFError, ValueError, TypeError):
+        return 1  # rendering the first frame says what is wrong with it
 
 
 # --- the entry point with cache ------------------------------------------------------------------
@@ -389,10 +386,13 @@ def frame_render(
     function: str = "linear",
     quality: int = 90,
     viewport: Viewport | None = None,
+    part10: bytes | None = None,
 ) -> bytes:
     """One frame (0-based ``frame_index``) of a stored instance as PNG or JPEG bytes, windowed with
     centre/width (modality units, e.g. HU) or the file's own window when none is given, fitted
-    to ``viewport`` when one is given.
+    to ``viewport`` when one is given. ``part10``: the instance's file, when the caller has
+    decrypted it already (a study's or series' rendered answer renders every frame of a file from
+    one read).
 
     Raises RenderError (FrameNotFound, UnsupportedImage) with a message for the user."""
     if fmt not in FORMATS:
@@ -405,7 +405,8 @@ def frame_render(
     if cached is not None:
         return cached
     try:
-        part10 = encrypted_read(instance.storage_path)
+        if part10 is None:
+            part10 = encrypted_read(instance.storage_path)
         pixels = frame_pixels(part10, frame_index, window)
     except StorageError as exc:
         problem = UnsupportedImage(f"the stored file cannot be read: {exc}")

@@ -42,6 +42,7 @@ BENCHES = {
     "ai": ([], "SR C-STORE response → re-ranked"),
     "delivery": ([], "signed → ACK recorded"),
     "priors": ([], "ratio ReadRoom C-MOVE/movescu→storescp"),
+    "viewer": ([], "ratio ReadRoom/Orthanc, whole series"),
 }
 
 
@@ -115,8 +116,8 @@ def _bench_run(command: list[str], env: dict[str, str], timeout: float = 300) ->
 def test_the_bench_runs_at_its_smoke_size(bench, bench_env, record_property):
     if bench == "ingest" and shutil.which("storescu") is None:
         pytest.skip("dcmtk not installed (apt-get install dcmtk)")
-    if bench == "priors" and not (shutil.which("Orthanc") or os.path.exists("/usr/sbin/Orthanc")):
-        pytest.skip("Orthanc (the PACS) not installed (apt-get install orthanc)")
+    if bench in ("priors", "viewer") and not (shutil.which("Orthanc") or os.path.exists("/usr/sbin/Orthanc")):
+        pytest.skip("Orthanc (the PACS, the peer) not installed (apt-get install orthanc orthanc-dicomweb)")
     arguments, expected = BENCHES[bench]
     started = time.monotonic()
     result = _bench_run([sys.executable, f"bench/{bench}/run.py", "--smoke", *arguments], bench_env)

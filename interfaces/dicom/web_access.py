@@ -11,9 +11,16 @@ show more than the pages do.
 * Every read of images or metadata leaves an audit row (``record_phi_access``) — once per request
   per study; rendered frames once per user, study and window of minutes (a viewer fetches
   hundreds of frames a minute, and one row per frame would drown the audit log).
+* Every request is authenticated (session or token) and role-checked as it comes. The per-study
+  decision — for a radiologist, their licences, privileges, cover and shifts, ~10 queries — is
+  held for a few seconds per user and study once it said yes (``_grant_held``): a viewer opening a
+  300-slice series asks it once, not 300 times (docs/viewer.md, "Feeding OHIF fast"). A no is
+  never held.
 """
 
 from __future__ import annotations
+
+import time
 
 from django.conf import settings
 from django.core.cache import cache
@@ -47,12 +54,64 @@ def instances_for(user) -> QuerySet[Instance]:
 
 
 def study_by_uid(user, study_uid: str) -> Study:
+    granted = _grant_held(user, study_uid)
+    if granted is not None:
+        study = Study.objects.select_related("facility", "patient").filter(pk=granted).first()
+        if study is not None and study.study_instance_uid == study_uid:
+            return study
     study = (
         studies_for(user).select_related("facility", "patient").filter(study_instance_uid=study_uid).first()
     )
     if study is None:
         raise Http404("No such study")
+    _grant_hold(user, study)
     return study
+
+
+# --- the per-study decision, held briefly --------------------------------------------------------
+
+
+def _grant_seconds() -> int:
+    return int(getattr(settings, "READROOM_DICOMWEB_GRANT_SECONDS", 10))
+
+
+# (user id, Study Instance UID) → (study id, held until): this process's grants. Not the shared
+# cache: a Redis round trip per frame is what holding the decision saves, and each web process
+# deciding once per window costs little. Bounded: expired grants go when it is full.
+_GRANTS: dict[tuple[int, str], tuple[int, float]] = {}
+_GRANTS_MAX = 4096
+
+
+def _grant_held(user, study_uid: str) -> int | None:
+    """The study's id when ``studies_visible_to(user)`` granted it in this process within the last
+    ``READROOM_DICOMWEB_GRANT_SECONDS`` (default 10; 0: decide on every request).
+
+    Why a grant may be held at all: a viewer asks for a study's frames hundreds of times within
+    seconds, and the decision is the same each time unless a credential, shift or routing changed in
+    between; the longest a change can lag for DICOMweb is these seconds, for a study the reader's
+    viewer had already opened (pages, the report and its signature decide on every request).
+    Authentication, the session's lock and the role are checked on every request regardless. What
+    is held is a study id, no patient data."""
+    if _grant_seconds() <= 0:
+        return None
+    held = _GRANTS.get((user.pk, study_uid))
+    if held is None:
+        return None
+    study_id, until = held
+    return study_id if time.time() < until else None
+
+
+def _grant_hold(user, study: Study) -> None:
+    seconds = _grant_seconds()
+    if seconds <= 0:
+        return
+    now = time.time()
+    if len(_GRANTS) >= _GRANTS_MAX:
+        for key in [key for key, (_, until) in list(_GRANTS.items()) if until <= now]:
+            _GRANTS.pop(key, None)
+        if len(_GRANTS) >= _GRANTS_MAX:
+            _GRANTS.clear()
+    _GRANTS[(user.pk, study.study_instance_uid)] = (study.pk, now + seconds)
 
 
 def series_by_uid(user, study_uid: str, series_uid: str) -> Series:
@@ -85,6 +144,23 @@ def instances_in(
 
 
 def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    """One instance with its series and study (and the study's facility); 404 as ``instances_in``.
+    Under a held grant one query: a viewer asks this for every frame."""
+    granted = _grant_held(user, study_uid)
+    if granted is not None:
+        instance = (
+            # no patient: a frame, a rendering or bulk data never names them (fewer columns to build)
+            Instance.objects.select_related("series__study__facility")
+            .filter(
+                series__study_id=granted,
+                series__study__study_instance_uid=study_uid,
+                series__series_instance_uid=series_uid,
+                sop_instance_uid=sop_uid,
+            )
+            .first()
+        )
+        if instance is not None:
+            return instance
     study, instances = instances_in(user, study_uid, series_uid, sop_uid)
     instance = instances[0]
     instance.series.study = study  # already loaded, with facility and patient

@@ -11,6 +11,7 @@ from auditlog.models import LogEntry
 from django.core.cache import cache, caches
 from PIL import Image
 
+from imaging.models import Instance
 from imaging.rendering import Viewport, viewport_fit, viewport_parse
 from tests.dicom_data import ct_series
 from tests.interfaces.test_dicomweb import stored_in
@@ -116,3 +117,28 @@ def test_viewport_fit_keeps_the_aspect_ratio():
     assert viewport_fit(pixels, Viewport(150, 150)).shape == (50, 150)
     assert viewport_fit(pixels, viewport_parse("600,600")).shape == (200, 600)
     assert viewport_parse("512,512,0,0,256,256").query() == "512,512,0,0,256,256"
+
+
+def test_a_rendered_study_decrypts_each_stored_file_once(client, admin_chicago, ct, monkeypatch):
+    # given a spy on every decryption of a stored file, in DICOMweb and in rendering
+    import imaging.rendering
+    import interfaces.dicom.web
+
+    reads = []
+    for module in (imaging.rendering, interfaces.dicom.web):
+        monkeypatch.setattr(module, "encrypted_read", _counted(module.encrypted_read, reads))
+    client.force_login(admin_chicago)
+    # when the study's three images are rendered
+    answer = client.get(f"{urls(ct)['study']}/rendered?viewport=64,64")
+    # then every frame is there, and each file was read and decrypted once (not for its frame
+    # count and again for its frame)
+    assert len(parts(answer)) == 3
+    assert sorted(reads) == sorted(Instance.objects.values_list("storage_path", flat=True))
+
+
+def _counted(read, reads: list[str]):
+    def counted(path: str) -> bytes:
+        reads.append(path)
+        return read(path)
+
+    return counted
