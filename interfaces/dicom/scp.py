@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
 from imaging.services import IndexCache
@@ -108,6 +108,26 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         if self not in self.ae._servers:
             self.ae._servers.append(self)
         super().shutdown()
+
+
+class _ConnectionReturningHandler(RequestHandler):
+    """Each association runs in a thread of its own, and a Django connection belongs to the thread
+    that opened it. The association's thread hands its connection back when it ends (to the pool,
+    ``dicom_scp``; closed, without one): the one it ran on otherwise stayed checked out of the pool
+    until the garbage collector closed it, and a pool of 34 was empty after 34 associations."""
+
+    def _create_association(self):
+        assoc = super()._create_association()
+        run = assoc.run
+
+        def run_then_return_connection() -> None:
+            try:
+                run()
+            finally:
+                connections.close_all()
+
+        assoc.run = run_then_return_connection
+        return assoc
 
 
 class _AcceptorContexts(list):
@@ -304,7 +324,9 @@ class StorageScp:
 
     def on_connection_closed(self, event) -> None:
         self._close(event.assoc)
-        connections.close_all()  # this association's thread ends here; so does its DB connection
+        # this runs in the association's DUL thread, which ends here: its connection (the close
+        # above may have opened it) goes back too
+        connections.close_all()
 
     def _state(self, assoc) -> _AssociationState | None:
         with self._lock:
@@ -331,6 +353,7 @@ class StorageScp:
             (host, port),
             evt_handlers=self.handlers(),
             server_class=NoDelayAssociationServer,
+            request_handler=_ConnectionReturningHandler,
             listening=listening,
         )
         server.contexts = _AcceptorContexts(server.contexts)

@@ -21,9 +21,10 @@ from django.db import connection
 from hl7.mllp import open_hl7_connection
 from pydicom import dcmread
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage, Verification
 
 from imaging.models import Instance, Order
+from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS
 from interfaces.models import DicomAssociation, InboundMessage, InboundStatus
 from tests import hl7_data
 from tests.interfaces.test_dicom_scp import write_series
@@ -164,7 +165,7 @@ def _stored(assoc, ds) -> bool:
 def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associations(
     chicago_interfaces, tmp_path
 ):
-    with edge_command("dicom_scp", tmp_path) as (_scp, port, _log):
+    with edge_command("dicom_scp", tmp_path) as (scp, port, _log):
         # when four modalities send a series each at the same time
         series = [write_series(_dir(tmp_path, n), slices=3, seed=40 + n)[1] for n in range(4)]
         senders = [
@@ -193,6 +194,16 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
         assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == sent
         wait_until(lambda: DicomAssociation.objects.filter(ended_at__isnull=False).count() == 4, timeout=10)
         assert sorted(DicomAssociation.objects.values_list("instances_stored", flat=True)) == [3] * 4
+        # and more associations one after another to one process than its pool holds connections
+        # (34): each hands its connection back when it ends, so none waits for one
+        ae = AE(ae_title="LAKESHORE_CT1")
+        ae.add_requested_context(Verification)
+        ae.acse_timeout = ae.dimse_timeout = 5
+        with stopped(child_pids(scp.pid)[0]):
+            for _ in range(MAXIMUM_ASSOCIATIONS + 4):
+                assoc = ae.associate("127.0.0.1", port, ae_title="READROOM")
+                assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+                assoc.release()
 
 
 def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interfaces, tmp_path):
