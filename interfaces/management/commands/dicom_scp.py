@@ -29,12 +29,19 @@ class Command(BaseCommand):
             help="seconds open associations may take to finish after SIGTERM before they are aborted",
         )
 
+        parser.add_argument(
+            "--no-db-pool",
+            action="store_true",
+            help="a PostgreSQL session per association, as before the pool (behind PgBouncer; measuring)",
+        )
+
     def handle(self, *args, host: str, port: int, processes: int, stop_grace: float, **options) -> None:
         if processes < 1:
             raise CommandError("--processes must be at least 1")
-        # one PostgreSQL session per association thread, reused across associations (a few more
-        # than the associations one process accepts, for the Q/R sub-operations)
-        database_pool_enable(MAXIMUM_ASSOCIATIONS + 2)
+        if not options["no_db_pool"]:
+            # sessions reused across associations (a few more than the associations one process
+            # accepts at once)
+            database_pool_enable(MAXIMUM_ASSOCIATIONS + 2)
         service = functools.partial(dicom_scp_service, stop_grace_seconds=stop_grace)
         edge_service_run(
             service,
