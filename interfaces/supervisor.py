@@ -98,6 +98,8 @@ class Supervisor:
     # --- the children ------------------------------------------------------------------------
 
     def _start_due(self) -> None:
+        if signal.sigpending() & {signal.SIGTERM, signal.SIGINT}:
+            return  # stopping: Ctrl-C reaches the children too, and one that stopped first stays stopped
         now = time.monotonic()
         for slot in self._slots:
             if not slot.pid and slot.start_at <= now:
@@ -134,11 +136,7 @@ class Supervisor:
             ran = time.monotonic() - slot.started
             slot.pid = 0
             slot.quick_deaths = 0 if ran >= self.STABLE_SECONDS else slot.quick_deaths + 1
-            delay = (
-                min(self.BACKOFF_FIRST * 2 ** (slot.quick_deaths - 1), self.BACKOFF_MAX)
-                if slot.quick_deaths
-                else 0.0
-            )
+            delay = replacement_delay(slot.quick_deaths, first=self.BACKOFF_FIRST, most=self.BACKOFF_MAX)
             slot.start_at = time.monotonic() + delay
             log.warning(
                 "%s: child %d (pid %d) %s after %.1f s; replacing it in %.1f s",
@@ -174,6 +172,12 @@ class Supervisor:
                 if pid:
                     log.info("%s: child %d (pid %d) %s", self.name, slot.number, slot.pid, _exit_text(status))
                     slot.pid = 0
+
+
+def replacement_delay(quick_deaths: int, *, first: float, most: float) -> float:
+    """Seconds before a dead child is replaced: none after a child that had run a while (0 quick
+    deaths in a row), then ``first`` doubling per quick death, at most ``most``."""
+    return min(first * 2 ** (quick_deaths - 1), most) if quick_deaths else 0.0
 
 
 def _child_prepare(parent: int) -> None:

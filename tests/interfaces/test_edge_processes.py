@@ -26,6 +26,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 from imaging.models import Instance, Order
 from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS
 from interfaces.models import DicomAssociation, InboundMessage, InboundStatus
+from interfaces.supervisor import replacement_delay
 from tests import hl7_data
 from tests.interfaces.test_dicom_scp import write_series
 from tests.net import free_port, port_open, wait_until
@@ -349,6 +350,11 @@ def test_two_listener_processes_ack_apply_and_keep_each_senders_order(
         assert codes == ["AA"]
         wait_until(lambda: Order.objects.filter(accession_number="K1").exists(), timeout=20)
         assert replacement in child_pids(listener.pid)
+        # when Ctrl-C reaches the whole process group (parent and children at once), then all stop
+        # and no child that stopped first is "replaced"
+        os.killpg(listener.pid, signal.SIGINT)
+        assert listener.wait(15) == 0
+        assert log.read_text().count("replacing it") == 1, log.read_text()[-3000:]
 
 
 async def _one_connection_each(port: int, frames: list[str]) -> list[str]:
@@ -356,6 +362,11 @@ async def _one_connection_each(port: int, frames: list[str]) -> list[str]:
     for frame in frames:
         codes += await _send(port, [frame])
     return codes
+
+
+def test_a_child_that_keeps_dying_at_start_is_replaced_ever_later():
+    delays = [replacement_delay(n, first=0.5, most=30) for n in range(9)]
+    assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
 def _dir(tmp_path: Path, n: int) -> Path:
