@@ -36,7 +36,7 @@ pytestmark = [
 # bench → (command-line arguments beside --smoke, a line its report must contain)
 BENCHES = {
     "hl7": ([], "bench/hl7:"),
-    "ingest": (["--storage", "s3"], "ratio s3/filesystem"),
+    "ingest": (["--storage", "s3", "--associations", "2", "--processes", "2"], "ratio s3/filesystem"),
     "worklist": (["--http"], "event → row applied"),
     "stroke_alert": ([], "stroke ORM ACK → alert"),
     "ai": ([], "SR C-STORE response → re-ranked"),

@@ -4,14 +4,21 @@ with fsync). Each C-STORE response comes after the instance is stored *and* inde
 wall time is the time until every instance is stored and indexed. When Orthanc is installed
 (`apt-get install orthanc`) the same series goes to Orthanc in the same run, for the ratio.
 
-    .venv/bin/python bench/ingest/run.py [--slices 300] [--storage s3] [--rounds 2] [--smoke]
+    .venv/bin/python bench/ingest/run.py [--slices 300] [--associations 1] [--processes 1]
+        [--storage s3] [--rounds 2] [--smoke]
     (or: make bench-ingest)
+
+``--associations K`` sends K such series at once (K storescu processes, one study each), to
+ReadRoom and to Orthanc alike; the rate is all instances over the wall time until the last
+association ends. ``--processes P`` runs `dicom_scp --processes P` (P children on one port); the
+SCP CPU is the parent's and the children's together.
 
 ``--storage s3`` runs the same series into an S3-API bucket (moto in server mode on a free port, as
 tests/s3.py starts it) as well, interleaved with the file-system run and Orthanc (A B C A B C), and
 prints the ratio s3/filesystem of the same rounds.
 
-Target (issue 3): our rate / Orthanc's >= 1.0 (Orthanc 1.10 ~140 instances/s on 2 cores)."""
+Target (issue 3): our rate / Orthanc's >= 1.0 (Orthanc 1.10 ~140 instances/s on 2 cores); issue 16:
+>= 1.0 with --associations 4 --processes 2 too."""
 
 from __future__ import annotations
 
@@ -50,14 +57,15 @@ from bench.common import (
 )
 
 
-def series_write(directory: Path, slices: int) -> list[Path]:
+def series_write(directory: Path, slices: int, seed: int = 300) -> list[Path]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
     from interfaces.simulator import Procedure, exam_random, series_datasets
 
-    exam = exam_random(random.Random(300), "BENCH", stroke_rate=0.0)
+    exam = exam_random(random.Random(seed), "BENCH", stroke_rate=0.0)
     exam = dataclasses.replace(
         exam, procedure=Procedure("70450", "CT HEAD W/O CONTRAST", "CT", "HEAD", slices)
     )
+    directory.mkdir(exist_ok=True)
     paths = []
     for ds in series_datasets(exam, slices=slices, size=512):
         path = directory / f"{ds.InstanceNumber:04d}.dcm"
@@ -66,19 +74,40 @@ def series_write(directory: Path, slices: int) -> list[Path]:
     return paths
 
 
-def storescu(port: int, called: str, calling: str, files: list[Path]) -> float:
+def storescu(port: int, called: str, calling: str, series: list[list[Path]]) -> float:
+    """Each series on an association of its own, all at once; the wall time until the last ends."""
     env = {**os.environ, "TCP_NODELAY": "1"}
     started = time.perf_counter()
-    subprocess.run(
-        ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - started
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for files in series
+    ]
+    failed = [(sender.wait(), sender.stderr.read()) for sender in senders]
+    elapsed = time.perf_counter() - started
+    failed = [(code, err[-500:]) for code, err in failed if code != 0]
+    assert not failed, f"storescu failed: {failed}"
+    return elapsed
 
 
-def readroom_rate(files: list[Path], template: str, store: dict[str, str] | None) -> dict:
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its direct children (dicom_scp --processes: the supervisor's children)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+def readroom_rate(
+    series: list[list[Path]], template: str, store: dict[str, str] | None, processes: int
+) -> dict:
     """One run of the SCP on a fresh copy of the migrated database: the file system (``store``
     None) or an S3-API bucket (``store``: the environment naming it)."""
     database = bench_database("ingest")
@@ -87,32 +116,38 @@ def readroom_rate(files: list[Path], template: str, store: dict[str, str] | None
     database_copy(template, database)
     port = free_port()
     scp = subprocess.Popen(
-        [PYTHON, "manage.py", "dicom_scp", "--port", str(port)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        [PYTHON, "manage.py", "dicom_scp", "--port", str(port), "--processes", str(processes)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)
-        storescu(port, "READROOM", "BENCH_CT", files[:5])  # warm-up association (indexes, caches)
-        cpu = cpu_seconds(scp.pid)
-        elapsed = storescu(port, "READROOM", "BENCH_CT", files)
-        cpu = cpu_seconds(scp.pid) - cpu
+        # warm-up associations, as many as measured (indexes, caches, each child's first session)
+        storescu(port, "READROOM", "BENCH_CT", [files[:5] for files in series])
+        cpu = process_tree_cpu_seconds(scp.pid)
+        elapsed = storescu(port, "READROOM", "BENCH_CT", series)
+        cpu = process_tree_cpu_seconds(scp.pid) - cpu
     finally:
         scp.terminate()
-        scp.wait(10)
+        scp.wait(30)
         shutil.rmtree(directory, ignore_errors=True)
+    instances = sum(len(files) for files in series)
     indexed = row_count(env, "imaging_instance")
-    assert indexed == len(files), f"{indexed} of {len(files)} instances indexed"
-    return {"instances/s": len(files) / elapsed, "SCP CPU ms/instance": cpu / len(files) * 1000}
+    assert indexed == instances, f"{indexed} of {instances} instances indexed"
+    return {"instances/s": instances / elapsed, "SCP CPU ms/instance": cpu / instances * 1000}
 
 
-def orthanc_rate(files: list[Path]) -> dict:
+def orthanc_rate(series: list[list[Path]]) -> dict:
     """Orthanc's C-STORE rate for the same files (bench.common.orthanc_running: its SQLite index,
-    fsync per file), warmed up with the first five."""
+    fsync per file), warmed up with the first five of each series, as many associations at once."""
     work = Path(tempfile.mkdtemp(prefix="orthanc-bench-"))
+    instances = sum(len(files) for files in series)
     try:
         with orthanc_running(work, Name="bench", DicomAlwaysAllowStore=True) as orthanc:
             port = orthanc["dicom_port"]
-            storescu(port, "ORTHANC", "BENCH_CT", files[:5])
-            return {"instances/s": len(files) / storescu(port, "ORTHANC", "BENCH_CT", files)}
+            storescu(port, "ORTHANC", "BENCH_CT", [files[:5] for files in series])
+            return {"instances/s": instances / storescu(port, "ORTHANC", "BENCH_CT", series)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -127,6 +162,10 @@ def main() -> None:
         help="s3: also run against an S3-API store (moto server) and give the ratio",
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B A B)")
+    parser.add_argument(
+        "--associations", type=int, default=1, help="series sent at once, one association each"
+    )
+    parser.add_argument("--processes", type=int, default=1, help="dicom_scp --processes")
     args = parser.parse_args()
     if args.smoke:
         args.slices, args.rounds = 8, 1
@@ -141,20 +180,24 @@ def main() -> None:
     shell(env, SETUP_FACILITY)
     moto = None
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="rr-bench-series-") as tmp:
-        files = series_write(Path(tmp), args.slices)
-        size_mb = sum(p.stat().st_size for p in files) / 1e6
-        runs = {"filesystem": lambda: readroom_rate(files, template, None)}
+        series = [
+            series_write(Path(tmp) / f"series-{n}", args.slices, seed=300 + n)
+            for n in range(args.associations)
+        ]
+        size_mb = sum(p.stat().st_size for files in series for p in files) / 1e6
+        runs = {"filesystem": lambda: readroom_rate(series, template, None, args.processes)}
         if args.storage == "s3":
             from tests.s3 import MotoServer
 
             moto = MotoServer().start()
             stack.callback(moto.stop)
-            runs["s3"] = lambda: readroom_rate(files, template, _bucket(moto))
+            runs["s3"] = lambda: readroom_rate(series, template, _bucket(moto), args.processes)
         if shutil.which("Orthanc"):
-            runs["Orthanc"] = lambda: orthanc_rate(files)
+            runs["Orthanc"] = lambda: orthanc_rate(series)
         print(
-            f"bench/ingest: {args.slices}-slice 512x512 CT ({size_mb:.0f} MB) by storescu, TCP_NODELAY=1, one"
-            f" association; {args.rounds} round(s), interleaved: {' '.join(runs)}"
+            f"bench/ingest: {args.associations} × {args.slices}-slice 512x512 CT ({size_mb:.0f} MB) by storescu,"
+            f" TCP_NODELAY=1, {args.associations} association(s) at once; dicom_scp --processes"
+            f" {args.processes}; {args.rounds} round(s), interleaved: {' '.join(runs)}"
         )
         uptime_print("start")
         results = interleaved(runs, args.rounds)

@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
 from imaging.services import IndexCache
@@ -51,6 +52,7 @@ for _uid, _name in RETIRED_STORAGE_SOP_CLASSES.items():
         _uid, "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", _name)), StorageServiceClass
     )
 NOT_AUTHORISED = 0x0124  # C-STORE "Refused: Not authorized" (PS3.7 C.4.2.1.4)
+MAXIMUM_ASSOCIATIONS = 32  # at once, per process
 
 
 def _status_with_comment(status: int, reason: str) -> Dataset:
@@ -64,7 +66,36 @@ def _status_with_comment(status: int, reason: str) -> Dataset:
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
     """Sets TCP_NODELAY on accepted sockets: without it every C-STORE response waits ~40 ms for a
-    delayed ACK (Nagle), capping a modality at ~20 instances/s (STANDARDS.md §6)."""
+    delayed ACK (Nagle), capping a modality at ~20 instances/s (STANDARDS.md §6).
+
+    With ``listening`` it serves a socket bound by another process (``dicom_scp --processes N``,
+    interfaces.supervisor) instead of binding its own: it neither binds nor listens again (that
+    would shrink the shared backlog to socketserver's 5), and on close it only closes its own
+    descriptor — ``shutdown()`` on a listening socket stops it listening in every process."""
+
+    request_queue_size = 128  # a burst of associations waits in the accept queue instead of being refused
+
+    def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
+        self._listening = listening
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self._listening is None:
+            super().server_bind()
+            return
+        self.socket.close()  # the one TCPServer made; the inherited socket replaces it
+        self.socket = self._listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._listening is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self._listening is None:
+            super().server_close()
+        else:
+            self.socket.close()
 
     def get_request(self):
         client, address = super().get_request()
@@ -77,6 +108,26 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         if self not in self.ae._servers:
             self.ae._servers.append(self)
         super().shutdown()
+
+
+class _ConnectionReturningHandler(RequestHandler):
+    """Each association runs in a thread of its own, and a Django connection belongs to the thread
+    that opened it. The association's thread hands its connection back when it ends (to the pool,
+    ``dicom_scp``; closed, without one): the one it ran on otherwise stayed checked out of the pool
+    until the garbage collector closed it, and a pool of 34 was empty after 34 associations."""
+
+    def _create_association(self):
+        assoc = super()._create_association()
+        run = assoc.run
+
+        def run_then_return_connection() -> None:
+            try:
+                run()
+            finally:
+                connections.close_all()
+
+        assoc.run = run_then_return_connection
+        return assoc
 
 
 class _AcceptorContexts(list):
@@ -130,7 +181,7 @@ class StorageScp:
         for sop_class in QR_SOP_CLASSES:
             ae.add_supported_context(sop_class)
         ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs (STANDARDS.md §3 throughput)
-        ae.maximum_associations = 32
+        ae.maximum_associations = MAXIMUM_ASSOCIATIONS
         return ae
 
     def handlers(self) -> list:
@@ -273,7 +324,9 @@ class StorageScp:
 
     def on_connection_closed(self, event) -> None:
         self._close(event.assoc)
-        connections.close_all()  # this association's thread ends here; so does its DB connection
+        # this runs in the association's DUL thread, which ends here: its connection (the close
+        # above may have opened it) goes back too
+        connections.close_all()
 
     def _state(self, assoc) -> _AssociationState | None:
         with self._lock:
@@ -292,10 +345,16 @@ class StorageScp:
 
     # --- running -----------------------------------------------------------------------------
 
-    def start(self, host: str, port: int) -> NoDelayAssociationServer:
+    def start(
+        self, host: str, port: int, *, listening: socket.socket | None = None
+    ) -> NoDelayAssociationServer:
         ae = self.application_entity()
         server = ae.make_server(
-            (host, port), evt_handlers=self.handlers(), server_class=NoDelayAssociationServer
+            (host, port),
+            evt_handlers=self.handlers(),
+            server_class=NoDelayAssociationServer,
+            request_handler=_ConnectionReturningHandler,
+            listening=listening,
         )
         server.contexts = _AcceptorContexts(server.contexts)
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp:{port}", daemon=True)
@@ -346,12 +405,37 @@ def storage_scp() -> StorageScp:
     )
 
 
-async def dicom_scp_service(stop: asyncio.Event, *, host: str | None = None, port: int | None = None) -> None:
-    """Run the SCP until ``stop`` is set (embedded server and ``manage.py dicom_scp``)."""
-    server = storage_scp().start(host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_DICOM_PORT)
+async def dicom_scp_service(
+    stop: asyncio.Event,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    listening: socket.socket | None = None,
+    stop_grace_seconds: float = 0.0,
+) -> None:
+    """Run the SCP until ``stop`` is set (embedded server and ``manage.py dicom_scp``). ``listening``:
+    a socket bound by the supervisor (``--processes N``). On stop it accepts no new association and
+    gives the open ones up to ``stop_grace_seconds`` to finish, then aborts them (A-ABORT: the
+    modality knows, and sends those images again)."""
+    server = storage_scp().start(
+        host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_DICOM_PORT, listening=listening
+    )
     log.info("DICOM SCP %s listening on %s", settings.READROOM_DICOM_AE_TITLE, server.server_address)
     try:
         await stop.wait()
     finally:
-        await asyncio.to_thread(server.shutdown)
-        server.server_close()
+        await asyncio.to_thread(_server_stop, server, stop_grace_seconds)
+
+
+def _server_stop(server: NoDelayAssociationServer, grace_seconds: float) -> None:
+    server.shutdown()  # no new associations (the socket is closed in this process)
+    log.info(
+        "DICOM SCP stopping: no new associations; waiting up to %.0f s for %d open",
+        grace_seconds, len(server.active_associations),
+    )  # fmt: skip
+    deadline = time.monotonic() + grace_seconds
+    while (open_ := server.active_associations) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for assoc in open_:
+        log.warning("DICOM association from %s aborted at shutdown", assoc.requestor.ae_title)
+        assoc.abort()

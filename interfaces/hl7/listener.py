@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import logging
 import queue
+import socket
 import threading
 from asyncio import IncompleteReadError, LimitOverrunError
 from concurrent.futures import Future
@@ -260,8 +261,15 @@ class Hl7Listener:
 
 
 async def hl7_server_start(
-    host: str, port: int, *, max_frame_bytes: int | None = None, inbox: Inbox = _INBOX_THREAD
+    host: str,
+    port: int,
+    *,
+    max_frame_bytes: int | None = None,
+    inbox: Inbox = _INBOX_THREAD,
+    listening: socket.socket | None = None,
 ) -> Hl7Listener:
+    """``listening``: a socket bound by the supervisor (``hl7_listener --processes N``), served
+    instead of binding ``host:port``."""
     loop = asyncio.get_running_loop()
     limit = max_frame_bytes or settings.READROOM_HL7_MAX_FRAME_BYTES
     drains = DrainScheduler(inbox)
@@ -271,16 +279,27 @@ async def hl7_server_start(
         reader = FrameReader(limit=limit, loop=loop)
         return HL7StreamProtocol(reader, lambda r, w: _serve_connection(r, w, drains, inbox), loop=loop)
 
-    server = await loop.create_server(factory, host, port, reuse_address=True)
+    if listening is not None:
+        server = await loop.create_server(factory, sock=listening)
+    else:
+        server = await loop.create_server(factory, host, port, reuse_address=True)
     return Hl7Listener(server, scheduler)
 
 
 async def hl7_listener_service(
-    stop: asyncio.Event, *, host: str | None = None, port: int | None = None, inbox: Inbox = _INBOX_THREAD
+    stop: asyncio.Event,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    inbox: Inbox = _INBOX_THREAD,
+    listening: socket.socket | None = None,
 ) -> None:
     """Run until ``stop`` is set (the embedded server and ``manage.py hl7_listener`` both use it)."""
     listener = await hl7_server_start(
-        host or settings.READROOM_LISTEN_HOST, port or settings.READROOM_HL7_PORT, inbox=inbox
+        host or settings.READROOM_LISTEN_HOST,
+        port or settings.READROOM_HL7_PORT,
+        inbox=inbox,
+        listening=listening,
     )
     log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in listener.server.sockets))
     try:

@@ -1,0 +1,204 @@
+"""N processes of one edge service on one port (``dicom_scp --processes N``, ``hl7_listener
+--processes N``; docs/ingest.md "Several processes on one port").
+
+The parent binds the listening socket once and forks N children that all accept from it: one
+accept queue, so an idle child takes the next association whichever child is busy, and the port
+stays bound while a child is being replaced (a sender never sees "connection refused" because a
+child died). The parent does nothing else: it opens no database connection, runs no event loop and
+starts no thread, so forking it is safe and a replacement child is serving within milliseconds.
+
+It supervises: a child that dies is logged and replaced, at once if it had run a while, else after
+a growing delay (a child that cannot start must not spin the CPU). SIGTERM or SIGINT to the parent
+is passed to every child, which stops accepting and finishes what it is doing (each service's own
+graceful stop); a child still running after the grace period is killed."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import connections
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def listening_socket(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """The one socket every child accepts from. ``backlog`` is the shared accept queue: a burst of
+    associations waits there (not refused) until a child takes each."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind over TIME_WAIT after a restart
+    sock.bind(address)
+    sock.listen(backlog)
+    # Non-blocking (a flag of the socket that every child shares): all children wake for one
+    # connection and the ones that lose must get EAGAIN at once, not sit in accept() until the
+    # next connection comes (which would also hold up their stop).
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class _Slot:
+    number: int
+    pid: int = 0
+    started: float = 0.0
+    quick_deaths: int = 0  # in a row: children that died before STABLE_SECONDS
+    start_at: float = 0.0  # when to start the next child (after its backoff)
+
+
+@dataclass
+class Supervisor:
+    """Forks ``processes`` children running ``child_main(sock)`` and keeps them running until
+    SIGTERM/SIGINT. ``child_main`` returns when the child was asked to stop (its own SIGTERM)."""
+
+    name: str
+    sock: socket.socket
+    processes: int
+    child_main: Callable[[socket.socket], None]
+    stop_grace_seconds: float = 20.0
+    _slots: list[_Slot] = field(default_factory=list)
+
+    STABLE_SECONDS = 10.0  # a child that ran this long is replaced at once
+    BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+
+    def run(self) -> None:
+        # Signals are taken synchronously (sigtimedwait), never by a handler that could run in the
+        # middle of a fork; children unblock them first thing.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        connections.close_all()  # nothing to inherit (the parent should have opened none)
+        self._slots = [_Slot(number=n) for n in range(1, self.processes + 1)]
+        log.info("%s: %d processes on %s", self.name, self.processes, self.sock.getsockname())
+        try:
+            while True:
+                self._reap()
+                self._start_due()
+                received = signal.sigtimedwait(_SIGNALS, self._wait_seconds())
+                if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
+                    name = signal.Signals(received.si_signo).name
+                    log.info("%s: %s received, stopping the children", self.name, name)
+                    break
+        finally:
+            self._stop_all()
+            self.sock.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def child_pids(self) -> list[int]:
+        return [slot.pid for slot in self._slots if slot.pid]
+
+    # --- the children ------------------------------------------------------------------------
+
+    def _start_due(self) -> None:
+        if signal.sigpending() & {signal.SIGTERM, signal.SIGINT}:
+            return  # stopping: Ctrl-C reaches the children too, and one that stopped first stays stopped
+        now = time.monotonic()
+        for slot in self._slots:
+            if not slot.pid and slot.start_at <= now:
+                self._start(slot)
+
+    def _start(self, slot: _Slot) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the parent's code
+            status = 1
+            try:
+                _child_prepare(parent)
+                self.child_main(self.sock)
+                status = 0
+            except BaseException:
+                log.exception("%s child %d failed", self.name, slot.number)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        slot.pid, slot.started = pid, time.monotonic()
+        log.info("%s: child %d started (pid %d)", self.name, slot.number, pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self._slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            ran = time.monotonic() - slot.started
+            slot.pid = 0
+            slot.quick_deaths = 0 if ran >= self.STABLE_SECONDS else slot.quick_deaths + 1
+            delay = replacement_delay(slot.quick_deaths, first=self.BACKOFF_FIRST, most=self.BACKOFF_MAX)
+            slot.start_at = time.monotonic() + delay
+            log.warning(
+                "%s: child %d (pid %d) %s after %.1f s; replacing it in %.1f s",
+                self.name, slot.number, pid, _exit_text(status), ran, delay,
+            )  # fmt: skip
+
+    def _wait_seconds(self) -> float:
+        waiting = [slot.start_at for slot in self._slots if not slot.pid]
+        return max(0.0, min(waiting) - time.monotonic()) if waiting else 3600.0
+
+    def _stop_all(self) -> None:
+        for pid in self.child_pids():
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_seconds + 5  # each child's own grace, then a margin
+        while self.child_pids() and time.monotonic() < deadline:
+            self._reap_stopping()
+            if self.child_pids():
+                signal.sigtimedwait({signal.SIGCHLD}, 0.2)
+        for pid in self.child_pids():
+            log.warning("%s: child pid %d did not stop in time; killing it", self.name, pid)
+            _signal(pid, signal.SIGKILL)
+        while self.child_pids():
+            self._reap_stopping(block=True)
+        log.info("%s: stopped", self.name)
+
+    def _reap_stopping(self, *, block: bool = False) -> None:
+        for slot in self._slots:
+            if slot.pid:
+                try:
+                    pid, status = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = slot.pid, 0
+                if pid:
+                    log.info("%s: child %d (pid %d) %s", self.name, slot.number, slot.pid, _exit_text(status))
+                    slot.pid = 0
+
+
+def replacement_delay(quick_deaths: int, *, first: float, most: float) -> float:
+    """Seconds before a dead child is replaced: none after a child that had run a while (0 quick
+    deaths in a row), then ``first`` doubling per quick death, at most ``most``."""
+    return min(first * 2 ** (quick_deaths - 1), most) if quick_deaths else 0.0
+
+
+def _child_prepare(parent: int) -> None:
+    """In a new child: signals as a normal process, and gone when the parent is (kill -9 of the
+    parent must not leave orphans holding the port)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    # not Linux (no prctl): the parent's own stop still reaches the children
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _exit_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
