@@ -94,6 +94,14 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
     page.keyboard.press("Escape")
     expect(page.locator("#sign-dialog")).to_be_hidden()
 
+    # and the split is theirs: ← on the bar between them narrows the images (remembered)
+    splitter = page.get_by_role("separator", name="Width of the images (← →)")
+    splitter.focus()
+    page.keyboard.press("ArrowLeft")
+    expect(splitter).to_have_attribute("aria-valuenow", "50")
+    narrower = page.get_by_test_id("reading-pane").bounding_box()["width"]
+    assert narrower < images["width"], (narrower, images)
+
     # when they complete the report and press Sign final & next
     page.get_by_label("ASPECTS").fill("10")
     page.get_by_label("Impression").fill("No acute intracranial abnormality.")
@@ -105,7 +113,12 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
     expect(page).to_have_url(f"{asgi_server.url}/studies/{second.pk}/report/")
     expect(page.get_by_test_id("report-status")).to_have_text("Draft")
     pane_shows(page, second)
+    expect(splitter).to_have_attribute("aria-valuenow", "50")
     assert Report.objects.get(study=first).status == ReportStatus.FINAL
+    # and the keyboard is still the editor's: the pane's viewer took no focus as it loaded
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#sign-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
 
     # and switching back to one window without the pane is one click, remembered too
     page.get_by_test_id("layout-side").click()
