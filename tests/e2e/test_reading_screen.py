@@ -6,6 +6,8 @@ gets nothing: the editor and every URL the pane loads are 404."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Frame, Page, expect
@@ -94,13 +96,21 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
     page.keyboard.press("Escape")
     expect(page.locator("#sign-dialog")).to_be_hidden()
 
-    # and the split is theirs: ← on the bar between them narrows the images (remembered)
+    # and the split is theirs: dragging the bar between them (over the frame) widens the images,
+    # Home on it gives them the least room; the width is remembered
     splitter = page.get_by_role("separator", name="Width of the images (← →)")
+    bar = splitter.bounding_box()
+    page.mouse.move(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(bar["x"] - 150, bar["y"] + bar["height"] / 2, steps=5)  # into the pane's frame
+    page.mouse.move(bar["x"] + 160, bar["y"] + bar["height"] / 2, steps=5)
+    page.mouse.up()
+    expect(splitter).to_have_attribute("aria-valuenow", re.compile(r"^(5[6-9]|6\d)$"))
+    assert page.get_by_test_id("reading-pane").bounding_box()["width"] > images["width"]
     splitter.focus()
-    page.keyboard.press("ArrowLeft")
-    expect(splitter).to_have_attribute("aria-valuenow", "50")
-    narrower = page.get_by_test_id("reading-pane").bounding_box()["width"]
-    assert narrower < images["width"], (narrower, images)
+    page.keyboard.press("Home")
+    expect(splitter).to_have_attribute("aria-valuenow", "25")
+    assert page.get_by_test_id("reading-pane").bounding_box()["width"] < images["width"]
 
     # when they complete the report and press Sign final & next
     page.get_by_label("ASPECTS").fill("10")
@@ -113,7 +123,7 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
     expect(page).to_have_url(f"{asgi_server.url}/studies/{second.pk}/report/")
     expect(page.get_by_test_id("report-status")).to_have_text("Draft")
     pane_shows(page, second)
-    expect(splitter).to_have_attribute("aria-valuenow", "50")
+    expect(splitter).to_have_attribute("aria-valuenow", "25")
     assert Report.objects.get(study=first).status == ReportStatus.FINAL
     # and the keyboard is still the editor's: the pane's viewer took no focus as it loaded
     page.keyboard.press("Control+Enter")
