@@ -65,7 +65,11 @@
     pane.querySelectorAll("[data-pane-viewer]").forEach((button) =>
       button.setAttribute("aria-pressed", String(button.dataset.paneViewer === viewer)),
     );
-    const url = shown ? links[viewer].getAttribute("href") : "about:blank";
+    // Loaded only once shown (a pane never seen opens no study: no audit row, no TAT "viewer
+    // opened"); kept while the window is only too narrow for a moment, so the viewer keeps its place.
+    const wanted = viewer !== null ? links[viewer].getAttribute("href") : null;
+    const kept = wanted !== null && frame.getAttribute("src") === wanted;
+    const url = shown || kept ? wanted : "about:blank";
     if (frame.getAttribute("src") !== url) frame.setAttribute("src", url);
   }
 

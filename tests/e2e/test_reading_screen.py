@@ -130,6 +130,16 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
     expect(page.locator("#sign-dialog")).to_be_visible()
     page.keyboard.press("Escape")
 
+    # and on a window too narrow for both the pane waits, saying why, and returns when widened
+    page.set_viewport_size({"width": 1100, "height": 900})
+    expect(page.get_by_test_id("reading-pane")).to_be_hidden()
+    expect(page.get_by_test_id("reading-layout-note")).to_contain_text("1200 px")
+    pane(page).evaluate("window.stillHere = true")
+    page.set_viewport_size({"width": 1600, "height": 900})
+    expect(page.get_by_test_id("reading-pane")).to_be_visible()
+    expect(page.get_by_test_id("reading-layout-note")).to_have_text("")
+    assert pane(page).evaluate("window.stillHere === true")  # the viewer kept its place, not reloaded
+
     # and switching back to one window without the pane is one click, remembered too
     page.get_by_test_id("layout-side").click()
     expect(page.get_by_test_id("reading-pane")).to_be_hidden()
