@@ -344,9 +344,10 @@ def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
 
 def ohif_content_security_policy(nonce: str | None = None, *, framed_by_self: bool = False) -> str:
     """OHIF's page gets its own policy (docs/security.md): everything still from this origin, framed
-    by this origin at most, no plugins, but what OHIF needs to run — its two inline scripts by nonce, WebAssembly
-    compilation for the image codecs ('wasm-unsafe-eval'), workers and images from blob: URLs, and
-    inline styles (React components and its UI library inject <style> elements at run time).
+    by this origin at most, no plugins, but what OHIF needs to run — its two inline scripts by
+    nonce, WebAssembly compilation for the image codecs ('wasm-unsafe-eval'), workers and images
+    from blob: URLs, and inline styles (React components and its UI library inject <style> elements
+    at run time).
 
     Without a nonce it is the policy of OHIF's bundles (``ohif_asset``). A browser applies a
     script response's policy only when the script runs as a worker, and OHIF's codec workers need
