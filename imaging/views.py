@@ -23,6 +23,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST, require_safe
 from pydicom import dcmread
 from pydicom.multival import MultiValue
@@ -84,6 +85,10 @@ def _read_begun(request: HttpRequest, study: Study) -> None:
     study_opened.send(sender=Study, study=study, user=request.user, session_key=session_key)
 
 
+# The three pages the report editor's images pane loads (docs/viewer.md "One reading screen") may be
+# framed by this origin, and only while the view itself answers: a refusal (another facility's
+# study: 404; a locked screen) is built outside the view and keeps "never framed".
+@xframe_options_sameorigin
 @login_required
 @require_safe
 def study_open(request: HttpRequest, study_id: int) -> HttpResponse:
@@ -109,6 +114,7 @@ def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
     return HttpResponse(status=204)
 
 
+@xframe_options_sameorigin
 @login_required
 def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
     study = access_study(request.user, study_id)
@@ -301,6 +307,7 @@ def _ohif_user_or_refuse(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+@xframe_options_sameorigin
 @login_required
 @require_safe
 def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
@@ -331,21 +338,24 @@ def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
     html = html.replace("<script>", f'<script nonce="{nonce}">')
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
     response["Cache-Control"] = "no-store, private"  # the page names the studies (PHI)
-    response["Content-Security-Policy"] = ohif_content_security_policy(nonce)
+    response["Content-Security-Policy"] = ohif_content_security_policy(nonce, framed_by_self=True)
     return cross_origin_isolated(response)
 
 
-def ohif_content_security_policy(nonce: str | None = None) -> str:
-    """OHIF's page gets its own policy (docs/security.md): everything still from this origin, no
-    framing, no plugins, but what OHIF needs to run — its two inline scripts by nonce, WebAssembly
-    compilation for the image codecs ('wasm-unsafe-eval'), workers and images from blob: URLs, and
-    inline styles (React components and its UI library inject <style> elements at run time).
+def ohif_content_security_policy(nonce: str | None = None, *, framed_by_self: bool = False) -> str:
+    """OHIF's page gets its own policy (docs/security.md): everything still from this origin, framed
+    by this origin at most, no plugins, but what OHIF needs to run — its two inline scripts by
+    nonce, WebAssembly compilation for the image codecs ('wasm-unsafe-eval'), workers and images
+    from blob: URLs, and inline styles (React components and its UI library inject <style> elements
+    at run time).
 
     Without a nonce it is the policy of OHIF's bundles (``ohif_asset``). A browser applies a
     script response's policy only when the script runs as a worker, and OHIF's codec workers need
     'unsafe-eval': the JPEG-LS/JPEG 2000 decoders are emscripten builds whose embind makes
     functions with ``new Function`` (seen in tests/e2e/test_ohif.py's JPEG-LS MR). The page itself
-    does not get it."""
+    does not get it.
+
+    ``framed_by_self``: the page may be shown in the report editor's images pane (same origin only)."""
     script = (
         f"script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'"
         if nonce
@@ -363,7 +373,7 @@ def ohif_content_security_policy(nonce: str | None = None) -> str:
             "object-src 'none'",
             "base-uri 'self'",
             "form-action 'self'",
-            "frame-ancestors 'none'",
+            "frame-ancestors 'self'" if framed_by_self else "frame-ancestors 'none'",
         )
     )
 

@@ -46,25 +46,35 @@ class QueryStringGuardMiddleware:
 
 # --- response headers (docs/security.md "Response headers") --------------------------------------
 
+
 # ReadRoom's own pages: every script and style is a static file (no inline <script>, no style=
 # attribute; tests/hardening/test_headers.py scans the templates), so the policy needs no
 # 'unsafe-inline'. connect-src 'self' covers the same-origin websockets (CSP Level 3). A view that
 # needs another policy (OHIF's page) sets its own header and this one is left alone.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data: blob:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+def content_security_policy(*, frame_ancestors: str = "'none'") -> str:
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "font-src 'self'",
+            "connect-src 'self'",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            f"frame-ancestors {frame_ancestors}",
+        )
     )
-)
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
+# The one exception to "never framed": the viewer pages the report editor shows in its images pane
+# (docs/viewer.md "One reading screen"). Such a view says so with Django's
+# ``@xframe_options_sameorigin``; its policy then lets this origin, and only it, frame the page.
+# A refusal (404, the lock page) is built outside the view and stays unframeable.
+SAME_ORIGIN_FRAMED_POLICY = content_security_policy(frame_ancestors="'self'")
 # Nearly every dynamic response names a patient, a reader or a study: none may sit in a browser's
 # disk cache or a shared proxy. A view whose response is not PHI and may be cached (OHIF's versioned
 # bundles, static files) says so with its own Cache-Control, which is kept.
@@ -83,7 +93,10 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if not response.has_header("Content-Security-Policy"):
-            response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            framed = response.get("X-Frame-Options") == "SAMEORIGIN"
+            response["Content-Security-Policy"] = (
+                SAME_ORIGIN_FRAMED_POLICY if framed else CONTENT_SECURITY_POLICY
+            )
         if not response.has_header("Cache-Control"):
             response["Cache-Control"] = DEFAULT_CACHE_CONTROL
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -14,6 +14,21 @@
 
   const root = document.getElementById("live-channel");
   if (!root) return;
+  // In the report editor's images pane (docs/viewer.md "One reading screen") the viewer is a frame
+  // of a page that carries this channel itself: one banner, one tone, one socket per screen. The
+  // frame keeps only the shared activity and lock (below), so scrolling images keeps the screen
+  // unlocked and a lock hides the pane too.
+  const framed = (() => {
+    try {
+      return window.self !== window.top && !!window.top.document.getElementById("live-channel");
+    } catch (error) {
+      return false; // another origin's frame: ReadRoom's pages refuse that (frame-ancestors 'self')
+    }
+  })();
+  if (framed) {
+    root.hidden = true;
+    document.documentElement.classList.add("readroom-framed");
+  }
   const alertsNode = root.querySelector(".live-alerts");
   const soundBar = root.querySelector(".live-sound");
   const steps = new Set((root.dataset.steps || "").split(" ").filter(Boolean));
@@ -533,6 +548,7 @@
     });
   }
 
+  if (framed) return; // the page around the frame alerts, rings and holds the socket
   setInterval(minutesTick, 15000);
   update();
   if (root.dataset.locked === "true") lock(true);

@@ -476,5 +476,7 @@
   // A study an AI flagged opens at the finding's first image (docs/ai.md); others at the top.
   const start = config.start || { series: 0, index: 0 };
   selectSeries(start.series, start.index);
-  stage.focus();
+  // In the report editor's images pane the keyboard stays with the editor (its Tab, Ctrl+Enter):
+  // the viewer takes it when the reader clicks into the pane.
+  if (window.self === window.top) stage.focus();
 })();

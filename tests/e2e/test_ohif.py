@@ -11,7 +11,7 @@ import re
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Frame, Page, expect
 
 from imaging import storage
 from imaging.models import Series, Study
@@ -122,7 +122,7 @@ def viewer_opened_from_worklist(page: Page, server, study) -> None:
     first_image_drawn(page)
 
 
-def first_image_drawn(page: Page) -> None:
+def first_image_drawn(page: Page | Frame) -> None:
     page.wait_for_selector(".cornerstone-canvas", timeout=90_000)
     # drawn = the canvas has pixels that are not background
     page.wait_for_function(
@@ -240,6 +240,16 @@ def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
     findings.click()
     items.filter(has_text="Length").get_by_role("button", name=re.compile("Insert")).click()
     expect(findings).to_have_value(re.compile(r"Length: \d+ mm, series 2 image \d"))
+
+    # and side by side (docs/viewer.md "One reading screen") OHIF draws the study in the editor's
+    # pane: framed by this origin, its page still under its own CSP (no violation: ohif_page)
+    page.get_by_test_id("layout-side").click()
+    expect(page.get_by_test_id("reading-pane")).to_be_visible()
+    pane = page.frame(name="readroom-pane")
+    pane.wait_for_url(re.compile(r"/ohif/viewer\?StudyInstanceUIDs=" + re.escape(study.study_instance_uid)))
+    first_image_drawn(pane)
+    expect(findings).to_be_visible()
+    assert page.evaluate("document.activeElement.tagName") != "IFRAME"  # the keyboard stays the editor's
 
 
 def _mr_from_testdata(name: str, study: Study, copies: int) -> list[bytes]:

@@ -185,6 +185,36 @@ def test_viewer_is_404_for_those_who_may_not_see_the_study(client, admin_lakevie
     assert client.get(f"/studies/{chicago_head_ct.pk}/viewer/").status_code == 302  # to sign in
 
 
+def test_only_this_origin_may_frame_the_viewer_and_never_a_refusal(
+    client, ops_omar, admin_lakeview, chicago_head_ct
+):
+    """The report editor's images pane (docs/viewer.md "One reading screen") frames the viewer: its
+    page may be framed by this origin alone; a 404 for another facility's study, and every other
+    page, stays unframeable (a browser shows nothing in the pane)."""
+    # given the viewer page of a study the user may see
+    client.force_login(ops_omar)
+    shown = client.get(f"/studies/{chicago_head_ct.pk}/viewer/")
+    # then this origin may frame it, no other
+    assert shown.status_code == 200
+    assert shown["X-Frame-Options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in shown["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in shown["Content-Security-Policy"]
+    assert client.get(f"/studies/{chicago_head_ct.pk}/open/")["X-Frame-Options"] == "SAMEORIGIN"
+    # and a page that is not the pane's is never framed
+    worklist = client.get("/operations/interfaces/")
+    assert (
+        worklist["X-Frame-Options"] == "DENY"
+        and "frame-ancestors 'none'" in worklist["Content-Security-Policy"]
+    )
+    # when another facility's user asks for it, the 404 may not be framed either
+    client.force_login(admin_lakeview)
+    for url in (f"/studies/{chicago_head_ct.pk}/viewer/", f"/studies/{chicago_head_ct.pk}/open/"):
+        refused = client.get(url)
+        assert refused.status_code == 404
+        assert refused["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in refused["Content-Security-Policy"]
+
+
 def test_facility_admin_and_director_open_their_studies(
     client, verified_client, admin_chicago, director_dana, chicago_head_ct
 ):
