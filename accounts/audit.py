@@ -84,7 +84,7 @@ def audit_bulk_created(
     for code that ``bulk_create``s, which sends no save or m2m signals. Row for row what the signals
     write one at a time (a CREATE row with the field values, then an UPDATE row per non-empty m2m
     field, "add" with the objects' names), with the request's actor, address and correlation id: the
-    trail is the same, only written faster (docs/audit.md)."""
+    trail is the same, only written faster (docs/decisions.md, "Audit log")."""
     if not instances or auditlog_disabled.get():
         return []
     model = type(instances[0])
