@@ -117,7 +117,9 @@ def audit_bulk_created(
             entries.append(LogEntry(**common, action=LogEntry.Action.UPDATE, changes=change))
     for entry in entries:
         # what LogEntry.save() sends: auditlog's context receiver fills in the actor and address
-        pre_save.send(sender=LogEntry, instance=entry, raw=False, using="default", update_fields=None)
+        pre_save.send(
+            sender=LogEntry, instance=entry, raw=False, using=LogEntry.objects.db, update_fields=None
+        )
     return LogEntry.objects.bulk_create(entries)
 
 
