@@ -62,117 +62,134 @@ def test_loading_twice_duplicates_nothing(capsys):
     assert "0 new facilities, 0 new users" in capsys.readouterr().out
 
 
-def test_the_demo_cast():
-    demo_load()
-    facilities = {f.code: f for f in Facility.objects.all()}
-    assert len({f.state for f in facilities.values()}) >= 2
-    assert facilities["CHI-L1"].kind == FacilityKind.LEVEL1_TRAUMA
-    assert facilities["IL-PRAIRIE"].kind == FacilityKind.CRITICAL_ACCESS
-    assert (facilities["WI-LAKEVIEW"].state, facilities["WI-LAKEVIEW"].kind) == (
-        "WI",
-        FacilityKind.OUTPATIENT_IMAGING,
-    )
-    radiologists = RadiologistProfile.objects.prefetch_related("subspecialties")
-    assert radiologists.count() == 8
-    covered = {s.code for p in radiologists for s in p.subspecialties.all()}
-    assert {"neuro", "msk", "body", "chest", "pediatric", "breast", "general"} <= covered
-    roles = {role for u in User.objects.all() for role in roles_of(u)}
-    assert roles == set(Role)
+@pytest.fixture(scope="class")
+def demo_loaded(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One demo load for the class's tests (it took ~10-25 s; loaded per test, this module was ~5 min).
+    It stays in an outer transaction: each test runs in its own savepoint inside it and is rolled
+    back as usual, so every test reads the demo exactly as loaded; at the end the outer transaction is
+    rolled back, and what runs next on this process starts from the empty database as before."""
+    from django.db import transaction
+    from django.test.utils import override_settings
+
+    storage_dir = tmp_path_factory.mktemp("demo-storage")
+    with (
+        override_settings(READROOM_STORAGE_DIR=storage_dir, READROOM_STORAGE_FSYNC=False),
+        django_db_blocker.unblock(),
+        transaction.atomic(),
+    ):
+        storage._keys.cache_clear()
+        demo_load()
+        yield
+        transaction.set_rollback(True)
+    storage._keys.cache_clear()
 
 
-def test_the_demo_rota_has_readers_on_shift_at_every_hour_and_one_deliberate_gap():
-    # given the demo loaded
-    demo_load()
-    now = timezone.now()
-    # then somebody is on shift at every hour of the coming week …
-    assert all(on_shift_now(now + timedelta(hours=h)) for h in range(0, 7 * 24))
-    # … and the grid's only red is Lakeview (WI) on Sunday night, 19:00 to 07:00 Monday
-    grid = coverage_grid(at=now)
-    gaps = {
-        (row.facility.code, cell.day.weekday(), label)
-        for row in grid.rows
-        for cell in row.cells
-        for label in cell.gap_labels
-    }
-    assert {code for code, _, _ in gaps} == {"WI-LAKEVIEW"}
-    for _, day, label in gaps:  # a gap under way counts from now
-        start, end = label.split("–")
-        assert (day == 6 and start >= "19:00" and end == "24:00") or (day == 0 and end == "07:00"), label
+@pytest.mark.usefixtures("demo_loaded")
+class TestTheLoadedDemo:
+    """What a fresh demo shows; none of these changes the demo (what they write is rolled back)."""
 
+    def test_the_demo_cast(self):
+        facilities = {f.code: f for f in Facility.objects.all()}
+        assert len({f.state for f in facilities.values()}) >= 2
+        assert facilities["CHI-L1"].kind == FacilityKind.LEVEL1_TRAUMA
+        assert facilities["IL-PRAIRIE"].kind == FacilityKind.CRITICAL_ACCESS
+        assert (facilities["WI-LAKEVIEW"].state, facilities["WI-LAKEVIEW"].kind) == (
+            "WI",
+            FacilityKind.OUTPATIENT_IMAGING,
+        )
+        radiologists = RadiologistProfile.objects.prefetch_related("subspecialties")
+        assert radiologists.count() == 8
+        covered = {s.code for p in radiologists for s in p.subspecialties.all()}
+        assert {"neuro", "msk", "body", "chest", "pediatric", "breast", "general"} <= covered
+        roles = {role for u in User.objects.all() for role in roles_of(u)}
+        assert roles == set(Role)
 
-@pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.username)
-def test_every_printed_login_works(client, person):
-    demo_load()
-    response = client.post("/login/", {"username": person.username, "password": DEMO_PASSWORD})
-    assert response.status_code == 302, f"{person.username} could not sign in"
-    user = User.objects.get(username=person.username)
-    if person.role in (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR):
-        device = TOTPDevice.objects.get(user=user)
-        assert client.post("/account/verify/", {"token": current_totp(device)}).status_code == 302
-    home = client.get("/")
-    assert home.status_code == 200
-    assert person.role.value.encode() in home.content
-
-
-def test_totp_code_command_matches_the_device(capsys):
-    demo_load()
-    call_command("totp_code", "dr.neuro")
-    printed = capsys.readouterr().out.strip()
-    assert printed == current_totp(TOTPDevice.objects.get(user__username="dr.neuro"))
-
-
-def test_every_reading_page_has_something_to_show(settings):
-    # when the demo is loaded
-    demo_load()
-    facilities = {f.code: f for f in Facility.objects.all()}
-    # then each facility reports to the EMR simulator, has a rate, and one takes wet reads
-    assert {(f.hl7_outbound_host, f.hl7_outbound_port) for f in facilities.values()} == {
-        ("127.0.0.1", settings.READROOM_EMR_SIM_PORT)
-    }
-    assert all(f.read_rate > 0 for f in facilities.values())
-    assert [code for code, f in facilities.items() if f.accepts_preliminary] == ["CHI-L1"]
-    # earlier reads were signed through the services: final, charged, an ORU queued for each
-    finals = Report.objects.filter(status=ReportStatus.FINAL, study__accession_number__startswith="DEMO-")
-    assert finals.count() == 6
-    assert Charge.objects.filter(report__in=finals).count() == 6
-    assert OutboundMessage.objects.filter(source__in=[f"report:{r.pk}:final" for r in finals]).count() == 6
-    # peer review in each state, the discrepancy adjudicated with feedback; a quarterly report
-    states = set(PeerReview.objects.values_list("status", flat=True))
-    assert {
-        ReviewStatus.ASSIGNED,
-        ReviewStatus.SCORED,
-        ReviewStatus.ADJUDICATION,
-        ReviewStatus.CLOSED,
-    } <= states
-    closed = PeerReview.objects.get(status=ReviewStatus.CLOSED, report__study__accession_number="DEMO-R01")
-    assert closed.adjudication.feedback
-    assert QuarterlyReport.objects.filter(facility__code="CHI-L1").count() == 1
-    # and the simulator's procedures without a shipped template have the facility's own
-    assert ReportTemplate.objects.filter(facility=facilities["IL-PRAIRIE"]).count() == 4
-
-
-def test_the_demo_makes_one_patient_per_person():
-    """Issue #13: the images' empty Issuer of Patient ID and the order's PID-3.4 (the hospital's
-    MSH-4) are one identity domain, so no exam leaves an orphaned second patient."""
-    from imaging.models import Patient
-
-    demo_load()
-    live = Patient.objects.filter(merged_into=None)
-    assert live.exists()
-    assert live.count() == live.values("facility", "mrn").distinct().count()
-    orphans = live.filter(orders=None, studies=None)
-    assert not orphans.exists(), [str(p) for p in orphans]
-
-
-def test_the_demo_facilities_have_the_ai_triage_rules_the_simulators_ai_node_exercises():
-    demo_load()
-    for facility in Facility.objects.all():
-        rules = dict(AiTriageRule.objects.filter(facility=facility).values_list("name", "raise_to"))
-        assert rules == {
-            "ICH positive → STAT, first": "STAT",
-            "LVO positive on a CTA → STROKE": "STROKE",
-            "PE positive → first within its class": "",
+    def test_the_demo_rota_has_readers_on_shift_at_every_hour_and_one_deliberate_gap(self):
+        # given the demo loaded
+        now = timezone.now()
+        # then somebody is on shift at every hour of the coming week …
+        assert all(on_shift_now(now + timedelta(hours=h)) for h in range(0, 7 * 24))
+        # … and the grid's only red is Lakeview (WI) on Sunday night, 19:00 to 07:00 Monday
+        grid = coverage_grid(at=now)
+        gaps = {
+            (row.facility.code, cell.day.weekday(), label)
+            for row in grid.rows
+            for cell in row.cells
+            for label in cell.gap_labels
         }
+        assert {code for code, _, _ in gaps} == {"WI-LAKEVIEW"}
+        for _, day, label in gaps:  # a gap under way counts from now
+            start, end = label.split("–")
+            assert (day == 6 and start >= "19:00" and end == "24:00") or (day == 0 and end == "07:00"), label
+
+    @pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.username)
+    def test_every_printed_login_works(self, client, person):
+        response = client.post("/login/", {"username": person.username, "password": DEMO_PASSWORD})
+        assert response.status_code == 302, f"{person.username} could not sign in"
+        user = User.objects.get(username=person.username)
+        if person.role in (Role.RADIOLOGIST, Role.MEDICAL_DIRECTOR):
+            device = TOTPDevice.objects.get(user=user)
+            assert client.post("/account/verify/", {"token": current_totp(device)}).status_code == 302
+        home = client.get("/")
+        assert home.status_code == 200
+        assert person.role.value.encode() in home.content
+
+    def test_totp_code_command_matches_the_device(self, capsys):
+        call_command("totp_code", "dr.neuro")
+        printed = capsys.readouterr().out.strip()
+        assert printed == current_totp(TOTPDevice.objects.get(user__username="dr.neuro"))
+
+    def test_every_reading_page_has_something_to_show(self, settings):
+        # when the demo is loaded
+        facilities = {f.code: f for f in Facility.objects.all()}
+        # then each facility reports to the EMR simulator, has a rate, and one takes wet reads
+        assert {(f.hl7_outbound_host, f.hl7_outbound_port) for f in facilities.values()} == {
+            ("127.0.0.1", settings.READROOM_EMR_SIM_PORT)
+        }
+        assert all(f.read_rate > 0 for f in facilities.values())
+        assert [code for code, f in facilities.items() if f.accepts_preliminary] == ["CHI-L1"]
+        # earlier reads were signed through the services: final, charged, an ORU queued for each
+        finals = Report.objects.filter(status=ReportStatus.FINAL, study__accession_number__startswith="DEMO-")
+        assert finals.count() == 6
+        assert Charge.objects.filter(report__in=finals).count() == 6
+        assert (
+            OutboundMessage.objects.filter(source__in=[f"report:{r.pk}:final" for r in finals]).count() == 6
+        )
+        # peer review in each state, the discrepancy adjudicated with feedback; a quarterly report
+        states = set(PeerReview.objects.values_list("status", flat=True))
+        assert {
+            ReviewStatus.ASSIGNED,
+            ReviewStatus.SCORED,
+            ReviewStatus.ADJUDICATION,
+            ReviewStatus.CLOSED,
+        } <= states
+        closed = PeerReview.objects.get(
+            status=ReviewStatus.CLOSED, report__study__accession_number="DEMO-R01"
+        )
+        assert closed.adjudication.feedback
+        assert QuarterlyReport.objects.filter(facility__code="CHI-L1").count() == 1
+        # and the simulator's procedures without a shipped template have the facility's own
+        assert ReportTemplate.objects.filter(facility=facilities["IL-PRAIRIE"]).count() == 4
+
+    def test_the_demo_makes_one_patient_per_person(self):
+        """Issue #13: the images' empty Issuer of Patient ID and the order's PID-3.4 (the hospital's
+        MSH-4) are one identity domain, so no exam leaves an orphaned second patient."""
+        from imaging.models import Patient
+
+        live = Patient.objects.filter(merged_into=None)
+        assert live.exists()
+        assert live.count() == live.values("facility", "mrn").distinct().count()
+        orphans = live.filter(orders=None, studies=None)
+        assert not orphans.exists(), [str(p) for p in orphans]
+
+    def test_the_demo_facilities_have_the_ai_triage_rules_the_simulators_ai_node_exercises(self):
+        for facility in Facility.objects.all():
+            rules = dict(AiTriageRule.objects.filter(facility=facility).values_list("name", "raise_to"))
+            assert rules == {
+                "ICH positive → STAT, first": "STAT",
+                "LVO positive on a CTA → STROKE": "STROKE",
+                "PE positive → first within its class": "",
+            }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -115,6 +115,67 @@ def test_only_days_in_the_validity_window_are_materialised(dr_neuro_il):
     assert starts == [date(2026, 11, 3), date(2026, 11, 4), date(2026, 11, 5)]
 
 
+def _audit_rows_of_shifts(since_id: int) -> list[tuple]:
+    """The shifts' audit rows after ``since_id``, each shift named by its start (ids differ per run)."""
+    from auditlog.models import LogEntry
+
+    starts = {str(pk): start.isoformat() for pk, start in Shift.objects.values_list("pk", "starts_at")}
+    rows = []
+    for entry in LogEntry.objects.get_for_model(Shift).filter(pk__gt=since_id).order_by("pk"):
+        changes = dict(entry.changes)
+        if "id" in changes:
+            changes["id"] = [None, starts[str(changes["id"][1])]]
+        rows.append(
+            (starts[entry.object_pk], entry.action, entry.object_repr, changes, entry.actor_id, entry.cid)
+        )
+    return rows
+
+
+def test_materialising_in_bulk_writes_the_audit_rows_one_at_a_time_did(dr_neuro_il, ops_omar, chicago, sub):
+    # the batch INSERTs (shifts, scope, audit) must leave the trail the per-row saves left: a CREATE row
+    # and an m2m "add" row per scope field, in order, with the actor of the request
+    from auditlog.models import LogEntry
+
+    from accounts.audit import audit_as
+    from worklist.coverage import _shift_from_template, _shifts_from_template
+
+    template = nighthawk(dr_neuro_il, weekdays=[0, 2], facilities=[chicago], subspecialties=[sub("neuro")])
+    at = chicago_time(2026, 11, 2, 12, 0)
+    pieces = [
+        ((datetime(2026, 11, 3, 5, 0, tzinfo=UTC), datetime(2026, 11, 3, 13, 0, tzinfo=UTC)), False),
+        ((datetime(2026, 11, 5, 5, 0, tzinfo=UTC), datetime(2026, 11, 5, 9, 0, tzinfo=UTC)), True),
+    ]
+    mark = LogEntry.objects.order_by("pk").last().pk
+    with audit_as(ops_omar):
+        for piece, trimmed in pieces:
+            _shift_from_template(template, piece, trimmed=trimmed)
+    one_at_a_time = _audit_rows_of_shifts(mark)
+    Shift.objects.all().delete()
+    mark = LogEntry.objects.order_by("pk").last().pk
+    with audit_as(ops_omar):
+        assert _shifts_from_template(template, pieces) == 2
+    in_bulk = _audit_rows_of_shifts(mark)
+    assert len(in_bulk) == 6 and {row[4] for row in in_bulk} == {ops_omar.pk}
+    assert [r[:4] for r in in_bulk] == [r[:4] for r in one_at_a_time]
+    assert [list(s.facilities.all()) for s in Shift.objects.all()] == [[chicago], [chicago]]
+    assert shift_templates_materialise(at=at, days=7) == 0
+
+
+def test_a_batch_another_worker_overlapped_creates_only_the_rest(dr_neuro_il, chicago):
+    # given one occurrence already written by another worker between our read and our INSERT
+    from worklist.coverage import _shifts_from_template
+
+    template = nighthawk(dr_neuro_il, facilities=[chicago])
+    first = (datetime(2026, 11, 3, 5, 0, tzinfo=UTC), datetime(2026, 11, 3, 13, 0, tzinfo=UTC))
+    second = (datetime(2026, 11, 4, 5, 0, tzinfo=UTC), datetime(2026, 11, 4, 13, 0, tzinfo=UTC))
+    Shift.objects.create(radiologist=dr_neuro_il, starts_at=first[0], ends_at=first[1], template=template)
+    # when the batch with both is written, the constraint refuses it and the shifts go one by one
+    assert _shifts_from_template(template, [(first, False), (second, False)]) == 1
+    # then each occurrence exists once, the new one with its scope
+    assert shifts_of(dr_neuro_il) == [first, second]
+    assert list(Shift.objects.get(starts_at=second[0]).facilities.all()) == [chicago]
+
+
 def test_materialising_is_a_periodic_task():
     entry = PERIODIC_TASKS["shift-templates-materialise"]
     assert entry.task == "worklist.coverage_tasks.shift_templates_materialise"
