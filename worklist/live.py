@@ -47,7 +47,6 @@ LOCKED_STUDY_FIELDS = ("id", "facility", "facility_name", "priority", "is_stroke
 LOCKED_NOTICE_FIELDS = ("key", "kind", "title", "facility", "at")
 # operations' own alarms, by what may show on a lock (the error text, the accession may not)
 _LOCKED_OPERATIONS_FIELDS = {
-    "interface.dead_letter": ("message", "facility"),
     "report.critical_overdue": ("report", "facility", "deadline"),
 }
 
@@ -156,10 +155,10 @@ def alert_acknowledge(user, *, study_id: int, step: str, at: datetime) -> AlertA
     return AlertAcknowledgement.objects.create(user=user, study_id=study_id, kind=step, at=at)
 
 
-# Operations' notices that are not a study's step: ``<kind>:<reference>`` (e.g. ``dead_letter:<outbound
-# message id>``, sent as ``interface.dead_letter`` to the operations group by interfaces.hl7.outbound).
+# Operations' notices that are not a study's step and not a ``worklist.notices`` row: ``<kind>:<reference>``,
 # ``critical_overdue:<report id>``: ``report.critical_overdue`` (reports.services.critical_results_escalate).
-OPERATIONS_NOTICES = ("dead_letter", "critical_overdue")
+# (A dead-lettered result is a UserNotice per operations user: ``NoticeKind.RESULT_DEAD_LETTERED``.)
+OPERATIONS_NOTICES = ("critical_overdue",)
 
 
 def notice_acknowledge(user, *, notice: str, at: datetime) -> AlertAcknowledgement:

@@ -539,6 +539,7 @@ class NoticeKind(models.TextChoices):
     INTERFACE_SILENT = "interface_silent", "Interface silent"
     COVERAGE_GAP = "coverage_gap", "Coverage gap within the hour"
     CLAIM_TIMED_OUT = "claim_timed_out", "Claim timed out"
+    RESULT_DEAD_LETTERED = "result_dead_lettered", "Result dead-lettered"
 
 
 class UserNotice(models.Model):

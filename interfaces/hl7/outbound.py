@@ -240,15 +240,24 @@ def _dead_letter_announce(message: OutboundMessage, error: str, now: datetime) -
     facility = message.facility
     reason = f"{message.kind} {message.control_id} dead-lettered: {error}"[:300]
     hl7_out_alert_raise(facility, reason=reason, now=now, since=message.queued_at)
-    operations_event_send(
-        {
-            "type": "interface.dead_letter",
-            "facility": facility.code,
-            "interface": "hl7_out",
-            "message": message.pk,
-            "control_id": message.control_id,
-            "error": error[:300],
-        }
+    _dead_letter_notice_send(message, error, now)
+
+
+def _dead_letter_notice_send(message: OutboundMessage, error: str, now: datetime) -> None:
+    """Each operations user's banner on every page, kept until they acknowledge it (so a page opened
+    later, or a socket that reconnects, still shows it): the result never reached the EMR."""
+    from django.urls import reverse
+
+    from worklist.models import NoticeKind
+    from worklist.notices import operations_notice_send
+
+    operations_notice_send(
+        kind=NoticeKind.RESULT_DEAD_LETTERED,
+        at=now,
+        text=f"{message.kind} {message.control_id}: {error}",
+        url=reverse("interfaces:message", args=["out", message.pk]),
+        facility_name=message.facility.name,
+        about=f"dead_letter:{message.pk}",
     )
 
 

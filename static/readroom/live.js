@@ -455,12 +455,6 @@
       else if (event.state === "live") unlocked();
       return;
     }
-    // only the operations group is sent these (interfaces.hl7.outbound)
-    if (event.type === "interface.dead_letter") {
-      const text = (event.control_id ? event.control_id + ": " : "") + (event.error || "");
-      raiseNotice("dead_letter:" + event.message, "RESULT DEAD-LETTERED", event.facility, text);
-      return;
-    }
     // operations only (reports.services.critical_results_escalate): the reader is told by a notice
     if (event.type === "report.critical_overdue") {
       const text = (event.accession || "") + " — not communicated by " + (event.deadline || "").slice(11, 16) + " UTC";

@@ -23,7 +23,7 @@ from tests.e2e.test_worklist import asgi_server, in_worker, readers, route_strok
 from tests.reports.conftest import ct_head_template, head_ct_study  # noqa: F401
 from tests.worklist.conftest import neuro_reader  # noqa: F401
 from worklist.escalation import stroke_step_fire
-from worklist.models import AlertAcknowledgement, EscalationStep
+from worklist.models import AlertAcknowledgement, EscalationStep, UserNotice
 from worklist.services import study_claim
 
 # OHIF's fixtures (its install, browser with SwiftShader, a claimed CT with images), shared
@@ -296,32 +296,44 @@ def test_operations_see_a_dead_lettered_result_on_any_page_and_acknowledge_it(
     ops_omar,
     chicago,
 ):
-    from worklist.broadcast import groups_send_now
-    from worklist.groups import OPERATIONS_GROUP
-
     page.goto(f"{asgi_server.url}/login/")
     page.get_by_label("Username").fill(ops_omar.username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.goto(f"{asgi_server.url}/operations/interfaces/")
     channel_live(page)
-    # when an ORU is dead-lettered (the event interfaces.hl7.outbound sends the desk)
-    event = {
-        "type": "interface.dead_letter",
-        "facility": chicago.code,
-        "interface": "hl7_out",
-        "message": 7,
-        "control_id": "RR0007",
-        "error": "connection refused",
-    }
-    in_worker(groups_send_now, [OPERATIONS_GROUP], event)
+    # when an ORU is dead-lettered (what interfaces.hl7.outbound does when it gives up)
+    dead = in_worker(_oru_dead_lettered, chicago.pk, "RR0007", "connection refused")
     # then the banner says so, and the acknowledgement is recorded
     alert = page.get_by_test_id("live-alert")
     expect(alert).to_contain_text("RESULT DEAD-LETTERED")
-    expect(alert).to_contain_text("RR0007: connection refused")
+    expect(alert).to_contain_text("ORU^R01 RR0007: connection refused")
     alert.get_by_role("button", name="Acknowledge").click()
     expect(alert).to_have_count(0)
-    assert AlertAcknowledgement.objects.filter(user=ops_omar, kind="dead_letter:7").exists()
+    notice = UserNotice.objects.get(user=ops_omar, about=f"dead_letter:{dead}")
+    assert AlertAcknowledgement.objects.filter(user=ops_omar, kind=f"notice:{notice.pk}").exists()
+    # and a page opened later no longer shows it; one that had not acknowledged would (pending)
+    page.goto(f"{asgi_server.url}/operations/interfaces/")
+    channel_live(page)
+    expect(page.get_by_test_id("live-alert")).to_have_count(0)
+
+
+def _oru_dead_lettered(facility_id: int, control_id: str, error: str) -> int:
+    """An ORU the outbox gave up on, announced as interfaces.hl7.outbound announces it."""
+    from django.db import transaction
+
+    from interfaces.hl7.outbound import _dead_letter_announce
+    from interfaces.models import OutboundMessage, OutboundStatus
+
+    now = timezone.now()
+    with transaction.atomic():
+        message = OutboundMessage.objects.create(
+            facility_id=facility_id, control_id=control_id, payload="MSH|^~\\&|", sequence=1,
+            source="report:0:v1", status=OutboundStatus.DEAD, next_attempt_at=now, created_at=now,
+            queued_at=now, dead_at=now, attempts=30, last_error=error,
+        )  # fmt: skip
+        _dead_letter_announce(message, error, now)
+    return message.pk
 
 
 def test_a_notice_shows_on_its_addressees_page_only_and_operations_see_an_overdue_critical(

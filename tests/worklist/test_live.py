@@ -186,7 +186,23 @@ def test_the_lock_refuses_anonymous_and_bad_input(client, ops_omar):
 def test_a_dead_lettered_result_notice_is_acknowledged_by_operations_only(
     client, ops_omar, verified_client, dr_neuro_il
 ):
-    body = json.dumps({"notice": "dead_letter:42"})
+    from django.utils import timezone
+
+    from worklist.models import NoticeKind
+    from worklist.notices import notice_key, operations_notice_send
+
+    (notice,) = operations_notice_send(
+        kind=NoticeKind.RESULT_DEAD_LETTERED,
+        at=timezone.now(),
+        text="ORU^R01 RR42: AR",
+        about="dead_letter:42",
+    )
+    body = json.dumps({"notice": notice_key(notice)})
+    # the old operations key is no longer a notice of its own (one notice per operations user)
+    client.force_login(ops_omar)
+    old = json.dumps({"notice": "dead_letter:42"})
+    assert client.post("/live/acknowledge/", old, content_type="application/json").status_code == 404
+    client.logout()
     # a reader has no such notice
     verified_client(dr_neuro_il)
     assert client.post("/live/acknowledge/", body, content_type="application/json").status_code == 404
@@ -195,7 +211,7 @@ def test_a_dead_lettered_result_notice_is_acknowledged_by_operations_only(
     client.force_login(ops_omar)
     done = client.post("/live/acknowledge/", body, content_type="application/json")
     assert done.status_code == 200 and done.json()["by"] == str(ops_omar)
-    ack = AlertAcknowledgement.objects.get(kind="dead_letter:42")
+    ack = AlertAcknowledgement.objects.get(kind=notice_key(notice))
     assert ack.user == ops_omar and ack.study is None
     bad = client.post(
         "/live/acknowledge/", json.dumps({"notice": "nonsense"}), content_type="application/json"

@@ -125,7 +125,6 @@ async def test_a_socket_opened_behind_the_lock_says_locked_first_and_drops_what_
     # and operations' alarms come without their text; anything else a lock cannot show, not at all
     layer = get_channel_layer()
     for event in (
-        {"type": "interface.dead_letter", "message": 5, "facility": "Lakeshore", "error": "PID|Rivera^Ana"},
         {"type": "report.critical_overdue", "report": 9, "facility": "L", "accession": "A9", "deadline": "x"},
         {"type": "notice", "notice": {"key": "notice:1", "kind": "k", "title": "T", "text": "ACC-1 CT"}},
         {"type": "study.priors.detail", "patient": "Rivera"},
@@ -134,7 +133,6 @@ async def test_a_socket_opened_behind_the_lock_says_locked_first_and_drops_what_
         await layer.group_send(OPERATIONS_GROUP, {"type": "worklist.event", "event": event})
     told = await _drain(screen)
     assert told == [
-        {"type": "interface.dead_letter", "message": 5, "facility": "Lakeshore"},
         {"type": "report.critical_overdue", "report": 9, "facility": "L", "deadline": "x"},
         {"type": "notice", "notice": {"key": "notice:1", "kind": "k", "title": "T"}},
     ]
