@@ -235,10 +235,11 @@ def worklist_entries(ids: list[int], today) -> list[dict]:
     rows = {
         row["id"]: row for row in Study.objects.filter(pk__in=ids).values(*WORKLIST_ENTRY_COLUMNS).order_by()
     }
-    return [_entry(rows[pk], today) for pk in ids if pk in rows]
+    names: dict[int, str] = {}  # a reader's held rows share one holder: name them once
+    return [_entry(rows[pk], today, names) for pk in ids if pk in rows]
 
 
-def _entry(row: dict, today) -> dict:
+def _entry(row: dict, today, names: dict[int, str]) -> dict:
     times = {
         "ordered_at": row["order__ordered_at"],
         "first_image_at": row["first_received_at"],
@@ -262,7 +263,9 @@ def _entry(row: dict, today) -> dict:
         "number_of_instances": row["number_of_instances"],
         "status": row["status"],
         "sla_deadline": row["worklist_sla_deadline"],
-        "claimed_by": {"id": holder, "name": _holder_name(row)} if holder else None,
+        "claimed_by": {"id": holder, "name": names.get(holder) or names.setdefault(holder, _holder_name(row))}
+        if holder
+        else None,
         "tat": {**times, "minutes": turnaround_minutes(times)},
     }
 
