@@ -263,17 +263,18 @@ def _entry(row: dict, today, names: dict[int, str]) -> dict:
         "number_of_instances": row["number_of_instances"],
         "status": row["status"],
         "sla_deadline": row["worklist_sla_deadline"],
-        "claimed_by": {"id": holder, "name": names.get(holder) or names.setdefault(holder, _holder_name(row))}
-        if holder
-        else None,
+        "claimed_by": {"id": holder, "name": _holder_name(row, names)} if holder else None,
         "tat": {**times, "minutes": turnaround_minutes(times)},
     }
 
 
-def _holder_name(row: dict) -> str:
-    # str(User) from the joined columns, without a model instance
-    names = {name: row[f"worklist_claimed_by__{name}"] or "" for name in _NAME_FIELDS}
-    return str(get_user_model()(**names))
+def _holder_name(row: dict, names: dict[int, str]) -> str:
+    """str(User) of the joined columns — an unsaved instance once per holder, not once per row."""
+    holder = row["worklist_claimed_by_id"]
+    if holder not in names:
+        fields = {name: row[f"worklist_claimed_by__{name}"] or "" for name in _NAME_FIELDS}
+        names[holder] = str(get_user_model()(**fields))
+    return names[holder]
 
 
 WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
