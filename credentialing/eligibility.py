@@ -51,7 +51,7 @@ from operator import and_, or_
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
-from django.db.models import CharField, Q, Value
+from django.db.models import Q
 
 from credentialing.models import (
     GRANTED_PRIVILEGE_STATUSES,
@@ -428,21 +428,24 @@ def reader_facts(
     _require_aware(shifts_from)
     user_ids = list(user_ids)
     shifts_until = shifts_until or shifts_from
-    # Plain rows, not model instances with prefetches: every worklist request asks this for its
-    # reader (bench/worklist: a third of a request's CPU went to building the related objects).
-    profiles = list(
-        RadiologistProfile.objects.filter(user_id__in=user_ids, user__is_active=True).values_list(
-            "id",
-            "user_id",
-            *(f"user__{name}" for name in ("display_name", "first_name", "last_name", "username")),
-        )
-    )
-    ids = [row[0] for row in profiles]
+    # Plain rows, not model instances with prefetches, and each one-to-many list joined onto its
+    # parent's query (five queries in all): every worklist request asks this for its reader, and
+    # building the ORM's queries was most of it (bench/worklist).
+    profiles: dict[int, tuple] = {}
     subspecialties: dict[int, list[tuple[int, str]]] = {}
-    for profile_id, sub_id, code in RadiologistProfile.subspecialties.through.objects.filter(
-        radiologistprofile_id__in=ids
-    ).values_list("radiologistprofile_id", "subspecialty_id", "subspecialty__code"):
-        subspecialties.setdefault(profile_id, []).append((sub_id, code))
+    for profile_id, user_id, *names, sub_id, code in RadiologistProfile.objects.filter(
+        user_id__in=user_ids, user__is_active=True
+    ).values_list(
+        "id",
+        "user_id",
+        *(f"user__{name}" for name in _NAME_FIELDS),
+        "subspecialties__id",
+        "subspecialties__code",
+    ):
+        profiles[profile_id] = (profile_id, user_id, *names)
+        if sub_id is not None:
+            subspecialties.setdefault(profile_id, []).append((sub_id, code))
+    ids = list(profiles)
     licences: dict[int, list[LicenceFact]] = {}
     for profile_id, *fields in (
         StateLicence.objects.filter(profile_id__in=ids)
@@ -460,15 +463,11 @@ def reader_facts(
     privileges = _privilege_facts(ids)
     shifts = _shift_facts(user_ids, shifts_from, shifts_until)
     facts = {}
-    for profile_id, user_id, *names in profiles:
+    for profile_id, user_id, *names in profiles.values():
         subs = subspecialties.get(profile_id, [])
         facts[user_id] = ReaderFacts(
             user_id=user_id,
-            name=str(
-                get_user_model()(
-                    **dict(zip(("display_name", "first_name", "last_name", "username"), names, strict=True))
-                )
-            ),
+            name=str(get_user_model()(**dict(zip(_NAME_FIELDS, names, strict=True)))),
             subspecialty_ids=frozenset(sub_id for sub_id, _ in subs),
             subspecialty_codes=frozenset(code for _, code in subs),
             licences=tuple(licences.get(profile_id, ())),
@@ -480,15 +479,8 @@ def reader_facts(
 
 
 def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
-    """Each profile's privileges with their facility's facts and scope (two queries)."""
-    scopes: dict[int, list[tuple[int, str]]] = {}
-    through = FacilityPrivilege.scope_subspecialties.through
-    for privilege_id, sub_id, name in (
-        through.objects.filter(facilityprivilege__profile_id__in=profile_ids)
-        .order_by("subspecialty__name")
-        .values_list("facilityprivilege_id", "subspecialty_id", "subspecialty__name")
-    ):
-        scopes.setdefault(privilege_id, []).append((sub_id, name))
+    """Each profile's privileges with their facility's facts and scope (one query: a row per scope
+    subspecialty, in name order)."""
     columns = ("id", "profile_id", "facility_id", "status", "granted_on", "expires_on", "scope_modalities")
     facility_columns = (
         "facility__name",
@@ -497,12 +489,18 @@ def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
         "facility__accepts_general_readers",
         "facility__reads_before_verification",
     )
-    result: dict[int, list[PrivilegeFact]] = {}
-    for pk, profile_id, facility_id, status, granted, expires, modalities, *facility_fields in (
+    rows: dict[int, tuple] = {}
+    scopes: dict[int, list[tuple[int, str]]] = {}
+    for pk, *fields, sub_id, sub_name in (
         FacilityPrivilege.objects.filter(profile_id__in=profile_ids)
-        .order_by("facility__name", "id")
-        .values_list(*columns, *facility_columns)
+        .order_by("facility__name", "id", "scope_subspecialties__name")
+        .values_list(*columns, *facility_columns, "scope_subspecialties__id", "scope_subspecialties__name")
     ):
+        rows.setdefault(pk, tuple(fields))
+        if sub_id is not None:
+            scopes.setdefault(pk, []).append((sub_id, sub_name))
+    result: dict[int, list[PrivilegeFact]] = {}
+    for pk, (profile_id, facility_id, status, granted, expires, modalities, *facility_fields) in rows.items():
         scope = scopes.get(pk, [])
         name, state, zone, general, before_verification = facility_fields
         result.setdefault(profile_id, []).append(
@@ -522,34 +520,33 @@ def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
 
 
 def _shift_facts(user_ids: list[int], since: datetime, until: datetime) -> dict[int, list[ShiftFact]]:
-    """The shifts overlapping ``[since, until]`` per reader. Plain rows and the two M2M through tables
-    (three queries) rather than ``prefetch_related``: a week's rota for a whole group is thousands of
-    shifts, and a related manager per shift costs seconds (the coverage grid, the forecast)."""
+    """The shifts overlapping ``[since, until]`` per reader. Plain rows with both limits joined on
+    (one query: a row per facility × subspecialty limit, one for an unlimited shift) rather than
+    ``prefetch_related``: a week's rota for a whole group is thousands of shifts, and a related
+    manager per shift costs seconds (the coverage grid, the forecast)."""
     from worklist.models import Shift
 
-    window = {"radiologist_id__in": user_ids, "starts_at__lte": until, "ends_at__gt": since}
-    rows = list(
-        Shift.objects.filter(**window)
-        .order_by("starts_at")
-        .values_list("pk", "radiologist_id", "starts_at", "ends_at")
-    )
-    scope: dict[str, dict[int, set[int]]] = {"facilities": {}, "subspecialties": {}}
-    limits = []
-    for name, target in (("facilities", "facility_id"), ("subspecialties", "subspecialty_id")):
-        through = Shift._meta.get_field(name).remote_field.through
-        # joined on the same window (not an IN list of thousands of shift ids)
-        in_window = through.objects.filter(**{f"shift__{key}": value for key, value in window.items()})
-        limits.append(in_window.values_list("shift_id", target, Value(name, output_field=CharField())))
-    for shift_id, target_id, name in limits[0].union(limits[1], all=True):  # one round trip for both
-        scope[name].setdefault(shift_id, set()).add(target_id)
+    rows: dict[int, tuple] = {}
+    facilities: dict[int, set[int]] = {}
+    subspecialties: dict[int, set[int]] = {}
+    for pk, reader_id, starts_at, ends_at, facility_id, subspecialty_id in (
+        Shift.objects.filter(radiologist_id__in=user_ids, starts_at__lte=until, ends_at__gt=since)
+        .order_by("starts_at", "pk")
+        .values_list("pk", "radiologist_id", "starts_at", "ends_at", "facilities__id", "subspecialties__id")
+    ):
+        rows.setdefault(pk, (reader_id, starts_at, ends_at))
+        if facility_id is not None:
+            facilities.setdefault(pk, set()).add(facility_id)
+        if subspecialty_id is not None:
+            subspecialties.setdefault(pk, set()).add(subspecialty_id)
     shifts: dict[int, list[ShiftFact]] = {}
-    for pk, reader_id, starts_at, ends_at in rows:
+    for pk, (reader_id, starts_at, ends_at) in rows.items():
         shifts.setdefault(reader_id, []).append(
             ShiftFact(
                 starts_at,
                 ends_at,
-                frozenset(scope["facilities"].get(pk, ())),
-                frozenset(scope["subspecialties"].get(pk, ())),
+                frozenset(facilities.get(pk, ())),
+                frozenset(subspecialties.get(pk, ())),
             )
         )
     return shifts

@@ -29,6 +29,14 @@ class Sex(models.TextChoices):
     NOT_APPLICABLE = "N", "Not applicable"
 
 
+def age_on(birth_date: date | None, day: date) -> int | None:
+    """Age in whole years on ``day`` (None without a birth date); lists that load plain rows ask here."""
+    if birth_date is None:
+        return None
+    before_birthday = (day.month, day.day) < (birth_date.month, birth_date.day)
+    return day.year - birth_date.year - before_birthday
+
+
 class Patient(models.Model):
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="patients")
     mrn = models.CharField("MRN", max_length=64)
@@ -69,10 +77,7 @@ class Patient(models.Model):
         return f"{self.family_name.upper()}, {given}".strip(", ") or "(no name)"
 
     def age_on(self, day: date) -> int | None:
-        if self.birth_date is None:
-            return None
-        before_birthday = (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
-        return day.year - self.birth_date.year - before_birthday
+        return age_on(self.birth_date, day)
 
     def get_additional_data(self) -> dict:
         return {"patient_id": self.pk, "facility_id": self.facility_id}

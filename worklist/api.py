@@ -18,6 +18,7 @@ session before the view runs)."""
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Window
 from django.http import Http404
 from django.urls import path
@@ -38,11 +39,11 @@ from rest_framework.views import APIView
 
 from accounts.pagination import BoundedLimitOffsetPagination
 from accounts.roles import Role, has_role
-from imaging.models import Study
+from imaging.models import Study, age_on
 from imaging.selectors import studies_visible_to
 from worklist import services
-from worklist.selectors import WORKLIST_RELATED, WorklistParts, worklist_for, worklist_parts
-from worklist.tat import MILESTONES, study_turnaround
+from worklist.selectors import WorklistParts, worklist_for, worklist_parts
+from worklist.tat import MILESTONES, study_turnaround, turnaround_minutes
 
 
 def _person(user) -> dict | None:
@@ -225,38 +226,73 @@ def _procedure(study: Study) -> str:
     return (study.order.procedure_text if study.order_id else "") or study.description
 
 
-def worklist_entry(study: Study, today) -> dict:
-    """A worklist row as ``WorklistEntrySerializer`` declares it (the OpenAPI schema), built directly:
-    DRF's per-field machinery over 50 rows cost more CPU than the page's SQL (bench/worklist);
-    tests/worklist/test_api.py holds the two equal. Datetimes are left to the JSON renderer, which
-    writes them as the serializer's fields do."""
-    patient = study.patient if study.patient_id else None
-    return {
-        "id": study.pk,
-        "accession_number": study.accession_number,
-        "facility": study.facility.code,
-        "facility_timezone": study.facility.timezone,
-        "priority": study.priority,
-        "is_stroke": study.is_stroke,
-        "subspecialty": study.subspecialty.code if study.subspecialty_id else None,
-        "modalities": study.modalities,
-        "procedure": _procedure(study),
-        "patient_age": patient.age_on(today) if patient else None,
-        "patient_sex": patient.sex if patient else None,
-        "number_of_instances": study.number_of_instances,
-        "status": study.status,
-        "sla_deadline": study.worklist_sla_deadline,
-        "claimed_by": _person(study.worklist_claimed_by),
-        "tat": study_turnaround(study),
+def worklist_entries(ids: list[int], today) -> list[dict]:
+    """The rows of these studies, in this order, as ``WorklistEntrySerializer`` declares them (the
+    OpenAPI schema), built from plain column values: DRF's per-field machinery, then model instances
+    (~300 for 50 rows with six relations), each cost more CPU than the page's SQL (bench/worklist).
+    tests/worklist/test_worklist.py holds the two equal. Datetimes are left to the JSON renderer,
+    which writes them as the serializer's fields do."""
+    rows = {
+        row["id"]: row for row in Study.objects.filter(pk__in=ids).values(*WORKLIST_ENTRY_COLUMNS).order_by()
     }
+    names: dict[int, str] = {}  # a reader's held rows share one holder: name them once
+    return [_entry(rows[pk], today, names) for pk in ids if pk in rows]
+
+
+def _entry(row: dict, today, names: dict[int, str]) -> dict:
+    times = {
+        "ordered_at": row["order__ordered_at"],
+        "first_image_at": row["first_received_at"],
+        "images_complete_at": row["completed_at"],
+        "routed_at": row["assignment__routed_at"],
+        **{f"{m}_at": row[f"turnaround__{m}_at"] for m in MILESTONES},
+    }
+    holder = row["worklist_claimed_by_id"]
+    return {
+        "id": row["id"],
+        "accession_number": row["accession_number"],
+        "facility": row["facility__code"],
+        "facility_timezone": row["facility__timezone"],
+        "priority": row["priority"],
+        "is_stroke": row["is_stroke"],
+        "subspecialty": row["subspecialty__code"],
+        "modalities": row["modalities"],
+        "procedure": row["order__procedure_text"] or row["description"],
+        "patient_age": age_on(row["patient__birth_date"], today),
+        "patient_sex": row["patient__sex"],
+        "number_of_instances": row["number_of_instances"],
+        "status": row["status"],
+        "sla_deadline": row["worklist_sla_deadline"],
+        "claimed_by": {"id": holder, "name": _holder_name(row, names)} if holder else None,
+        "tat": {**times, "minutes": turnaround_minutes(times)},
+    }
+
+
+def _holder_name(row: dict, names: dict[int, str]) -> str:
+    """str(User) of the joined columns — an unsaved instance once per holder, not once per row."""
+    holder = row["worklist_claimed_by_id"]
+    if holder not in names:
+        fields = {name: row[f"worklist_claimed_by__{name}"] or "" for name in _NAME_FIELDS}
+        names[holder] = str(get_user_model()(**fields))
+    return names[holder]
 
 
 WORKLIST_FILTERS = ("facility", "modality", "subspecialty", "priority", "accession")
 
+_NAME_FIELDS = ("display_name", "first_name", "last_name", "username")
 # The columns WorklistEntrySerializer reads (study_turnaround's included): a page loads 50 studies
 # with six relations each, and every unused column is a value to convert (bench/worklist).
 WORKLIST_ENTRY_COLUMNS = (
-    *("id", "accession_number", "priority", "is_stroke", "modalities", "description", "number_of_instances"),
+    *(
+        "id",
+        "accession_number",
+        "worklist_claimed_by_id",
+        "priority",
+        "is_stroke",
+        "modalities",
+        "description",
+        "number_of_instances",
+    ),
     *("status", "worklist_sla_deadline", "first_received_at", "completed_at"),
     *(
         "facility__code",
@@ -266,7 +302,7 @@ WORKLIST_ENTRY_COLUMNS = (
         "order__ordered_at",
     ),
     *("patient__birth_date", "patient__sex", "assignment__routed_at"),
-    *(f"worklist_claimed_by__{name}" for name in ("display_name", "first_name", "last_name", "username")),
+    *(f"worklist_claimed_by__{name}" for name in _NAME_FIELDS),
     *(f"turnaround__{milestone}_at" for milestone in MILESTONES),
 )
 
@@ -278,7 +314,7 @@ class WorklistPagination(BoundedLimitOffsetPagination):
     many lookups as the reader has studies. The ids and the count read one index (``imaging.Study``'s
     worklist indexes), not the studies."""
 
-    def paginate_parts(self, parts: WorklistParts, request) -> list[Study]:
+    def paginate_parts(self, parts: WorklistParts, request) -> list[int]:
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
@@ -289,8 +325,7 @@ class WorklistPagination(BoundedLimitOffsetPagination):
         ids += others
         self.count = len(held) + total
         self.display_page_controls = self.count > self.limit and self.template is not None
-        rows = Study.objects.select_related(*WORKLIST_RELATED).only(*WORKLIST_ENTRY_COLUMNS).in_bulk(ids)
-        return [rows[pk] for pk in ids if pk in rows]
+        return ids
 
     @staticmethod
     def _others(parts: WorklistParts, start: int, rest: int) -> tuple[list[int], int]:
@@ -332,9 +367,8 @@ class WorklistView(ListAPIView):
 
     def list(self, request: Request, *args, **kwargs) -> Response:
         parts = worklist_parts(request.user, at=timezone.now(), filters=self._filters())
-        page = self.paginator.paginate_parts(parts, request)
-        today = timezone.localdate()
-        return self.get_paginated_response([worklist_entry(study, today) for study in page])
+        ids = self.paginator.paginate_parts(parts, request)
+        return self.get_paginated_response(worklist_entries(ids, timezone.localdate()))
 
 
 urlpatterns = [

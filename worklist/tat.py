@@ -60,13 +60,15 @@ def study_turnaround(study) -> dict:
         "routed_at": assignment.routed_at if assignment else None,
         **{f"{m}_at": getattr(turnaround, f"{m}_at", None) for m in MILESTONES},
     }
+    return {**times, "minutes": turnaround_minutes(times)}
+
+
+def turnaround_minutes(times: dict) -> dict:
+    """The durations the contract measures, in minutes, from ``study_turnaround``'s times."""
     return {
-        **times,
-        "minutes": {
-            "complete_to_final": _minutes(times["images_complete_at"], times["final_at"]),
-            "order_to_final": _minutes(times["ordered_at"], times["final_at"]),
-            "final_to_delivered": _minutes(times["final_at"], times["delivered_at"]),
-        },
+        "complete_to_final": _minutes(times["images_complete_at"], times["final_at"]),
+        "order_to_final": _minutes(times["ordered_at"], times["final_at"]),
+        "final_to_delivered": _minutes(times["final_at"], times["delivered_at"]),
     }
 
 

@@ -33,7 +33,7 @@ from qa.selectors import reviews_assigned_to
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.models import Shift
 from worklist.order_match import MatchNotPermitted, MatchRefused, may_match_orders, study_order_match
-from worklist.rows import rows_decorate
+from worklist.rows import reader_row_html, rows_decorate
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
@@ -99,19 +99,44 @@ def _filter_choices(user) -> dict:
     }
 
 
-def _page(studies, request: HttpRequest, size: int) -> Page:
+# The columns a reader's row shows (worklist.rows.reader_row_html): a page is 100 studies with five
+# relations, and every unused column is values to convert and model fields to fill (bench/worklist).
+READER_ROW_COLUMNS = (
+    *("id", "facility_id", "patient_id", "order_id", "subspecialty_id", "worklist_claimed_by_id"),
+    *("accession_number", "modalities", "description", "number_of_instances", "status", "priority"),
+    *("is_stroke", "triage_rank", "ai_badge", "study_datetime", "first_received_at"),
+    "worklist_sla_deadline",
+    *("facility__name", "facility__code", "facility__timezone"),
+    *("patient__birth_date", "patient__sex", "subspecialty__code", "subspecialty__name"),
+    *("order__procedure_text", "order__reasons_for_study", "order__reason", "order__clinical_information"),
+    *("order__notes", "assignment__clock_started_at"),
+)
+
+
+def _page(studies, request: HttpRequest, size: int, columns: tuple[str, ...] | None = None) -> Page:
     # The page's ids first (read from the worklist index), then its rows with their relations:
     # joining them onto every study of the list before the sort costs a lookup per study.
     page = Paginator(studies.values_list("pk", flat=True), size).get_page(request.GET.get("page"))
-    rows = Study.objects.select_related(*WORKLIST_RELATED).in_bulk(list(page.object_list))
+    rows = Study.objects.select_related(*WORKLIST_RELATED)
+    if columns:  # only the relations these columns name (a reader's row shows no holder or milestones)
+        related = {c.split("__")[0] for c in columns if "__" in c}
+        rows = Study.objects.select_related(*sorted(related)).only(*columns)
+    rows = rows.in_bulk(list(page.object_list))
     page.object_list = [rows[pk] for pk in page.object_list if pk in rows]
     return page
 
 
-def _live_context(request: HttpRequest, *, at: datetime, size: int, viewer_id: int | None) -> dict:
+def _live_context(
+    request: HttpRequest,
+    *,
+    at: datetime,
+    size: int,
+    viewer_id: int | None,
+    columns: tuple[str, ...] | None = None,
+) -> dict:
     filters = _filters(request.GET)
     studies = worklist_for(request.user, at=at, filters=filters)
-    page = _page(studies, request, size)
+    page = _page(studies, request, size, columns)
     query = request.GET.copy()
     query.pop("page", None)
     return {
@@ -131,7 +156,11 @@ def _live_context(request: HttpRequest, *, at: datetime, size: int, viewer_id: i
 
 def _reader_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    context = _live_context(request, at=at, size=READER_PAGE_SIZE, viewer_id=request.user.pk)
+    context = _live_context(
+        request, at=at, size=READER_PAGE_SIZE, viewer_id=request.user.pk, columns=READER_ROW_COLUMNS
+    )
+    for study in context["studies"]:
+        study.row_html = reader_row_html(study)
     if not context["studies"]:
         # say why it is empty, in the eligibility engine's words
         context["standings"] = reader_standing(

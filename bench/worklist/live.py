@@ -187,6 +187,7 @@ def _arrive(facility_ids, reader_ids, start: float, until: float, rate: float, r
 
     channel_layers.backends.clear()  # this process's own connections
     rng = random.Random(16)
+    run = int(start) % 100_000  # this run's own identifiers: a --reuse run meets the last run's studies
     measured = set(reader_ids)
     arrived = []
     n = 0
@@ -201,12 +202,12 @@ def _arrive(facility_ids, reader_ids, start: float, until: float, rate: float, r
         committed: list[float] = []
         with transaction.atomic():
             patient = Patient.objects.create(
-                facility_id=facility_id, mrn=f"HTTP{n}", assigning_authority="BENCH", sex="F"
+                facility_id=facility_id, mrn=f"HTTP{run}-{n}", assigning_authority="BENCH", sex="F"
             )
             order = Order.objects.create(
                 facility_id=facility_id,
                 patient=patient,
-                accession_number=f"HTTP{n}",
+                accession_number=f"H{run}-{n}",
                 procedure_code=code,
                 procedure_text=text,
             )
@@ -215,8 +216,8 @@ def _arrive(facility_ids, reader_ids, start: float, until: float, rate: float, r
                 facility_id=facility_id,
                 order=order,
                 patient=patient,
-                study_instance_uid=f"1.2.826.0.1.3680043.10.916.{n}",
-                accession_number=f"HTTP{n}",
+                study_instance_uid=f"1.2.826.0.1.3680043.10.916.{run}.{n}",
+                accession_number=f"H{run}-{n}",
                 modalities=modality,
                 status=StudyStatus.COMPLETE,
                 first_received_at=now,
@@ -227,7 +228,8 @@ def _arrive(facility_ids, reader_ids, start: float, until: float, rate: float, r
             transaction.on_commit(lambda done=committed: done.append(time.time()))
             study_route(study_id=study.pk)
         sent = time.time()
-        expected = sorted(measured & {u.pk for u in eligible_readers(study, timezone.now())})
+        # by id: routing classified the study (its subspecialty) in the database, not on this object
+        expected = sorted(measured & {u.pk for u in eligible_readers(study.pk, timezone.now())})
         arrived.append({"study": study.pk, "at": committed[0], "sent": sent, "expected": expected})
     results.put(("arrivals", arrived))
 

@@ -478,16 +478,25 @@ def measure(readers: list, requests: int, url: str) -> tuple[list[float], list[f
 
 
 def profile(readers: list, url: str, requests: int) -> None:
-    """Where a request's CPU goes (pyinstrument over ``requests`` requests of the broadest reader)."""
-    from pyinstrument import Profiler
+    """Where a request's CPU goes: cProfile on this process's CPU clock (``time.process_time``, so
+    waiting for PostgreSQL is not counted) over ``requests`` requests of the broadest reader; the
+    functions with the most CPU of their own, then the project's functions by cumulative CPU."""
+    import cProfile
+    import io
+    import pstats
 
     client = verified_client(readers[0])
     client.get(url)
-    profiler = Profiler(interval=0.0005)
-    with profiler:
-        for _ in range(requests):
-            client.get(url)
-    print(profiler.output_text(unicode=True, color=False, show_all=False, short_mode=True)[:6000])
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for _ in range(requests):
+        client.get(url)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(15)
+    stats.sort_stats("cumulative").print_stats(r"/(worklist|credentialing|accounts|imaging|facilities)/", 25)
+    print(f"--- {url}: {requests} requests\n" + out.getvalue().replace(str(Path.cwd()) + "/", ""))
 
 
 def server_time(reader) -> float:
@@ -568,9 +577,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--sizes", default=None, help="archive sizes, comma-separated (default 10k,100k,1M)")
     parser.add_argument("--explain", action="store_true", help="print the worklist query plan at 1 M")
-    parser.add_argument("--profile", action="store_true", help="pyinstrument profile of the API and the page")
+    parser.add_argument("--profile", action="store_true", help="cProfile (CPU clock) of the API and the page")
     parser.add_argument("--database", default=DATABASE, help="PostgreSQL database (dropped and re-created)")
     parser.add_argument("--no-pool", action="store_true", help="a new connection per request (no pool)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the database a previous run of the same size generated (within its shifts' 6 h)",
+    )
     parser.add_argument(
         "--http", action="store_true", help="then: uvicorn, concurrent readers, arriving studies"
     )
@@ -589,6 +603,48 @@ def main() -> None:
         int(s) for s in (args.sizes or ("1000000" if args.http else ",".join(map(str, SIZES)))).split(",")
     ]
     env = bench_env(args.database, SECRET_KEY=BENCH_SECRET, READROOM_STORAGE_KEY=BENCH_STORAGE_KEY)
+    if args.reuse:
+        people, readers, archived, results, generation = _reused(args, population)
+    else:
+        people, readers, archived, results, generation = _generated(args, env, sizes, open_small, population)
+    t0 = time.perf_counter()
+    reopened = {"from": archived - (open_large - open_small), "to": archived}
+    cursor = generation_cursor()
+    cursor.execute(REOPEN_STUDIES, reopened)
+    cursor.execute(REOPEN_ASSIGNMENTS, reopened)
+    cursor.execute(REOPEN_MIRROR, reopened)
+    cursor.execute(DRIFT)
+    assert cursor.fetchone()[0] == 0, "the studies' copy of routing's state differs from the routing rows"
+    analyze(cursor)
+    cursor.execute("RESET synchronous_commit")  # measured requests commit as deployed
+    generation += time.perf_counter() - t0
+    large = report(f"{sizes[-1]:>9,} studies, {open_large:,} open", readers, args.requests)
+    if args.explain:
+        explain(readers[0])
+    if args.profile:
+        for url in WORKLIST_URLS.values():
+            profile(readers, url, 30)
+    print(f"  generation (SQL, incl. VACUUM ANALYZE): {generation:.0f} s for {sizes[-1]:,} studies")
+    print(
+        f"  p95 at {sizes[-1]:,} studies / {open_large:,} open: {large['api']['p95']:.1f} ms   (target < 50 ms at 1 M)"
+    )
+    print(
+        f"  CPU per request in-process: API {large['api']['cpu']:.1f} ms, page {large['page']['cpu']:.1f} ms"
+        "   (target < 15 ms)"
+    )
+    if results and len(sizes) > 1:
+        ratio = results[sizes[-1]] / results[sizes[0]]
+        print(f"  p95({sizes[-1]:,}) / p95({sizes[0]:,}), {open_small:,} open: {ratio:.2f}   (target < 2)")
+    uptime_print("in-process figures")
+    if args.http:
+        from bench.worklist.live import http_run
+
+        http_run(env, *http_readers(people, args.readers), args)
+
+
+def _generated(args, env: dict, sizes: list[int], open_small: int, population: int) -> tuple:
+    """The database made anew: people, then the archive grown size by size (measured at each size
+    when there are several)."""
     database_migrated(args.database, env)
     django_start(args.database, pool=not args.no_pool)
     from django.db import transaction
@@ -623,39 +679,22 @@ def main() -> None:
             results[size] = report(f"{size:>9,} studies, {open_small:,} open", readers, args.requests)["api"][
                 "p95"
             ]
-    t0 = time.perf_counter()
-    reopened = {"from": archived - (open_large - open_small), "to": archived}
-    cursor = generation_cursor()
-    cursor.execute(REOPEN_STUDIES, reopened)
-    cursor.execute(REOPEN_ASSIGNMENTS, reopened)
-    cursor.execute(REOPEN_MIRROR, reopened)
-    cursor.execute(DRIFT)
-    assert cursor.fetchone()[0] == 0, "the studies' copy of routing's state differs from the routing rows"
-    analyze(cursor)
-    cursor.execute("RESET synchronous_commit")  # measured requests commit as deployed
-    generation += time.perf_counter() - t0
-    large = report(f"{sizes[-1]:>9,} studies, {open_large:,} open", readers, args.requests)
-    if args.explain:
-        explain(readers[0])
-    if args.profile:
-        for url in WORKLIST_URLS.values():
-            profile(readers, url, 30)
-    print(f"  generation (SQL, incl. VACUUM ANALYZE): {generation:.0f} s for {sizes[-1]:,} studies")
-    print(
-        f"  p95 at {sizes[-1]:,} studies / {open_large:,} open: {large['api']['p95']:.1f} ms   (target < 50 ms at 1 M)"
-    )
-    print(
-        f"  CPU per request in-process: API {large['api']['cpu']:.1f} ms, page {large['page']['cpu']:.1f} ms"
-        "   (target < 15 ms)"
-    )
-    if results and len(sizes) > 1:
-        ratio = results[sizes[-1]] / results[sizes[0]]
-        print(f"  p95({sizes[-1]:,}) / p95({sizes[0]:,}), {open_small:,} open: {ratio:.2f}   (target < 2)")
-    uptime_print("in-process figures")
-    if args.http:
-        from bench.worklist.live import http_run
+    return people, readers, archived, results, generation
 
-        http_run(env, *http_readers(people, args.readers), args)
+
+def _reused(args, population: int) -> tuple:
+    """The people and archive a previous run generated (``--reuse``); the open studies are then
+    reopened as after generation (their arrival moves back into the last 24 h)."""
+    django_start(args.database, pool=not args.no_pool)
+    from accounts.models import User
+    from imaging.models import Study
+
+    people = list(User.objects.filter(username__startswith="reader").order_by("username")[:population])
+    readers = people[: 2 if args.smoke else 4]
+    archived = Study.objects.filter(pk__lt=FIRST_OPEN_ID).count()
+    print(f"bench/worklist: reusing {args.database} ({archived:,} archived studies, {len(people)} readers)")
+    uptime_print("start")
+    return people, readers, archived, {}, 0.0
 
 
 def http_readers(people: list, count: int) -> tuple[dict[int, str], list[int]]:

@@ -33,14 +33,19 @@ def sent(monkeypatch):
 
 @pytest.fixture
 def renders(monkeypatch):
+    """Rows rendered: a reader's row (built in Python, worklist.rows.reader_row_html) or the
+    operations row (its template)."""
     counted = {"n": 0}
-    real = rows.render_to_string
 
-    def counting(*args, **kwargs):
-        counted["n"] += 1
-        return real(*args, **kwargs)
+    def counting(real):
+        def count(*args, **kwargs):
+            counted["n"] += 1
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(rows, "render_to_string", counting)
+        return count
+
+    monkeypatch.setattr(rows, "render_to_string", counting(rows.render_to_string))
+    monkeypatch.setattr(rows, "reader_row_html", counting(rows.reader_row_html))
     return counted
 
 

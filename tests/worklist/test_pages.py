@@ -187,6 +187,63 @@ def test_operations_rows_cost_the_same_queries_for_3_rows_or_12(client, ops_omar
     assert queries_for_rows(3) == queries_for_rows(12)
 
 
+# What a reader's rows partial (and its full page) may cost whatever the rows: the session, its user,
+# OTP device and groups; the reader's facts (five); the count, the page's ids, its rows with their
+# relations and the per-priority counts; the shift boundary and the peer reviews. A query per row,
+# or a column the row needs but the page does not load (a deferred field), shows as more. The full
+# page adds its filters' choices (the facilities the reader may see — their facts once more — and
+# the subspecialties): 22.
+READER_ROWS_QUERIES = {"/worklist/rows/": 15, "/worklist/": 22}
+
+
+@pytest.mark.parametrize("url", ["/worklist/rows/", "/worklist/"])
+def test_reader_rows_cost_the_same_few_queries_for_3_rows_or_12(
+    verified_client, neuro_reader, chicago, url, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # given a reader holding a study whose order carries a clinical history, and unclaimed ones
+    now = timezone.now()
+    held = routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    held.order.reason = "Worst headache of life"
+    held.order.notes = ["Patient on warfarin"]
+    held.order.save(update_fields=["reason", "notes"])
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    client = verified_client(neuro_reader)
+    client.get(url)  # the session's first request settles its own bookkeeping
+
+    def queries_for_rows(n: int) -> int:
+        while len(row_ids(client.get(url))) < n:
+            routed(chicago, code="70450", text="CT HEAD", completed_at=timezone.now())
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(url)
+        assert len(row_ids(response)) == n
+        return len(captured)
+
+    # then 12 rows cost what 3 do (relations loaded with the rows, no deferred column read later)
+    assert queries_for_rows(3) == queries_for_rows(12)
+    with django_assert_max_num_queries(READER_ROWS_QUERIES[url]):
+        html = client.get(url).content.decode()
+    # and the held row is the reader's, with the order's history
+    assert 'class="wl-row mine"' in html and "Worst headache of life. Patient on warfarin" in html
+
+
+def test_a_readers_row_escapes_what_the_hospital_sent(verified_client, neuro_reader, chicago):
+    # given an order whose procedure text and reason carry markup (HL7 is free text)
+    study = routed(
+        chicago, code="70450", text='CT <script>alert("x")</script> HEAD', completed_at=timezone.now()
+    )
+    study.order.reason = "<img src=x onerror=alert(1)>\nsecond line"
+    study.order.save(update_fields=["reason"])
+    # when the reader's rows are rendered (the page's rows and the pushed row are the same function)
+    html = verified_client(neuro_reader).get("/worklist/rows/").content.decode()
+    # then the markup arrives as text, in the attribute and in the cell, and the line break as <br>
+    assert "<script>" not in html and "<img src=x" not in html
+    assert 'data-procedure="CT &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; HEAD"' in html
+    assert "&lt;img src=x onerror=alert(1)&gt;<br>second line" in html
+
+
 def test_director_reaches_the_operations_worklist_from_the_reader_url(verified_client, director_dana):
     client = verified_client(director_dana)
     assert client.get("/worklist/")["Location"] == "/operations/worklist/"
