@@ -322,9 +322,11 @@ def report_sign(
     final: bool,
     address: str | None = None,
     ai_verdicts: dict[int, str] | None = None,
+    values: dict[str, object] | None = None,
 ) -> Report:
     """Sign the report as preliminary (``final=False``) or final. Refusals raise ``ReportError``
-    subclasses with every reason the signer must fix."""
+    subclasses with every reason the signer must fix. ``values``: the fields on the signer's screen,
+    saved under the signature's lock and signed as they are."""
     signing_reauthenticate(user=user, secret=secret, at=at, report_id=report_id, address=address)
     with transaction.atomic():
         # Locked: two tabs pressing Sign at once must not both sign (or bill) the report.
@@ -333,6 +335,12 @@ def report_sign(
         if report.status == ReportStatus.FINAL:
             raise ReportFinal("This report is already final. Write an addendum to correct it.")
         _require_claimant(study, user)
+        if values is not None:
+            # Saved in this transaction, not before it: an autosave still on its way with older text
+            # (sent before the last edit, slow under load) would otherwise land between the save and
+            # the signature, and the older text would be signed. Now it waits on the lock and then
+            # finds the report final.
+            report = report_draft_save(report_id=report_id, user=user, values=values, at=at)
         if not final:
             if not study.facility.accepts_preliminary:
                 raise SigningRefused(f"{study.facility.name} does not take preliminary reads; sign it final.")

@@ -199,12 +199,13 @@ def report_autosave(request: HttpRequest, study_id: int) -> HttpResponse:
 def report_sign_view(request: HttpRequest, study_id: int) -> HttpResponse:
     study, report = _report_for(request, study_id)
     now = timezone.now()
+    values = None
     try:
         if report.status != ReportStatus.FINAL and study_claimant_id(study.pk) == request.user.pk:
-            # What is on the screen is what is signed: save the fields first.
-            services.report_draft_save(
-                report_id=report.pk, user=request.user, values=_posted_values(request, report), at=now
-            )
+            # What is on the screen is what is signed (report_sign saves it again under its lock);
+            # saved first on its own too, so a refused signature keeps what the reader typed.
+            values = _posted_values(request, report)
+            services.report_draft_save(report_id=report.pk, user=request.user, values=values, at=now)
         services.report_sign(
             report_id=report.pk,
             user=request.user,
@@ -213,6 +214,7 @@ def report_sign_view(request: HttpRequest, study_id: int) -> HttpResponse:
             final=request.POST.get("kind", "final") != "preliminary",
             address=request.META.get("REMOTE_ADDR"),
             ai_verdicts=verdicts_posted(request.POST),
+            values=values,
         )
     except services.ReportError as error:
         report.refresh_from_db()

@@ -200,3 +200,40 @@ def test_a_study_without_a_template_says_why(neuro_reader, chicago, verified_cli
     study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
     response = verified_client(neuro_reader).get(f"/studies/{study.pk}/report/")
     assert response.status_code == 400 and "no report template" in response.content.decode()
+
+
+def test_an_older_autosave_landing_while_signing_does_not_change_what_is_signed(
+    claimed_head_ct, neuro_reader, verified_client, monkeypatch
+):
+    # given a reader whose editor shows the macro's sentence, and an autosave sent before it (the
+    # text without it) that reaches the server while the signature is being checked — the race a
+    # loaded CI machine met: the older text was signed, not what was on the screen
+    from reports import services
+
+    client = verified_client(neuro_reader)
+    url = f"/studies/{claimed_head_ct.pk}/report/"
+    assert client.get(url).status_code == 200
+    older = {**FILLED, "impression": "No acute intracranial abnormality."}
+    on_screen = {**FILLED, "impression": "No acute intracranial abnormality. Correlation is recommended."}
+    reauthenticate = services.signing_reauthenticate
+
+    def autosave_lands_meanwhile(**kwargs):
+        result = reauthenticate(**kwargs)
+        report = Report.objects.get(study=claimed_head_ct)
+        services.report_draft_save(report_id=report.pk, user=neuro_reader, values=older, at=timezone.now())
+        return result
+
+    monkeypatch.setattr(services, "signing_reauthenticate", autosave_lands_meanwhile)
+    # when they sign
+    done = client.post(url + "sign/", {**_form_values(**on_screen), "secret": PASSWORD, "kind": "final"})
+    # then what was on the screen is what is signed
+    assert done.status_code == 302
+    report = Report.objects.get(study=claimed_head_ct)
+    assert report.status == ReportStatus.FINAL
+    assert "Correlation is recommended." in report.signed_text
+    assert report.values["impression"] == on_screen["impression"]
+    # and an autosave arriving after the signature changes nothing
+    late = client.post(url + "autosave/", _form_values(**older))
+    assert late.status_code == 409
+    report.refresh_from_db()
+    assert report.values["impression"] == on_screen["impression"]
