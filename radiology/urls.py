@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("worklist.api")),
     path("", include("qa.api")),
     path("", include("worklist.assignment_api")),
+    path("", include("worklist.order_match_api")),
     path("", include("reports.api")),
     path("", include("imaging.api")),
 ]

@@ -35,6 +35,15 @@ class MatchNotPermitted(MatchRefused):
     """The user is not on the operations desk (403)."""
 
 
+class MatchStudyMissing(MatchRefused):
+    """No such study, or one the user may not see (404 in the REST API)."""
+
+
+class MatchConflict(MatchRefused):
+    """The study already has its order, or the order its study: someone matched first (409 in the
+    REST API; the page says why with 400)."""
+
+
 def may_match_orders(user) -> bool:
     # the interface analysts' desk, as for reassignment: a director reads the page but does not edit
     return user.is_superuser or has_role(user, Role.OPERATIONS)
@@ -59,7 +68,7 @@ def study_order_match(*, study_id: int, order_id: int, actor, reason: str, at: d
             .first()
         )
         if study is None:
-            raise MatchRefused("No such study.")
+            raise MatchStudyMissing("No such study.")
         order = Order.objects.select_related("patient").filter(pk=order_id).first()
         _refusal_check(study, order)
         before = {
@@ -93,7 +102,7 @@ def study_order_match(*, study_id: int, order_id: int, actor, reason: str, at: d
 
 def _refusal_check(study: Study, order: Order | None) -> None:
     if study.order_id is not None:
-        raise MatchRefused(f"The study already has its order ({study.order.accession_number}).")
+        raise MatchConflict(f"The study already has its order ({study.order.accession_number}).")
     if study.status not in OPEN_STUDY_STATUSES:
         raise MatchRefused(f"The study is {study.get_status_display().lower()}.")
     if order is None:
@@ -105,4 +114,4 @@ def _refusal_check(study: Study, order: Order | None) -> None:
     if order.status not in MATCHABLE_ORDER_STATUSES:
         raise MatchRefused(f"The order is {order.get_status_display().lower()}.")
     if order.studies.exists():
-        raise MatchRefused(f"Order {order.accession_number} already has its study.")
+        raise MatchConflict(f"Order {order.accession_number} already has its study.")
