@@ -262,21 +262,32 @@ def verification_reasons(reader: ReaderFacts, facility: FacilityFacts, at: datet
     if facility.reads_before_verification:
         return []
     day = local_day(at, facility.zone)
-    problems = []
-    in_force = [lic for lic in reader.licences if lic.state == facility.state and licence_in_force(lic, day)]
-    if in_force and not any(lic.verified for lic in in_force):
-        problems.append(f"{facility.state} licence {in_force[0].number} not verified")
-    covers = [c for c in reader.covers if cover_in_force(c, day)]
-    if not covers:
-        lapsed = [c for c in reader.covers if c.expires_on < day]
-        last = max((c.expires_on for c in lapsed), default=None)
-        problems.append(f"malpractice cover lapsed on {last.isoformat()}" if last else "no malpractice cover")
-    elif not any(c.verified for c in covers):
-        problems.append(f"malpractice cover ({covers[0].carrier}) not verified")
+    problems = [p for p in (licence_unverified(reader, facility.state, day), cover_problem(reader, day)) if p]
     if not problems:
         return []
     message = f"{facility.name} requires verified credentials: {'; '.join(problems)}"
     return [Reason(ReasonCode.VERIFICATION, message)]
+
+
+def licence_unverified(reader: ReaderFacts, state: str, day: date) -> str | None:
+    """The problem ("IL licence 036-123456 not verified") when the reader's licences in force in
+    ``state`` on ``day`` all lack a primary-source verification; None when one is verified or none is
+    in force (no licence at all is the licence rule's reason)."""
+    in_force = [lic for lic in reader.licences if lic.state == state and licence_in_force(lic, day)]
+    if in_force and not any(lic.verified for lic in in_force):
+        return f"{state} licence {in_force[0].number} not verified"
+    return None
+
+
+def cover_problem(reader: ReaderFacts, day: date) -> str | None:
+    """What is wrong with the reader's malpractice cover on ``day`` (missing, lapsed, unverified), or None."""
+    covers = [c for c in reader.covers if cover_in_force(c, day)]
+    if not covers:
+        last = max((c.expires_on for c in reader.covers if c.expires_on < day), default=None)
+        return f"malpractice cover lapsed on {last.isoformat()}" if last else "no malpractice cover"
+    if not any(c.verified for c in covers):
+        return f"malpractice cover ({covers[0].carrier}) not verified"
+    return None
 
 
 def privilege_reasons(reader: ReaderFacts, study: StudyFacts, at: datetime) -> list[Reason]:

@@ -12,7 +12,8 @@ Anything outside a user's scope answers 404, the same as a missing record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,15 @@ from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
 from accounts.roles import Role, has_role
+from credentialing.eligibility import (
+    cover_problem,
+    licence_in_force,
+    licence_unverified,
+    local_day,
+    privilege_in_force,
+    reader_facts,
+    verification_reasons,
+)
 from credentialing.models import (
     GRANTED_PRIVILEGE_STATUSES,
     OPEN_PRIVILEGE_STATUSES,
@@ -221,16 +231,72 @@ def facility_day(facility: Facility, at: datetime) -> date:
 
 
 @dataclass(frozen=True)
+class CredentialFlag:
+    """A reader whose licence in force is unverified, or whose malpractice cover is missing, lapsed or
+    unverified — however their privileges read. ``problems`` are the engine's own words; ``barred``
+    maps each facility where they hold privileges in force and verification is required (the
+    default) to the eligibility reason that keeps them off its studies; ``allowed`` names the
+    facilities that let them read before verification."""
+
+    user_id: int
+    reader_name: str
+    problems: tuple[str, ...]
+    barred: dict[int, str]
+    barred_names: tuple[str, ...]
+    allowed: tuple[str, ...]
+
+
+def credential_flags(at: datetime, user_ids: Iterable[int] | None = None) -> dict[int, CredentialFlag]:
+    """The flagged readers among ``user_ids`` (default: every active radiologist), by user id.
+    The reader's own problems are judged on the latest US date (as expiry lists are); whether they
+    bar reading at a facility is the eligibility engine's verification rule on that facility's date."""
+    if user_ids is None:
+        user_ids = RadiologistProfile.objects.filter(user__is_active=True).values_list("user_id", flat=True)
+    day = at.astimezone(LATEST_US_ZONE).date()
+    flags = {}
+    for user_id, reader in reader_facts(user_ids, shifts_from=at).items():
+        states = sorted({lic.state for lic in reader.licences if licence_in_force(lic, day)})
+        problems = [licence_unverified(reader, state, day) for state in states]
+        problems = tuple(p for p in (*problems, cover_problem(reader, day)) if p)
+        if not problems:
+            continue
+        barred, barred_names, allowed = {}, set(), set()
+        for privilege in reader.privileges:
+            facility = privilege.facility
+            if facility is None or not privilege_in_force(privilege, local_day(at, facility.zone)):
+                continue
+            if facility.reads_before_verification:
+                allowed.add(facility.name)
+            elif reasons := verification_reasons(reader, facility, at):
+                barred[facility.id] = reasons[0].message
+                barred_names.add(facility.name)
+        flags[user_id] = CredentialFlag(
+            user_id, reader.name, problems, barred, tuple(sorted(barred_names)), tuple(sorted(allowed))
+        )
+    return flags
+
+
+def flagged_readers(at: datetime) -> list[CredentialFlag]:
+    """Every flagged reader, by name: the coverage forecast lists them beside its gaps."""
+    return sorted(credential_flags(at).values(), key=lambda f: (f.reader_name, f.user_id))
+
+
+@dataclass(frozen=True)
 class MatrixCell:
     privilege: FacilityPrivilege | None
     tone: str  # none | pending | ok | soon | urgent | expired | closed
     label: str
     days_left: int | None
+    flag: str = ""  # the verification reason that keeps a granted privilege from reading
 
 
-def matrix(at: datetime) -> tuple[list[Facility], list[tuple[RadiologistProfile, list[MatrixCell]]]]:
+MatrixRow = tuple[RadiologistProfile, list[MatrixCell], CredentialFlag | None]
+
+
+def matrix(at: datetime) -> tuple[list[Facility], list[MatrixRow]]:
     """Radiologists × facilities: each cell the open privilege (or the latest closed one), coloured
-    by status and days to expiry in the facility's time zone."""
+    by status and days to expiry in the facility's time zone; each row with the reader's credential
+    flag, if any, and each granted cell that the flag bars with the engine's reason."""
     facilities = list(Facility.objects.filter(active=True).order_by("name"))
     profiles = list(
         RadiologistProfile.objects.filter(user__is_active=True)
@@ -240,6 +306,7 @@ def matrix(at: datetime) -> tuple[list[Facility], list[tuple[RadiologistProfile,
         )
         .order_by("user__display_name", "user__username")
     )
+    flags = credential_flags(at, [p.user_id for p in profiles])
     rows = []
     for profile in profiles:
         by_facility: dict[int, FacilityPrivilege] = {}
@@ -249,8 +316,18 @@ def matrix(at: datetime) -> tuple[list[Facility], list[tuple[RadiologistProfile,
                 p.status in OPEN_PRIVILEGE_STATUSES and held.status not in OPEN_PRIVILEGE_STATUSES
             ):
                 by_facility[p.facility_id] = p
-        rows.append((profile, [_cell(by_facility.get(f.pk), f, at) for f in facilities]))
+        flag = flags.get(profile.user_id)
+        cells = [_cell(by_facility.get(f.pk), f, at) for f in facilities]
+        if flag:
+            cells = [_flagged(c, flag) for c in cells]
+        rows.append((profile, cells, flag))
     return facilities, rows
+
+
+def _flagged(cell: MatrixCell, flag: CredentialFlag) -> MatrixCell:
+    if cell.privilege is None or cell.privilege.facility_id not in flag.barred:
+        return cell
+    return replace(cell, flag=flag.barred[cell.privilege.facility_id])
 
 
 def _cell(privilege: FacilityPrivilege | None, facility: Facility, at: datetime) -> MatrixCell:

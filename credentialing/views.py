@@ -46,6 +46,7 @@ from credentialing.selectors import (
     expiry_windows,
     facilities_for_readers_page,
     facility_readers,
+    flagged_readers,
     is_radiologist,
     matrix,
     notifications_for,
@@ -81,9 +82,7 @@ def workspace(request: HttpRequest) -> HttpResponse:
     facilities, rows = matrix(timezone.now())
     query = request.GET.get("q", "").strip().lower()
     if query:
-        rows = [
-            (p, cells) for p, cells in rows if query in str(p).lower() or query in p.user.username.lower()
-        ]
+        rows = [row for row in rows if query in str(row[0]).lower() or query in row[0].user.username.lower()]
     context = {
         "facilities": facilities,
         "rows": rows,
@@ -123,7 +122,9 @@ def expiring(request: HttpRequest) -> HttpResponse:
 
 @readers_only
 def forecast(request: HttpRequest) -> HttpResponse:
-    return render(request, "credentialing/forecast.html", {"gaps": coverage_forecast(timezone.now())})
+    now = timezone.now()
+    context = {"gaps": coverage_forecast(now), "flagged": flagged_readers(now)}
+    return render(request, "credentialing/forecast.html", context)
 
 
 @login_required

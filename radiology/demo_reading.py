@@ -38,6 +38,9 @@ from reports.template_services import template_create, template_version_add
 from worklist.models import Shift
 from worklist.services import study_claim, study_route
 
+# Every demo facility is in Chicago time; the earlier reads are dated there.
+DEMO_ZONE = ZoneInfo("America/Chicago")
+
 # Images are complete after this much quiet: the simulator sends a series in one association, so the
 # demo need not wait the production default (90 s) before a study reaches the worklist.
 DEMO_QUIET_SECONDS = 15
@@ -270,7 +273,7 @@ def reading_demo_load(*, today: date | None = None) -> int:
     _demo_reading_settings(facilities)
     demo_ai_rules_load(facilities.values())
     _demo_report_templates(facilities)
-    signed = _demo_reports(facilities, today or timezone.localdate(timezone=ZoneInfo("America/Chicago")))
+    signed = _demo_reports(facilities, today or timezone.localdate(timezone=DEMO_ZONE))
     _demo_peer_reviews()
     _demo_quarterly_report(facilities["CHI-L1"])
     return signed
@@ -346,23 +349,35 @@ def _demo_report_templates(facilities: dict[str, Facility]) -> None:
                 )
 
 
-def _read_time(read: EarlierRead, today: date) -> datetime:
+# From the claim to the signature an earlier read takes 17 minutes (_earlier_read_sign).
+READ_TAKES = timedelta(minutes=20)
+
+
+def _read_time(read: EarlierRead, today: date, now: datetime) -> datetime:
+    """When the read was made. A recent read that would fall in last month is moved into this month
+    (its hour on the 1st, or earlier today when that hour is still to come), so a fresh demo's
+    charges CSV of the current month has rows; no read is dated after ``now``."""
     if read.days_ago is None:
         year, quarter = previous_quarter(today)
         day = date(year, 3 * (quarter - 1) + 1, 1) + timedelta(days=read.quarter_day)
-    else:
-        day = today - timedelta(days=read.days_ago)
-    return datetime.combine(day, time(read.hour), tzinfo=ZoneInfo("America/Chicago"))
+        return datetime.combine(day, time(read.hour), tzinfo=DEMO_ZONE)
+    at = datetime.combine(today - timedelta(days=read.days_ago), time(read.hour), tzinfo=DEMO_ZONE)
+    month_start = datetime.combine(today.replace(day=1), time.min, tzinfo=DEMO_ZONE)
+    if at >= month_start:
+        return at
+    moved = min(datetime.combine(month_start.date(), time(read.hour), tzinfo=DEMO_ZONE), now - READ_TAKES)
+    return moved if moved >= month_start else at  # the month is minutes old: leave it in the last
 
 
 def _demo_reports(facilities: dict[str, Facility], today: date) -> int:
     readers = {u.username: u for u in User.objects.filter(username__in={r.reader for r in EARLIER_READS})}
+    now = timezone.now()
     signed = 0
     for number, read in enumerate(EARLIER_READS, 1):
         facility = facilities[read.facility]
         if Order.objects.filter(facility=facility, accession_number=read.accession).exists():
             continue
-        at = _read_time(read, today)
+        at = _read_time(read, today, now)
         study = _earlier_study(facility, read, number, at)
         _earlier_read_sign(study, readers[read.reader], read, at + timedelta(minutes=3))
         signed += 1
@@ -404,9 +419,12 @@ def _earlier_study(facility: Facility, read: EarlierRead, number: int, at: datet
 
 
 def _earlier_read_sign(study: Study, reader: User, read: EarlierRead, at: datetime) -> Report:
-    # That day's rota: the reader was on the day shift (the eligibility engine asks at each step).
-    local_day = at.astimezone(ZoneInfo("America/Chicago")).date()
-    start = datetime.combine(local_day, time(7), tzinfo=ZoneInfo("America/Chicago"))
+    # That day's rota: the reader was on the day shift (the eligibility engine asks at each step) —
+    # or, for a read moved to early on the 1st (_read_time), on a shift that began an hour before it.
+    local_day = at.astimezone(DEMO_ZONE).date()
+    start = datetime.combine(local_day, time(7), tzinfo=DEMO_ZONE)
+    if not start <= at <= start + timedelta(hours=12) - READ_TAKES:
+        start = at - timedelta(hours=1)
     Shift.objects.get_or_create(
         radiologist=reader, starts_at=start, defaults={"ends_at": start + timedelta(hours=12)}
     )
@@ -428,7 +446,7 @@ def _demo_peer_reviews() -> None:
         report = Report.objects.filter(study__accession_number=accession, status=ReportStatus.FINAL).first()
         if report is None or PeerReview.objects.filter(report=report).exists():
             continue
-        at = report.signed_at + timedelta(days=1)
+        at = min(report.signed_at + timedelta(days=1), timezone.now())  # never in the future
         review = peer_review_refer(
             report_id=report.pk, by=users["director"], reason="Demo: quality review of this read.", at=at
         )

@@ -171,6 +171,22 @@ class TestTheLoadedDemo:
         # and the simulator's procedures without a shipped template have the facility's own
         assert ReportTemplate.objects.filter(facility=facilities["IL-PRAIRIE"]).count() == 4
 
+    def test_this_months_charges_csv_has_rows_on_a_fresh_demo(self, client):
+        # Issue 19: the recent earlier reads are signed in the current (facility-local) month, unless
+        # the month is less than the time a read takes old (radiology/demo_reading.py _read_time).
+        from radiology.demo_reading import DEMO_ZONE, READ_TAKES
+
+        now = timezone.now().astimezone(DEMO_ZONE)
+        if now - now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) < READ_TAKES:
+            pytest.skip("the month began minutes ago: the demo leaves its reads in the last one")
+        client.force_login(User.objects.get(username="ops"))
+        for code, reads in (("CHI-L1", 3), ("WI-LAKEVIEW", 1)):
+            response = client.get(f"/reports/charges/{code}/{now:%Y-%m}.csv")
+            assert response.status_code == 200
+            rows = response.content.decode().strip().splitlines()[1:]
+            assert len(rows) == reads, (code, rows)
+            assert all(",DEMO-R0" in row for row in rows)
+
     def test_the_demo_makes_one_patient_per_person(self):
         """Issue #13: the images' empty Issuer of Patient ID and the order's PID-3.4 (the hospital's
         MSH-4) are one identity domain, so no exam leaves an orphaned second patient."""
@@ -230,3 +246,19 @@ def test_load_demo_refuses_the_production_settings_and_creates_nothing(tmp_path)
     assert "published" in done.stderr and "Traceback" not in done.stderr
     assert _counts() == before
     assert not User.objects.filter(username="dr.neuro").exists()
+
+
+def test_recent_demo_reads_move_into_this_month_but_never_into_the_future():
+    from datetime import datetime
+
+    from radiology.demo_reading import DEMO_ZONE, EARLIER_READS, _read_time
+
+    r03 = next(r for r in EARLIER_READS if r.accession == "DEMO-R03")  # 6 days ago at 11:00
+    mid_month = datetime(2026, 12, 20, 15, tzinfo=DEMO_ZONE)
+    assert _read_time(r03, mid_month.date(), mid_month) == datetime(2026, 12, 14, 11, tzinfo=DEMO_ZONE)
+    third = datetime(2026, 12, 3, 15, tzinfo=DEMO_ZONE)
+    assert _read_time(r03, third.date(), third) == datetime(2026, 12, 1, 11, tzinfo=DEMO_ZONE)
+    early_first = datetime(2026, 12, 1, 6, tzinfo=DEMO_ZONE)  # before 11:00: earlier this morning
+    assert _read_time(r03, early_first.date(), early_first) == datetime(2026, 12, 1, 5, 40, tzinfo=DEMO_ZONE)
+    just_begun = datetime(2026, 12, 1, 0, 5, tzinfo=DEMO_ZONE)  # no room: left in November
+    assert _read_time(r03, just_begun.date(), just_begun) == datetime(2026, 11, 25, 11, tzinfo=DEMO_ZONE)
