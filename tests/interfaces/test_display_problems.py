@@ -8,12 +8,16 @@ image is indexed (on commit) decodes its last frame."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from io import BytesIO
 
 import pytest
 from django.core.cache import cache, caches
 from pydicom import dcmread
 from pydicom.encaps import encapsulate, get_frame
+from pydicom.uid import JPEGLosslessSV1
 
 from imaging.models import Instance, Study
 from interfaces.dicom.receive import dicom_instance_receive
@@ -157,3 +161,22 @@ def test_a_lossless_resend_in_another_syntax_clears_the_flag_and_is_checked_anew
     instance = Instance.objects.get(pk=pk)
     assert instance.transfer_syntax_uid == ExplicitVRLittleEndian
     assert instance.display_problem == "" and instance.display_checked_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed (apt-get install dcmtk)")
+def test_storescu_of_the_broken_image_flags_it_after_the_commit_of_its_c_store(dicom_scp, tmp_path):
+    # the real SCP commits outside any test transaction: the check runs on that commit (inline here,
+    # as in the embedded topology; in a worker otherwise)
+    host, port, aet = dicom_scp
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(three_frames_the_last_broken())
+    sent = subprocess.run(
+        ["storescu", "-xs", "-aet", "LAKESHORE_CT1", "-aec", aet, host, str(port), str(path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TCP_NODELAY": "1"},
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    instance = Instance.objects.get()
+    assert instance.transfer_syntax_uid == JPEGLosslessSV1
+    assert instance.display_checked_at is not None
+    assert instance.display_problem.startswith("frame 3: the JPEG Lossless")
