@@ -390,6 +390,9 @@ class Instance(models.Model):
     # default too: the ingest path inserts rows with raw SQL (_INSTANCE_INSERT_COUNTED).
     display_problem = models.CharField(max_length=300, blank=True, default="", db_default="")
     display_problem_at = models.DateTimeField(null=True, blank=True)
+    # When the background decode check (first and last frame, after indexing) ran on the file now
+    # stored; None: not yet, so a redelivered task does not decode again (docs/viewer.md).
+    display_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["instance_number", "id"]

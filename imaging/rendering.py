@@ -376,6 +376,24 @@ def _display_problem_record(instance: Instance, problem: RenderError) -> None:
     instance_display_problem_record(instance_id=instance.pk, reason=problem.message)
 
 
+def display_problem_find(instance: Instance) -> str:
+    """Why this stored image cannot be displayed, from its first and last frame decoded and rendered
+    as the viewer would (``frame_pixels``), or "" (it displays, or it is no image: an SR)."""
+    try:
+        part10 = encrypted_read(instance.storage_path)
+    except StorageError as exc:
+        return f"the stored file cannot be read: {exc}"
+    last = part10_frame_count(part10) - 1
+    for frame_index in sorted({0, last}):
+        try:
+            frame_pixels(part10, frame_index, None)
+        except NotAnImage:
+            return ""
+        except (UnsupportedImage, BrokenImage) as exc:
+            return f"frame {frame_index + 1}: {exc.message}" if frame_index else exc.message
+    return ""
+
+
 def frame_render(
     instance: Instance,
     frame_index: int = 0,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -542,6 +543,8 @@ def instance_stored(
                 recorded = _instance_index(facility, header, stored, received_at, cache, made_by, derived)
                 if before_commit is not None:
                     before_commit()
+                if not derived and made_by is None:
+                    _display_check_enqueue(recorded.instance_id)
                 return recorded
         except IntegrityError:
             # another association created the same study/series/instance at the same moment
@@ -629,8 +632,38 @@ def _instance_existing(
         size_bytes=stored.size_bytes,
         display_problem="",  # a new file: whether it displays is found anew
         display_problem_at=None,
+        display_checked_at=None,
     )
     return InstanceRecorded(pk, study_id, False, False)
+
+
+def _display_check_enqueue(instance_id: int) -> None:
+    """The image's decode check runs after commit in a worker, so the C-STORE answer never waits for it
+    (the embedded topology runs tasks inline, after the commit all the same)."""
+    if not getattr(settings, "READROOM_DECODE_CHECK", True):
+        return
+    from imaging.tasks import instance_display_check_task  # the task module imports this one
+
+    transaction.on_commit(lambda: instance_display_check_task.delay(instance_id), robust=True)
+
+
+def instance_display_check(*, instance_id: int) -> str:
+    """Decode the first and last frame of a stored image with the renderer's own path and flag the
+    first problem found, before anyone opens it (issue #12). Returns the problem, or "" (none, not an
+    image, or checked already: a redelivered task decodes nothing)."""
+    from imaging.rendering import display_problem_find  # numpy/PIL: only where images are decoded
+
+    instance = Instance.objects.filter(pk=instance_id, display_checked_at__isnull=True).first()
+    if instance is None:
+        return ""
+    problem = display_problem_find(instance)
+    # only the file that was checked: a re-send meanwhile cleared the mark and queued its own check
+    Instance.objects.filter(
+        pk=instance_id, display_checked_at__isnull=True, storage_path=instance.storage_path
+    ).update(display_checked_at=timezone.now())
+    if problem:
+        instance_display_problem_record(instance_id=instance_id, reason=problem)
+    return problem
 
 
 def instance_display_problem_record(*, instance_id: int, reason: str) -> bool:

@@ -373,6 +373,9 @@ READROOM_HL7_IN_MAX_ATTEMPTS = env.int("READROOM_HL7_IN_MAX_ATTEMPTS", default=5
 # Pixel data longer than this is refused at C-STORE/STOW (0xA900), as is pixel data whose length
 # contradicts its Rows x Columns x frames x bits (docs/interfaces-hardening.md). 2 GiB by default.
 READROOM_DICOM_MAX_PIXEL_BYTES = env.int("READROOM_DICOM_MAX_PIXEL_BYTES", default=2 * 1024**3)
+# After an image is indexed, a worker decodes its first and last frame the way the viewer does and
+# flags it when it cannot be displayed (imaging.tasks.instance_display_check_task, docs/viewer.md).
+READROOM_DECODE_CHECK = env.bool("READROOM_DECODE_CHECK", default=True)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

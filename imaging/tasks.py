@@ -1,0 +1,10 @@
+"""Thin Celery wrappers: ids in, a service call, nothing clever."""
+
+from celery import shared_task
+
+from imaging.services import instance_display_check
+
+
+@shared_task(name="imaging.tasks.instance_display_check")
+def instance_display_check_task(instance_id: int) -> str:
+    return instance_display_check(instance_id=instance_id)
