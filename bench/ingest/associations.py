@@ -1,6 +1,6 @@
 """bench/ingest/associations.py — the SCP's cost per association (issue 16): many sequential
 associations of one small CT each (a pynetdicom SCU, as a modality that opens an association per
-image), to `manage.py dicom_scp` with its PostgreSQL sessions pooled (`--db-pool`) and without (a
+image), to `manage.py dicom_scp` with its PostgreSQL sessions pooled and with `--no-db-pool` (a
 session per association), interleaved A B A B. Prints associations/s, SCP CPU per association and
 the PostgreSQL sessions the SCP opened (pg_stat_database.sessions).
 
@@ -129,8 +129,8 @@ def main() -> None:
     uptime_print("start")
     results = interleaved(
         {
-            "pooled": lambda: scp_run(datasets, template, "--db-pool"),
-            "per-association": lambda: scp_run(datasets, template),
+            "pooled": lambda: scp_run(datasets, template),
+            "per-association": lambda: scp_run(datasets, template, "--no-db-pool"),
         },
         args.rounds,
     )

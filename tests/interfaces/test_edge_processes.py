@@ -198,8 +198,8 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
         assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == sent
         wait_until(lambda: DicomAssociation.objects.filter(ended_at__isnull=False).count() == 4, timeout=10)
         assert sorted(DicomAssociation.objects.values_list("instances_stored", flat=True)) == [3] * 4
-        # and more associations one after another to one process than it accepts at once (34): each
-        # thread gives its PostgreSQL session up when it ends (with `--db-pool`: back to the pool)
+        # and more associations one after another to one process than its pool holds connections
+        # (34): each hands its connection back when it ends, so none waits for one
         ae = AE(ae_title="LAKESHORE_CT1")
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = 5

@@ -35,12 +35,9 @@ class Command(BaseCommand):
         )
 
         parser.add_argument(
-            "--db-pool",
+            "--no-db-pool",
             action="store_true",
-            help=(
-                "pool PostgreSQL sessions across associations (experimental: under load in CI a pooled "
-                "session was seen used by two associations at once; docs/ingest.md)"
-            ),
+            help="a PostgreSQL session per association, as before the pool (behind PgBouncer; measuring)",
         )
 
     def handle(self, *args, host: str, port: int, processes: int, stop_grace: float, **options) -> None:
@@ -52,7 +49,7 @@ class Command(BaseCommand):
         connections.close_all()
 
         def process_setup() -> None:
-            if options["db_pool"]:
+            if not options["no_db_pool"]:
                 # sessions reused across associations (a few more than the associations one process
                 # accepts at once); per serving process, so the supervising parent has none
                 database_pool_enable(MAXIMUM_ASSOCIATIONS + 2)
