@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 
 from credentialing.models import FacilityPrivilege, LicenceStatus, PrivilegeStatus, StateLicence
-from imaging.models import Order, Patient, Study
+from imaging.models import Order, Patient, Study, StudyStatus
 from tests.conftest import VERIFIED, make_radiologist
 from worklist.models import Shift
+from worklist.services import study_route
 
 _uids = itertools.count(1)
 
@@ -138,3 +139,30 @@ def weekday_dates(since, days: int, weekdays) -> int:
     from datetime import timedelta
 
     return sum(1 for n in range(days) if (since + timedelta(days=n)).weekday() in weekdays)
+
+
+@pytest.fixture
+def waiting(chicago):
+    """A Chicago CT whose images carried a mistyped accession: routed ROUTINE, 45 min without order."""
+    patient = Patient.objects.create(facility=chicago, mrn="MRN8080", assigning_authority="LAKESHORE")
+    study = make_study(
+        chicago,
+        status=StudyStatus.COMPLETE,
+        first_received_at=timezone.now() - timedelta(minutes=45),
+        completed_at=timezone.now() - timedelta(minutes=43),
+        description="CT HEAD WO",
+    )
+    Study.objects.filter(pk=study.pk).update(patient=patient, accession_number="A9O01")  # O for 0
+    study_route(study_id=study.pk)
+    return Study.objects.get(pk=study.pk)
+
+
+def order_open(facility, accession: str, *, mrn: str = "MRN8080", **extra) -> Order:
+    """An open CT head order for the patient ``mrn`` (created if new), e.g. the one ``waiting`` awaits."""
+    patient, _ = Patient.objects.get_or_create(
+        facility=facility, mrn=mrn, defaults={"assigning_authority": "LAKESHORE"}
+    )
+    return Order.objects.create(
+        facility=facility, patient=patient, accession_number=accession, procedure_code="70450",
+        procedure_text="CT HEAD WO CONTRAST", modality="CT", **extra,
+    )  # fmt: skip

@@ -14,39 +14,12 @@ from django.utils.dateparse import parse_datetime
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from facilities.models import PriorityClass
-from imaging.models import Order, OrderMatch, OrderStatus, Patient, Study, StudyStatus
-from tests.worklist.conftest import make_study
+from imaging.models import OrderMatch, OrderStatus, Study
+from tests.worklist.conftest import make_study, order_open
 from worklist.models import StudyEvent, StudyEventKind
 from worklist.order_match import MatchNotPermitted, MatchRefused, study_order_match
-from worklist.services import study_route
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def waiting(chicago):
-    """A Chicago CT whose images carried a mistyped accession: routed ROUTINE, 45 min without order."""
-    patient = Patient.objects.create(facility=chicago, mrn="MRN8080", assigning_authority="LAKESHORE")
-    study = make_study(
-        chicago,
-        status=StudyStatus.COMPLETE,
-        first_received_at=timezone.now() - timedelta(minutes=45),
-        completed_at=timezone.now() - timedelta(minutes=43),
-        description="CT HEAD WO",
-    )
-    Study.objects.filter(pk=study.pk).update(patient=patient, accession_number="A9O01")  # O for 0
-    study_route(study_id=study.pk)
-    return Study.objects.get(pk=study.pk)
-
-
-def _order(facility, accession: str, *, mrn: str = "MRN8080", **extra) -> Order:
-    patient, _ = Patient.objects.get_or_create(
-        facility=facility, mrn=mrn, defaults={"assigning_authority": "LAKESHORE"}
-    )
-    return Order.objects.create(
-        facility=facility, patient=patient, accession_number=accession, procedure_code="70450",
-        procedure_text="CT HEAD WO CONTRAST", modality="CT", **extra,
-    )  # fmt: skip
 
 
 def _match(client, study, order, reason="accession mistyped at the CT console (O for 0)"):
@@ -57,10 +30,10 @@ def test_operations_match_a_waiting_study_in_one_click_and_it_takes_the_orders_p
     client, ops_omar, chicago, lakeview, waiting, django_capture_on_commit_callbacks
 ):
     # given the STAT order the CT answers, another patient's order, a cancelled one and Lakeview's
-    stat = _order(chicago, "A9001", priority=PriorityClass.STAT)
-    other_patient = _order(chicago, "A9002", mrn="MRN1234")
-    cancelled = _order(chicago, "A9003", status=OrderStatus.CANCELLED)
-    elsewhere = _order(lakeview, "A9004")
+    stat = order_open(chicago, "A9001", priority=PriorityClass.STAT)
+    other_patient = order_open(chicago, "A9002", mrn="MRN1234")
+    cancelled = order_open(chicago, "A9003", status=OrderStatus.CANCELLED)
+    elsewhere = order_open(lakeview, "A9004")
     client.force_login(ops_omar)
     # when operations open their worklist
     html = client.get("/operations/worklist/").content.decode()
@@ -105,7 +78,7 @@ def test_operations_match_a_waiting_study_in_one_click_and_it_takes_the_orders_p
 
 def test_another_facilitys_order_is_refused_and_nothing_changes(client, ops_omar, lakeview, waiting):
     # given an open Lakeview order for the same MRN
-    elsewhere = _order(lakeview, "A9001")
+    elsewhere = order_open(lakeview, "A9001")
     client.force_login(ops_omar)
     # when operations post it for the Chicago study
     response = _match(client, waiting, elsewhere)
@@ -120,7 +93,7 @@ def test_another_facilitys_order_is_refused_and_nothing_changes(client, ops_omar
 @pytest.mark.parametrize("who", ["director_dana", "dr_neuro_il", "admin_chicago"])
 def test_only_the_operations_desk_may_match(request, client, verified_client, chicago, waiting, who):
     user = request.getfixturevalue(who)
-    order = _order(chicago, "A9001")
+    order = order_open(chicago, "A9001")
     if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
         verified_client(user)  # a signing role passes its second factor first
     else:
@@ -136,7 +109,7 @@ def test_only_the_operations_desk_may_match(request, client, verified_client, ch
 
 
 def test_a_match_needs_a_reason_an_open_order_and_a_study_still_waiting(ops_omar, chicago, waiting):
-    order, taken = _order(chicago, "A9001"), _order(chicago, "A9002")
+    order, taken = order_open(chicago, "A9001"), order_open(chicago, "A9002")
     Study.objects.filter(pk=make_study(chicago).pk).update(order=taken)  # it has its images already
     now = timezone.now()
     for order_id, reason, problem in (

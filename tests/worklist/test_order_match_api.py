@@ -5,47 +5,17 @@ says why."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from auditlog.models import LogEntry
-from django.utils import timezone
 
 from facilities.models import PriorityClass
-from imaging.models import Order, OrderMatch, OrderStatus, Patient, Study, StudyStatus
-from tests.worklist.conftest import make_study
+from imaging.models import OrderMatch, OrderStatus, Study, StudyStatus
+from tests.worklist.conftest import make_study, order_open
 from worklist.models import StudyEvent, StudyEventKind
-from worklist.services import study_route
 
 pytestmark = pytest.mark.django_db
 
 WAITING_URL = "/api/v1/worklist/waiting-for-order/"
-
-
-@pytest.fixture
-def waiting(chicago):
-    """A Chicago CT whose images carried a mistyped accession: routed ROUTINE, 45 min without order."""
-    patient = Patient.objects.create(facility=chicago, mrn="MRN8080", assigning_authority="LAKESHORE")
-    study = make_study(
-        chicago,
-        status=StudyStatus.COMPLETE,
-        first_received_at=timezone.now() - timedelta(minutes=45),
-        completed_at=timezone.now() - timedelta(minutes=43),
-        description="CT HEAD WO",
-    )
-    Study.objects.filter(pk=study.pk).update(patient=patient, accession_number="A9O01")  # O for 0
-    study_route(study_id=study.pk)
-    return Study.objects.get(pk=study.pk)
-
-
-def _order(facility, accession: str, *, mrn: str = "MRN8080", **extra) -> Order:
-    patient, _ = Patient.objects.get_or_create(
-        facility=facility, mrn=mrn, defaults={"assigning_authority": "LAKESHORE"}
-    )
-    return Order.objects.create(
-        facility=facility, patient=patient, accession_number=accession, procedure_code="70450",
-        procedure_text="CT HEAD WO CONTRAST", modality="CT", **extra,
-    )  # fmt: skip
 
 
 def _match(client, study_id: int, **body):
@@ -62,10 +32,10 @@ def test_an_integration_engine_lists_the_waiting_study_and_matches_it_to_its_sta
     client, ops_omar, chicago, lakeview, waiting, django_capture_on_commit_callbacks
 ):
     # given the STAT order the CT answers, another patient's order, a cancelled one and Lakeview's
-    stat = _order(chicago, "A9001", priority=PriorityClass.STAT)
-    other_patient = _order(chicago, "A9002", mrn="MRN1234")
-    _order(chicago, "A9003", status=OrderStatus.CANCELLED)
-    _order(lakeview, "A9004")
+    stat = order_open(chicago, "A9001", priority=PriorityClass.STAT)
+    other_patient = order_open(chicago, "A9002", mrn="MRN1234")
+    order_open(chicago, "A9003", status=OrderStatus.CANCELLED)
+    order_open(lakeview, "A9004")
     client.force_login(ops_omar)
     # when the engine asks what waits for its order
     listed = client.get(WAITING_URL)
@@ -118,11 +88,11 @@ def test_every_refusal_is_a_4xx_that_says_why_and_changes_nothing(
     client, ops_omar, chicago, lakeview, waiting
 ):
     mine, elsewhere, cancelled = (
-        _order(chicago, "A9001"),
-        _order(lakeview, "A9004"),
-        _order(chicago, "A9003", status=OrderStatus.CANCELLED),
+        order_open(chicago, "A9001"),
+        order_open(lakeview, "A9004"),
+        order_open(chicago, "A9003", status=OrderStatus.CANCELLED),
     )
-    taken = _order(chicago, "A9002")
+    taken = order_open(chicago, "A9002")
     Study.objects.filter(pk=make_study(chicago).pk).update(order=taken)  # it has its images already
     client.force_login(ops_omar)
     for body, status, says in (
@@ -152,7 +122,7 @@ def test_every_refusal_is_a_4xx_that_says_why_and_changes_nothing(
 @pytest.mark.parametrize("who", ["director_dana", "admin_chicago", "dr_neuro_il"])
 def test_only_the_operations_desk_may_list_or_match(request, client, verified_client, chicago, waiting, who):
     user = request.getfixturevalue(who)
-    order = _order(chicago, "A9001")
+    order = order_open(chicago, "A9001")
     if who == "admin_chicago":
         client.force_login(user)
     else:
@@ -164,7 +134,7 @@ def test_only_the_operations_desk_may_list_or_match(request, client, verified_cl
 
 
 def test_anonymous_is_401(client, chicago, waiting):
-    order = _order(chicago, "A9001")
+    order = order_open(chicago, "A9001")
     assert client.get(WAITING_URL).status_code == 401
     assert _match(client, waiting.pk, order=order.pk, reason="x").status_code == 401
     _unchanged(waiting)
