@@ -38,6 +38,16 @@ TIME_ERROR = "Enter a time as HH:MM on the 24-hour clock, e.g. 23:00."
 DATE_ERROR = "Enter a date as YYYY-MM-DD, e.g. 2026-12-01."
 
 
+def local_time_field(label: str, help_text: str = "") -> forms.TimeField:
+    """A shift's start or end: the browser's time picker, HH:MM in the facility's local time."""
+    return forms.TimeField(
+        label=label,
+        help_text=help_text,
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
+    )
+
+
 def zone_choices() -> list[tuple[str, str]]:
     zones = set(US_ZONES) | set(Facility.objects.filter(active=True).values_list("timezone", flat=True))
     return [(zone, zone.replace("_", " ")) for zone in sorted(zones)]
@@ -83,16 +93,9 @@ class ShiftTemplateForm(forms.Form):
         help_text="The days the shift starts on: a Friday 23:00 night shift ends on Saturday morning.",
         error_messages={"required": "Tick at least one day the shift starts on."},
     )
-    start_time = forms.TimeField(
-        label="Starts at (local time)",
-        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
-        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
-    )
-    end_time = forms.TimeField(
-        label="Ends at (local time)",
-        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
-        help_text="At or before the start time: the next morning (23:00–07:00 is a night).",
-        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
+    start_time = local_time_field("Starts at (local time)")
+    end_time = local_time_field(
+        "Ends at (local time)", "At or before the start time: the next morning (23:00–07:00 is a night)."
     )
     timezone = forms.ChoiceField(
         label="Time zone",
@@ -222,17 +225,8 @@ class OneOffShiftForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         error_messages={"required": DATE_ERROR, "invalid": DATE_ERROR},
     )
-    start_time = forms.TimeField(
-        label="Starts at (local time)",
-        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
-        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
-    )
-    end_time = forms.TimeField(
-        label="Ends at (local time)",
-        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
-        help_text="At or before the start time: the next morning.",
-        error_messages={"required": TIME_ERROR, "invalid": TIME_ERROR},
-    )
+    start_time = local_time_field("Starts at (local time)")
+    end_time = local_time_field("Ends at (local time)", "At or before the start time: the next morning.")
     timezone = forms.ChoiceField(label="Time zone")
     facilities = FacilityChoices(
         label="Facilities",
