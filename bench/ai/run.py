@@ -45,13 +45,16 @@ from bench.common import (
     bench_parser,
     database_migrated,
     deployed_processes,
+    django_start,
     free_port,
     percentile,
+    reader_create,
     redis_db,
+    session_cookie,
     shell,
     uptime_print,
 )
-from bench.stroke_alert.run import READER_STEPS, Screen, django_start, reader_create, session_cookie
+from bench.stroke_alert.run import READER_STEPS, Screen
 
 DATABASE = bench_database("ai")
 SLICES = 10

@@ -60,24 +60,19 @@ from bench.common import (
     bench_parser,
     database_migrated,
     deployed_processes,
+    django_start,
     free_port,
     percentile,
+    reader_create,
     redis_db,
+    session_cookie,
     shell,
     uptime_print,
-    verified_credentials,
 )
 
 CHROMIUM = os.environ.get("READROOM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 DATABASE = bench_database("stroke")  # READROOM_BENCH_DB_PREFIX, like the other benches
 SLICES = 20
-
-
-def django_start(env: dict) -> None:
-    os.environ.update(env)
-    import django
-
-    django.setup()
 
 
 def web_application():
@@ -96,72 +91,6 @@ def web_application():
     from radiology.asgi import application
 
     return ASGIStaticFilesHandler(application)
-
-
-def session_cookie(user) -> str:
-    """A signed-in session for ``user``, verified with their TOTP device (as after the login's code)."""
-    from django.conf import settings
-    from django.test import Client
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def reader_create(username: str, *, state: str, privileged: bool):
-    """A neuro reader on shift now, licensed in ``state``; privileged at the bench facility or not."""
-    from datetime import date, timedelta
-
-    from django.contrib.auth.models import Group
-    from django.utils import timezone
-
-    from accounts.models import User
-    from accounts.roles import Role
-    from credentialing.models import (
-        FacilityPrivilege,
-        LicenceStatus,
-        PrivilegeStatus,
-        RadiologistProfile,
-        StateLicence,
-        Subspecialty,
-    )
-    from facilities.models import Facility
-    from worklist.models import Shift
-
-    user = User.objects.create_user(username=username, display_name=username.replace("_", " ").title())
-    user.groups.add(Group.objects.get(name=Role.RADIOLOGIST.value))
-    profile = RadiologistProfile.objects.create(user=user)
-    profile.subspecialties.set(Subspecialty.objects.filter(code=Subspecialty.NEURO))
-    today = date.today()
-    licence = StateLicence.objects.create(
-        profile=profile,
-        state=state,
-        number=f"{state}-036-{user.pk:06d}",
-        status=LicenceStatus.ACTIVE,
-        issued_on=date(2019, 1, 1),
-        expires_on=today + timedelta(days=365),
-    )
-    verified_credentials(profile, licence)
-    if privileged:
-        FacilityPrivilege.objects.create(
-            profile=profile,
-            facility=Facility.objects.get(code="BENCH"),
-            status=PrivilegeStatus.APPROVED,
-            applied_on=date(2024, 1, 2),
-            granted_on=date(2024, 2, 1),
-            expires_on=today + timedelta(days=365),
-        )
-    now = timezone.now()
-    Shift.objects.create(
-        radiologist=user, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=8)
-    )
-    return user
 
 
 def held_study_create(reader, n: int) -> int:

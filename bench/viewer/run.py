@@ -49,16 +49,18 @@ from bench.common import (
     bench_parser,
     database_migrated,
     deployed_processes,
+    django_start,
     free_port,
     head_ct_claimed,
     interleaved,
     orthanc_running,
     orthanc_store,
+    reader_create,
     redis_db,
+    session_cookie,
     shell,
     uptime_print,
 )
-from bench.stroke_alert.run import django_start, reader_create, session_cookie
 
 DATABASE = bench_database("viewer")
 BENCH_SECRET = "bench-only-secret-" + "v" * 40
