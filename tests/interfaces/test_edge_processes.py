@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,12 +19,14 @@ from pathlib import Path
 import hl7
 import pytest
 from django.db import connection
+from django.utils import timezone
 from hl7.mllp import open_hl7_connection
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from imaging.models import Instance, Order
+from interfaces.dicom.receive import PROCESS_DIED, dicom_associations_of_previous_run_close
 from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS
 from interfaces.models import DicomAssociation, InboundMessage, InboundStatus
 from interfaces.supervisor import replacement_delay
@@ -221,6 +224,16 @@ def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interf
         assert not _stored(assoc, second)
         wait_until(lambda: not assoc.is_established, timeout=10, message="the association outlived its child")
         assert not Instance.objects.filter(sop_instance_uid=second.SOPInstanceUID).exists()
+        # and its association's row, which no process is left to close, is closed by the parent
+        # with the reason (the operations DICOM page no longer shows it open)
+        died = DicomAssociation.objects.get(process_id=serving)
+        wait_until(
+            lambda: DicomAssociation.objects.filter(pk=died.pk, ended_at__isnull=False).exists(),
+            timeout=10,
+            message="the dead child's association is still open",
+        )
+        died.refresh_from_db()
+        assert (died.end_reason, died.host) == (PROCESS_DIED, socket.gethostname())
         # and the parent replaces the child (logged), which serves the modality's resend: the
         # other, older child is stopped, so only the new one can take the association
         survivor, replacement = sorted(_replaced(scp, serving), key=lambda pid: pid not in children)
@@ -257,6 +270,30 @@ def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interf
             assert sender.poll() is None
         assert sender.wait(30) == 0, sender.stderr.read()
         assert Instance.objects.count() == 3
+
+
+def test_at_start_up_this_hosts_associations_left_open_by_a_dead_run_are_closed(chicago_interfaces):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that was this host's and is no more
+    host, now = socket.gethostname(), timezone.now()
+
+    def open_row(**fields) -> DicomAssociation:
+        return DicomAssociation.objects.create(started_at=now, calling_ae_title="LAKESHORE_CT1", **fields)
+
+    left = open_row(host=host, process_id=dead.pid)
+    ours = open_row(host=host, process_id=os.getpid())  # a container's process 1 again
+    alive = open_row(host=host, process_id=os.getppid())  # another SCP on this host, still serving
+    elsewhere = open_row(host="another-node", process_id=dead.pid)
+    stow = open_row(host=host, process_id=dead.pid, kind=DicomAssociation.Kind.STOW)  # the web's
+    ended = open_row(host=host, process_id=dead.pid, ended_at=now)
+    # when the SCP starts (the first thing `manage.py dicom_scp` does)
+    assert dicom_associations_of_previous_run_close() == 2
+    # then only the rows of this host's dead SCP processes are closed, with the reason
+    closed = {a.pk: a.end_reason for a in DicomAssociation.objects.filter(ended_at__isnull=False)}
+    assert closed == {left.pk: PROCESS_DIED, ours.pk: PROCESS_DIED, ended.pk: ""}
+    assert {alive.pk, elsewhere.pk, stow.pk} == set(
+        DicomAssociation.objects.filter(ended_at__isnull=True).values_list("pk", flat=True)
+    )
 
 
 def test_sigterm_lets_an_open_association_finish_then_every_process_stops(chicago_interfaces, tmp_path):
