@@ -113,6 +113,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         parent = os.getpid()
+        _database_release_before_fork()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the parent's code
             status = 1
@@ -198,6 +199,20 @@ def replacement_delay(quick_deaths: int, *, first: float, most: float) -> float:
     """Seconds before a dead child is replaced: none after a child that had run a while (0 quick
     deaths in a row), then ``first`` doubling per quick death, at most ``most``."""
     return min(first * 2 ** (quick_deaths - 1), most) if quick_deaths else 0.0
+
+
+def _database_release_before_fork() -> None:
+    """Close every PostgreSQL session and pool this parent holds before it forks. A child
+    inherits the parent's sockets: a session or a pool (psycopg_pool keeps ``min_size`` sessions
+    open) that is open at the fork is then used by parent and children at once, which is what a
+    shared environment file with ``READROOM_DB_POOL_MAX_SIZE`` did: the start-up sweep opened
+    the settings' pool, and the children's C-STOREs failed with "INTRANS" and results meant for
+    another association. Closing here makes the parent's database use safe wherever it happens."""
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        # Django's PostgreSQL pool (5.1+) lives on the backend class, made on first use only
+        if connection.alias in getattr(connection, "_connection_pools", {}):
+            connection.close_pool()
 
 
 def _child_prepare(parent: int) -> None:

@@ -58,13 +58,17 @@ def child_pids(parent: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def edge_command(command: str, tmp_path: Path, *args: str):
-    """``manage.py <command> --processes 2`` on the test database; yields (process, port, log)."""
+def edge_command(command: str, tmp_path: Path, *args: str, environment: dict[str, str] | None = None):
+    """``manage.py <command> --processes 2`` on the test database; yields (process, port, log).
+    The environment is this process's without the web pool's size, which importing radiology.asgi
+    (an earlier test on this worker) leaves in it, plus ``environment``."""
     db = connection.settings_dict
     port = free_port()
     log = tmp_path / f"{command}.log"
+    inherited = {k: v for k, v in os.environ.items() if k != "READROOM_DB_POOL_MAX_SIZE"}
     env = {
-        **os.environ,
+        **inherited,
+        **(environment or {}),
         "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
@@ -169,7 +173,11 @@ def _stored(assoc, ds) -> bool:
 def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associations(
     chicago_interfaces, tmp_path
 ):
-    with edge_command("dicom_scp", tmp_path) as (scp, port, _log):
+    # An environment file shared by every unit that turns the web's pool on: the parent's start-up
+    # sweep then opens that pool, and before the supervisor closed it at each fork the children
+    # shared its sessions (C-STOREs failed with "INTRANS" and other associations' results).
+    shared_environment = {"READROOM_DB_POOL_MAX_SIZE": "16"}
+    with edge_command("dicom_scp", tmp_path, environment=shared_environment) as (scp, port, _log):
         # when four modalities send a series each at the same time
         series = [write_series(_dir(tmp_path, n), slices=3, seed=40 + n)[1] for n in range(4)]
         senders = [
@@ -213,7 +221,13 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
 def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interfaces, tmp_path):
     _exam, paths = write_series(tmp_path, slices=3, seed=51)
     first, second = (dcmread(p) for p in paths[:2])
-    with edge_command("dicom_scp", tmp_path) as (scp, port, log):
+    # the pool on for every process (above): the parent's clean-up after the death uses it, and
+    # the replacement is forked after that
+    with edge_command("dicom_scp", tmp_path, environment={"READROOM_DB_POOL_MAX_SIZE": "16"}) as (
+        scp,
+        port,
+        log,
+    ):
         children = child_pids(scp.pid)
         assoc = _scu_association(port)
         assert _stored(assoc, first)
@@ -299,7 +313,13 @@ def test_at_start_up_this_hosts_associations_left_open_by_a_dead_run_are_closed(
 def test_sigterm_lets_an_open_association_finish_then_every_process_stops(chicago_interfaces, tmp_path):
     _exam, paths = write_series(tmp_path, slices=2, seed=61)
     first, second = (dcmread(p) for p in paths)
-    with edge_command("dicom_scp", tmp_path) as (scp, port, log):
+    # the pool on for every process (above): the parent's clean-up after the death uses it, and
+    # the replacement is forked after that
+    with edge_command("dicom_scp", tmp_path, environment={"READROOM_DB_POOL_MAX_SIZE": "16"}) as (
+        scp,
+        port,
+        log,
+    ):
         children = child_pids(scp.pid)
         assoc = _scu_association(port)
         assert _stored(assoc, first)
