@@ -313,13 +313,7 @@ def test_at_start_up_this_hosts_associations_left_open_by_a_dead_run_are_closed(
 def test_sigterm_lets_an_open_association_finish_then_every_process_stops(chicago_interfaces, tmp_path):
     _exam, paths = write_series(tmp_path, slices=2, seed=61)
     first, second = (dcmread(p) for p in paths)
-    # the pool on for every process (above): the parent's clean-up after the death uses it, and
-    # the replacement is forked after that
-    with edge_command("dicom_scp", tmp_path, environment={"READROOM_DB_POOL_MAX_SIZE": "16"}) as (
-        scp,
-        port,
-        log,
-    ):
+    with edge_command("dicom_scp", tmp_path) as (scp, port, log):
         children = child_pids(scp.pid)
         assoc = _scu_association(port)
         assert _stored(assoc, first)
