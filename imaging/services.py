@@ -464,6 +464,45 @@ def study_order_link(study: Study, order: Order, *, how: str, is_stroke: bool) -
     return changed
 
 
+def study_order_unlink(
+    study: Study, *, patient_id: int | None, accession: str, priority: str, is_stroke: bool
+) -> list[str]:
+    """Take the order away from ``study`` (a match by hand undone, worklist.order_match): it goes
+    back to what its images alone said — ``patient_id``, ``accession``, ``priority``, ``is_stroke``
+    as they were before the match — and is routed again after commit, so its class, clock and SLA
+    deadline follow the images and the catalogue, not the order. Returns the fields that changed."""
+    patient = Patient.objects.filter(pk=patient_id).first() if patient_id else None
+    while patient is not None and patient.merged_into_id:  # merged since: the survivor is the person
+        patient = patient.merged_into
+    # Routed already: images complete, or a stroke announced at its first image (as study_order_link).
+    announced = study.status == StudyStatus.COMPLETE or (study.is_stroke and study.first_received_at)
+    taken = (
+        Study.objects.filter(facility_id=study.facility_id, accession_number=accession)
+        .exclude(pk=study.pk)
+        .exists()
+    )
+    fields: dict[str, object] = {
+        "order": None,
+        "order_match": OrderMatch.NONE,
+        "patient": patient,
+        "priority": priority,
+        "is_stroke": is_stroke,
+        # the images' own accession, unless another study took it meanwhile (unique per facility):
+        # then none, as ingest does for a duplicate accession
+        "accession_number": "" if taken else accession,
+    }
+    changed = [k for k, v in fields.items() if getattr(study, k) != v]
+    for name in changed:
+        setattr(study, name, fields[name])
+    if changed:
+        study.save(update_fields=[*changed, "updated_at"])
+    if announced:
+        _announce(study_routable, study.pk)
+    if "priority" in changed:
+        _ai_results_reweigh(study)  # an AI raise holds without the order too
+    return changed
+
+
 def _ai_results_reweigh(study: Study) -> None:
     """AI triage rules only ever raise (#18): the class an order sets is weighed again against the
     study's AI results after commit, so an order that comes after them cannot undo their raise. The
