@@ -12,10 +12,14 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from imaging.facts import InstanceHeader
 from imaging.models import Order, OrderMatch, Patient, Study
 from imaging.services import _study_for
+from interfaces.hl7.oru import oru_build
+from reports.delivery import report_message
 from reports.merge import merge_context
+from reports.models import Report, ReportTemplate, TemplateVersion
 from tests import hl7_data
 from tests.api_records import session_client, token_client
 from tests.interfaces.test_hl7_listener import exchange, msa
+from tests.reports.conftest import CT_HEAD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +63,30 @@ A08_NO_MIDDLE = "\r".join(
 )
 
 
-def test_the_hospital_sequence_keeps_and_changes_exactly_what_was_sent(hl7_listener, chicago, ops_omar):
+def _oru_fields(study: Study, signer) -> dict[str, list[str]]:
+    """The ORU that goes back for ``study``'s final report (as delivery builds it), by segment."""
+    report = Report.objects.filter(study=study).first()
+    if report is None:
+        template = ReportTemplate.objects.create(facility=study.facility, name="CT head", procedure_codes=[])
+        version = TemplateVersion.objects.create(template=template, number=1, content=CT_HEAD)
+        report = Report.objects.create(
+            study=study,
+            template_version=version,
+            author=signer,
+            status="final",
+            signed_by=signer,
+            signed_at=timezone.now(),
+            values={"impression": "No acute intracranial abnormality."},
+        )
+    study = Study.objects.select_related("facility", "patient", "order").get(pk=study.pk)
+    report.study = study
+    text = oru_build(report_message(report, "final"))
+    return {line.split("|")[0]: line.split("|") for line in text.split("\r") if line}
+
+
+def test_the_hospital_sequence_keeps_and_changes_exactly_what_was_sent(
+    hl7_listener, chicago, ops_omar, dr_neuro_il
+):
     # when the hospital sends the NW and the XO that only moves the date
     acks = exchange(hl7_listener, NW, XO_DATE_ONLY)
     assert [msa(a)[0] for a in acks] == ["AA", "AA"]
@@ -83,6 +110,22 @@ def test_the_hospital_sequence_keeps_and_changes_exactly_what_was_sent(hl7_liste
     ] * 2
     assert [n["text"] for n in request["note"]] == [STROKE_HISTORY, "Patient is on apixaban, last dose 21:00"]
     assert request["requester"]["identifier"]["value"] == "1234567"
+    # and the ORU that goes back for the exam's report carries what the XO did not touch
+    header = InstanceHeader(
+        sop_instance_uid="1.2.3.4242.1.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.42420",
+        series_instance_uid="1.2.3.4242.1",
+        accession_number="A4242",
+    )
+    study, _ = _study_for(chicago, header, timezone.now())
+    Study.objects.filter(pk=study.pk).update(status="final")  # read: a CA leaves it as it is
+    oru = _oru_fields(study, dr_neuro_il)
+    assert oru["ORC"][2:4] == ["PL-4242^RIS_ACME", "FL-4242^PACS_ACME"]  # with their namespaces
+    assert oru["ORC"][12].startswith("1234567^WELBY^MARCUS^J^JR^DR^MD")  # the ordering provider, whole
+    assert oru["OBR"][16] == oru["ORC"][12]
+    assert (oru["PV1"][2], oru["PV1"][19]) == ("E", "V-99812")  # the order's visit
+    assert (oru["PID"][5], oru["PID"][8]) == ("QUINLAN^JANE^MARIE", "F")
     # when it is cancelled with a bare PID, then the middle name is cleared with ""
     acks = exchange(hl7_listener, CA_BARE_PID, A08_NO_MIDDLE)
     assert [msa(a)[0] for a in acks] == ["AA", "AA"]
@@ -102,6 +145,10 @@ def test_the_hospital_sequence_keeps_and_changes_exactly_what_was_sent(hl7_liste
     FhirPatient.model_validate(fhir_patient)
     assert (fhir_patient["gender"], fhir_patient["birthDate"]) == ("female", "1958-02-14")
     assert fhir_patient["name"][0]["given"] == ["JANE"]
+    # and the ORU (an addendum's, say) still has the sex, the provider and the visit; no middle name
+    oru = _oru_fields(study, dr_neuro_il)
+    assert (oru["PID"][5], oru["PID"][8]) == ("QUINLAN^JANE", "F")
+    assert oru["ORC"][12].startswith("1234567^WELBY^MARCUS^J") and oru["PV1"][19] == "V-99812"
 
 
 def test_a_code_strokes_history_reaches_the_viewer_header_and_the_merge_field(
