@@ -808,13 +808,22 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
     return study, True
 
 
+def _accession_issuers_agree(order_issuer: str, images_issuer: str) -> bool:
+    """An accession is a number *and* the authority that issued it (IPC-1.2; DICOM (0008,0051)).
+    Most modalities send no issuer, and many RIS none in IPC-1: only two issuers that are both
+    there and differ say that the images' number is another authority's, not this order's."""
+    return not (order_issuer and images_issuer) or order_issuer.casefold() == images_issuer.casefold()
+
+
 def order_for_images(facility: Facility, header: InstanceHeader, accession: str) -> tuple[Order | None, str]:
     """The order a new study's images answer, and how it was found (docs/orders.md): the
-    accession at the facility; then the order that carries this Study Instance UID; then the
+    accession at the facility, when its issuers agree (``_accession_issuers_agree``); then the
+    order that carries this Study Instance UID; then the
     facility's fallback (the images' accession is the order's filler or placer number, as
     ``Facility.hl7_accession_fallback`` says the RIS numbers them)."""
     orders = Order.objects.select_related("patient").filter(facility=facility)
-    if accession and (order := orders.filter(accession_number=accession).first()):
+    order = orders.filter(accession_number=accession).first() if accession else None
+    if order is not None and _accession_issuers_agree(order.accession_issuer, header.issuer_of_accession):
         return order, OrderMatch.ACCESSION
     if order := orders.filter(study_instance_uid=header.study_instance_uid).first():
         return order, OrderMatch.STUDY_UID

@@ -224,3 +224,38 @@ def test_a_frame_without_its_trailing_cr_is_acked_and_a_v23_ack_has_no_structure
     v251 = hl7_data.orm(accession="A4246", version="2.5.1").encode()
     ack = _raw_exchange(hl7_listener, b"\x0b" + v251 + b"\x1c\r").strip(b"\x0b\x1c\r").decode()
     assert ack.split("\r")[0].split("|")[8] == "ACK^O01^ACK"
+
+
+def _images(accession: str, issuer: str, n: int) -> InstanceHeader:
+    """The header ingest reads from a CT whose accession carries (0008,0051), or not."""
+    from pydicom.dataset import Dataset
+
+    from interfaces.dicom.header import _header_from
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", f"1.2.3.425{n}.1.1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = f"1.2.3.425{n}", f"1.2.3.425{n}.1"
+    ds.AccessionNumber, ds.Modality = accession, "CT"
+    if issuer:
+        item = Dataset()
+        item.LocalNamespaceEntityID = issuer
+        ds.IssuerOfAccessionNumberSequence = [item]
+    return _header_from(ds)
+
+
+def test_an_accession_matches_with_its_issuer_and_another_authoritys_number_does_not(hl7_listener, chicago):
+    # given two orders whose IPC-1 says the RIS numbered them (IPC-1.2 = RIS_ACME)
+    for accession in ("A4250", "A4251", "A4252"):
+        omi = hl7_data.omi(accession=accession, study_uid=f"2.25.{accession[1:]}")
+        omi = omi.replace(f"\rIPC|{accession}|", f"\rIPC|{accession}^RIS_ACME|")
+        assert msa(exchange(hl7_listener, omi)[0])[0] == "AA"
+    assert Order.objects.get(accession_number="A4250").accession_issuer == "RIS_ACME"
+    # when images come with the same accession and issuer, with none, and with another authority's
+    same, _ = _study_for(chicago, _images("A4250", "ris_acme", 0), timezone.now())
+    unsaid, _ = _study_for(chicago, _images("A4251", "", 1), timezone.now())
+    other, _ = _study_for(chicago, _images("A4252", "ST_ELSEWHERE_PACS", 2), timezone.now())
+    # then the first two answer their orders by accession; the other authority's number does not
+    assert (same.order.accession_number, same.order_match) == ("A4250", OrderMatch.ACCESSION)
+    assert (unsaid.order.accession_number, unsaid.order_match) == ("A4251", OrderMatch.ACCESSION)
+    assert (other.order_id, other.order_match) == (None, OrderMatch.NONE)
+    assert _images("A4252", "ST_ELSEWHERE_PACS", 2).issuer_of_accession == "ST_ELSEWHERE_PACS"
