@@ -193,3 +193,27 @@ def test_every_message_that_updates_a_patient_keeps_clears_or_changes_its_pid_as
         )
     assert patient.birth_date == {"empty": date(1950, 1, 1), "null": None, "value": date(1980, 3, 4)}[birth]
     assert patient.sex == {"empty": "F", "null": "U", "value": "M"}[sex], kind
+
+
+def test_copies_to_is_one_list_kept_replaced_or_cleared():
+    # given an order whose results also go to two doctors (OBR-28, XCN repeating)
+    order = Order(copies_to=[{"id": "111", "family": "HOUSE"}, {"id": "222", "family": "WILSON"}])
+    # when an XO leaves OBR-28 empty, then both stay
+    fields_updated(order, _order_sent(parse(_message({})).content.orders[0], FakeFacility))
+    assert [c["family"] for c in order.copies_to] == ["HOUSE", "WILSON"]
+    # when one names a single doctor, by every component, then the list is that one
+    sent = parse(_message({("OBR", 28): "333^CAMERON^ALLISON^^^DR^MD^^NPI"})).content.orders[0]
+    fields_updated(order, _order_sent(sent, FakeFacility))
+    assert order.copies_to == [
+        {
+            "id": "333",
+            "family": "CAMERON",
+            "given": "ALLISON",
+            "prefix": "DR",
+            "degree": "MD",
+            "authority": "NPI",
+        }
+    ]
+    # when one sends "", then nobody gets copies any more
+    fields_updated(order, _order_sent(parse(_message({("OBR", 28): '""'})).content.orders[0], FakeFacility))
+    assert order.copies_to == []

@@ -259,3 +259,27 @@ def test_an_accession_matches_with_its_issuer_and_another_authoritys_number_does
     assert (unsaid.order.accession_number, unsaid.order_match) == ("A4251", OrderMatch.ACCESSION)
     assert (other.order_id, other.order_match) == (None, OrderMatch.NONE)
     assert _images("A4252", "ST_ELSEWHERE_PACS", 2).issuer_of_accession == "ST_ELSEWHERE_PACS"
+
+
+@pytest.mark.parametrize("numbering", ["filler", "placer"])
+def test_the_facilitys_fallback_matches_images_numbered_by_the_ris(chicago, numbering):
+    # given a RIS that writes its filler (or placer) number in the images' accession, and says so
+    chicago.hl7_accession_fallback = numbering
+    chicago.save(update_fields=["hl7_accession_fallback"])
+    patient = Patient.objects.create(facility=chicago, mrn="MRN4260", assigning_authority="LAKESHORE")
+    order = Order.objects.create(
+        facility=chicago, patient=patient, accession_number="A4260", placer_order_number="PL-4260",
+        filler_order_number="FL-4260", procedure_code="70450", priority="STAT",
+    )  # fmt: skip
+    # when images come with that number as their accession (and no Study UID the order knows)
+    number = {"filler": "FL-4260", "placer": "PL-4260"}[numbering]
+    study, _ = _study_for(chicago, _images(number, "", 9), timezone.now())
+    # then they answer the order by the fallback, take its priority, and say how
+    assert (study.order_id, study.order_match, study.priority) == (order.pk, OrderMatch.FALLBACK, "STAT")
+    # and with the fallback off, the same images would wait for their order
+    chicago.hl7_accession_fallback = "none"
+    chicago.save(update_fields=["hl7_accession_fallback"])
+    other, _ = _study_for(
+        chicago, _images("FL-4260" if numbering == "placer" else "PL-4260", "", 8), timezone.now()
+    )
+    assert other.order_id is None
