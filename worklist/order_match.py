@@ -201,7 +201,7 @@ def study_order_unmatch(*, study_id: int, actor, reason: str, at: datetime) -> S
             )
             if result
         ]
-        released = _claim_give_back(study, order=order, at=at)
+        released = _claim_give_back(study, order=order, actor=actor, at=at)
         event = StudyEvent.objects.create(
             study=study,
             kind=StudyEventKind.ORDER_UNMATCHED,
@@ -247,7 +247,7 @@ def _unmatch_check(study: Study) -> StudyEvent:
     return matched
 
 
-def _claim_give_back(study: Study, *, order: Order, at: datetime) -> int | None:
+def _claim_give_back(study: Study, *, order: Order, actor, at: datetime) -> int | None:
     """Release the holder's claim, if any: they were reading under the order's patient, history and
     priority. Returns the holder's id. The row is locked, so a claim made meanwhile is seen."""
     assignment = StudyAssignment.objects.select_for_update().filter(study=study).first()
@@ -258,7 +258,11 @@ def _claim_give_back(study: Study, *, order: Order, at: datetime) -> int | None:
         claimed_by=None, claimed_at=None, last_activity_at=None
     )
     StudyEvent.objects.create(
-        study=study, kind=StudyEventKind.RELEASED, at=at, detail={"because": "order match undone"}
+        study=study,
+        kind=StudyEventKind.RELEASED,
+        actor=actor,
+        at=at,
+        detail={"because": "order match undone", "holder": holder},
     )
     study_event_broadcast("released", study.pk, before=Before(holder_id=holder))
     user_notice_send(

@@ -107,7 +107,8 @@ def test_the_holders_claim_is_released_and_their_draft_follows_the_study(
         client_event = _undo(mismatched, ops_omar)
     # then the claim is given back (a released event) and the reader is told on their own pages
     assert StudyAssignment.objects.get(study=mismatched).claimed_by_id is None
-    assert StudyEvent.objects.filter(study=mismatched, kind=StudyEventKind.RELEASED).exists()
+    released = StudyEvent.objects.get(study=mismatched, kind=StudyEventKind.RELEASED)
+    assert (released.actor, released.detail["holder"]) == (ops_omar, dr_neuro_il.pk)
     notice = UserNotice.objects.get(user=dr_neuro_il, kind=NoticeKind.CLAIM_TAKEN_OVER)
     assert "not order A9002" in notice.text
     assert client_event.detail["claim_released"] == dr_neuro_il.pk
