@@ -5,6 +5,8 @@ is routed again and waits for its order once more — on the page and over REST.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from auditlog.models import LogEntry
 from django.utils import timezone
@@ -15,7 +17,16 @@ from reports.models import Report, ReportStatus, ReportTemplate, TemplateVersion
 from reports.services import report_start
 from tests.reports.conftest import CT_HEAD
 from tests.worklist.conftest import make_study, order_open
-from worklist.models import NoticeKind, StudyAssignment, StudyEvent, StudyEventKind, UserNotice
+from worklist.escalation import stroke_step_fire
+from worklist.models import (
+    EscalationStep,
+    NoticeKind,
+    StudyAssignment,
+    StudyEscalation,
+    StudyEvent,
+    StudyEventKind,
+    UserNotice,
+)
 from worklist.order_match import study_order_match
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +260,33 @@ def test_documented_in_openapi_schema(client, ops_omar):
     unmatch = schema["paths"]["/api/v1/worklist/{study_id}/order-unmatch/"]["post"]
     assert unmatch["operationId"] == "worklist_order_unmatch"
     assert {"200", "400", "403", "404", "409"} <= set(unmatch["responses"])
+
+
+def test_a_stroke_order_undone_leaves_no_stroke_and_a_taken_accession_is_not_reused(
+    chicago, ops_omar, waiting, django_capture_on_commit_callbacks
+):
+    # given the CT matched by mistake to a code-stroke order: it became a stroke
+    stroke = order_open(chicago, "A9003", mrn="MRN1234", priority=PriorityClass.STROKE)
+    with django_capture_on_commit_callbacks(execute=True):
+        study_order_match(
+            study_id=waiting.pk, order_id=stroke.pk, actor=ops_omar, reason="x", at=timezone.now()
+        )
+    assert Study.objects.filter(pk=waiting.pk, is_stroke=True, priority=PriorityClass.STROKE).exists()
+    assert StudyEscalation.objects.filter(study=waiting, step=EscalationStep.STROKE_ALERT).exists()
+    # and meanwhile another study arrived with the accession the CT's images carried
+    newcomer = make_study(chicago, status=StudyStatus.COMPLETE)
+    Study.objects.filter(pk=newcomer.pk).update(accession_number="A9O01")
+    # when the match is undone
+    with django_capture_on_commit_callbacks(execute=True):
+        _undo(waiting, ops_omar)
+    # then it is routine and no stroke again, and keeps no accession rather than another study's
+    study = Study.objects.get(pk=waiting.pk)
+    assert (study.priority, study.is_stroke, study.accession_number) == (PriorityClass.ROUTINE, False, "")
+    assert (
+        StudyEvent.objects.filter(study=study, kind=StudyEventKind.ROUTED).last().detail["priority"]
+        == "ROUTINE"
+    )
+    # and the stroke alert that fired stays on record, but its later steps no longer page anyone
+    later = timezone.now() + timedelta(hours=1)
+    assert stroke_step_fire(study_id=study.pk, step=EscalationStep.STROKE_DIRECTOR, at=later) is None
+    assert StudyEscalation.objects.filter(study=study, step=EscalationStep.STROKE_ALERT).exists()
