@@ -67,8 +67,8 @@ MATCHES_SHOWN = 20
 
 
 def matches_by_hand(user, *, facility: str = "", limit: int = MATCHES_SHOWN) -> list[Study]:
-    """The open studies matched by hand, newest first, each with ``matched`` (its ``order_matched``
-    event: who, when, why). Two queries."""
+    """The open studies matched by hand, most recently changed first, each with ``matched`` (its
+    ``order_matched`` event: who, when, why). Two queries."""
     studies = list(studies_matched_by_hand(user, facility=facility)[:limit])
     events = (
         StudyEvent.objects.filter(study__in=studies, kind=StudyEventKind.ORDER_MATCHED)
