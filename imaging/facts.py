@@ -137,6 +137,9 @@ class InstanceHeader:
     series_instance_uid: str
     transfer_syntax_uid: str = ""
     accession_number: str = ""
+    # Issuer of Accession Number Sequence (0008,0051): its Local Namespace Entity ID, else its
+    # Universal Entity ID — the authority that numbered the accession, when the modality says
+    issuer_of_accession: str = ""
     modality: str = ""
     study_description: str = ""
     series_description: str = ""

@@ -134,6 +134,51 @@ def report_start(*, study_id: int, user, at: datetime) -> Report:
         return Report.objects.get(study=study)
 
 
+def on_study_order_unmatched(sender, *, study_id: int, order_id: int, **kwargs) -> dict | None:
+    """Receiver of ``worklist.signals.study_order_unmatched``, in the unmatch's transaction.
+
+    The report is locked first: a signature under way finishes (and the unmatch is refused), or
+    waits and then signs the study as it is now. A signed report (preliminary or final) went to the
+    EMR under the order: refused (``UnmatchSigned``, 409), everything rolls back. A draft keeps the
+    reader's words; only the merge fields they left as filled — the history, the ordering provider,
+    the patient's age and sex, all from the wrong order and its patient — are filled again from the
+    study as it is now. Returns what was refreshed and kept, for the study's event."""
+    from imaging.models import Order
+    from worklist.order_match import UnmatchSigned  # the refusal the REST API answers 409 with
+
+    report = (
+        Report.objects.select_for_update(of=("self",))
+        .select_related("template_version")
+        .filter(study_id=study_id)
+        .first()
+    )
+    if report is None:
+        return None
+    if report.status != ReportStatus.DRAFT:
+        raise UnmatchSigned(
+            f"The report is signed ({report.get_status_display().lower()}): it went to the EMR under "
+            "this order, so the match stands (correct it with an addendum)."
+        )
+    now = Study.objects.select_related("facility").get(pk=study_id)
+    was = Study.objects.select_related("facility").get(pk=study_id)
+    was.order = Order.objects.select_related("patient").get(pk=order_id)
+    was.patient = was.order.patient
+    context_was, context_now = merge_context(was), merge_context(now)
+    values, refreshed, kept = dict(report.values), [], []
+    for f in report_content(report).fields():
+        if not f.default or merge_fill(f.default, context_was) == merge_fill(f.default, context_now):
+            continue
+        if values.get(f.key) == merge_fill(f.default, context_was):
+            values[f.key] = merge_fill(f.default, context_now)
+            refreshed.append(f.key)
+        else:
+            kept.append(f.key)  # the reader wrote over it: their words stay
+    if refreshed:
+        report.values = values
+        report.save(update_fields=["values", "updated_at"])
+    return {"report": report.pk, "refreshed": refreshed, "kept": kept}
+
+
 def _locked_report(report_id: int) -> Report:
     return (
         Report.objects.select_for_update(of=("self",))
