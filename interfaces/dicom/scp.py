@@ -82,6 +82,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
 
     def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
         self._listening = listening
+        self.handshakes = 0  # TLS handshakes under way: connections that are no association yet
+        self.handshakes_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
@@ -116,7 +118,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         """Close a connection at once when too many are open: a flood of bare TCP connections then
         costs nothing but the accept, and the associations already open go on."""
         ceiling = self.ae.maximum_associations
-        if len(self.active_associations) >= ceiling:
+        if len(self.active_associations) + self.handshakes >= ceiling:
             log.warning("DICOM connection from %s closed: %d connections open", client_address[0], ceiling)
             return False
         return True
@@ -145,12 +147,17 @@ class _ConnectionReturningHandler(RequestHandler):
         says nothing is dropped like one that sends no A-ASSOCIATE-RQ)."""
         sock: ssl.SSLSocket = self.request
         sock.settimeout(self.server.ae.acse_timeout)
+        with self.server.handshakes_lock:
+            self.server.handshakes += 1
         try:
             sock.do_handshake()
         except (OSError, ValueError) as exc:  # ssl.SSLError, timeout and reset are OSErrors
             log.warning("DICOM TLS handshake from %s failed: %s", self.client_address[0], exc)
             self.server.shutdown_request(sock)
             return False
+        finally:
+            with self.server.handshakes_lock:
+                self.server.handshakes -= 1
         sock.settimeout(None)  # as pynetdicom leaves an accepted socket: it selects before reading
         return True
 
