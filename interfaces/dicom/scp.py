@@ -252,6 +252,7 @@ class StorageScp:
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_connection_closed),
+            (evt.EVT_DIMSE_SENT, _idle_timer_restart),
         ]
 
     # --- events ------------------------------------------------------------------------------
@@ -471,6 +472,16 @@ def _reject(assoc, result: int, source: int, diagnostic: int) -> None:
     is idle again (the peer closed, or ARTIM)."""
     assoc.acse.send_reject(result, source, diagnostic)
     assoc.kill()
+
+
+def _idle_timer_restart(event) -> None:
+    """What we send counts as activity too: pynetdicom restarts its idle timer only when a PDU
+    arrives, so a C-MOVE whose sub-operations (on another association) outlast the network timeout,
+    with the requestor silently waiting, was aborted right after its final response. ``_idle_timer``
+    is pynetdicom's own (no public way to restart it); without it, this does nothing."""
+    timer = getattr(event.assoc.dul, "_idle_timer", None)
+    if timer is not None:
+        timer.restart()
 
 
 def _calling(event) -> str:

@@ -9,17 +9,19 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 
 import pytest
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove, Verification
 
 from facilities.models import DicomSender
 from imaging.models import Instance
 from interfaces.dicom.scp import _server_stop, storage_scp
 from interfaces.models import DicomAssociation
 from tests.interfaces.test_dicom_scp import dcmtk, write_series
-from tests.net import wait_until
+from tests.net import free_port, wait_until
 from tests.tls_certs import tls_files_write
 
 pytestmark = [
@@ -119,6 +121,49 @@ def test_an_idle_association_is_aborted_after_the_network_timeout(chicago_interf
             lambda: DicomAssociation.objects.filter(calling_ae_title="LAKESHORE_CT1", ended_at__isnull=False),
             timeout=10,
         )
+
+
+def test_a_move_longer_than_the_network_timeout_is_not_aborted(
+    chicago_interfaces, settings, image_store, tmp_path
+):
+    """The requestor waits silently while the sub-operations go to the destination: what the SCP
+    sends counts as activity, so the association ends with the requestor's release, not an abort."""
+    settings.READROOM_DICOM_NETWORK_TIMEOUT = 2
+    exam, paths = write_series(tmp_path, slices=3, seed=74)
+
+    def slow_store(event):  # the destination PACS takes its time over each image
+        time.sleep(1.2)
+        return 0x0000
+
+    pacs = AE(ae_title="LAKESHORE_PACS")
+    pacs.supported_contexts = AllStoragePresentationContexts
+    pacs_port = free_port()
+    destination = pacs.start_server(
+        ("127.0.0.1", pacs_port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)]
+    )
+    chicago_interfaces.dicom_move_destinations = [
+        {"ae_title": "LAKESHORE_PACS", "host": "127.0.0.1", "port": pacs_port}
+    ]
+    chicago_interfaces.save()
+    try:
+        with scp_running() as (_server, port):
+            stored = dcmtk("storescu", "-aet", "LAKESHORE_CT1", "-aec", "READROOM", "127.0.0.1", str(port),
+                           *map(str, paths))  # fmt: skip
+            assert stored.returncode == 0, stored.stderr
+            scu = AE(ae_title="LAKESHORE_CT1")
+            scu.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = scu.associate("127.0.0.1", port, ae_title="READROOM")
+            query = Dataset()
+            query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", exam.study_uid
+            responses = list(
+                assoc.send_c_move(query, "LAKESHORE_PACS", StudyRootQueryRetrieveInformationModelMove)
+            )
+            assert responses[-1][0].Status == 0x0000  # 3 images, ~3.6 s: longer than the timeout
+            assert not assoc.is_aborted
+            assoc.release()
+            assert assoc.is_released and not assoc.is_aborted
+    finally:
+        destination.shutdown()
 
 
 def test_a_silent_probe_is_closed_after_the_acse_timeout(chicago_interfaces, settings):
