@@ -26,12 +26,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def _send(reader, writer, frame: str, timeout: float = 10) -> hl7.Message | None:
-    """One frame and its ACK; None when the listener closed the connection instead."""
-    writer.writeblock(frame.encode())
-    await writer.drain()
+    """One frame and its ACK; None when the listener closed the connection instead (a reset when
+    it closed with this frame unread in its buffer)."""
     try:
+        writer.writeblock(frame.encode())
+        await writer.drain()
         block = await asyncio.wait_for(reader.readblock(), timeout)
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, ConnectionError):
         return None
     return hl7.parse(block.decode()) if block else None
 
