@@ -31,6 +31,10 @@ OPERATIONS_FIELDS = (
     "oru_addenda_as_nte",
     "hl7_outbound_host",
     "hl7_outbound_port",
+    # edge security (issue 15): TLS for the ORU, and who may connect for this facility
+    "hl7_outbound_tls",
+    "hl7_allowed_networks",
+    "dicom_allowed_networks",
     "hl7_accession_fallback",
     "study_quiet_seconds",
     "hl7_expected_gap_minutes",

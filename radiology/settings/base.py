@@ -381,6 +381,27 @@ READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)
 READROOM_DICOM_CHECK_CALLED_AE = env.bool("READROOM_DICOM_CHECK_CALLED_AE", default=True)
 
+# Edge limits (docs/interfaces-hardening.md "Connection limits"), per SCP process. An association
+# counts once its A-ASSOCIATE-RQ has arrived (it then holds a database session); one calling AE may
+# hold at most PER_AE of them, so a modality stuck opening associations cannot crowd out the others.
+# Above either limit: A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded (the modality retries).
+READROOM_DICOM_MAX_ASSOCIATIONS = env.int("READROOM_DICOM_MAX_ASSOCIATIONS", default=32)
+READROOM_DICOM_MAX_ASSOCIATIONS_PER_AE = env.int("READROOM_DICOM_MAX_ASSOCIATIONS_PER_AE", default=10)
+# An association that sends nothing for this long is aborted (pynetdicom's default was 60 s; Orthanc's
+# DicomScpTimeout is 30 s); a connection that sends no A-ASSOCIATE-RQ this long after it opened is closed.
+READROOM_DICOM_NETWORK_TIMEOUT = env.float("READROOM_DICOM_NETWORK_TIMEOUT", default=30.0)
+READROOM_DICOM_ACSE_TIMEOUT = env.float("READROOM_DICOM_ACSE_TIMEOUT", default=5.0)
+# MLLP: connections at once from one address (per listener process); more are closed at once.
+READROOM_HL7_MAX_CONNECTIONS_PER_PEER = env.int("READROOM_HL7_MAX_CONNECTIONS_PER_PEER", default=10)
+# TLS on the edges (docs/interfaces-hardening.md "TLS"): PEM file paths. With CERT and KEY set the port
+# speaks only TLS; with CA_FILE set too, a client certificate signed by that CA is required.
+READROOM_DICOM_TLS_CERT_FILE = env.str("READROOM_DICOM_TLS_CERT_FILE", default="")
+READROOM_DICOM_TLS_KEY_FILE = env.str("READROOM_DICOM_TLS_KEY_FILE", default="")
+READROOM_DICOM_TLS_CA_FILE = env.str("READROOM_DICOM_TLS_CA_FILE", default="")
+READROOM_HL7_TLS_CERT_FILE = env.str("READROOM_HL7_TLS_CERT_FILE", default="")
+READROOM_HL7_TLS_KEY_FILE = env.str("READROOM_HL7_TLS_KEY_FILE", default="")
+READROOM_HL7_TLS_CA_FILE = env.str("READROOM_HL7_TLS_CA_FILE", default="")
+
 # Outbound HL7 (the report outbox, docs/delivery.md): retry after 5 s, doubling, at most 5 min apart,
 # ±jitter; dead letter after this many attempts or this long since it was queued.
 READROOM_HL7_OUT_RETRY_BASE_SECONDS = env.float("READROOM_HL7_OUT_RETRY_BASE_SECONDS", default=5.0)

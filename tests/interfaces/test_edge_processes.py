@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hl7
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from hl7.mllp import open_hl7_connection
@@ -27,7 +28,6 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from imaging.models import Instance, Order
 from interfaces.dicom.receive import PROCESS_DIED, dicom_associations_of_previous_run_close
-from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS
 from interfaces.models import DicomAssociation, InboundMessage, InboundStatus
 from interfaces.supervisor import replacement_delay
 from tests import hl7_data
@@ -212,7 +212,7 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = 5
         with stopped(child_pids(scp.pid)[0]):
-            for _ in range(MAXIMUM_ASSOCIATIONS + 4):
+            for _ in range(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 4):
                 assoc = ae.associate("127.0.0.1", port, ae_title="READROOM")
                 assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
                 assoc.release()

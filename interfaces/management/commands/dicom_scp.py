@@ -8,7 +8,7 @@ from interfaces.dicom.receive import (
     dicom_associations_of_previous_run_close,
     dicom_associations_of_process_close,
 )
-from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS, dicom_scp_service
+from interfaces.dicom.scp import dicom_scp_service
 from interfaces.runner import database_pool_enable, edge_service_run
 
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             if not options["no_db_pool"]:
                 # sessions reused across associations (a few more than the associations one process
                 # accepts at once); per serving process, so the supervising parent has none
-                database_pool_enable(MAXIMUM_ASSOCIATIONS + 2)
+                database_pool_enable(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 2)
 
         service = functools.partial(dicom_scp_service, stop_grace_seconds=stop_grace)
         edge_service_run(
