@@ -407,6 +407,7 @@ class RetrievalStatus(models.TextChoices):
     RETRIEVED = "retrieved", "Retrieved"
     FAILED = "failed", "Failed"  # retried until the attempts run out
     SKIPPED = "skipped", "Not relevant"
+    DEFERRED = "deferred", "Waiting for the pull hours"  # asked when the source's hours open
 
 
 class PriorRetrieval(models.Model):
