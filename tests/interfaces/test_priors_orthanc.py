@@ -158,6 +158,29 @@ def test_a_source_that_is_down_is_retried_and_the_failure_shown(chicago):
     assert prior_status_text(current) == "0 priors retrieved, 1 failed: source unreachable"
 
 
+def test_the_first_image_of_a_study_without_an_order_asks_the_sources(chicago):
+    chicago.prior_sources = [
+        {"name": "PACS", "method": "c-move", "host": "127.0.0.1", "port": free_port(), "called_ae_title": "X",
+         "timeout_seconds": 2}
+    ]  # fmt: skip
+    chicago.save(update_fields=["prior_sources"])
+    patient = Patient.objects.create(facility=chicago, mrn=MRN, assigning_authority=ISSUER)
+    # when: a study arrives with no order (its first image indexed it)
+    study = Study.objects.create(facility=chicago, patient=patient, study_instance_uid="1.2.3.4.7")
+    # then: the sources were asked for that patient, for that study
+    retrieval = PriorRetrieval.objects.get(patient=patient)
+    assert (retrieval.study_id, retrieval.order_id, retrieval.last_error) == (
+        study.pk,
+        None,
+        "source unreachable",
+    )
+    # and a prior arriving (prior_state set) asks nothing again
+    Study.objects.create(
+        facility=chicago, patient=patient, study_instance_uid="1.2.3.4.8", prior_state=PriorState.RETRIEVING
+    )
+    assert PriorRetrieval.objects.filter(patient=patient).count() == 1
+
+
 def test_a_source_outside_its_pull_hours_waits_and_is_asked_when_they_open(chicago):
     import time_machine
 
