@@ -18,6 +18,7 @@ from imaging.storage import storage_root
 from interfaces.models import InboundMessage, InboundStatus
 from tests.ai.test_ai_sr_scp import wait_for
 from tests.ai_data import ai_oru
+from tests.conftest import enrol_totp
 from tests.interfaces.test_hl7_listener import err_code, exchange, msa
 from tests.reports.conftest import claimed_head_ct, ct_head_template  # noqa: F401
 from tests.worklist.conftest import make_eligible, neuro_reader  # noqa: F401
@@ -82,7 +83,14 @@ def fragment(user, study, *, verified=None):
 
 
 def test_a_historical_report_is_kept_encrypted_and_shown_beside_the_editor_with_its_source(
-    hl7_listener, takes_history, claimed_head_ct, neuro_reader, verified_client, admin_lakeview
+    hl7_listener,
+    takes_history,
+    claimed_head_ct,
+    neuro_reader,
+    verified_client,
+    admin_lakeview,
+    dr_msk_wi,
+    lakeview_interfaces,
 ):
     current = claimed_head_ct
     patient = current.patient
@@ -108,7 +116,12 @@ def test_a_historical_report_is_kept_encrypted_and_shown_beside_the_editor_with_
     assert FINDINGS in body and IMPRESSION in body
     assert "from the RIS, EPIC_RAD^LAKESHORE" in body and "Read by DR MARTIN J HALE, MD" in body
     assert "CT CHEST WO CONTRAST · H-2025-001" in body and "2025-03-01" in body
-    # another facility's user gets 404 for the fragment and sees nothing of it
+    # another facility's reader (on shift there) and admin get 404 for the page and the fragment
+    enrol_totp(dr_msk_wi)
+    make_eligible(dr_msk_wi, lakeview_interfaces)
+    elsewhere = verified_client(dr_msk_wi)
+    assert elsewhere.get(f"/studies/{current.pk}/report/priors/").status_code == 404
+    assert elsewhere.get(f"/studies/{current.pk}/report/").status_code == 404
     assert fragment(admin_lakeview, current).status_code == 404
 
 
