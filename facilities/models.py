@@ -378,6 +378,9 @@ class Facility(models.Model):
         ],
         default="filler",
     )
+    # The RIS/EMR may send the hospital's report history (ORU^R01 from a sender that is not an AI
+    # node): kept read-only as prior reports of the patient (docs/priors.md). Off: such ORUs get AR 200.
+    hl7_report_history = models.BooleanField("accepts historical reports (ORU^R01)", default=False)
     # A study is complete when no instance has arrived for this long (DESIGN.md §4).
     study_quiet_seconds = models.PositiveIntegerField(default=90, validators=[MinValueValidator(5)])
     # An interface silent for longer than this turns red on the operations page.

@@ -18,6 +18,8 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       expected_gap_minutes: 60      # HL7 silence longer than this turns the interface red
       allowed_networks: [10.20.0.0/16]  # optional: the addresses these senders may connect from; a
                                     #   frame from elsewhere gets AR and the connection is closed
+      report_history: false         # its senders' ORU^R01 are the hospital's historical reports, kept
+                                    #   read-only as priors (docs/priors.md); default false: AR 200
       outbound:                     # where signed reports (ORU^R01) go over MLLP; both keys or neither
         host: hl7.birchlake.example.org
         port: 6661
@@ -129,7 +131,10 @@ TOP_KEYS = (
     "patients",
     "ai",
 )  # fmt: skip
-HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound", "allowed_networks")
+HL7_KEYS = (
+    "senders", "accession_fallback", "expected_gap_minutes", "outbound", "allowed_networks",
+    "report_history",
+)  # fmt: skip
 HL7_SENDER_KEYS = ("application", "facility")
 OUTBOUND_KEYS = ("host", "port", "tls")
 DICOM_KEYS = (
@@ -173,6 +178,7 @@ FIELD_PATHS: dict[str, str] = {
     "hl7_outbound_tls": "hl7.outbound.tls",
     "hl7_allowed_networks": "hl7.allowed_networks",
     "dicom_allowed_networks": "dicom.allowed_networks",
+    "hl7_report_history": "hl7.report_history",
     "study_quiet_seconds": "dicom.study_quiet_seconds",
     "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
     **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
@@ -584,6 +590,7 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     senders = r.hl7_senders(hl7.get("senders"), "hl7.senders")
     raw["hl7_accession_fallback"] = r.text(hl7, "accession_fallback", "hl7.accession_fallback")
     raw["hl7_expected_gap_minutes"] = r.whole(hl7, "expected_gap_minutes", "hl7_expected_gap_minutes")
+    raw["hl7_report_history"] = r.flag(hl7, "report_history", "hl7.report_history")
     outbound = r.section(hl7.get("outbound"), "hl7.outbound", OUTBOUND_KEYS)
     raw["hl7_outbound_host"] = r.host(outbound)
     raw["hl7_outbound_port"] = r.port(outbound)

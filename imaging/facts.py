@@ -185,3 +185,21 @@ class AiResultFacts:
     findings: tuple[AiFindingFacts, ...]
     sop_instance_uid: str = ""  # the SR/SEG/KOS itself; the ORU's MSH-10 for HL7
     referenced_sop_instance_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HistoricalReportFacts:
+    """The hospital's own earlier report of a patient, as its RIS sent it (an ORU^R01 of its report
+    history, docs/priors.md): who, which exam, who read it, the final or corrected text."""
+
+    patient: PatientFacts
+    accession_number: str
+    procedure_code: str
+    procedure_text: str
+    observed_at: datetime | None  # naive: the facility's local time, as HL7 sends it
+    reported_at: datetime | None
+    result_status: str  # F | C
+    radiologist_name: str
+    text: str
+    source: str  # MSH-3^MSH-4
+    control_id: str  # MSH-10

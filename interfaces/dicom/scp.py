@@ -21,12 +21,13 @@ from django.db import connections
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification, register_uid
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification, register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility, address_allowed
 from imaging.services import IndexCache
 from imaging.transcoding import syntax_decodable
+from interfaces.dicom.mwl import worklist_responses
 from interfaces.dicom.qr import (
     QR_SOP_CLASSES,
     IdentifierError,
@@ -231,6 +232,7 @@ class StorageScp:
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for sop_class in QR_SOP_CLASSES:
             ae.add_supported_context(sop_class)
+        ae.add_supported_context(ModalityWorklistInformationFind)  # interfaces.dicom.mwl
         ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs (STANDARDS.md §3 throughput)
         # pynetdicom counts every open connection, probes included, and would refuse a modality's
         # association while 32 probes sit idle: the limits that count are on_requested's (identified
@@ -355,6 +357,14 @@ class StorageScp:
         state = self._state(event.assoc)
         if state is None or state.facility is None:
             yield NOT_AUTHORISED, None
+            return
+        if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+            yield from worklist_responses(
+                state.facility,
+                event.identifier,
+                calling_ae_title=_calling(event),
+                cancelled=lambda: event.is_cancelled,
+            )
             return
         yield from find_responses(
             state.facility,

@@ -97,13 +97,24 @@ def _sender_facility(app: str, fac: str) -> _SenderFacility | None:
     return found
 
 
-def _sender_is_ai_node(header: Header) -> bool:
-    """Asked for ORU^R01 frames only (an AI node's results; reports go the other way)."""
-    return Hl7Sender.objects.filter(
-        sending_application__iexact=header.sending_application,
-        sending_facility__iexact=header.sending_facility,
-        ai_node=True,
-    ).exists()
+def oru_kind(header: Header) -> str | None:
+    """What an ORU^R01 from this sender is, by the sender's configuration alone (asked for ORU
+    frames only): an AI node's result (docs/ai.md), the facility's report history when the facility
+    takes it (``hl7.report_history``, docs/priors.md), else None — refused. Our own reports go the
+    other way, so an ORU is never read as one of them."""
+    sender = (
+        Hl7Sender.objects.select_related("facility")
+        .filter(
+            sending_application__iexact=header.sending_application,
+            sending_facility__iexact=header.sending_facility,
+        )
+        .first()
+    )
+    if sender is None:
+        return None
+    if sender.ai_node:
+        return "ai_result"
+    return "report_history" if sender.facility.hl7_report_history else None
 
 
 def sender_cache_clear() -> None:
@@ -227,14 +238,18 @@ def _assess(raw: bytes, oversize: int, peer: str = "") -> tuple[Header | None, i
         # ERR. Kept (status rejected) like every refused frame; the listener then hangs up.
         text = f"address {host} not in {sender.code}'s HL7 allow-list"
         return header, facility_id, PeerNotAllowed("AR", UNKNOWN_KEY_IDENTIFIER, text, "MSH^1^4")
-    if header.message_code == "ORU" and not _sender_is_ai_node(header):
-        # decided from MSH alone, before the body is parsed: a RIS's ORU is an unsupported type (AR 200)
-        # whatever its body holds, and only an AI node's ORU is read as an AI result
+    kind = oru_kind(header) if header.message_code == "ORU" else None
+    if header.message_code == "ORU" and kind is None:
+        # decided from MSH alone, before the body is parsed: an ORU from a sender that is neither an
+        # AI node nor one of a facility taking report history is an unsupported type (AR 200)
         sender_name = f"{header.sending_application}^{header.sending_facility}"
-        reason = f"ORU^R01 from {sender_name}: only a sender onboarded as an AI node sends results"
+        reason = (
+            f"ORU^R01 from {sender_name}: only an AI node's results, or report history from a "
+            "facility that takes it (hl7.report_history), are accepted"
+        )
         return header, facility_id, Hl7Error("AR", UNSUPPORTED_MESSAGE_TYPE, reason, "MSH^1^9")
     try:
-        parsed = parse_text(text, header)
+        parsed = parse_text(text, header, oru_kind=kind or "ai_result")
         return (
             header,
             facility_id,
@@ -340,7 +355,7 @@ def _message_apply(message: InboundMessage) -> bool:
     fields = ["status", "error", "attempts", "processed_at"]
     try:
         with transaction.atomic():
-            parsed = parse(bytes(message.raw))
+            parsed = _parsed(message)
             note = _apply(message.facility, parsed)
         message.status, message.error = InboundStatus.PROCESSED, note
     except (Hl7Error, imaging.IngestConflict) as exc:
@@ -360,6 +375,18 @@ def _message_apply(message: InboundMessage) -> bool:
     message.save(update_fields=fields)
     _application_ack_send(message)
     return True
+
+
+def _parsed(message: InboundMessage) -> ParsedMessage:
+    """The stored frame read again for its apply; an ORU by its sender's configuration now (a
+    sender changed since the ACK is read as it is configured when applied)."""
+    raw = bytes(message.raw)
+    if message.message_type.startswith("ORU"):
+        kind = oru_kind(read_header(decode(normalize(raw))))
+        if kind is None:
+            raise Hl7Error("AE", UNSUPPORTED_MESSAGE_TYPE, "its sender no longer sends ORU^R01 we accept")
+        return parse(raw, oru_kind=kind)
+    return parse(raw)
 
 
 def _application_ack_send(message: InboundMessage) -> None:
@@ -423,6 +450,10 @@ def _apply(facility: Facility, parsed: ParsedMessage) -> str:
 
         result = ai_result_record(facility=facility, facts=parsed.content)
         return f"AI result {result.pk} for study {result.study_id}"
+    if parsed.kind == "report_history":
+        from imaging.report_history import historical_report_record
+
+        return historical_report_record(facility=facility, facts=parsed.content).note
     merged = imaging.patients_merge(facility=facility, merge=parsed.content)
     return "" if merged else "no prior patient found: nothing to merge"
 

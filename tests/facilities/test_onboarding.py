@@ -80,6 +80,7 @@ def test_the_shipped_example_creates_its_facility():
     assert birch.kind == FacilityKind.CRITICAL_ACCESS and birch.active
     assert (birch.hl7_outbound_host, birch.hl7_outbound_port) == ("hl7.birchlake-memorial.example.org", 6661)
     assert (birch.hl7_accession_fallback, birch.hl7_expected_gap_minutes) == ("filler", 240)
+    assert birch.hl7_report_history  # its RIS's ORU^R01 are report history (docs/priors.md)
     assert (birch.study_quiet_seconds, birch.dicom_expected_gap_minutes) == (120, 480)
     # overridden SLA targets, and the defaults for the classes the contract leaves alone
     assert (birch.sla_stat_minutes, birch.sla_routine_minutes) == (45, 2880)
