@@ -241,6 +241,7 @@ class ChargeSerializer(serializers.ModelSerializer):
     facility = serializers.CharField(source="facility.code")
     accession = serializers.CharField(source="study.accession_number")
     radiologist = serializers.StringRelatedField()
+    posted_by = serializers.StringRelatedField()
 
     class Meta:
         model = Charge
@@ -255,6 +256,11 @@ class ChargeSerializer(serializers.ModelSerializer):
             "amount",
             "radiologist",
             "signed_at",
+            "kind",
+            "corrects",
+            "reason",
+            "posted_by",
+            "posted_at",
         ]
 
 

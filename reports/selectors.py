@@ -154,7 +154,8 @@ def month_bounds(month: str, zone) -> tuple[datetime, datetime]:
 
 
 def charges_for(user, *, facility_code: str, month: str) -> tuple[Facility, QuerySet[Charge]]:
-    """The facility's charges signed in ``month``, for operations and that facility's admins only
+    """The facility's charges posted in ``month`` — a read's own row when it was signed, a
+    correction's rows when they were posted — for operations and that facility's admins only
     (404 for anyone else, as for a missing facility). ``ValueError`` for a malformed month."""
     from facilities.selectors import facilities_administered_by
 
@@ -163,9 +164,9 @@ def charges_for(user, *, facility_code: str, month: str) -> tuple[Facility, Quer
         raise Http404("No such facility")
     start, end = month_bounds(month, facility.zone)
     charges = (
-        Charge.objects.filter(facility=facility, signed_at__gte=start, signed_at__lt=end)
-        .select_related("study", "radiologist", "radiologist__radiologist_profile")
-        .order_by("signed_at", "id")
+        Charge.objects.filter(facility=facility, posted_at__gte=start, posted_at__lt=end)
+        .select_related("study", "radiologist", "radiologist__radiologist_profile", "posted_by")
+        .order_by("posted_at", "id")
     )
     return facility, charges
 

@@ -324,6 +324,13 @@ CSV_COLUMNS = (
     "amount",
     "radiologist",
     "radiologist_npi",
+    # corrections are rows of their own (charges are append-only): the original's and the
+    # reversal's amounts sum to nothing, the correction's is what is owed
+    "charge_id",
+    "kind",
+    "corrects_charge_id",
+    "reason",
+    "posted_at_local",
 )
 
 
@@ -351,6 +358,11 @@ def charges_csv(request: HttpRequest, facility_code: str, month: str) -> HttpRes
                 charge.amount,
                 str(charge.radiologist),
                 profile.npi if profile else "",
+                charge.pk,
+                charge.kind,
+                charge.corrects_id or "",
+                charge.reason,
+                iso_text(charge.posted_at, facility.zone),
             ]
         )
     return response
