@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from imaging.models import Instance, PriorState, Study
 from imaging.selectors import study_priors
 from imaging.storage import StorageError, encrypted_read
@@ -69,7 +69,7 @@ def prior_documents(user, study: Study) -> list[PriorDocument]:
             text, title = "(this report could not be read)", ""
         documents.append(PriorDocument(prior, kind, title or "Report", text[:MAX_TEXT]))
     for prior in {d.study for d in documents}:
-        record_phi_access(prior)
+        record_phi_access(prior, kind=ReadKind.PRIORS)
     return documents
 
 

@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from reports import services
 from reports.models import Addendum, Charge, Report
 from reports.selectors import access_report, charges_for, reports_visible_to
@@ -143,7 +143,7 @@ class ReportList(ListAPIView):
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         for report in page if page is not None else queryset:
-            record_phi_access(report)
+            record_phi_access(report, kind=ReadKind.REPORT)
         return page
 
 

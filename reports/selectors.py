@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from credentialing.eligibility import image_modalities
 from facilities.models import Facility, PriorityClass
 from reports.models import Charge, Report, ReportStatus, ReportTemplate, TemplateVersion
@@ -100,11 +100,11 @@ def access_report(user, report_id: int) -> Report:
     )
     if report is None:
         raise Http404("No such report")
-    record_phi_access(report)
+    record_phi_access(report, kind=ReadKind.REPORT)
     return report
 
 
-def access_study_for_report(user, study_id: int):
+def access_study_for_report(user, study_id: int, *, kind: ReadKind = ReadKind.REPORT):
     """The study whose report page the user opens: its claimant always (whatever eligibility says
     now), otherwise whoever may see the study (``access_study``: 404 and an audit row)."""
     from imaging.models import Study
@@ -112,12 +112,12 @@ def access_study_for_report(user, study_id: int):
 
     if study_claimant_id(study_id) == user.pk:
         study = Study.objects.select_related("facility", "patient", "order").get(pk=study_id)
-        record_phi_access(study)
+        record_phi_access(study, kind=kind)
         return study
     # a blinded reviewer sees the study's images, never its report page (it names the signer)
     if Report.objects.filter(study_id=study_id, pk__in=_blinded_report_ids(user)).exists():
         raise Http404("No such study")
-    return access_study(user, study_id)
+    return access_study(user, study_id, kind=kind)
 
 
 def report_of_study(study) -> Report | None:
