@@ -415,6 +415,18 @@ class ChargeCorrectionRefused(ReportError):
     pass
 
 
+class ChargeCorrectionForbidden(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeMissing(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeAlreadyCorrected(ChargeCorrectionRefused):
+    pass
+
+
 # what a correction may change; anything else is the read itself (study, report, signature)
 CHARGE_CORRECTABLE = ("procedure_code", "rvu", "rate", "amount", "radiologist")
 
@@ -431,7 +443,7 @@ def charge_correct(
     correction. Returns (reversal, correction or None)."""
     reason = reason.strip()
     if not has_role(by, Role.OPERATIONS):
-        raise ChargeCorrectionRefused("Only operations may correct a charge.")
+        raise ChargeCorrectionForbidden("Only operations may correct a charge.")
     if not reason:
         raise ChargeCorrectionRefused("A correction needs a reason.", ["reason: required"])
     unknown = sorted(set(changes) - set(CHARGE_CORRECTABLE))
@@ -448,7 +460,7 @@ def charge_correct(
     except IntegrityError as error:
         if "charge_reversed_once" not in str(error):
             raise
-        raise ChargeCorrectionRefused("This charge was already corrected: correct the latest row.") from None
+        raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.") from None
 
 
 def _charge_correction_post(
@@ -457,11 +469,11 @@ def _charge_correction_post(
     with transaction.atomic():
         original = Charge.objects.filter(pk=charge_id).first()
         if original is None:
-            raise ChargeCorrectionRefused("No such charge.")
+            raise ChargeMissing("No such charge.")
         if original.kind == ChargeKind.REVERSAL:
-            raise ChargeCorrectionRefused("A reversal cannot be corrected.")
+            raise ChargeAlreadyCorrected("A reversal cannot be corrected.")
         if original.corrections.filter(kind=ChargeKind.REVERSAL).exists():
-            raise ChargeCorrectionRefused("This charge was already corrected: correct the latest row.")
+            raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.")
         shared = {
             "facility_id": original.facility_id,
             "study_id": original.study_id,

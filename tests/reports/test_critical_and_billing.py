@@ -417,3 +417,33 @@ def test_only_operations_correct_a_charge_with_a_reason(billed, admin_chicago, n
             signed_at=billed.signed_at,
             posted_at=timezone.now(),
         )
+
+
+def test_the_correction_api_posts_new_rows_for_operations_only(billed, client, ops_omar, admin_chicago):
+    url = f"/api/v1/reports/charges/{billed.pk}/corrections/"
+    client.force_login(admin_chicago)  # the hospital's admin reads its bill, never corrects it
+    assert (
+        client.post(url, {"reason": "cheaper", "rate": "1.00"}, content_type="application/json").status_code
+        == 403
+    )
+    client.force_login(ops_omar)
+    assert client.post(url, {"rate": "1.00"}, content_type="application/json").status_code == 400  # no reason
+    missing = "/api/v1/reports/charges/999999/corrections/"
+    assert client.post(missing, {"reason": "x"}, content_type="application/json").status_code == 404
+    response = client.post(url, {"reason": "Contract rate", "rate": "30.00"}, content_type="application/json")
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["reversal"]["kind"], body["reversal"]["amount"], body["reversal"]["corrects"]) == (
+        "reversal",
+        "-42.00",
+        billed.pk,
+    )
+    assert (body["correction"]["kind"], body["correction"]["amount"], body["correction"]["reason"]) == (
+        "correction",
+        "30.00",
+        "Contract rate",
+    )
+    again = client.post(url, {"reason": "again", "void": True}, content_type="application/json")
+    assert again.status_code == 409 and "already corrected" in again.json()["detail"]
+    assert Charge.objects.get(pk=billed.pk).amount == Decimal("42.00")
+    assert Charge.objects.filter(study_id=billed.study_id).count() == 3
