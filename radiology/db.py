@@ -192,3 +192,33 @@ def role_is_member_of(member: str, role: str, using: str = DEFAULT_DB_ALIAS) -> 
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", [member, role])
         return bool(cursor.fetchone()[0])
+
+
+def connected_role_hazards(cursor) -> list[str]:
+    """What the connected role could do to history that the app role must not: be a superuser, own
+    (or act as the owner of) the audit log, TRUNCATE it, or change its rows. Empty for the app role
+    ``db_roles`` sets up. ``cursor``: any DB-API cursor on the database (Django's or psycopg's)."""
+    cursor.execute(
+        """
+        SELECT r.rolsuper,
+               pg_has_role(current_user, c.relowner, 'USAGE'),
+               has_table_privilege(c.oid, 'TRUNCATE'),
+               has_table_privilege(c.oid, 'UPDATE') OR has_table_privilege(c.oid, 'DELETE')
+        FROM pg_class c, pg_roles r
+        WHERE c.oid = to_regclass('public.auditlog_logentry') AND r.rolname = current_user
+        """
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return []  # not migrated yet
+    superuser, owner, truncate, rewrite = row
+    return [
+        text
+        for present, text in (
+            (superuser, "is a superuser"),
+            (owner and not superuser, "owns the tables (or may act as their owner): it can disable triggers"),
+            (truncate and not (owner or superuser), "may TRUNCATE the audit log"),
+            (rewrite and not (owner or superuser), "may UPDATE or DELETE audit rows"),
+        )
+        if present
+    ]

@@ -21,6 +21,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from accounts.checks import database_role_check
+from radiology.db import connected_role_hazards
 from reports.models import Charge, ChargeKind, Report, ReportStatus
 from reports.services import report_draft_save, report_sign, report_start
 from tests.conftest import PASSWORD
@@ -137,7 +139,13 @@ def test_the_app_role_cannot_truncate_disable_triggers_or_rewrite_history_but_th
         _refused(conn, "UPDATE reports_charge SET amount = 0", denied, "permission denied")
         _refused(conn, "DELETE FROM reports_charge", denied, "permission denied")
 
+        assert connected_role_hazards(conn.cursor()) == []  # check --deploy has nothing to say
+    with connection.cursor() as cursor:  # the suite's superuser would be warned about
+        assert "is a superuser" in connected_role_hazards(cursor)
+    assert [w.id for w in database_role_check()] == ["readroom.W015"]
+
     with _connect(owner) as conn:  # the owner may do all that; the trigger stops an accident
+        assert any("owns the tables" in h for h in connected_role_hazards(conn.cursor()))
         _refused(conn, "TRUNCATE auditlog_logentry", psycopg.errors.RaiseException, "TRUNCATE refused")
         _refused(conn, "TRUNCATE reports_charge CASCADE", psycopg.errors.RaiseException, "TRUNCATE refused")
 
