@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from imaging.models import HistoricalReport, Instance, PriorState, Study
 from imaging.selectors import study_priors
 from imaging.storage import StorageError, encrypted_read
@@ -109,7 +109,7 @@ def historical_documents(study: Study) -> list[PriorDocument]:
                 earlier=tuple(earlier),
             )
         )
-        record_phi_access(report)
+        record_phi_access(report, kind=ReadKind.PRIORS)
     return documents
 
 
@@ -153,7 +153,7 @@ def _pacs_documents(user, study: Study) -> list[PriorDocument]:
             )
         )
     for prior in {d.study for d in documents}:
-        record_phi_access(prior)
+        record_phi_access(prior, kind=ReadKind.PRIORS)
     return documents
 
 

@@ -24,7 +24,7 @@ from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from accounts.roles import Role, has_role
 from credentialing.eligibility import readable_studies_q
 from facilities.models import Facility
@@ -86,15 +86,15 @@ def study_blinded_for(user, study_id: int) -> bool:
     return blinded_reports_for(user).filter(report__study_id=study_id).exists()
 
 
-def access_study(user, study_id: int) -> Study:
-    """Fetch a study the user may see, record the read in the audit log, or 404 (the same answer
-    for another facility's study as for a missing one)."""
+def access_study(user, study_id: int, *, kind: ReadKind) -> Study:
+    """Fetch a study the user may see, record the read (of ``kind``) in the audit log, or 404 (the
+    same answer for another facility's study as for a missing one)."""
     study = (
         studies_visible_to(user).select_related("facility", "patient", "order").filter(pk=study_id).first()
     )
     if study is None:
         raise Http404("No such study")
-    record_phi_access(study)
+    record_phi_access(study, kind=kind)
     return study
 
 
@@ -136,7 +136,7 @@ def access_order(user, order_id: int) -> Order:
     order = orders_visible_to(user).select_related("facility", "patient").filter(pk=order_id).first()
     if order is None:
         raise Http404("No such order")
-    record_phi_access(order)
+    record_phi_access(order, kind=ReadKind.API)
     return order
 
 
@@ -145,7 +145,7 @@ def access_patient(user, patient_id: int) -> Patient:
     patient = patients_visible_to(user).select_related("facility").filter(pk=patient_id).first()
     if patient is None:
         raise Http404("No such patient")
-    record_phi_access(patient)
+    record_phi_access(patient, kind=ReadKind.API)
     return patient
 
 

@@ -10,7 +10,8 @@
   signing is refused. A final report is immutable in the database (``reports.setup``).
 * ``addendum_sign``: a signed correction appended to a final report.
 * ``critical_*``: marking a critical result, the communication record, the overdue escalation.
-* A final read creates its ``Charge`` (one per study, by a unique constraint).
+* A final read creates its ``Charge`` (one per study, by a unique constraint); ``charge_correct``
+  posts a correction as new rows (charges are append-only).
 
 Side effects (the ``report_signed`` signal, the ``study.finalized`` event) run after commit."""
 
@@ -28,6 +29,7 @@ from django.db.models import Max
 from django.urls import reverse
 from django_otp import devices_for_user
 
+from accounts.roles import Role, has_role
 from credentialing.eligibility import assess
 from imaging.models import Study, StudyStatus
 from reports.ai_verdicts import ai_verdicts_record
@@ -36,6 +38,7 @@ from reports.merge import merge_context
 from reports.models import (
     Addendum,
     Charge,
+    ChargeKind,
     CommunicationMethod,
     CriticalResultCommunication,
     Report,
@@ -428,13 +431,14 @@ def _study_finalize(study: Study) -> None:
 
 def charge_for_final_read(*, report: Report) -> Charge:
     """The one charge for a final read: the facility's per-read rate, with the procedure code and the
-    RVU routing assigned (for reader compensation and reconciliation). ``get_or_create`` on the study
-    (a unique key) — a second call, a retry or an addendum never bills again."""
+    RVU routing assigned (for reader compensation and reconciliation). ``get_or_create`` on the
+    study's ``charge`` row (a unique key) — a second call, a retry or an addendum never bills again."""
     study = report.study
     assignment = getattr(study, "assignment", None)
     rate = study.facility.read_rate
     charge, _ = Charge.objects.get_or_create(
         study=study,
+        kind=ChargeKind.CHARGE,
         defaults={
             "facility_id": study.facility_id,
             "report": report,
@@ -446,9 +450,102 @@ def charge_for_final_read(*, report: Report) -> Charge:
             "amount": rate,
             "radiologist": report.signed_by,
             "signed_at": report.signed_at,
+            "posted_at": report.signed_at,
         },
     )
     return charge
+
+
+class ChargeCorrectionRefused(ReportError):
+    pass
+
+
+class ChargeCorrectionForbidden(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeMissing(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeAlreadyCorrected(ChargeCorrectionRefused):
+    pass
+
+
+# what a correction may change; anything else is the read itself (study, report, signature)
+CHARGE_CORRECTABLE = ("procedure_code", "rvu", "rate", "amount", "radiologist")
+
+
+def charge_correct(
+    *, charge_id: int, by, reason: str, at: datetime, void: bool = False, **changes
+) -> tuple[Charge, Charge | None]:
+    """Correct a billed charge with new rows, never by changing it (charges are append-only in the
+    database, reports.setup): a ``reversal`` of ``charge_id`` (its amounts negated) and, unless
+    ``void`` (the read is not billable at all), a ``correction`` carrying the charge's values with
+    ``changes`` applied. Both reference the corrected row and carry ``reason`` and ``by``; they are
+    posted ``at`` (so they appear on the invoice of that month). Only operations (the billing desk)
+    may; a row already reversed, or a reversal, cannot be corrected again — correct the latest
+    correction. Returns (reversal, correction or None)."""
+    reason = reason.strip()
+    if not has_role(by, Role.OPERATIONS):
+        raise ChargeCorrectionForbidden("Only operations may correct a charge.")
+    if not reason:
+        raise ChargeCorrectionRefused("A correction needs a reason.", ["reason: required"])
+    unknown = sorted(set(changes) - set(CHARGE_CORRECTABLE))
+    if unknown:
+        raise ChargeCorrectionRefused(
+            "These cannot be corrected.", [f"{name}: not correctable" for name in unknown]
+        )
+    if void and changes:
+        raise ChargeCorrectionRefused("A void reverses the charge; it changes nothing else.")
+    # no row lock: SELECT … FOR UPDATE needs UPDATE, which the app role has not on charges; two
+    # corrections at once are kept apart by the one-reversal-per-row constraint instead
+    try:
+        return _charge_correction_post(charge_id, by, reason, at, void=void, changes=changes)
+    except IntegrityError as error:
+        if "charge_reversed_once" not in str(error):
+            raise
+        raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.") from None
+
+
+def _charge_correction_post(
+    charge_id: int, by, reason: str, at: datetime, *, void: bool, changes: dict
+) -> tuple[Charge, Charge | None]:
+    with transaction.atomic():
+        original = Charge.objects.filter(pk=charge_id).first()
+        if original is None:
+            raise ChargeMissing("No such charge.")
+        if original.kind == ChargeKind.REVERSAL:
+            raise ChargeAlreadyCorrected("A reversal cannot be corrected.")
+        if original.corrections.filter(kind=ChargeKind.REVERSAL).exists():
+            raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.")
+        shared = {
+            "facility_id": original.facility_id,
+            "study_id": original.study_id,
+            "report_id": original.report_id,
+            "corrects": original,
+            "reason": reason,
+            "posted_by": by,
+            "signed_at": original.signed_at,
+            "posted_at": at,
+        }
+        reversal = Charge.objects.create(
+            **shared,
+            kind=ChargeKind.REVERSAL,
+            procedure_code=original.procedure_code,
+            rvu=-original.rvu,
+            rate=-original.rate,
+            amount=-original.amount,
+            radiologist_id=original.radiologist_id,
+        )
+        correction = None
+        if not void:
+            values = {name: getattr(original, name) for name in CHARGE_CORRECTABLE}
+            values.update(changes)
+            if "rate" in changes and "amount" not in changes:
+                values["amount"] = values["rate"]  # one read at the per-read rate
+            correction = Charge.objects.create(**shared, kind=ChargeKind.CORRECTION, **values)
+    return reversal, correction
 
 
 # --- addenda ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from accounts.audit import ReadKind, record_phi_search
 from accounts.authentication import AuditedTokenAuthentication
 from imaging.models import Instance, Series, Study
 from imaging.rendering import (
@@ -269,12 +270,27 @@ def _qido(request, level: str, *, study: Study | None = None, series: Series | N
         warnings.append(
             "The following query keys are not supported and were ignored: " + ", ".join(query.ignored)
         )
-    if len(page) > size:
+    more = len(page) > size
+    if more:
         page = page[:size]
         if not query.limit or query.limit > cap:
             warnings.append(f"There are more than {size} results; ask for the rest with limit and offset.")
-    if study is not None:
-        access.study_read_record(request.user, study)  # the series/instances of one patient's study
+    if study is not None:  # the series/instances of one patient's study
+        access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_METADATA)
+    else:  # a search across patients: who, what query, how many, and a read row per study returned
+        searched: dict[str, list[str]] = {}
+        for name, value in pairs:
+            searched.setdefault(name, []).append(value)
+        returned = [
+            row if level == STUDY else row.study if level == SERIES else row.series.study for row in page
+        ]
+        record_phi_search(
+            Study,
+            via="QIDO",
+            query=searched,
+            returned=list(dict.fromkeys(returned)),
+            total=None if more else query.offset + len(page),
+        )
     return _dicom_json(
         [_qido_result(request, row, level, query, study, series) for row in page], warnings=warnings
     )
@@ -454,7 +470,7 @@ def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: s
             syntax, data = _instance_bytes(instances[0], target)
         except TranscodeError as exc:
             return _not_acceptable(f"{exc.message}; ask with transfer-syntax=* for the stored bytes")
-        access.study_read_record(request.user, study)
+        access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_INSTANCES)
         if mode == "single":
             return HttpResponse(data, content_type=f"application/dicom; transfer-syntax={syntax}")
         boundary = boundary_new()
@@ -462,7 +478,7 @@ def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: s
             b"".join(multipart_stream([(f"application/dicom; transfer-syntax={syntax}", data)], boundary)),
             content_type=multipart_content_type("application/dicom", boundary),
         )
-    access.study_read_record(request.user, study)
+    access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_INSTANCES)
     boundary = boundary_new()
     # A study can be gigabytes: stream it, one decrypted instance in memory at a time.
     return StreamingHttpResponse(
@@ -496,7 +512,7 @@ def _metadata(request, study_uid: str, series_uid: str | None = None, sop_uid: s
     if not _accepts_json(request):
         return _not_acceptable("Metadata is answered in application/dicom+json")
     study, instances = access.instances_in(request.user, study_uid, series_uid, sop_uid)
-    access.study_read_record(request.user, study)
+    access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_METADATA)
     items, unreadable = [], []
     for instance in instances:
         try:
