@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from facilities.models import Facility
 from imaging.models import Instance, Patient, PriorFetch, PriorRetrieval, PriorState, RetrievalStatus, Study
-from imaging.storage import encrypted_delete
+from imaging.storage import encrypted_delete, metadata_sidecar_path
 
 # Body parts recognised in a procedure's text when the source names none (DICOM CID 4031 terms).
 BODY_PARTS = ("HEAD", "BRAIN", "NECK", "CHEST", "ABDOMEN", "PELVIS", "SPINE", "KNEE", "SHOULDER", "HIP")
@@ -161,6 +161,7 @@ def prior_partial_discard(fetch: PriorFetch) -> None:
         study.delete()
     for path in paths:
         encrypted_delete(path)
+        encrypted_delete(metadata_sidecar_path(path))
 
 
 def prior_retrieval_close(retrieval: PriorRetrieval, *, error: str = "", attempt: int) -> None:

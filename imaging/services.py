@@ -42,8 +42,8 @@ from imaging.models import (
     Study,
     StudyStatus,
 )
-from imaging.signals import ai_result_recorded, study_cancelled, study_routable
-from imaging.storage import StoredFile
+from imaging.signals import ai_result_recorded, instance_display_checked, study_cancelled, study_routable
+from imaging.storage import StorageError, StoredFile, encrypted_read
 
 log = logging.getLogger(__name__)
 
@@ -695,13 +695,20 @@ def instance_display_check(*, instance_id: int) -> str:
     instance = Instance.objects.filter(pk=instance_id, display_checked_at__isnull=True).first()
     if instance is None:
         return ""
-    problem = display_problem_find(instance)
+    try:
+        part10 = encrypted_read(instance.storage_path)
+    except StorageError as exc:
+        part10, problem = None, f"the stored file cannot be read: {exc}"
+    else:
+        problem = display_problem_find(instance, part10)
     # only the file that was checked: a re-send meanwhile cleared the mark and queued its own check
     Instance.objects.filter(
         pk=instance_id, display_checked_at__isnull=True, storage_path=instance.storage_path
     ).update(display_checked_at=timezone.now())
     if problem:
         instance_display_problem_record(instance_id=instance_id, reason=problem)
+    if part10 is not None:
+        instance_display_checked.send(sender=Instance, instance=instance, part10=part10)
     return problem
 
 

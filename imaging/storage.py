@@ -165,6 +165,12 @@ def encrypted_read(relative_path: str) -> bytes:
         raise StorageError(f"stored file failed its integrity check: {relative_path}") from exc
 
 
+def metadata_sidecar_path(storage_path: str) -> str:
+    """Where an instance's WADO-RS metadata side-car is kept: beside its file, encrypted like it
+    (interfaces.dicom.metadata_sidecar writes and reads it; whoever deletes the file deletes both)."""
+    return f"{storage_path}.meta.json"
+
+
 def encrypted_delete(relative_path: str) -> None:
     if object_store_configured():
         from imaging.object_store import object_delete

@@ -57,11 +57,11 @@ from imaging.transcoding import (
     instance_transcode,
 )
 from interfaces.dicom import web_access as access
+from interfaces.dicom.metadata_sidecar import instance_metadata_json
 from interfaces.dicom.web_json import (
     SERIES_LEVEL_TAGS,
     STUDY_LEVEL_TAGS,
     JsonDataset,
-    dataset_json,
     element_at,
     header_attributes,
     instance_attributes,
@@ -175,7 +175,12 @@ def _warning_header(text: str) -> str:
 
 
 def _dicom_json(data, *, status: int = 200, warnings: list[str] | None = None) -> HttpResponse:
-    response = HttpResponse(json.dumps(data, separators=(",", ":")), status=status, content_type=DICOM_JSON)
+    return _dicom_json_text(json.dumps(data, separators=(",", ":")), status=status, warnings=warnings)
+
+
+def _dicom_json_text(text: str, *, status: int = 200, warnings: list[str] | None = None) -> HttpResponse:
+    """JSON already serialised (the metadata side-cars are joined as text, not parsed again)."""
+    response = HttpResponse(text, status=status, content_type=DICOM_JSON)
     if warnings:
         response["Warning"] = ", ".join(_warning_header(text) for text in warnings)  # RFC 7234 §5.5 list
     return response
@@ -515,27 +520,19 @@ def _metadata(request, study_uid: str, series_uid: str | None = None, sop_uid: s
     access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_METADATA)
     items, unreadable = [], []
     for instance in instances:
+        url = _instance_url(
+            request, study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid
+        )
         try:
-            # the whole file: its pixel data is decrypted already, and its element gets a BulkDataURI
-            ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
-            url = _instance_url(
-                request,
-                study.study_instance_uid,
-                instance.series.series_instance_uid,
-                instance.sop_instance_uid,
-            )
-            items.append(
-                dataset_json(
-                    ds, transfer_syntax_uid=instance.transfer_syntax_uid, bulkdata_url=f"{url}/bulkdata"
-                )
-            )
+            # the side-car's JSON text (metadata_sidecar: made once per file), bulk data under url
+            items.append(instance_metadata_json(instance, url))
         except (StorageError, OSError, ValueError) as exc:
             log.error("WADO-RS metadata: cannot read %s: %s", instance.sop_instance_uid, exc)
             unreadable.append(instance.sop_instance_uid)
     if unreadable and not items:
         return _error(500, "The stored files of these instances cannot be read; operations has been told.")
     warnings = [f"{len(unreadable)} instance(s) could not be read and are missing"] if unreadable else []
-    return _dicom_json(items, warnings=warnings)
+    return _dicom_json_text(f"[{','.join(items)}]", warnings=warnings)
 
 
 # --- WADO-RS: rendered and frames ----------------------------------------------------------------
