@@ -56,6 +56,13 @@ READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
 # Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
 READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
 READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR / "storage")))
+# Uploads too big for memory (documents, STOW bodies) are spooled here, not in /tmp: ReadRoom's own
+# directory, so the start-up sweep can remove what a crash left (imaging.storage.temp_files_sweep).
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
+# A temp file older than this at a process's start was left by a crash (a write takes seconds, an
+# upload minutes); younger ones may belong to another process on the machine that is still writing.
+READROOM_TEMP_GRACE_SECONDS = env.int("READROOM_TEMP_GRACE_SECONDS", default=3600)
 # An S3-API object store instead of READROOM_STORAGE_DIR (imaging/object_store.py, docs/storage.md):
 # AWS S3, MinIO or Ceph RGW, shared by every SCP, web and worker machine. Empty bucket: the file system.
 READROOM_S3_BUCKET = env.str("READROOM_S3_BUCKET", default="")
