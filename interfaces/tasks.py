@@ -6,7 +6,7 @@ from imaging.services import studies_complete_quiet
 from interfaces.dicom.prior_scu import priors_fetch
 from interfaces.health import interface_alerts_check
 from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
-from interfaces.hl7.outbound import outbox_deliver, outbox_facilities_due
+from interfaces.hl7.outbound import outbox_deliver, outbox_facilities_due, outbox_heads_probe
 
 # A message not applied this long after it was ACKed is assumed orphaned (worker died, task lost).
 ORPHAN_AFTER_SECONDS = 30.0
@@ -43,7 +43,8 @@ def outbox_deliver_task(facility_id: int) -> int:
 @shared_task(name="interfaces.tasks.outbox_sweep")
 def outbox_sweep() -> int:
     """Wake the deliverer of every facility whose head-of-line message is due (retries, and
-    anything whose on-commit task was lost)."""
+    anything whose on-commit task was lost), after making due the heads whose EMR is back."""
+    outbox_heads_probe()
     facilities = outbox_facilities_due()
     for facility_id in facilities:
         outbox_deliver_task.delay(facility_id)

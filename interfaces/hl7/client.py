@@ -36,6 +36,22 @@ def frame(message: bytes) -> bytes:
     return START_BLOCK + message + FRAME_END
 
 
+# How an attempt that never reached the receiver begins its error (refused, unreachable, timed
+# out): the outbox probes such a receiver to resend as soon as it is back (outbound.outbox_heads_probe).
+CONNECT_FAILED = "connect to "
+
+
+def endpoint_reachable(endpoint: Endpoint) -> bool:
+    """Whether the receiver takes a connection now (TCP, and the TLS handshake when configured):
+    one connect within the endpoint's connect timeout, closed at once without sending anything."""
+    try:
+        with MllpConnection(endpoint) as conn:
+            conn._connected()
+    except MllpError:
+        return False
+    return True
+
+
 class MllpConnection:
     """``with MllpConnection(endpoint) as conn: ack = conn.exchange(payload)``; connects lazily."""
 
@@ -78,9 +94,9 @@ class MllpConnection:
             try:
                 sock = socket.create_connection((e.host, e.port), timeout=e.connect_timeout)
             except TimeoutError as exc:
-                raise MllpError(f"connect to {e.host}:{e.port} timed out") from exc
+                raise MllpError(f"{CONNECT_FAILED}{e.host}:{e.port} timed out") from exc
             except OSError as exc:
-                raise MllpError(f"connect to {e.host}:{e.port}: {exc.strerror or exc}") from exc
+                raise MllpError(f"{CONNECT_FAILED}{e.host}:{e.port}: {exc.strerror or exc}") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small frame, then wait
             if e.tls is not None:
                 try:  # the handshake within the connect timeout (still set on the socket)

@@ -30,7 +30,7 @@ from django.utils import timezone
 from facilities.models import Facility
 from interfaces.health import hl7_out_alert_raise
 from interfaces.hl7.ack import AckUnreadable, ack_parse
-from interfaces.hl7.client import Endpoint, MllpConnection, MllpError
+from interfaces.hl7.client import CONNECT_FAILED, Endpoint, MllpConnection, MllpError, endpoint_reachable
 from interfaces.hl7.oru import ReportMessage, oru_build
 from interfaces.hl7.parse import encode
 from interfaces.models import OutboundMessage, OutboundStatus
@@ -305,19 +305,57 @@ def _delivery_lock(facility_id: int) -> Iterator[bool]:
             lock.release()
 
 
-def outbox_facilities_due(*, now: datetime | None = None) -> list[int]:
-    """Facilities whose head of the line is due (a message behind a waiting head is not a reason
-    to wake up: it must wait for the head anyway)."""
-    head_sequence = (
+def outbox_heads_probe(*, now: datetime | None = None) -> list[int]:
+    """Facilities whose EMR is back: the head of the line failed because the EMR could not be
+    reached at all (the attempt's error begins with ``CONNECT_FAILED``) and waits out a back-off of
+    more than ``READROOM_HL7_OUT_PROBE_SECONDS``; a connection to the EMR now succeeds, so the head is
+    made due at once (compare-and-set on its attempt) instead of waiting up to the 5-minute cap.
+    Returns the facilities made due. A head refused with AE/AR, an ACK that never came or a TLS
+    failure keep their back-off: a reachable EMR there says nothing new, and probing them would
+    turn the back-off into a retry every sweep."""
+    now = now or timezone.now()
+    waiting = OutboundMessage.objects.filter(
+        status=OutboundStatus.QUEUED,
+        attempts__gt=0,
+        ack_code="",
+        last_error__startswith=CONNECT_FAILED,
+        next_attempt_at__gt=now + timedelta(seconds=settings.READROOM_HL7_OUT_PROBE_SECONDS),
+        sequence=Subquery(_head_sequence()),
+    ).select_related("facility")
+    woken = []
+    for head in waiting:
+        try:
+            endpoint = _endpoint(head.facility)
+        except (OSError, ValueError):  # a TLS file missing: the next attempt records it
+            continue
+        if endpoint is None or not endpoint_reachable(endpoint):
+            continue
+        made_due = OutboundMessage.objects.filter(
+            pk=head.pk, status=OutboundStatus.QUEUED, attempts=head.attempts
+        ).update(next_attempt_at=now)
+        if made_due:
+            log.info("HL7 out %s: the EMR answers again, #%s resent now", head.facility_id, head.sequence)
+            woken.append(head.facility_id)
+    return woken
+
+
+def _head_sequence():
+    """The sequence of the head of the line of the outer query's facility (a subquery)."""
+    return (
         OutboundMessage.objects.filter(facility_id=OuterRef("facility_id"), status=OutboundStatus.QUEUED)
         .order_by("sequence")
         .values("sequence")[:1]
     )
+
+
+def outbox_facilities_due(*, now: datetime | None = None) -> list[int]:
+    """Facilities whose head of the line is due (a message behind a waiting head is not a reason
+    to wake up: it must wait for the head anyway)."""
     return list(
         OutboundMessage.objects.filter(
             status=OutboundStatus.QUEUED,
             next_attempt_at__lte=now or timezone.now(),
-            sequence=Subquery(head_sequence),
+            sequence=Subquery(_head_sequence()),
         ).values_list("facility_id", flat=True)
     )
 

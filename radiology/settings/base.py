@@ -414,6 +414,9 @@ READROOM_HL7_TLS_CA_FILE = env.str("READROOM_HL7_TLS_CA_FILE", default="")
 READROOM_HL7_OUT_RETRY_BASE_SECONDS = env.float("READROOM_HL7_OUT_RETRY_BASE_SECONDS", default=5.0)
 READROOM_HL7_OUT_RETRY_MAX_SECONDS = env.float("READROOM_HL7_OUT_RETRY_MAX_SECONDS", default=300.0)
 READROOM_HL7_OUT_RETRY_JITTER = env.bool("READROOM_HL7_OUT_RETRY_JITTER", default=True)
+# An EMR that could not be reached is probed by each outbox sweep (10 s) when its head of the line
+# waits longer than this: reachable again, the head is resent at once (docs/delivery.md).
+READROOM_HL7_OUT_PROBE_SECONDS = env.float("READROOM_HL7_OUT_PROBE_SECONDS", default=10.0)
 READROOM_HL7_OUT_MAX_ATTEMPTS = env.int("READROOM_HL7_OUT_MAX_ATTEMPTS", default=30)
 READROOM_HL7_OUT_MAX_AGE_HOURS = env.float("READROOM_HL7_OUT_MAX_AGE_HOURS", default=24.0)
 READROOM_HL7_OUT_CONNECT_TIMEOUT = env.float("READROOM_HL7_OUT_CONNECT_TIMEOUT", default=5.0)

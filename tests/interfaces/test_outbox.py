@@ -25,9 +25,11 @@ from interfaces.hl7.outbound import (
     outbound_message_requeue,
     outbox_deliver,
     outbox_facilities_due,
+    outbox_heads_probe,
     retry_delay,
 )
 from interfaces.models import InterfaceAlert, OutboundMessage, OutboundStatus
+from interfaces.tasks import outbox_sweep
 from tests.interfaces.fake_emr import FakeEmr, always
 from tests.interfaces.oru_data import stroke_report
 from tests.interfaces.test_worker_recovery import start_worker
@@ -220,6 +222,54 @@ def test_garbage_or_no_ack_is_a_failure_and_is_retried(chicago, emr, clock, sett
     assert error in head.last_error
     assert head.next_attempt_at == T0 + timedelta(seconds=5)
     assert fake.received == ["RRTEST0001"]
+
+
+def _attempted_until_it_waits_a_minute(chicago, clock) -> OutboundMessage:
+    """Attempt the head each time it is due until it waits a minute or more."""
+    while (head := state("RRTEST0001")).next_attempt_at - timezone.now() < timedelta(seconds=60):
+        clock.move_to(head.next_attempt_at)
+        outbox_deliver(facility_id=chicago.pk)
+    return state("RRTEST0001")
+
+
+@pytest.mark.django_db
+def test_an_emr_back_from_an_outage_gets_the_queue_at_the_next_sweep_not_after_its_backoff(
+    chicago, emr, clock
+):
+    # given an EMR that is down while three reports are signed, so the head backs off past a minute
+    fake = emr(always("AA"))
+    emr_at(chicago, fake)
+    for n in (1, 2, 3):
+        report_queue(chicago, n)
+    head = _attempted_until_it_waits_a_minute(chicago, clock)
+    assert head.last_error.startswith("connect to ") and head.ack_code == ""
+    waits_until = head.next_attempt_at
+    # when the sweep runs while the EMR is still down: the probe fails, nothing is sent or changed
+    assert outbox_heads_probe() == []
+    assert outbox_sweep() == 0
+    assert state("RRTEST0001").next_attempt_at == waits_until and fake.received == []
+    # when the EMR comes back, the next sweep (10 s later) finds it and sends the whole queue, in order
+    fake.start()
+    clock.shift(timedelta(seconds=10))
+    assert timezone.now() < waits_until - timedelta(seconds=30)
+    assert outbox_sweep() == 1
+    assert fake.received == ["RRTEST0001", "RRTEST0002", "RRTEST0003"]
+    assert [state(f"RRTEST000{n}").status for n in (1, 2, 3)] == [OutboundStatus.ACKED] * 3
+
+
+@pytest.mark.django_db
+def test_a_head_the_emr_refused_keeps_its_backoff_though_the_emr_is_reachable(chicago, emr, clock):
+    # given an EMR that is up but answers AE, so the head backs off past a minute
+    fake = emr(always("AE")).start()
+    emr_at(chicago, fake)
+    report_queue(chicago, 1)
+    head = _attempted_until_it_waits_a_minute(chicago, clock)
+    sent = len(fake.received)
+    # then the probe does not shorten that back-off (resending at every sweep would flood the EMR)
+    clock.shift(timedelta(seconds=10))
+    assert outbox_heads_probe() == []
+    assert outbox_sweep() == 0
+    assert (state("RRTEST0001").next_attempt_at, len(fake.received)) == (head.next_attempt_at, sent)
 
 
 @pytest.mark.django_db
