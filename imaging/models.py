@@ -223,6 +223,9 @@ class Study(models.Model):
     order_match = models.CharField(max_length=16, choices=OrderMatch.choices, default="", blank=True)
     study_instance_uid = models.CharField(unique=True, **dicom_uid_field)
     accession_number = models.CharField(max_length=16, blank=True)
+    # The images' Issuer of Accession Number (0008,0051), or the order's IPC-1.2 when the study took
+    # the order's accession: an order arriving later matches by accession only when the issuers agree.
+    accession_issuer = models.CharField(max_length=64, blank=True, default="", db_default="")
     modalities = models.CharField(max_length=64, blank=True)  # ModalitiesInStudy, backslash-joined
     description = models.CharField(max_length=64, blank=True)  # StudyDescription (LO)
     body_part = models.CharField(max_length=16, blank=True)  # BodyPartExamined (CS)

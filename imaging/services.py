@@ -420,9 +420,15 @@ def _order_status(facts: OrderFacts, current: str = OrderStatus.SCHEDULED) -> st
 
 def _studies_link(order: Order, *, is_stroke: bool) -> None:
     """Images that arrived before their order: matched by accession within the facility, then by
-    the Study Instance UID the order carries (IPC-3 / ZDS-1). Each study records how."""
+    the Study Instance UID the order carries (IPC-3 / ZDS-1). Each study records how. An accession
+    matches only when its issuers agree (the images' kept on the study, ``_accession_issuers_agree``):
+    another authority's coinciding number is not this order's."""
     by_accession = Study.objects.filter(facility=order.facility, accession_number=order.accession_number)
-    candidates = [(study, OrderMatch.ACCESSION) for study in by_accession]
+    candidates = [
+        (study, OrderMatch.ACCESSION)
+        for study in by_accession
+        if _accession_issuers_agree(order.accession_issuer, study.accession_issuer)
+    ]
     if order.study_instance_uid:
         seen = {study.pk for study, _ in candidates}
         by_uid = Study.objects.filter(
@@ -794,10 +800,14 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
         accession = order.accession_number if _accession_free(order) else ""
     texts = (header.study_description, header.series_description)
     is_stroke = bool(order and order.priority == PriorityClass.STROKE) or stroke_detected(texts=texts)
+    issuer = header.issuer_of_accession if accession and accession == header.accession_number else ""
+    if order is not None and accession and accession == order.accession_number:
+        issuer = order.accession_issuer or issuer  # the study took the order's number
     study = Study.objects.create(
         facility=facility,
         study_instance_uid=header.study_instance_uid,
         accession_number=accession,
+        accession_issuer=issuer,
         order=order,
         order_match=how,
         patient=order.patient if order else _patient_from_header(facility, header),

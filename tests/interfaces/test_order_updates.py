@@ -261,6 +261,25 @@ def test_an_accession_matches_with_its_issuer_and_another_authoritys_number_does
     assert _images("A4252", "ST_ELSEWHERE_PACS", 2).issuer_of_accession == "ST_ELSEWHERE_PACS"
 
 
+def test_images_before_their_order_match_it_only_when_the_accession_issuers_agree(hl7_listener, chicago):
+    # given images that came first: the same issuer as the coming order, none, and another authority's
+    same, _ = _study_for(chicago, _images("A4270", "ris_acme", 3), timezone.now())
+    unsaid, _ = _study_for(chicago, _images("A4271", "", 4), timezone.now())
+    other, _ = _study_for(chicago, _images("A4272", "ST_ELSEWHERE_PACS", 5), timezone.now())
+    assert other.accession_issuer == "ST_ELSEWHERE_PACS"  # kept on the study for the order to come
+    # when the RIS's orders arrive for those accessions (IPC-1.2 = RIS_ACME, no Study UID in common)
+    for accession in ("A4270", "A4271", "A4272"):
+        omi = hl7_data.omi(accession=accession, study_uid=f"2.25.9{accession[1:]}")
+        omi = omi.replace(f"\rIPC|{accession}|", f"\rIPC|{accession}^RIS_ACME|")
+        assert msa(exchange(hl7_listener, omi)[0])[0] == "AA"
+    # then the first two take their orders by accession; the other authority's number stays orderless
+    for study in (same, unsaid, other):
+        study.refresh_from_db()
+    assert (same.order.accession_number, same.order_match) == ("A4270", OrderMatch.ACCESSION)
+    assert (unsaid.order.accession_number, unsaid.order_match) == ("A4271", OrderMatch.ACCESSION)
+    assert (other.order_id, other.order_match) == (None, OrderMatch.NONE)
+
+
 @pytest.mark.parametrize("numbering", ["filler", "placer"])
 def test_the_facilitys_fallback_matches_images_numbered_by_the_ris(chicago, numbering):
     # given a RIS that writes its filler (or placer) number in the images' accession, and says so
