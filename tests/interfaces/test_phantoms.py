@@ -250,3 +250,24 @@ def test_only_the_mr_brain_has_a_second_series():
     # the MR knee still carries the bundled MR test image: no knee MR model yet (docs/operations.md)
     (knee, *_) = exam_datasets(exam_for("73721"), slices=1, size=64)
     assert knee.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" and knee.SeriesDescription == "AX T2"
+
+
+def test_a_simulated_mr_brain_is_stored_by_the_scp_as_two_series_and_renders(
+    dicom_scp, client, admin_chicago
+):
+    # given the simulator's MR brain (T2 then T1), sent over one association as exam_simulate does
+    host, port, aet = dicom_scp
+    exam = mr_brain_exam()
+    statuses = series_send(
+        exam_datasets(exam, slices=3), host=host, port=port, calling_ae="LAKESHORE_CT1", called_ae=aet
+    )
+    # then all six instances are stored, as one study of two MR series, and it renders in its window
+    assert statuses == [0] * 6
+    study = Study.objects.get(study_instance_uid=exam.study_uid)
+    assert (study.number_of_instances, study.number_of_series) == (6, 2)
+    assert set(study.series.values_list("modality", flat=True)) == {"MR"}
+    client.force_login(admin_chicago)
+    answer = client.get(f"/dicomweb/studies/{exam.study_uid}/thumbnail?viewport=128,128")
+    assert answer.status_code == 200, answer.content[:200]
+    rendered = np.asarray(Image.open(BytesIO(answer.content)).convert("L"))
+    assert rendered.min() < 10 and rendered.max() > 200  # dark air, bright fluid on T2
