@@ -16,14 +16,18 @@ from django_otp import match_token
 
 from accounts.middleware import LOCKED_KEY
 from accounts.roles import requires_second_factor
+from accounts.signals import screen_locked, screen_unlocked
 
 
 def session_lock(request: HttpRequest) -> None:
     """Lock the session and keep it alive while locked, at most READROOM_LOCK_MAX_HOURS."""
+    was_locked = bool(request.session.get(LOCKED_KEY))  # every window of the browser may ask
     request.session[LOCKED_KEY] = True
     request.session.set_expiry(int(settings.READROOM_LOCK_MAX_HOURS * 3600))
     # stored now, not at the response: the session's sockets are told next and re-read it later
     request.session.save()
+    if not was_locked:
+        screen_locked.send(sender=session_lock, user=request.user, session_key=request.session.session_key)
 
 
 def session_unlock(request: HttpRequest, secret: str) -> bool:
@@ -44,4 +48,5 @@ def session_unlock(request: HttpRequest, secret: str) -> bool:
         request.session.pop(LOCKED_KEY, None)
         request.session.set_expiry(None)  # SESSION_COOKIE_AGE again: idleness counts from now
         request.session.save()
+        screen_unlocked.send(sender=session_unlock, user=user, session_key=request.session.session_key)
     return ok

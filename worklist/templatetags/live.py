@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from accounts.middleware import session_locked
 from accounts.roles import requires_second_factor
+from accounts.second_factor import session_is_verified
 from worklist.live import steps_for
 
 register = template.Library()
@@ -24,6 +25,11 @@ def live_channel(context) -> dict:
     request = context.get("request")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
+        return {"on": False}
+    session = getattr(request, "session", None)
+    verified = user.is_verified() if hasattr(user, "is_verified") else session_is_verified(session, user)
+    if requires_second_factor(user) and not verified:
+        # the authenticator-code step: nothing to alert yet, and the socket would refuse (4403)
         return {"on": False}
     return {
         "on": True,
