@@ -1,6 +1,8 @@
 """Demo credentials for ``make demo``: licences, boards, privileges (one by proxy, one application
-still open), and a few expiries close enough that the workspace, the expiry windows and the coverage
-forecast have something to show (the rota the forecast reads is ``worklist.demo``'s templates).
+still open), a few expiries close enough that the workspace, the expiry windows and the coverage
+forecast have something to show (the rota the forecast reads is ``worklist.demo``'s templates), and
+one reader the MSO has not finished with (``AWAITING_VERIFICATION``): flagged on the matrix and the
+forecast, notified, and refused by the eligibility engine until verified.
 
 Idempotent: rows are keyed by licence number / facility, so loading twice changes nothing. Dates
 are relative to today, so the demo looks the same whenever it is loaded. Call it after the demo
@@ -48,7 +50,14 @@ READERS = {
         [("IL", "036-199870", 1000), ("WI", "65521-20", 1000)],
         [("CHI-L1", 730), ("IL-PRAIRIE", 730), ("WI-LAKEVIEW", 730)],
     ),
+    "dr.locum": ([("IL", "036-204518", 700)], [("CHI-L1", 700)]),
 }
+# username → days since their malpractice cover lapsed: a locum whose IL licence the MSO has entered
+# but not yet verified with the state board, and whose previous group's cover ended without the new
+# carrier's certificate in yet. Lakeshore requires verification (the default), so the engine refuses
+# them there with that reason, though the privileges are approved and the rota has them on.
+AWAITING_VERIFICATION = {"dr.locum": 12}
+UNVERIFIED = {"verified_by": None, "verified_at": None, "verification_method": ""}
 
 
 @transaction.atomic
@@ -77,6 +86,10 @@ def credentialing_demo_load(today: date | None = None) -> int:
         if profile is None:
             continue
         loaded += 1
+        lapsed_days = AWAITING_VERIFICATION.get(username)
+        licence_verification = UNVERIFIED if lapsed_days is not None else verified
+        # the cover in force for a year and more; the locum's ended ``lapsed_days`` ago
+        cover_ends = today + timedelta(days=430 if lapsed_days is None else -lapsed_days)
         for state, number, days in licences:
             StateLicence.objects.update_or_create(
                 state=state,
@@ -86,7 +99,7 @@ def credentialing_demo_load(today: date | None = None) -> int:
                     "status": LicenceStatus.ACTIVE,
                     "issued_on": today - timedelta(days=700),
                     "expires_on": today + timedelta(days=days),
-                    **verified,
+                    **licence_verification,
                 },
             )
         MalpracticeCoverage.objects.update_or_create(
@@ -96,8 +109,8 @@ def credentialing_demo_load(today: date | None = None) -> int:
                 "carrier": "Medical Protective",
                 "per_claim_limit": 1_000_000,
                 "aggregate_limit": 3_000_000,
-                "effective_on": today - timedelta(days=300),
-                "expires_on": today + timedelta(days=430),
+                "effective_on": cover_ends - timedelta(days=730),
+                "expires_on": cover_ends,
                 **verified,
             },
         )

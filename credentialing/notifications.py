@@ -7,6 +7,7 @@ date and so re-arms the thresholds. Only notifications created by this run go in
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from datetime import datetime
 
@@ -23,9 +24,18 @@ from credentialing.models import (
     Notification,
     NotificationLevel,
     PrivilegeStatus,
+    RadiologistProfile,
     StateLicence,
 )
-from credentialing.selectors import LATEST_US_ZONE, ExpiringItem, expiring_items, expiry_windows, facility_day
+from credentialing.selectors import (
+    LATEST_US_ZONE,
+    CredentialFlag,
+    ExpiringItem,
+    expiring_items,
+    expiry_windows,
+    facility_day,
+    flagged_readers,
+)
 
 
 def staff_recipients() -> list[User]:
@@ -80,6 +90,44 @@ def expiries_notify(*, at: datetime) -> tuple[int, int]:
     emails = _digests(new)
     transaction.on_commit(lambda: [send_mail(**mail) for mail in emails])
     return sum(map(len, new.values())), len(emails)
+
+
+def _flag_sentence(flag: CredentialFlag) -> str:
+    problems = "; ".join(flag.problems)
+    if flag.barred_names:
+        sentence = (
+            f"{flag.reader_name} is not eligible at {', '.join(flag.barred_names)} until verified: {problems}"
+        )
+    else:
+        sentence = f"{flag.reader_name}'s credentials need verification: {problems}"
+    if flag.allowed:
+        sentence += f" (reads at {', '.join(flag.allowed)} before verification)"
+    return sentence
+
+
+@transaction.atomic
+def verification_notify(*, at: datetime) -> int:
+    """Tell credentialing staff of each reader the matrix flags (an unverified licence in force, a
+    malpractice cover missing, lapsed or unverified), once per reader and set of problems: a new
+    problem, or one solved, is a new state to hear of; the same flag tomorrow is not. In-app only:
+    the e-mail digest is about dates (expiries_notify), and the flag stays on the matrix until solved.
+    Returns the notifications created."""
+    flags = flagged_readers(at)
+    profiles = dict(
+        RadiologistProfile.objects.filter(user_id__in=[f.user_id for f in flags]).values_list("user_id", "pk")
+    )
+    created = 0
+    for flag in flags:
+        state = hashlib.sha256("\n".join(flag.problems).encode()).hexdigest()[:16]
+        created += len(
+            staff_notify(
+                key=f"verification:{flag.user_id}:{state}",
+                message=_flag_sentence(flag),
+                url=f"/credentialing/profiles/{profiles[flag.user_id]}/",
+                level=NotificationLevel.WARNING if flag.barred_names else NotificationLevel.INFO,
+            )
+        )
+    return created
 
 
 def _digests(new: dict[int, list[Notification]]) -> list[dict]:

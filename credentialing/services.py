@@ -484,9 +484,12 @@ class ExpiryRun:
 
 def expiries_check(*, at: datetime) -> ExpiryRun:
     """The daily check: tell credentialing staff what expires within 90/60/30 days and what is
-    overdue (once per item, threshold and expiry date), then close grants and licences past expiry."""
-    from credentialing.notifications import expiries_notify, overdue_close
+    overdue (once per item, threshold and expiry date), then close grants and licences past expiry,
+    and tell them of readers whose credentials are unverified or whose cover is missing or lapsed
+    (once per reader and set of problems)."""
+    from credentialing.notifications import expiries_notify, overdue_close, verification_notify
 
     notified, emails = expiries_notify(at=at)
     lapsed = overdue_close(at=at)
+    notified += verification_notify(at=at)
     return ExpiryRun(notified=notified, emails=emails, lapsed=lapsed)

@@ -5,8 +5,11 @@ patient's left, rows to the back), so one description serves every matrix size a
 gives its own anatomy — scrolling a head shows the skull closing towards the vertex and the
 ventricles appearing and going. CT values are Hounsfield units stored as ``HU + 1024`` (int16,
 RescaleIntercept −1024, as CT_small and most scanners do). Radiographs (chest, knee) are drawn as
-2-D projections in 12-bit MONOCHROME2 (bone bright). Everything is deterministic per ``seed`` and
-cached per (phantom, slice): the simulator sends the same anatomy many times.
+2-D projections in 12-bit MONOCHROME2 (bone bright). MR brain (T1- and T2-weighted) is the CT
+head's own geometry with each tissue given its spin-echo signal instead of its HU (``HEAD_TISSUES``),
+12-bit unsigned magnitude with Rician background noise, at an MR matrix (256²), slices with a gap.
+Everything is deterministic per ``seed`` and cached per (phantom, slice): the simulator sends the
+same anatomy many times.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ HU_MIN, HU_MAX = -1024, 3071  # what a 12-bit CT stores
 @dataclass(frozen=True)
 class Phantom:
     name: str
-    kind: str  # "CT" (axial slices in HU) or "XR" (a projection)
+    kind: str  # "CT" (axial slices in HU), "MR" (axial slices, signal) or "XR" (a projection)
     field_of_view_mm: float  # the reconstructed (or detector) width
-    coverage_mm: float  # CT: the z extent the series covers, split into its slices
+    coverage_mm: float  # CT/MR: the z extent the series covers, split into its slices
     window: tuple[float, float]  # (centre, width) the modality suggests
+    matrix: int = 0  # MR: the acquisition matrix, the most a series has (0: as asked)
+    slice_gap: float = 0.0  # MR: the gap between slices, as a share of the slice spacing
+    sequence: str = ""  # MR: "t1" or "t2", the contrast (HEAD_TISSUES) and the header's timings
 
 
 PHANTOMS = {
@@ -36,10 +42,15 @@ PHANTOMS = {
     "abdomen": Phantom("abdomen", "CT", 380.0, 400.0, (50.0, 400.0)),
     "cxr": Phantom("cxr", "XR", 430.0, 0.0, (2048.0, 4096.0)),
     "knee": Phantom("knee", "XR", 240.0, 0.0, (2048.0, 4096.0)),
+    # 220 mm at 256² (0.86 mm pixels), slices 20 % gap: an axial spin-echo brain as a 1.5 T does it
+    "mr_brain_t2": Phantom("mr_brain_t2", "MR", 220.0, 150.0, (1300.0, 2600.0), 256, 0.2, "t2"),
+    "mr_brain_t1": Phantom("mr_brain_t1", "MR", 220.0, 150.0, (700.0, 1400.0), 256, 0.2, "t1"),
 }
 
-# procedure code (CPT, as the simulator orders it) → phantom; MR keeps the bundled MR test image
+# procedure code (CPT, as the simulator orders it) → the phantom of its first series; MR knee keeps
+# the bundled MR test image (no knee MR model yet)
 BY_PROCEDURE = {
+    "70551": "mr_brain_t2",
     "70450": "head",
     "70496": "cta_head",
     "71260": "chest",
@@ -47,22 +58,37 @@ BY_PROCEDURE = {
     "71045": "cxr",
     "73560": "knee",
 }
+# the series a study of the procedure has after the first, as a protocol adds them
+MORE_SERIES = {"mr_brain_t2": ("mr_brain_t1",)}
+
+
+def matrix_size(phantom: Phantom, size: int) -> int:
+    """The rows and columns of the phantom's images when ``size`` is asked: an MR is acquired at its
+    own matrix (256²), so a 512² request gets 256²; a smaller request (a fast test) is honoured."""
+    return min(size, phantom.matrix) if phantom.matrix else size
 
 
 def pixel_spacing(phantom: Phantom, size: int) -> float:
-    return round(phantom.field_of_view_mm / size, 6)  # a DS holds 16 characters
+    return round(phantom.field_of_view_mm / matrix_size(phantom, size), 6)  # a DS holds 16 characters
+
+
+def slice_spacing(phantom: Phantom, count: int) -> float:
+    """Centre to centre: ``count`` slices over the phantom's coverage (fewer slices, not a shorter head)."""
+    return round(phantom.coverage_mm / max(1, count), 1)
 
 
 def slice_thickness(phantom: Phantom, count: int) -> float:
-    """Contiguous slices over the phantom's coverage: fewer slices are thicker, not a shorter head."""
-    return round(phantom.coverage_mm / max(1, count), 1)
+    """CT: contiguous slices. MR: thinner than their spacing by the gap (2-D spin echo leaves one
+    against cross-talk)."""
+    return round(slice_spacing(phantom, count) * (1.0 - phantom.slice_gap), 1)
 
 
 def slice_pixels(
     name: str, index: int, count: int, *, size: int = 512, seed: int = 0, lesion: bool = False
 ) -> np.ndarray:
     """Stored pixel values of slice ``index`` (0-based, inferior first) of ``count``; read-only.
-    CT: int16 HU + 1024. XR: uint16 0…4095, ``index`` picks the view (0 AP, 1 lateral)."""
+    CT: int16 HU + 1024. MR: uint16 0…4095 at ``matrix_size``. XR: uint16 0…4095, ``index`` picks
+    the view (0 AP, 1 lateral)."""
     return _cached(name, index, count, size, seed, lesion)
 
 
@@ -77,6 +103,17 @@ def _cached(name: str, index: int, count: int, size: int, seed: int, lesion: boo
         hu = _CT[name](x, y, t, _jitter(seed), lesion)
         hu = hu + rng.normal(0.0, 4.0, hu.shape) * (hu > -900)  # quantum noise in tissue, not air
         stored = (np.clip(np.round(hu), HU_MIN, HU_MAX) + HU_OFFSET).astype(np.int16)
+    elif phantom.kind == "MR":
+        matrix = matrix_size(phantom, size)
+        x, y = _grid(matrix, phantom.field_of_view_mm)
+        t = (index + 0.5) / max(1, count)
+        signal = _head(x, y, t, _jitter(seed), lesion, tissues=phantom.sequence)
+        signal = _blur(signal, 1)  # partial volume: a 0.9 mm pixel straddles tissue boundaries
+        # a magnitude image: complex Gaussian noise, so air is a low Rician floor, never exactly 0
+        sigma = 18.0
+        real = signal + rng.normal(0.0, sigma, signal.shape)
+        imaginary = rng.normal(0.0, sigma, signal.shape)
+        stored = np.clip(np.round(np.hypot(real, imaginary)), 0, 4095).astype(np.uint16)
     else:
         x, y = _grid(size, phantom.field_of_view_mm)
         density = _XR[name](x, y, index, _jitter(seed))
@@ -116,42 +153,60 @@ def _bump(t: float, centre: float, half_width: float) -> float:
 # --- CT: Hounsfield maps ----------------------------------------------------------------------------
 
 
-def _head(x, y, t: float, jitter, lesion: bool, *, contrast: bool = False) -> np.ndarray:
+# What each tissue of the head model is, per contrast: HU for CT; for MR the signal a spin-echo
+# sequence gives at 1.5 T (arbitrary units, 12-bit): on T1 fat and marrow bright, white matter
+# brighter than grey, CSF dark; on T2 CSF brightest, grey brighter than white. Cortical bone and air
+# give no signal on either. The same geometry for all, so a CT and an MR of one patient line up.
+HEAD_TISSUES: dict[str, dict[str, float]] = {
+    #            air     scalp  bone    diploë grey  white falx csf   petrous vessel occluded clot bleed
+    "ct": dict(air=-1000, scalp=30, bone=1000, diploe=700, grey=40, white=30, falx=50, csf=5,
+               petrous=1200, vessel=320, occluded=40, clot=75, bleed=70),
+    "t1": dict(air=0, scalp=1400, bone=40, diploe=1250, grey=560, white=820, falx=300, csf=180,
+               petrous=40, vessel=60, occluded=560, clot=600, bleed=620),
+    "t2": dict(air=0, scalp=900, bone=30, diploe=700, grey=980, white=640, falx=250, csf=2600,
+               petrous=30, vessel=60, occluded=980, clot=90, bleed=300),
+}  # fmt: skip
+
+
+def _head(x, y, t: float, jitter, lesion: bool, *, contrast: bool = False, tissues: str = "ct") -> np.ndarray:
+    v = HEAD_TISSUES[tissues]
     scale, dx, dy = jitter
     x, y = (x - dx) / scale, (y - dy) / scale
-    hu = np.full(x.shape, -1000.0, dtype=np.float32)
+    hu = np.full(x.shape, v["air"], dtype=np.float32)
     s = _bump(t, 0.42, 0.72)  # the skull is widest a little below the middle and closes at the vertex
     a, b = 74.0 * s, 92.0 * s
-    hu[_ellipse(x, y, 0, 0, a, b)] = 30.0  # scalp
-    hu[_ellipse(x, y, 0, 0, a - 4, b - 4)] = 1000.0  # cortical bone
-    hu[_ellipse(x, y, 0, 0, a - 6, b - 6)] = 700.0  # diploë
-    hu[_ellipse(x, y, 0, 0, a - 8, b - 8)] = 1000.0
+    hu[_ellipse(x, y, 0, 0, a, b)] = v["scalp"]
+    hu[_ellipse(x, y, 0, 0, a - 4, b - 4)] = v["bone"]  # cortical bone
+    hu[_ellipse(x, y, 0, 0, a - 6, b - 6)] = v["diploe"]
+    hu[_ellipse(x, y, 0, 0, a - 8, b - 8)] = v["bone"]
     brain = _ellipse(x, y, 0, 0, a - 10, b - 10)
-    hu[brain] = 40.0  # grey matter
-    hu[_ellipse(x, y, 0, 0, a - 18, b - 18) & brain] = 30.0  # white matter
-    hu[brain & (np.abs(x) < 1.0) & (y < 0.55 * (b - 10))] = 50.0  # the falx, a little denser than brain
+    hu[brain] = v["grey"]
+    hu[_ellipse(x, y, 0, 0, a - 18, b - 18) & brain] = v["white"]
+    hu[brain & (np.abs(x) < 1.0) & (y < 0.55 * (b - 10))] = v["falx"]  # a little denser than brain
     # the lateral ventricles: two curved slits either side of the midline, through the middle slices
-    v = _bump(t, 0.55, 0.16)
+    ventricle = _bump(t, 0.55, 0.16)
     for side in (-1, 1):
-        hu[_ellipse(x, y, side * 9.0, -4.0, 6.0 * v, 26.0 * v)] = 5.0
-    hu[_ellipse(x, y, 0, 8.0, 2.5 * _bump(t, 0.4, 0.08), 9.0 * _bump(t, 0.4, 0.08))] = 5.0  # third
+        hu[_ellipse(x, y, side * 9.0, -4.0, 6.0 * ventricle, 26.0 * ventricle)] = v["csf"]
+    third = _bump(t, 0.4, 0.08)
+    hu[_ellipse(x, y, 0, 8.0, 2.5 * third, 9.0 * third)] = v["csf"]
     if t < 0.2:  # the skull base: petrous bone and the sinuses' air
         base = 1.0 - t / 0.2
         for side in (-1, 1):
-            hu[_ellipse(x, y, side * 38.0, 10.0, 18.0 * base, 7.0 * base)] = 1200.0
-        hu[_ellipse(x, y, 0, -55.0, 14.0 * base, 10.0 * base)] = -1000.0
+            hu[_ellipse(x, y, side * 38.0, 10.0, 18.0 * base, 7.0 * base)] = v["petrous"]
+        hu[_ellipse(x, y, 0, -55.0, 14.0 * base, 10.0 * base)] = v["air"]
     if contrast:  # a CTA: the circle of Willis and the middle cerebral arteries, opacified
         w = _bump(t, 0.3, 0.08)
         ring = _ellipse(x, y, 0, 2.0, 17.0 * w, 15.0 * w) & ~_ellipse(x, y, 0, 2.0, 14.5 * w, 12.5 * w)
-        hu[ring] = 320.0
+        hu[ring] = v["vessel"]
         for side in (-1, 1):
-            hu[_ellipse(x, y, side * 32.0, -2.0, 16.0 * w, 1.8 * w)] = 320.0
+            hu[_ellipse(x, y, side * 32.0, -2.0, 16.0 * w, 1.8 * w)] = v["vessel"]
         if lesion:  # a right M1 occlusion: the artery stops short
-            hu[_ellipse(x, y, -36.0, -2.0, 13.0 * w, 2.5 * w)] = 40.0
+            hu[_ellipse(x, y, -36.0, -2.0, 13.0 * w, 2.5 * w)] = v["occluded"]
     elif lesion:
         # the hyperdense right MCA (a clot) low, and a right basal-ganglia bleed higher up
-        hu[_ellipse(x, y, -30.0, -2.0, 14.0 * _bump(t, 0.3, 0.07), 2.2 * _bump(t, 0.3, 0.07))] = 75.0
-        hu[_ellipse(x, y, -22.0, 4.0, 11.0 * _bump(t, 0.48, 0.1), 8.0 * _bump(t, 0.48, 0.1))] = 70.0
+        # (on MR: the clot dark on T2, the acute bleed dark on T2 and a little bright on T1)
+        hu[_ellipse(x, y, -30.0, -2.0, 14.0 * _bump(t, 0.3, 0.07), 2.2 * _bump(t, 0.3, 0.07))] = v["clot"]
+        hu[_ellipse(x, y, -22.0, 4.0, 11.0 * _bump(t, 0.48, 0.1), 8.0 * _bump(t, 0.48, 0.1))] = v["bleed"]
     return hu
 
 

@@ -1,10 +1,12 @@
 """A facility simulator: realistic orders and CT/MR/XR series sent through the real MLLP and DICOM
 ports — the "dummy patient" go-live rehearsal a new facility runs, and what `make demo` shows.
 
-CT and radiograph pixels are procedural phantoms that match the procedure (interfaces/phantoms.py: a
-head with skull, brain and ventricles, a chest, an abdomen, a chest and a knee radiograph) with real
-HU, pixel spacing, slice geometry and window; the header comes from pydicom's bundled CT_small
-(MR: MR_small, its pixels enlarged). New UIDs, plausible descriptions. A code stroke now and then."""
+CT, MR brain and radiograph pixels are procedural phantoms that match the procedure
+(interfaces/phantoms.py: a head with skull, brain and ventricles, a chest, an abdomen, an MR brain as
+an axial T2 and T1 series of the same head, a chest and a knee radiograph) with real HU or MR signal,
+pixel spacing, slice geometry and window; the header comes from pydicom's bundled CT_small or
+MR_small (an MR knee still shows MR_small's pixels, enlarged). New UIDs, plausible descriptions. A
+code stroke now and then."""
 
 from __future__ import annotations
 
@@ -219,10 +221,13 @@ def _phantom_geometry(ds: Dataset, phantom: phantoms.Phantom, index: int, count:
     corner = round(-phantom.field_of_view_mm / 2 + spacing / 2, 6)  # the first pixel's centre
     ds.PixelSpacing = [spacing, spacing]
     ds.WindowCenter, ds.WindowWidth = phantom.window
-    ds.RescaleSlope = 1
     ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    if phantom.kind == "CT":
+    if phantom.kind != "MR":
+        ds.RescaleSlope = 1
+    if phantom.kind == "MR":
+        _mr_geometry(ds, phantom, index, count, size)
+    elif phantom.kind == "CT":
         thickness = phantoms.slice_thickness(phantom, count)
         z = round((index + 0.5) * thickness, 3)  # inferior to superior, contiguous
         ds.PixelRepresentation, ds.RescaleIntercept = 1, -phantoms.HU_OFFSET
@@ -240,7 +245,40 @@ def _phantom_geometry(ds: Dataset, phantom: phantoms.Phantom, index: int, count:
                 delattr(ds, keyword)
 
 
-def series_datasets(
+# 1.5 T spin-echo timings by contrast: (sequence, variant, options, TR ms, TE ms, echo train, flip)
+MR_SEQUENCES = {
+    "t2": ("SE", "SK", "FAST_GEMS", 4000.0, 100.0, 16, 90, "AX T2 FSE"),
+    "t1": ("SE", "NONE", "", 500.0, 12.0, 1, 90, "AX T1 SE"),
+}
+
+
+def _mr_geometry(ds: Dataset, phantom: phantoms.Phantom, index: int, count: int, size: int) -> None:
+    """An axial 2-D spin-echo slice: unsigned 12-bit magnitude (no Modality LUT: MR has no units),
+    slices with a gap, and the acquisition parameters a reader checks the contrast by."""
+    spacing = phantoms.slice_spacing(phantom, count)
+    thickness = phantoms.slice_thickness(phantom, count)
+    pixel = phantoms.pixel_spacing(phantom, size)
+    corner = round(-phantom.field_of_view_mm / 2 + pixel / 2, 6)
+    z = round((index + 0.5) * spacing, 3)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+    for keyword in ("RescaleSlope", "RescaleIntercept", "SmallestImagePixelValue", "LargestImagePixelValue"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.ImagePositionPatient = [corner, corner, z]
+    ds.SliceLocation = z
+    ds.SliceThickness, ds.SpacingBetweenSlices = thickness, spacing
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    sequence, variant, options, tr, te, train, flip, _ = MR_SEQUENCES[phantom.sequence]
+    ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = sequence, variant, options
+    ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTime = "2D", tr, te
+    ds.EchoTrainLength, ds.FlipAngle, ds.NumberOfAverages = train, flip, 1
+    ds.MagneticFieldStrength, ds.ImagingFrequency, ds.ImagedNucleus = 1.5, 63.87, "1H"
+    ds.AcquisitionMatrix = [0, phantoms.matrix_size(phantom, size), phantoms.matrix_size(phantom, size), 0]
+    ds.PatientPosition = "HFS"
+
+
+def exam_datasets(
     exam: SimulatedExam,
     *,
     slices: int | None = None,
@@ -248,14 +286,36 @@ def series_datasets(
     size: int = 512,
     now: datetime | None = None,
 ) -> Iterator[Dataset]:
+    """Every series of the exam as the modality sends it: the first (``series_datasets``), then the
+    protocol's others (phantoms.MORE_SERIES: an MR brain's T1 after its T2), numbered on."""
+    yield from series_datasets(exam, slices=slices, max_slices=max_slices, size=size, now=now)
+    first = phantoms.BY_PROCEDURE.get(exam.procedure.code)
+    for number, phantom in enumerate(phantoms.MORE_SERIES.get(first, ()), 3):
+        yield from series_datasets(
+            exam, slices=slices, max_slices=max_slices, size=size, now=now, phantom=phantom,
+            series_number=number,
+        )  # fmt: skip
+
+
+def series_datasets(
+    exam: SimulatedExam,
+    *,
+    slices: int | None = None,
+    max_slices: int | None = None,
+    size: int = 512,
+    now: datetime | None = None,
+    phantom: str | None = None,
+    series_number: int = 2,
+) -> Iterator[Dataset]:
     """One series for the exam: ``slices`` instances, or the procedure's realistic count capped at
     ``max_slices``. ``now`` is the modality's wall clock: DICOM dates and times are local, without a
-    zone, so it must be the facility's local time."""
+    zone, so it must be the facility's local time. ``phantom``: another series of the study than
+    the procedure's first (exam_datasets)."""
     procedure = exam.procedure
     count = slices if slices is not None else min(procedure.slices, max_slices or procedure.slices)
     now = now or datetime.now()
     views = ("AP", "LAT")
-    phantom = phantoms.BY_PROCEDURE.get(procedure.code)
+    phantom = phantom or phantoms.BY_PROCEDURE.get(procedure.code)
     for ds in series_generate(
         modality=procedure.modality,
         count=count,
@@ -280,13 +340,15 @@ def series_datasets(
             "StudyTime": now.strftime("%H%M%S"),
             "SeriesTime": now.strftime("%H%M%S"),
             "ContentTime": now.strftime("%H%M%S"),
-            "SeriesNumber": 2,
+            "SeriesNumber": series_number,
             "InstitutionName": exam.facility_code,
         },
     ):
         thickness = ds.get("SliceThickness")
         axial = f"AXIAL {float(thickness):g}MM" if phantom and thickness else "AXIAL 5MM"
-        ds.SeriesDescription = {"CT": axial, "MR": "AX T2"}.get(
+        sequence = phantoms.PHANTOMS[phantom].sequence if phantom else ""
+        mr = MR_SEQUENCES[sequence][-1] if sequence else "AX T2"
+        ds.SeriesDescription = {"CT": axial, "MR": mr}.get(
             procedure.modality,
             {"LL": "LAT"}.get(view := ds.get("ViewPosition", ""), view) or views[(ds.InstanceNumber - 1) % 2],
         )
@@ -436,7 +498,7 @@ async def exam_simulate(
     now = facility.local_now()
     message = order_message(exam, facility.hl7_sender, control_id, now=now)
     ack = await order_send(message, host=host, port=hl7_port)
-    images = list(series_datasets(exam, slices=slices, max_slices=max_slices, now=now))
+    images = list(exam_datasets(exam, slices=slices, max_slices=max_slices, now=now))
     statuses = await asyncio.to_thread(
         series_send, iter(images), host=host, port=dicom_port, calling_ae=facility.calling_ae
     )

@@ -1,4 +1,5 @@
-"""Demo data for ``make demo``: three client facilities in two states, eight radiologists, one
+"""Demo data for ``make demo``: three client facilities in two states, nine radiologists (one a
+new locum whose licence is not yet verified, so the MSO's flags have something to show), one
 person for each other role. Loading is idempotent — run it twice and nothing is duplicated.
 
 Everyone signs in with DEMO_PASSWORD. Radiologists and the medical director also need an
@@ -93,6 +94,8 @@ PEOPLE = (
     DemoPerson("dr.breast", "Grace Whitaker, MD", Role.RADIOLOGIST, ("breast",), "1780621852"),
     DemoPerson("dr.er", "Luis Ortega, MD", Role.RADIOLOGIST, ("general",), "1295837710"),
     DemoPerson("dr.nighthawk", "Aisha Bello, MD", Role.RADIOLOGIST, ("general", "neuro"), "1457394012"),
+    # a locum starting at Lakeshore: privileged, on the rota, but not eligible until verified
+    DemoPerson("dr.locum", "Jonah Reiter, MD", Role.RADIOLOGIST, ("general",), "1467502914"),
     DemoPerson("director", "Dana Whitfield, MD", Role.MEDICAL_DIRECTOR),
     DemoPerson("mso", "Mary Collins", Role.CREDENTIALING),
     DemoPerson("admin.chicago", "Carlos Mendez", Role.FACILITY_ADMIN, administers=("CHI-L1",)),

@@ -59,9 +59,11 @@ def ct_series(
     study_date: str = "20250301",
     study_time: str = "031500",
     size: int = 128,
+    phantom: str | None = None,
 ) -> GeneratedSeries:
     """One CT series of ``count`` slices, 5 mm apart, generated the way the facility simulator does.
-    Each slice's pixels differ a little, so instances are distinguishable after rendering."""
+    Each slice's pixels differ a little, so instances are distinguishable after rendering. With
+    ``phantom`` (interfaces.phantoms: "head" …) the slices are that phantom's, with its geometry."""
     study_uid = study_uid or generate_uid(prefix=UID_PREFIX)
     attributes = {
         "AccessionNumber": accession,
@@ -82,7 +84,13 @@ def ct_series(
     }
     datasets = list(
         series_generate(
-            modality="CT", count=count, study_uid=study_uid, attributes=attributes, size=size, pixel_step=10
+            modality="CT",
+            count=count,
+            study_uid=study_uid,
+            attributes=attributes,
+            size=size,
+            pixel_step=10,
+            phantom=phantom,
         )
     )
     series_uid = str(datasets[0].SeriesInstanceUID)

@@ -98,11 +98,54 @@ class TestTheLoadedDemo:
             FacilityKind.OUTPATIENT_IMAGING,
         )
         radiologists = RadiologistProfile.objects.prefetch_related("subspecialties")
-        assert radiologists.count() == 8
+        assert radiologists.count() == 9
         covered = {s.code for p in radiologists for s in p.subspecialties.all()}
         assert {"neuro", "msk", "body", "chest", "pediatric", "breast", "general"} <= covered
         roles = {role for u in User.objects.all() for role in roles_of(u)}
         assert roles == set(Role)
+
+    def test_the_locum_awaiting_verification_is_flagged_notified_and_not_eligible(self, client):
+        """Issue 19: a fresh demo shows the MSO's flags — one reader, dr.locum, with an unverified IL
+        licence and a lapsed malpractice cover, approved at Lakeshore and on its rota."""
+        from credentialing.eligibility import ReasonCode, assess
+        from credentialing.models import Notification
+        from credentialing.selectors import credential_flags
+        from imaging.models import Study
+
+        locum = User.objects.get(username="dr.locum")
+        now = timezone.now()
+        # the flags: only the locum, with both problems, barred at Lakeshore
+        flags = credential_flags(now)
+        assert set(flags) == {locum.pk}
+        flag = flags[locum.pk]
+        assert flag.problems[0] == "IL licence 036-204518 not verified"
+        assert flag.problems[1].startswith("malpractice cover lapsed on ")
+        assert flag.barred_names == ("Lakeshore Medical Center",)
+        # the MSO was told on load: the flag (once) and the lapsed cover (the expiry rules' overdue)
+        notices = Notification.objects.filter(recipient__username="mso")
+        flag_notice = notices.get(key__startswith=f"verification:{locum.pk}:")
+        assert flag_notice.message.startswith(
+            "Jonah Reiter, MD is not eligible at Lakeshore Medical Center until verified: "
+            "IL licence 036-204518 not verified; malpractice cover lapsed on "
+        )
+        assert notices.filter(key__endswith=":overdue", message__contains="Jonah Reiter, MD's malpractice")
+        # the engine refuses the locum at Lakeshore during their shift, for verification only there
+        shift = Shift.objects.filter(radiologist=locum, starts_at__gt=now).order_by("starts_at").first()
+        study = Study.objects.filter(facility__code="CHI-L1").first()
+        reasons = assess(locum, study, shift.starts_at + timedelta(hours=1)).reasons
+        verification = [r for r in reasons if r.code == ReasonCode.VERIFICATION]
+        assert verification and verification[0].message.startswith(
+            "Lakeshore Medical Center requires verified credentials: IL licence 036-204518 not verified"
+        )
+        assert ReasonCode.SHIFT not in {r.code for r in reasons}  # on the rota: that is not the reason
+        # and the MSO's matrix and forecast show it
+        client.force_login(User.objects.get(username="mso"))
+        matrix = client.get("/credentialing/").content.decode()
+        assert "⚑ IL licence 036-204518 not verified" in matrix
+        assert matrix.count('data-testid="credential-flag"') == 1 and "not eligible until verified" in matrix
+        forecast = client.get("/credentialing/forecast/").content.decode()
+        assert "Jonah Reiter, MD" in forecast
+        assert "not eligible at Lakeshore Medical Center until verified" in forecast
 
     def test_the_demo_rota_has_readers_on_shift_at_every_hour_and_one_deliberate_gap(self):
         # given the demo loaded

@@ -33,7 +33,9 @@ def embedded_server(tmp_path_factory):
     env["READROOM_EMR_SIM_PORT"] = str(free_port())
     manage = [sys.executable, "manage.py"]
     for step in (["migrate", "--noinput", "-v0"], ["load_demo"]):
-        subprocess.run(manage + step, cwd=ROOT, env=env, check=True, capture_output=True, timeout=180)
+        done = subprocess.run(manage + step, cwd=ROOT, env=env, check=True, capture_output=True, timeout=180)
+    # what a newcomer's terminal shows while the demo loads (test_loading_the_demo_warns_of_nothing)
+    (tmp_path / "load_demo.log").write_bytes(done.stdout + done.stderr)
     port, hl7_port, dicom_port = free_port(), free_port(), free_port()
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115  (closed below)
     command = [*manage, "run_embedded", "--port", str(port), "--hl7-port", str(hl7_port)]
@@ -189,3 +191,12 @@ def test_a_simulated_study_is_routed_read_signed_and_acknowledged_by_the_emr(emb
         time.sleep(0.3)
     assert acked == ("AA",), log_path.read_text()[-3000:]
     assert "EMR simulator: " in log_path.read_text()
+
+
+def test_loading_the_demo_warns_of_nothing(embedded_server):
+    """Issue 19: `make demo` printed two "Connection refused" warnings while loading (the earlier
+    reads' ORUs went out before the EMR simulator listened); load_demo now runs it while it loads."""
+    _, server_log = embedded_server
+    printed = (server_log.parent / "load_demo.log").read_text()
+    assert "Logins (password for all" in printed  # the load's own output is what was captured
+    assert "WARNING" not in printed and "Connection refused" not in printed, printed

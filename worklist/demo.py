@@ -44,6 +44,8 @@ ROTA = (
     # weekends included: the general/ER reader by day, the nighthawk by night, at every facility …
     DemoTemplate("dr.er", "ER days", EVERY_DAY, time(7), time(19), ("CHI-L1", "IL-PRAIRIE", "WI-LAKEVIEW")),
     DemoTemplate("dr.nighthawk", "Nighthawk", EVERY_DAY, time(19), time(7), ("CHI-L1", "IL-PRAIRIE")),
+    # the locum (credentialing.demo AWAITING_VERIFICATION): on the rota, covering nothing until verified
+    DemoTemplate("dr.locum", "Locum days", WEEKDAYS, time(7), time(19), ("CHI-L1",)),
     # … except Lakeview on Sunday night (19:00 Sunday to 07:00 Monday): the deliberate red in the grid
     DemoTemplate(
         "dr.nighthawk", "Nighthawk Lakeview", (0, 1, 2, 3, 4, 5), time(19), time(7), ("WI-LAKEVIEW",)

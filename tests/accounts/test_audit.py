@@ -223,3 +223,23 @@ def test_audit_as_names_its_actor_and_reason_then_puts_the_requests_context_back
         (ops_omar, "identity domain merge"),
         (mso_mary, ""),
     ]
+
+
+def test_search_by_action_and_pages_of_fifty(client, ops_omar, superuser, janes_study):
+    """Issue 19: the audit log filters by action and pages its rows (50 a page)."""
+    from accounts.audit import audit_entry_write
+
+    client.force_login(superuser)
+    client.get(f"/admin/imaging/study/{janes_study.pk}/change/")  # an access row beside the creations
+    client.force_login(ops_omar)
+    reads = client.get("/audit/", {"action": LogEntry.Action.ACCESS}).context["page"]
+    assert reads.object_list and {e.action for e in reads.object_list} == {LogEntry.Action.ACCESS}
+    created = client.get("/audit/", {"action": LogEntry.Action.CREATE}).context["page"]
+    assert created.object_list and {e.action for e in created.object_list} == {LogEntry.Action.CREATE}
+    # more rows than a page: the second page holds the rest
+    for _ in range(55):
+        audit_entry_write(janes_study, action=LogEntry.Action.ACCESS, changes={})
+    first = client.get("/audit/", {"action": LogEntry.Action.ACCESS}).context["page"]
+    second = client.get("/audit/", {"action": LogEntry.Action.ACCESS, "page": 2}).context["page"]
+    assert len(first.object_list) == 50 and first.has_next()
+    assert len(second.object_list) == first.paginator.count - 50 > 0

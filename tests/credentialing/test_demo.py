@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_demo_credentials_are_idempotent():
     demo_load()
-    assert credentialing_demo_load() == 8
+    assert credentialing_demo_load() == 9
     counts = (StateLicence.objects.count(), FacilityPrivilege.objects.count(), Shift.objects.count())
     credentialing_demo_load()
     assert (StateLicence.objects.count(), FacilityPrivilege.objects.count(), Shift.objects.count()) == counts

@@ -93,3 +93,33 @@ def test_facility_admin_and_reader_cannot_see_the_flags(
     for response in refused:
         assert response.status_code == 403
         assert b"not verified" not in response.content
+
+
+def test_the_daily_check_tells_the_mso_of_a_flagged_reader_once_per_set_of_problems(
+    mso_mary, unverified_neuro, dr_neuro_il
+):
+    from credentialing.models import Notification, NotificationLevel
+    from credentialing.services import expiries_check
+
+    def notices() -> list[Notification]:
+        return list(
+            Notification.objects.filter(recipient=mso_mary, key__startswith="verification:").order_by("pk")
+        )
+
+    # when the daily check runs twice on a reader with an unverified licence and no cover
+    expiries_check(at=NOW)
+    expiries_check(at=NOW)
+    # then the MSO has one notice, with the engine's words and where it bars them
+    (notice,) = notices()
+    assert notice.message == (
+        "Dr dr_neuro_il is not eligible at Lakeshore Medical Center until verified: "
+        "IL licence 036-142857 not verified; no malpractice cover"
+    )
+    assert notice.level == NotificationLevel.WARNING
+    assert notice.url == f"/credentialing/profiles/{dr_neuro_il.radiologist_profile.pk}/"
+    # when the licence is verified, what is left is a new state: one more notice, about the cover
+    licence = unverified_neuro["licence"]
+    licence.verified_at, licence.verification_method = NOW, "source_website"
+    licence.save()
+    expiries_check(at=NOW)
+    assert [n.message.split(": ", 1)[1] for n in notices()[1:]] == ["no malpractice cover"]

@@ -88,3 +88,6 @@ def test_forecast_page_shows_the_sentence(client, mso_mary, weekend_rota):
         page = client.get("/credentialing/forecast/")
     assert page.status_code == 200
     assert b"Lakeview Outpatient Imaging has no MSK reader on weekend nights from then" in page.content
+    # the first uncovered shift in Lakeview's own time (issue 19: the forecast was in UTC)
+    html = page.content.decode()
+    assert "first uncovered <time" in html and ">2027-01-16 19:00 CST</time>" in html

@@ -342,3 +342,58 @@ def test_ohif_opens_a_study_an_ai_flagged_at_the_flagged_series_and_image(
     # then OHIF's one viewport shows the flagged series (not the scout, series 1), at the flagged slice
     expect(page.locator('[data-cy="viewport-overlay-top-left"]')).to_contain_text("AXIAL FLAGGED")
     expect(page.locator('[data-cy="viewport-overlay-bottom-right"]')).to_contain_text("I:3 (3/5)")
+
+
+# --- MPR on the simulator's CT head (issue 19) -----------------------------------------------------
+
+LIT_CANVASES = """(minimum) => {
+    // every viewport's canvas, and how many of its pixels are not background
+    return [...document.querySelectorAll('.cornerstone-canvas')].map((canvas) => {
+        if (!canvas.width) return 0;
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let lit = 0;
+        for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 30) lit++;
+        return lit;
+    });
+}"""
+
+
+def test_ohif_reconstructs_the_generated_512_ct_head_in_three_mpr_viewports(
+    live_server,
+    image_storage,
+    ohif_page: Page,
+    neuro_reader,  # noqa: F811
+    chicago,
+    ct_head_template,  # noqa: F811
+):
+    # given a claimed head CT of the simulator's 512² head phantom: real HU, spacing, orientation and
+    # positions (12 slices: the fewest that still make a head in the sagittal and coronal planes)
+    study = head_ct_study(chicago)
+    received(
+        chicago,
+        ct_series(
+            count=12, study_uid=study.study_instance_uid, accession=study.accession_number, size=512,
+            phantom="head",
+        ),
+    )  # fmt: skip
+    study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
+    page = ohif_page
+    watch = DicomWebWatch(page)
+    sign_in(page, live_server, neuro_reader)
+    page.goto(f"{live_server.url}/studies/{study.pk}/open/")
+    page.wait_for_function("() => window.crossOriginIsolated === true")
+    first_image_drawn(page)
+    assert page.locator(".cornerstone-canvas").count() == 1
+    # when the reader switches the layout to MPR
+    page.locator('[data-cy="Layout"]').click()
+    page.get_by_text("MPR", exact=True).click()
+    # then three viewports (axial, sagittal, coronal) each draw the head, not a blank canvas
+    page.wait_for_function(
+        f"() => {{ const lit = ({LIT_CANVASES})(); return lit.length === 3 && lit.every((n) => n > 2000); }}",
+        timeout=90_000,
+    )
+    lit = page.evaluate(LIT_CANVASES)
+    assert len(lit) == 3 and min(lit) > 2000, lit
+    assert len(set(lit)) == 3, lit  # three planes of the head, not one image drawn three times
+    # with every image request answered (no CSP violation either: the ohif_page fixture checks it)
+    assert not watch.failures(), watch.failures()

@@ -101,6 +101,16 @@ def test_blinded_review_adjudication_and_feedback(
         "Subtle but real left SDH on the thin slices; please addend."
     )
     page.get_by_label("Ask the reader for an addendum").check()
+    # styled forms (issue 19): the text area is the theme's field, not a white unstyled box …
+    field, body = page.get_by_label(re.compile(r"^Feedback to the reader")).evaluate(
+        "e => [e, document.body].map((n) => [getComputedStyle(n).backgroundColor, getComputedStyle(n).color])"
+    )
+    assert field == body, (field, body)  # the page's background and text colour (app.css), not the UA's
+    # … and the addendum checkbox sits at the start of its own label's line, not across the page from it
+    box = page.get_by_label("Ask the reader for an addendum").bounding_box()
+    label = page.locator("label", has_text="Ask the reader for an addendum").bounding_box()
+    assert box["width"] < 30 and abs(box["x"] - label["x"]) < 10, (box, label)
+    assert label["y"] <= box["y"] + box["height"] / 2 <= label["y"] + label["height"], (box, label)
     page.get_by_role("button", name="Record decision").click()
     expect(page.get_by_text("Adjudication recorded; the reader sees your feedback.")).to_be_visible()
     expect(page.get_by_text("Nothing to adjudicate.")).to_be_visible()

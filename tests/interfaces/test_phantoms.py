@@ -16,7 +16,14 @@ from pydicom.pixels import apply_modality_lut
 
 from imaging.models import Study
 from interfaces import phantoms
-from interfaces.simulator import PROCEDURES, STROKE_PROCEDURE, exam_random, series_datasets, series_send
+from interfaces.simulator import (
+    PROCEDURES,
+    STROKE_PROCEDURE,
+    exam_datasets,
+    exam_random,
+    series_datasets,
+    series_send,
+)
 
 BY_CODE = {p.code: p for p in PROCEDURES}
 
@@ -138,3 +145,129 @@ def test_a_simulated_head_ct_is_stored_by_the_scp_and_renders(dicom_scp, client,
     rendered = np.asarray(Image.open(BytesIO(answer.content)).convert("L"))
     assert rendered.shape == (128, 128) and rendered.min() < 10 and rendered.max() > 245
     assert client.get(f"/dicomweb/studies/{exam.study_uid}/rendered").status_code == 200
+
+
+# --- MR brain: the head model with T1/T2 contrast ------------------------------------------------
+
+
+def mr_brain_exam():
+    return exam_for("70551")
+
+
+def test_an_mr_brain_is_an_axial_t2_then_t1_series_with_mr_geometry():
+    # given the simulator's MR brain of 12 slices a series, as the demo sends it
+    datasets = [decoded(ds) for ds in exam_datasets(mr_brain_exam(), slices=12)]
+    # then it is two series of MR Image Storage, T2 first, one study
+    assert len(datasets) == 24
+    assert {ds.SOPClassUID for ds in datasets} == {"1.2.840.10008.5.1.4.1.1.4"}
+    assert {ds.Modality for ds in datasets} == {"MR"}
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1
+    t2, t1 = datasets[:12], datasets[12:]
+    assert len({ds.SeriesInstanceUID for ds in t2}) == len({ds.SeriesInstanceUID for ds in t1}) == 1
+    assert t2[0].SeriesInstanceUID != t1[0].SeriesInstanceUID
+    assert (t2[0].SeriesNumber, t2[0].SeriesDescription, t1[0].SeriesNumber, t1[0].SeriesDescription) == (
+        2, "AX T2 FSE", 3, "AX T1 SE",
+    )  # fmt: skip
+    assert float(t2[0].RepetitionTime) > 2000 > 800 > float(t1[0].RepetitionTime)
+    assert float(t2[0].EchoTime) > 80 > 20 > float(t1[0].EchoTime)
+    for ds in datasets:
+        # 12-bit unsigned magnitude at an MR matrix, no Modality LUT (MR has no units)
+        assert (ds.Rows, ds.Columns, ds.pixel_array.dtype) == (256, 256, np.uint16)
+        assert (ds.PixelRepresentation, ds.BitsStored, ds.HighBit) == (0, 12, 11)
+        assert ds.pixel_array.max() <= 4095 and "RescaleIntercept" not in ds
+        assert (ds.MRAcquisitionType, float(ds.MagneticFieldStrength)) == ("2D", 1.5)
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx([220 / 256] * 2)
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    for series in (t2, t1):
+        positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in series])
+        # the first pixel's centre half a pixel in from the field's corner, the image centred
+        assert positions[0, 0] == pytest.approx(-110 + 220 / 512, abs=1e-4)
+        assert (positions[:, :2] == positions[0, :2]).all()
+        spacing = float(series[0].SpacingBetweenSlices)
+        assert np.diff(positions[:, 2]) == pytest.approx([spacing] * 11, abs=0.01)
+        assert [float(ds.SliceLocation) for ds in series] == pytest.approx(positions[:, 2].tolist())
+        # 2-D spin echo leaves a gap: thinner slices than their spacing, over the head's 150 mm
+        assert 0.7 * spacing < float(series[0].SliceThickness) < spacing
+        assert spacing * 12 == pytest.approx(150, abs=1)
+    # the two series are the same slices of the same patient: a reader compares them level by level
+    assert [ds.ImagePositionPatient for ds in t2] == [ds.ImagePositionPatient for ds in t1]
+
+
+def model_signal(name: str, model_x: float, model_y: float, *, seed: int = 1) -> float:
+    """The middle slice's median signal around a point of the head model (before the patient's own
+    size and position), found through the phantom's own spacing."""
+    phantom = phantoms.PHANTOMS[name]
+    pixels = phantoms.slice_pixels(name, 6, 12, size=512, seed=seed)
+    scale, dx, dy = phantoms._jitter(seed)
+    spacing = phantoms.pixel_spacing(phantom, 512)
+    column = int((dx + scale * model_x + phantom.field_of_view_mm / 2) / spacing)
+    row = int((dy + scale * model_y + phantom.field_of_view_mm / 2) / spacing)
+    return float(np.median(pixels[row - 2 : row + 3, column - 2 : column + 3]))
+
+
+def test_mr_contrast_is_t1_and_t2_like():
+    # points of the middle slice: a lateral ventricle, deep white matter, cortical grey matter
+    csf, white, grey = (9.0, -4.0), (30.0, 30.0), (59.0, 0.0)
+    t2 = {
+        tissue: model_signal("mr_brain_t2", *at)
+        for tissue, at in (("csf", csf), ("white", white), ("grey", grey))
+    }
+    t1 = {
+        tissue: model_signal("mr_brain_t1", *at)
+        for tissue, at in (("csf", csf), ("white", white), ("grey", grey))
+    }
+    # T2: fluid brightest, grey brighter than white; T1: white brighter than grey, fluid dark
+    assert t2["csf"] > 2 * t2["grey"] and t2["grey"] > 1.2 * t2["white"]
+    assert t1["white"] > 1.2 * t1["grey"] and t1["grey"] > 2 * t1["csf"]
+    # air is a Rician noise floor, not zeros: a magnitude image
+    corner = phantoms.slice_pixels("mr_brain_t2", 6, 12, size=512, seed=1)[:20, :20]
+    assert 0 < corner.mean() < 60 and np.count_nonzero(corner) > 300
+
+
+def test_the_mr_head_is_the_ct_heads_model_at_the_same_place():
+    # given the same patient (seed) and level on CT and on T2, each at its own field of view and matrix
+    def csf_centre(name: str, is_csf) -> tuple[float, float]:
+        phantom = phantoms.PHANTOMS[name]
+        pixels = phantoms.slice_pixels(name, 6, 12, size=512, seed=2).astype(np.float64)
+        if phantom.kind == "CT":
+            pixels = pixels - phantoms.HU_OFFSET
+        spacing = phantoms.pixel_spacing(phantom, 512)
+        rows, columns = np.nonzero(is_csf(pixels))
+        # the centroid in patient mm (pixel centres from the image centre)
+        half = phantom.field_of_view_mm / 2
+        return (columns.mean() + 0.5) * spacing - half, (rows.mean() + 0.5) * spacing - half
+
+    ct = csf_centre("head", lambda hu: (hu > -10) & (hu < 15))
+    mr = csf_centre("mr_brain_t2", lambda signal: signal > 2000)
+    # then the ventricles sit at the same patient position, to within a pixel
+    assert ct == pytest.approx(mr, abs=0.9)
+
+
+def test_only_the_mr_brain_has_a_second_series():
+    for code in ("70450", "71045", "73721"):
+        datasets = list(exam_datasets(exam_for(code), slices=2, size=64))
+        assert len({ds.SeriesInstanceUID for ds in datasets}) == 1, code
+    # the MR knee still carries the bundled MR test image: no knee MR model yet (docs/operations.md)
+    (knee, *_) = exam_datasets(exam_for("73721"), slices=1, size=64)
+    assert knee.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" and knee.SeriesDescription == "AX T2"
+
+
+def test_a_simulated_mr_brain_is_stored_by_the_scp_as_two_series_and_renders(
+    dicom_scp, client, admin_chicago
+):
+    # given the simulator's MR brain (T2 then T1), sent over one association as exam_simulate does
+    host, port, aet = dicom_scp
+    exam = mr_brain_exam()
+    statuses = series_send(
+        exam_datasets(exam, slices=3), host=host, port=port, calling_ae="LAKESHORE_CT1", called_ae=aet
+    )
+    # then all six instances are stored, as one study of two MR series, and it renders in its window
+    assert statuses == [0] * 6
+    study = Study.objects.get(study_instance_uid=exam.study_uid)
+    assert (study.number_of_instances, study.number_of_series) == (6, 2)
+    assert set(study.series.values_list("modality", flat=True)) == {"MR"}
+    client.force_login(admin_chicago)
+    answer = client.get(f"/dicomweb/studies/{exam.study_uid}/thumbnail?viewport=128,128")
+    assert answer.status_code == 200, answer.content[:200]
+    rendered = np.asarray(Image.open(BytesIO(answer.content)).convert("L"))
+    assert rendered.min() < 10 and rendered.max() > 200  # dark air, bright fluid on T2

@@ -166,8 +166,10 @@ def test_operations_see_every_open_study_holders_breaches_and_why_nobody_is_elig
     # and for the WI study: nobody eligible, one reader off shift, one without a WI licence
     assert "nobody eligible: 1 no WI licence, 1 off shift" in html
     assert "Dr dr_neuro_off: not on shift" in html
-    # the unclaimed Lakeshore study has an eligible reader
+    # the unclaimed Lakeshore study has an eligible reader, named behind the count (issue 19)
     assert "1 eligible now" in html
+    names = html.split('data-testid="eligible-names"', 1)[1].split("</details>", 1)[0]
+    assert f"<li>{neuro_reader}</li>" in names
 
 
 def test_operations_rows_cost_the_same_queries_for_3_rows_or_12(client, ops_omar, neuro_reader, chicago):
