@@ -230,3 +230,20 @@ def test_a_waiting_oru_whose_study_never_comes_is_dead_lettered_for_operations(
     assert "AI-NEVER1" in page and "its study never arrived" in page
     # a second run changes nothing
     assert ai_orus_waiting_expire(now=timezone.now() + timedelta(hours=26)) == 0
+
+
+def test_the_expiry_runs_on_beat_as_a_registered_task(
+    hl7_listener, aidoc_node, chicago, lakeshore_ai_rules, settings
+):
+    from radiology.celery import app
+    from radiology.schedule import PERIODIC_TASKS
+
+    entry = PERIODIC_TASKS["ai-oru-waiting-expire"]
+    assert entry.task == "interfaces.tasks.ai_orus_waiting_expire" and entry.every == timedelta(minutes=5)
+    # the name resolves to the task, and the task expires what waited too long
+    settings.READROOM_AI_ORU_WAIT_HOURS = 0
+    [ack] = exchange(hl7_listener, ai_oru(accession="ACC-BEAT", control_id="AI-BEAT1"))
+    assert msa(ack)[0] == "AA"
+    wait_for(lambda: InboundMessage.objects.filter(status=InboundStatus.WAITING).exists())
+    assert app.tasks[entry.task].apply().get() == 1
+    assert InboundMessage.objects.get(control_id="AI-BEAT1").status == InboundStatus.DEAD
