@@ -15,12 +15,22 @@ from django.utils import timezone
 from facilities.models import Facility
 from imaging.facts import AiResultFacts
 from imaging.models import AiFinding, AiResult, Study
-from imaging.services import IngestConflict
+from imaging.services import StudyNotYetStored
 from imaging.signals import ai_result_recorded
 
 
+class AiStudyNotStored(StudyNotYetStored):
+    """No study of this facility is the one the result names (yet): the AI node was quicker than the
+    modality. The HL7 edge keeps such an ORU waiting for its study (docs/ai.md)."""
+
+    def __init__(self, message: str, *, study_instance_uid: str, accession_number: str) -> None:
+        super().__init__(message)
+        self.study_instance_uid = study_instance_uid
+        self.accession_number = accession_number
+
+
 def ai_study_for(facility: Facility, facts: AiResultFacts) -> Study:
-    """The study the result is about, at this facility; IngestConflict when there is none here."""
+    """The study the result is about, at this facility; AiStudyNotStored when there is none here."""
     studies = Study.objects.filter(facility=facility)
     study = None
     if facts.study_instance_uid:
@@ -29,7 +39,11 @@ def ai_study_for(facility: Facility, facts: AiResultFacts) -> Study:
         study = studies.filter(accession_number=facts.accession_number).first()
     if study is None:
         what = facts.study_instance_uid or f"accession {facts.accession_number or '(none)'}"
-        raise IngestConflict(f"AI result for a study not stored at {facility.code}: {what}")
+        raise AiStudyNotStored(
+            f"AI result for a study not stored at {facility.code}: {what}",
+            study_instance_uid=facts.study_instance_uid,
+            accession_number=facts.accession_number,
+        )
     return study
 
 

@@ -298,6 +298,10 @@ def app_config(*, dicomweb_root: str = "/dicomweb") -> dict:
         # No onboarding tour over the first image of every read.
         "customizationService": {"ohif.tours": {"$set": []}},
         "showStudyList": False,
+        # A SEG (an AI's segmentation) in a viewport is overlaid at once, without OHIF's "load the
+        # segmentation?" prompt (OHIF 3.13.2 promptHydrationDialog; SR hydration is governed by
+        # measurementTrackingMode, untouched): the reader opened it to see it (docs/ai.md).
+        "disableConfirmationPrompts": True,
         "investigationalUseDialog": {"option": "never"},
         "showWarningMessageForCrossOrigin": False,
         "showCPUFallbackMessage": True,

@@ -169,6 +169,9 @@ class AiFlaggedImage:
     series_instance_uid: str
     sop_instance_uid: str
     finding: str  # "Cerebral hemorrhage positive (p=0.93) · Aidoc BriefCase ICH 2.1"
+    # the series of the study's AI segmentation (a SEG with a positive finding), stored here: OHIF
+    # opens on it so its overlay is drawn on the images it segments; "" when there is none
+    segmentation_series_uid: str = ""
 
 
 def ai_flagged_image(study: Study) -> AiFlaggedImage | None:
@@ -200,8 +203,27 @@ def ai_flagged_image(study: Study) -> AiFlaggedImage | None:
             first.series.series_instance_uid,
             first.sop_instance_uid,
             f"{finding.label} · {finding.result.algorithm}",
+            _ai_segmentation_series_uid(study),
         )
     return None
+
+
+def _ai_segmentation_series_uid(study: Study) -> str:
+    """The series of the study's earliest AI SEG with a positive finding, if it is stored here."""
+    seg_uids = (
+        AiFinding.objects.filter(result__study=study, result__source="seg", present=True)
+        .order_by("result__received_at", "result_id")
+        .values_list("result__sop_instance_uid", flat=True)
+    )
+    for uid in seg_uids:
+        series = (
+            Instance.objects.filter(series__study=study, sop_instance_uid=uid)
+            .values_list("series__series_instance_uid", flat=True)
+            .first()
+        )
+        if series:
+            return series
+    return ""
 
 
 def ohif_viewer_url(
@@ -219,7 +241,11 @@ def ohif_viewer_url(
         return None
     uids = [study.study_instance_uid, *(u for u in prior_uids if u != study.study_instance_uid)]
     query = {"StudyInstanceUIDs": ",".join(uids)}
-    if flagged is not None:
+    if flagged is not None and flagged.segmentation_series_uid:
+        # OHIF's SEG viewport: the segmented series with the overlay hydrated (app-config's
+        # disableConfirmationPrompts: no "load the segmentation?" prompt), docs/ai.md
+        query["initialSeriesInstanceUID"] = flagged.segmentation_series_uid
+    elif flagged is not None:
         query["initialSeriesInstanceUID"] = flagged.series_instance_uid
         query["initialSOPInstanceUID"] = flagged.sop_instance_uid
     return f"{URL_PREFIX}viewer?{urlencode(query)}"

@@ -353,12 +353,16 @@ def ohif_content_security_policy(nonce: str | None = None, *, framed_by_self: bo
     Without a nonce it is the policy of OHIF's bundles (``ohif_asset``). A browser applies a
     script response's policy only when the script runs as a worker, and OHIF's codec workers need
     'unsafe-eval': the JPEG-LS/JPEG 2000 decoders are emscripten builds whose embind makes
-    functions with ``new Function`` (seen in tests/e2e/test_ohif.py's JPEG-LS MR). The page itself
-    does not get it.
+    functions with ``new Function`` (seen in tests/e2e/test_ohif.py's JPEG-LS MR).
+
+    The page gets 'unsafe-eval' too (docs/security.md "OHIF's page and 'unsafe-eval'"): decoding a
+    DICOM SEG runs scijs ndarray's ``compileConstructor`` (``new Function``) in the page, and an
+    AI's segmentation overlay is not drawn without it. Scripts still run only from this origin or
+    by the nonce; ReadRoom's own pages keep no 'unsafe-eval'.
 
     ``framed_by_self``: the page may be shown in the report editor's images pane (same origin only)."""
     script = (
-        f"script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'"
+        f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval' 'wasm-unsafe-eval'"
         if nonce
         else ("script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'")
     )

@@ -15,6 +15,10 @@ class InboundStatus(models.TextChoices):
     DUPLICATE = "duplicate", "Duplicate (already applied)"
     REJECTED = "rejected", "Rejected (NAK sent)"
     FAILED = "failed", "Failed while applying"
+    # An AI node's ORU^R01 for a study not stored at its facility yet (the node was quicker than the
+    # modality): applied when the study's first image is stored there, dead-lettered after
+    # READROOM_AI_ORU_WAIT_HOURS (docs/ai.md).
+    WAITING = "waiting", "Waiting for its study"
     # Could not be applied (at once for a deterministic error, else after N attempts): set aside so
     # the sender's later messages go on; operations reprocess or discard it, with a reason.
     DEAD = "dead", "Dead letter (set aside; operations may reprocess or discard)"
@@ -53,6 +57,9 @@ class InboundMessage(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     resolution = models.CharField(max_length=300, blank=True)
+    # A waiting AI result (status WAITING): the study it names, by Study Instance UID and/or accession
+    waiting_study_uid = models.CharField(max_length=64, blank=True)
+    waiting_accession = models.CharField(max_length=16, blank=True)
 
     class Meta:
         indexes = [
@@ -61,6 +68,10 @@ class InboundMessage(models.Model):
                 fields=["status", "sending_application", "sending_facility", "id"], name="inbound_drain_idx"
             ),
             models.Index(fields=["facility", "received_at"], name="inbound_facility_time_idx"),
+            # a new study's first image looks for the AI ORUs waiting for it
+            models.Index(
+                fields=["facility"], condition=models.Q(status="waiting"), name="inbound_waiting_study_idx"
+            ),
         ]
 
     def __str__(self) -> str:

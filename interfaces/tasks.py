@@ -5,7 +5,7 @@ from celery import shared_task
 from imaging.services import studies_complete_quiet
 from interfaces.dicom.prior_scu import priors_fetch
 from interfaces.health import interface_alerts_check
-from interfaces.hl7.inbound import hl7_inbound_drain, hl7_inbound_senders_pending
+from interfaces.hl7.inbound import ai_orus_waiting_expire, hl7_inbound_drain, hl7_inbound_senders_pending
 from interfaces.hl7.outbound import outbox_deliver, outbox_facilities_due, outbox_heads_probe
 
 # A message not applied this long after it was ACKed is assumed orphaned (worker died, task lost).
@@ -23,6 +23,11 @@ def hl7_inbound_sweep() -> int:
     for app, fac in senders:
         hl7_inbound_drain_task.delay(app, fac)
     return len(senders)
+
+
+@shared_task(name="interfaces.tasks.ai_orus_waiting_expire")
+def ai_orus_waiting_expire_task() -> int:
+    return ai_orus_waiting_expire()
 
 
 @shared_task(name="interfaces.tasks.studies_complete_quiet")

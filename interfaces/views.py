@@ -168,6 +168,7 @@ def message_detail(request: HttpRequest, direction: str, message_id: int) -> Htt
             InboundStatus.DUPLICATE,
             InboundStatus.RECEIVED,
             InboundStatus.REJECTED,
+            InboundStatus.WAITING,
         )
     else:
         text, ack = message.payload, message.ack_raw

@@ -35,6 +35,8 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
     # prior questions that waited for their source's pull hours (docs/priors.md)
     "priors-deferred-sweep": PeriodicTask("interfaces.tasks.priors_deferred_sweep", timedelta(minutes=5)),
+    # AI ORUs that waited READROOM_AI_ORU_WAIT_HOURS for a study that never came → dead letters.
+    "ai-oru-waiting-expire": PeriodicTask("interfaces.tasks.ai_orus_waiting_expire", timedelta(minutes=5)),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
     # SLA warnings (50 %, 80 %), breaches and the code-stroke steps; each step is recorded once, so

@@ -44,6 +44,7 @@ from interfaces.dicom.ai_objects import AI_OBJECT_CLASSES, MalformedAiResult, ai
 from interfaces.dicom.header import UndecodableDataset, instance_header_read
 from interfaces.dicom.integrity import pixel_data_problem
 from interfaces.dicom.quarantine import ai_objects_waiting_link
+from interfaces.hl7.inbound import ai_orus_waiting_release
 from interfaces.models import DicomAssociation, QuarantinedObject
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ def dicom_instance_receive(
         return ReceiveResult(OUT_OF_RESOURCES, header=header, reason=f"database unavailable: {exc}")
     if recorded.study_created and ai_facts is None and made_by is None:
         _waiting_ai_results_link(facility, header.study_instance_uid)
+        _waiting_ai_orus_release(facility, recorded.study_id)
     return ReceiveResult(SUCCESS, recorded=recorded, header=header)
 
 
@@ -229,6 +231,18 @@ def _waiting_ai_results_link(facility: Facility, study_instance_uid: str) -> Non
         ai_objects_waiting_link(facility=facility, study_instance_uid=study_instance_uid)
     except Exception:
         log.exception("could not link the AI results waiting for %s", study_instance_uid)
+
+
+def _waiting_ai_orus_release(facility: Facility, study_id: int) -> None:
+    """The AI ORUs kept for this study at this facility (by its UID, or the accession it took from
+    its order) are applied now, by their senders' drains, after this commits."""
+    try:
+        study_uid, accession = Study.objects.values_list("study_instance_uid", "accession_number").get(
+            pk=study_id
+        )
+        ai_orus_waiting_release(facility=facility, study_instance_uid=study_uid, accession_number=accession)
+    except Exception:  # the image is stored already: a failure here is logged, the ORU keeps waiting
+        log.exception("could not release the AI ORUs waiting for study %s", study_id)
 
 
 def _duplicate_check(

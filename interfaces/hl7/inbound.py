@@ -18,11 +18,13 @@ import psycopg
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.db import DataError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import audit_entry_write
 from facilities.models import Facility, Hl7Sender, address_allowed
 from imaging import services as imaging
+from imaging.ai import AiStudyNotStored
 from imaging.facts import OrderFacts, OrderMessage
 from interfaces.hl7.ack import ack_code_for, application_ack_wanted, build_ack
 from interfaces.hl7.parse import (
@@ -358,6 +360,9 @@ def _message_apply(message: InboundMessage) -> bool:
             parsed = _parsed(message)
             note = _apply(message.facility, parsed)
         message.status, message.error = InboundStatus.PROCESSED, note
+    except AiStudyNotStored as exc:
+        _ai_result_wait(message, exc)
+        fields += ["waiting_study_uid", "waiting_accession"]
     except (Hl7Error, imaging.IngestConflict) as exc:
         message.status, message.error = InboundStatus.FAILED, str(exc)
     except DETERMINISTIC_ERRORS as exc:
@@ -371,9 +376,10 @@ def _message_apply(message: InboundMessage) -> bool:
             return False
         _dead_letter(message, message.error)
         fields += ["dead_at"]
-    message.processed_at = timezone.now()
+    message.processed_at = timezone.now()  # for a waiting message: when its wait began
     message.save(update_fields=fields)
-    _application_ack_send(message)
+    if message.status != InboundStatus.WAITING:  # a waiting message is acknowledged when it ends
+        _application_ack_send(message)
     return True
 
 
@@ -387,6 +393,87 @@ def _parsed(message: InboundMessage) -> ParsedMessage:
             raise Hl7Error("AE", UNSUPPORTED_MESSAGE_TYPE, "its sender no longer sends ORU^R01 we accept")
         return parse(raw, oru_kind=kind)
     return parse(raw)
+
+
+# --- an AI result before its study ---------------------------------------------------------------
+
+
+def _ai_result_wait(message: InboundMessage, exc: AiStudyNotStored) -> None:
+    """An AI node's ORU for a study its facility does not hold yet: kept waiting (ACK stays AA; it is
+    well-formed), applied when the study's first image is stored there (``ai_orus_waiting_release``).
+    The study may be committed by another connection meanwhile: after this commits, the study is
+    looked for once more, and the release is a compare-and-set, so the result is applied once."""
+    message.status = InboundStatus.WAITING
+    message.error = f"{exc}: waiting for its study, applied when its images arrive"
+    message.waiting_study_uid = exc.study_instance_uid[:64]
+    message.waiting_accession = exc.accession_number[:16]
+    message_id = message.pk
+    transaction.on_commit(lambda: _ai_result_wait_recheck(message_id))
+
+
+def _ai_result_wait_recheck(message_id: int) -> None:
+    message = InboundMessage.objects.filter(pk=message_id, status=InboundStatus.WAITING).first()
+    if message is None or message.facility is None:
+        return
+    from imaging.models import Study  # the edge reads the study it names
+
+    studies = Study.objects.filter(facility=message.facility)
+    for_uid = message.waiting_study_uid and studies.filter(study_instance_uid=message.waiting_study_uid)
+    for_accession = message.waiting_accession and studies.filter(accession_number=message.waiting_accession)
+    if (for_uid and for_uid.exists()) or (for_accession and for_accession.exists()):
+        # back to received: the drain that set it waiting (its loop) or the sweep applies it
+        InboundMessage.objects.filter(pk=message_id, status=InboundStatus.WAITING).update(
+            status=InboundStatus.RECEIVED
+        )
+
+
+def ai_orus_waiting_release(*, facility: Facility, study_instance_uid: str, accession_number: str) -> int:
+    """The study's first image is stored at ``facility``: the AI ORUs waiting for it **there** (by its
+    Study Instance UID, or its accession) go back to *received* and their senders' drains apply them
+    in order, after this commits. Never another facility's: a facility-B ORU naming the same
+    accession stays waiting. Returns how many were released."""
+    match = Q(waiting_study_uid=study_instance_uid) if study_instance_uid else Q(pk__in=[])
+    if accession_number:
+        match |= Q(waiting_accession=accession_number)
+    waiting = InboundMessage.objects.filter(match, facility=facility, status=InboundStatus.WAITING)
+    senders = set(waiting.values_list("sending_application", "sending_facility"))
+    released = waiting.update(status=InboundStatus.RECEIVED)  # compare-and-set on the status
+    if released:
+        from interfaces.tasks import hl7_inbound_drain_task  # tasks import this module
+
+        for app, fac in senders:
+            transaction.on_commit(
+                lambda app=app, fac=fac: hl7_inbound_drain_task.delay(app, fac), robust=True
+            )
+    return released
+
+
+def ai_orus_waiting_expire(*, now: datetime | None = None) -> int:
+    """AI ORUs that waited ``READROOM_AI_ORU_WAIT_HOURS`` for a study that never came: dead letters,
+    shown to operations on the interfaces page (reprocess — it waits again — or discard) with the
+    dead-letter alert of their facility. Idempotent (a compare-and-set on the status)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.READROOM_AI_ORU_WAIT_HOURS)
+    expired = 0
+    for message in InboundMessage.objects.filter(status=InboundStatus.WAITING, processed_at__lt=cutoff).defer(
+        "raw"
+    ):
+        error = (
+            f"its study never arrived: waited {settings.READROOM_AI_ORU_WAIT_HOURS:g} h "
+            f"({message.error.split(': waiting for its study')[0]})"
+        )[:2000]
+        with transaction.atomic():
+            if not InboundMessage.objects.filter(pk=message.pk, status=InboundStatus.WAITING).update(
+                status=InboundStatus.DEAD, error=error, dead_at=now
+            ):
+                continue  # its study came meanwhile
+            log.warning("AI ORU %s dead-lettered: %s", message.pk, error)
+            message.status, message.error = InboundStatus.DEAD, error
+            facility = message.facility
+            transaction.on_commit(lambda facility=facility: hl7_in_dead_letter_alert(facility))
+        expired += 1
+        _application_ack_send(InboundMessage.objects.get(pk=message.pk))
+    return expired
 
 
 def _application_ack_send(message: InboundMessage) -> None:
@@ -491,8 +578,14 @@ class ReprocessRefused(ValueError):
     """Why an inbound message may not be applied again (said on the page)."""
 
 
-# Applied, waiting, or a copy of an applied one: applying again would change nothing or apply twice.
-NOT_REPROCESSABLE = (InboundStatus.PROCESSED, InboundStatus.DUPLICATE, InboundStatus.RECEIVED)
+# Applied, waiting (to be applied, or for its study), or a copy of an applied one: applying again
+# would change nothing or apply twice.
+NOT_REPROCESSABLE = (
+    InboundStatus.PROCESSED,
+    InboundStatus.DUPLICATE,
+    InboundStatus.RECEIVED,
+    InboundStatus.WAITING,
+)
 
 
 def inbound_message_reprocess(*, message_id: int, by, reason: str) -> InboundMessage:

@@ -377,6 +377,10 @@ READROOM_HL7_MAX_FRAME_BYTES = env.int("READROOM_HL7_MAX_FRAME_BYTES", default=1
 # Inbound HL7 dead letter (docs/interfaces-hardening.md): a message whose apply fails this many times
 # (at once for a deterministic error: data too long, invalid bytes) is set aside; the sender goes on.
 READROOM_HL7_IN_MAX_ATTEMPTS = env.int("READROOM_HL7_IN_MAX_ATTEMPTS", default=5)
+# An AI node's ORU for a study not stored yet waits this long for the study's first image, then is
+# dead-lettered for operations (docs/ai.md): past a day a triage result no longer triages anything,
+# and a study that never came means a wrong accession or a lost forward that an analyst must see.
+READROOM_AI_ORU_WAIT_HOURS = env.float("READROOM_AI_ORU_WAIT_HOURS", default=24.0)
 # Pixel data longer than this is refused at C-STORE/STOW (0xA900), as is pixel data whose length
 # contradicts its Rows x Columns x frames x bits (docs/interfaces-hardening.md). 2 GiB by default.
 READROOM_DICOM_MAX_PIXEL_BYTES = env.int("READROOM_DICOM_MAX_PIXEL_BYTES", default=2 * 1024**3)

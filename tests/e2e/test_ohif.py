@@ -397,3 +397,71 @@ def test_ohif_reconstructs_the_generated_512_ct_head_in_three_mpr_viewports(
     assert len(set(lit)) == 3, lit  # three planes of the head, not one image drawn three times
     # with every image request answered (no CSP violation either: the ohif_page fixture checks it)
     assert not watch.failures(), watch.failures()
+
+
+# Colour in the viewport: a CT is drawn in grey (R = G = B); OHIF draws a segmentation in colour.
+COLOURED_PIXELS_JS = """() => {
+    const canvas = document.querySelector('.cornerstone-canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let coloured = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        const hi = Math.max(data[i], data[i + 1], data[i + 2]);
+        const lo = Math.min(data[i], data[i + 1], data[i + 2]);
+        if (hi - lo > 40) coloured++;
+    }
+    return coloured;
+}"""
+
+
+def image_shown(page: Page, index: int, count: int) -> None:
+    """Scroll the viewport (the wheel, over the image) until it shows image ``index`` of ``count``."""
+    box = page.locator(".cornerstone-canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    where = page.locator('[data-cy="viewport-overlay-bottom-right"]')
+    for _ in range(2 * count):
+        before = where.inner_text()
+        shown = re.search(r"\((\d+)/\d+\)", before)
+        if shown and int(shown[1]) == index:
+            return
+        page.mouse.wheel(0, 120 if not shown or int(shown[1]) < index else -120)
+        expect(where).not_to_have_text(before)
+    raise AssertionError(f"could not scroll to image {index}: {where.inner_text()}")
+
+
+def test_ohif_overlays_an_ai_segmentation_on_the_images_it_segments(
+    live_server,
+    image_storage,
+    ohif_page: Page,
+    neuro_reader,  # noqa: F811
+    chicago,
+    ct_head_template,  # noqa: F811
+):
+    from tests.ai_data import ai_seg
+    from tests.dicom_data import part10_bytes
+
+    # given a claimed head CT whose AI segmentation (a highdicom SEG, ICH) marks the 3rd of 5 slices
+    study = head_ct_study(chicago)
+    axial = ct_series(
+        count=5, study_uid=study.study_instance_uid, accession=study.accession_number,
+        series_number=2, series_description="AXIAL",
+    )  # fmt: skip
+    received(chicago, axial)
+    seg = ai_seg(list(axial.datasets))
+    assert dicom_instance_receive(facility=chicago, part10=part10_bytes(seg)).ok
+    study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now())
+    page = ohif_page  # (its fixture fails the test on any CSP violation the page reports)
+    watch = DicomWebWatch(page)
+    sign_in(page, live_server, neuro_reader)
+    # when the reader opens it
+    page.goto(f"{live_server.url}/studies/{study.pk}/open/")
+    # then OHIF opens the segmentation's viewport: the CT it segments, the SEG hydrated (no prompt)
+    expect(page).to_have_url(re.compile(r"initialSeriesInstanceUID=" + re.escape(seg.SeriesInstanceUID)))
+    first_image_drawn(page)
+    expect(page.locator('[data-cy="viewport-overlay-top-left"]')).to_contain_text("AXIAL")
+    expect(page.get_by_text("Loading SEG")).to_have_count(0, timeout=60_000)
+    # and the segmented slice is drawn with the overlay in colour; a slice it does not mark, in grey
+    image_shown(page, 3, 5)
+    page.wait_for_function(COLOURED_PIXELS_JS.replace("return coloured;", "return coloured > 100;"))
+    image_shown(page, 2, 5)  # its neighbour (the overlay's "(2/5)" is set as that image renders)
+    assert page.evaluate(COLOURED_PIXELS_JS) == 0
+    assert not watch.failures(), watch.failures()

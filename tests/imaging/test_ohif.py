@@ -203,6 +203,28 @@ def test_open_starts_ohif_at_the_ai_findings_flagged_series_and_image(ohif_dir, 
     assert client.get(answer["Location"]).status_code == 200
 
 
+def test_open_points_ohif_at_the_ai_segmentation_so_its_overlay_is_drawn(ohif_dir, read_ct, reader, chicago):
+    from urllib.parse import parse_qs, urlsplit
+
+    from imaging.ohif import app_config
+    from tests.ai_data import ai_seg
+
+    # given an AI SEG (ICH) of a second series' middle slice
+    axial = ct_series(count=5, study_uid=read_ct.study_instance_uid, accession=read_ct.accession_number)
+    for part10 in axial.part10():
+        assert dicom_instance_receive(facility=chicago, part10=part10).ok
+    seg = ai_seg(list(axial.datasets))
+    assert dicom_instance_receive(facility=chicago, part10=part10_bytes(seg)).ok
+    # when the reader opens the study
+    answer = reader_client(reader).get(f"/studies/{read_ct.pk}/open/")
+    # then OHIF opens the SEG's series (its viewport shows the segmented CT with the overlay) and
+    # hydrates it without asking (docs/ai.md)
+    query = parse_qs(urlsplit(answer["Location"]).query)
+    assert query["initialSeriesInstanceUID"] == [seg.SeriesInstanceUID]
+    assert "initialSOPInstanceUID" not in query  # OHIF looks it up in the SEG's own instances
+    assert app_config()["disableConfirmationPrompts"] is True
+
+
 def test_a_study_no_ai_flagged_opens_ohif_without_an_initial_image(ohif_dir, read_ct, reader):
     answer = reader_client(reader).get(f"/studies/{read_ct.pk}/open/")
     assert "initialSeriesInstanceUID" not in answer["Location"]
@@ -231,8 +253,13 @@ def test_the_viewer_page_has_its_own_csp_whose_nonce_only_its_inline_scripts_car
     # framed only by this origin: the report editor's images pane (docs/viewer.md)
     assert "frame-ancestors 'self'" in policy and "object-src 'none'" in policy
     assert first["X-Frame-Options"] == "SAMEORIGIN"
-    assert "'unsafe-eval'" not in policy and "'wasm-unsafe-eval'" in policy
-    assert "script-src 'self' 'nonce-" in policy  # no 'unsafe-inline' for scripts
+    # 'unsafe-eval' on OHIF's page only: its SEG decoder (scijs ndarray) compiles with new Function
+    # (docs/security.md); no 'unsafe-inline' for scripts, no other origin
+    script_src = next(d for d in policy.split("; ") if d.startswith("script-src "))
+    assert script_src == f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval' 'wasm-unsafe-eval'"
+    # and only there: the built-in viewer beside it (a ReadRoom page) keeps the site's policy
+    builtin = client.get(f"/studies/{read_ct.pk}/viewer/")
+    assert builtin.status_code == 200 and "unsafe-eval" not in builtin["Content-Security-Policy"]
     html = first.content.decode()
     inline = re.findall(r"<script(?![^>]*\bsrc=)([^>]*)>", html)
     assert inline and all(f'nonce="{nonce}"' in attributes for attributes in inline)
