@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -28,7 +29,7 @@ from reports.services import (
 )
 from tests.conftest import PASSWORD
 from tests.reports.conftest import FILLED
-from tests.worklist.conftest import Screens
+from tests.worklist.conftest import Screens, make_eligible
 from worklist.groups import OPERATIONS_GROUP, user_group
 
 pytestmark = pytest.mark.django_db
@@ -284,6 +285,39 @@ def test_the_pdf_writes_times_in_the_facilitys_zone_with_its_abbreviation(
     signed = time_text(report.signed_at, chicago.zone)  # e.g. "2026-12-02 02:31 CST", not UTC
     assert f"on {signed}" in " ".join(text.split())
     assert signed.endswith(("CST", "CDT"))
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "signed_at", "shown"),
+    [
+        ("America/Chicago", datetime(2026, 3, 8, 7, 30, tzinfo=UTC), "2026-03-08 01:30 CST"),
+        ("America/Chicago", datetime(2026, 3, 8, 9, 30, tzinfo=UTC), "2026-03-08 04:30 CDT"),
+        ("America/Denver", datetime(2026, 3, 8, 7, 30, tzinfo=UTC), "2026-03-08 00:30 MST"),
+        ("America/Denver", datetime(2026, 3, 8, 9, 30, tzinfo=UTC), "2026-03-08 03:30 MDT"),
+    ],
+)
+def test_the_pdf_writes_the_signing_time_in_its_facilitys_zone_either_side_of_the_dst_change(
+    filled_report, neuro_reader, zone_name, signed_at, shown
+):
+    from pypdf import PdfReader
+
+    from reports.pdf import report_pdf
+
+    # given the study's facility in that zone, and the report signed final at that instant (the night
+    # of 8 March 2026: 02:00 became 03:00, at 08:00 UTC in Chicago and 09:00 UTC in Denver)
+    facility = filled_report.study.facility
+    facility.timezone = zone_name
+    facility.save(update_fields=["timezone"])
+    with time_machine.travel(signed_at, tick=False):
+        make_eligible(neuro_reader, facility)  # on shift that night too
+        report = report_sign(
+            report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=signed_at, final=True
+        )
+    # then the PDF's text says it in the facility's local time and abbreviation, never UTC
+    text = " ".join(
+        p.extract_text() for p in PdfReader(io.BytesIO(report_pdf(report=report, at=report.signed_at))).pages
+    )
+    assert f"on {shown}" in " ".join(text.split())
 
 
 # --- charges are append-only; corrections are rows of their own (issue 15) --------------------------
