@@ -99,14 +99,24 @@ def _walk(page: Page, server: AsgiServer, problems: list[str], seeds: list[str],
 def _seeds() -> dict[str, list[str]]:
     """Detail pages a role reaches by its work rather than by a link on a navigation page: the
     reader's own report (editor, signed) and its images, the reader's peer-review case."""
+    from django.contrib.auth import get_user_model
+
     from credentialing.models import RadiologistProfile
     from facilities.models import Facility
+    from imaging.selectors import studies_visible_to
     from qa.models import PeerReview
     from reports.models import Report
 
-    report = Report.objects.filter(author__username="dr.neuro").order_by("pk").first()
-    review = PeerReview.objects.filter(reviewer__username="dr.neuro").order_by("pk").first()
-    reader = [f"/studies/{report.study_id}/report/", f"/studies/{report.study_id}/viewer/"]
+    neuro = get_user_model().objects.get(username="dr.neuro")
+    report = Report.objects.filter(author=neuro).order_by("pk").first()
+    review = PeerReview.objects.filter(reviewer=neuro).order_by("pk").first()
+    # the images of a study he may open now: his own report's study only while he is on shift there
+    # (the demo's rota, at whatever hour the suite runs), else the first study he may open
+    visible = studies_visible_to(neuro).filter(number_of_instances__gt=0).order_by("pk")
+    images = visible.filter(pk=report.study_id).first() or visible.first()
+    reader = [f"/studies/{report.study_id}/report/"]
+    if images is not None:
+        reader.append(f"/studies/{images.pk}/viewer/")
     if review is not None:
         reader.append(f"/qa/reviews/{review.pk}/")
     facility = Facility.objects.order_by("pk").first()
