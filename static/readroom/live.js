@@ -219,7 +219,28 @@
       handled.add(notice || id + ":" + step);
       node.remove();
       update();
+      if (!notice && READER_STEPS.has(step)) strokeAcknowledged(id);
     }, () => (status.textContent = "No connection: the acknowledgement was not recorded."));
+  }
+
+  // A reader's stroke acknowledged here (on the lock, or on a page without the worklist's banner) is
+  // acknowledged for the worklist's own banner too: the worklist page (worklist.js) takes it from the
+  // event, and a worklist opened later in this tab from the tab's set of acknowledged strokes — else
+  // the banner hidden behind the lock would come back ringing at the unlock.
+  const WORKLIST_ACK_KEY = "readroom.worklist.acknowledged";
+
+  function strokeAcknowledged(id) {
+    if (worklistBanners) {
+      document.dispatchEvent(new CustomEvent("readroom:acknowledged", { detail: { study: id } }));
+      return;
+    }
+    try {
+      const ids = new Set(JSON.parse(sessionStorage.getItem(WORKLIST_ACK_KEY) || "[]"));
+      ids.add(String(id));
+      sessionStorage.setItem(WORKLIST_ACK_KEY, JSON.stringify(Array.from(ids).slice(-200)));
+    } catch (error) {
+      // a malformed set: the worklist's banner may show once more, nothing worse
+    }
   }
 
   function minutesTick() {

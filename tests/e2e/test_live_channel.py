@@ -290,6 +290,44 @@ def test_a_locked_worklist_says_locked_shows_the_stroke_on_the_lock_and_unlocks_
     expect(worklist_alert.get_by_role("button", name="Claim")).to_be_focused()
 
 
+def test_a_stroke_acknowledged_on_the_lock_of_the_worklist_does_not_come_back_after_the_unlock(
+    asgi_server,  # noqa: F811
+    page: Page,
+    readers,  # noqa: F811
+    chicago,
+    settings,
+):
+    from tests.e2e.test_worklist import open_worklist
+    from tests.reports.conftest import next_totp
+
+    neuro, _ = readers
+    settings.READROOM_LOCK_AFTER_SECONDS = 3
+    # given the neuro reader's worklist locked at the idle time, and a code stroke shown on the lock
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    lock = page.get_by_test_id("screen-lock")
+    expect(lock).to_be_visible(timeout=10_000)
+    stroke_id = route_stroke(chicago)
+    alert = page.get_by_test_id("live-alert")
+    expect(alert).to_have_attribute("data-study-id", str(stroke_id))
+    # when they acknowledge it on the lock (recorded), then unlock
+    alert.get_by_role("button", name="Acknowledge").click()
+    expect(alert).to_have_count(0)
+    assert AlertAcknowledgement.objects.filter(study_id=stroke_id, user=neuro).exists()
+    page.get_by_label("Authenticator code or password").fill(next_totp(neuro))
+    page.get_by_role("button", name="Unlock").click()
+    # then the worklist is back with the stroke's row, and its own banner for it does not come back
+    expect(lock).to_be_hidden()
+    row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+    expect(page.get_by_test_id("live-channel")).to_have_attribute("data-sounding", "false")
+    # nor after a reload of the worklist in this tab
+    page.reload()
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+
+
 def test_operations_see_a_dead_lettered_result_on_any_page_and_acknowledge_it(
     asgi_server,  # noqa: F811
     page: Page,
