@@ -352,7 +352,9 @@
   const lockNode = root.querySelector(".live-lock");
   const lockForm = root.querySelector(".live-unlock");
   const lockMessage = root.querySelector(".live-unlock-message");
-  const lockAfterMs = Number(root.dataset.lockAfter || 0) * 1000;
+  // the user's effective lock time, from the server (the strictest of their role's default and their
+  // facilities' contracts, never past the session's idle limit; docs/alerts.md "Per facility, per role")
+  let lockAfterMs = Number(root.dataset.lockAfter || 0) * 1000;
   let lastActivity = Date.now();
   let locked = false;
   let socketState = "connecting";
@@ -439,6 +441,22 @@
   const LOCK_KEY = "readroom.live.lock";
   let shared = 0;
 
+  // The server locks an idle session itself (ScreenLockMiddleware) by its own record of activity,
+  // so work that makes no request (typing a report, scrolling loaded images) is told to it: at most
+  // every 30 s while someone works in this window. Its answer carries the lock time (a contract
+  // changed meanwhile) or says the server locked the session already.
+  const BEAT_EVERY_MS = 30000;
+  let beaten = Date.now(); // the page's own load was activity the server saw
+
+  function beat() {
+    beaten = Date.now();
+    post(root.dataset.activeUrl).then(({ ok, data }) => {
+      if (!ok) return;
+      if (data.state === "locked") return lock(true);
+      if (Number(data.lock_after) > 0) lockAfterMs = Number(data.lock_after) * 1000;
+    }, () => {});
+  }
+
   function active() {
     if (locked) return;
     lastActivity = Date.now();
@@ -446,6 +464,7 @@
       shared = lastActivity;
       localStorage.setItem(ACTIVITY_KEY, String(lastActivity));
     }
+    if (root.dataset.activeUrl && lastActivity - beaten >= BEAT_EVERY_MS) beat();
   }
 
   ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"].forEach((name) =>
