@@ -82,6 +82,9 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
 
     # then the pane beside the editor shows this study's images, the editor is there too
     pane_shows(page, first)
+    # the editor and its pane are cross-origin isolated (docs/viewer.md), as OHIF's own page is
+    assert page.evaluate("window.crossOriginIsolated") is True
+    assert pane(page).evaluate("window.crossOriginIsolated") is True
     expect(page.get_by_test_id("layout-side")).to_have_attribute("aria-pressed", "true")
     expect(pane(page).get_by_test_id("patient-name")).to_have_text(first.patient.display_name)
     images = page.get_by_test_id("reading-pane").bounding_box()
