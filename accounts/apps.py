@@ -12,7 +12,10 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from accounts import audit  # noqa: F401  (registers models with django-auditlog)
+        from accounts import (
+            audit,  # noqa: F401  (registers models with django-auditlog)
+            checks,  # noqa: F401  (registers the deploy check)
+        )
         from accounts.setup import on_post_migrate
 
         # post_migrate is sent after the whole migration run, when every table exists.

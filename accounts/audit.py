@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 
 from auditlog.cid import get_cid
 from auditlog.context import auditlog_disabled, auditlog_value, set_extra_data
 from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
-from auditlog.signals import accessed
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
@@ -144,11 +144,40 @@ def audit_as(actor=None, *, reason: str = "") -> Iterator[None]:
             auditlog_value.set(outer)
 
 
-def record_phi_access(instance: models.Model) -> None:
-    """Record that the current user (from the request context) read this patient record.
+class ReadKind(StrEnum):
+    """What kind of read an ACCESS row records (``additional_data["read"]["kind"]``), so the trail
+    says what was seen — the images, a report's text, its PDF — and not only that a record was."""
 
-    Call it from every place that shows patient data: study, images, report."""
-    accessed.send(sender=instance.__class__, instance=instance)
+    VIEWER = "viewer"  # the images in a viewer (OHIF, the built-in one)
+    REPORT = "report"  # a report's text: the report page, the report API
+    PDF = "pdf"  # the report's PDF
+    PRIORS = "priors"  # prior studies' reports shown beside the current one
+    API = "api"  # a record's detail in the REST API
+    DICOMWEB_METADATA = "dicomweb-metadata"  # DICOM attributes: WADO metadata, QIDO of one study
+    DICOMWEB_INSTANCES = "dicomweb-instances"  # whole DICOM instances (WADO-RS retrieve)
+    DICOMWEB_FRAMES = "dicomweb-frames"  # pixels: frames, renderings, bulk data
+    FHIR = "fhir"  # a FHIR read
+    SEARCH = "search"  # a record a search returned (REST, QIDO, FHIR, C-FIND; the search row says which)
+    PEER_REVIEW = "peer-review"  # a peer-review, adjudication or feedback case
+    ADMIN = "admin"  # the Django admin's change page
+    DOCUMENT = "document"  # a credentialing document downloaded
+
+
+def record_phi_access(instance: models.Model, *, kind: ReadKind | str) -> None:
+    """Record that the current user (from the request context) read this patient record, and how:
+    the row names the object (type and id, as every row does) and ``kind`` (``ReadKind``), kept in
+    ``additional_data["read"]`` beside the patient and facility.
+
+    Call it from every place that shows patient data: study, images, report. Like auditlog's own
+    ``accessed`` receiver it writes nothing for an unregistered model or with auditing disabled."""
+    if instance.pk is None or auditlog_disabled.get() or not auditlog.contains(type(instance)):
+        return
+    meta = instance._meta
+    audit_entry_write(
+        instance,
+        action=LogEntry.Action.ACCESS,
+        extra={"read": {"kind": str(ReadKind(kind)), "type": meta.label_lower, "id": instance.pk}},
+    )
 
 
 def record_phi_search(
@@ -184,7 +213,7 @@ def record_phi_search(
         },
     )
     for instance in returned:
-        record_phi_access(instance)
+        record_phi_access(instance, kind=ReadKind.SEARCH)
 
 
 def change_summary(entry) -> list[str]:

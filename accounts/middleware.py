@@ -5,7 +5,6 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -13,10 +12,6 @@ from django.utils.cache import patch_vary_headers
 
 from accounts.roles import requires_second_factor
 from accounts.second_factor import has_confirmed_device
-
-# Sent with ``session_key`` when the server locks an idle session itself: the worklist app tells
-# that session's sockets (worklist.broadcast.session_state_send), as the page's own lock does.
-screen_locked = Signal()
 
 SECOND_FACTOR_ISSUE = {
     "severity": "error",
@@ -159,7 +154,11 @@ class ScreenLockMiddleware:
         if self._idle_past_lock(request, session):
             # idle past the lock with no page to say so: the server locks it (and its sockets)
             session_lock_store(session)
-            screen_locked.send(sender=self.__class__, session_key=session.session_key)
+            # (the page's own lock, accounts.screen_lock.session_lock, sends the same signal; this
+            # sender also has the worklist tell the session's sockets, as live_lock does for that one)
+            from accounts.signals import screen_locked
+
+            screen_locked.send(sender=self.__class__, user=request.user, session_key=session.session_key)
         if not session_locked(session) or request.path.startswith(self.ALLOWED):
             return self.get_response(request)
         if request.method != "GET" or not request.headers.get("Accept", "").startswith("text/html"):

@@ -24,6 +24,7 @@ from accounts.middleware import (
     session_lock_store,
 )
 from accounts.roles import Role, requires_second_factor, roles_of
+from accounts.signals import screen_locked, screen_unlocked
 
 
 def lock_after_seconds(user, *, contract_seconds: int | None = None) -> int:
@@ -59,7 +60,10 @@ def session_activity(session) -> None:
 
 def session_lock(request: HttpRequest) -> None:
     """Lock the session and keep it alive while locked, at most READROOM_LOCK_MAX_HOURS."""
+    was_locked = bool(request.session.get(LOCKED_KEY))  # every window of the browser may ask
     session_lock_store(request.session)
+    if not was_locked:
+        screen_locked.send(sender=session_lock, user=request.user, session_key=request.session.session_key)
 
 
 def session_unlock(request: HttpRequest, secret: str) -> bool:
@@ -81,4 +85,5 @@ def session_unlock(request: HttpRequest, secret: str) -> bool:
         request.session.set_expiry(None)  # SESSION_COOKIE_AGE again: idleness counts from now
         session_activity(request.session)  # else the server's idle record would lock it at once
         request.session.save()
+        screen_unlocked.send(sender=session_unlock, user=user, session_key=request.session.session_key)
     return ok

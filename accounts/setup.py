@@ -1,7 +1,8 @@
 """Database state that every deployment must have, re-applied after every ``migrate``:
 
 * the role groups and the model permissions each holds (accounts.roles.ROLE_MODEL_PERMISSIONS);
-* the triggers that make the audit log append-only.
+* the triggers that make the audit log append-only (and refuse its TRUNCATE);
+* the app role's grants, when the owner running ``migrate`` has one (``manage.py db_roles``).
 
 Done on ``post_migrate`` rather than in one migration so that it follows code changes to the role
 table and survives a third-party migration that rebuilds ``auditlog_logentry`` (SQLite rebuilds
@@ -15,7 +16,15 @@ from django.contrib.auth.models import Group, Permission
 from django.db import DEFAULT_DB_ALIAS
 
 from accounts.roles import ROLE_MODEL_PERMISSIONS
-from radiology.db import triggers_install
+from radiology.db import (
+    app_role_grants_refresh,
+    append_only_register,
+    triggers_install,
+    truncate_guards_ensure,
+)
+
+AUDIT_TABLE = "auditlog_logentry"
+append_only_register(AUDIT_TABLE, what="the audit log")
 
 PG_APPEND_ONLY = """
 CREATE OR REPLACE FUNCTION readroom_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -53,8 +62,12 @@ def role_groups_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
 
 def audit_log_append_only_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
     triggers_install(postgresql=PG_APPEND_ONLY, sqlite=[SQLITE_APPEND_ONLY], using=using)
+    truncate_guards_ensure([AUDIT_TABLE], using=using)
 
 
 def on_post_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
     role_groups_ensure(using)
     audit_log_append_only_ensure(using)
+    # every app's tables exist by now: the app role's grants cover a table this migrate added
+    # (docs/deployment.md "Two database roles")
+    app_role_grants_refresh(using)

@@ -2,9 +2,7 @@
 before/after values; document downloads as ACCESS rows. Each row carries ``radiologist_id`` (and
 ``facility_id`` where there is one) from the model's ``get_additional_data()``."""
 
-from auditlog.signals import accessed
-
-from accounts.audit import audit_register
+from accounts.audit import ReadKind, audit_register, record_phi_access
 from credentialing.models import (
     BoardCertification,
     DeaRegistration,
@@ -37,4 +35,4 @@ audit_register(FacilityPrivilege, m2m_fields={"scope_subspecialties"})
 
 def record_document_access(document: Document) -> None:
     """Record that the current user (from the request context) downloaded this document."""
-    accessed.send(sender=Document, instance=document)
+    record_phi_access(document, kind=ReadKind.DOCUMENT)

@@ -1,9 +1,10 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from accounts.roles import Role, has_role
 from facilities.models import DicomSender, Facility, Hl7Sender
 from facilities.selectors import facilities_administered_by, facilities_visible_to
+from facilities.signals import identity_domain_changed
 
 # Identity, contract and interfaces are set by operations (ReadRoom's interface analysts);
 # a facility admin keeps the rest current.
@@ -31,6 +32,10 @@ OPERATIONS_FIELDS = (
     "oru_addenda_as_nte",
     "hl7_outbound_host",
     "hl7_outbound_port",
+    # edge security (issue 15): TLS for the ORU, and who may connect for this facility
+    "hl7_outbound_tls",
+    "hl7_allowed_networks",
+    "dicom_allowed_networks",
     "hl7_accession_fallback",
     "study_quiet_seconds",
     "hl7_expected_gap_minutes",
@@ -82,6 +87,26 @@ class FacilityAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Facility | None = None) -> bool:
         return False  # a client with history is deactivated, never deleted
+
+    def save_model(self, request: HttpRequest, obj: Facility, form, change: bool) -> None:
+        # the MRN domain as it was, before this form (and its HL7 sender inlines) are saved
+        stored = Facility.objects.filter(pk=obj.pk).first() if change else None
+        request._domain_before = stored.patient_id_domain() if stored else None
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        """After the inlines (an HL7 sender's MSH-4 is a name of the domain): when the MRN domain
+        changed, the same merge as an onboarding re-apply (``identity_domain_changed``; imaging
+        merges the records that became one person, audited under this user), in the admin's
+        transaction — the save and the merge commit together. A new facility has no records yet."""
+        super().save_related(request, form, formsets, change)
+        before = getattr(request, "_domain_before", None)
+        facility = Facility.objects.get(pk=form.instance.pk)  # not the form's instance: its cache is stale
+        if before is None or facility.patient_id_domain() == before:
+            return
+        for _, lines in identity_domain_changed.send(Facility, facility=facility, actor=request.user):
+            for line in lines or []:
+                self.message_user(request, line, messages.INFO)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Facility | None = None):
         if request.user.is_superuser or has_role(request.user, Role.OPERATIONS):

@@ -6,6 +6,7 @@ Its US state decides which licence a reader needs; its time zone decides what "o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -155,6 +156,52 @@ def validate_move_destinations(value) -> None:
         problems += _dicom_peer_problems(entry, f"[{i}]", "ae_title")
     if problems:
         raise ValidationError("; ".join(problems))
+
+
+def validate_networks(value) -> None:
+    """An interface's allow-list: addresses or CIDR networks ("10.20.0.0/16", "192.0.2.7"). Host bits
+    set under the mask ("10.20.1.5/16") are a typo more often than not, so they are refused."""
+    if not isinstance(value, list):
+        raise ValidationError('must be a list of addresses or networks, e.g. ["10.20.0.0/16"]')
+    problems = []
+    for i, entry in enumerate(value):
+        try:
+            if not isinstance(entry, str):
+                raise ValueError
+            ipaddress.ip_network(entry.strip())
+        except ValueError:
+            problems.append(f"[{i}]: {entry!r} is not an address or network such as 10.20.0.0/16")
+    if problems:
+        raise ValidationError("; ".join(problems))
+
+
+def address_allowed(networks: list[str], address: str) -> bool:
+    """Whether ``address`` is in the allow-list; an empty list allows every address (the default:
+    most hospitals reach us over a site-to-site VPN that already limits who can connect)."""
+    if not networks:
+        return True
+    try:
+        peer = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if peer.version == 6 and peer.ipv4_mapped:  # a dual-stack socket reports ::ffff:10.20.1.5
+        peer = peer.ipv4_mapped
+    return any(peer in ipaddress.ip_network(n.strip()) for n in networks)
+
+
+TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
+
+
+def validate_outbound_tls(value) -> None:
+    """hl7.outbound.tls: {} = plain MLLP; otherwise TLS, verifying the EMR's certificate against
+    ``ca_file`` (default: the system's CAs), presenting ``cert_file``/``key_file`` when the engine
+    asks for a client certificate. Paths on the worker's machine, never the key itself."""
+    if not isinstance(value, dict) or set(value) - set(TLS_KEYS):
+        raise ValidationError(f"keys {', '.join(TLS_KEYS)} (file paths; server_name optional)")
+    if not all(isinstance(v, str) and v.strip() for v in value.values()):
+        raise ValidationError("each value must be a non-empty path (or server_name) as text")
+    if ("cert_file" in value) != ("key_file" in value):
+        raise ValidationError("cert_file and key_file go together (the client certificate and its key)")
 
 
 def validate_issuer_list(value) -> None:
@@ -316,6 +363,21 @@ class Facility(models.Model):
     # Interfaces. Outbound ORU goes to the facility's EMR interface engine.
     hl7_outbound_host = models.CharField("ORU host", max_length=255, blank=True)
     hl7_outbound_port = models.PositiveIntegerField("ORU port", null=True, blank=True)
+    # TLS for the ORU connection (docs/interfaces-hardening.md "TLS"); {} = plain MLLP.
+    hl7_outbound_tls = models.JSONField(
+        "ORU TLS", default=dict, blank=True, validators=[validate_outbound_tls],
+        help_text='{} for plain MLLP; {"ca_file": …, "cert_file": …, "key_file": …} for TLS',
+    )  # fmt: skip
+    # Optional allow-lists (docs/interfaces-hardening.md): which addresses this facility's HL7 senders
+    # and calling AE titles may connect from. Empty: any address.
+    hl7_allowed_networks = models.JSONField(
+        "HL7 sender networks", default=list, blank=True, validators=[validate_networks],
+        help_text='e.g. ["10.20.0.0/16"]; empty allows any address',
+    )  # fmt: skip
+    dicom_allowed_networks = models.JSONField(
+        "DICOM sender networks", default=list, blank=True, validators=[validate_networks],
+        help_text='e.g. ["10.20.0.0/16"]; empty allows any address',
+    )  # fmt: skip
     # Accession when neither IPC-1 nor OBR-18 carries one (STANDARDS.md §1 precedence).
     hl7_accession_fallback = models.CharField(
         max_length=8,
@@ -326,6 +388,9 @@ class Facility(models.Model):
         ],
         default="filler",
     )
+    # The RIS/EMR may send the hospital's report history (ORU^R01 from a sender that is not an AI
+    # node): kept read-only as prior reports of the patient (docs/priors.md). Off: such ORUs get AR 200.
+    hl7_report_history = models.BooleanField("accepts historical reports (ORU^R01)", default=False)
     # A study is complete when no instance has arrived for this long (DESIGN.md §4).
     study_quiet_seconds = models.PositiveIntegerField(default=90, validators=[MinValueValidator(5)])
     # An interface silent for longer than this turns red on the operations page.

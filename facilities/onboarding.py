@@ -16,9 +16,17 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
           facility: BLMH
       accession_fallback: filler    # filler | placer | none: accession when IPC-1 and OBR-18 are empty
       expected_gap_minutes: 60      # HL7 silence longer than this turns the interface red
+      allowed_networks: [10.20.0.0/16]  # optional: the addresses these senders may connect from; a
+                                    #   frame from elsewhere gets AR and the connection is closed
+      report_history: false         # its senders' ORU^R01 are the hospital's historical reports, kept
+                                    #   read-only as priors (docs/priors.md); default false: AR 200
       outbound:                     # where signed reports (ORU^R01) go over MLLP; both keys or neither
         host: hl7.birchlake.example.org
         port: 6661
+        tls:                        # optional: MLLP over TLS (paths on the worker's machine)
+          ca_file: /etc/readroom/tls/birchlake-ca.pem   # verifies the engine (default: system CAs)
+          cert_file: /etc/readroom/tls/client.pem       # client certificate, if the engine asks
+          key_file: /etc/readroom/tls/client.key
     dicom:
       calling_ae_titles:            # calling AE titles that send images for this facility (exact match)
         - BLMH_CT1                  #   a title alone, or
@@ -30,6 +38,8 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       move_destinations:            # where this facility's C-MOVEs to ReadRoom may send (else 0xA801)
         - {ae_title: BLMH_PACS, host: pacs.birchlake.example.org, port: 104}
       orderless_wait_minutes: 30    # a study without its order this long shows on the operations worklist
+      allowed_networks: [10.20.0.0/16]  # optional: where these AE titles may connect from (else
+                                    #   A-ASSOCIATE-RJ calling AE not recognised)
     patients:                       # the MRN domain (docs/orders.md): images and orders land on one patient
       assigning_authority: BLMH     #   its name in PID-3.4 (default: first sender's MSH-4, else the code)
       issuers: [BLMH_PACS]          #   other (0010,0021) / PID-3.4 names of the same MRNs (ignoring case)
@@ -123,12 +133,15 @@ TOP_KEYS = (
     "patients",
     "ai",
 )  # fmt: skip
-HL7_KEYS = ("senders", "accession_fallback", "expected_gap_minutes", "outbound")
+HL7_KEYS = (
+    "senders", "accession_fallback", "expected_gap_minutes", "outbound", "allowed_networks",
+    "report_history",
+)  # fmt: skip
 HL7_SENDER_KEYS = ("application", "facility")
-OUTBOUND_KEYS = ("host", "port")
+OUTBOUND_KEYS = ("host", "port", "tls")
 DICOM_KEYS = (
     "calling_ae_titles", "study_quiet_seconds", "expected_gap_minutes", "move_destinations",
-    "orderless_wait_minutes",
+    "orderless_wait_minutes", "allowed_networks",
 )  # fmt: skip
 PATIENT_KEYS = ("assigning_authority", "issuers")
 PRIORS_KEYS = ("sources",)
@@ -165,6 +178,10 @@ FIELD_PATHS: dict[str, str] = {
     "hl7_expected_gap_minutes": "hl7.expected_gap_minutes",
     "hl7_outbound_host": "hl7.outbound.host",
     "hl7_outbound_port": "hl7.outbound.port",
+    "hl7_outbound_tls": "hl7.outbound.tls",
+    "hl7_allowed_networks": "hl7.allowed_networks",
+    "dicom_allowed_networks": "dicom.allowed_networks",
+    "hl7_report_history": "hl7.report_history",
     "study_quiet_seconds": "dicom.study_quiet_seconds",
     "dicom_expected_gap_minutes": "dicom.expected_gap_minutes",
     **{f"sla_{p.lower()}_minutes": f"sla_minutes.{p}" for p in SLA_KEYS},
@@ -577,6 +594,7 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     senders = r.hl7_senders(hl7.get("senders"), "hl7.senders")
     raw["hl7_accession_fallback"] = r.text(hl7, "accession_fallback", "hl7.accession_fallback")
     raw["hl7_expected_gap_minutes"] = r.whole(hl7, "expected_gap_minutes", "hl7_expected_gap_minutes")
+    raw["hl7_report_history"] = r.flag(hl7, "report_history", "hl7.report_history")
     outbound = r.section(hl7.get("outbound"), "hl7.outbound", OUTBOUND_KEYS)
     raw["hl7_outbound_host"] = r.host(outbound)
     raw["hl7_outbound_port"] = r.port(outbound)
@@ -584,6 +602,9 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
         missing = "port" if raw["hl7_outbound_port"] is None else "host"
         other = "host" if missing == "port" else "port"
         r.problem(f"hl7.outbound.{missing}", f"required when hl7.outbound.{other} is given")
+    # checked whole by the model fields' validators (facilities.models)
+    raw["hl7_outbound_tls"] = outbound.get("tls")
+    raw["hl7_allowed_networks"] = hl7.get("allowed_networks")
 
     dicom = r.section(top.get("dicom"), "dicom", DICOM_KEYS)
     ae_titles = r.ae_titles(dicom.get("calling_ae_titles"), "dicom.calling_ae_titles")
@@ -592,6 +613,7 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     # Lists of mappings, checked whole by the model field's validator (facilities.models)
     raw["dicom_move_destinations"] = dicom.get("move_destinations")
     raw["orderless_wait_minutes"] = r.whole(dicom, "orderless_wait_minutes", "orderless_wait_minutes")
+    raw["dicom_allowed_networks"] = dicom.get("allowed_networks")
     # The MRN domain (docs/orders.md): its name in PID-3.4 and the other issuers that mean it,
     # checked whole by the model field's validator
     patients = r.section(top.get("patients"), "patients", PATIENT_KEYS)

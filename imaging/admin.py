@@ -4,7 +4,7 @@ other place that shows patient data. Roles get their own pages for their work in
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from imaging.models import Instance, Order, Patient, Series, Study
 
 
@@ -15,7 +15,7 @@ class AuditedPatientDataAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         obj = self.get_object(request, object_id)
         if obj is not None:
-            record_phi_access(obj)
+            record_phi_access(obj, kind=ReadKind.ADMIN)
         return super().change_view(request, object_id, form_url, extra_context)
 
 

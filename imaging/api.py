@@ -31,7 +31,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.audit import record_phi_search
+from accounts.audit import ReadKind, record_phi_search
 from accounts.authentication import AuditedTokenAuthentication
 from facilities.selectors import local_time_q
 from imaging.models import Order, OrderStatus, Patient, Study, StudyStatus
@@ -332,7 +332,9 @@ class StudyDetail(PatientDataAPIView):
         tags=["studies"],
     )
     def get(self, request: Request, study_id: int) -> Response:
-        return Response(StudySerializer(access_study(request.user, study_id)).data)  # audited
+        return Response(
+            StudySerializer(access_study(request.user, study_id, kind=ReadKind.API)).data
+        )  # audited
 
 
 urlpatterns = [

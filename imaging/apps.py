@@ -16,3 +16,8 @@ class ImagingConfig(AppConfig):
         identity_domain_changed.connect(
             on_facility_domain_changed, dispatch_uid="readroom.imaging.domain_merge"
         )
+        # every ReadRoom process (web, SCP, listener, worker, manage.py) starts by removing the
+        # half-written temp files a crash left (one directory each: cheap)
+        from imaging.storage import temp_files_sweep
+
+        temp_files_sweep()

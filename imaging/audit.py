@@ -2,8 +2,9 @@
 their arrival is recorded by the interface message tables (issue: ingest), not row by row here."""
 
 from accounts.audit import audit_register
-from imaging.models import Order, Patient, Study
+from imaging.models import HistoricalReport, Order, Patient, Study
 
 audit_register(Patient)
 audit_register(Order)
 audit_register(Study)
+audit_register(HistoricalReport)

@@ -137,6 +137,9 @@ class InstanceHeader:
     series_instance_uid: str
     transfer_syntax_uid: str = ""
     accession_number: str = ""
+    # Issuer of Accession Number Sequence (0008,0051): its Local Namespace Entity ID, else its
+    # Universal Entity ID — the authority that numbered the accession, when the modality says
+    issuer_of_accession: str = ""
     modality: str = ""
     study_description: str = ""
     series_description: str = ""
@@ -182,3 +185,21 @@ class AiResultFacts:
     findings: tuple[AiFindingFacts, ...]
     sop_instance_uid: str = ""  # the SR/SEG/KOS itself; the ORU's MSH-10 for HL7
     referenced_sop_instance_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HistoricalReportFacts:
+    """The hospital's own earlier report of a patient, as its RIS sent it (an ORU^R01 of its report
+    history, docs/priors.md): who, which exam, who read it, the final or corrected text."""
+
+    patient: PatientFacts
+    accession_number: str
+    procedure_code: str
+    procedure_text: str
+    observed_at: datetime | None  # naive: the facility's local time, as HL7 sends it
+    reported_at: datetime | None
+    result_status: str  # F | C
+    radiologist_name: str
+    text: str
+    source: str  # MSH-3^MSH-4
+    control_id: str  # MSH-10

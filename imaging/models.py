@@ -407,6 +407,7 @@ class RetrievalStatus(models.TextChoices):
     RETRIEVED = "retrieved", "Retrieved"
     FAILED = "failed", "Failed"  # retried until the attempts run out
     SKIPPED = "skipped", "Not relevant"
+    DEFERRED = "deferred", "Waiting for the pull hours"  # asked when the source's hours open
 
 
 class PriorRetrieval(models.Model):
@@ -510,3 +511,50 @@ class AiFinding(models.Model):
         """ "ICH positive (p=0.93)": what a badge and a "because" say about the finding."""
         p = f" (p={self.probability:.2f})" if self.probability is not None else ""
         return f"{self.meaning or self.code_value} {'positive' if self.present else 'negative'}{p}"
+
+
+class HistoricalReport(models.Model):
+    """One version of a report the hospital itself made, sent by its RIS/EMR as an ORU^R01 of its
+    history (docs/priors.md, "Historical reports from the RIS"). Read-only: shown beside the editor
+    as a prior report of the patient. The text lives in the encrypted store like a PACS report
+    object (``storage_path``), read on demand. A corrected result (C) is a new row; the one it
+    replaces keeps its text and gets ``superseded_at`` — nothing is changed in place."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="historical_reports")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="historical_reports")
+    # the study here with that accession, if ReadRoom holds it (a retrieved prior, or none at all)
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    accession_number = models.CharField(max_length=16)  # OBR-18, else OBR-3
+    procedure_code = models.CharField(max_length=64, blank=True)  # OBR-4.1
+    procedure_text = models.CharField(max_length=200, blank=True)  # OBR-4.2
+    observed_at = models.DateTimeField(null=True, blank=True)  # OBR-7: when the exam was done
+    reported_at = models.DateTimeField(null=True, blank=True)  # OBR-22: the result's status change
+    result_status = models.CharField(max_length=1)  # OBR-25: F final, C corrected
+    radiologist_name = models.CharField(max_length=200, blank=True)  # OBR-32 / OBX-16
+    source = models.CharField(max_length=200)  # MSH-3^MSH-4 of the sender
+    control_id = models.CharField(max_length=199)  # MSH-10: which received message this is
+    storage_path = models.CharField(max_length=255)
+    storage_key_id = models.CharField(max_length=32)
+    text_sha256 = models.CharField(max_length=64)
+    received_at = models.DateTimeField()
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    superseded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # one shown version per accession at a facility; the earlier ones are kept beside it
+            models.UniqueConstraint(
+                fields=["facility", "accession_number"],
+                condition=models.Q(superseded_at__isnull=True),
+                name="one_current_historical_report",
+            )
+        ]
+        indexes = [models.Index(fields=["patient", "superseded_at"], name="historical_report_patient_idx")]
+
+    def __str__(self) -> str:
+        return f"historical report {self.accession_number} ({self.result_status}) from {self.source}"
+
+    def get_additional_data(self) -> dict:
+        return {"patient_id": self.patient_id, "facility_id": self.facility_id}

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from io import BytesIO
 
+from django.db.models import F
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from accounts.audit import record_phi_access
-from imaging.models import Instance, PriorState, Study
+from accounts.audit import ReadKind, record_phi_access
+from imaging.models import HistoricalReport, Instance, PriorState, Study
 from imaging.selectors import study_priors
 from imaging.storage import StorageError, encrypted_read
 
@@ -32,21 +34,94 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 DOCUMENT_CLASSES = {**TEXT_SR_CLASSES, ENCAPSULATED_PDF: "PDF"}
 MAX_DOCUMENTS = 10
 MAX_TEXT = 20_000  # characters shown of one document: a report, not a book
+HISTORY_STATUS = {"F": "Final", "C": "Corrected"}
+
+
+@dataclass(frozen=True)
+class EarlierVersion:
+    """A version of a historical report that a later one replaced: still shown, marked so."""
+
+    label: str  # "Final, received 2026-03-02"
+    text: str
 
 
 @dataclass(frozen=True)
 class PriorDocument:
-    """One report object of a retrieved prior, as the reading screen shows it."""
+    """One report of a prior as the reading screen shows it: an object of a retrieved prior (SR,
+    PDF), or a report of the hospital's history that its RIS sent (kind "report", no study here
+    needed)."""
 
-    study: Study
-    kind: str  # "SR" | "PDF"
+    study: Study | None
+    kind: str  # "SR" | "PDF" | "report"
     title: str
     text: str
+    source: str = "from the PACS"
+    description: str = ""
+    on: datetime | None = None
+    reader: str = ""
+    earlier: tuple[EarlierVersion, ...] = ()
 
 
 def prior_documents(user, study: Study) -> list[PriorDocument]:
-    """The report objects (text SR, Encapsulated PDF) of the patient's *retrieved* priors that ``user``
-    may see, newest prior first. A prior still retrieving is hidden here as everywhere."""
+    """The hospital's reports of the patient's priors that ``user`` may see beside ``study`` (the
+    caller checked the study): the report objects (text SR, Encapsulated PDF) of the *retrieved*
+    priors, newest prior first — a prior still retrieving is hidden here as everywhere — then the
+    reports its RIS sent as history (``imaging.report_history``), newest exam first."""
+    return _pacs_documents(user, study) + historical_documents(study)
+
+
+def historical_documents(study: Study) -> list[PriorDocument]:
+    """The patient's reports from the facility's RIS history, other than this study's own, each its
+    shown version with the versions it replaced. The patient is one facility's (never matched
+    across facilities), so another facility's history cannot appear."""
+    if study.patient_id is None:
+        return []
+    shown = list(
+        HistoricalReport.objects.filter(
+            facility_id=study.facility_id, patient_id=study.patient_id, superseded_at__isnull=True
+        )
+        .exclude(accession_number__in=[study.accession_number] if study.accession_number else [])
+        .order_by(F("observed_at").desc(nulls_last=True), "-pk")[:MAX_DOCUMENTS]
+    )
+    documents = []
+    for report in shown:
+        text = _history_text(report)
+        earlier = []
+        replaced = report.supersedes
+        while replaced is not None:
+            received = replaced.received_at.astimezone(study.facility.zone)
+            label = f"Replaced: {HISTORY_STATUS[replaced.result_status]}, received {received:%Y-%m-%d %H:%M}"
+            earlier.append(EarlierVersion(label, _history_text(replaced)))
+            replaced = replaced.supersedes
+        title = f"{HISTORY_STATUS[report.result_status]} report"
+        if earlier:
+            title += f", replaces {len(earlier)} earlier version{'s' if len(earlier) > 1 else ''}"
+        documents.append(
+            PriorDocument(
+                study=report.study,
+                kind="report",
+                title=title,
+                text=text[:MAX_TEXT],
+                source=f"from the RIS, {report.source}",
+                description=f"{report.procedure_text or report.procedure_code} · {report.accession_number}",
+                on=report.observed_at or report.reported_at,
+                reader=report.radiologist_name,
+                earlier=tuple(earlier),
+            )
+        )
+        record_phi_access(report, kind=ReadKind.PRIORS)
+    return documents
+
+
+def _history_text(report: HistoricalReport) -> str:
+    try:
+        return encrypted_read(report.storage_path).decode()[:MAX_TEXT]
+    except (StorageError, UnicodeDecodeError) as exc:
+        log.warning("historical report %s unreadable: %s", report.pk, exc)
+        return "(this report could not be read)"
+
+
+def _pacs_documents(user, study: Study) -> list[PriorDocument]:
     priors = [p for p in study_priors(user, study) if p.prior_state == PriorState.RETRIEVED]
     if not priors:
         return []
@@ -67,9 +142,18 @@ def prior_documents(user, study: Study) -> list[PriorDocument]:
             # one unreadable object must not hide the others, nor the reading screen
             log.warning("prior report %s unreadable: %s", path, exc)
             text, title = "(this report could not be read)", ""
-        documents.append(PriorDocument(prior, kind, title or "Report", text[:MAX_TEXT]))
+        documents.append(
+            PriorDocument(
+                prior,
+                kind,
+                title or "Report",
+                text[:MAX_TEXT],
+                description=prior.description,
+                on=prior.study_datetime,
+            )
+        )
     for prior in {d.study for d in documents}:
-        record_phi_access(prior)
+        record_phi_access(prior, kind=ReadKind.PRIORS)
     return documents
 
 

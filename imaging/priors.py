@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from facilities.models import Facility
 from imaging.models import Instance, Patient, PriorFetch, PriorRetrieval, PriorState, RetrievalStatus, Study
-from imaging.storage import encrypted_delete
+from imaging.storage import encrypted_delete, metadata_sidecar_path
 
 # Body parts recognised in a procedure's text when the source names none (DICOM CID 4031 terms).
 BODY_PARTS = ("HEAD", "BRAIN", "NECK", "CHEST", "ABDOMEN", "PELVIS", "SPINE", "KNEE", "SHOULDER", "HIP")
@@ -72,10 +72,45 @@ def within_hours(source: dict, facility: Facility, now: datetime) -> bool:
     return start <= local <= end if start <= end else (local >= start or local <= end)
 
 
+def prior_retrieval_defer(retrieval: PriorRetrieval, source: dict) -> None:
+    """Outside the source's pull hours: the question waits (``priors_deferred_due`` asks it when the
+    hours open), and the reading screen says so rather than nothing."""
+    PriorRetrieval.objects.filter(pk=retrieval.pk).exclude(status=RetrievalStatus.RETRIEVED).update(
+        status=RetrievalStatus.DEFERRED,
+        last_error=f"{retrieval.source_name} waits for its pull hours ({source.get('hours')})"[:200],
+        updated_at=timezone.now(),
+    )
+
+
+def priors_deferred_due(*, now: datetime) -> list[PriorRetrieval]:
+    """The deferred questions whose source's hours are open now, each claimed once (compare-and-set
+    DEFERRED → PENDING, so two sweeps never ask twice); the caller asks them."""
+    due = []
+    for retrieval in PriorRetrieval.objects.filter(status=RetrievalStatus.DEFERRED).select_related(
+        "facility"
+    ):
+        source = next(
+            (s for s in retrieval.facility.prior_sources or [] if _source_name(s) == retrieval.source_name),
+            None,
+        )
+        if source is not None and not within_hours(source, retrieval.facility, now):
+            continue
+        claimed = PriorRetrieval.objects.filter(pk=retrieval.pk, status=RetrievalStatus.DEFERRED).update(
+            status=RetrievalStatus.PENDING, last_error="", updated_at=now
+        )
+        if claimed:
+            due.append(retrieval)  # a source since removed: asked, and priors_fetch skips it
+    return due
+
+
+def _source_name(source: dict) -> str:
+    return str(source.get("name") or source.get("called_ae_title") or source.get("base_url"))
+
+
 def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, order_id=None, study_id=None):
     retrieval, _ = PriorRetrieval.objects.get_or_create(
         facility=facility, patient=patient, order_id=order_id, study_id=study_id,
-        source_name=str(source.get("name") or source.get("called_ae_title") or source.get("base_url")),
+        source_name=_source_name(source),
     )  # fmt: skip
     return retrieval
 
@@ -126,6 +161,7 @@ def prior_partial_discard(fetch: PriorFetch) -> None:
         study.delete()
     for path in paths:
         encrypted_delete(path)
+        encrypted_delete(metadata_sidecar_path(path))
 
 
 def prior_retrieval_close(retrieval: PriorRetrieval, *, error: str = "", attempt: int) -> None:
@@ -146,13 +182,17 @@ def prior_status_text(study: Study) -> str:
     fetches = PriorFetch.objects.filter(retrieval__in=retrievals)
     done = fetches.filter(status=RetrievalStatus.RETRIEVED).count()
     failed = list(fetches.filter(status=RetrievalStatus.FAILED).values_list("error", flat=True))
-    source_errors = [r.last_error for r in retrievals if r.last_error]
+    source_errors = [
+        r.last_error for r in retrievals if r.last_error and r.status != RetrievalStatus.DEFERRED
+    ]
+    waiting = [r.last_error for r in retrievals if r.status == RetrievalStatus.DEFERRED]
     pending = fetches.filter(status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING)).count()
-    if not (done or failed or source_errors or pending):
+    if not (done or failed or source_errors or pending or waiting):
         return ""
     parts = [f"{done} prior{'s' if done != 1 else ''} retrieved"]
     if pending:
         parts.append(f"{pending} retrieving")
+    parts += waiting
     if failed or source_errors:
         reasons = "; ".join(dict.fromkeys(failed + source_errors))
         parts.append(f"{len(failed) or len(source_errors)} failed: {reasons}")

@@ -376,13 +376,15 @@ def _display_problem_record(instance: Instance, problem: RenderError) -> None:
     instance_display_problem_record(instance_id=instance.pk, reason=problem.message)
 
 
-def display_problem_find(instance: Instance) -> str:
+def display_problem_find(instance: Instance, part10: bytes | None = None) -> str:
     """Why this stored image cannot be displayed, from its first and last frame decoded and rendered
-    as the viewer would (``frame_pixels``), or "" (it displays, or it is no image: an SR)."""
-    try:
-        part10 = encrypted_read(instance.storage_path)
-    except StorageError as exc:
-        return f"the stored file cannot be read: {exc}"
+    as the viewer would (``frame_pixels``), or "" (it displays, or it is no image: an SR).
+    ``part10``: the file's decrypted bytes when the caller read them already."""
+    if part10 is None:
+        try:
+            part10 = encrypted_read(instance.storage_path)
+        except StorageError as exc:
+            return f"the stored file cannot be read: {exc}"
     last = part10_frame_count(part10) - 1
     for frame_index in sorted({0, last}):
         try:

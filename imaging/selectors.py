@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from accounts.roles import Role, has_role
 from credentialing.eligibility import readable_studies_q
 from facilities.models import Facility
@@ -34,6 +34,7 @@ from imaging.models import (
     AiFinding,
     Instance,
     Order,
+    OrderMatch,
     OrderStatus,
     Patient,
     PriorState,
@@ -85,15 +86,15 @@ def study_blinded_for(user, study_id: int) -> bool:
     return blinded_reports_for(user).filter(report__study_id=study_id).exists()
 
 
-def access_study(user, study_id: int) -> Study:
-    """Fetch a study the user may see, record the read in the audit log, or 404 (the same answer
-    for another facility's study as for a missing one)."""
+def access_study(user, study_id: int, *, kind: ReadKind) -> Study:
+    """Fetch a study the user may see, record the read (of ``kind``) in the audit log, or 404 (the
+    same answer for another facility's study as for a missing one)."""
     study = (
         studies_visible_to(user).select_related("facility", "patient", "order").filter(pk=study_id).first()
     )
     if study is None:
         raise Http404("No such study")
-    record_phi_access(study)
+    record_phi_access(study, kind=kind)
     return study
 
 
@@ -135,7 +136,7 @@ def access_order(user, order_id: int) -> Order:
     order = orders_visible_to(user).select_related("facility", "patient").filter(pk=order_id).first()
     if order is None:
         raise Http404("No such order")
-    record_phi_access(order)
+    record_phi_access(order, kind=ReadKind.API)
     return order
 
 
@@ -144,7 +145,7 @@ def access_patient(user, patient_id: int) -> Patient:
     patient = patients_visible_to(user).select_related("facility").filter(pk=patient_id).first()
     if patient is None:
         raise Http404("No such patient")
-    record_phi_access(patient)
+    record_phi_access(patient, kind=ReadKind.API)
     return patient
 
 
@@ -224,35 +225,53 @@ def ohif_viewer_url(
     return f"{URL_PREFIX}viewer?{urlencode(query)}"
 
 
-def studies_waiting_for_order(
-    user, *, at: datetime | None = None, facility: str = "", limit: int = 50
-) -> list[Study]:
+def studies_waiting_for_order(user, *, at: datetime | None = None, facility: str = "") -> QuerySet[Study]:
     """Open studies still without their order after the facility's ``orderless_wait_minutes``
     (docs/orders.md): images read without the order's priority, history and ordering provider.
-    Oldest first; only what the user may see (the operations desk: every facility). Each study
-    gets ``waited_minutes``."""
+    Oldest first; only what the user may see (the operations desk: every facility). A queryset,
+    so that the page and the REST API page it; ``waited_minutes_set`` fills in a page's minutes."""
     at = at or timezone.now()
+    # Each facility its own wait, compared in SQL so that a page is a LIMIT/OFFSET: one term per
+    # distinct wait (a handful), portable where the database has no interval arithmetic (SQLite).
+    waits = Facility.objects.values_list("orderless_wait_minutes", flat=True).distinct()
+    past_wait = Q(pk__in=[])
+    for minutes in waits:
+        past_wait |= Q(
+            facility__orderless_wait_minutes=minutes, first_received_at__lte=at - timedelta(minutes=minutes)
+        )
     candidates = (
         studies_visible_to(user, at=at)
         .filter(
+            past_wait,
             order__isnull=True,
             status__in=OPEN_STUDY_STATUSES,
             prior_state=PriorState.NOT_PRIOR,
-            first_received_at__lt=at,
         )
         .select_related("facility", "patient")
-        .order_by("first_received_at")
+        .order_by("first_received_at", "id")
     )
     if facility:
         candidates = candidates.filter(facility__code=facility)
-    waiting = []
-    # each facility its own wait: compared here (a handful of rows; SQLite has no interval arithmetic)
-    for study in candidates[: limit * 4]:
-        waited = (at - study.first_received_at).total_seconds() / 60
-        if waited >= study.facility.orderless_wait_minutes:
-            study.waited_minutes = int(waited)
-            waiting.append(study)
-    return waiting[:limit]
+    return candidates
+
+
+def waited_minutes_set(studies: Sequence[Study], *, at: datetime) -> list[Study]:
+    """Each study of a page of ``studies_waiting_for_order`` gets ``waited_minutes``."""
+    for study in studies:
+        study.waited_minutes = int((at - study.first_received_at).total_seconds() / 60)
+    return list(studies)
+
+
+def studies_matched_by_hand(user, *, facility: str = "") -> QuerySet[Study]:
+    """Open studies operations matched to an order by hand (``OrderMatch.MANUAL``), most recently
+    changed first: where a match made by mistake is undone (worklist.order_match)."""
+    studies = (
+        studies_visible_to(user)
+        .filter(order_match=OrderMatch.MANUAL, order__isnull=False, status__in=OPEN_STUDY_STATUSES)
+        .select_related("facility", "patient", "order")
+        .order_by("-updated_at", "-id")
+    )
+    return studies.filter(facility__code=facility) if facility else studies
 
 
 # An order images may still arrive for: not cancelled, discontinued or completed.

@@ -42,8 +42,8 @@ from imaging.models import (
     Study,
     StudyStatus,
 )
-from imaging.signals import ai_result_recorded, study_cancelled, study_routable
-from imaging.storage import StoredFile
+from imaging.signals import ai_result_recorded, instance_display_checked, study_cancelled, study_routable
+from imaging.storage import StorageError, StoredFile, encrypted_read
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +464,45 @@ def study_order_link(study: Study, order: Order, *, how: str, is_stroke: bool) -
     return changed
 
 
+def study_order_unlink(
+    study: Study, *, patient_id: int | None, accession: str, priority: str, is_stroke: bool
+) -> list[str]:
+    """Take the order away from ``study`` (a match by hand undone, worklist.order_match): it goes
+    back to what its images alone said — ``patient_id``, ``accession``, ``priority``, ``is_stroke``
+    as they were before the match — and is routed again after commit, so its class, clock and SLA
+    deadline follow the images and the catalogue, not the order. Returns the fields that changed."""
+    patient = Patient.objects.filter(pk=patient_id).first() if patient_id else None
+    while patient is not None and patient.merged_into_id:  # merged since: the survivor is the person
+        patient = patient.merged_into
+    # Routed already: images complete, or a stroke announced at its first image (as study_order_link).
+    announced = study.status == StudyStatus.COMPLETE or (study.is_stroke and study.first_received_at)
+    taken = (
+        Study.objects.filter(facility_id=study.facility_id, accession_number=accession)
+        .exclude(pk=study.pk)
+        .exists()
+    )
+    fields: dict[str, object] = {
+        "order": None,
+        "order_match": OrderMatch.NONE,
+        "patient": patient,
+        "priority": priority,
+        "is_stroke": is_stroke,
+        # the images' own accession, unless another study took it meanwhile (unique per facility):
+        # then none, as ingest does for a duplicate accession
+        "accession_number": "" if taken else accession,
+    }
+    changed = [k for k, v in fields.items() if getattr(study, k) != v]
+    for name in changed:
+        setattr(study, name, fields[name])
+    if changed:
+        study.save(update_fields=[*changed, "updated_at"])
+    if announced:
+        _announce(study_routable, study.pk)
+    if "priority" in changed:
+        _ai_results_reweigh(study)  # an AI raise holds without the order too
+    return changed
+
+
 def _ai_results_reweigh(study: Study) -> None:
     """AI triage rules only ever raise (#18): the class an order sets is weighed again against the
     study's AI results after commit, so an order that comes after them cannot undo their raise. The
@@ -656,13 +695,20 @@ def instance_display_check(*, instance_id: int) -> str:
     instance = Instance.objects.filter(pk=instance_id, display_checked_at__isnull=True).first()
     if instance is None:
         return ""
-    problem = display_problem_find(instance)
+    try:
+        part10 = encrypted_read(instance.storage_path)
+    except StorageError as exc:
+        part10, problem = None, f"the stored file cannot be read: {exc}"
+    else:
+        problem = display_problem_find(instance, part10)
     # only the file that was checked: a re-send meanwhile cleared the mark and queued its own check
     Instance.objects.filter(
         pk=instance_id, display_checked_at__isnull=True, storage_path=instance.storage_path
     ).update(display_checked_at=timezone.now())
     if problem:
         instance_display_problem_record(instance_id=instance_id, reason=problem)
+    if part10 is not None:
+        instance_display_checked.send(sender=Instance, instance=instance, part10=part10)
     return problem
 
 
@@ -769,13 +815,22 @@ def _study_for(facility: Facility, header: InstanceHeader, received_at) -> tuple
     return study, True
 
 
+def _accession_issuers_agree(order_issuer: str, images_issuer: str) -> bool:
+    """An accession is a number *and* the authority that issued it (IPC-1.2; DICOM (0008,0051)).
+    Most modalities send no issuer, and many RIS none in IPC-1: only two issuers that are both
+    there and differ say that the images' number is another authority's, not this order's."""
+    return not (order_issuer and images_issuer) or order_issuer.casefold() == images_issuer.casefold()
+
+
 def order_for_images(facility: Facility, header: InstanceHeader, accession: str) -> tuple[Order | None, str]:
     """The order a new study's images answer, and how it was found (docs/orders.md): the
-    accession at the facility; then the order that carries this Study Instance UID; then the
+    accession at the facility, when its issuers agree (``_accession_issuers_agree``); then the
+    order that carries this Study Instance UID; then the
     facility's fallback (the images' accession is the order's filler or placer number, as
     ``Facility.hl7_accession_fallback`` says the RIS numbers them)."""
     orders = Order.objects.select_related("patient").filter(facility=facility)
-    if accession and (order := orders.filter(accession_number=accession).first()):
+    order = orders.filter(accession_number=accession).first() if accession else None
+    if order is not None and _accession_issuers_agree(order.accession_issuer, header.issuer_of_accession):
         return order, OrderMatch.ACCESSION
     if order := orders.filter(study_instance_uid=header.study_instance_uid).first():
         return order, OrderMatch.STUDY_UID

@@ -20,3 +20,9 @@ study_opened = Signal()
 # viewer's page went away — a beacon on page hide): kwargs study, user, session_key. The FHIRcast hub
 # publishes ImagingStudy-close to the session's topic (signing publishes its own close).
 study_closed = Signal()
+
+# An image's decode check ran (imaging.services.instance_display_check, in a worker after the
+# commit): kwargs instance (Instance), part10 (its decrypted bytes, read once for the check).
+# DICOMweb writes the instance's metadata side-car from them (interfaces.dicom.metadata_sidecar),
+# so a viewer's first metadata request does not convert 300 headers to JSON while the reader waits.
+instance_display_checked = Signal()

@@ -8,19 +8,23 @@ the process: the object store only ever holds ciphertext. The key id travels in 
 database row) so keys can rotate: new files use ``READROOM_STORAGE_KEY``/``READROOM_STORAGE_KEY_ID``;
 older files are read with the keys listed in ``READROOM_STORAGE_OLD_KEYS`` (``id:base64,id:base64``).
 
-Durability before success: on the file system a write goes to a temporary file, is flushed to disk
-(fsync) and renamed into place, and the directory is flushed after the rename (and after creating a
-directory), so a crash leaves either the whole file or none. In an object store a write returns once
-the store's PUT has returned (with a Content-MD5 the store checks): S3 and its peers answer a PUT
+Durability before success: on the file system a write goes to a temporary file (``.incoming/``
+under the storage root: one directory, so a crash's leftovers are found without walking the
+archive — ``temp_files_sweep`` at every process start), is flushed to disk (fsync) and renamed into
+place, and the directory is flushed after the rename (and after creating a directory), so a crash
+leaves either the whole file or none. In an object store a write returns once the store's PUT has
+returned (with a Content-MD5 the store checks): S3 and its peers answer a PUT
 only when the object is durably stored, and an object appears whole or not at all.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,6 +35,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 MAGIC = b"RRE1"
 NONCE_BYTES = 12
+TEMP_PREFIX = ".incoming-"
+INCOMING_DIR = ".incoming"
+# Django's spooled uploads in FILE_UPLOAD_TEMP_DIR: tmpXXXXXXXX.upload[.ext]
+UPLOAD_TEMP_PATTERN = "tmp*.upload*"
+
+logger = logging.getLogger(__name__)
 
 
 class StorageError(Exception):
@@ -100,7 +110,10 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes) -> None:
     path = _resolve(relative_path)
     durable = settings.READROOM_STORAGE_FSYNC
     _directories_make(path.parent, durable=durable)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    incoming = storage_root() / INCOMING_DIR
+    _directories_make(incoming, durable=durable)
+    # same file system as its target, so the rename below is atomic
+    fd, tmp = tempfile.mkstemp(dir=incoming, prefix=TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(header)
@@ -165,6 +178,12 @@ def encrypted_read(relative_path: str) -> bytes:
         raise StorageError(f"stored file failed its integrity check: {relative_path}") from exc
 
 
+def metadata_sidecar_path(storage_path: str) -> str:
+    """Where an instance's WADO-RS metadata side-car is kept: beside its file, encrypted like it
+    (interfaces.dicom.metadata_sidecar writes and reads it; whoever deletes the file deletes both)."""
+    return f"{storage_path}.meta.json"
+
+
 def encrypted_delete(relative_path: str) -> None:
     if object_store_configured():
         from imaging.object_store import object_delete
@@ -172,3 +191,30 @@ def encrypted_delete(relative_path: str) -> None:
         object_delete(relative_path)
     else:
         _resolve(relative_path).unlink(missing_ok=True)
+
+
+def temp_files_sweep(*, now: float | None = None) -> int:
+    """Remove the half-written temp files a crash left behind (issue 15 §9): storage writes in
+    ``.incoming/`` and spooled uploads in FILE_UPLOAD_TEMP_DIR — only ReadRoom's own names, only
+    files older than READROOM_TEMP_GRACE_SECONDS (a younger one may be another live process's
+    write). They hold ciphertext or, for uploads, plaintext PHI: they must not pile up. Outbound
+    messages are rows in the database (``interfaces.OutboundMessage``), never temp files. Returns
+    how many were removed; an unreadable directory is logged, never fatal to the start."""
+    cutoff = (time.time() if now is None else now) - settings.READROOM_TEMP_GRACE_SECONDS
+    places = [(storage_root() / INCOMING_DIR, f"{TEMP_PREFIX}*")]
+    if getattr(settings, "FILE_UPLOAD_TEMP_DIR", None):
+        places.append((Path(settings.FILE_UPLOAD_TEMP_DIR), UPLOAD_TEMP_PATTERN))
+    removed = 0
+    for directory, pattern in places:
+        try:
+            candidates = list(directory.glob(pattern)) if directory.is_dir() else []
+            for path in candidates:
+                info = path.lstat()
+                if path.is_file() and not path.is_symlink() and info.st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        except OSError as error:
+            logger.warning("temp-file sweep of %s failed: %s", directory, error)
+    if removed:
+        logger.info("removed %d temp files left by an earlier crash", removed)
+    return removed

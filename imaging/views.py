@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST, require_safe
 from pydicom import dcmread
 from pydicom.multival import MultiValue
 
+from accounts.audit import ReadKind
 from imaging import ohif
 from imaging.models import Instance, Study
 from imaging.rendering import PRESETS, presets_for
@@ -94,7 +95,7 @@ def _read_begun(request: HttpRequest, study: Study) -> None:
 def study_open(request: HttpRequest, study_id: int) -> HttpResponse:
     """*Open* on the worklist and the report: OHIF on the study and its priors when OHIF is
     installed, else the built-in viewer. Priors are computed here, at the click, for this reader."""
-    study = access_study(request.user, study_id)
+    study = access_study(request.user, study_id, kind=ReadKind.VIEWER)
     priors = [p.study_instance_uid for p in study_priors(request.user, study)]
     url = ohif_viewer_url(study, prior_uids=priors, flagged=ai_flagged_image(study))
     return HttpResponseRedirect(url or reverse("imaging:viewer", args=[study.pk]))
@@ -106,7 +107,7 @@ def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
     """The reader's page on this study went away unsigned (``navigator.sendBeacon`` on page hide,
     with the CSRF token in its form body): tell the session's FHIRcast subscribers the study is
     closed. Only a study the user may see (404 otherwise, as for opening it)."""
-    study = access_study(request.user, study_id)
+    study = access_study(request.user, study_id, kind=ReadKind.VIEWER)
     from imaging.signals import study_closed
 
     session_key = getattr(request.session, "session_key", None) or ""
@@ -117,7 +118,7 @@ def study_close(request: HttpRequest, study_id: int) -> HttpResponse:
 @xframe_options_sameorigin
 @login_required
 def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = access_study(request.user, study_id)
+    study = access_study(request.user, study_id, kind=ReadKind.VIEWER)
     _read_begun(request, study)
     series = _series_stack(study)
     flagged = ai_flagged_image(study)
@@ -325,7 +326,7 @@ def ohif_viewer(request: HttpRequest, route: str = "") -> HttpResponse:
     if set(uids) - found.keys():
         raise Http404("No such study")
     for uid in dict.fromkeys(uids):
-        access_study(request.user, found[uid].pk)  # one audit row per study shown
+        access_study(request.user, found[uid].pk, kind=ReadKind.VIEWER)  # one audit row per study shown
     _read_begun(request, found[uids[0]])
     html = ohif.ohif_install_dir().index_html.read_text(encoding="utf-8")
     head = (

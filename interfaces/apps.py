@@ -17,4 +17,11 @@ class InterfacesConfig(AppConfig):
         # A new order, or the first image of a study without one, asks the facility's prior sources.
         post_save.connect(on_order_saved, sender=Order, dispatch_uid="readroom.priors.order")
         post_save.connect(on_study_saved, sender=Study, dispatch_uid="readroom.priors.study")
+        from imaging.signals import instance_display_checked
+        from interfaces.dicom.metadata_sidecar import on_instance_display_checked
         from interfaces.fhircast import receivers  # noqa: F401 — connects the hub's publishers
+
+        # the decode check read the file: its WADO-RS metadata side-car is made from the same bytes
+        instance_display_checked.connect(
+            on_instance_display_checked, dispatch_uid="readroom.metadata_sidecar"
+        )

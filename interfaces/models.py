@@ -87,9 +87,25 @@ class DicomAssociation(models.Model):
     instances_stored = models.PositiveIntegerField(default=0)
     instances_failed = models.PositiveIntegerField(default=0)
     echoes = models.PositiveIntegerField(default=0)
+    # Which process served it (SCP child or web worker), so an association whose process died
+    # (SIGKILL, OOM) can be closed by the supervisor or by the next start on this host; blank for
+    # rows from before these were recorded.
+    host = models.CharField(max_length=255, blank=True)
+    process_id = models.PositiveIntegerField(null=True, blank=True)
+    # Why it ended when not by a release or an abort the SCP saw: "process died" (its counts are
+    # then the ones written before the death, usually none).
+    end_reason = models.CharField(max_length=100, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["facility", "started_at"], name="dicom_assoc_facility_time_idx")]
+        indexes = [
+            models.Index(fields=["facility", "started_at"], name="dicom_assoc_facility_time_idx"),
+            # a dead process's open associations (a few rows at most)
+            models.Index(
+                fields=["host", "process_id"],
+                condition=models.Q(ended_at__isnull=True),
+                name="dicom_assoc_open_process_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.calling_ae_title or self.kind} {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -37,19 +37,33 @@ def edge_service_run(
     port: int,
     processes: int = 1,
     stop_grace_seconds: float = 20.0,
+    process_setup: Callable[[], None] | None = None,
+    on_child_died: Callable[[int], None] | None = None,
 ) -> None:
     """``service(stop, host=, port=)`` in this process (``processes`` 1), or in ``processes``
-    supervised children serving one socket bound here, each given it as ``listening=``."""
+    supervised children serving one socket bound here, each given it as ``listening=``.
+    ``process_setup()`` runs first in each serving process (this one, or each child after its
+    fork: e.g. its database pool, which the parent must not have); ``on_child_died(pid)`` in the
+    parent for each child that ended (``Supervisor``)."""
     if processes <= 1:
+        if process_setup is not None:
+            process_setup()
         event_loop_run(run_until_signalled(service, host, port))
         return
     sock = listening_socket(host, port)
 
     def child(listening) -> None:
+        if process_setup is not None:
+            process_setup()
         event_loop_run(run_until_signalled(functools.partial(service, listening=listening), host, port))
 
     Supervisor(
-        name=name, sock=sock, processes=processes, child_main=child, stop_grace_seconds=stop_grace_seconds
+        name=name,
+        sock=sock,
+        processes=processes,
+        child_main=child,
+        stop_grace_seconds=stop_grace_seconds,
+        on_child_died=on_child_died,
     ).run()
 
 

@@ -10,7 +10,11 @@ starts no thread, so forking it is safe and a replacement child is serving withi
 It supervises: a child that dies is logged and replaced, at once if it had run a while, else after
 a growing delay (a child that cannot start must not spin the CPU). SIGTERM or SIGINT to the parent
 is passed to every child, which stops accepting and finishes what it is doing (each service's own
-graceful stop); a child still running after the grace period is killed."""
+graceful stop); a child still running after the grace period is killed.
+
+``on_child_died(pid)`` runs in the parent after each child that ended was replaced (or at the
+stop): the SCP closes the associations that child left open. It may use the database; its
+connection is closed again before the next fork, so no child inherits it."""
 
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ class Supervisor:
     processes: int
     child_main: Callable[[socket.socket], None]
     stop_grace_seconds: float = 20.0
+    on_child_died: Callable[[int], None] | None = None
     _slots: list[_Slot] = field(default_factory=list)
 
     STABLE_SECONDS = 10.0  # a child that ran this long is replaced at once
@@ -80,8 +85,9 @@ class Supervisor:
         log.info("%s: %d processes on %s", self.name, self.processes, self.sock.getsockname())
         try:
             while True:
-                self._reap()
-                self._start_due()
+                dead = self._reap()
+                self._start_due()  # the replacement first: the clean-up may wait on the database
+                self._deaths_report(dead)
                 received = signal.sigtimedwait(_SIGNALS, self._wait_seconds())
                 if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                     name = signal.Signals(received.si_signo).name
@@ -107,6 +113,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         parent = os.getpid()
+        _database_release_before_fork()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the parent's code
             status = 1
@@ -122,17 +129,19 @@ class Supervisor:
         slot.pid, slot.started = pid, time.monotonic()
         log.info("%s: child %d started (pid %d)", self.name, slot.number, pid)
 
-    def _reap(self) -> None:
+    def _reap(self) -> list[int]:
+        dead: list[int] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return dead
             if pid == 0:
-                return
+                return dead
             slot = next((s for s in self._slots if s.pid == pid), None)
             if slot is None:
                 continue
+            dead.append(pid)
             ran = time.monotonic() - slot.started
             slot.pid = 0
             slot.quick_deaths = 0 if ran >= self.STABLE_SECONDS else slot.quick_deaths + 1
@@ -143,12 +152,23 @@ class Supervisor:
                 self.name, slot.number, pid, _exit_text(status), ran, delay,
             )  # fmt: skip
 
+    def _deaths_report(self, pids: list[int]) -> None:
+        if not pids or self.on_child_died is None:
+            return
+        for pid in pids:
+            try:
+                self.on_child_died(pid)
+            except Exception:  # the database down, say: supervising goes on, the next start sweeps
+                log.exception("%s: clean-up after child pid %d failed", self.name, pid)
+        connections.close_all()
+
     def _wait_seconds(self) -> float:
         waiting = [slot.start_at for slot in self._slots if not slot.pid]
         return max(0.0, min(waiting) - time.monotonic()) if waiting else 3600.0
 
     def _stop_all(self) -> None:
-        for pid in self.child_pids():
+        stopping = self.child_pids()
+        for pid in stopping:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace_seconds + 5  # each child's own grace, then a margin
         while self.child_pids() and time.monotonic() < deadline:
@@ -160,6 +180,7 @@ class Supervisor:
             _signal(pid, signal.SIGKILL)
         while self.child_pids():
             self._reap_stopping(block=True)
+        self._deaths_report(stopping)  # a child killed after its grace left its associations open
         log.info("%s: stopped", self.name)
 
     def _reap_stopping(self, *, block: bool = False) -> None:
@@ -178,6 +199,20 @@ def replacement_delay(quick_deaths: int, *, first: float, most: float) -> float:
     """Seconds before a dead child is replaced: none after a child that had run a while (0 quick
     deaths in a row), then ``first`` doubling per quick death, at most ``most``."""
     return min(first * 2 ** (quick_deaths - 1), most) if quick_deaths else 0.0
+
+
+def _database_release_before_fork() -> None:
+    """Close every PostgreSQL session and pool this parent holds before it forks. A child
+    inherits the parent's sockets: a session or a pool (psycopg_pool keeps ``min_size`` sessions
+    open) that is open at the fork is then used by parent and children at once, which is what a
+    shared environment file with ``READROOM_DB_POOL_MAX_SIZE`` did: the start-up sweep opened
+    the settings' pool, and the children's C-STOREs failed with "INTRANS" and results meant for
+    another association. Closing here makes the parent's database use safe wherever it happens."""
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        # Django's PostgreSQL pool (5.1+) lives on the backend class, made on first use only
+        if connection.alias in getattr(connection, "_connection_pools", {}):
+            connection.close_pool()
 
 
 def _child_prepare(parent: int) -> None:

@@ -62,3 +62,18 @@ def priors_fetch_task(self, patient_id: int, order_id: int | None = None, study_
         # throw=False: the retry is scheduled either way; an eager run (tests, embedded) runs it now
         self.retry(countdown=30 * 2**self.request.retries, throw=False)
     return len(errors)
+
+
+@shared_task(name="interfaces.tasks.priors_deferred_sweep")
+def priors_deferred_sweep() -> int:
+    """Ask the prior questions that waited for their source's pull hours (docs/priors.md)."""
+    from django.utils import timezone
+
+    from imaging.priors import priors_deferred_due
+
+    due = priors_deferred_due(now=timezone.now())
+    for retrieval in due:
+        priors_fetch_task.delay(
+            retrieval.patient_id, order_id=retrieval.order_id, study_id=retrieval.study_id
+        )
+    return len(due)

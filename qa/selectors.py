@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from accounts.roles import Role, has_role
 from credentialing.eligibility import Assessment, ReasonCode, assess_readers
 from credentialing.models import Subspecialty
@@ -66,7 +66,9 @@ def review_case_for_reviewer(user, review_id: int, *, reveal_report: bool) -> Bl
     )
     if review is None:
         raise PermissionDenied("This review is not assigned to you.")
-    record_phi_access(review.report.study)  # a peer-review case shows the patient's study and report
+    record_phi_access(
+        review.report.study, kind=ReadKind.PEER_REVIEW
+    )  # a peer-review case shows the patient's study and report
     return blinded_case(review, reveal_report=reveal_report)
 
 

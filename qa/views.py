@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from accounts.decorators import refuse, role_required
 from accounts.roles import Role, has_role
 from qa import selectors, services
@@ -94,7 +94,7 @@ def review_score(request: HttpRequest, review_id: int) -> HttpResponse:
 @radiologists_only
 def feedback_detail(request: HttpRequest, adjudication_id: int) -> HttpResponse:
     adjudication = get_object_or_404(selectors.feedback_for_reader(request.user), pk=adjudication_id)
-    record_phi_access(adjudication.review.report.study)
+    record_phi_access(adjudication.review.report.study, kind=ReadKind.PEER_REVIEW)
     services.adjudication_feedback_seen(adjudication_id=adjudication.pk, reader=request.user)
     return render(request, "qa/feedback_detail.html", {"adjudication": adjudication})
 
@@ -134,7 +134,7 @@ def review_assign(request: HttpRequest, review_id: int) -> HttpResponse:
 @director_only
 def adjudication_detail(request: HttpRequest, review_id: int) -> HttpResponse:
     review: PeerReview = get_object_or_404(selectors.adjudication_queue(request.user), pk=review_id)
-    record_phi_access(review.report.study)
+    record_phi_access(review.report.study, kind=ReadKind.PEER_REVIEW)
     if request.method == "POST":
         try:
             services.adjudication_decide(

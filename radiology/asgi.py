@@ -18,6 +18,10 @@ warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume sy
 
 django.setup(set_prefix=False)  # must run before importing consumers (app registry)
 
+from radiology.access_log import web_server_logs_redact  # noqa: E402
+
+web_server_logs_redact()  # no query strings (MRNs in QIDO searches) in uvicorn's request lines
+
 from radiology.asgi_handler import ClosingASGIHandler  # noqa: E402
 
 # Django's get_asgi_application(), with the handler that returns connections on a failed send

@@ -33,6 +33,8 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     # Report outbox retries (backoff starts at 5 s, so a coarser sweep would stretch it).
     "outbox-sweep": PeriodicTask("interfaces.tasks.outbox_sweep", timedelta(seconds=10)),
     "interface-alerts-check": PeriodicTask("interfaces.tasks.interface_alerts_check", timedelta(minutes=1)),
+    # prior questions that waited for their source's pull hours (docs/priors.md)
+    "priors-deferred-sweep": PeriodicTask("interfaces.tasks.priors_deferred_sweep", timedelta(minutes=5)),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
     # SLA warnings (50 %, 80 %), breaches and the code-stroke steps; each step is recorded once, so

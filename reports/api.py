@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from reports import services
 from reports.models import Addendum, Charge, Report
 from reports.selectors import access_report, charges_for, reports_visible_to
@@ -32,6 +32,9 @@ _STATUS = {
     services.NotEligibleToSign: 403,
     services.ReportFinal: 409,
     services.SigningLocked: 429,
+    services.ChargeCorrectionForbidden: 403,
+    services.ChargeMissing: 404,
+    services.ChargeAlreadyCorrected: 409,
 }
 
 
@@ -143,7 +146,7 @@ class ReportList(ListAPIView):
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         for report in page if page is not None else queryset:
-            record_phi_access(report)
+            record_phi_access(report, kind=ReadKind.REPORT)
         return page
 
 
@@ -241,6 +244,7 @@ class ChargeSerializer(serializers.ModelSerializer):
     facility = serializers.CharField(source="facility.code")
     accession = serializers.CharField(source="study.accession_number")
     radiologist = serializers.StringRelatedField()
+    posted_by = serializers.StringRelatedField()
 
     class Meta:
         model = Charge
@@ -255,6 +259,11 @@ class ChargeSerializer(serializers.ModelSerializer):
             "amount",
             "radiologist",
             "signed_at",
+            "kind",
+            "corrects",
+            "reason",
+            "posted_by",
+            "posted_at",
         ]
 
 
@@ -285,9 +294,59 @@ class ChargeList(APIView):
         return Response(ChargeSerializer(charges.select_related("facility"), many=True).data)
 
 
+class ChargeCorrectionInSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="Why: kept on both new rows and shown in the CSV")
+    void = serializers.BooleanField(default=False, help_text="Reverse only: the read is not billable")
+    procedure_code = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    rvu = serializers.DecimalField(max_digits=6, decimal_places=2, required=False)
+    rate = serializers.DecimalField(max_digits=8, decimal_places=2, required=False)
+    amount = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
+
+
+class ChargeCorrectionOutSerializer(serializers.Serializer):
+    reversal = ChargeSerializer()
+    correction = ChargeSerializer(allow_null=True)
+
+
+class ChargeCorrections(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="reports_charge_correct",
+        summary="Correct a charge with new rows: a reversal and the corrected charge (operations)",
+        request=ChargeCorrectionInSerializer,
+        responses={
+            201: ChargeCorrectionOutSerializer,
+            400: _Problems,
+            403: OpenApiResponse(_Problems, description="Only operations correct charges."),
+            404: OpenApiResponse(_Problems, description="No such charge."),
+            409: OpenApiResponse(_Problems, description="Already corrected, or a reversal."),
+        },
+        tags=["reports"],
+    )
+    def post(self, request: Request, charge_id: int) -> Response:
+        data = ChargeCorrectionInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        reason, void = changes.pop("reason"), changes.pop("void")
+        try:
+            reversal, correction = services.charge_correct(
+                charge_id=charge_id, by=request.user, reason=reason, void=void, at=timezone.now(), **changes
+            )
+        except services.ReportError as error:
+            return _refusal(error)
+        body = {"reversal": reversal, "correction": correction}
+        return Response(ChargeCorrectionOutSerializer(body).data, status=201)
+
+
 urlpatterns = [
     path("reports/", ReportList.as_view(), name="reports-list"),
     path("reports/charges/", ChargeList.as_view(), name="reports-charges"),
+    path(
+        "reports/charges/<int:charge_id>/corrections/",
+        ChargeCorrections.as_view(),
+        name="reports-charge-correct",
+    ),
     path("reports/<int:report_id>/", ReportDetail.as_view(), name="reports-detail"),
     path("reports/<int:report_id>/sign/", ReportSign.as_view(), name="reports-sign"),
     path("reports/<int:report_id>/addenda/", ReportAddenda.as_view(), name="reports-addenda"),

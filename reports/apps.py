@@ -22,3 +22,9 @@ class ReportsConfig(AppConfig):
         from reports.delivery import on_outbound_acknowledged
 
         outbound_acknowledged.connect(on_outbound_acknowledged, dispatch_uid="readroom.reports.delivered")
+
+        from reports.services import on_study_order_unmatched
+        from worklist.signals import study_order_unmatched
+
+        # a match by hand undone (worklist.order_match): a signed report refuses it, a draft follows it
+        study_order_unmatched.connect(on_study_order_unmatched, dispatch_uid="readroom.reports.unmatched")

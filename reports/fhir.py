@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from accounts.audit import ReadKind
 from imaging.selectors import access_study
 from interfaces.fhir.identifiers import facility_number_q
 from interfaces.fhir.resources import DiagnosticReportSnapshot, ReportAuthor, diagnostic_report_resource
@@ -71,7 +72,7 @@ class DiagnosticReportView(FhirView):
         )
         if report is None:
             raise Http404("No such report")
-        report.study = access_study(request.user, report.study_id)  # 404 alike; audited
+        report.study = access_study(request.user, report.study_id, kind=ReadKind.FHIR)  # 404 alike; audited
         return self.respond(diagnostic_report_resource(report_snapshot(report)))
 
 

@@ -246,26 +246,59 @@ class SigningAttempt(models.Model):
         return f"failed signing re-authentication by {self.user_id} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
+class ChargeKind(models.TextChoices):
+    CHARGE = "charge", "Charge"  # the final read's own row
+    REVERSAL = "reversal", "Reversal"  # cancels one earlier row: its amounts negated
+    CORRECTION = "correction", "Correction"  # what should have been billed, after a reversal
+
+
 class Charge(models.Model):
-    """What the facility is billed for one final read: exactly one per study (re-signing, addenda and
-    retries never bill twice — a unique constraint, not a check in Python)."""
+    """What the facility is billed for one final read. Append-only (a database trigger refuses
+    UPDATE and DELETE, reports.setup): the read's own row (``charge``) is exactly one per study — a
+    unique constraint, so re-signing, addenda and retries never bill twice — and a correction is
+    new rows that reference the row they correct (``corrects``), with the reason and who posted it:
+    a ``reversal`` with the amounts negated and, unless the read is not billable at all, a
+    ``correction`` with the right values (``reports.services.charge_correct``). The sum of a study's
+    rows is what it costs; the month a row belongs to is when it was posted."""
 
     facility = models.ForeignKey("facilities.Facility", on_delete=models.PROTECT, related_name="charges")
-    study = models.OneToOneField("imaging.Study", on_delete=models.PROTECT, related_name="charge")
-    report = models.OneToOneField(Report, on_delete=models.PROTECT, related_name="charge")
+    study = models.ForeignKey("imaging.Study", on_delete=models.PROTECT, related_name="charges")
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="charges")
+    kind = models.CharField(max_length=16, choices=ChargeKind.choices, default=ChargeKind.CHARGE)
+    corrects = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections"
+    )
+    reason = models.TextField(blank=True)
+    posted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )  # empty for the read's own row (the signature posted it)
     procedure_code = models.CharField(max_length=64, blank=True)
     rvu = models.DecimalField("RVU", max_digits=6, decimal_places=2, default=0)
     rate = models.DecimalField(max_digits=8, decimal_places=2)
     amount = models.DecimalField(max_digits=10, decimal_places=2)
     radiologist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    signed_at = models.DateTimeField()
+    signed_at = models.DateTimeField()  # the read's signature, on every row of the study
+    posted_at = models.DateTimeField()  # the invoice month: the signature, or when the correction was posted
 
     class Meta:
-        ordering = ["facility_id", "signed_at", "id"]
-        indexes = [models.Index(fields=["facility", "signed_at"], name="charge_facility_signed_idx")]
+        ordering = ["facility_id", "posted_at", "id"]
+        indexes = [models.Index(fields=["facility", "posted_at"], name="charge_facility_posted_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study"], condition=models.Q(kind="charge"), name="charge_once_per_study"
+            ),
+            models.UniqueConstraint(
+                fields=["corrects"], condition=models.Q(kind="reversal"), name="charge_reversed_once"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="charge", corrects__isnull=True)
+                | (~models.Q(kind="charge") & models.Q(corrects__isnull=False) & ~models.Q(reason="")),
+                name="charge_correction_references_original_with_reason",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.facility_id} study {self.study_id}: {self.amount}"
+        return f"{self.facility_id} study {self.study_id}: {self.kind} {self.amount}"
 
 
 class AiVerdictChoice(models.TextChoices):

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from credentialing.eligibility import image_modalities
 from facilities.models import Facility, PriorityClass
 from reports.models import Charge, Report, ReportStatus, ReportTemplate, TemplateVersion
@@ -100,11 +100,11 @@ def access_report(user, report_id: int) -> Report:
     )
     if report is None:
         raise Http404("No such report")
-    record_phi_access(report)
+    record_phi_access(report, kind=ReadKind.REPORT)
     return report
 
 
-def access_study_for_report(user, study_id: int):
+def access_study_for_report(user, study_id: int, *, kind: ReadKind = ReadKind.REPORT):
     """The study whose report page the user opens: its claimant always (whatever eligibility says
     now), otherwise whoever may see the study (``access_study``: 404 and an audit row)."""
     from imaging.models import Study
@@ -112,12 +112,12 @@ def access_study_for_report(user, study_id: int):
 
     if study_claimant_id(study_id) == user.pk:
         study = Study.objects.select_related("facility", "patient", "order").get(pk=study_id)
-        record_phi_access(study)
+        record_phi_access(study, kind=kind)
         return study
     # a blinded reviewer sees the study's images, never its report page (it names the signer)
     if Report.objects.filter(study_id=study_id, pk__in=_blinded_report_ids(user)).exists():
         raise Http404("No such study")
-    return access_study(user, study_id)
+    return access_study(user, study_id, kind=kind)
 
 
 def report_of_study(study) -> Report | None:
@@ -154,7 +154,8 @@ def month_bounds(month: str, zone) -> tuple[datetime, datetime]:
 
 
 def charges_for(user, *, facility_code: str, month: str) -> tuple[Facility, QuerySet[Charge]]:
-    """The facility's charges signed in ``month``, for operations and that facility's admins only
+    """The facility's charges posted in ``month`` — a read's own row when it was signed, a
+    correction's rows when they were posted — for operations and that facility's admins only
     (404 for anyone else, as for a missing facility). ``ValueError`` for a malformed month."""
     from facilities.selectors import facilities_administered_by
 
@@ -163,9 +164,9 @@ def charges_for(user, *, facility_code: str, month: str) -> tuple[Facility, Quer
         raise Http404("No such facility")
     start, end = month_bounds(month, facility.zone)
     charges = (
-        Charge.objects.filter(facility=facility, signed_at__gte=start, signed_at__lt=end)
-        .select_related("study", "radiologist", "radiologist__radiologist_profile")
-        .order_by("signed_at", "id")
+        Charge.objects.filter(facility=facility, posted_at__gte=start, posted_at__lt=end)
+        .select_related("study", "radiologist", "radiologist__radiologist_profile", "posted_by")
+        .order_by("posted_at", "id")
     )
     return facility, charges
 

@@ -10,7 +10,8 @@
   signing is refused. A final report is immutable in the database (``reports.setup``).
 * ``addendum_sign``: a signed correction appended to a final report.
 * ``critical_*``: marking a critical result, the communication record, the overdue escalation.
-* A final read creates its ``Charge`` (one per study, by a unique constraint).
+* A final read creates its ``Charge`` (one per study, by a unique constraint); ``charge_correct``
+  posts a correction as new rows (charges are append-only).
 
 Side effects (the ``report_signed`` signal, the ``study.finalized`` event) run after commit."""
 
@@ -28,6 +29,7 @@ from django.db.models import Max
 from django.urls import reverse
 from django_otp import devices_for_user
 
+from accounts.roles import Role, has_role
 from credentialing.eligibility import assess
 from imaging.models import Study, StudyStatus
 from reports.ai_verdicts import ai_verdicts_record
@@ -36,6 +38,7 @@ from reports.merge import merge_context
 from reports.models import (
     Addendum,
     Charge,
+    ChargeKind,
     CommunicationMethod,
     CriticalResultCommunication,
     Report,
@@ -132,6 +135,51 @@ def report_start(*, study_id: int, user, at: datetime) -> Report:
     except IntegrityError:
         # Two tabs opened the editor at once: the other created it (one report per study).
         return Report.objects.get(study=study)
+
+
+def on_study_order_unmatched(sender, *, study_id: int, order_id: int, **kwargs) -> dict | None:
+    """Receiver of ``worklist.signals.study_order_unmatched``, in the unmatch's transaction.
+
+    The report is locked first: a signature under way finishes (and the unmatch is refused), or
+    waits and then signs the study as it is now. A signed report (preliminary or final) went to the
+    EMR under the order: refused (``UnmatchSigned``, 409), everything rolls back. A draft keeps the
+    reader's words; only the merge fields they left as filled — the history, the ordering provider,
+    the patient's age and sex, all from the wrong order and its patient — are filled again from the
+    study as it is now. Returns what was refreshed and kept, for the study's event."""
+    from imaging.models import Order
+    from worklist.order_match import UnmatchSigned  # the refusal the REST API answers 409 with
+
+    report = (
+        Report.objects.select_for_update(of=("self",))
+        .select_related("template_version")
+        .filter(study_id=study_id)
+        .first()
+    )
+    if report is None:
+        return None
+    if report.status != ReportStatus.DRAFT:
+        raise UnmatchSigned(
+            f"The report is signed ({report.get_status_display().lower()}): it went to the EMR under "
+            "this order, so the match stands (correct it with an addendum)."
+        )
+    now = Study.objects.select_related("facility").get(pk=study_id)
+    was = Study.objects.select_related("facility").get(pk=study_id)
+    was.order = Order.objects.select_related("patient").get(pk=order_id)
+    was.patient = was.order.patient
+    context_was, context_now = merge_context(was), merge_context(now)
+    values, refreshed, kept = dict(report.values), [], []
+    for f in report_content(report).fields():
+        if not f.default or merge_fill(f.default, context_was) == merge_fill(f.default, context_now):
+            continue
+        if values.get(f.key) == merge_fill(f.default, context_was):
+            values[f.key] = merge_fill(f.default, context_now)
+            refreshed.append(f.key)
+        else:
+            kept.append(f.key)  # the reader wrote over it: their words stay
+    if refreshed:
+        report.values = values
+        report.save(update_fields=["values", "updated_at"])
+    return {"report": report.pk, "refreshed": refreshed, "kept": kept}
 
 
 def _locked_report(report_id: int) -> Report:
@@ -383,13 +431,14 @@ def _study_finalize(study: Study) -> None:
 
 def charge_for_final_read(*, report: Report) -> Charge:
     """The one charge for a final read: the facility's per-read rate, with the procedure code and the
-    RVU routing assigned (for reader compensation and reconciliation). ``get_or_create`` on the study
-    (a unique key) — a second call, a retry or an addendum never bills again."""
+    RVU routing assigned (for reader compensation and reconciliation). ``get_or_create`` on the
+    study's ``charge`` row (a unique key) — a second call, a retry or an addendum never bills again."""
     study = report.study
     assignment = getattr(study, "assignment", None)
     rate = study.facility.read_rate
     charge, _ = Charge.objects.get_or_create(
         study=study,
+        kind=ChargeKind.CHARGE,
         defaults={
             "facility_id": study.facility_id,
             "report": report,
@@ -401,9 +450,102 @@ def charge_for_final_read(*, report: Report) -> Charge:
             "amount": rate,
             "radiologist": report.signed_by,
             "signed_at": report.signed_at,
+            "posted_at": report.signed_at,
         },
     )
     return charge
+
+
+class ChargeCorrectionRefused(ReportError):
+    pass
+
+
+class ChargeCorrectionForbidden(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeMissing(ChargeCorrectionRefused):
+    pass
+
+
+class ChargeAlreadyCorrected(ChargeCorrectionRefused):
+    pass
+
+
+# what a correction may change; anything else is the read itself (study, report, signature)
+CHARGE_CORRECTABLE = ("procedure_code", "rvu", "rate", "amount", "radiologist")
+
+
+def charge_correct(
+    *, charge_id: int, by, reason: str, at: datetime, void: bool = False, **changes
+) -> tuple[Charge, Charge | None]:
+    """Correct a billed charge with new rows, never by changing it (charges are append-only in the
+    database, reports.setup): a ``reversal`` of ``charge_id`` (its amounts negated) and, unless
+    ``void`` (the read is not billable at all), a ``correction`` carrying the charge's values with
+    ``changes`` applied. Both reference the corrected row and carry ``reason`` and ``by``; they are
+    posted ``at`` (so they appear on the invoice of that month). Only operations (the billing desk)
+    may; a row already reversed, or a reversal, cannot be corrected again — correct the latest
+    correction. Returns (reversal, correction or None)."""
+    reason = reason.strip()
+    if not has_role(by, Role.OPERATIONS):
+        raise ChargeCorrectionForbidden("Only operations may correct a charge.")
+    if not reason:
+        raise ChargeCorrectionRefused("A correction needs a reason.", ["reason: required"])
+    unknown = sorted(set(changes) - set(CHARGE_CORRECTABLE))
+    if unknown:
+        raise ChargeCorrectionRefused(
+            "These cannot be corrected.", [f"{name}: not correctable" for name in unknown]
+        )
+    if void and changes:
+        raise ChargeCorrectionRefused("A void reverses the charge; it changes nothing else.")
+    # no row lock: SELECT … FOR UPDATE needs UPDATE, which the app role has not on charges; two
+    # corrections at once are kept apart by the one-reversal-per-row constraint instead
+    try:
+        return _charge_correction_post(charge_id, by, reason, at, void=void, changes=changes)
+    except IntegrityError as error:
+        if "charge_reversed_once" not in str(error):
+            raise
+        raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.") from None
+
+
+def _charge_correction_post(
+    charge_id: int, by, reason: str, at: datetime, *, void: bool, changes: dict
+) -> tuple[Charge, Charge | None]:
+    with transaction.atomic():
+        original = Charge.objects.filter(pk=charge_id).first()
+        if original is None:
+            raise ChargeMissing("No such charge.")
+        if original.kind == ChargeKind.REVERSAL:
+            raise ChargeAlreadyCorrected("A reversal cannot be corrected.")
+        if original.corrections.filter(kind=ChargeKind.REVERSAL).exists():
+            raise ChargeAlreadyCorrected("This charge was already corrected: correct the latest row.")
+        shared = {
+            "facility_id": original.facility_id,
+            "study_id": original.study_id,
+            "report_id": original.report_id,
+            "corrects": original,
+            "reason": reason,
+            "posted_by": by,
+            "signed_at": original.signed_at,
+            "posted_at": at,
+        }
+        reversal = Charge.objects.create(
+            **shared,
+            kind=ChargeKind.REVERSAL,
+            procedure_code=original.procedure_code,
+            rvu=-original.rvu,
+            rate=-original.rate,
+            amount=-original.amount,
+            radiologist_id=original.radiologist_id,
+        )
+        correction = None
+        if not void:
+            values = {name: getattr(original, name) for name in CHARGE_CORRECTABLE}
+            values.update(changes)
+            if "rate" in changes and "amount" not in changes:
+                values["amount"] = values["rate"]  # one read at the per-read rate
+            correction = Charge.objects.create(**shared, kind=ChargeKind.CORRECTION, **values)
+    return reversal, correction
 
 
 # --- addenda ---------------------------------------------------------------------------------------

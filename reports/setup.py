@@ -7,6 +7,11 @@ SQLite drops a table's triggers whenever a migration rebuilds the table.
   own. PostgreSQL also refuses DELETE of a final report.
 * ``reports_addendum``: every addendum is signed when it is written, so any UPDATE is refused;
   PostgreSQL also refuses DELETE.
+* ``reports_charge``: a charge is what was billed, so any UPDATE (both databases) and DELETE
+  (PostgreSQL) is refused; a correction is a reversal row and a replacement row that reference the
+  original (``reports.services.charge_correct``).
+* TRUNCATE (PostgreSQL) of reports, addenda and charges is refused by a statement trigger, the
+  owner's included (``radiology.db.truncate_guard_sql``).
 * ``reports_templateversion``: an UPDATE is refused on both databases: a version is what reports were
   written on, so it never changes — an edit adds a version (``template_version_add``). DELETE stays
   open: deleting a facility cascades to its templates, and reports PROTECT the versions they use.
@@ -21,7 +26,14 @@ from __future__ import annotations
 
 from django.db import DEFAULT_DB_ALIAS
 
-from radiology.db import triggers_install
+from radiology.db import (
+    append_only_register,
+    triggers_install,
+    truncate_guards_ensure,
+)
+
+append_only_register("reports_addendum", what="signed addenda")
+append_only_register("reports_charge", what="billing charges")
 
 PG_IMMUTABLE = """
 CREATE OR REPLACE FUNCTION readroom_report_final_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -46,6 +58,16 @@ $$;
 DROP TRIGGER IF EXISTS reports_addendum_immutable ON reports_addendum;
 CREATE TRIGGER reports_addendum_immutable BEFORE UPDATE OR DELETE ON reports_addendum
     FOR EACH ROW EXECUTE FUNCTION readroom_addendum_immutable();
+
+CREATE OR REPLACE FUNCTION readroom_charge_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'charge % was billed and cannot be changed: % refused (post a correction)',
+        OLD.id, TG_OP;
+END
+$$;
+DROP TRIGGER IF EXISTS reports_charge_append_only ON reports_charge;
+CREATE TRIGGER reports_charge_append_only BEFORE UPDATE OR DELETE ON reports_charge
+    FOR EACH ROW EXECUTE FUNCTION readroom_charge_append_only();
 """
 
 SQLITE_IMMUTABLE = (
@@ -58,11 +80,18 @@ BEGIN SELECT RAISE(ABORT, 'report is final and cannot be changed: UPDATE refused
 CREATE TRIGGER IF NOT EXISTS reports_addendum_immutable BEFORE UPDATE ON reports_addendum
 BEGIN SELECT RAISE(ABORT, 'a signed addendum cannot be changed: UPDATE refused'); END;
 """,
+    """
+CREATE TRIGGER IF NOT EXISTS reports_charge_append_only BEFORE UPDATE ON reports_charge
+BEGIN SELECT RAISE(ABORT, 'a charge was billed and cannot be changed: UPDATE refused (correct it)'); END;
+""",
 )
+
+TRUNCATE_GUARDED = ("reports_report", "reports_addendum", "reports_charge")
 
 
 def report_immutability_ensure(using: str = DEFAULT_DB_ALIAS) -> None:
     triggers_install(postgresql=PG_IMMUTABLE, sqlite=SQLITE_IMMUTABLE, using=using)
+    truncate_guards_ensure(TRUNCATE_GUARDED, using=using)
 
 
 PG_VERSION_IMMUTABLE = """

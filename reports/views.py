@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.audit import ReadKind
 from facilities.times import iso_text
 from imaging.measurements import study_measurements
 from imaging.models import Study
@@ -119,8 +120,8 @@ def _page(request: HttpRequest, study, report: Report, *, status: int = 200, **e
     return cross_origin_isolated(render(request, "reports/report.html", context, status=status))
 
 
-def _report_for(request: HttpRequest, study_id: int):
-    study = access_study_for_report(request.user, study_id)
+def _report_for(request: HttpRequest, study_id: int, *, kind: ReadKind = ReadKind.REPORT):
+    study = access_study_for_report(request.user, study_id, kind=kind)
     report = report_of_study(study)
     claimant = study_claimant_id(study.pk) == request.user.pk
     if report is None or (report.status == ReportStatus.DRAFT and not claimant):
@@ -167,7 +168,7 @@ def report_prior_status(request: HttpRequest, study_id: int) -> HttpResponse:
     """The priors line and the priors' own reports (docs/priors.md): the reading screen asks for
     them again when the live channel says a retrieval moved on. The same check as the page: the
     claimant or whoever may see the study; anyone else gets 404."""
-    study = access_study_for_report(request.user, study_id)
+    study = access_study_for_report(request.user, study_id, kind=ReadKind.PRIORS)
     context = {
         "study": study,
         "prior_status": prior_status_text(study),
@@ -310,7 +311,7 @@ def report_addendum_view(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 def report_pdf_view(request: HttpRequest, study_id: int) -> HttpResponse:
     """The signed report as a PDF with the facility's letterhead; a draft has none."""
-    study, report = _report_for(request, study_id)
+    study, report = _report_for(request, study_id, kind=ReadKind.PDF)
     if report.status == ReportStatus.DRAFT:
         raise Http404("The report is not signed yet")
     response = HttpResponse(report_pdf(report=report, at=timezone.now()), content_type="application/pdf")
@@ -328,6 +329,13 @@ CSV_COLUMNS = (
     "amount",
     "radiologist",
     "radiologist_npi",
+    # corrections are rows of their own (charges are append-only): the original's and the
+    # reversal's amounts sum to nothing, the correction's is what is owed
+    "charge_id",
+    "kind",
+    "corrects_charge_id",
+    "reason",
+    "posted_at_local",
 )
 
 
@@ -355,6 +363,11 @@ def charges_csv(request: HttpRequest, facility_code: str, month: str) -> HttpRes
                 charge.amount,
                 str(charge.radiologist),
                 profile.npi if profile else "",
+                charge.pk,
+                charge.kind,
+                charge.corrects_id or "",
+                charge.reason,
+                iso_text(charge.posted_at, facility.zone),
             ]
         )
     return response

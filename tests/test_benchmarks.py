@@ -33,7 +33,8 @@ pytestmark = [
     ),
 ]
 
-# bench → (command-line arguments beside --smoke, a line its report must contain)
+# bench → (command-line arguments beside --smoke, a line its report must contain). A bench is
+# bench/<name>/run.py; a name with a slash is that script itself (bench/ingest/associations.py).
 BENCHES = {
     "hl7": ([], "bench/hl7:"),
     "ingest": (["--storage", "s3", "--associations", "2", "--processes", "2"], "ratio s3/filesystem"),
@@ -43,7 +44,14 @@ BENCHES = {
     "delivery": ([], "signed → ACK recorded"),
     "priors": ([], "ratio ReadRoom C-MOVE/movescu→storescp"),
     "viewer": ([], "ratio ReadRoom/Orthanc, whole series"),
+    "ingest/associations": ([], "PG sessions opened"),
 }
+# databases the benches make beside bench_database(<name>) (bench/common.py), dropped afterwards
+BENCH_DATABASES = ("ingest_template", "priors_template", "associations", "associations_template")
+
+
+def bench_script(bench: str) -> str:
+    return f"bench/{bench}.py" if "/" in bench else f"bench/{bench}/run.py"
 
 
 def bench_redis_url() -> str:
@@ -83,7 +91,7 @@ def bench_env():
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     del env["DATABASE_URL"]  # each bench names its own
     yield env
-    kinds = (*BENCHES, "ingest_template", "priors_template")
+    kinds = (*(bench for bench in BENCHES if "/" not in bench), *BENCH_DATABASES)
     for name in [template, *(f"{prefix}_{kind}" for kind in kinds)]:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -120,7 +128,7 @@ def test_the_bench_runs_at_its_smoke_size(bench, bench_env, record_property):
         pytest.skip("Orthanc (the PACS, the peer) not installed (apt-get install orthanc orthanc-dicomweb)")
     arguments, expected = BENCHES[bench]
     started = time.monotonic()
-    result = _bench_run([sys.executable, f"bench/{bench}/run.py", "--smoke", *arguments], bench_env)
+    result = _bench_run([sys.executable, bench_script(bench), "--smoke", *arguments], bench_env)
     record_property("seconds", round(time.monotonic() - started, 1))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert expected in result.stdout, result.stdout[-3000:]

@@ -42,3 +42,30 @@ def test_no_deploy_file_masks_the_listeners_or_waits_for_later_work():
         if path.is_file():
             text = path.read_text(errors="replace")
             assert "ingest work" not in text and "mask readroom-hl7" not in text, path
+
+
+def test_every_web_command_line_stops_gracefully_within_its_process_managers_stop_timeout():
+    """uvicorn's --timeout-graceful-shutdown bounds a stop; each process manager waits longer before
+    it kills (docs/deployment.md "Stopping"; the behaviour: tests/hardening/test_web_process.py)."""
+    lines = {
+        "Procfile": (DEPLOY / "Procfile").read_text(),
+        "systemd": (DEPLOY / "systemd" / "readroom-web.service").read_text(),
+        "Dockerfile": (DEPLOY / "Dockerfile").read_text(),
+        "compose": (DEPLOY / "compose.yaml").read_text(),
+    }
+    for name, text in lines.items():
+        web = [line for line in text.splitlines() if "radiology.asgi:application" in line]
+        assert web, name
+        joined = text.replace('",\n            "', '", "')
+        assert re.search(r'--timeout-graceful-shutdown"?,? "?20\b', joined), name
+    assert re.search(r"^TimeoutStopSec=30$", lines["systemd"], re.M)
+    assert yaml.safe_load(lines["compose"])["x-web"]["stop_grace_period"] == "30s"
+
+
+def test_nginx_logs_requests_without_their_query_strings():
+    for conf in ("readroom.conf", "compose.conf"):
+        text = (DEPLOY / "nginx" / conf).read_text()
+        fmt = re.search(r"log_format readroom_noquery (.*?);", text, re.S).group(1)
+        assert "$uri" in fmt and "$request " not in fmt and "$request_uri" not in fmt, conf
+        assert "$args" not in fmt and "$query_string" not in fmt and "$http_referer" not in fmt, conf
+        assert re.search(r"access_log \S+ readroom_noquery;", text), conf

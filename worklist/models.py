@@ -280,6 +280,8 @@ class StudyEventKind(models.TextChoices):
     AI_NOTIFIED = "ai_notified", "AI result told to the holder"
     # operations matched a study waiting for its order to an open order by hand (worklist.order_match)
     ORDER_MATCHED = "order_matched", "Matched to its order by hand"
+    # ... and the match undone, back to what the images alone said (worklist.order_match)
+    ORDER_UNMATCHED = "order_unmatched", "Order match undone"
 
 
 class StudyEvent(models.Model):

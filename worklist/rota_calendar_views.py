@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.decorators import role_required
 from accounts.roles import Role, has_role
 from facilities.models import Facility
-from worklist.coverage_views import operations_only
+from worklist.coverage_views import can_watch_coverage, operations_only
 from worklist.models import Shift
 from worklist.rota_calendar import (
     WEEK_DAYS,
@@ -70,6 +70,8 @@ def _calendar_context(request: HttpRequest) -> dict:
         "previous": monday - timedelta(days=WEEK_DAYS),
         "next": monday + timedelta(days=WEEK_DAYS),
         "can_edit": can_edit_shifts(request.user),
+        # the MSO sees the calendar but not the operations desk's coverage grid: no link to a 403
+        "can_watch_coverage": can_watch_coverage(request.user),
     }
 
 
@@ -99,6 +101,7 @@ def month_page(request: HttpRequest) -> HttpResponse:
         "previous": month_first(first - timedelta(days=1)),
         "next": month_after(first),
         "weekdays": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+        "can_watch_coverage": can_watch_coverage(request.user),
     }
     return render(request, "worklist/rota_calendar_month.html", context)
 

@@ -28,11 +28,24 @@ from credentialing.models import Subspecialty
 from facilities.models import PriorityClass
 from facilities.selectors import facilities_visible_to
 from imaging.models import Study
-from imaging.selectors import display_problems_for, orders_to_match, studies_waiting_for_order
+from imaging.selectors import (
+    display_problems_for,
+    orders_to_match,
+    studies_waiting_for_order,
+    waited_minutes_set,
+)
 from qa.selectors import reviews_assigned_to
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 from worklist.models import Shift
-from worklist.order_match import MatchNotPermitted, MatchRefused, may_match_orders, study_order_match
+from worklist.order_match import (
+    MatchNotPermitted,
+    MatchRefused,
+    MatchStudyMissing,
+    matches_by_hand,
+    may_match_orders,
+    study_order_match,
+    study_order_unmatch,
+)
 from worklist.rows import reader_row_html, rows_decorate
 from worklist.selectors import (
     WORKLIST_RELATED,
@@ -48,6 +61,8 @@ MODALITIES = ("CT", "MR", "CR", "DX", "US", "NM", "PT", "MG", "XA", "RF")
 READER_PAGE_SIZE = 100
 # The desk's list can be thousands long; a page shows the most urgent, with the reasons for each.
 OPERATIONS_PAGE_SIZE = 100
+# the studies waiting for their order: a work queue, paged (``waiting_page``) like the API's limit
+WAITING_PAGE_SIZE = 50
 
 # A pushed page still resyncs now and then: nothing announces a shift's end or a licence lapsing.
 READER_RESYNC_SECONDS = 300
@@ -214,18 +229,35 @@ def _operations_context(request: HttpRequest) -> dict:
         .count()
     )
     context["rows"] = [(s, context["coverage"].get(s.pk)) for s in studies]
-    waiting = studies_waiting_for_order(request.user, at=at, facility=context["filters"]["facility"])
-    context["waiting_for_order"] = waiting
-    # the one-click match (worklist.order_match): each row's likeliest open orders, for those who may
-    context["may_match_orders"] = may_match_orders(request.user)
-    if context["may_match_orders"]:
-        candidates = orders_to_match(waiting)
-        for study in waiting:
-            study.orders_to_match = candidates[study.pk]
+    context.update(_waiting_context(request, at=at, facility=context["filters"]["facility"]))
     context["display_problems"] = display_problems_for(request.user, facility=context["filters"]["facility"])
     context["rows_url"] = reverse("worklist:operations_rows")
     # the desk's breach count and coverage move with the clock, not only with events
     context["resync_seconds"] = OPERATIONS_RESYNC_SECONDS
+    return context
+
+
+def _waiting_context(request: HttpRequest, *, at: datetime, facility: str) -> dict:
+    """The studies waiting for their order, a page at a time (``waiting_page``), and for the
+    operations desk each row's likeliest open orders and the open matches by hand it may undo."""
+    waiting = Paginator(studies_waiting_for_order(request.user, at=at, facility=facility), WAITING_PAGE_SIZE)
+    page = waiting.get_page(request.GET.get("waiting_page"))
+    page.object_list = waited_minutes_set(page.object_list, at=at)
+    query = request.GET.copy()
+    query.pop("waiting_page", None)
+    context = {
+        "waiting_for_order": page.object_list,
+        "waiting_page": page,
+        "waiting_query": query.urlencode(),
+        # the one-click match (worklist.order_match), for those who may: not the medical director
+        "may_match_orders": may_match_orders(request.user),
+        "matched_by_hand": [],
+    }
+    if context["may_match_orders"]:
+        candidates = orders_to_match(page.object_list)
+        for study in page.object_list:
+            study.orders_to_match = candidates[study.pk]
+        context["matched_by_hand"] = matches_by_hand(request.user, facility=facility)
     return context
 
 
@@ -276,6 +308,32 @@ def order_match(request: HttpRequest, study_id: int) -> HttpResponse:
         return render(request, "400.html", {"reason": str(refusal), "back": back}, status=400)
     messages.success(
         request, f"Study matched to order {study.order.accession_number}, now {study.get_priority_display()}."
+    )
+    return redirect("worklist:operations")
+
+
+@login_required
+@require_POST
+def order_unmatch(request: HttpRequest, study_id: int) -> HttpResponse:
+    """``POST /operations/worklist/<id>/unmatch/`` (reason): undo a match by hand made by mistake.
+    The write and every check are ``order_match.study_order_unmatch`` (404/403/400 here; the
+    REST API answers the "already" and "signed" refusals with 409)."""
+    try:
+        event = study_order_unmatch(
+            study_id=study_id, actor=request.user, reason=request.POST.get("reason", ""), at=timezone.now()
+        )
+    except MatchStudyMissing as refusal:
+        raise Http404(str(refusal)) from None
+    except MatchNotPermitted as refusal:
+        return refuse(request, str(refusal))
+    except MatchRefused as refusal:
+        back = reverse("worklist:operations")
+        return render(request, "400.html", {"reason": str(refusal), "back": back}, status=400)
+    study = event.study
+    messages.success(
+        request,
+        f"Match to order {event.detail['accession']} undone: the study waits for its order again, "
+        f"{study.get_priority_display()} as its images said.",
     )
     return redirect("worklist:operations")
 

@@ -6,12 +6,15 @@ the PostgreSQL sessions the SCP opened (pg_stat_database.sessions).
 
     .venv/bin/python bench/ingest/associations.py [--associations 100] [--rounds 2] [--smoke]
 
-Uses bench/ingest's migrated template database (run bench/ingest/run.py once first)."""
+Makes its own migrated template database (``<prefix>_associations_template``, with the BENCH
+facility and its BENCH_CT sender), so it runs on its own; ``--smoke`` (8 associations, one round)
+is run by tests/test_benchmarks.py."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,13 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.common import (
     PYTHON,
     ROOT,
+    SETUP_FACILITY,
     bench_database,
     bench_env,
     bench_parser,
     cpu_seconds,
     database_copy,
+    database_migrated,
     free_port,
     interleaved,
+    shell,
     uptime_print,
     wait_for_port,
 )
@@ -43,16 +49,28 @@ def sessions(database: str) -> int:
     return int(out.stdout.strip())
 
 
-def scp_run(datasets: list, *extra: str) -> dict:
+def template_ready() -> str:
+    """The migrated database every run copies (seconds, where migrating is a minute)."""
+    template = bench_database("associations_template")
+    env = bench_env(template)
+    database_migrated(template, env)
+    shell(env, SETUP_FACILITY)
+    return template
+
+
+def scp_run(datasets: list, template: str, *extra: str) -> dict:
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
 
     database = bench_database("associations")
-    env = bench_env(database, READROOM_STORAGE_DIR=f"/tmp/{database}-store", LOG_LEVEL="WARNING")
-    database_copy(bench_database("ingest_template"), database)
+    store = f"/tmp/{database}-store"
+    env = bench_env(database, READROOM_STORAGE_DIR=store, LOG_LEVEL="WARNING")
+    database_copy(template, database)
     port = free_port()
     scp = subprocess.Popen(
-        [PYTHON, "manage.py", "dicom_scp", "--port", str(port), *extra],
+        # --stop-grace 1: wait_for_port's bare TCP probe is an association pynetdicom keeps until
+        # its ACSE timeout, which the default grace (20 s) would wait out at every stop
+        [PYTHON, "manage.py", "dicom_scp", "--port", str(port), "--stop-grace", "1", *extra],
         cwd=ROOT,
         env=env,
         stderr=subprocess.DEVNULL,
@@ -82,6 +100,7 @@ def scp_run(datasets: list, *extra: str) -> dict:
     finally:
         scp.terminate()
         scp.wait(30)
+        shutil.rmtree(store, ignore_errors=True)
     n = len(datasets) - 3
     return {
         "associations/s": n / wall,
@@ -105,10 +124,14 @@ def main() -> None:
 
     exam = exam_random(random.Random(7), "BENCH", stroke_rate=0.0)
     datasets = list(series_datasets(exam, slices=args.associations + 3, size=64))
+    template = template_ready()
     print(f"bench/ingest/associations: {args.associations} associations of one 64x64 CT each, in a row")
     uptime_print("start")
     results = interleaved(
-        {"pooled": lambda: scp_run(datasets), "per-association": lambda: scp_run(datasets, "--no-db-pool")},
+        {
+            "pooled": lambda: scp_run(datasets, template),
+            "per-association": lambda: scp_run(datasets, template, "--no-db-pool"),
+        },
         args.rounds,
     )
     for name, rounds in results.items():

@@ -49,6 +49,7 @@ def _header_from(ds: Dataset) -> InstanceHeader:
         series_instance_uid=str(ds.SeriesInstanceUID),
         transfer_syntax_uid=str(getattr(meta, "TransferSyntaxUID", "") or ""),
         accession_number=_text(ds, "AccessionNumber")[:16],
+        issuer_of_accession=_accession_issuer(ds)[:64],
         modality=_text(ds, "Modality")[:16],
         study_description=_text(ds, "StudyDescription")[:64],
         series_description=_text(ds, "SeriesDescription")[:64],
@@ -67,6 +68,14 @@ def _header_from(ds: Dataset) -> InstanceHeader:
         study_id=_text(ds, "StudyID")[:16],
         referring_physician_name=_text(ds, "ReferringPhysicianName").rstrip("^")[:200],
     )
+
+
+def _accession_issuer(ds: Dataset) -> str:
+    """(0008,0051) Issuer of Accession Number Sequence, one item (PS3.3 C.7.2.1 / 10.14)."""
+    items = ds.get("IssuerOfAccessionNumberSequence") or []
+    if not items:
+        return ""
+    return _text(items[0], "LocalNamespaceEntityID") or _text(items[0], "UniversalEntityID")
 
 
 def _text(ds: Dataset, keyword: str) -> str:

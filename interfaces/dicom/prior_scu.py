@@ -29,6 +29,7 @@ from imaging.priors import (
     prior_fetches_plan,
     prior_partial_discard,
     prior_retrieval_close,
+    prior_retrieval_defer,
     prior_retrieval_open,
     relevance,
     relevant_pick,
@@ -183,13 +184,15 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
     )
     errors = []
     for source in facility.prior_sources or []:
-        if source.get("method") not in ("c-move", "c-get", "dicomweb") or not within_hours(
-            source, facility, timezone.now()
-        ):
+        if source.get("method") not in ("c-move", "c-get", "dicomweb"):
             continue
         retrieval = prior_retrieval_open(
             facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
         )
+        if not within_hours(source, facility, timezone.now()):
+            prior_retrieval_defer(retrieval, source)  # asked when the hours open (priors_deferred_sweep)
+            prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+            continue
         error = ""
         try:
             candidates = _find(source, mrn=patient.mrn, issuer=patient.assigning_authority)

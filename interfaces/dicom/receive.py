@@ -7,6 +7,8 @@ reason, and the sender gets a failure status it can act on."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -333,6 +335,8 @@ def dicom_association_open(
         ended_at=None if accepted else now,
         accepted=accepted,
         rejection_reason=rejection_reason[:200],
+        host=this_host(),
+        process_id=os.getpid(),
     )
 
 
@@ -346,3 +350,55 @@ def dicom_association_close(
         instances_failed=F("instances_failed") + failed,
         echoes=F("echoes") + echoes,
     )
+
+
+PROCESS_DIED = "process died"
+
+
+def this_host() -> str:
+    """The name an association's row records as where it was served (the container's hostname in
+    a container: a restarted container keeps it, a new one does not)."""
+    return socket.gethostname()[:255]
+
+
+def dicom_associations_of_process_close(*, process_id: int, host: str | None = None) -> int:
+    """Close the associations a dead process left open (``ended_at`` empty: no process is left
+    to close them), with the end reason "process died". The supervisor calls it when it reaps a
+    child. Returns how many were closed."""
+    return _associations_died(
+        DicomAssociation.objects.filter(
+            host=host or this_host(), process_id=process_id, kind=DicomAssociation.Kind.DIMSE
+        )
+    )
+
+
+def dicom_associations_of_previous_run_close() -> int:
+    """At an SCP's start-up: close this host's DICOM associations still open from a previous run
+    (a process killed with SIGKILL, a machine that lost power). A row of a process that is still
+    alive is left alone (another SCP on this host, e.g. on another port); one with this process's
+    own id is a previous run's (a container's process 1 again), as this run has opened none yet."""
+    ours = os.getpid()
+    open_ = DicomAssociation.objects.filter(
+        host=this_host(), kind=DicomAssociation.Kind.DIMSE, ended_at__isnull=True, process_id__isnull=False
+    )
+    gone = [pid for pid in set(open_.values_list("process_id", flat=True)) if pid == ours or not _alive(pid)]
+    return _associations_died(open_.filter(process_id__in=gone)) if gone else 0
+
+
+def _associations_died(associations) -> int:
+    closed = associations.filter(ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=PROCESS_DIED
+    )
+    if closed:
+        log.warning("closed %d DICOM association(s) whose process died", closed)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

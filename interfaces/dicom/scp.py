@@ -11,6 +11,7 @@ import copy
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from django.db import connections
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification, register_uid
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification, register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
+from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility, address_allowed
 from imaging.services import IndexCache
 from imaging.transcoding import syntax_decodable
+from interfaces.dicom.mwl import worklist_responses
 from interfaces.dicom.qr import (
     QR_SOP_CLASSES,
     IdentifierError,
@@ -42,6 +44,7 @@ from interfaces.dicom.receive import (
     dicom_instance_receive,
 )
 from interfaces.models import DicomAssociation
+from interfaces.tls import server_tls_context
 
 log = logging.getLogger(__name__)
 # pynetdicom knows no retired storage class: without a registered service class an accepted
@@ -52,7 +55,10 @@ for _uid, _name in RETIRED_STORAGE_SOP_CLASSES.items():
         _uid, "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", _name)), StorageServiceClass
     )
 NOT_AUTHORISED = 0x0124  # C-STORE "Refused: Not authorized" (PS3.7 C.4.2.1.4)
-MAXIMUM_ASSOCIATIONS = 32  # at once, per process
+# Connections not yet counted as associations (no A-ASSOCIATE-RQ yet: a port scan, a probe, a TLS
+# handshake) are allowed this many beyond READROOM_DICOM_MAX_ASSOCIATIONS; more are closed as they come.
+# Each costs a thread and a socket, never a database session, and is closed after the ACSE timeout.
+CONNECTION_HEADROOM = 64
 
 
 def _status_with_comment(status: int, reason: str) -> Dataset:
@@ -77,6 +83,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
 
     def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
         self._listening = listening
+        self.handshakes = 0  # TLS handshakes under way: connections that are no association yet
+        self.handshakes_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
@@ -98,9 +106,23 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             self.socket.close()
 
     def get_request(self):
-        client, address = super().get_request()
+        # not super(): pynetdicom wraps the socket for TLS with the handshake in this, the accepting,
+        # thread, so one client that connects and sends nothing would stop every other from being
+        # accepted. The handshake happens in the association's own thread (_ConnectionReturningHandler).
+        client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
+
+    def verify_request(self, request, client_address) -> bool:
+        """Close a connection at once when too many are open: a flood of bare TCP connections then
+        costs nothing but the accept, and the associations already open go on."""
+        ceiling = self.ae.maximum_associations
+        if len(self.active_associations) + self.handshakes >= ceiling:
+            log.warning("DICOM connection from %s closed: %d connections open", client_address[0], ceiling)
+            return False
+        return True
 
     def shutdown(self) -> None:
         # AE.make_server (needed for a custom server class) does not register the server with its
@@ -115,6 +137,30 @@ class _ConnectionReturningHandler(RequestHandler):
     that opened it. The association's thread hands its connection back when it ends (to the pool,
     ``dicom_scp``; closed, without one): the one it ran on otherwise stayed checked out of the pool
     until the garbage collector closed it, and a pool of 34 was empty after 34 associations."""
+
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake():
+            return
+        super().handle()
+
+    def _tls_handshake(self) -> bool:
+        """The TLS handshake, bounded by the ACSE timeout (a client that opens the connection and
+        says nothing is dropped like one that sends no A-ASSOCIATE-RQ)."""
+        sock: ssl.SSLSocket = self.request
+        sock.settimeout(self.server.ae.acse_timeout)
+        with self.server.handshakes_lock:
+            self.server.handshakes += 1
+        try:
+            sock.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError, timeout and reset are OSErrors
+            log.warning("DICOM TLS handshake from %s failed: %s", self.client_address[0], exc)
+            self.server.shutdown_request(sock)
+            return False
+        finally:
+            with self.server.handshakes_lock:
+                self.server.handshakes -= 1
+        sock.settimeout(None)  # as pynetdicom leaves an accepted socket: it selects before reading
+        return True
 
     def _create_association(self):
         assoc = super()._create_association()
@@ -147,8 +193,9 @@ class _AcceptorContexts(list):
 
 @dataclass
 class _AssociationState:
-    association_id: int
     facility: Facility | None
+    calling_ae_title: str
+    association_id: int = 0  # set once its row is written
     stored: int = 0
     failed: int = 0
     echoes: int = 0
@@ -160,6 +207,11 @@ class StorageScp:
     ae_title: str
     reject_unknown_callers: bool = True
     check_called_ae: bool = True
+    max_associations: int = 32
+    max_associations_per_ae: int = 10
+    network_timeout: float | None = 30.0
+    acse_timeout: float | None = 5.0
+    ssl_context: ssl.SSLContext | None = None
     _states: dict[int, _AssociationState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,8 +232,15 @@ class StorageScp:
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for sop_class in QR_SOP_CLASSES:
             ae.add_supported_context(sop_class)
+        ae.add_supported_context(ModalityWorklistInformationFind)  # interfaces.dicom.mwl
         ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs (STANDARDS.md §3 throughput)
-        ae.maximum_associations = MAXIMUM_ASSOCIATIONS
+        # pynetdicom counts every open connection, probes included, and would refuse a modality's
+        # association while 32 probes sit idle: the limits that count are on_requested's (identified
+        # associations, per AE and in total); this is only the ceiling on connections (verify_request)
+        ae.maximum_associations = self.max_associations + CONNECTION_HEADROOM
+        # an association idle this long is aborted, a connection without A-ASSOCIATE-RQ this long closed
+        ae.network_timeout = self.network_timeout
+        ae.acse_timeout = self.acse_timeout
         return ae
 
     def handlers(self) -> list:
@@ -195,6 +254,7 @@ class StorageScp:
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_connection_closed),
+            (evt.EVT_DIMSE_SENT, _idle_timer_restart),
         ]
 
     # --- events ------------------------------------------------------------------------------
@@ -209,9 +269,22 @@ class StorageScp:
         facility = sender.facility if sender else None
         refusal = None
         if facility is None and self.reject_unknown_callers:
-            refusal = (CALLING_AE_NOT_RECOGNISED, "calling AE title not registered to any facility")
+            refusal = _permanent(CALLING_AE_NOT_RECOGNISED, "calling AE title not registered to any facility")
         elif self.check_called_ae and called != self.ae_title.strip():
-            refusal = (CALLED_AE_NOT_RECOGNISED, f"called AE title {called!r} is not {self.ae_title!r}")
+            refusal = _permanent(
+                CALLED_AE_NOT_RECOGNISED, f"called AE title {called!r} is not {self.ae_title!r}"
+            )
+        elif facility is not None and not address_allowed(
+            facility.dicom_allowed_networks, assoc.requestor.address
+        ):
+            # the AE title is known but not from here: to the caller it is not recognised (the
+            # reject carries no text, and says nothing about which addresses would be allowed)
+            refusal = _permanent(
+                CALLING_AE_NOT_RECOGNISED,
+                f"address {assoc.requestor.address} not in {facility.code}'s DICOM allow-list",
+            )
+        else:
+            refusal = self._slot_reserve(assoc, calling, facility)
         if refusal is not None:
             diagnostic, reason = refusal
             dicom_association_open(
@@ -223,14 +296,29 @@ class StorageScp:
                 rejection_reason=reason,
             )
             log.warning("rejected association from %r to %r (%s): %s", calling, called, peer, reason)
-            _reject(assoc, diagnostic)
+            _reject(assoc, *diagnostic)
             return
         _retired_classes_withdraw(assoc, allowed=set(sender.retired_sop_classes) if sender else set())
         row = dicom_association_open(
             kind=DicomAssociation.Kind.DIMSE, facility=facility, calling_ae_title=calling, peer=peer
         )
         with self._lock:
-            self._states[id(assoc)] = _AssociationState(association_id=row.pk, facility=facility)
+            self._states[id(assoc)].association_id = row.pk
+
+    def _slot_reserve(self, assoc, calling: str, facility: Facility | None) -> tuple | None:
+        """Count this association in (checked and taken under one lock: two associations of one AE
+        arriving together cannot both take its last slot), or the refusal: transient, so the
+        modality retries later instead of giving up on the study."""
+        with self._lock:
+            if len(self._states) >= self.max_associations:
+                return _transient(f"{len(self._states)} associations open (limit {self.max_associations})")
+            of_ae = sum(1 for state in self._states.values() if state.calling_ae_title == calling)
+            if of_ae >= self.max_associations_per_ae:
+                return _transient(
+                    f"{of_ae} associations of {calling} open (limit {self.max_associations_per_ae})"
+                )
+            self._states[id(assoc)] = _AssociationState(facility=facility, calling_ae_title=calling)
+        return None
 
     def on_echo(self, event) -> int:
         state = self._state(event.assoc)
@@ -269,6 +357,14 @@ class StorageScp:
         state = self._state(event.assoc)
         if state is None or state.facility is None:
             yield NOT_AUTHORISED, None
+            return
+        if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+            yield from worklist_responses(
+                state.facility,
+                event.identifier,
+                calling_ae_title=_calling(event),
+                cancelled=lambda: event.is_cancelled,
+            )
             return
         yield from find_responses(
             state.facility,
@@ -335,7 +431,7 @@ class StorageScp:
     def _close(self, assoc) -> None:
         with self._lock:
             state = self._states.pop(id(assoc), None)
-        if state is not None:
+        if state is not None and state.association_id:
             dicom_association_close(
                 association_id=state.association_id,
                 stored=state.stored,
@@ -351,6 +447,7 @@ class StorageScp:
         ae = self.application_entity()
         server = ae.make_server(
             (host, port),
+            ssl_context=self.ssl_context,
             evt_handlers=self.handlers(),
             server_class=NoDelayAssociationServer,
             request_handler=_ConnectionReturningHandler,
@@ -362,18 +459,39 @@ class StorageScp:
         return server
 
 
-# A-ASSOCIATE-RJ diagnostics, source "service user" (PS3.8 §9.3.4, table 9-21)
-CALLING_AE_NOT_RECOGNISED = 0x03
-CALLED_AE_NOT_RECOGNISED = 0x07
+# A-ASSOCIATE-RJ (PS3.8 §9.3.4, table 9-21): result, source, diagnostic
+REJECTED_PERMANENT, REJECTED_TRANSIENT = 0x01, 0x02
+SERVICE_USER, SERVICE_PROVIDER_PRESENTATION = 0x01, 0x03
+CALLING_AE_NOT_RECOGNISED = 0x03  # source service user
+CALLED_AE_NOT_RECOGNISED = 0x07  # source service user
+LOCAL_LIMIT_EXCEEDED = 0x02  # source service provider (presentation)
 
 
-def _reject(assoc, diagnostic: int) -> None:
-    """Send A-ASSOCIATE-RJ (rejected-permanent, service-user, ``diagnostic``) and wait for the DUL to
-    put it on the wire. pynetdicom closes the socket as soon as EVT_REQUESTED returns; without the
-    wait the reject was still queued and the modality saw a dropped connection ("peer aborted")
-    instead of the reason. ``kill`` returns once the DUL is idle again (the peer closed, or ARTIM)."""
-    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+def _permanent(diagnostic: int, reason: str) -> tuple[tuple[int, int, int], str]:
+    return (REJECTED_PERMANENT, SERVICE_USER, diagnostic), reason
+
+
+def _transient(reason: str) -> tuple[tuple[int, int, int], str]:
+    return (REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED), reason
+
+
+def _reject(assoc, result: int, source: int, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ and wait for the DUL to put it on the wire. pynetdicom closes the socket
+    as soon as EVT_REQUESTED returns; without the wait the reject was still queued and the modality
+    saw a dropped connection ("peer aborted") instead of the reason. ``kill`` returns once the DUL
+    is idle again (the peer closed, or ARTIM)."""
+    assoc.acse.send_reject(result, source, diagnostic)
     assoc.kill()
+
+
+def _idle_timer_restart(event) -> None:
+    """What we send counts as activity too: pynetdicom restarts its idle timer only when a PDU
+    arrives, so a C-MOVE whose sub-operations (on another association) outlast the network timeout,
+    with the requestor silently waiting, was aborted right after its final response. ``_idle_timer``
+    is pynetdicom's own (no public way to restart it); without it, this does nothing."""
+    timer = getattr(event.assoc.dul, "_idle_timer", None)
+    if timer is not None:
+        timer.restart()
 
 
 def _calling(event) -> str:
@@ -402,6 +520,15 @@ def storage_scp() -> StorageScp:
         ae_title=settings.READROOM_DICOM_AE_TITLE,
         reject_unknown_callers=settings.READROOM_DICOM_REJECT_UNKNOWN_CALLERS,
         check_called_ae=settings.READROOM_DICOM_CHECK_CALLED_AE,
+        max_associations=settings.READROOM_DICOM_MAX_ASSOCIATIONS,
+        max_associations_per_ae=settings.READROOM_DICOM_MAX_ASSOCIATIONS_PER_AE,
+        network_timeout=settings.READROOM_DICOM_NETWORK_TIMEOUT or None,
+        acse_timeout=settings.READROOM_DICOM_ACSE_TIMEOUT or None,
+        ssl_context=server_tls_context(
+            settings.READROOM_DICOM_TLS_CERT_FILE,
+            settings.READROOM_DICOM_TLS_KEY_FILE,
+            settings.READROOM_DICOM_TLS_CA_FILE,
+        ),
     )
 
 
@@ -431,11 +558,18 @@ def _server_stop(server: NoDelayAssociationServer, grace_seconds: float) -> None
     server.shutdown()  # no new associations (the socket is closed in this process)
     log.info(
         "DICOM SCP stopping: no new associations; waiting up to %.0f s for %d open",
-        grace_seconds, len(server.active_associations),
+        grace_seconds, len(_established(server)),
     )  # fmt: skip
     deadline = time.monotonic() + grace_seconds
-    while (open_ := server.active_associations) and time.monotonic() < deadline:
+    # only established associations may carry images: a connection still without its A-ASSOCIATE-RQ
+    # (a probe, a half-done TLS handshake) is not waited for — it ends by the ACSE timeout, or with
+    # the process — so a port scan can no longer hold a stop for its whole grace
+    while (open_ := _established(server)) and time.monotonic() < deadline:
         time.sleep(0.05)
     for assoc in open_:
         log.warning("DICOM association from %s aborted at shutdown", assoc.requestor.ae_title)
         assoc.abort()
+
+
+def _established(server: NoDelayAssociationServer) -> list:
+    return [assoc for assoc in server.active_associations if assoc.is_established]

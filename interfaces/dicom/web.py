@@ -33,6 +33,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from accounts.audit import ReadKind, record_phi_search
 from accounts.authentication import AuditedTokenAuthentication
 from imaging.models import Instance, Series, Study
 from imaging.rendering import (
@@ -56,11 +57,11 @@ from imaging.transcoding import (
     instance_transcode,
 )
 from interfaces.dicom import web_access as access
+from interfaces.dicom.metadata_sidecar import instance_metadata_json
 from interfaces.dicom.web_json import (
     SERIES_LEVEL_TAGS,
     STUDY_LEVEL_TAGS,
     JsonDataset,
-    dataset_json,
     element_at,
     header_attributes,
     instance_attributes,
@@ -174,7 +175,12 @@ def _warning_header(text: str) -> str:
 
 
 def _dicom_json(data, *, status: int = 200, warnings: list[str] | None = None) -> HttpResponse:
-    response = HttpResponse(json.dumps(data, separators=(",", ":")), status=status, content_type=DICOM_JSON)
+    return _dicom_json_text(json.dumps(data, separators=(",", ":")), status=status, warnings=warnings)
+
+
+def _dicom_json_text(text: str, *, status: int = 200, warnings: list[str] | None = None) -> HttpResponse:
+    """JSON already serialised (the metadata side-cars are joined as text, not parsed again)."""
+    response = HttpResponse(text, status=status, content_type=DICOM_JSON)
     if warnings:
         response["Warning"] = ", ".join(_warning_header(text) for text in warnings)  # RFC 7234 §5.5 list
     return response
@@ -269,12 +275,27 @@ def _qido(request, level: str, *, study: Study | None = None, series: Series | N
         warnings.append(
             "The following query keys are not supported and were ignored: " + ", ".join(query.ignored)
         )
-    if len(page) > size:
+    more = len(page) > size
+    if more:
         page = page[:size]
         if not query.limit or query.limit > cap:
             warnings.append(f"There are more than {size} results; ask for the rest with limit and offset.")
-    if study is not None:
-        access.study_read_record(request.user, study)  # the series/instances of one patient's study
+    if study is not None:  # the series/instances of one patient's study
+        access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_METADATA)
+    else:  # a search across patients: who, what query, how many, and a read row per study returned
+        searched: dict[str, list[str]] = {}
+        for name, value in pairs:
+            searched.setdefault(name, []).append(value)
+        returned = [
+            row if level == STUDY else row.study if level == SERIES else row.series.study for row in page
+        ]
+        record_phi_search(
+            Study,
+            via="QIDO",
+            query=searched,
+            returned=list(dict.fromkeys(returned)),
+            total=None if more else query.offset + len(page),
+        )
     return _dicom_json(
         [_qido_result(request, row, level, query, study, series) for row in page], warnings=warnings
     )
@@ -454,7 +475,7 @@ def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: s
             syntax, data = _instance_bytes(instances[0], target)
         except TranscodeError as exc:
             return _not_acceptable(f"{exc.message}; ask with transfer-syntax=* for the stored bytes")
-        access.study_read_record(request.user, study)
+        access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_INSTANCES)
         if mode == "single":
             return HttpResponse(data, content_type=f"application/dicom; transfer-syntax={syntax}")
         boundary = boundary_new()
@@ -462,7 +483,7 @@ def _retrieve(request, study_uid: str, series_uid: str | None = None, sop_uid: s
             b"".join(multipart_stream([(f"application/dicom; transfer-syntax={syntax}", data)], boundary)),
             content_type=multipart_content_type("application/dicom", boundary),
         )
-    access.study_read_record(request.user, study)
+    access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_INSTANCES)
     boundary = boundary_new()
     # A study can be gigabytes: stream it, one decrypted instance in memory at a time.
     return StreamingHttpResponse(
@@ -496,30 +517,22 @@ def _metadata(request, study_uid: str, series_uid: str | None = None, sop_uid: s
     if not _accepts_json(request):
         return _not_acceptable("Metadata is answered in application/dicom+json")
     study, instances = access.instances_in(request.user, study_uid, series_uid, sop_uid)
-    access.study_read_record(request.user, study)
+    access.study_read_record(request.user, study, kind=ReadKind.DICOMWEB_METADATA)
     items, unreadable = [], []
     for instance in instances:
+        url = _instance_url(
+            request, study.study_instance_uid, instance.series.series_instance_uid, instance.sop_instance_uid
+        )
         try:
-            # the whole file: its pixel data is decrypted already, and its element gets a BulkDataURI
-            ds = dcmread(BytesIO(encrypted_read(instance.storage_path)))
-            url = _instance_url(
-                request,
-                study.study_instance_uid,
-                instance.series.series_instance_uid,
-                instance.sop_instance_uid,
-            )
-            items.append(
-                dataset_json(
-                    ds, transfer_syntax_uid=instance.transfer_syntax_uid, bulkdata_url=f"{url}/bulkdata"
-                )
-            )
+            # the side-car's JSON text (metadata_sidecar: made once per file), bulk data under url
+            items.append(instance_metadata_json(instance, url))
         except (StorageError, OSError, ValueError) as exc:
             log.error("WADO-RS metadata: cannot read %s: %s", instance.sop_instance_uid, exc)
             unreadable.append(instance.sop_instance_uid)
     if unreadable and not items:
         return _error(500, "The stored files of these instances cannot be read; operations has been told.")
     warnings = [f"{len(unreadable)} instance(s) could not be read and are missing"] if unreadable else []
-    return _dicom_json(items, warnings=warnings)
+    return _dicom_json_text(f"[{','.join(items)}]", warnings=warnings)
 
 
 # --- WADO-RS: rendered and frames ----------------------------------------------------------------

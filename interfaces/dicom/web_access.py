@@ -27,7 +27,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import Http404
 
-from accounts.audit import record_phi_access
+from accounts.audit import ReadKind, record_phi_access
 from accounts.roles import Role, has_role
 from facilities.models import Facility
 from facilities.selectors import facilities_administered_by
@@ -170,9 +170,9 @@ def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Inst
 # --- audit ---------------------------------------------------------------------------------------
 
 
-def study_read_record(user, study: Study) -> None:
-    """Record that ``user`` read this study's images or metadata (one audit row)."""
-    record_phi_access(study)
+def study_read_record(user, study: Study, *, kind: ReadKind) -> None:
+    """Record that ``user`` read this study's images or metadata (one audit row, of ``kind``)."""
+    record_phi_access(study, kind=kind)
 
 
 def study_frames_read_record(user, study: Study) -> None:
@@ -180,7 +180,7 @@ def study_frames_read_record(user, study: Study) -> None:
     (``READROOM_AUDIT_FRAME_WINDOW_SECONDS``, default 300 s), however many frames were fetched."""
     window = int(getattr(settings, "READROOM_AUDIT_FRAME_WINDOW_SECONDS", 300))
     if window <= 0 or cache.add(f"readroom:frame-read:{user.pk}:{study.study_instance_uid}", 1, window):
-        study_read_record(user, study)
+        study_read_record(user, study, kind=ReadKind.DICOMWEB_FRAMES)
 
 
 # --- store ---------------------------------------------------------------------------------------

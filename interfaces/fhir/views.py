@@ -25,7 +25,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from accounts.audit import record_phi_access, record_phi_search
+from accounts.audit import ReadKind, record_phi_access, record_phi_search
 from accounts.authentication import AuditedTokenAuthentication
 from imaging.api import MayReadPatientData
 from interfaces.fhir.capability import capability_statement
@@ -164,7 +164,7 @@ class ReadView(FhirView):
         record = self.definition.visible(request.user).filter(pk=pk).first()
         if record is None:
             raise Http404(f"No {self.definition.type} {pk}")
-        record_phi_access(record)
+        record_phi_access(record, kind=ReadKind.FHIR)
         return self.respond(self.definition.resource(record))
 
 

@@ -1,16 +1,28 @@
 """``/ws/fhircast/<endpoint>/``: the websocket channel of one FHIRcast subscription. Authenticates (the
 endpoint id is the secret the authorised subscribe request returned), joins the topic's group,
-forwards the subscribed events — nothing else."""
+forwards the subscribed events — nothing else.
+
+The channel lives as long as the session whose topic it follows: logout tells it at once
+(``session.ended``), and, as the worklist socket does, it looks at the session every
+``READROOM_WS_SESSION_CHECK_SECONDS`` — an idle session expires without any request, so nothing
+else would tell. Either way it sends the close events of what was open and ``UserLogout`` (those the
+subscriber subscribed to), then closes with 4401."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
-from interfaces.fhircast.hub import channel_subscription, confirmation, topic_group
+from accounts.selectors import session_state
+from interfaces.fhircast.hub import channel_subscription, confirmation, topic_group, topic_session
+from interfaces.fhircast.receivers import session_end_events
 
 CLOSE_UNKNOWN_ENDPOINT = 4404
-CLOSE_SESSION_ENDED = 4401  # the topic's session signed out (as the worklist socket's 4401)
+CLOSE_SESSION_ENDED = 4401  # the topic's session signed out or expired (as the worklist socket's 4401)
 
 
 class FhircastConsumer(AsyncJsonWebsocketConsumer):
@@ -24,8 +36,31 @@ class FhircastConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json(confirmation(self.subscription))
+        self.session_watch = asyncio.create_task(self._session_watch())
+
+    async def _session_watch(self) -> None:
+        topic, user_id = self.subscription.topic, self.subscription.user_id
+        while True:
+            await asyncio.sleep(settings.READROOM_WS_SESSION_CHECK_SECONDS)
+            session_key = await database_sync_to_async(topic_session)(topic)
+            alive = session_key and await database_sync_to_async(session_state)(session_key, user_id)
+            if not alive:
+                await self._session_end("system-timeout")
+                return
+
+    async def _session_end(self, reason: str) -> None:
+        events = await database_sync_to_async(session_end_events)(self.subscription.topic, reason)
+        for event in events:
+            if event["event"]["hub.event"] in self.subscription.events:
+                await self.send_json(event)
+        await self.close(code=CLOSE_SESSION_ENDED)
 
     async def disconnect(self, code: int) -> None:
+        watch = getattr(self, "session_watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -37,5 +72,5 @@ class FhircastConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(message["event"])
 
     async def session_ended(self, message: dict) -> None:
-        """The session whose topic this is ended (``fhircast.receivers.session_channels_close``)."""
-        await self.close(code=CLOSE_SESSION_ENDED)
+        """The session whose topic this is signed out (``fhircast.receivers.session_channels_close``)."""
+        await self._session_end("user-initiated")

@@ -27,7 +27,16 @@ EVENTS = (
     "DiagnosticReport-open",
     "DiagnosticReport-close",
     "DiagnosticReport-update",
+    # infrastructure events (STU3 §3.2): the session was suspended (the screen lock) or ended
+    "UserHibernate",
+    "UserLogout",
 )
+# the reason codes of UserHibernate / UserLogout (STU3 FHIRcastHibernateReason, FHIRcastLogoutReason)
+REASON_SYSTEM = "http://fhircast.hl7.org/CodeSystem/fhircast-codesystem"
+REASONS = {
+    "user-initiated": "User initiated action.",
+    "system-timeout": "System initiated action due to timeout",
+}
 TOPIC_SECONDS = 12 * 3600  # as long as a locked session may live (READROOM_LOCK_MAX_HOURS)
 MAX_LEASE_SECONDS = 8 * 3600
 
@@ -42,10 +51,18 @@ def topic_of(session_key: str) -> str:
 
 
 def session_topic(session_key: str, user_id: int) -> str:
-    """The hub.topic of a session (registered to its user)."""
+    """The hub.topic of a session (registered to its user, and to the session itself so the
+    topic's channels can look whether it still lives — server-side only, never sent anywhere)."""
     topic = topic_of(session_key)
-    cache.set(f"fhircast:topic:{topic}", user_id, TOPIC_SECONDS)
+    cache.set_many(
+        {f"fhircast:topic:{topic}": user_id, f"fhircast:session:{topic}": session_key}, TOPIC_SECONDS
+    )
     return topic
+
+
+def topic_session(topic: str) -> str | None:
+    """The session key whose topic this is (None once the registration lapsed)."""
+    return cache.get(f"fhircast:session:{topic}")
 
 
 def topic_owner(topic: str) -> int | None:
@@ -106,6 +123,38 @@ def channel_close(endpoint: str) -> None:
     cache.delete(f"fhircast:endpoint:{endpoint}")
 
 
+@dataclass(frozen=True)
+class OpenContext:
+    """What the reader has open on a topic — the study, and its report when the editor shows it —
+    so that a lock or the session's end can close it for the subscribers, and an unlock open it
+    again (STU3 §2.9: the hub keeps each topic's current context)."""
+
+    study_id: int
+    report_id: int | None = None
+
+
+def _context_key(topic: str, held: bool) -> str:
+    return f"fhircast:{'held' if held else 'context'}:{topic}"
+
+
+def context_of(topic: str, *, held: bool = False) -> OpenContext | None:
+    """The topic's open context, or (``held``) the one a screen lock closed."""
+    return cache.get(_context_key(topic, held))
+
+
+def context_set(topic: str, context: OpenContext | None, *, held: bool = False) -> None:
+    if context is None:
+        cache.delete(_context_key(topic, held))
+    else:
+        cache.set(_context_key(topic, held), context, TOPIC_SECONDS)
+
+
+def reason_parameters(code: str) -> dict:
+    """The ``parameters`` context of UserHibernate / UserLogout: why."""
+    coding = {"system": REASON_SYSTEM, "code": code, "display": REASONS[code]}
+    return {"resourceType": "Parameters", "parameter": [{"name": "code", "valueCoding": coding}]}
+
+
 def confirmation(subscription: Subscription) -> dict:
     return {
         "hub.mode": "subscribe",
@@ -117,6 +166,7 @@ def confirmation(subscription: Subscription) -> dict:
 
 _MODELS = {
     "Bundle": "fhir.resources.R4B.bundle.Bundle",
+    "Parameters": "fhir.resources.R4B.parameters.Parameters",
     "Patient": "fhir.resources.R4B.patient.Patient",
     "ImagingStudy": "fhir.resources.R4B.imagingstudy.ImagingStudy",
     "DiagnosticReport": "fhir.resources.R4B.diagnosticreport.DiagnosticReport",

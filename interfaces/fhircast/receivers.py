@@ -10,7 +10,12 @@ topic only:
 * on signing from the editor (action ``signed``): ``DiagnosticReport-update`` — the report's new
   status in the anchor context, an empty ``updates`` Bundle (only the anchor's attributes changed;
   STU3 allows that), ``context.versionId`` new and ``context.priorVersionId`` the one before — then
-  ``DiagnosticReport-close`` and ``ImagingStudy-close`` (the reader is done with the study)."""
+  ``DiagnosticReport-close`` and ``ImagingStudy-close`` (the reader is done with the study);
+* on the screen lock (``accounts.signals.screen_locked``): the close events of what was open, then
+  ``UserHibernate`` (reason ``system-timeout``); on the unlock the same context is opened again;
+* when the session ends (logout, or idle expiry found by the channel's own session check):
+  the close events of what was open, then ``UserLogout``, then the channel closes (4401) —
+  ``session_end_events``, sent by each channel itself (``FhircastConsumer``)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.dispatch import receiver
 
+from accounts.signals import screen_locked, screen_unlocked
 from imaging.signals import study_closed, study_opened
 from interfaces.fhir.resources import (
     IMAGING_REPORT,
@@ -32,7 +38,17 @@ from interfaces.fhir.resources import (
     patient_reference,
     patient_resource,
 )
-from interfaces.fhircast.hub import TOPIC_SECONDS, event_build, session_topic, topic_group, topic_of
+from interfaces.fhircast.hub import (
+    TOPIC_SECONDS,
+    OpenContext,
+    context_of,
+    context_set,
+    event_build,
+    reason_parameters,
+    session_topic,
+    topic_group,
+    topic_of,
+)
 from reports.signals import report_screen
 from worklist.broadcast import sockets_close
 
@@ -72,6 +88,9 @@ def imaging_study_open_publish(sender, *, study, user, session_key: str, **kwarg
         return
     topic = session_topic(session_key, user.pk)
     _publish(topic, event_build(topic, "ImagingStudy-open", _study_context(study)))
+    current = context_of(topic)
+    keep_report = current.report_id if current and current.study_id == study.pk else None
+    context_set(topic, OpenContext(study.pk, keep_report))  # the viewer beside its own editor
 
 
 @receiver(study_closed, dispatch_uid="fhircast-imaging-study-close")
@@ -80,6 +99,9 @@ def imaging_study_close_publish(sender, *, study, user, session_key: str, **kwar
         return
     topic = session_topic(session_key, user.pk)
     _publish(topic, event_build(topic, "ImagingStudy-close", _study_context(study)))
+    current = context_of(topic)
+    if current and current.study_id == study.pk:
+        context_set(topic, None)
 
 
 def report_resource(report, study, *, anchor_only: bool = False) -> dict:
@@ -131,6 +153,7 @@ def diagnostic_report_publish(
         )
         event["event"]["context.versionId"] = _version_next(topic, report.pk)[0]
         _publish(topic, event)
+        context_set(topic, OpenContext(study.pk, report.pk))
         return
     if action != "signed":
         return
@@ -150,3 +173,79 @@ def diagnostic_report_publish(
     study_closed = [*patient, ("study", imaging_study_resource(study))]
     _publish(topic, event_build(topic, "ImagingStudy-close", study_closed))
     cache.delete(_version_key(topic, report.pk))
+    context_set(topic, None)
+
+
+# --- the session suspended or ended: close what was open ----------------------------------------
+
+
+def _context_objects(context: OpenContext | None):
+    """(study, report or None) of an open context, as they are now (None, None if gone)."""
+    from imaging.models import Study
+    from reports.models import Report
+
+    if context is None:
+        return None, None
+    study = Study.objects.select_related("patient").filter(pk=context.study_id).first()
+    report = Report.objects.filter(pk=context.report_id).first() if context.report_id else None
+    return study, report
+
+
+def close_events(topic: str, context: OpenContext | None) -> list[dict]:
+    """DiagnosticReport-close (when the editor was open) and ImagingStudy-close for ``context``."""
+    study, report = _context_objects(context)
+    if study is None:
+        return []
+    events = []
+    if report is not None:
+        patient = [("patient", patient_resource(study.patient))] if study.patient_id else []
+        closed = [("report", report_resource(report, study, anchor_only=True)), *patient]
+        events.append(event_build(topic, "DiagnosticReport-close", closed))
+    events.append(event_build(topic, "ImagingStudy-close", _study_context(study)))
+    return events
+
+
+def session_end_events(topic: str, reason: str) -> list[dict]:
+    """What a channel sends before it closes because its session ended: the close events of what
+    was open, then UserLogout with the reason (``user-initiated``: signed out; ``system-timeout``:
+    idle expiry)."""
+    logout = event_build(topic, "UserLogout", [("parameters", reason_parameters(reason))])
+    return [*close_events(topic, context_of(topic)), logout]
+
+
+@receiver(screen_locked, dispatch_uid="fhircast-screen-locked")
+def screen_lock_publish(sender, *, user, session_key: str | None, **kwargs) -> None:
+    """The lock hides the study on ReadRoom's screens; a side-car following the session must hide
+    it too: the close events of what was open, then UserHibernate. The context is held for the
+    unlock (the reader comes back to the same editor)."""
+    if not session_key:
+        return
+    topic = session_topic(session_key, user.pk)
+    context = context_of(topic)
+    for event in close_events(topic, context):
+        _publish(topic, event)
+    _publish(
+        topic, event_build(topic, "UserHibernate", [("parameters", reason_parameters("system-timeout"))])
+    )
+    context_set(topic, context, held=True)
+    context_set(topic, None)
+
+
+@receiver(screen_unlocked, dispatch_uid="fhircast-screen-unlocked")
+def screen_unlock_publish(sender, *, user, session_key: str | None, **kwargs) -> None:
+    """Unlocked: the held context is opened again (ImagingStudy-open, and DiagnosticReport-open
+    with a new versionId while the report is still not final) — unless the reader opened something
+    else meanwhile (nothing can be opened behind the lock, but a lock may outlive its page)."""
+    if not session_key:
+        return
+    topic = session_topic(session_key, user.pk)
+    held = context_of(topic, held=True)
+    context_set(topic, None, held=True)
+    study, report = _context_objects(held)
+    if study is None or context_of(topic) is not None:
+        return
+    imaging_study_open_publish(sender, study=study, user=user, session_key=session_key)
+    if report is not None and report.status != "final":
+        diagnostic_report_publish(
+            sender, report=report, study=study, user=user, session_key=session_key, action="opened"
+        )

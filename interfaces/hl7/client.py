@@ -8,8 +8,9 @@ closed on any error, so a half-read ACK can never be taken for the next message'
 from __future__ import annotations
 
 import socket
+import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 START_BLOCK, END_BLOCK, CARRIAGE_RETURN = b"\x0b", b"\x1c", b"\x0d"
 FRAME_END = END_BLOCK + CARRIAGE_RETURN
@@ -26,6 +27,9 @@ class Endpoint:
     port: int
     connect_timeout: float = 5.0
     ack_timeout: float = 30.0  # from the last byte sent to the end of the ACK frame
+    # MLLP over TLS (interfaces.tls.client_tls_context); None: plain TCP
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
+    server_name: str = ""  # the name the certificate must carry (default: host)
 
 
 def frame(message: bytes) -> bytes:
@@ -78,6 +82,12 @@ class MllpConnection:
             except OSError as exc:
                 raise MllpError(f"connect to {e.host}:{e.port}: {exc.strerror or exc}") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small frame, then wait
+            if e.tls is not None:
+                try:  # the handshake within the connect timeout (still set on the socket)
+                    sock = e.tls.wrap_socket(sock, server_hostname=e.server_name or e.host)
+                except (OSError, ValueError) as exc:  # ssl.SSLError (untrusted certificate…) is an OSError
+                    sock.close()
+                    raise MllpError(f"TLS to {e.host}:{e.port}: {exc}") from exc
             self._sock = sock
         return self._sock
 

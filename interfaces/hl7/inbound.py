@@ -21,7 +21,7 @@ from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_entry_write
-from facilities.models import Facility, Hl7Sender
+from facilities.models import Facility, Hl7Sender, address_allowed
 from imaging import services as imaging
 from imaging.facts import OrderFacts, OrderMessage
 from interfaces.hl7.ack import ack_code_for, application_ack_wanted, build_ack
@@ -47,7 +47,7 @@ from interfaces.models import InboundMessage, InboundStatus
 
 log = logging.getLogger(__name__)
 SENDER_CACHE_SECONDS = 30.0
-_sender_cache: dict[tuple[str, str], tuple[float, tuple[int, str] | None]] = {}
+_sender_cache: dict[tuple[str, str], tuple[float, _SenderFacility | None]] = {}
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,23 @@ class Hl7Receipt:
     ack_code: str
     to_apply: bool  # a new accepted message: the caller enqueues the drain for its sender
     sender: tuple[str, str]
+    close: bool = False  # the connection is closed after this ACK (a sender outside its allow-list)
 
 
-def _sender_facility(app: str, fac: str) -> tuple[int, str] | None:
-    """MSH-3/MSH-4 → (facility id, accession fallback), cached briefly: asked for every frame."""
+@dataclass(frozen=True)
+class _SenderFacility:
+    facility_id: int
+    code: str
+    accession_fallback: str
+    allowed_networks: tuple[str, ...]
+
+
+class PeerNotAllowed(Hl7Error):
+    """An onboarded sender connecting from an address outside its facility's allow-list."""
+
+
+def _sender_facility(app: str, fac: str) -> _SenderFacility | None:
+    """MSH-3/MSH-4 → its facility, cached briefly: asked for every frame."""
     key = (app.upper(), fac.upper())
     hit = _sender_cache.get(key)
     if hit and hit[0] > time.monotonic():
@@ -70,18 +83,38 @@ def _sender_facility(app: str, fac: str) -> tuple[int, str] | None:
         .filter(sending_application__iexact=app, sending_facility__iexact=fac, facility__active=True)
         .first()
     )
-    found = (sender.facility_id, sender.facility.hl7_accession_fallback) if sender else None
+    found = (
+        _SenderFacility(
+            sender.facility_id,
+            sender.facility.code,
+            sender.facility.hl7_accession_fallback,
+            tuple(sender.facility.hl7_allowed_networks),
+        )
+        if sender
+        else None
+    )
     _sender_cache[key] = (time.monotonic() + SENDER_CACHE_SECONDS, found)
     return found
 
 
-def _sender_is_ai_node(header: Header) -> bool:
-    """Asked for ORU^R01 frames only (an AI node's results; reports go the other way)."""
-    return Hl7Sender.objects.filter(
-        sending_application__iexact=header.sending_application,
-        sending_facility__iexact=header.sending_facility,
-        ai_node=True,
-    ).exists()
+def oru_kind(header: Header) -> str | None:
+    """What an ORU^R01 from this sender is, by the sender's configuration alone (asked for ORU
+    frames only): an AI node's result (docs/ai.md), the facility's report history when the facility
+    takes it (``hl7.report_history``, docs/priors.md), else None — refused. Our own reports go the
+    other way, so an ORU is never read as one of them."""
+    sender = (
+        Hl7Sender.objects.select_related("facility")
+        .filter(
+            sending_application__iexact=header.sending_application,
+            sending_facility__iexact=header.sending_facility,
+        )
+        .first()
+    )
+    if sender is None:
+        return None
+    if sender.ai_node:
+        return "ai_result"
+    return "report_history" if sender.facility.hl7_report_history else None
 
 
 def sender_cache_clear() -> None:
@@ -94,7 +127,7 @@ def hl7_frame_receive(
     """Store one frame and return its ACK. ``oversize``: the frame's true size when it exceeded the
     limit and only its head (``raw``) was kept."""
     received_at = received_at or timezone.now()
-    header, facility_id, error = _assess(raw, oversize)
+    header, facility_id, error = _assess(raw, oversize, peer)
     row = InboundMessage(
         received_at=received_at,
         peer=peer[:64],
@@ -114,7 +147,10 @@ def hl7_frame_receive(
         row.status, row.error_code, row.error = InboundStatus.REJECTED, error.code, error.text
         row.save(force_insert=True)
         log.info("HL7 %s from %s: %s %s", row.ack_code or original_code, peer, error.code, error.text)
-        return Hl7Receipt(row.pk, _ack(header, original_code, error), row.ack_code, False, sender)
+        refused = isinstance(error, PeerNotAllowed)
+        if refused:
+            log.warning("HL7 from %s refused: %s", peer, error.text)
+        return Hl7Receipt(row.pk, _ack(header, original_code, error), row.ack_code, False, sender, refused)
     row.dedupe_key = f"{header.sending_application}^{header.sending_facility}^{header.control_id}"[:600]
     row.pk = _inbox_insert(row)
     to_apply = row.pk is not None
@@ -172,9 +208,9 @@ def _insert_sql() -> tuple[str, list]:
     return sql, fields
 
 
-def _assess(raw: bytes, oversize: int) -> tuple[Header | None, int | None, Hl7Error | None]:
+def _assess(raw: bytes, oversize: int, peer: str = "") -> tuple[Header | None, int | None, Hl7Error | None]:
     """The order of checks follows HL7 v2 §2.13: the MSH and the sender first (AR), then the
-    content (AE). Returns (header, facility id, error)."""
+    content (AE). Returns (header, facility id, error). ``peer``: "host:port" it came from."""
     try:
         text = decode(normalize(raw))
         header = read_header(text)
@@ -195,15 +231,25 @@ def _assess(raw: bytes, oversize: int) -> tuple[Header | None, int | None, Hl7Er
     if sender is None:
         text = f"unknown sender {header.sending_application}^{header.sending_facility}: not onboarded"
         return header, None, Hl7Error("AR", UNKNOWN_KEY_IDENTIFIER, text, "MSH^1^3")
-    facility_id, fallback = sender
-    if header.message_code == "ORU" and not _sender_is_ai_node(header):
-        # decided from MSH alone, before the body is parsed: a RIS's ORU is an unsupported type (AR 200)
-        # whatever its body holds, and only an AI node's ORU is read as an AI result
+    facility_id, fallback = sender.facility_id, sender.accession_fallback
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    if not address_allowed(list(sender.allowed_networks), host):
+        # AR: resending it unchanged from there will not help; the sender's analyst reads why in
+        # ERR. Kept (status rejected) like every refused frame; the listener then hangs up.
+        text = f"address {host} not in {sender.code}'s HL7 allow-list"
+        return header, facility_id, PeerNotAllowed("AR", UNKNOWN_KEY_IDENTIFIER, text, "MSH^1^4")
+    kind = oru_kind(header) if header.message_code == "ORU" else None
+    if header.message_code == "ORU" and kind is None:
+        # decided from MSH alone, before the body is parsed: an ORU from a sender that is neither an
+        # AI node nor one of a facility taking report history is an unsupported type (AR 200)
         sender_name = f"{header.sending_application}^{header.sending_facility}"
-        reason = f"ORU^R01 from {sender_name}: only a sender onboarded as an AI node sends results"
+        reason = (
+            f"ORU^R01 from {sender_name}: only an AI node's results, or report history from a "
+            "facility that takes it (hl7.report_history), are accepted"
+        )
         return header, facility_id, Hl7Error("AR", UNSUPPORTED_MESSAGE_TYPE, reason, "MSH^1^9")
     try:
-        parsed = parse_text(text, header)
+        parsed = parse_text(text, header, oru_kind=kind or "ai_result")
         return (
             header,
             facility_id,
@@ -309,7 +355,7 @@ def _message_apply(message: InboundMessage) -> bool:
     fields = ["status", "error", "attempts", "processed_at"]
     try:
         with transaction.atomic():
-            parsed = parse(bytes(message.raw))
+            parsed = _parsed(message)
             note = _apply(message.facility, parsed)
         message.status, message.error = InboundStatus.PROCESSED, note
     except (Hl7Error, imaging.IngestConflict) as exc:
@@ -329,6 +375,18 @@ def _message_apply(message: InboundMessage) -> bool:
     message.save(update_fields=fields)
     _application_ack_send(message)
     return True
+
+
+def _parsed(message: InboundMessage) -> ParsedMessage:
+    """The stored frame read again for its apply; an ORU by its sender's configuration now (a
+    sender changed since the ACK is read as it is configured when applied)."""
+    raw = bytes(message.raw)
+    if message.message_type.startswith("ORU"):
+        kind = oru_kind(read_header(decode(normalize(raw))))
+        if kind is None:
+            raise Hl7Error("AE", UNSUPPORTED_MESSAGE_TYPE, "its sender no longer sends ORU^R01 we accept")
+        return parse(raw, oru_kind=kind)
+    return parse(raw)
 
 
 def _application_ack_send(message: InboundMessage) -> None:
@@ -392,6 +450,10 @@ def _apply(facility: Facility, parsed: ParsedMessage) -> str:
 
         result = ai_result_record(facility=facility, facts=parsed.content)
         return f"AI result {result.pk} for study {result.study_id}"
+    if parsed.kind == "report_history":
+        from imaging.report_history import historical_report_record
+
+        return historical_report_record(facility=facility, facts=parsed.content).note
     merged = imaging.patients_merge(facility=facility, merge=parsed.content)
     return "" if merged else "no prior patient found: nothing to merge"
 

@@ -11,8 +11,10 @@ import contextvars
 import logging
 import queue
 import socket
+import ssl
 import threading
 from asyncio import IncompleteReadError, LimitOverrunError
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ from django.db import DatabaseError, close_old_connections, connections
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK, HL7StreamProtocol, HL7StreamReader
 
 from interfaces.hl7.inbound import hl7_frame_receive, hl7_unavailable_ack
+from interfaces.tls import server_tls_context
 
 log = logging.getLogger(__name__)
 FRAME_END = END_BLOCK + CARRIAGE_RETURN
@@ -227,9 +230,37 @@ class DrainScheduler:
                 log.exception("could not enqueue HL7 apply tasks for %s", senders)
 
 
-async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler, inbox: Inbox) -> None:
+class PeerConnections:
+    """Connections open per remote address, in this listener process. An interface engine holds one
+    or a few; one address opening more is a misconfigured retry loop or an attack, and would
+    otherwise take every file descriptor the listener has from every other hospital."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def admit(self, host: str) -> bool:
+        if self._open[host] >= self.limit:
+            return False
+        self._open[host] += 1
+        return True
+
+    def release(self, host: str) -> None:
+        self._open[host] -= 1
+        if self._open[host] <= 0:
+            del self._open[host]
+
+
+async def _serve_connection(
+    reader: FrameReader, writer, drains: DrainScheduler, inbox: Inbox, peers: PeerConnections
+) -> None:
     host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
     peer = f"{host}:{port}"
+    if not peers.admit(host):
+        # closed before a byte is read: there is no message to answer yet (docs/interfaces-hardening.md)
+        log.warning("HL7 connection from %s closed: %d connections from %s open", peer, peers.limit, host)
+        writer.close()
+        return
     log.info("HL7 connection from %s", peer)
     try:
         while (frame := await reader.read_frame()) is not None:
@@ -242,9 +273,12 @@ async def _serve_connection(reader: FrameReader, writer, drains: DrainScheduler,
             await writer.drain()
             if receipt is not None and receipt.to_apply:
                 drains.request(receipt.sender)
+            if receipt is not None and receipt.close:
+                break  # a sender outside its allow-list: answered AR, and no further frame is read
     except (ConnectionError, OSError) as exc:
         log.info("HL7 connection from %s ended: %s", peer, exc)
     finally:
+        peers.release(host)
         writer.close()
         log.info("HL7 connection from %s closed", peer)
 
@@ -267,22 +301,28 @@ async def hl7_server_start(
     max_frame_bytes: int | None = None,
     inbox: Inbox = _INBOX_THREAD,
     listening: socket.socket | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Hl7Listener:
     """``listening``: a socket bound by the supervisor (``hl7_listener --processes N``), served
-    instead of binding ``host:port``."""
+    instead of binding ``host:port``. ``ssl_context``: MLLP over TLS on this port."""
     loop = asyncio.get_running_loop()
     limit = max_frame_bytes or settings.READROOM_HL7_MAX_FRAME_BYTES
     drains = DrainScheduler(inbox)
     scheduler = loop.create_task(drains.run(), name="hl7-drain-scheduler")
+    peers = PeerConnections(settings.READROOM_HL7_MAX_CONNECTIONS_PER_PEER)
 
     def factory() -> HL7StreamProtocol:
         reader = FrameReader(limit=limit, loop=loop)
-        return HL7StreamProtocol(reader, lambda r, w: _serve_connection(r, w, drains, inbox), loop=loop)
+        return HL7StreamProtocol(
+            reader, lambda r, w: _serve_connection(r, w, drains, inbox, peers), loop=loop
+        )
 
+    # a client that connects and never completes the handshake is dropped after this long
+    tls = {"ssl": ssl_context, "ssl_handshake_timeout": 10.0} if ssl_context else {}
     if listening is not None:
-        server = await loop.create_server(factory, sock=listening)
+        server = await loop.create_server(factory, sock=listening, **tls)
     else:
-        server = await loop.create_server(factory, host, port, reuse_address=True)
+        server = await loop.create_server(factory, host, port, reuse_address=True, **tls)
     return Hl7Listener(server, scheduler)
 
 
@@ -300,9 +340,19 @@ async def hl7_listener_service(
         port or settings.READROOM_HL7_PORT,
         inbox=inbox,
         listening=listening,
+        ssl_context=hl7_server_tls_context(),
     )
     log.info("HL7 MLLP listening on %s", ", ".join(str(s.getsockname()) for s in listener.server.sockets))
     try:
         await stop.wait()
     finally:
         await listener.close()
+
+
+def hl7_server_tls_context() -> ssl.SSLContext | None:
+    """The listener's TLS context from the settings (None: plain MLLP)."""
+    return server_tls_context(
+        settings.READROOM_HL7_TLS_CERT_FILE,
+        settings.READROOM_HL7_TLS_KEY_FILE,
+        settings.READROOM_HL7_TLS_CA_FILE,
+    )

@@ -35,6 +35,7 @@ from interfaces.hl7.oru import ReportMessage, oru_build
 from interfaces.hl7.parse import encode
 from interfaces.models import OutboundMessage, OutboundStatus
 from interfaces.signals import outbound_acknowledged
+from interfaces.tls import client_tls_context
 from worklist.broadcast import operations_event_send
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,15 @@ def _head_due(facility_id: int) -> bool:
 
 def _deliver_due(facility_id: int) -> int:
     facility = Facility.objects.get(pk=facility_id)
-    endpoint = _endpoint(facility)
+    try:
+        endpoint = _endpoint(facility)
+        problem = "" if endpoint else "no ORU host/port configured"
+    except (OSError, ValueError) as exc:  # a TLS file missing or unreadable: an attempt that failed
+        endpoint, problem = None, f"TLS configuration: {exc}"
     delivered = 0
     with MllpConnection(endpoint or Endpoint("", 0)) as conn:
         while (head := _head(facility_id)) is not None and head.next_attempt_at <= timezone.now():
-            attempt = _attempt(conn, head) if endpoint else Attempt(False, "no ORU host/port configured")
+            attempt = _attempt(conn, head) if endpoint else Attempt(False, problem)
             _record(head, attempt)
             if not attempt.accepted:
                 return delivered  # head-of-line: nothing behind it goes before it
@@ -161,11 +166,17 @@ def _deliver_due(facility_id: int) -> int:
 def _endpoint(facility: Facility) -> Endpoint | None:
     if not facility.hl7_outbound_host or not facility.hl7_outbound_port:
         return None
+    tls = facility.hl7_outbound_tls
     return Endpoint(
         facility.hl7_outbound_host,
         facility.hl7_outbound_port,
         connect_timeout=settings.READROOM_HL7_OUT_CONNECT_TIMEOUT,
         ack_timeout=settings.READROOM_HL7_OUT_ACK_TIMEOUT,
+        # a missing or unreadable certificate file raises here (_deliver_due records it as the attempt)
+        tls=client_tls_context(tls.get("ca_file", ""), tls.get("cert_file", ""), tls.get("key_file", ""))
+        if tls
+        else None,
+        server_name=tls.get("server_name", "") if tls else "",
     )
 
 

@@ -17,7 +17,9 @@ from hl7.containers import Message, Segment
 
 from imaging.facts import (
     CLEAR,
+    AiResultFacts,
     DemographicsUpdate,
+    HistoricalReportFacts,
     OrderFacts,
     OrderMessage,
     PatientFacts,
@@ -44,9 +46,11 @@ SUPPORTED = {
     ("ADT", "A08"): "demographics",
     ("ADT", "A31"): "demographics",  # update person information: same handling as A08
     ("ADT", "A40"): "merge",
-    # from a sender onboarded as an AI node only (interfaces.hl7.inbound; docs/ai.md)
+    # from a sender onboarded as an AI node (docs/ai.md), or a facility's report history
+    # (docs/priors.md): interfaces.hl7.inbound.oru_kind decides by the sender's configuration
     ("ORU", "R01"): "ai_result",
 }
+ORU_KINDS = ("ai_result", "report_history")
 ORDER_CONTROLS = {"NW", "XO", "XX", "SC", "CA", "DC", "OC", "OD", "CR", "DR"}
 SEX_CODES = {"F", "M", "O", "U", "A", "N"}
 
@@ -110,8 +114,8 @@ class Header:
 @dataclass(frozen=True)
 class ParsedMessage:
     header: Header
-    kind: str  # order | demographics | merge | ai_result
-    content: OrderMessage | DemographicsUpdate | PatientMerge
+    kind: str  # order | demographics | merge | ai_result | report_history
+    content: OrderMessage | DemographicsUpdate | PatientMerge | AiResultFacts | HistoricalReportFacts
 
 
 def normalize(raw: bytes) -> bytes:
@@ -237,15 +241,18 @@ def _version_supported(version: str) -> bool:
     return bool(match) and 3 <= int(match.group(1)) <= 8
 
 
-def parse(raw: bytes) -> ParsedMessage:
-    """Bytes inside an MLLP frame → a checked message. Raises Hl7Error."""
+def parse(raw: bytes, *, oru_kind: str = "ai_result") -> ParsedMessage:
+    """Bytes inside an MLLP frame → a checked message. Raises Hl7Error. ``oru_kind``: what an
+    ORU^R01 is from this sender (``ORU_KINDS``), which only the sender's configuration says."""
     text = decode(normalize(raw))
-    return parse_text(text, read_header(text))
+    return parse_text(text, read_header(text), oru_kind=oru_kind)
 
 
-def parse_text(text: str, header: Header) -> ParsedMessage:
+def parse_text(text: str, header: Header, *, oru_kind: str = "ai_result") -> ParsedMessage:
     """The content of a message whose header was already read (the listener reads it first)."""
     kind = check_header(header)
+    if kind == "ai_result":
+        kind = oru_kind
     return content_read(kind, header, split_message(text, header) or hl7_message(text))
 
 
@@ -254,6 +261,10 @@ def content_read(kind: str, header: Header, message: AnyMessage) -> ParsedMessag
         from interfaces.hl7.ai_oru import ai_oru_read  # reads with this module's helpers
 
         return ParsedMessage(header=header, kind=kind, content=ai_oru_read(message, header))
+    if kind == "report_history":
+        from interfaces.hl7.history_oru import history_oru_read
+
+        return ParsedMessage(header=header, kind=kind, content=history_oru_read(message, header))
     reader = {"order": _order_message, "demographics": _demographics, "merge": _merge}[kind]
     return ParsedMessage(header=header, kind=kind, content=reader(message, header))
 

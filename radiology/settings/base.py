@@ -56,6 +56,13 @@ READROOM_STORAGE_KEY_ID = env.str("READROOM_STORAGE_KEY_ID", default="k1")
 # Earlier keys, still needed to read files written before a rotation: "k0:base64,k-1:base64".
 READROOM_STORAGE_OLD_KEYS = env.str("READROOM_STORAGE_OLD_KEYS", default="")
 READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR / "storage")))
+# Uploads too big for memory (documents, STOW bodies) are spooled here, not in /tmp: ReadRoom's own
+# directory, so the start-up sweep can remove what a crash left (imaging.storage.temp_files_sweep).
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
+# A temp file older than this at a process's start was left by a crash (a write takes seconds, an
+# upload minutes); younger ones may belong to another process on the machine that is still writing.
+READROOM_TEMP_GRACE_SECONDS = env.int("READROOM_TEMP_GRACE_SECONDS", default=3600)
 # An S3-API object store instead of READROOM_STORAGE_DIR (imaging/object_store.py, docs/storage.md):
 # AWS S3, MinIO or Ceph RGW, shared by every SCP, web and worker machine. Empty bucket: the file system.
 READROOM_S3_BUCKET = env.str("READROOM_S3_BUCKET", default="")
@@ -389,6 +396,27 @@ READROOM_DECODE_CHECK = env.bool("READROOM_DECODE_CHECK", default=True)
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)
 READROOM_DICOM_CHECK_CALLED_AE = env.bool("READROOM_DICOM_CHECK_CALLED_AE", default=True)
+
+# Edge limits (docs/interfaces-hardening.md "Connection limits"), per SCP process. An association
+# counts once its A-ASSOCIATE-RQ has arrived (it then holds a database session); one calling AE may
+# hold at most PER_AE of them, so a modality stuck opening associations cannot crowd out the others.
+# Above either limit: A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded (the modality retries).
+READROOM_DICOM_MAX_ASSOCIATIONS = env.int("READROOM_DICOM_MAX_ASSOCIATIONS", default=32)
+READROOM_DICOM_MAX_ASSOCIATIONS_PER_AE = env.int("READROOM_DICOM_MAX_ASSOCIATIONS_PER_AE", default=10)
+# An association that sends nothing for this long is aborted (pynetdicom's default was 60 s; Orthanc's
+# DicomScpTimeout is 30 s); a connection that sends no A-ASSOCIATE-RQ this long after it opened is closed.
+READROOM_DICOM_NETWORK_TIMEOUT = env.float("READROOM_DICOM_NETWORK_TIMEOUT", default=30.0)
+READROOM_DICOM_ACSE_TIMEOUT = env.float("READROOM_DICOM_ACSE_TIMEOUT", default=5.0)
+# MLLP: connections at once from one address (per listener process); more are closed at once.
+READROOM_HL7_MAX_CONNECTIONS_PER_PEER = env.int("READROOM_HL7_MAX_CONNECTIONS_PER_PEER", default=10)
+# TLS on the edges (docs/interfaces-hardening.md "TLS"): PEM file paths. With CERT and KEY set the port
+# speaks only TLS; with CA_FILE set too, a client certificate signed by that CA is required.
+READROOM_DICOM_TLS_CERT_FILE = env.str("READROOM_DICOM_TLS_CERT_FILE", default="")
+READROOM_DICOM_TLS_KEY_FILE = env.str("READROOM_DICOM_TLS_KEY_FILE", default="")
+READROOM_DICOM_TLS_CA_FILE = env.str("READROOM_DICOM_TLS_CA_FILE", default="")
+READROOM_HL7_TLS_CERT_FILE = env.str("READROOM_HL7_TLS_CERT_FILE", default="")
+READROOM_HL7_TLS_KEY_FILE = env.str("READROOM_HL7_TLS_KEY_FILE", default="")
+READROOM_HL7_TLS_CA_FILE = env.str("READROOM_HL7_TLS_CA_FILE", default="")
 
 # Outbound HL7 (the report outbox, docs/delivery.md): retry after 5 s, doubling, at most 5 min apart,
 # ±jitter; dead letter after this many attempts or this long since it was queued.

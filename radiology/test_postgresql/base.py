@@ -24,17 +24,21 @@ WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace
 
 class DatabaseOperations(base.DatabaseOperations):
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        if reset_sequences or not tables:
-            return super().sql_flush(
-                style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
-            )
+        if not tables:
+            return []
         with self.connection.cursor() as cursor:
             cursor.execute(_TRIGGERED_TABLES)
             triggered = {name for (name,) in cursor.fetchall()}
         # The triggers are switched off inside the flush's own transaction (the owner may; it
         # takes the table's lock until the commit), so the append-only rules stay on for the tests.
+        # USER covers the TRUNCATE guards too (radiology.db.truncate_guard_sql).
         paused = [self.quote_name(table) for table in tables if table in triggered]
         statements = [f"ALTER TABLE {table} DISABLE TRIGGER USER;" for table in paused]
+        if reset_sequences:  # Django's TRUNCATE … RESTART IDENTITY, with the same triggers paused
+            statements += super().sql_flush(
+                style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+            return statements + [f"ALTER TABLE {table} ENABLE TRIGGER USER;" for table in paused]
         # one statement list in one round trip (psycopg runs several when there are no parameters)
         statements.append(" ".join(f"DELETE FROM {self.quote_name(table)};" for table in tables))  # noqa: S608 (table names from Django, quoted)
         # the deferred foreign-key checks run now (every table is empty), or the ALTERs below would

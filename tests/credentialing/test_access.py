@@ -250,7 +250,10 @@ def test_document_download_is_for_mso_and_owner_and_is_audited(
     assert response["Content-Disposition"].startswith("attachment;")
     access = LogEntry.objects.get_for_object(document).filter(action=LogEntry.Action.ACCESS).get()
     assert access.actor == mso_mary
-    assert access.additional_data == {"radiologist_id": dr_neuro_il.pk}
+    assert access.additional_data == {
+        "radiologist_id": dr_neuro_il.pk,
+        "read": {"kind": "document", "type": "credentialing.document", "id": document.pk},
+    }
 
 
 def test_operations_and_director_read_but_do_not_change(client, ops_omar, dr_neuro_il, neuro_il_credentials):

@@ -222,3 +222,61 @@ def test_ops_match_a_waiting_study_to_its_order_in_one_click(asgi_server, page: 
     expect(page.locator(".messages")).to_contain_text("matched to order A6060, now STAT")
     expect(page.locator(f'[data-testid="waiting-row"][data-study-id="{study.pk}"]')).to_have_count(0)
     assert Study.objects.filter(pk=study.pk, order=order, priority="STAT").exists()
+
+
+def _match_by_hand(study_id: int, order_id: int, actor) -> None:
+    from worklist.order_match import study_order_match
+
+    study_order_match(
+        study_id=study_id, order_id=order_id, actor=actor, reason="looked like it", at=timezone.now()
+    )
+
+
+def test_ops_undo_a_wrong_match_and_the_study_waits_for_its_order_again(
+    asgi_server,  # noqa: F811
+    page: Page,
+    ops_omar,
+    chicago,
+):
+    # given a CT matched by hand, by mistake, to another patient's STAT order
+    from datetime import timedelta
+
+    from imaging.models import Order, Patient, Study
+
+    mine = Patient.objects.create(facility=chicago, mrn="MRN6161", assigning_authority="LAKESHORE")
+    other = Patient.objects.create(facility=chicago, mrn="MRN6262", assigning_authority="LAKESHORE")
+    study = make_study(chicago, first_received_at=timezone.now() - timedelta(minutes=45))
+    Study.objects.filter(pk=study.pk).update(patient=mine, accession_number="A6I61")
+    wrong = Order.objects.create(
+        facility=chicago, patient=other, accession_number="A6262", procedure_code="70450",
+        procedure_text="CT HEAD WO", priority="STAT",
+    )  # fmt: skip
+    in_worker(_match_by_hand, study.pk, wrong.pk, ops_omar)
+    # when operations open their worklist: the match is listed with its undo button
+    sign_in(page, asgi_server, ops_omar)
+    page.goto(f"{asgi_server.url}/operations/worklist/")
+    row = page.locator(f'[data-testid="matched-row"][data-study-id="{study.pk}"]')
+    expect(row).to_contain_text("A6262")
+    expect(row).to_contain_text("looked like it")
+    # the button does nothing without a reason (required)
+    row.locator('[data-testid="unmatch-order"]').click()
+    expect(row).to_have_count(1)
+    assert Study.objects.filter(pk=study.pk, order=wrong).exists()
+    # with one, the desk says so; the study is back on the waiting list, offered the order again
+    row.locator('input[name="reason"]').fill("wrong patient: the order was for the next CT")
+    row.locator('[data-testid="unmatch-order"]').click()
+    expect(page.locator(".messages")).to_contain_text("Match to order A6262 undone")
+    expect(page.locator(f'[data-testid="matched-row"][data-study-id="{study.pk}"]')).to_have_count(0)
+    waiting = page.locator(f'[data-testid="waiting-row"][data-study-id="{study.pk}"]')
+    expect(waiting.locator(f'[data-testid="match-order"][data-order-id="{wrong.pk}"]')).to_have_count(1)
+    study.refresh_from_db()
+    assert (study.order_id, study.patient_id, study.accession_number, study.priority) == (
+        None,
+        mine.pk,
+        "A6I61",
+        "ROUTINE",
+    )
+    undone = StudyEvent.objects.get(study=study, kind=StudyEventKind.ORDER_UNMATCHED)
+    assert (
+        undone.actor == ops_omar and undone.detail["reason"] == "wrong patient: the order was for the next CT"
+    )

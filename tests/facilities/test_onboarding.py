@@ -80,6 +80,7 @@ def test_the_shipped_example_creates_its_facility():
     assert birch.kind == FacilityKind.CRITICAL_ACCESS and birch.active
     assert (birch.hl7_outbound_host, birch.hl7_outbound_port) == ("hl7.birchlake-memorial.example.org", 6661)
     assert (birch.hl7_accession_fallback, birch.hl7_expected_gap_minutes) == ("filler", 240)
+    assert birch.hl7_report_history  # its RIS's ORU^R01 are report history (docs/priors.md)
     assert (birch.study_quiet_seconds, birch.dicom_expected_gap_minutes) == (120, 480)
     # overridden SLA targets, and the defaults for the classes the contract leaves alone
     assert (birch.sla_stat_minutes, birch.sla_routine_minutes) == (45, 2880)
@@ -682,3 +683,36 @@ def test_an_invalid_ai_section_is_refused_naming_the_key(tmp_path, ai, problem):
     message = onboard_refused(write(tmp_path, data))
     assert problem in message, message
     assert not Facility.objects.filter(code="WI-BIRCHLAKE").exists()
+
+
+def test_allow_lists_and_the_oru_tls_are_read_and_checked(tmp_path):
+    data = example()
+    data["hl7"]["allowed_networks"] = ["10.20.0.0/16"]
+    data["hl7"]["outbound"]["tls"] = {"ca_file": "/etc/readroom/tls/ca.pem"}
+    data["dicom"]["allowed_networks"] = ["10.20.0.0/16", "192.0.2.15"]
+    onboard(write(tmp_path, data))
+    facility = Facility.objects.get(code="WI-BIRCHLAKE")
+    assert facility.hl7_allowed_networks == ["10.20.0.0/16"]
+    assert facility.dicom_allowed_networks == ["10.20.0.0/16", "192.0.2.15"]
+    assert facility.hl7_outbound_tls == {"ca_file": "/etc/readroom/tls/ca.pem"}
+    # a typo in a network, a client certificate without its key: refused, each under its key path
+    data["dicom"]["allowed_networks"] = ["10.20.1.5/16"]
+    data["hl7"]["allowed_networks"] = "10.20.0.0/16"
+    data["hl7"]["outbound"]["tls"] = {"cert_file": "/etc/readroom/tls/client.pem"}
+    refused = onboard_refused(write(tmp_path, data))
+    assert "dicom.allowed_networks" in refused and "'10.20.1.5/16' is not an address or network" in refused
+    assert "hl7.allowed_networks: must be a list" in refused
+    assert "hl7.outbound.tls: cert_file and key_file go together" in refused
+    # and the facility is as it was
+    assert Facility.objects.get(code="WI-BIRCHLAKE").dicom_allowed_networks == ["10.20.0.0/16", "192.0.2.15"]
+
+
+def test_an_address_is_allowed_only_inside_a_listed_network():
+    from facilities.models import address_allowed
+
+    assert address_allowed([], "198.51.100.7")  # no list: any address
+    assert address_allowed(["10.20.0.0/16"], "10.20.3.4")
+    assert address_allowed(["10.20.0.0/16"], "::ffff:10.20.3.4")  # a dual-stack socket's IPv4 peer
+    assert not address_allowed(["10.20.0.0/16"], "10.21.0.1")
+    assert not address_allowed(["10.20.0.0/16"], "not-an-address")
+    assert address_allowed(["2001:db8::/32"], "2001:db8::5")

@@ -11,21 +11,16 @@ Here a real uvicorn serves the production settings with a pool of 4 connections:
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 from django.db import connection
 
 from accounts.tokens import api_token_issue
-from tests.net import free_port, port_open, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.hardening.uvicorn_process import database_url as _database_url
+from tests.hardening.uvicorn_process import uvicorn_server
+from tests.net import free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -34,62 +29,11 @@ pytestmark = [
 ]
 
 
-@contextlib.contextmanager
-def uvicorn_server(tmp_path: Path, database_url: str, pool_size: int = 4, collectstatic: bool = False):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "radiology.settings.production",
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "hardening-test-secret-" + "k" * 40,
-        "READROOM_STORAGE_KEY": base64.b64encode(b"h" * 32).decode(),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "READROOM_DB_POOL_MAX_SIZE": str(pool_size),
-        "READROOM_DB_POOL_TIMEOUT": "2",
-        "READROOM_DATA_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
-    if collectstatic:  # as deploy/Dockerfile does: error pages use the manifest of static files
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-        )
-    log_path = tmp_path / f"uvicorn-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "radiology.asgi:application", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(lambda: port_open(port) or process.poll() is not None, timeout=90)
-            assert process.poll() is None, log_path.read_text()
-            yield f"http://127.0.0.1:{port}", log_path
-        finally:
-            process.terminate()
-            process.wait(30)
-            _server_sessions_end()
-            lines = log_path.read_text().splitlines()
-            print("\n".join(line for line in lines if "bad%0B" not in line)[-6000:])  # shown on failure
-
-
-def _server_sessions_end() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-
-
-def _database_url() -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
-
-
 def test_a_hundred_control_character_queries_leave_the_pool_whole(tmp_path, ops_omar):
     token = api_token_issue(user=ops_omar)
     headers = {"Authorization": f"Token {token.key}", "Accept": "application/dicom+json"}
-    with uvicorn_server(tmp_path, _database_url()) as (base, _log):
+    with uvicorn_server(tmp_path, _database_url()) as web:
+        base = web.url
         statuses = []
         for _ in range(100):
             try:
@@ -112,7 +56,8 @@ def test_a_hundred_control_character_queries_leave_the_pool_whole(tmp_path, ops_
 
 def test_healthz_fails_when_the_web_tier_cannot_reach_its_database(tmp_path, db):
     unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
-    with uvicorn_server(tmp_path, unreachable) as (base, _log):
+    with uvicorn_server(tmp_path, unreachable) as web:
+        base = web.url
         health = requests.get(f"{base}/healthz", timeout=15)
         ready = requests.get(f"{base}/readyz", timeout=30)
     assert health.status_code == 503, health.text

@@ -13,7 +13,9 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 
 from accounts.tokens import api_token_issue
-from tests.hardening.test_connection_leak import _database_url, pytestmark, uvicorn_server
+from tests.hardening.test_connection_leak import pytestmark
+from tests.hardening.uvicorn_process import database_url as _database_url
+from tests.hardening.uvicorn_process import uvicorn_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -30,7 +32,8 @@ def test_no_operation_of_the_api_answers_5xx(tmp_path, ops_omar, chicago):
     headers = {"Authorization": f"Token {token.key}"}
     failures: list[str] = []
     skipped: list[str] = []
-    with uvicorn_server(tmp_path, _database_url(), pool_size=8, collectstatic=True) as (base, _log):
+    with uvicorn_server(tmp_path, _database_url(), pool_size=8, collectstatic=True) as web:
+        base = web.url
         assert requests.get(f"{base}/api/schema/", headers=headers, timeout=60).status_code == 200
         schema = schemathesis.openapi.from_url(f"{base}/api/schema/?format=json", headers=headers, timeout=60)
         deadline = time.monotonic() + BUDGET

@@ -86,3 +86,93 @@ def test_an_onboarding_re_apply_that_adds_an_issuer_merges_and_says_so(tmp_path)
     assert Patient.objects.get(pk=old.pk).merged_into_id == emr.pk
     # and a re-apply that changes nothing merges nothing
     assert "unchanged" in onboard(write(tmp_path, data))
+
+
+def _admin_form(client, facility) -> dict:
+    """The facility's admin change form as the page fills it (main form and the sender inlines)."""
+    page = client.get(f"/admin/facilities/facility/{facility.pk}/change/")
+    assert page.status_code == 200
+    data = {}
+    form = page.context["adminform"].form
+    for name in form.fields:
+        value = form[name].value()
+        if value is None:
+            continue
+        data[name] = value  # as the page renders it (BoundField.value is prepared)
+    for inline in page.context["inline_admin_formsets"]:
+        formset = inline.formset
+        for name, value in formset.management_form.initial.items():
+            data[f"{formset.prefix}-{name}"] = value
+        for sub in formset.forms:
+            for name in sub.fields:
+                value = sub[name].value()
+                if value not in (None, False):
+                    data[f"{sub.prefix}-{name}"] = value
+    return data
+
+
+def test_saving_the_domain_in_the_admin_merges_as_onboarding_does(client, chicago, ops_omar):
+    # given the EMR's and the PACS's records of MRN5001, and another authority's
+    chicago.patient_id_authority = "LAKESHORE"
+    chicago.save()
+    emr, images, study = _records(chicago, "LAKESHORE", "LS_PACS")
+    other = Patient.objects.create(facility=chicago, mrn="MRN5001", assigning_authority="ST_ELSEWHERE")
+    client.force_login(ops_omar)
+    # when the interface analyst names the PACS's issuer in the admin and saves
+    data = _admin_form(client, chicago)
+    data["patient_id_issuers"] = '["LS_PACS"]'
+    response = client.post(f"/admin/facilities/facility/{chicago.pk}/change/", data, follow=True)
+    # then the save merged the two records of one person, and the admin says so
+    assert response.status_code == 200
+    assert Facility.objects.get(pk=chicago.pk).patient_id_issuers == ["LS_PACS"]
+    assert Study.objects.get(pk=study.pk).patient_id == emr.pk
+    assert Patient.objects.get(pk=images.pk).merged_into_id == emr.pk
+    assert Patient.objects.get(pk=other.pk).merged_into_id is None
+    shown = [str(m) for m in response.context["messages"]]
+    assert f"patients: merged MRN MRN5001 (LS_PACS) into patient {emr.pk}" in shown
+    # and every row it moved is audited under the analyst, with the reason
+    moved = LogEntry.objects.get_for_object(Study.objects.get(pk=study.pk)).order_by("-timestamp").first()
+    assert moved.actor == ops_omar and DOMAIN_MERGE_REASON in moved.changes_text
+    # and a second save with the domain unchanged merges nothing more
+    again = client.post(
+        f"/admin/facilities/facility/{chicago.pk}/change/", _admin_form(client, chicago), follow=True
+    )
+    assert not [m for m in again.context["messages"] if "merged" in str(m)]
+
+
+def test_an_hl7_sender_added_in_the_admin_joins_its_msh4_to_the_domain(client, chicago, django_user_model):
+    # given records under a new RIS's MSH-4 (it puts its own name in PID-3.4) and the EMR's
+    chicago.patient_id_authority = "LAKESHORE"  # the EMR's name stays the domain's own
+    chicago.save()
+    emr, ris, study = _records(chicago, "LAKESHORE", "NEW_RIS")
+    root = django_user_model.objects.create_superuser("root", "root@example.org", "x")
+    client.force_login(root)
+    # when a superuser (the HL7 sender inlines are theirs) adds the RIS in the facility's inline
+    data = _admin_form(client, chicago)
+    prefix = "hl7_senders"
+    n = int(data[f"{prefix}-TOTAL_FORMS"])
+    data.update(
+        {
+            f"{prefix}-TOTAL_FORMS": n + 1,
+            f"{prefix}-{n}-sending_application": "RIS",
+            f"{prefix}-{n}-sending_facility": "NEW_RIS",
+        }
+    )
+    response = client.post(f"/admin/facilities/facility/{chicago.pk}/change/", data)
+    # then the MSH-4 is a name of the domain and the two records are one patient
+    assert response.status_code == 302
+    assert chicago.hl7_senders.filter(sending_facility="NEW_RIS").exists()
+    # (the survivor is the record under the domain's own authority, the EMR's)
+    assert Study.objects.get(pk=study.pk).patient_id == emr.pk
+    assert Patient.objects.get(pk=ris.pk).merged_into_id == emr.pk
+
+
+def test_a_facility_admin_cannot_change_the_domain_so_nothing_merges(client, chicago, admin_chicago):
+    _emr, images, study = _records(chicago, chicago.patient_id_domain()[0], "LS_PACS")
+    client.force_login(admin_chicago)
+    data = _admin_form(client, chicago)
+    data["patient_id_issuers"] = '["LS_PACS"]'  # read-only for them: ignored
+    assert client.post(f"/admin/facilities/facility/{chicago.pk}/change/", data).status_code == 302
+    assert "patient_id_issuers" not in _admin_form(client, chicago)  # not a field they may post
+    assert Facility.objects.get(pk=chicago.pk).patient_id_issuers == []
+    assert Study.objects.get(pk=study.pk).patient_id == images.pk

@@ -82,11 +82,58 @@ def test_a_stored_file_and_its_new_directories_are_flushed_to_disk(isolated_stor
     # gained a new entry: a power cut cannot take back a name the index already points at
     root, series = isolated_storage, isolated_storage / "FAC/1.2.3/1.2.3.4"
     assert flushed[:3] == [root, root / "FAC", root / "FAC/1.2.3"]  # each parent that gained a directory
-    assert flushed[3].parent == series and flushed[3].name.startswith(
-        ".incoming-"
-    )  # the file, before its rename
-    assert flushed[4:] == [series]  # the directory, after the rename
+    assert flushed[3] == root  # it gained .incoming/, the temp files' directory
+    # the file, before its rename into place
+    assert flushed[4].parent == root / ".incoming" and flushed[4].name.startswith(".incoming-")
+    assert flushed[5:] == [series]  # the directory, after the rename
     # a second instance in the same series flushes only its file and the series' directory
     flushed.clear()
     encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM" * 10)
     assert len(flushed) == 2 and flushed[1] == root / "FAC/1.2.3/1.2.3.4"
+
+
+def test_a_crash_mid_write_leaves_a_temp_file_that_the_next_process_start_removes(tmp_path):
+    """Issue 15 §9: a process killed between writing and renaming leaves its temp file; the next
+    ReadRoom process to start (any: here ``manage.py check``) removes it once past the grace period
+    — and nothing that is not ReadRoom's own temp file."""
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "READROOM_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
+    }
+    env.pop("DATABASE_URL", None)  # the embedded settings: nothing here needs a database
+    crash = (
+        "import os, django; django.setup()\n"
+        "from imaging.storage import encrypted_write\n"
+        "os.replace = lambda *a: os._exit(9)  # the process dies after the write, before the rename\n"
+        "encrypted_write('FAC/1.2/1.2.3/1.2.3.4.dcm', b'DICM' * 1000)\n"
+    )
+    # given a process that crashed mid-write
+    crashed = subprocess.run([sys.executable, "-c", crash], cwd=root, env=env, capture_output=True)
+    assert crashed.returncode == 9, crashed.stderr.decode()[-2000:]
+    storage_dir, uploads = tmp_path / "storage", tmp_path / "tmp"
+    (left,) = (storage_dir / ".incoming").glob(".incoming-*")
+    assert not (storage_dir / "FAC/1.2/1.2.3/1.2.3.4.dcm").exists()
+    # and a spooled upload of a crashed request, an upload still being written, and files that are not
+    # ReadRoom's temp files, all old but the one in progress
+    old = time.time() - 2 * 3600
+    upload_left, upload_live = uploads / "tmpk3j2h1.upload.pdf", uploads / "tmp9x8y7z.upload.dcm"
+    foreign, stored = storage_dir / ".incoming" / "keep.txt", storage_dir / "FAC/1.2/kept.dcm"
+    for path in (upload_left, upload_live, foreign, stored):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    for path in (left, upload_left, foreign, stored):
+        os.utime(path, (old, old))
+    # when the next process starts
+    started = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    # then the crash's temp files are gone; the live upload and everything else stay
+    assert not left.exists() and not upload_left.exists()
+    assert upload_live.exists() and foreign.exists() and stored.exists()

@@ -5,6 +5,7 @@ tests that use them are transactional)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 
@@ -52,9 +53,16 @@ def hl7_listener(request, transactional_db, chicago_interfaces, monkeypatch):
     from interfaces.hl7.listener import InlineInbox
 
     inline = request.param == "inline"
-    inbox = InlineInbox() if inline else None
     if inline:
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # as the command sets it
+    with hl7_listener_running(InlineInbox() if inline else None) as address:
+        yield address
+
+
+@contextlib.contextmanager
+def hl7_listener_running(inbox=None, **options):
+    """A running MLLP listener (``options``: hl7_server_start's, e.g. ssl_context) in a thread of
+    its own; its (host, port). ``inbox``: an InlineInbox, or None for the inbox thread."""
     _inbox_connection_reset()
     loop = uvloop.new_event_loop()  # the loop manage.py hl7_listener and the embedded server run
     started = threading.Event()
@@ -67,7 +75,8 @@ def hl7_listener(request, transactional_db, chicago_interfaces, monkeypatch):
                 "127.0.0.1",
                 0,
                 max_frame_bytes=64 * 1024,
-                **({"inbox": inbox} if inline else {}),
+                **({"inbox": inbox} if inbox is not None else {}),
+                **options,
             )
         )
         started.set()

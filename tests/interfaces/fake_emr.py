@@ -8,6 +8,7 @@ nothing at all (the sender must time out). Before ``start()`` the port is closed
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -20,8 +21,10 @@ Answer = Callable[[str, int], "str | bytes | None"]
 
 
 class FakeEmr:
-    def __init__(self, answer: Answer, port: int | None = None):
+    def __init__(self, answer: Answer, port: int | None = None, tls: ssl.SSLContext | None = None):
         self.answer = answer
+        self.tls = tls  # an EMR that speaks MLLP over TLS only
+        self.tls_refused: list[str] = []  # why each failed handshake failed
         self.port = port or free_port()
         self.received: list[str] = []  # MSH-10 of every frame, in arrival order
         self.messages: list[str] = []  # the frames themselves
@@ -58,6 +61,14 @@ class FakeEmr:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn.settimeout(5)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (OSError, ValueError) as exc:
+                self.tls_refused.append(str(exc))
+                conn.close()
+                return
         buffer = b""
         conn.settimeout(0.2)
         with conn:

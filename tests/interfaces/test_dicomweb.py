@@ -249,7 +249,10 @@ def test_wado_of_another_facility_answers_404(client, admin_lakeview, chicago, i
         assert client.get(path).status_code == 404, path
     assert client.get("/dicomweb/series").json() == []
     assert client.get("/dicomweb/instances").json() == []
-    assert not LogEntry.objects.filter(action=LogEntry.Action.ACCESS).exists()
+    # no read of the study; the two searches themselves are audited, as having found nothing
+    access = LogEntry.objects.filter(action=LogEntry.Action.ACCESS)
+    assert not access.exclude(object_pk="").exists()
+    assert [e.additional_data["search"]["returned"] for e in access] == [0, 0]
 
 
 def test_credentialing_staff_get_no_images(client, mso_mary, chicago, image_store):
@@ -438,3 +441,78 @@ def test_multipart_parser_reads_what_clients_send_in_any_chunking(chunk):
     parts = list(multipart_parts((body[i : i + chunk] for i in range(0, len(body), chunk)), boundary))
     assert [p.body for p in parts] == [b"FIRST", b"SECOND has no headers and contains --a;bX", b""]
     assert parts[0].content_type.type == "application/dicom" and parts[1].headers == {}
+
+
+# --- what the audit rows say (issue 15) ------------------------------------------------------------
+
+
+def _access_since(pk: int):
+    return LogEntry.objects.filter(action=LogEntry.Action.ACCESS, pk__gt=pk).order_by("pk")
+
+
+def _last_pk() -> int:
+    return LogEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def test_a_qido_search_is_audited_with_who_what_and_how_many(
+    client, admin_chicago, chicago, lakeview, image_store
+):
+    smith, smithers, other = (
+        ct_series(count=1, patient_name="SMITH^JOHN", patient_id="MRN-1", accession="Q-1"),
+        ct_series(count=1, patient_name="SMITHERS^WAYLON", patient_id="MRN-2", accession="Q-2"),
+        ct_series(count=1, patient_name="SMITH^ANNA", patient_id="MRN-9", accession="Q-3"),
+    )
+    stored_in(chicago, smith)
+    stored_in(chicago, smithers)
+    stored_in(lakeview, other)  # not Chicago's admin's to find
+    client.force_login(admin_chicago)
+    before = _last_pk()
+    response = client.get("/dicomweb/studies", {"PatientName": "SMITH*"}, REMOTE_ADDR="10.9.8.7")
+    assert response.status_code == 200 and len(response.json()) == 2
+    search, *reads = _access_since(before)
+    # the search: who, from where, what was asked, how many came back
+    assert (search.actor, search.remote_addr, search.object_pk) == (admin_chicago, "10.9.8.7", "")
+    assert search.content_type.model == "study"
+    assert search.additional_data["search"] == {
+        "via": "QIDO",
+        "query": {"PatientName": ["SMITH*"]},
+        "returned": 2,
+        "total": 2,
+    }
+    assert "SMITH" not in search.object_repr and "PatientName" in search.object_repr
+    # and a read row per study returned, saying it was returned by a search
+    studies = {
+        s.pk for s in Study.objects.filter(study_instance_uid__in=[smith.study_uid, smithers.study_uid])
+    }
+    assert {int(r.object_pk) for r in reads} == studies and len(reads) == 2
+    assert {r.additional_data["read"]["kind"] for r in reads} == {"search"}
+    assert {(r.additional_data["read"]["type"], r.additional_data["read"]["id"]) for r in reads} == {
+        ("imaging.study", pk) for pk in studies
+    }
+    # a series search across studies is audited too
+    before = _last_pk()
+    client.get("/dicomweb/series", {"Modality": "CT"})
+    (series_search,) = [e for e in _access_since(before) if e.object_pk == ""]
+    assert series_search.additional_data["search"]["returned"] == 2
+
+
+def test_each_dicomweb_read_says_what_was_read(client, admin_chicago, chicago, image_store):
+    series = ct_series(count=1)
+    stored_in(chicago, series)
+    study = Study.objects.get(study_instance_uid=series.study_uid)
+    client.force_login(admin_chicago)
+    base = f"/dicomweb/studies/{series.study_uid}"
+    instance = f"{base}/series/{series.series_uid}/instances/{series.sop_uids[0]}"
+    for path, accept, kind in (
+        (f"{base}/metadata", "application/dicom+json", "dicomweb-metadata"),
+        (f"{base}/series", "application/dicom+json", "dicomweb-metadata"),  # one study's series: no search
+        (instance, 'multipart/related; type="application/dicom"', "dicomweb-instances"),
+        (f"{instance}/rendered", "image/png", "dicomweb-frames"),
+    ):
+        before = _last_pk()
+        response = client.get(path, HTTP_ACCEPT=accept)
+        assert response.status_code == 200, (path, response.status_code)
+        b"".join(getattr(response, "streaming_content", [response.content]))
+        (read,) = _access_since(before)
+        assert read.additional_data["read"] == {"kind": kind, "type": "imaging.study", "id": study.pk}, path
+        assert (read.actor, read.object_pk) == (admin_chicago, str(study.pk))

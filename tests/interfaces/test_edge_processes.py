@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,14 +18,16 @@ from pathlib import Path
 
 import hl7
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from hl7.mllp import open_hl7_connection
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from imaging.models import Instance, Order
-from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS
+from interfaces.dicom.receive import PROCESS_DIED, dicom_associations_of_previous_run_close
 from interfaces.models import DicomAssociation, InboundMessage, InboundStatus
 from interfaces.supervisor import replacement_delay
 from tests import hl7_data
@@ -55,13 +58,17 @@ def child_pids(parent: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def edge_command(command: str, tmp_path: Path, *args: str):
-    """``manage.py <command> --processes 2`` on the test database; yields (process, port, log)."""
+def edge_command(command: str, tmp_path: Path, *args: str, environment: dict[str, str] | None = None):
+    """``manage.py <command> --processes 2`` on the test database; yields (process, port, log).
+    The environment is this process's without the web pool's size, which importing radiology.asgi
+    (an earlier test on this worker) leaves in it, plus ``environment``."""
     db = connection.settings_dict
     port = free_port()
     log = tmp_path / f"{command}.log"
+    inherited = {k: v for k, v in os.environ.items() if k != "READROOM_DB_POOL_MAX_SIZE"}
     env = {
-        **os.environ,
+        **inherited,
+        **(environment or {}),
         "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
@@ -166,7 +173,11 @@ def _stored(assoc, ds) -> bool:
 def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associations(
     chicago_interfaces, tmp_path
 ):
-    with edge_command("dicom_scp", tmp_path) as (scp, port, _log):
+    # An environment file shared by every unit that turns the web's pool on: the parent's start-up
+    # sweep then opens that pool, and before the supervisor closed it at each fork the children
+    # shared its sessions (C-STOREs failed with "INTRANS" and other associations' results).
+    shared_environment = {"READROOM_DB_POOL_MAX_SIZE": "16"}
+    with edge_command("dicom_scp", tmp_path, environment=shared_environment) as (scp, port, _log):
         # when four modalities send a series each at the same time
         series = [write_series(_dir(tmp_path, n), slices=3, seed=40 + n)[1] for n in range(4)]
         senders = [
@@ -201,7 +212,7 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = 5
         with stopped(child_pids(scp.pid)[0]):
-            for _ in range(MAXIMUM_ASSOCIATIONS + 4):
+            for _ in range(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 4):
                 assoc = ae.associate("127.0.0.1", port, ae_title="READROOM")
                 assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
                 assoc.release()
@@ -210,7 +221,13 @@ def test_two_scp_processes_on_one_port_index_every_image_of_concurrent_associati
 def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interfaces, tmp_path):
     _exam, paths = write_series(tmp_path, slices=3, seed=51)
     first, second = (dcmread(p) for p in paths[:2])
-    with edge_command("dicom_scp", tmp_path) as (scp, port, log):
+    # the pool on for every process (above): the parent's clean-up after the death uses it, and
+    # the replacement is forked after that
+    with edge_command("dicom_scp", tmp_path, environment={"READROOM_DB_POOL_MAX_SIZE": "16"}) as (
+        scp,
+        port,
+        log,
+    ):
         children = child_pids(scp.pid)
         assoc = _scu_association(port)
         assert _stored(assoc, first)
@@ -221,6 +238,16 @@ def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interf
         assert not _stored(assoc, second)
         wait_until(lambda: not assoc.is_established, timeout=10, message="the association outlived its child")
         assert not Instance.objects.filter(sop_instance_uid=second.SOPInstanceUID).exists()
+        # and its association's row, which no process is left to close, is closed by the parent
+        # with the reason (the operations DICOM page no longer shows it open)
+        died = DicomAssociation.objects.get(process_id=serving)
+        wait_until(
+            lambda: DicomAssociation.objects.filter(pk=died.pk, ended_at__isnull=False).exists(),
+            timeout=10,
+            message="the dead child's association is still open",
+        )
+        died.refresh_from_db()
+        assert (died.end_reason, died.host) == (PROCESS_DIED, socket.gethostname())
         # and the parent replaces the child (logged), which serves the modality's resend: the
         # other, older child is stopped, so only the new one can take the association
         survivor, replacement = sorted(_replaced(scp, serving), key=lambda pid: pid not in children)
@@ -257,6 +284,30 @@ def test_a_killed_scp_child_fails_its_association_and_is_replaced(chicago_interf
             assert sender.poll() is None
         assert sender.wait(30) == 0, sender.stderr.read()
         assert Instance.objects.count() == 3
+
+
+def test_at_start_up_this_hosts_associations_left_open_by_a_dead_run_are_closed(chicago_interfaces):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that was this host's and is no more
+    host, now = socket.gethostname(), timezone.now()
+
+    def open_row(**fields) -> DicomAssociation:
+        return DicomAssociation.objects.create(started_at=now, calling_ae_title="LAKESHORE_CT1", **fields)
+
+    left = open_row(host=host, process_id=dead.pid)
+    ours = open_row(host=host, process_id=os.getpid())  # a container's process 1 again
+    alive = open_row(host=host, process_id=os.getppid())  # another SCP on this host, still serving
+    elsewhere = open_row(host="another-node", process_id=dead.pid)
+    stow = open_row(host=host, process_id=dead.pid, kind=DicomAssociation.Kind.STOW)  # the web's
+    ended = open_row(host=host, process_id=dead.pid, ended_at=now)
+    # when the SCP starts (the first thing `manage.py dicom_scp` does)
+    assert dicom_associations_of_previous_run_close() == 2
+    # then only the rows of this host's dead SCP processes are closed, with the reason
+    closed = {a.pk: a.end_reason for a in DicomAssociation.objects.filter(ended_at__isnull=False)}
+    assert closed == {left.pk: PROCESS_DIED, ours.pk: PROCESS_DIED, ended.pk: ""}
+    assert {alive.pk, elsewhere.pk, stow.pk} == set(
+        DicomAssociation.objects.filter(ended_at__isnull=True).values_list("pk", flat=True)
+    )
 
 
 def test_sigterm_lets_an_open_association_finish_then_every_process_stops(chicago_interfaces, tmp_path):

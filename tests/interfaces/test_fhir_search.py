@@ -288,6 +288,20 @@ def test_date_prefixes_over_local_days_and_instants(records, ops_omar):
     assert _found(client, "Patient?birthdate=ge1970-06-01T12:00") == {records.peter_a.pk}
 
 
+def test_a_report_is_found_by_the_date_of_its_exam(records, ops_omar):
+    # the routine report's exam: 27 Nov 23:30 Chicago (05:30 UTC on the 28th); the knee's: 28 Nov 10:00 UTC
+    client = token_client(ops_omar)
+    routine, knee = records.routine_report.pk, records.knee_report.pk
+    assert _found(client, "DiagnosticReport?date=2026-11-27") == {routine}  # the facility's day
+    assert _found(client, "DiagnosticReport?date=2026-11-28") == {knee}
+    assert _found(client, "DiagnosticReport?date=2026-11") == {routine, knee}
+    assert _found(client, "DiagnosticReport?date=gt2026-11-27") == {knee}
+    assert _found(client, "DiagnosticReport?date=ge2026-11-28T05:00:00Z&date=lt2026-11-28T09:30:00Z") == {
+        routine
+    }
+    assert _found(client, f"DiagnosticReport?date=2026-11-27&patient={records.jane_a.pk}") == {routine}
+
+
 @pytest.mark.parametrize(
     ("definition", "codes"),
     [

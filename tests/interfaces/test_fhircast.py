@@ -230,14 +230,19 @@ def test_logout_closes_the_sessions_fhircast_channels(
     reader = verified_client(neuro_reader)
     topic = reader.get("/fhircast/").json()["hub.topic"]
     key = api_token_issue(user=neuro_reader).key
-    status, body = subscribe(Client(), topic, HTTP_AUTHORIZATION=f"Token {key}")
+    status, body = subscribe(
+        Client(), topic, events="ImagingStudy-open,UserLogout", HTTP_AUTHORIZATION=f"Token {key}"
+    )
     assert status == 202, body
     socket, _ = channel(hub_server, body["hub.channel.endpoint"])
     with socket:
         assert _nothing(socket)  # open while the session lives
         reader.post("/logout/")
+        (logout,) = _events(socket, 1)
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=5)
+    # nothing was open: only UserLogout (signed out by the user), then the close
+    assert logout["hub.event"] == "UserLogout" and _reason(logout) == "user-initiated"
     assert closed.value.rcvd.code == 4401
 
 
@@ -287,3 +292,137 @@ def test_the_report_editor_carries_its_close_beacon_until_signed(
     reader = _verified(neuro_reader)
     page = reader.get(f"/studies/{claimed_head_ct.pk}/report/").content.decode()
     assert f'data-close-url="/studies/{claimed_head_ct.pk}/close/"' in page
+
+
+SESSION_EVENTS = ",".join(
+    (
+        "ImagingStudy-open",
+        "ImagingStudy-close",
+        "DiagnosticReport-open",
+        "DiagnosticReport-close",
+        "UserHibernate",
+        "UserLogout",
+    )
+)
+
+
+def _events(socket, count: int) -> list[dict]:
+    return [json.loads(socket.recv(timeout=10))["event"] for _ in range(count)]
+
+
+def _reason(event: dict) -> str:
+    (parameters,) = (c["resource"] for c in event["context"] if c["key"] == "parameters")
+    assert parameters["resourceType"] == "Parameters"
+    return parameters["parameter"][0]["valueCoding"]["code"]
+
+
+def test_the_screen_lock_closes_what_was_open_and_the_unlock_opens_it_again(
+    hub_server,
+    neuro_reader,  # noqa: F811
+    other_neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+):
+    """Issue 15: a locked screen shows no PHI; a side-car following the session (a dictation system,
+    an external viewer) must not either. FHIRcast STU3 has the event for it: UserHibernate — the
+    session is suspended and will resume."""
+    from tests.conftest import PASSWORD
+
+    study = claimed_head_ct
+    # given a dictation system on the reader's topic, and the reader's report editor open
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    status, body = subscribe(reader, topic, events=SESSION_EVENTS)
+    assert status == 202, body
+    socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+    # and another reader's session, also subscribed, also with a lock to come
+    other = _verified(other_neuro_reader)
+    other_topic = other.get("/fhircast/").json()["hub.topic"]
+    other_socket, _ = channel(
+        hub_server, subscribe(other, other_topic, events=SESSION_EVENTS)[1]["hub.channel.endpoint"]
+    )
+    try:
+        assert reader.get(f"/studies/{study.pk}/report/").status_code == 200
+        (opened,) = _events(socket, 1)
+        assert opened["hub.event"] == "DiagnosticReport-open"
+        # when the reader's screen locks (idle)
+        assert reader.post("/live/lock/").json() == {"state": "locked"}
+        locked = _events(socket, 3)
+        # and a second window of that browser asks for the lock too
+        assert reader.post("/live/lock/").json() == {"state": "locked"}
+        again = _nothing(socket)
+        # and when the reader unlocks with their password
+        unlock = reader.post(
+            "/live/unlock/", json.dumps({"secret": PASSWORD}), content_type="application/json"
+        )
+        assert unlock.json() == {"state": "live"}
+        unlocked = _events(socket, 2)
+        quiet = _nothing(other_socket)
+    finally:
+        socket.close()
+        other_socket.close()
+    # then the lock closed what was open — the report, then the study — and said why
+    assert [e["hub.event"] for e in locked] == [
+        "DiagnosticReport-close",
+        "ImagingStudy-close",
+        "UserHibernate",
+    ]
+    report_closed, study_closed = ({c["key"]: c["resource"] for c in e["context"]} for e in locked[:2])
+    assert (
+        report_closed["report"]["id"] == {c["key"]: c["resource"] for c in opened["context"]}["report"]["id"]
+    )
+    assert study.accession_number in {i["value"] for i in study_closed["study"]["identifier"]}
+    assert _reason(locked[2]) == "system-timeout"
+    # and a repeated lock request sent nothing more
+    assert again
+    # and the unlock opened the same study and report again, with a new version of the anchor
+    assert [e["hub.event"] for e in unlocked] == ["ImagingStudy-open", "DiagnosticReport-open"]
+    reopened = {c["key"]: c["resource"] for c in unlocked[1]["context"]}
+    assert reopened["report"]["id"] == report_closed["report"]["id"]
+    assert unlocked[1]["context.versionId"] not in (None, opened["context.versionId"])
+    # and the other session heard nothing of it
+    assert quiet
+
+
+def test_an_idle_expired_sessions_channel_closes_at_its_session_check(
+    hub_server,
+    neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+    settings,
+):
+    """No request tells of an idle expiry: the channel looks at its session every
+    READROOM_WS_SESSION_CHECK_SECONDS, as the worklist socket does, and ends with it."""
+    from datetime import timedelta
+
+    from django.conf import settings as django_settings
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from websockets.exceptions import ConnectionClosed
+
+    settings.READROOM_WS_SESSION_CHECK_SECONDS = 0.3
+    study = claimed_head_ct
+    # given an external viewer (API token) on the reader's topic, following the open study
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    key = api_token_issue(user=neuro_reader).key
+    status, body = subscribe(Client(), topic, events=SESSION_EVENTS, HTTP_AUTHORIZATION=f"Token {key}")
+    assert status == 202, body
+    socket, _ = channel(hub_server, body["hub.channel.endpoint"])
+    with socket:
+        assert reader.get(f"/studies/{study.pk}/viewer/").status_code == 200
+        assert _events(socket, 1)[0]["hub.event"] == "ImagingStudy-open"
+        # a live session: the channel stays open across several checks
+        assert _nothing(socket)
+        # when the session passes its expiry without a request
+        session_key = reader.cookies[django_settings.SESSION_COOKIE_NAME].value
+        Session.objects.filter(session_key=session_key).update(
+            expire_date=timezone.now() - timedelta(seconds=1)
+        )
+        # then the channel closes the study, says the user is logged out (timeout), and closes: 4401
+        ended = _events(socket, 2)
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+    assert [e["hub.event"] for e in ended] == ["ImagingStudy-close", "UserLogout"]
+    study_closed = {c["key"]: c["resource"] for c in ended[0]["context"]}
+    assert study.accession_number in {i["value"] for i in study_closed["study"]["identifier"]}
+    assert _reason(ended[1]) == "system-timeout"
+    assert closed.value.rcvd.code == 4401

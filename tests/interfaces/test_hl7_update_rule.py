@@ -141,3 +141,79 @@ def test_every_field_keeps_clears_or_changes_as_sent(cases, birth, sex, schedule
             "value": datetime(2026, 12, 1, 10, 15, tzinfo=FakeFacility.zone),
         }[scheduled]
     )
+
+
+# Every message that updates a patient reads its PID through the same parser and rule: the bare PID
+# of a cancel must not erase what the NW said (the sex that became U), nor an A31 the middle name.
+PATIENT_MESSAGES = {
+    "ADT^A08": (hl7_data.msh("ADT^A08^ADT_A01", version="2.5.1"), "EVN|A08", None),
+    "ADT^A31": (hl7_data.msh("ADT^A31^ADT_A05", version="2.5.1"), "EVN|A31", None),
+    "ORM CA": (hl7_data.msh("ORM^O01", version="2.5.1"), None, "ORC|CA|P7^EPIC\rOBR|1|P7^EPIC||70450"),
+    "ORM SC": (hl7_data.msh("ORM^O01", version="2.5.1"), None, "ORC|SC|P7^EPIC\rOBR|1|P7^EPIC||70450"),
+    "OMI XO": (
+        hl7_data.msh("OMI^O23^OMI_O23", version="2.5.1"),
+        None,
+        "ORC|XO|P7^EPIC\rTQ1|1\rOBR|1|P7^EPIC||70450\rIPC|A7|RP7|1.2.3.7|SPS7|CT",
+    ),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(PATIENT_MESSAGES)),
+    cases=st.fixed_dictionaries({spec[0]: one_field for spec in PATIENT_SPECS}),
+    birth=state,
+    sex=state,
+)
+def test_every_message_that_updates_a_patient_keeps_clears_or_changes_its_pid_as_sent(
+    kind, cases, birth, sex
+):
+    # given a stored patient, and an A08, an A31, a CA, an SC or an OMI whose PID fields are each
+    # empty, "" or a new value
+    patient = Patient(family_name="OLD", sex="F", birth_date=date(1950, 1, 1))
+    fields: dict[tuple[str, int], str] = {("PID", 1): "1", ("PID", 3): "MRN7^^^LAKESHORE^MR"}
+    for attr, seg, num, comp, convert in PATIENT_SPECS:
+        how, stored, new = cases[attr]
+        setattr(patient, attr, convert(stored))
+        _set(fields, seg, num, comp, RAW.get(how, new))
+    fields[("PID", 7)] = {**RAW, "value": "19800304"}[birth]
+    fields[("PID", 8)] = {**RAW, "value": "M"}[sex]
+    msh, evn, rest = PATIENT_MESSAGES[kind]
+    pid = hl7_data.segment("PID", {n: v for (_s, n), v in fields.items()})
+    text = "\r".join(part for part in (msh, evn, pid, "PV1|1", rest) if part) + "\r"
+    # when it is parsed and applied
+    fields_updated(patient, _patient_sent(parse(text.encode()).content.patient))
+    # then each field is kept, cleared or replaced exactly as it was sent
+    for attr, _seg, _num, _comp, convert in PATIENT_SPECS:
+        how, stored, new = cases[attr]
+        assert getattr(patient, attr) == {"empty": convert(stored), "null": "", "value": convert(new)}[how], (
+            kind,
+            attr,
+            how,
+        )
+    assert patient.birth_date == {"empty": date(1950, 1, 1), "null": None, "value": date(1980, 3, 4)}[birth]
+    assert patient.sex == {"empty": "F", "null": "U", "value": "M"}[sex], kind
+
+
+def test_copies_to_is_one_list_kept_replaced_or_cleared():
+    # given an order whose results also go to two doctors (OBR-28, XCN repeating)
+    order = Order(copies_to=[{"id": "111", "family": "HOUSE"}, {"id": "222", "family": "WILSON"}])
+    # when an XO leaves OBR-28 empty, then both stay
+    fields_updated(order, _order_sent(parse(_message({})).content.orders[0], FakeFacility))
+    assert [c["family"] for c in order.copies_to] == ["HOUSE", "WILSON"]
+    # when one names a single doctor, by every component, then the list is that one
+    sent = parse(_message({("OBR", 28): "333^CAMERON^ALLISON^^^DR^MD^^NPI"})).content.orders[0]
+    fields_updated(order, _order_sent(sent, FakeFacility))
+    assert order.copies_to == [
+        {
+            "id": "333",
+            "family": "CAMERON",
+            "given": "ALLISON",
+            "prefix": "DR",
+            "degree": "MD",
+            "authority": "NPI",
+        }
+    ]
+    # when one sends "", then nobody gets copies any more
+    fields_updated(order, _order_sent(parse(_message({("OBR", 28): '""'})).content.orders[0], FakeFacility))
+    assert order.copies_to == []

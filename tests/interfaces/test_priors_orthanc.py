@@ -13,6 +13,7 @@ import shutil
 import signal
 import threading
 import time
+from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -155,6 +156,65 @@ def test_a_source_that_is_down_is_retried_and_the_failure_shown(chicago):
         facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.3.4.5"
     )
     assert prior_status_text(current) == "0 priors retrieved, 1 failed: source unreachable"
+
+
+def test_the_first_image_of_a_study_without_an_order_asks_the_sources(chicago):
+    chicago.prior_sources = [
+        {"name": "PACS", "method": "c-move", "host": "127.0.0.1", "port": free_port(), "called_ae_title": "X",
+         "timeout_seconds": 2}
+    ]  # fmt: skip
+    chicago.save(update_fields=["prior_sources"])
+    patient = Patient.objects.create(facility=chicago, mrn=MRN, assigning_authority=ISSUER)
+    # when: a study arrives with no order (its first image indexed it)
+    study = Study.objects.create(facility=chicago, patient=patient, study_instance_uid="1.2.3.4.7")
+    # then: the sources were asked for that patient, for that study
+    retrieval = PriorRetrieval.objects.get(patient=patient)
+    assert (retrieval.study_id, retrieval.order_id, retrieval.last_error) == (
+        study.pk,
+        None,
+        "source unreachable",
+    )
+    # and a prior arriving (prior_state set) asks nothing again
+    Study.objects.create(
+        facility=chicago, patient=patient, study_instance_uid="1.2.3.4.8", prior_state=PriorState.RETRIEVING
+    )
+    assert PriorRetrieval.objects.filter(patient=patient).count() == 1
+
+
+def test_a_source_outside_its_pull_hours_waits_and_is_asked_when_they_open(chicago):
+    import time_machine
+
+    from interfaces.tasks import priors_deferred_sweep
+
+    down = free_port()
+    chicago.prior_sources = [
+        {"name": "PACS", "method": "c-move", "host": "127.0.0.1", "port": down, "called_ae_title": "X",
+         "timeout_seconds": 2, "hours": "06:00-22:00"}
+    ]  # fmt: skip
+    chicago.save(update_fields=["prior_sources"])
+    night = datetime(2026, 12, 2, 3, 0, tzinfo=chicago.zone)
+    # when: the order arrives at 03:00, outside the hours the hospital lets us pull
+    with time_machine.travel(night, tick=False):
+        order = new_order(chicago)
+        retrieval = PriorRetrieval.objects.get(patient=order.patient)
+        # then: nothing is asked yet; the question waits, and the reading screen says so
+        assert (retrieval.status, retrieval.attempts) == ("deferred", 0)
+        current = Study.objects.create(
+            facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.3.4.6"
+        )
+        assert prior_status_text(current) == "0 priors retrieved, PACS waits for its pull hours (06:00-22:00)"
+        # a sweep still inside the night asks nothing
+        assert priors_deferred_sweep() == 0
+    # and the first sweep after 06:00 asks the source (here down: the ordinary failure and retries)
+    with time_machine.travel(night + timedelta(hours=3, minutes=5), tick=False):
+        assert priors_deferred_sweep() == 1
+        assert priors_deferred_sweep() == 0  # claimed once
+    retrieval.refresh_from_db()
+    assert (retrieval.status, retrieval.last_error) == ("failed", "source unreachable")
+    assert retrieval.attempts >= 1
+    from radiology.schedule import PERIODIC_TASKS  # beat (and the embedded ticker) runs the sweep
+
+    assert PERIODIC_TASKS["priors-deferred-sweep"].task == "interfaces.tasks.priors_deferred_sweep"
 
 
 def test_a_source_that_rejects_the_association_is_shown(hospital, orthanc, chicago):

@@ -8,14 +8,16 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from reports.models import Charge, CommunicationMethod, Report, ReportStatus
+from reports.models import Charge, ChargeKind, CommunicationMethod, Report, ReportStatus
 from reports.services import (
+    ChargeCorrectionRefused,
     ReportError,
     SigningRefused,
     addendum_sign,
+    charge_correct,
     charge_for_final_read,
     critical_communication_record,
     critical_results_escalate,
@@ -164,6 +166,7 @@ def test_a_final_read_creates_exactly_one_charge(filled_report, neuro_reader, cl
             amount=1,
             radiologist=neuro_reader,
             signed_at=timezone.now(),
+            posted_at=timezone.now(),
         )
 
 
@@ -198,7 +201,13 @@ def test_the_monthly_csv_for_operations_and_the_facilitys_admin(
         "amount",
         "radiologist",
         "radiologist_npi",
+        "charge_id",
+        "kind",
+        "corrects_charge_id",
+        "reason",
+        "posted_at_local",
     ]
+    charge = Charge.objects.get()
     assert rows[1][1:] == [
         report.study.accession_number,
         "70450",
@@ -207,6 +216,11 @@ def test_the_monthly_csv_for_operations_and_the_facilitys_admin(
         "42.00",
         str(neuro_reader),
         "1649251780",
+        str(charge.pk),
+        "charge",
+        "",
+        "",
+        rows[1][0],
     ]
     # ISO 8601 with the facility's offset (issue 19): unambiguous in a spreadsheet
     assert rows[1][0] == report.signed_at.astimezone(chicago.zone).isoformat(timespec="seconds")
@@ -270,3 +284,166 @@ def test_the_pdf_writes_times_in_the_facilitys_zone_with_its_abbreviation(
     signed = time_text(report.signed_at, chicago.zone)  # e.g. "2026-12-02 02:31 CST", not UTC
     assert f"on {signed}" in " ".join(text.split())
     assert signed.endswith(("CST", "CDT"))
+
+
+# --- charges are append-only; corrections are rows of their own (issue 15) --------------------------
+
+
+@pytest.fixture
+def billed(filled_report, neuro_reader) -> Charge:
+    report_sign(report_id=filled_report.pk, user=neuro_reader, secret=PASSWORD, at=timezone.now(), final=True)
+    return Charge.objects.get()
+
+
+def _raw(sql: str, params: list) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@pytest.mark.parametrize("assignment", ["amount = 0", "rate = rate", "reason = 'tampered'"])
+def test_a_charge_cannot_be_updated_in_the_database(billed, assignment):
+    with pytest.raises(DatabaseError, match="billed"):
+        _raw(f"UPDATE reports_charge SET {assignment} WHERE id = %s", [billed.pk])  # noqa: S608
+    billed.amount = Decimal("0")
+    with pytest.raises(DatabaseError, match="billed"), transaction.atomic():
+        billed.save()
+    assert Charge.objects.get(pk=billed.pk).amount == Decimal("42.00")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite refuses UPDATE only (reports.setup)")
+def test_a_charge_cannot_be_deleted_on_postgresql(billed):
+    with pytest.raises(DatabaseError, match="billed"):
+        _raw("DELETE FROM reports_charge WHERE id = %s", [billed.pk])
+    assert Charge.objects.filter(pk=billed.pk).exists()
+
+
+def test_a_correction_reverses_the_charge_and_posts_the_right_one(
+    billed, ops_omar, neuro_reader, client, chicago
+):
+    posted = timezone.now()
+    reversal, correction = charge_correct(
+        charge_id=billed.pk,
+        by=ops_omar,
+        reason="Contract rate for CT head is 30.00",
+        rate=Decimal("30.00"),
+        at=posted,
+    )
+    # the original is untouched; two new rows reference it, with the reason and who posted them
+    original = Charge.objects.get(pk=billed.pk)
+    assert (original.kind, original.amount, original.corrects_id) == (
+        ChargeKind.CHARGE,
+        Decimal("42.00"),
+        None,
+    )
+    assert (reversal.kind, reversal.amount, reversal.rate, reversal.rvu) == (
+        ChargeKind.REVERSAL,
+        Decimal("-42.00"),
+        Decimal("-42.00"),
+        Decimal("-1.50"),
+    )
+    assert (correction.kind, correction.amount, correction.rate, correction.rvu) == (
+        ChargeKind.CORRECTION,
+        Decimal("30.00"),
+        Decimal("30.00"),
+        Decimal("1.50"),
+    )
+    for row in (reversal, correction):
+        assert (row.corrects_id, row.posted_by, row.reason, row.study_id) == (
+            billed.pk,
+            ops_omar,
+            "Contract rate for CT head is 30.00",
+            billed.study_id,
+        )
+        assert row.signed_at == billed.signed_at and row.posted_at == posted
+    # the study now costs the corrected amount
+    assert sum(c.amount for c in Charge.objects.filter(study_id=billed.study_id)) == Decimal("30.00")
+    # the CSV and the API of the month show the three rows in posting order
+    month = posted.astimezone(chicago.zone).strftime("%Y-%m")
+    client.force_login(ops_omar)
+    rows = list(
+        csv.reader(io.StringIO(client.get(f"/reports/charges/{chicago.code}/{month}.csv").content.decode()))
+    )
+    header = rows[0]
+    lines = [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    assert [(r["kind"], r["amount"], r["corrects_charge_id"]) for r in lines] == [
+        ("charge", "42.00", ""),
+        ("reversal", "-42.00", str(billed.pk)),
+        ("correction", "30.00", str(billed.pk)),
+    ]
+    assert lines[2]["reason"] == "Contract rate for CT head is 30.00"
+    body = client.get(f"/api/v1/reports/charges/?facility={chicago.code}&month={month}").json()
+    assert [(c["kind"], c["amount"], c["corrects"], c["posted_by"]) for c in body] == [
+        ("charge", "42.00", None, None),
+        ("reversal", "-42.00", billed.pk, str(ops_omar)),
+        ("correction", "30.00", billed.pk, str(ops_omar)),
+    ]
+    # the original cannot be corrected twice (correct the latest row), a reversal never
+    with pytest.raises(ChargeCorrectionRefused, match="already corrected"):
+        charge_correct(charge_id=billed.pk, by=ops_omar, reason="again", at=posted, rate=Decimal("1"))
+    with pytest.raises(ChargeCorrectionRefused, match="reversal"):
+        charge_correct(charge_id=reversal.pk, by=ops_omar, reason="again", at=posted)
+    # the correction itself can be voided: the study then costs nothing
+    charge_correct(
+        charge_id=correction.pk, by=ops_omar, reason="Read was a duplicate order", void=True, at=posted
+    )
+    assert sum(c.amount for c in Charge.objects.filter(study_id=billed.study_id)) == Decimal("0")
+    assert Charge.objects.filter(study_id=billed.study_id).count() == 4
+    # and a signature retry still never bills again
+    charge_for_final_read(report=Report.objects.get(pk=billed.report_id))
+    assert Charge.objects.filter(study_id=billed.study_id, kind=ChargeKind.CHARGE).count() == 1
+
+
+def test_only_operations_correct_a_charge_with_a_reason(billed, admin_chicago, neuro_reader, ops_omar):
+    for outsider in (admin_chicago, neuro_reader):
+        with pytest.raises(ChargeCorrectionRefused, match="operations"):
+            charge_correct(
+                charge_id=billed.pk, by=outsider, reason="cheaper", rate=Decimal("1"), at=timezone.now()
+            )
+    with pytest.raises(ChargeCorrectionRefused, match="reason"):
+        charge_correct(charge_id=billed.pk, by=ops_omar, reason="  ", rate=Decimal("1"), at=timezone.now())
+    with pytest.raises(ChargeCorrectionRefused, match="cannot be corrected"):
+        charge_correct(charge_id=billed.pk, by=ops_omar, reason="move", study_id=1, at=timezone.now())
+    assert list(Charge.objects.values_list("kind", flat=True)) == ["charge"]
+    # and the database itself refuses a correction row without a reason or an original
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Charge.objects.create(
+            facility_id=billed.facility_id,
+            study_id=billed.study_id,
+            report_id=billed.report_id,
+            kind=ChargeKind.CORRECTION,
+            rate=1,
+            amount=1,
+            radiologist_id=billed.radiologist_id,
+            signed_at=billed.signed_at,
+            posted_at=timezone.now(),
+        )
+
+
+def test_the_correction_api_posts_new_rows_for_operations_only(billed, client, ops_omar, admin_chicago):
+    url = f"/api/v1/reports/charges/{billed.pk}/corrections/"
+    client.force_login(admin_chicago)  # the hospital's admin reads its bill, never corrects it
+    assert (
+        client.post(url, {"reason": "cheaper", "rate": "1.00"}, content_type="application/json").status_code
+        == 403
+    )
+    client.force_login(ops_omar)
+    assert client.post(url, {"rate": "1.00"}, content_type="application/json").status_code == 400  # no reason
+    missing = "/api/v1/reports/charges/999999/corrections/"
+    assert client.post(missing, {"reason": "x"}, content_type="application/json").status_code == 404
+    response = client.post(url, {"reason": "Contract rate", "rate": "30.00"}, content_type="application/json")
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["reversal"]["kind"], body["reversal"]["amount"], body["reversal"]["corrects"]) == (
+        "reversal",
+        "-42.00",
+        billed.pk,
+    )
+    assert (body["correction"]["kind"], body["correction"]["amount"], body["correction"]["reason"]) == (
+        "correction",
+        "30.00",
+        "Contract rate",
+    )
+    again = client.post(url, {"reason": "again", "void": True}, content_type="application/json")
+    assert again.status_code == 409 and "already corrected" in again.json()["detail"]
+    assert Charge.objects.get(pk=billed.pk).amount == Decimal("42.00")
+    assert Charge.objects.filter(study_id=billed.study_id).count() == 3

@@ -76,7 +76,22 @@ def test_postgresql_refuses_deleting_a_final_report_or_an_addendum(final_report,
     with pytest.raises(DatabaseError, match="addendum"):
         _raw("DELETE FROM reports_addendum WHERE id = %s", [addendum.pk])
     with pytest.raises(DatabaseError, match="final"), transaction.atomic():
-        _raw("DELETE FROM reports_charge WHERE report_id = %s", [final_report.pk])  # no trigger on charges
-        _raw("DELETE FROM reports_addendum WHERE report_id = %s AND FALSE", [final_report.pk])
+        # the row trigger refuses before the (deferred) foreign key from the charge would
         _raw("DELETE FROM reports_report WHERE id = %s", [final_report.pk])
+    assert Report.objects.filter(pk=final_report.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no TRUNCATE")
+@pytest.mark.parametrize(
+    "table", ["reports_report", "reports_addendum", "reports_charge", "auditlog_logentry"]
+)
+def test_postgresql_refuses_truncating_reports_charges_and_the_audit_log(final_report, table):
+    # even as the tables' owner (the suite runs as a superuser): a statement trigger, not a grant
+    with (
+        pytest.raises(DatabaseError, match="TRUNCATE refused"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's own pending FK checks first
+        cursor.execute(f"TRUNCATE {table} CASCADE")
     assert Report.objects.filter(pk=final_report.pk).exists()

@@ -58,6 +58,7 @@ def test_operations_match_a_waiting_study_in_one_click_and_it_takes_the_orders_p
         "priority": PriorityClass.ROUTINE,
         "accession": "A9O01",
         "patient": waiting.patient_id,
+        "is_stroke": False,
     }
     assert (event.detail["order"], event.detail["how"]) == (stat.pk, "manual")
     # and routed again after the match, now STAT with its deadline

@@ -41,7 +41,7 @@ def test_an_integration_engine_lists_the_waiting_study_and_matches_it_to_its_sta
     listed = client.get(WAITING_URL)
     # then the study is there with the page's candidates: its facility's open orders, its patient's first
     assert listed.status_code == 200, listed.content
-    [row] = listed.json()
+    [row] = listed.json()["results"]
     assert (row["id"], row["facility"], row["accession_number"]) == (waiting.pk, "CHI-L1", "A9O01")
     assert row["waited_minutes"] in (44, 45, 46) and row["orderless_wait_minutes"] == 30
     assert row["patient"]["mrn"] == "MRN8080"
@@ -51,7 +51,7 @@ def test_an_integration_engine_lists_the_waiting_study_and_matches_it_to_its_sta
     ]
     assert row["candidate_orders"][0]["priority"] == PriorityClass.STAT
     # and the facility filter narrows it
-    assert client.get(WAITING_URL, {"facility": "WI-LAKEVIEW"}).json() == []
+    assert client.get(WAITING_URL, {"facility": "WI-LAKEVIEW"}).json()["results"] == []
     # when it matches the study to the STAT order, with a reason
     with django_capture_on_commit_callbacks(execute=True):
         response = _match(client, waiting.pk, order=stat.pk, reason="accession mistyped (O for 0)")
@@ -76,7 +76,7 @@ def test_an_integration_engine_lists_the_waiting_study_and_matches_it_to_its_sta
     # and routed again as STAT; the study no longer waits
     rerouted = StudyEvent.objects.filter(study=study, kind=StudyEventKind.ROUTED, at__gte=event.at).get()
     assert rerouted.detail["priority"] == PriorityClass.STAT
-    assert client.get(WAITING_URL).json() == []
+    assert client.get(WAITING_URL).json()["results"] == []
     # and a second match (another engine a moment later) is a conflict, not a swap
     again = _match(client, waiting.pk, order=other_patient.pk, reason="retry")
     assert again.status_code == 409

@@ -61,3 +61,39 @@ def test_the_facility_filter_narrows_the_waiting_list(client, ops_omar, chicago,
     client.force_login(ops_omar)
     html = client.get("/operations/worklist/?facility=WI-LAKEVIEW").content.decode()
     assert _waiting_ids(html) == [lakeview_late.pk] and chicago_late.pk not in _waiting_ids(html)
+
+
+def test_more_than_a_page_waiting_is_paged_on_the_page_and_over_rest(client, ops_omar, chicago, lakeview):
+    # given 60 Chicago studies past the wait (one a minute, oldest first), a Lakeview one past its
+    # longer wait and a Lakeview one within it: more than the page's 50
+    now = timezone.now()
+    lakeview.orderless_wait_minutes = 600
+    lakeview.save()
+    chicago_ids = [
+        make_study(chicago, first_received_at=now - timedelta(minutes=200 - n)).pk for n in range(60)
+    ]
+    lakeview_late = make_study(lakeview, first_received_at=now - timedelta(minutes=700)).pk
+    make_study(lakeview, first_received_at=now - timedelta(minutes=300))  # within Lakeview's wait
+    everyone = [lakeview_late, *chicago_ids]  # oldest first
+    client.force_login(ops_omar)
+    # when operations open the worklist: page one is the 50 oldest, and says how many wait
+    html = client.get("/operations/worklist/").content.decode()
+    assert _waiting_ids(html) == everyone[:50]
+    assert "Waiting for their order (61)" in html and "Page 1 of 2 · 61 studies" in html
+    # and the next page (kept by the live rows) is the other 11, the facility filter still applying
+    following = re.search(r'href="\?([^"]+)" data-testid="waiting-next"', html).group(1).replace("&amp;", "&")
+    assert following == "waiting_page=2"
+    for url in ("/operations/worklist/?waiting_page=2", "/operations/worklist/rows/?waiting_page=2"):
+        assert _waiting_ids(client.get(url).content.decode()) == everyone[50:], url
+    filtered = client.get("/operations/worklist/?facility=CHI-L1&waiting_page=2").content.decode()
+    assert _waiting_ids(filtered) == chicago_ids[50:]
+    assert 'href="?facility=CHI-L1&amp;waiting_page=1"' in filtered
+    # and over REST: limit/offset as the rest of the API, the same order, every row once
+    url = "/api/v1/worklist/waiting-for-order/"
+    first = client.get(url).json()
+    assert first["count"] == 61 and first["previous"] is None
+    assert [r["id"] for r in first["results"]] == everyone[:50]
+    second = client.get(first["next"]).json()
+    assert [r["id"] for r in second["results"]] == everyone[50:] and second["next"] is None
+    small = client.get(url, {"limit": 20, "offset": 40, "facility": "CHI-L1"}).json()
+    assert small["count"] == 60 and [r["id"] for r in small["results"]] == chicago_ids[40:60]

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from accounts.middleware import LOCK_AFTER_KEY, session_lock_after, session_locked
 from accounts.roles import requires_second_factor
+from accounts.second_factor import session_is_verified
 from credentialing.screen_lock import session_screen_lock_refresh
 from worklist.live import steps_for
 
@@ -33,6 +34,11 @@ def live_channel(context) -> dict:
     request = context.get("request")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
+        return {"on": False}
+    session = getattr(request, "session", None)
+    verified = user.is_verified() if hasattr(user, "is_verified") else session_is_verified(session, user)
+    if requires_second_factor(user) and not verified:
+        # the authenticator-code step: nothing to alert yet, and the socket would refuse (4403)
         return {"on": False}
     return {
         "on": True,

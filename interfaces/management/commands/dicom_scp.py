@@ -2,8 +2,13 @@ import functools
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
-from interfaces.dicom.scp import MAXIMUM_ASSOCIATIONS, dicom_scp_service
+from interfaces.dicom.receive import (
+    dicom_associations_of_previous_run_close,
+    dicom_associations_of_process_close,
+)
+from interfaces.dicom.scp import dicom_scp_service
 from interfaces.runner import database_pool_enable, edge_service_run
 
 
@@ -38,10 +43,17 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, processes: int, stop_grace: float, **options) -> None:
         if processes < 1:
             raise CommandError("--processes must be at least 1")
-        if not options["no_db_pool"]:
-            # sessions reused across associations (a few more than the associations one process
-            # accepts at once)
-            database_pool_enable(MAXIMUM_ASSOCIATIONS + 2)
+        # this host's associations left open by a previous run that died (one plain session here,
+        # closed before any pool exists or any child is forked)
+        dicom_associations_of_previous_run_close()
+        connections.close_all()
+
+        def process_setup() -> None:
+            if not options["no_db_pool"]:
+                # sessions reused across associations (a few more than the associations one process
+                # accepts at once); per serving process, so the supervising parent has none
+                database_pool_enable(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 2)
+
         service = functools.partial(dicom_scp_service, stop_grace_seconds=stop_grace)
         edge_service_run(
             service,
@@ -50,4 +62,6 @@ class Command(BaseCommand):
             port=port,
             processes=processes,
             stop_grace_seconds=stop_grace,
+            process_setup=process_setup,
+            on_child_died=lambda pid: dicom_associations_of_process_close(process_id=pid),
         )

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('facilities', '0009_facility_reads_before_verification'),
+        ('facilities', '0011_facility_hl7_report_history'),
     ]
 
     operations = [
