@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.checks import Error, register
 
 
 class AccountsConfig(AppConfig):
@@ -19,3 +20,18 @@ class AccountsConfig(AppConfig):
 
         # post_migrate is sent after the whole migration run, when every table exists.
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.accounts.setup")
+        register(lock_roles_check)
+
+
+def lock_roles_check(app_configs, **kwargs) -> list:
+    """A misspelt role in READROOM_LOCK_AFTER_SECONDS_BY_ROLE would silently not lock anyone sooner."""
+    from accounts.screen_lock import unknown_lock_roles
+
+    return [
+        Error(
+            f"READROOM_LOCK_AFTER_SECONDS_BY_ROLE names {name!r}, which is no role",
+            hint="Use the names of accounts.roles.Role, e.g. RADIOLOGIST=600,OPERATIONS=300.",
+            id="accounts.E001",
+        )
+        for name in unknown_lock_roles()
+    ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
@@ -83,10 +84,54 @@ class IdleSessionMiddleware(SessionMiddleware):
 
 
 LOCKED_KEY = "_readroom_locked"
+# The user's effective lock time in seconds (accounts.screen_lock.lock_after_seconds), written at
+# sign-in and on each page (credentialing.screen_lock): the page and the server lock at the same time.
+LOCK_AFTER_KEY = "_readroom_lock_after"
+# Between the server's record of activity (IdleSessionMiddleware renews it at most once a minute; a
+# page's heartbeat, /live/active/, every 30 s while someone works in it) and the last real activity
+# lie at most this many seconds: the server locks only this much after the lock time, so it never
+# locks a screen that is in use.
+SERVER_LOCK_SLACK_SECONDS = IdleSessionMiddleware.RENEW_EVERY_SECONDS
+
+
+def lock_ceiling_seconds() -> int:
+    """The longest a screen may stay unlocked while idle: before the session's own idle end (HIPAA
+    automatic logoff, SESSION_COOKIE_AGE), which may come up to a minute early, with the server's
+    slack to spare."""
+    return max(30, settings.SESSION_COOKIE_AGE - 90)
+
+
+def session_lock_after(session) -> int:
+    """The lock time this session was given (the default where none was: a session signed in before)."""
+    stored = session.get(LOCK_AFTER_KEY)
+    if isinstance(stored, int) and stored > 0:
+        return stored
+    return min(settings.READROOM_LOCK_AFTER_SECONDS, lock_ceiling_seconds())
+
+
+def lock_due(session, now: float) -> bool:
+    """Whether the server's record says this session has been idle past its lock time. A session with
+    no record yet (just signed in, no response sent) is not."""
+    renewed = session.get(IdleSessionMiddleware.RENEWED_AT_KEY)
+    if not isinstance(renewed, int | float) or renewed <= 0:
+        return False
+    return now - renewed >= session_lock_after(session) + SERVER_LOCK_SLACK_SECONDS
 
 
 def session_locked(session) -> bool:
-    return bool(session is not None and session.get(LOCKED_KEY))
+    """Locked by its page (``POST /live/lock/``) or by the server (idle past its lock time, though no
+    page said so: a page closed, asleep or with a broken script must not leave an open session)."""
+    if session is None:
+        return False
+    return bool(session.get(LOCKED_KEY)) or lock_due(session, time.time())
+
+
+def session_lock_store(session) -> None:
+    """Mark the session locked and keep it while locked, at most READROOM_LOCK_MAX_HOURS."""
+    session[LOCKED_KEY] = True
+    session.set_expiry(int(settings.READROOM_LOCK_MAX_HOURS * 3600))
+    # stored now, not at the response: the session's sockets are told next and re-read it later
+    session.save()
 
 
 class ScreenLockMiddleware:
@@ -105,7 +150,16 @@ class ScreenLockMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not session_locked(getattr(request, "session", None)) or request.path.startswith(self.ALLOWED):
+        session = getattr(request, "session", None)
+        if self._idle_past_lock(request, session):
+            # idle past the lock with no page to say so: the server locks it (and its sockets)
+            session_lock_store(session)
+            # (the page's own lock, accounts.screen_lock.session_lock, sends the same signal; this
+            # sender also has the worklist tell the session's sockets, as live_lock does for that one)
+            from accounts.signals import screen_locked
+
+            screen_locked.send(sender=self.__class__, user=request.user, session_key=session.session_key)
+        if not session_locked(session) or request.path.startswith(self.ALLOWED):
             return self.get_response(request)
         if request.method != "GET" or not request.headers.get("Accept", "").startswith("text/html"):
             return JsonResponse({"detail": "The screen is locked: unlock it first."}, status=423)
@@ -114,3 +168,9 @@ class ScreenLockMiddleware:
         response = render(request, "live/locked.html", status=423)
         response["Cache-Control"] = "no-store, private"
         return response
+
+    @staticmethod
+    def _idle_past_lock(request: HttpRequest, session) -> bool:
+        if session is None or not request.user.is_authenticated or session.get(LOCKED_KEY):
+            return False
+        return not request.path.startswith("/static/") and lock_due(session, time.time())

@@ -24,6 +24,7 @@ OPERATIONS_FIELDS = (
     "accepts_general_readers",
     "routing_mode",
     "claim_timeout_minutes",
+    "screen_lock_minutes",  # the contract's idle screen lock (docs/alerts.md)
     # reporting contract (issue 6): wet reads, the critical-result deadline, the per-read rate
     "accepts_preliminary",
     "critical_result_minutes",

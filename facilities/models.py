@@ -322,6 +322,16 @@ class Facility(models.Model):
     routing_mode = models.CharField(max_length=8, choices=RoutingMode.choices, default=RoutingMode.PULL)
     # A claim with no activity (viewer, report editor) for this long goes back to the worklist.
     claim_timeout_minutes = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    # The screen lock (docs/alerts.md "Per facility, per role"): a contract may ask for a shorter idle
+    # lock than ReadRoom's. Everyone who may see this facility's studies then locks after at most this
+    # long without activity (the strictest of their facilities); blank: no contract limit.
+    screen_lock_minutes = models.PositiveIntegerField(
+        "screen lock after (idle minutes)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Blank: ReadRoom's own lock time. Never longer than the session's idle limit.",
+    )
     # Reporting (issue 6). Whether the contract includes preliminary ("wet") reads, sent as P before
     # the final read; how long a critical result may stay uncommunicated before operations is
     # escalated to; what the facility pays per final read (billing charges).

@@ -51,6 +51,8 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       routing_mode: pull            # pull (readers claim from the worklist) | push (assigned to the best
                                     #   eligible reader on shift); default pull
       claim_timeout_minutes: 30     # a claim idle this long goes back to the worklist (default 30)
+      screen_lock_minutes: 10       # the contract's idle screen lock, for all who see this facility
+                                    #   (default none: ReadRoom's own; never past the session idle limit)
     escalation:                     # code stroke (DESIGN.md §4), minutes after the alert while unclaimed:
       stroke_readers_minutes: 2     #   every eligible reader + operations (default 2)
       stroke_director_minutes: 5    #   medical director + operations notifier (default 5)
@@ -155,6 +157,7 @@ READING_KEYS = (
     "reads_before_verification",
     "routing_mode",
     "claim_timeout_minutes",
+    "screen_lock_minutes",
 )
 REPORTING_KEYS = ("accepts_preliminary", "critical_result_minutes", "read_rate", "oru_addenda_as_nte")
 CATALOGUE_RULE_KEYS = (
@@ -189,6 +192,7 @@ FIELD_PATHS: dict[str, str] = {
     "escalation_webhook_url": "escalation.webhook_url",
     "routing_mode": "reading.routing_mode",
     "claim_timeout_minutes": "reading.claim_timeout_minutes",
+    "screen_lock_minutes": "reading.screen_lock_minutes",
     "accepts_preliminary": "reporting.accepts_preliminary",
     "critical_result_minutes": "reporting.critical_result_minutes",
     "read_rate": "reporting.read_rate",
@@ -631,6 +635,7 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     )
     raw["routing_mode"] = r.text(reading, "routing_mode", "reading.routing_mode")
     raw["claim_timeout_minutes"] = r.whole(reading, "claim_timeout_minutes", "claim_timeout_minutes")
+    raw["screen_lock_minutes"] = r.whole(reading, "screen_lock_minutes", "screen_lock_minutes")
 
     escalation = r.section(top.get("escalation"), "escalation", ESCALATION_KEYS)
     for key in ("stroke_readers_minutes", "stroke_director_minutes"):

@@ -144,7 +144,9 @@ def study_viewer(request: HttpRequest, study_id: int) -> HttpResponse:
         "report_link": not study_blinded_for(request.user, study.pk),
         "theme": "dark",  # a reading-room page, whoever opens it (DESIGN.md §8)
     }
-    return render(request, "imaging/viewer.html", context)
+    # framed in the isolated report editor (docs/viewer.md "Cross-origin isolation"), and the
+    # two-window viewer in the same browsing-context group as the editor that opened it
+    return cross_origin_isolated(render(request, "imaging/viewer.html", context))
 
 
 # SOP classes whose instances often hold many frames (cine, enhanced, tomosynthesis): their headers

@@ -24,6 +24,7 @@ from imaging.models import Study
 from imaging.prior_reports import prior_documents
 from imaging.priors import prior_status_text
 from imaging.views import _banner as study_banner  # the viewer's patient banner, the same on both pages
+from imaging.views import cross_origin_isolated
 from reports import services
 from reports.ai_verdicts import study_ai_findings, verdicts_posted
 from reports.models import AiVerdictChoice, CommunicationMethod, Report, ReportStatus
@@ -113,7 +114,10 @@ def _page(request: HttpRequest, study, report: Report, *, status: int = 200, **e
         "theme": "dark",  # a reading-room page (DESIGN.md §8)
         **extra,
     }
-    return render(request, "reports/report.html", context, status=status)
+    # Cross-origin isolated (docs/viewer.md "Cross-origin isolation"), as OHIF's page is: OHIF in
+    # the images pane then gets SharedArrayBuffer (volume/MPR at full speed), and the two-window
+    # viewer stays in the editor's browsing-context group (its window name and BroadcastChannel kept).
+    return cross_origin_isolated(render(request, "reports/report.html", context, status=status))
 
 
 def _report_for(request: HttpRequest, study_id: int, *, kind: ReadKind = ReadKind.REPORT):

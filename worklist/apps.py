@@ -12,13 +12,15 @@ class WorklistConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import post_migrate
 
+        from accounts.middleware import ScreenLockMiddleware
+        from accounts.signals import screen_locked
         from imaging.signals import ai_result_recorded, study_cancelled, study_routable
         from worklist import (
             audit,  # noqa: F401  (registers models with django-auditlog)
             coverage_tasks,  # noqa: F401  (registers the coverage/assignment tasks)
         )
         from worklist.ai_triage import on_ai_result_recorded
-        from worklist.broadcast import on_user_logged_out
+        from worklist.broadcast import on_screen_locked, on_user_logged_out
         from worklist.services import on_study_cancelled, on_study_routable
         from worklist.setup import on_post_migrate
 
@@ -27,3 +29,7 @@ class WorklistConfig(AppConfig):
         study_cancelled.connect(on_study_cancelled, dispatch_uid="readroom.worklist.cancel")
         ai_result_recorded.connect(on_ai_result_recorded, dispatch_uid="readroom.worklist.ai_triage")
         user_logged_out.connect(on_user_logged_out, dispatch_uid="readroom.worklist.logout_sockets")
+        # the server's own lock of an idle session (the page's lock view tells the sockets itself)
+        screen_locked.connect(
+            on_screen_locked, sender=ScreenLockMiddleware, dispatch_uid="readroom.worklist.screen_locked"
+        )

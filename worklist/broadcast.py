@@ -109,6 +109,12 @@ def session_state_send(session_key: str | None, state: str) -> None:
         transaction.on_commit(lambda: _layer_send([(session_group(session_key), message)], False))
 
 
+def on_screen_locked(sender, session_key: str | None = None, **kwargs) -> None:
+    """The server locked an idle session (accounts.middleware.ScreenLockMiddleware): its sockets
+    forward only what the lock may show from now, as after the page's own ``POST /live/lock/``."""
+    session_state_send(session_key, "locked")
+
+
 def group_event_send(group: str, event: dict) -> None:
     """Queue ``event`` for every socket in ``group`` once the current transaction commits."""
     transaction.on_commit(lambda: groups_send_now([group], event))

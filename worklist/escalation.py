@@ -257,25 +257,21 @@ def stroke_timers_schedule(*, study_id: int, alert_at: datetime, facility: Facil
             logger.exception("scheduling the %s timer of study %s failed", step, study_id)
 
 
-def _stroke_notified(
-    study: Study, step: str, at: datetime
-) -> tuple[dict, frozenset[int] | None, tuple[str, ...]]:
-    """(``notified``, the eligible readers' ids when they were computed for it, the extra groups)."""
+def _stroke_notified(study: Study, step: str, at: datetime) -> tuple[dict, frozenset[int], tuple[str, ...]]:
+    """(``notified``, the eligible readers' ids computed for it, the extra groups)."""
     if step == EscalationStep.STROKE_READERS:
         notified, eligible = _readers_notified(study, at, [OPERATIONS_GROUP])
         return notified, eligible, ()
+    # The 5-minute step rings the director and operations; the eligible readers are told too (their
+    # rows, and the banner's step). Their set is computed here, in the step's transaction, as for the
+    # other steps: the record names them and the broadcast reuses it instead of a second pass after
+    # commit (docs/alerts.md "One eligibility pass per step").
+    notified, eligible = _readers_notified(study, at, [DIRECTOR_GROUP, OPERATIONS_GROUP])
     User = get_user_model()
     people = User.objects.filter(is_active=True).order_by("username")
-    directors = people.filter(groups__name=Role.MEDICAL_DIRECTOR.value)
-    operations = people.filter(groups__name=Role.OPERATIONS.value)
-    notified = {
-        "directors": _people(directors),
-        "operations": _people(operations),
-        "groups": [DIRECTOR_GROUP, OPERATIONS_GROUP],
-    }
-    # the readers' rows are told after commit with eligibility computed there; the alert itself
-    # (director and operations) goes out before that computation (``study_changes_broadcast``)
-    return notified, None, (DIRECTOR_GROUP,)
+    notified["directors"] = _people(people.filter(groups__name=Role.MEDICAL_DIRECTOR.value))
+    notified["operations"] = _people(people.filter(groups__name=Role.OPERATIONS.value))
+    return notified, eligible, (DIRECTOR_GROUP,)
 
 
 @transaction.atomic

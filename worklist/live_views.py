@@ -11,7 +11,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from accounts.middleware import session_locked
-from accounts.screen_lock import session_lock, session_unlock
+from accounts.screen_lock import session_activity, session_lock, session_unlock
+from credentialing.screen_lock import session_screen_lock_refresh
 from worklist.broadcast import session_state_send
 from worklist.live import (
     AlertNotFound,
@@ -79,6 +80,21 @@ def live_lock(request: HttpRequest) -> JsonResponse:
     # the session's sockets (every window of this browser) now forward only what a lock may show
     session_state_send(request.session.session_key, "locked")
     return JsonResponse({"state": "locked"})
+
+
+@require_POST
+def live_active(request: HttpRequest) -> JsonResponse:
+    """The page's heartbeat while someone works in it (live.js, every 30 s at most): the server's
+    record of activity, by which it locks an idle session itself, follows the page's — typing a
+    report or scrolling loaded images makes no other request. A session already idle past its lock
+    was locked by ScreenLockMiddleware before this view: the answer says so and the page locks."""
+    if (refusal := _signed_in_or_401(request)) is not None:
+        return refusal
+    if session_locked(request.session):
+        return JsonResponse({"state": "locked"})
+    session_activity(request.session)
+    lock_after = session_screen_lock_refresh(request)
+    return JsonResponse({"state": "live", "lock_after": lock_after})
 
 
 @require_POST

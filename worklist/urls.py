@@ -13,6 +13,7 @@ urlpatterns = [
     path("operations/worklist/rows/", views.operations_rows, name="operations_rows"),
     path("live/pending/", live_views.live_pending, name="live_pending"),
     path("live/lock/", live_views.live_lock, name="live_lock"),
+    path("live/active/", live_views.live_active, name="live_active"),
     path("live/unlock/", live_views.live_unlock, name="live_unlock"),
     path("live/acknowledge/", live_views.live_acknowledge, name="live_acknowledge"),
 ]

@@ -276,6 +276,15 @@ SESSION_SAVE_EVERY_REQUEST = False
 # session's own idle end, which may come up to a minute early — and a locked session lives at most
 # READROOM_LOCK_MAX_HOURS (then it ends, as every idle session did before).
 READROOM_LOCK_AFTER_SECONDS = env.int("READROOM_LOCK_AFTER_SECONDS", default=max(30, SESSION_COOKIE_AGE - 90))
+# Per role (docs/alerts.md "Per facility, per role"): "RADIOLOGIST=600,OPERATIONS=300" (the role's
+# name in accounts.roles.Role) replaces READROOM_LOCK_AFTER_SECONDS for its members — the shortest
+# of a person's roles; a facility's contract (Facility.screen_lock_minutes) may only shorten it.
+READROOM_LOCK_AFTER_SECONDS_BY_ROLE = {
+    role.strip().upper(): int(seconds)
+    for role, _, seconds in (
+        item.partition("=") for item in env.list("READROOM_LOCK_AFTER_SECONDS_BY_ROLE", default=[])
+    )
+}
 READROOM_LOCK_MAX_HOURS = env.float("READROOM_LOCK_MAX_HOURS", default=12.0)
 # An open worklist socket checks this often that its session still lives (an idle session ends
 # without any request, so no signal tells of it) and closes with 4401 when it has ended.

@@ -219,7 +219,28 @@
       handled.add(notice || id + ":" + step);
       node.remove();
       update();
+      if (!notice && READER_STEPS.has(step)) strokeAcknowledged(id);
     }, () => (status.textContent = "No connection: the acknowledgement was not recorded."));
+  }
+
+  // A reader's stroke acknowledged here (on the lock, or on a page without the worklist's banner) is
+  // acknowledged for the worklist's own banner too: the worklist page (worklist.js) takes it from the
+  // event, and a worklist opened later in this tab from the tab's set of acknowledged strokes — else
+  // the banner hidden behind the lock would come back ringing at the unlock.
+  const WORKLIST_ACK_KEY = "readroom.worklist.acknowledged";
+
+  function strokeAcknowledged(id) {
+    if (worklistBanners) {
+      document.dispatchEvent(new CustomEvent("readroom:acknowledged", { detail: { study: id } }));
+      return;
+    }
+    try {
+      const ids = new Set(JSON.parse(sessionStorage.getItem(WORKLIST_ACK_KEY) || "[]"));
+      ids.add(String(id));
+      sessionStorage.setItem(WORKLIST_ACK_KEY, JSON.stringify(Array.from(ids).slice(-200)));
+    } catch (error) {
+      // a malformed set: the worklist's banner may show once more, nothing worse
+    }
   }
 
   function minutesTick() {
@@ -331,7 +352,9 @@
   const lockNode = root.querySelector(".live-lock");
   const lockForm = root.querySelector(".live-unlock");
   const lockMessage = root.querySelector(".live-unlock-message");
-  const lockAfterMs = Number(root.dataset.lockAfter || 0) * 1000;
+  // the user's effective lock time, from the server (the strictest of their role's default and their
+  // facilities' contracts, never past the session's idle limit; docs/alerts.md "Per facility, per role")
+  let lockAfterMs = Number(root.dataset.lockAfter || 0) * 1000;
   let lastActivity = Date.now();
   let locked = false;
   let socketState = "connecting";
@@ -418,6 +441,22 @@
   const LOCK_KEY = "readroom.live.lock";
   let shared = 0;
 
+  // The server locks an idle session itself (ScreenLockMiddleware) by its own record of activity,
+  // so work that makes no request (typing a report, scrolling loaded images) is told to it: at most
+  // every 30 s while someone works in this window. Its answer carries the lock time (a contract
+  // changed meanwhile) or says the server locked the session already.
+  const BEAT_EVERY_MS = 30000;
+  let beaten = Date.now(); // the page's own load was activity the server saw
+
+  function beat() {
+    beaten = Date.now();
+    post(root.dataset.activeUrl).then(({ ok, data }) => {
+      if (!ok) return;
+      if (data.state === "locked") return lock(true);
+      if (Number(data.lock_after) > 0) lockAfterMs = Number(data.lock_after) * 1000;
+    }, () => {});
+  }
+
   function active() {
     if (locked) return;
     lastActivity = Date.now();
@@ -425,6 +464,7 @@
       shared = lastActivity;
       localStorage.setItem(ACTIVITY_KEY, String(lastActivity));
     }
+    if (root.dataset.activeUrl && lastActivity - beaten >= BEAT_EVERY_MS) beat();
   }
 
   ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"].forEach((name) =>

@@ -30,7 +30,26 @@
   };
   const note = $("reading-layout-note");
   if (!page || !screen || !pane || !splitter || !toggle || !note || !links.open || !links.basic) return;
+  if (!pane.querySelector("iframe") || !pane.querySelector(".reading-pane-refused")) return;
   const frame = pane.querySelector("iframe");
+  const refusedNote = pane.querySelector(".reading-pane-refused");
+
+  // A refusal (404 for a study this reader may no longer open, the lock page) keeps
+  // "X-Frame-Options: DENY" (docs/viewer.md): the browser draws nothing in the frame and says nothing.
+  // Every page the pane may show is this origin's, so a frame whose document this page cannot reach
+  // after it loaded is the browser's error page: say so in the pane, with no PHI (the page knows none).
+  frame.addEventListener("load", () => {
+    const src = frame.getAttribute("src");
+    let doc = null;
+    try {
+      doc = frame.contentDocument;
+    } catch (error) {
+      doc = null;
+    }
+    const refused = !!src && src !== "about:blank" && doc === null;
+    frame.classList.toggle("refused", refused);
+    refusedNote.hidden = !refused;
+  });
 
   function stored(key) {
     try {
@@ -70,7 +89,11 @@
     const wanted = viewer !== null ? links[viewer].getAttribute("href") : null;
     const kept = wanted !== null && frame.getAttribute("src") === wanted;
     const url = shown || kept ? wanted : "about:blank";
-    if (frame.getAttribute("src") !== url) frame.setAttribute("src", url);
+    if (frame.getAttribute("src") !== url) {
+      refusedNote.hidden = true; // until the new page has loaded, or been refused
+      frame.classList.remove("refused");
+      frame.setAttribute("src", url);
+    }
   }
 
   toggle.addEventListener("click", () => {

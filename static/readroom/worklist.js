@@ -605,6 +605,12 @@
     });
   }
 
+  // acknowledged on the page's live channel (the screen lock's copy of this banner, live.js): the
+  // same stroke's banner here goes too, and stays gone
+  document.addEventListener("readroom:acknowledged", (event) => {
+    const id = event.detail && event.detail.study;
+    if (id !== undefined && id !== null) acknowledge(id);
+  });
   document.addEventListener("readroom:unlocked", () => {
     setStatus(socketLive ? "live" : "offline", socketLive ? "Live" : "Offline — reconnecting");
     refreshNow();

@@ -242,6 +242,59 @@ def test_an_idle_editor_locks_hides_phi_still_rings_and_unlocks_onto_the_claim(
     expect(alert.locator(".status")).to_have_text("Yours")
 
 
+def test_the_page_locks_at_the_users_effective_time_from_the_server(
+    asgi_server,  # noqa: F811
+    browser: Browser,
+    page: Page,
+    readers,  # noqa: F811
+    ops_omar,
+    settings,
+):
+    # given ReadRoom's lock at 10 minutes, and reading stations (radiologists) at 4 s by role
+    settings.READROOM_LOCK_AFTER_SECONDS = 600
+    settings.READROOM_LOCK_AFTER_SECONDS_BY_ROLE = {"RADIOLOGIST": 4}
+    neuro, _ = readers
+    # and the reader and an operations user each on a page
+    sign_in(page, asgi_server, neuro)
+    page.goto(f"{asgi_server.url}/account/security/")
+    channel = page.get_by_test_id("live-channel")
+    expect(channel).to_have_attribute("data-lock-after", "4")  # the server's word, not the page's
+    ops_context = browser.new_context()
+    ops_page = ops_context.new_page()
+    ops_page.goto(f"{asgi_server.url}/login/")
+    ops_page.get_by_label("Username").fill(ops_omar.username)
+    ops_page.get_by_label("Password").fill(PASSWORD)
+    ops_page.get_by_role("button", name="Sign in").click()
+    ops_page.goto(f"{asgi_server.url}/account/security/")
+    expect(ops_page.get_by_test_id("live-channel")).to_have_attribute("data-lock-after", "600")
+    # when the reader's last activity is a click, then nothing
+    page.evaluate(
+        """() => {
+            window.lockedAt = null;
+            new MutationObserver(() => {
+                const html = document.documentElement;
+                if (window.lockedAt === null && html.classList.contains("readroom-locked"))
+                    window.lockedAt = Date.now();
+            }).observe(document.documentElement, { attributes: true });
+        }"""
+    )
+    page.get_by_role("heading").first.click()
+    clicked_at = page.evaluate("Date.now()")
+    # then their page locks, no earlier than 4 s after that activity, and the session with it
+    expect(page.get_by_test_id("screen-lock")).to_be_visible(timeout=15_000)
+    locked_at = page.evaluate("window.lockedAt")
+    assert locked_at is not None and locked_at - clicked_at >= 4_000, (clicked_at, locked_at)
+    expect(channel).to_have_attribute("data-state", "locked")
+    status = page.evaluate(
+        "(url) => fetch(url, {headers: {Accept: 'text/html'}}).then((r) => r.status)", "/account/security/"
+    )
+    assert status == 423
+    # and the operations page, whose time is ReadRoom's, is still open
+    expect(ops_page.get_by_test_id("screen-lock")).to_be_hidden()
+    assert ops_page.evaluate("document.documentElement.classList.contains('readroom-locked')") is False
+    ops_context.close()
+
+
 def test_a_locked_worklist_says_locked_shows_the_stroke_on_the_lock_and_unlocks_onto_its_claim(
     asgi_server,  # noqa: F811
     page: Page,
@@ -288,6 +341,44 @@ def test_a_locked_worklist_says_locked_shows_the_stroke_on_the_lock_and_unlocks_
     expect(worklist_alert.locator(".procedure")).to_have_text("CT HEAD W/O CONTRAST")
     expect(page.get_by_test_id("live-alert")).to_have_count(0)  # the lock's copy went
     expect(worklist_alert.get_by_role("button", name="Claim")).to_be_focused()
+
+
+def test_a_stroke_acknowledged_on_the_lock_of_the_worklist_does_not_come_back_after_the_unlock(
+    asgi_server,  # noqa: F811
+    page: Page,
+    readers,  # noqa: F811
+    chicago,
+    settings,
+):
+    from tests.e2e.test_worklist import open_worklist
+    from tests.reports.conftest import next_totp
+
+    neuro, _ = readers
+    settings.READROOM_LOCK_AFTER_SECONDS = 3
+    # given the neuro reader's worklist locked at the idle time, and a code stroke shown on the lock
+    sign_in(page, asgi_server, neuro)
+    open_worklist(page, asgi_server)
+    lock = page.get_by_test_id("screen-lock")
+    expect(lock).to_be_visible(timeout=10_000)
+    stroke_id = route_stroke(chicago)
+    alert = page.get_by_test_id("live-alert")
+    expect(alert).to_have_attribute("data-study-id", str(stroke_id))
+    # when they acknowledge it on the lock (recorded), then unlock
+    alert.get_by_role("button", name="Acknowledge").click()
+    expect(alert).to_have_count(0)
+    assert AlertAcknowledgement.objects.filter(study_id=stroke_id, user=neuro).exists()
+    page.get_by_label("Authenticator code or password").fill(next_totp(neuro))
+    page.get_by_role("button", name="Unlock").click()
+    # then the worklist is back with the stroke's row, and its own banner for it does not come back
+    expect(lock).to_be_hidden()
+    row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+    expect(page.get_by_test_id("live-channel")).to_have_attribute("data-sounding", "false")
+    # nor after a reload of the worklist in this tab
+    page.reload()
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
 
 
 def test_operations_see_a_dead_lettered_result_on_any_page_and_acknowledge_it(

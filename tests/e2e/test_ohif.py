@@ -248,6 +248,9 @@ def test_reader_reads_a_claimed_ct_in_ohif_and_saves_measurements(
     pane = page.frame(name="readroom-pane")
     pane.wait_for_url(re.compile(r"/ohif/viewer\?StudyInstanceUIDs=" + re.escape(study.study_instance_uid)))
     first_image_drawn(pane)
+    # cross-origin isolated inside the pane too (SharedArrayBuffer: volume/MPR at full speed there)
+    assert page.evaluate("window.crossOriginIsolated") is True
+    assert pane.evaluate("window.crossOriginIsolated && typeof SharedArrayBuffer === 'function'") is True
     expect(findings).to_be_visible()
     assert page.evaluate("document.activeElement.tagName") != "IFRAME"  # the keyboard stays the editor's
 

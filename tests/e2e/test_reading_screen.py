@@ -82,6 +82,9 @@ def test_side_by_side_shows_the_images_beside_the_editor_and_sign_and_next_moves
 
     # then the pane beside the editor shows this study's images, the editor is there too
     pane_shows(page, first)
+    # the editor and its pane are cross-origin isolated (docs/viewer.md), as OHIF's own page is
+    assert page.evaluate("window.crossOriginIsolated") is True
+    assert pane(page).evaluate("window.crossOriginIsolated") is True
     expect(page.get_by_test_id("layout-side")).to_have_attribute("aria-pressed", "true")
     expect(pane(page).get_by_test_id("patient-name")).to_have_text(first.patient.display_name)
     images = page.get_by_test_id("reading-pane").bounding_box()
@@ -184,3 +187,61 @@ def test_a_reader_of_another_facility_gets_nothing_in_the_pane(
         refused = page.request.get(asgi_server.url + url, max_redirects=0)
         assert refused.status == 404, (url, refused.status)
         assert refused.headers["x-frame-options"] == "DENY"
+
+
+def test_a_pane_the_server_refuses_says_so_without_phi(
+    asgi_server,  # noqa: F811
+    page: Page,
+    image_storage,  # noqa: F811
+    settings,
+    tmp_path,
+    neuro_reader,  # noqa: F811
+    chicago,
+    ct_head_template,  # noqa: F811
+):
+    from datetime import date, timedelta
+
+    from credentialing.models import FacilityPrivilege
+
+    # given the reader in the editor of a head CT they hold, the images pane closed, on a wide screen
+    settings.READROOM_OHIF_DIR = tmp_path / "no-ohif"
+    study = in_worker(head_ct_with_images, chicago, 1)
+    in_worker(lambda: study_claim(study_id=study.pk, user=neuro_reader, at=timezone.now()))
+    page.set_viewport_size({"width": 1600, "height": 900})
+    sign_in(page, asgi_server, neuro_reader)
+    page.goto(f"{asgi_server.url}/studies/{study.pk}/report/")
+    expect(page.get_by_test_id("reading-pane")).to_be_hidden()
+    # and their privilege at Lakeshore lapses meanwhile: the viewer now refuses them (404, never framed)
+    yesterday = date.today() - timedelta(days=1)
+    in_worker(
+        lambda: FacilityPrivilege.objects.filter(profile__user=neuro_reader, facility=chicago).update(
+            expires_on=yesterday
+        )
+    )
+
+    # when they choose side by side
+    page.get_by_test_id("layout-side").click()
+
+    # then the pane says the server refused the images, instead of staying blank
+    refused = page.get_by_test_id("reading-pane-refused")
+    expect(refused).to_be_visible()
+    expect(refused).to_contain_text("The images cannot be shown here")
+    expect(page.get_by_test_id("reading-pane-frame")).to_be_hidden()
+    # and the message carries nothing about the patient or the study
+    text = refused.inner_text()
+    for phi in (study.patient.display_name, study.patient.mrn, study.accession_number):
+        assert phi not in text
+
+    # when the basic viewer is chosen instead (also refused), the message stays; when access is
+    # back and the default viewer is chosen again, the images show and the message goes
+    pane_bar = page.get_by_test_id("reading-pane")
+    pane_bar.get_by_role("button", name="Basic viewer").click()
+    expect(refused).to_be_visible()
+    in_worker(
+        lambda: FacilityPrivilege.objects.filter(profile__user=neuro_reader, facility=chicago).update(
+            expires_on=date.today() + timedelta(days=365)
+        )
+    )
+    pane_bar.get_by_role("button", name="Default viewer").click()
+    pane_shows(page, study)
+    expect(refused).to_be_hidden()

@@ -94,6 +94,7 @@ def test_the_shipped_example_creates_its_facility():
     )
     assert birch.escalation_webhook_url == "https://pager.birchlake.example.org/readroom/stroke"
     assert (birch.routing_mode, birch.claim_timeout_minutes) == ("push", 20)
+    assert birch.screen_lock_minutes == 10  # the contract's screen lock (docs/alerts.md)
     assert senders(birch) == {("MEDITECH", "BLMH"), ("MT_ADT", "BLMH")}
     assert ae_titles(birch) == {
         "BLMH_CT1": "GE Revolution EVO CT, emergency department",
@@ -269,6 +270,10 @@ def _rename(old: str, new: str):
         (_rename("sla_minutes", "slamins"), "unknown key 'slamins' (did you mean 'sla_minutes'?)"),
         (_set("hl7.outbund", {}), "hl7: unknown key 'outbund' (did you mean 'outbound'?)"),
         (_set("sla_minutes.STROKE", 0), "sla_minutes.STROKE: must be a positive whole number of minutes"),
+        (
+            _set("reading.screen_lock_minutes", "10"),
+            "reading.screen_lock_minutes: must be a positive whole number of minutes",
+        ),
         (_set("sla_minutes.STROKE", 12.5), "sla_minutes.STROKE: must be a positive whole number of minutes"),
         (_set("sla_minutes.STROKE", "20"), "sla_minutes.STROKE: must be a positive whole number of minutes"),
         (_set("sla_minutes.stroke", 15), "sla_minutes: unknown key 'stroke' (did you mean 'STROKE'?)"),

@@ -325,31 +325,40 @@ def test_the_two_minute_step_computes_eligibility_once_and_tells_operations_firs
     assert user_group(dr_msk_wi.pk) not in {group for messages in sends for group, _ in messages}
 
 
-def test_the_five_minute_step_tells_the_director_and_operations_before_any_eligibility(
-    chicago, neuro_readers, monkeypatch, django_capture_on_commit_callbacks
+def test_the_five_minute_step_computes_eligibility_once_in_its_transaction_and_tells_the_director_first(
+    chicago, lakeview, neuro_readers, dr_msk_wi, monkeypatch, django_capture_on_commit_callbacks
 ):
     from datetime import timedelta
 
     from worklist.escalation import stroke_step_fire
     from worklist.groups import DIRECTOR_GROUP
 
-    # given an unclaimed code stroke routed at Lakeshore
+    # given an unclaimed code stroke routed at Lakeshore, a WI-only reader on shift at Lakeview
+    make_eligible(dr_msk_wi, lakeview)
     study_id = _route(chicago, django_capture_on_commit_callbacks, priority="STROKE", is_stroke=True)
     sequence = _handed_and_audiences(monkeypatch)
     # when its 5-minute step fires
     with django_capture_on_commit_callbacks(execute=True):
-        stroke_step_fire(study_id=study_id, step="stroke_director", at=timezone.now() + timedelta(minutes=5))
-    # then the first thing done after commit is the alert to operations and the director
-    kind, first = sequence[0]
-    assert kind == "send"
-    assert [(group, event["step"]) for group, event in first] == [
-        (OPERATIONS_GROUP, "stroke_director"),
-        (DIRECTOR_GROUP, "stroke_director"),
-    ]
-    # and the readers' rows still follow, from one eligibility computation after commit
+        step = stroke_step_fire(
+            study_id=study_id, step="stroke_director", at=timezone.now() + timedelta(minutes=5)
+        )
+    # then eligibility was computed once, inside the step (for its record), never again after commit
     assert [kind for kind, _ in sequence].count("eligibility") == 1
-    readers_told = {group for kind, messages in sequence if kind == "send" for group, _ in messages}
-    assert {user_group(reader.pk) for reader in neuro_readers} <= readers_told
+    assert sequence[0][0] == "eligibility"
+    sends = [messages for kind, messages in sequence if kind == "send"]
+    # and the first send after commit is the alert to operations and the director
+    assert [(group, event["type"], event["step"]) for group, event in sends[0]] == [
+        (OPERATIONS_GROUP, "alert", "stroke_director"),
+        (DIRECTOR_GROUP, "alert", "stroke_director"),
+    ]
+    # and the readers told are exactly those the record names: the eligible ones, nobody else
+    named = {reader["id"] for reader in step.notified["readers"]}
+    assert named == {reader.pk for reader in neuro_readers}
+    assert {group for group, _ in sends[1]} == {user_group(pk) for pk in named}
+    assert {event["type"] for messages in sends[2:] for _, event in messages} == {"study.escalated"}
+    assert user_group(dr_msk_wi.pk) not in {group for messages in sends for group, _ in messages}
+    # and the record still names the groups rung
+    assert step.notified["groups"] == [DIRECTOR_GROUP, OPERATIONS_GROUP]
 
 
 def test_no_alert_for_a_routine_study_or_a_claimed_stroke(

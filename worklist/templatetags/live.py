@@ -5,12 +5,12 @@ needs as data- attributes (no inline script: a CSP is coming)."""
 from __future__ import annotations
 
 from django import template
-from django.conf import settings
 from django.urls import reverse
 
-from accounts.middleware import session_locked
+from accounts.middleware import LOCK_AFTER_KEY, session_lock_after, session_locked
 from accounts.roles import requires_second_factor
 from accounts.second_factor import session_is_verified
+from credentialing.screen_lock import session_screen_lock_refresh
 from worklist.live import steps_for
 
 register = template.Library()
@@ -18,6 +18,15 @@ register = template.Library()
 
 def _template(name: str, *args) -> str:
     return reverse(name, args=[0, *args]).replace("/0/", "/{id}/")
+
+
+def _lock_after(request) -> int:
+    """The user's effective lock time (role, facility contracts, idle ceiling) as the session holds
+    it — computed at sign-in and refreshed by the page's heartbeat (/live/active/), so a page render
+    costs no query for it; computed here only for a session that has none yet."""
+    if LOCK_AFTER_KEY in request.session:
+        return session_lock_after(request.session)
+    return session_screen_lock_refresh(request)
 
 
 @register.inclusion_tag("live/_banner.html", takes_context=True)
@@ -44,7 +53,8 @@ def live_channel(context) -> dict:
         "csrf_token": context.get("csrf_token", ""),
         "lock_url": reverse("worklist:live_lock"),
         "unlock_url": reverse("worklist:live_unlock"),
-        "lock_after": settings.READROOM_LOCK_AFTER_SECONDS,
+        "active_url": reverse("worklist:live_active"),
+        "lock_after": _lock_after(request),
         "locked": session_locked(getattr(request, "session", None)),
         "signing": requires_second_factor(user),
     }
