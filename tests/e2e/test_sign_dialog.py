@@ -39,6 +39,41 @@ def test_aspects_11_and_missing_fields_are_named_in_the_sign_dialog(
     assert Report.objects.get(study=study).status == ReportStatus.DRAFT
 
 
+def test_a_critical_result_not_communicated_and_an_ended_shift_are_named_in_the_sign_dialog(
+    live_server,
+    page: Page,
+    neuro_reader,  # noqa: F811
+    claimed_head_ct,  # noqa: F811
+):
+    from django.utils import timezone
+
+    from reports.services import report_critical_mark
+    from worklist.models import Shift
+
+    study = claimed_head_ct
+    sign_in(page, live_server, neuro_reader)
+    page.goto(f"{live_server.url}/studies/{study.pk}/report/")
+    expect(page.get_by_test_id("report-status")).to_have_text("Draft")
+    # given a report the reader marked critical, with no communication recorded yet
+    report = Report.objects.get(study=study)
+    report_critical_mark(report_id=report.pk, user=neuro_reader, critical=True, at=timezone.now())
+    # when the reader signs final
+    page.get_by_test_id("sign-open").click()
+    page.get_by_test_id("sign-secret").fill(next_totp(neuro_reader))
+    page.get_by_test_id("sign-final").click()
+    # then the dialog names the missing communication
+    error = page.get_by_test_id("sign-dialog").get_by_test_id("sign-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("Critical result: record who was told")
+    assert Report.objects.get(pk=report.pk).status == ReportStatus.DRAFT
+    # and when the reader's shift has ended meanwhile, a signature says so in the dialog too
+    Shift.objects.filter(radiologist=neuro_reader).update(ends_at=timezone.now())
+    page.get_by_test_id("sign-secret").fill(next_totp(neuro_reader))
+    page.get_by_test_id("sign-final").click()
+    expect(error).to_contain_text("You may not sign for this study now")
+    assert Report.objects.get(pk=report.pk).status == ReportStatus.DRAFT
+
+
 def test_sign_and_next_opens_the_next_held_study_then_the_worklist(
     live_server,
     page: Page,
