@@ -9,9 +9,11 @@ error or uncaught page error, and on a page that answers an error status."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Browser, Page
 
 from radiology.demo import demo_load
@@ -106,17 +108,19 @@ def _seeds() -> dict[str, list[str]]:
     from imaging.selectors import studies_visible_to
     from qa.models import PeerReview
     from reports.models import Report
+    from worklist.models import Shift
 
     neuro = get_user_model().objects.get(username="dr.neuro")
     report = Report.objects.filter(author=neuro).order_by("pk").first()
     review = PeerReview.objects.filter(reviewer=neuro).order_by("pk").first()
-    # the images of a study he may open now: his own report's study only while he is on shift there
-    # (the demo's rota, at whatever hour the suite runs), else the first study he may open
-    visible = studies_visible_to(neuro).filter(number_of_instances__gt=0).order_by("pk")
-    images = visible.filter(pk=report.study_id).first() or visible.first()
-    reader = [f"/studies/{report.study_id}/report/"]
-    if images is not None:
-        reader.append(f"/studies/{images.pk}/viewer/")
+    # on shift now, whatever the hour the suite runs (the demo's rota gives him weekday days only): the
+    # images of his own report's study are then his to open
+    now = timezone.now()
+    Shift.objects.create(
+        radiologist=neuro, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=8)
+    )
+    assert studies_visible_to(neuro).filter(pk=report.study_id).exists()
+    reader = [f"/studies/{report.study_id}/report/", f"/studies/{report.study_id}/viewer/"]
     if review is not None:
         reader.append(f"/qa/reviews/{review.pk}/")
     facility = Facility.objects.order_by("pk").first()
