@@ -31,6 +31,11 @@ from worklist.services import study_route
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Both listener modes (the embedded inbox thread, and the command's inline inbox) are run by the
+# first test(s) here and by tests/interfaces/test_hl7_listener.py; the rest of this module runs the
+# deployed one only (``manage.py hl7_listener``): the same path twice cost ~1 min of the suite.
+ONE_LISTENER_MODE = pytest.mark.parametrize("hl7_listener", ["inline"], indirect=True)
+
 
 @pytest.fixture
 def aidoc_node(chicago_interfaces):
@@ -72,6 +77,7 @@ def test_an_ich_positive_oru_from_the_ai_node_raises_the_study(
     )
 
 
+@ONE_LISTENER_MODE
 def test_a_negative_oru_changes_nothing(hl7_listener, aidoc_node, chicago, lakeshore_ai_rules):
     study = routed(chicago)
     [ack] = exchange(hl7_listener, ai_oru(accession=study.accession_number, present=False, probability=0.02))
@@ -83,6 +89,7 @@ def test_a_negative_oru_changes_nothing(hl7_listener, aidoc_node, chicago, lakes
     assert not StudyEvent.objects.filter(study=study, kind=StudyEventKind.AI_RERANKED).exists()
 
 
+@ONE_LISTENER_MODE
 def test_an_oru_from_a_sender_that_is_not_an_ai_node_is_refused(hl7_listener, chicago, lakeshore_ai_rules):
     study = routed(chicago)
     # EPIC_RAD^LAKESHORE is Lakeshore's order sender, not an AI node
@@ -92,6 +99,7 @@ def test_an_oru_from_a_sender_that_is_not_an_ai_node_is_refused(hl7_listener, ch
     assert not AiResult.objects.exists()
 
 
+@ONE_LISTENER_MODE
 def test_another_facilitys_ai_node_never_touches_the_study(
     hl7_listener, chicago, lakeview, lakeshore_ai_rules
 ):
@@ -183,6 +191,7 @@ def test_an_oru_before_its_ct_waits_and_is_applied_when_the_ct_is_stored_by_stor
     assert AiResult.objects.count() == 1
 
 
+@ONE_LISTENER_MODE
 def test_an_oru_naming_its_study_uid_is_applied_when_the_study_comes_by_stow(
     hl7_listener, image_store, aidoc_node, chicago, lakeshore_ai_rules, client, admin_chicago
 ):
@@ -207,6 +216,7 @@ def test_an_oru_naming_its_study_uid_is_applied_when_the_study_comes_by_stow(
     assert message.status == InboundStatus.PROCESSED
 
 
+@ONE_LISTENER_MODE
 def test_a_waiting_oru_whose_study_never_comes_is_dead_lettered_for_operations(
     hl7_listener, aidoc_node, chicago, lakeshore_ai_rules, client, ops_omar, settings
 ):
@@ -232,6 +242,7 @@ def test_a_waiting_oru_whose_study_never_comes_is_dead_lettered_for_operations(
     assert ai_orus_waiting_expire(now=timezone.now() + timedelta(hours=26)) == 0
 
 
+@ONE_LISTENER_MODE
 def test_the_expiry_runs_on_beat_as_a_registered_task(
     hl7_listener, aidoc_node, chicago, lakeshore_ai_rules, settings
 ):

@@ -25,6 +25,11 @@ from tests.worklist.conftest import make_eligible, neuro_reader  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Both listener modes (the embedded inbox thread, and the command's inline inbox) are run by the
+# first test(s) here and by tests/interfaces/test_hl7_listener.py; the rest of this module runs the
+# deployed one only (``manage.py hl7_listener``): the same path twice cost ~1 min of the suite.
+ONE_LISTENER_MODE = pytest.mark.parametrize("hl7_listener", ["inline"], indirect=True)
+
 FINDINGS = "FINDINGS: 6 mm nodule in the right upper lobe."
 IMPRESSION = "IMPRESSION: Follow-up CT in 6 months."
 
@@ -125,6 +130,7 @@ def test_a_historical_report_is_kept_encrypted_and_shown_beside_the_editor_with_
     assert fragment(admin_lakeview, current).status_code == 404
 
 
+@ONE_LISTENER_MODE
 def test_a_corrected_result_replaces_the_shown_text_and_keeps_the_earlier(
     hl7_listener, takes_history, claimed_head_ct, admin_chicago
 ):
@@ -160,6 +166,7 @@ def test_a_corrected_result_replaces_the_shown_text_and_keeps_the_earlier(
     assert HistoricalReport.objects.count() == 2
 
 
+@ONE_LISTENER_MODE
 def test_matching_is_by_mrn_and_issuer_never_by_name(
     hl7_listener, takes_history, claimed_head_ct, admin_chicago
 ):
@@ -182,6 +189,7 @@ def test_matching_is_by_mrn_and_issuer_never_by_name(
     assert (patient.family_name, patient.given_name) == ("Rivera", "Ana")
 
 
+@ONE_LISTENER_MODE
 def test_a_known_patients_demographics_are_not_changed_by_an_old_report(
     hl7_listener, takes_history, claimed_head_ct
 ):
@@ -194,6 +202,7 @@ def test_a_known_patients_demographics_are_not_changed_by_an_old_report(
     assert HistoricalReport.objects.get().patient_id == patient.pk
 
 
+@ONE_LISTENER_MODE
 def test_another_facilitys_history_never_reaches_this_facility(
     hl7_listener, takes_history, lakeview_interfaces, claimed_head_ct, admin_chicago
 ):
@@ -226,6 +235,7 @@ def test_another_facilitys_history_never_reaches_this_facility(
     ],
     ids=["preliminary", "no-text", "no-mrn", "no-accession"],
 )
+@ONE_LISTENER_MODE
 def test_bad_history_gets_ae_with_err_and_is_kept(hl7_listener, takes_history, change, code, where):
     message = change(history_oru(mrn="MRN-1", issuer="CHI-L1"))
     [ack] = exchange(hl7_listener, message)
@@ -236,6 +246,7 @@ def test_bad_history_gets_ae_with_err_and_is_kept(hl7_listener, takes_history, c
     assert not HistoricalReport.objects.exists()
 
 
+@ONE_LISTENER_MODE
 def test_a_facility_that_does_not_take_history_refuses_it_with_ar_200(hl7_listener, chicago_interfaces):
     [ack] = exchange(hl7_listener, history_oru(mrn="MRN-1"))
     assert msa(ack)[0] == "AR" and err_code(ack) == "200"
@@ -243,6 +254,7 @@ def test_a_facility_that_does_not_take_history_refuses_it_with_ar_200(hl7_listen
     assert not HistoricalReport.objects.exists() and not Patient.objects.exists()
 
 
+@ONE_LISTENER_MODE
 def test_an_ai_nodes_oru_still_goes_to_the_ai_path_where_history_is_taken(
     hl7_listener, takes_history, claimed_head_ct
 ):
@@ -255,6 +267,7 @@ def test_an_ai_nodes_oru_still_goes_to_the_ai_path_where_history_is_taken(
     assert not HistoricalReport.objects.exists()
 
 
+@ONE_LISTENER_MODE
 def test_ft_formatting_is_read_as_lines(hl7_listener, takes_history, claimed_head_ct, admin_chicago):
     patient = claimed_head_ct.patient
     text = "FINDINGS: Clear lungs.\\.br\\IMPRESSION: Normal \\T\\ stable."
