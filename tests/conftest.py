@@ -173,6 +173,10 @@ SLOW_FIRST = (
     "tests/interfaces/test_outbox.py",
     "tests/test_demo.py",
     "tests/interfaces/test_hl7_listener.py",
+    # browser tests still come after every other test; among them, the longest first, so the run does
+    # not end on one worker walking every role's pages (~140 s) while the others idle
+    "tests/e2e/test_csp_walk.py",
+    "tests/e2e/test_ohif.py",
 )
 
 
