@@ -52,6 +52,16 @@ from worklist.order_match import (
 _NOT_OPERATIONS = "Matching a study to its order is for the operations desk."
 
 
+# A refusal of the match (or of its undo) as its HTTP answer: the subclasses are disjoint, so the
+# one that applies decides; any other refusal is the caller's request (400).
+_REFUSAL_STATUS = {MatchStudyMissing: 404, MatchNotPermitted: 403, MatchConflict: 409}
+
+
+def _refusal_response(refusal: MatchRefused) -> Response:
+    status = next((code for kind, code in _REFUSAL_STATUS.items() if isinstance(refusal, kind)), 400)
+    return Response({"detail": str(refusal)}, status=status)
+
+
 class MatchPatientSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     mrn = serializers.CharField()
@@ -209,14 +219,8 @@ class OrderMatchView(APIView):
                 reason=body.validated_data["reason"],
                 at=timezone.now(),
             )
-        except MatchNotPermitted as refusal:
-            return Response({"detail": str(refusal)}, status=403)
-        except MatchStudyMissing as refusal:
-            return Response({"detail": str(refusal)}, status=404)
-        except MatchConflict as refusal:
-            return Response({"detail": str(refusal)}, status=409)
         except MatchRefused as refusal:
-            return Response({"detail": str(refusal)}, status=400)
+            return _refusal_response(refusal)
         return Response(
             {
                 "study": study.pk,
@@ -285,14 +289,8 @@ class OrderUnmatchView(APIView):
                 reason=reason if isinstance(reason, str) else "",
                 at=timezone.now(),
             )
-        except MatchStudyMissing as refusal:
-            return Response({"detail": str(refusal)}, status=404)
-        except MatchNotPermitted as refusal:
-            return Response({"detail": str(refusal)}, status=403)
-        except MatchConflict as refusal:
-            return Response({"detail": str(refusal)}, status=409)
         except MatchRefused as refusal:
-            return Response({"detail": str(refusal)}, status=400)
+            return _refusal_response(refusal)
         study = event.study
         return Response(
             {
