@@ -184,7 +184,11 @@ def readroom_fetch(method: str, *, template: str, pacs: dict, our_port: int, cou
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # a worker still in a retry's back-off: the run is measured
+                process.kill()
+                process.wait()
     failed = row_count(env, "imaging_priorfetch", "status = 'failed'")
     indexed = row_count(env, "imaging_instance")
     shutil.rmtree(store, ignore_errors=True)

@@ -212,10 +212,11 @@ def test_a_pane_the_server_refuses_says_so_without_phi(
     page.goto(f"{asgi_server.url}/studies/{study.pk}/report/")
     expect(page.get_by_test_id("reading-pane")).to_be_hidden()
     # and their privilege at Lakeshore lapses meanwhile: the viewer now refuses them (404, never framed)
-    yesterday = date.today() - timedelta(days=1)
+    # two days back: "yesterday" by the server's UTC date is still today in Chicago for part of the day
+    lapsed = date.today() - timedelta(days=2)
     in_worker(
         lambda: FacilityPrivilege.objects.filter(profile__user=neuro_reader, facility=chicago).update(
-            expires_on=yesterday
+            expires_on=lapsed
         )
     )
 
