@@ -80,14 +80,15 @@ def _walk(page: Page, server: AsgiServer, problems: list[str], seeds: list[str],
         .get_by_role("link")
         .evaluate_all("links => links.map(a => a.href)")
     ]
-    queue, visited = list(dict.fromkeys([*nav, *seeds])), 0
-    while queue and visited < PAGES_PER_ROLE:
+    queue, visited = list(dict.fromkeys([*nav, *seeds])), set()
+    while queue and len(visited) < PAGES_PER_ROLE:
         path = queue.pop(0)
         shape = _shape(path)
-        if shape in walked and path not in nav:
+        # a navigation page links to the others: each is walked once per role, not once per link
+        if path in visited or (shape in walked and path not in nav):
             continue
         walked.add(shape)
-        visited += 1
+        visited.add(path)
         before = len(problems)
         response = page.goto(f"{server.url}{path}", wait_until="load")
         if response is None:

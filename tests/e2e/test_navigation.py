@@ -50,6 +50,9 @@ def sign_in(page: Page, live_server, username: str) -> None:
         device = TOTPDevice.objects.get(user__username=username)
         page.get_by_label("Code from your authenticator app").fill(current_totp(device))
         page.get_by_role("button", name="Verify").click()
+    # signed in once the menu shows: a caller that reads the menu straight after the click would
+    # otherwise read the login or code page's empty one
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link").first).to_be_visible()
 
 
 def test_each_role_signs_in_and_sees_its_navigation(live_server, browser: Browser):
