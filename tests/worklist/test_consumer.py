@@ -1,7 +1,10 @@
 """/ws/worklist/: only signed-in users, signing roles only with a verified second factor, only
 from our own origin; each socket joins only its user's groups."""
 
+import contextlib
+
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -30,11 +33,26 @@ def _session_cookie(user, *, verified: bool = False) -> bytes:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 
+# Every communicator a test opens, refused ones included: a refused consumer still waits on its
+# channel-layer receive, and one left pending at the loop's teardown once held a run for the full
+# 300-s pytest-timeout (CI, stop 26). Each test's sockets are disconnected before its loop closes.
+_opened: list[WebsocketCommunicator] = []
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _sockets_closed():
+    yield
+    while _opened:
+        with contextlib.suppress(Exception):  # a refused or already-closed socket: nothing to finish
+            await _opened.pop().disconnect(timeout=2)
+
+
 async def _connect(cookie: bytes | None, origin=ORIGIN):
     headers = [origin, (b"host", b"localhost")]
     if cookie:
         headers.append((b"cookie", cookie))
     communicator = WebsocketCommunicator(application, "/ws/worklist/", headers=headers)
+    _opened.append(communicator)
     connected, code = await communicator.connect()
     return communicator, connected, code
 
