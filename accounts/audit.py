@@ -123,6 +123,13 @@ def audit_bulk_created(
     return LogEntry.objects.bulk_create(entries)
 
 
+def _context_live(context: dict) -> bool:
+    """Whether an auditlog context still has its receiver (it is inside its ``with``): auditlog
+    connects one ``pre_save`` receiver per context under its ``signal_duid``."""
+    uid = context.get("signal_duid")
+    return uid is not None and any(key[0] == uid for key, *_ in pre_save.receivers)
+
+
 @contextmanager
 def audit_as(actor=None, *, reason: str = "") -> Iterator[None]:
     """Audit rows written inside name ``actor`` and carry ``reason`` as their ``changes_text``.
@@ -134,6 +141,10 @@ def audit_as(actor=None, *, reason: str = "") -> Iterator[None]:
     except LookupError:
         outer = None
     data: dict = {"actor": actor}
+    # the request's address stays on the rows (the write still comes from where the request did),
+    # taken only from a live context: a stale one's address belongs to an earlier request
+    if outer is not None and _context_live(outer):
+        data.update({key: outer[key] for key in ("remote_addr", "remote_port") if outer.get(key)})
     if reason:
         data["changes_text"] = reason
     try:

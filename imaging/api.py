@@ -34,7 +34,7 @@ from rest_framework.views import APIView
 from accounts.audit import ReadKind, record_phi_search
 from accounts.authentication import AuditedTokenAuthentication
 from facilities.selectors import local_time_q
-from imaging.models import Order, OrderStatus, Patient, Study, StudyStatus
+from imaging.models import Order, OrderMatch, OrderStatus, Patient, Study, StudyStatus
 from imaging.selectors import (
     access_order,
     access_study,
@@ -88,12 +88,41 @@ class OrderingProviderSerializer(serializers.Serializer):
     )
 
 
+class ReasonForStudySerializer(serializers.Serializer):
+    code = serializers.CharField(default="", help_text="OBR-31.1, e.g. I63.9")
+    text = serializers.CharField(default="", help_text="OBR-31.2")
+    system = serializers.CharField(default="", help_text="OBR-31.3, e.g. I10 = ICD-10")
+
+
+class VisitSerializer(serializers.Serializer):
+    """PV1 as the hospital sent it: the ORU echoes it back."""
+
+    patient_class = serializers.CharField(help_text="PV1-2 (table 0004: E, I, O, …)")
+    location = serializers.CharField(source="patient_location", help_text="PV1-3 as sent")
+    number = serializers.CharField(source="visit_number", help_text="PV1-19.1")
+    number_authority = serializers.CharField(source="visit_number_authority", help_text="PV1-19.4")
+
+
 class OrderSerializer(serializers.ModelSerializer):
+    """An order row: what ReadRoom decided (status, priority class) and the whole order as the
+    hospital sent it, each field kept by HL7's update rule (docs/orders.md)."""
+
     facility = serializers.CharField(source="facility.code")
     patient = PatientSummarySerializer()
     procedure = ProcedureSerializer(source="*")
     ordering_provider = OrderingProviderSerializer(source="*")
     studies = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    priority_code = serializers.CharField(help_text="The priority as sent (TQ1-9 / ORC-7.6 / OBR-5: S, A, R)")
+    reasons_for_study = ReasonForStudySerializer(many=True, help_text="Every OBR-31 repetition")
+    clinical_information = serializers.CharField(help_text="OBR-13")
+    notes = serializers.ListField(child=serializers.CharField(), help_text="NTE-3 of the order, one each")
+    clinical_history = serializers.CharField(
+        read_only=True, help_text="Every reason with its code, OBR-13 and the notes, as the reader sees it"
+    )
+    copies_to = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()), help_text="OBR-28, each XCN by component"
+    )
+    visit = VisitSerializer(source="*")
 
     class Meta:
         model = Order
@@ -101,13 +130,27 @@ class OrderSerializer(serializers.ModelSerializer):
             "id",
             "facility",
             "accession_number",
+            "accession_issuer",
             "placer_order_number",
+            "placer_order_issuer",
             "filler_order_number",
+            "filler_order_issuer",
             "status",
             "priority",
+            "priority_code",
             "procedure",
+            "modality",
+            "requested_procedure_id",
+            "scheduled_procedure_step_id",
+            "study_instance_uid",
             "reason",
+            "reasons_for_study",
+            "clinical_information",
+            "notes",
+            "clinical_history",
             "ordering_provider",
+            "copies_to",
+            "visit",
             "ordered_at",
             "scheduled_at",
             "cancelled_at",
@@ -129,6 +172,7 @@ class StudySerializer(serializers.ModelSerializer):
             "facility",
             "study_instance_uid",
             "accession_number",
+            "accession_issuer",
             "status",
             "priority",
             "is_stroke",
@@ -142,6 +186,7 @@ class StudySerializer(serializers.ModelSerializer):
             "completed_at",
             "updated_at",
             "order",
+            "order_match",
             "patient",
         ]
 
@@ -194,6 +239,13 @@ class OrderFilters(RecordFilters):
 
 class StudyFilters(RecordFilters):
     STATUSES = tuple(StudyStatus.values)
+    ORDER_MATCHES = {"none": OrderMatch.NONE, **{m.value: m for m in OrderMatch if m.value}}
+
+    order_match = serializers.ChoiceField(
+        required=False,
+        choices=list(ORDER_MATCHES),
+        help_text="How the study was matched to its order (accession, study_uid, fallback, manual), or none",
+    )
 
 
 def _day_range(filters: dict) -> tuple[datetime | None, datetime | None]:
@@ -217,6 +269,8 @@ def records_filtered(records: QuerySet, filters: dict, *, patient: str, when: st
         records = records.filter(facility__code=facility)
     if statuses := filters.get("status"):
         records = records.filter(status__in=statuses)
+    if "order_match" in filters:  # studies only
+        records = records.filter(order_match=StudyFilters.ORDER_MATCHES[filters["order_match"]])
     start, end = _day_range(filters)
     if start or end:
         records = records.filter(local_time_q(when, start, end))

@@ -206,6 +206,100 @@ def patient_merge_into(*, prior: Patient, surviving: Patient) -> None:
     prior.save(update_fields=["merged_into", "updated_at"])
 
 
+class PatientCorrectionRefused(ValueError):
+    """A correction by hand that the identity rules do not allow; nothing was written."""
+
+
+@dataclass(frozen=True)
+class PatientCorrected:
+    """What a correction by hand did: the record now answering for the person (the survivor when
+    the edited record was merged into it) and the fields written on the edited record."""
+
+    patient: Patient
+    merged: bool
+    changed: tuple[str, ...]
+
+
+def patient_identifier_holder(patient: Patient, identifier: PatientIdentifier) -> Patient | None:
+    """The other live patient that ``identifier`` already names at the patient's facility, by the
+    rules HL7 and images follow (every name of the MRN domain, merge links followed); None when
+    the identifier is free or names this patient."""
+    for holder in _holders(patient.facility, identifier):
+        while holder.merged_into_id:
+            holder = holder.merged_into
+        if holder.pk != patient.pk:
+            return holder
+    return None
+
+
+def _key_taken(patient: Patient, *, mrn: str, assigning_authority: str) -> bool:
+    others = Patient.objects.filter(facility_id=patient.facility_id, mrn=mrn).exclude(pk=patient.pk)
+    return others.filter(assigning_authority=assigning_authority).exists()
+
+
+def patient_correction_refusal(
+    patient: Patient, identifier: PatientIdentifier | None, demographics: dict[str, object]
+) -> str | None:
+    """Why ``patient_correct`` would refuse this correction, or None: the form asks first so that
+    the page shows it beside the fields."""
+    if patient.merged_into_id:
+        return "This record was merged into another patient and is only a link now."
+    if identifier is None:
+        return None
+    holder = patient_identifier_holder(patient, identifier)
+    if holder is not None:
+        if any(getattr(patient, name) != value for name, value in demographics.items()):
+            return (
+                f"MRN {identifier.mrn} is {holder}'s: saving merges this record into that patient, "
+                "whose demographics stay. Save the identifier alone."
+            )
+        return None
+    authority = _authority(patient.facility, identifier)
+    if _key_taken(patient, mrn=identifier.mrn, assigning_authority=authority):
+        # only a link of this very patient can hold it (another holder would be merged into)
+        return (
+            f"MRN {identifier.mrn} ({authority}) is already this patient's, kept as a link from an "
+            "earlier merge: nothing to correct."
+        )
+    return None
+
+
+@transaction.atomic
+def patient_correct(
+    *,
+    patient: Patient,
+    identifier: PatientIdentifier | None,
+    demographics: dict[str, object],
+    actor,
+    reason: str,
+) -> PatientCorrected:
+    """A patient corrected by hand (the Django admin, docs/orders.md). ``identifier`` (None: not
+    changed) goes through the identity rules an order or an image would meet: its issuer is mapped
+    to the facility's MRN domain, and an identifier that already names another patient merges this
+    record into that one as an ADT^A40 does (``patient_merge_into``: orders and studies move, this
+    record stays a link under its old identifier, so images still carrying it land on the
+    survivor). ``demographics`` are whole values (a form, not HL7: blank means blank). Audited
+    under ``actor`` with ``reason``; only the fields that changed are saved."""
+    patient = Patient.objects.select_for_update().select_related("facility").get(pk=patient.pk)
+    refusal = patient_correction_refusal(patient, identifier, demographics)
+    if refusal:
+        raise PatientCorrectionRefused(refusal)
+    with audit_as(actor, reason=reason):
+        holder = patient_identifier_holder(patient, identifier) if identifier else None
+        if holder is not None:
+            patient_merge_into(prior=patient, surviving=holder)
+            return PatientCorrected(holder, merged=True, changed=("merged_into",))
+        wanted = dict(demographics)
+        if identifier is not None:
+            wanted.update(mrn=identifier.mrn, assigning_authority=_authority(patient.facility, identifier))
+        changed = tuple(name for name, value in wanted.items() if getattr(patient, name) != value)
+        for name in changed:
+            setattr(patient, name, wanted[name])
+        if changed:
+            patient.save(update_fields=[*changed, "updated_at"])
+        return PatientCorrected(patient, merged=False, changed=changed)
+
+
 DOMAIN_MERGE_REASON = "identity domain merge: same MRN under two names of one facility's MRN domain"
 
 

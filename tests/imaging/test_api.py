@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import pytest
 from auditlog.models import LogEntry
+from django.utils import timezone
 
-from tests.api_records import Records, build_records, session_client, token_client
+from imaging.facts import InstanceHeader
+from imaging.services import _study_for
+from tests import hl7_data
+from tests.api_records import Records, apply, build_records, session_client, study_for, token_client
+from tests.interfaces.test_order_updates import NW as STROKE_NW
+from tests.interfaces.test_order_updates import STROKE_HISTORY
 from tests.worklist.conftest import make_eligible
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +166,55 @@ def test_lists_are_audited_as_searches_and_details_as_reads(records, admin_chica
     api.get(f"/api/v1/studies/{records.stroke_study.pk}/")
     read = LogEntry.objects.get_for_object(records.stroke_study).filter(action=LogEntry.Action.ACCESS).get()
     assert read.actor == admin_chicago
+
+
+def test_an_order_row_is_the_whole_order_and_a_study_row_says_how_it_matched(chicago, ops_omar):
+    # given a code stroke ordered with two OBR-31, OBR-13, an NTE and its visit (ORM), and a CT
+    # ordered by OMI with the IPC's ids and Study UID, whose images came with that UID only
+    stroke = apply(chicago, STROKE_NW)
+    omi = apply(chicago, hl7_data.omi(accession="A4244", study_uid="1.2.826.0.1.3680043.8.498.4244"))
+    header = InstanceHeader(
+        sop_instance_uid="1.2.3.4244.1.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.4244",
+        series_instance_uid="1.2.3.4244.1",
+    )
+    by_uid, _ = _study_for(chicago, header, timezone.now())
+    orderless = study_for(chicago, "X9", "1.2.826.0.1.3680043.10.509.1", started=timezone.now())
+    api = token_client(ops_omar)
+    # then the order row carries everything the hospital sent
+    (row,) = api.get("/api/v1/orders/", {"accession": "A4242"}).json()["results"]
+    assert row["reasons_for_study"] == [
+        {"code": "I63.9", "text": "Cerebral infarction, unspecified", "system": "I10"},
+        {"code": "R47.01", "text": "Aphasia", "system": "I10"},
+    ]
+    assert row["clinical_information"] == STROKE_HISTORY
+    assert row["notes"] == ["Patient is on apixaban, last dose 21:00"]
+    assert row["clinical_history"] == stroke.clinical_history and "apixaban" in row["clinical_history"]
+    assert (row["placer_order_issuer"], row["filler_order_issuer"], row["priority_code"]) == (
+        "RIS_ACME",
+        "PACS_ACME",
+        "S",
+    )
+    assert row["visit"] == {
+        "patient_class": "E",
+        "location": stroke.patient_location,
+        "number": "V-99812",
+        "number_authority": "LAKESHORE",
+    }
+    assert row["visit"]["location"].startswith("ED^BAY4")
+    assert row["ordering_provider"]["xcn"]["degree"] == "MD"
+    ipc = api.get(f"/api/v1/orders/{omi.pk}/").json()
+    assert (ipc["requested_procedure_id"], ipc["scheduled_procedure_step_id"], ipc["modality"]) == (
+        "RPA4244",
+        "SPSA4244",
+        "CT",
+    )
+    assert ipc["study_instance_uid"] == "1.2.826.0.1.3680043.8.498.4244" and ipc["studies"] == [by_uid.pk]
+    # and a study row says how it found its order, and the list filters by it
+    study = api.get(f"/api/v1/studies/{by_uid.pk}/").json()
+    assert (study["order"], study["order_match"]) == (omi.pk, "study_uid")
+    assert ids(api.get("/api/v1/studies/", {"order_match": "study_uid"})) == [by_uid.pk]
+    assert ids(api.get("/api/v1/studies/", {"order_match": "none"})) == [orderless.pk]
+    refused = api.get("/api/v1/studies/", {"order_match": "guess"})
+    assert refused.status_code == 400 and "order_match" in refused.json()

@@ -97,3 +97,31 @@ def test_more_than_a_page_waiting_is_paged_on_the_page_and_over_rest(client, ops
     assert [r["id"] for r in second["results"]] == everyone[50:] and second["next"] is None
     small = client.get(url, {"limit": 20, "offset": 40, "facility": "CHI-L1"}).json()
     assert small["count"] == 60 and [r["id"] for r in small["results"]] == chicago_ids[40:60]
+
+
+@pytest.mark.parametrize("who", ["admin_chicago", "dr_neuro_il"])
+def test_every_page_of_the_waiting_list_is_refused_to_other_roles(
+    request, client, verified_client, chicago, who
+):
+    # given more than a page waiting
+    now = timezone.now()
+    for n in range(51):
+        make_study(chicago, first_received_at=now - timedelta(hours=2, minutes=n))
+    user = request.getfixturevalue(who)
+    if who == "admin_chicago":
+        client.force_login(user)
+    else:
+        verified_client(user)  # a signing role passes its second factor first
+    # then neither the page's second page, its live rows nor the API's second page answer them
+    for url in ("/operations/worklist/?waiting_page=2", "/operations/worklist/rows/?waiting_page=2"):
+        response = client.get(url)
+        assert response.status_code == 403 and b"waiting-row" not in response.content, url
+    response = client.get("/api/v1/worklist/waiting-for-order/", {"limit": 50, "offset": 50})
+    assert response.status_code == 403 and "results" not in response.json()
+
+
+def test_the_anonymous_get_no_page_of_it(client, chicago):
+    api = client.get("/api/v1/worklist/waiting-for-order/", {"limit": 50, "offset": 50})
+    assert api.status_code == 401
+    page = client.get("/operations/worklist/?waiting_page=2")
+    assert page.status_code == 302 and page["Location"].startswith("/login/")
