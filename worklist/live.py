@@ -140,10 +140,37 @@ def alerts_pending(user, *, at: datetime) -> list[dict]:
     return alerts
 
 
+def strokes_acknowledged(user, study_ids: list[int]) -> set[int]:
+    """Which of these code strokes ``user`` acknowledged (any reader step, on any page: the lock's
+    banner, another window, the worklist's own): the server's record, so a worklist raises no banner
+    for a stroke its reader already acknowledged elsewhere (docs/alerts.md)."""
+    if not study_ids:
+        return set()
+    return set(
+        AlertAcknowledgement.objects.filter(
+            user=user, study_id__in=study_ids, kind__in=READER_STEPS
+        ).values_list("study_id", flat=True)
+    )
+
+
+# What a page sends as the step when it knows the stroke but not its step (the worklist's own banner):
+# the latest step of the study recorded for the user's audience.
+LATEST_STROKE_STEP = "stroke"
+
+
+def stroke_step_latest(user, study_id: int) -> str:
+    """The latest recorded step of a study's stroke clock that alerts ``user`` ("" when none)."""
+    escalations = StudyEscalation.objects.filter(study_id=study_id, step__in=steps_for(user))
+    recorded = set(escalations.values_list("step", flat=True))
+    return max(recorded, key=STEP_ORDER.index, default="")
+
+
 def alert_acknowledge(user, *, study_id: int, step: str, at: datetime) -> AlertAcknowledgement:
     """Record that ``user`` acknowledged the ``step`` alert of a study. Only an alert of this user's
     audience may be acknowledged: the step must be one that alerts their role and be recorded for the
     study, and a reader must be eligible for the study or hold it (the claim may have come first)."""
+    if step == LATEST_STROKE_STEP:
+        step = stroke_step_latest(user, study_id)
     if step not in steps_for(user):
         raise AlertNotFound("No such alert for you.")
     if not StudyEscalation.objects.filter(study_id=study_id, step=step).exists():

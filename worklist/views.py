@@ -36,6 +36,7 @@ from imaging.selectors import (
 )
 from qa.selectors import reviews_assigned_to
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
+from worklist.live import strokes_acknowledged
 from worklist.models import Shift
 from worklist.order_match import (
     MatchNotPermitted,
@@ -176,6 +177,11 @@ def _reader_context(request: HttpRequest) -> dict:
     )
     for study in context["studies"]:
         study.row_html = reader_row_html(study)
+    # the strokes on this page the reader acknowledged anywhere (the lock, another window): the page
+    # raises no banner for them. Rows are shared between readers, so this travels beside them; asked
+    # only when an unclaimed stroke is on the page.
+    waiting = [s.pk for s in context["studies"] if s.stroke and not s.worklist_claimed_by_id]
+    context["acknowledged_strokes"] = " ".join(map(str, sorted(strokes_acknowledged(request.user, waiting))))
     if not context["studies"]:
         # say why it is empty, in the eligibility engine's words
         context["standings"] = reader_standing(

@@ -179,7 +179,12 @@
     const list = rows();
     const again = list.find((row) => row.dataset.studyId === selectedId) || list[0];
     select(again, refocus);
-    if (alertsOn) list.forEach(alertFromRow);
+    if (alertsOn) {
+      // the server's record of the strokes this reader acknowledged (on the lock, in another window):
+      // they raise no banner here, and one already raised goes
+      (live().dataset.acknowledgedStrokes || "").split(" ").filter(Boolean).forEach(acknowledgedElsewhere);
+      list.forEach(alertFromRow);
+    }
   }
 
   // --- selection and keyboard -------------------------------------------------------------------
@@ -481,6 +486,20 @@
   }
 
   function acknowledge(id) {
+    acknowledgedElsewhere(id);
+    // recorded on the server (who, when), so every page of this reader agrees: the live channel's
+    // banner, the lock, another window, a reload (docs/alerts.md)
+    const channel = document.querySelector('[data-testid="live-channel"]');
+    if (!channel || !channel.dataset.ackUrl) return;
+    fetch(channel.dataset.ackUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken, Accept: "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify({ study: Number(id), step: "stroke" }),
+    }).catch(() => {}); // offline: this tab still remembers it
+  }
+
+  function acknowledgedElsewhere(id) {
     id = String(id);
     acknowledged.add(id);
     sessionStorage.setItem(ACK_KEY, JSON.stringify(Array.from(acknowledged).slice(-200)));
@@ -609,7 +628,7 @@
   // same stroke's banner here goes too, and stays gone
   document.addEventListener("readroom:acknowledged", (event) => {
     const id = event.detail && event.detail.study;
-    if (id !== undefined && id !== null) acknowledge(id);
+    if (id !== undefined && id !== null) acknowledgedElsewhere(id); // live.js recorded it
   });
   document.addEventListener("readroom:unlocked", () => {
     setStatus(socketLive ? "live" : "offline", socketLive ? "Live" : "Offline — reconnecting");

@@ -172,3 +172,42 @@ def test_a_misspelt_role_in_the_lock_setting_is_a_start_up_error(settings):
     assert [error.id for error in lock_roles_check(None)] == ["accounts.E001"]
     settings.READROOM_LOCK_AFTER_SECONDS_BY_ROLE = {"RADIOLOGIST": 600, "OPERATIONS": 300}
     assert lock_roles_check(None) == []
+
+
+def test_each_role_is_given_its_own_minutes_on_the_page(
+    settings, verified_client, client, dr_neuro_il, ops_omar, chicago
+):
+    # given the operations desk (a shared room) set shorter than reading stations, no contract
+    settings.READROOM_LOCK_AFTER_SECONDS_BY_ROLE = {"RADIOLOGIST": 600, "OPERATIONS": 240}
+    make_eligible(dr_neuro_il, chicago)
+    # then each role's page is given its role's time
+    assert _lock_after_on_page(verified_client(dr_neuro_il)) == 600
+    client.logout()
+    client.force_login(ops_omar)
+    assert _lock_after_on_page(client) == 240
+    # and a facility contract stricter than the role binds them from the page's next heartbeat
+    _contract(chicago, 3)
+    assert client.post("/live/active/").json()["lock_after"] == 180
+    assert _lock_after_on_page(client) == 180
+
+
+def test_only_operations_change_a_facilitys_screen_lock(
+    verified_client, dr_neuro_il, admin_chicago, admin_lakeview, ops_omar, chicago
+):
+    url = f"/admin/facilities/facility/{chicago.pk}/change/"
+    form = {"name": chicago.name, "timezone": chicago.timezone, "screen_lock_minutes": 1}
+    # a radiologist (no admin access) is refused outright
+    client = verified_client(dr_neuro_il)
+    assert client.post(url, form).status_code == 403
+    # another facility's admin cannot reach Lakeshore's form at all
+    client.force_login(admin_lakeview)
+    client.post(url, form)
+    # Lakeshore's own admin edits its name but the contract's lock is read-only to them
+    client.force_login(admin_chicago)
+    assert b'name="screen_lock_minutes"' not in client.get(url).content
+    assert client.post(url, form).status_code == 302
+    chicago.refresh_from_db()
+    assert chicago.screen_lock_minutes is None
+    # operations (ReadRoom's interface analysts) set the contract's value
+    client.force_login(ops_omar)
+    assert b'name="screen_lock_minutes"' in client.get(url).content

@@ -379,6 +379,12 @@ def test_a_stroke_acknowledged_on_the_lock_of_the_worklist_does_not_come_back_af
     page.reload()
     expect(row).to_be_visible()
     expect(page.get_by_test_id("stroke-alert")).to_have_count(0)
+    # nor in another window (its own tab storage): the acknowledgement is the server's record
+    other = page.context.new_page()
+    other.goto(f"{asgi_server.url}/worklist/")
+    expect(other.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    expect(other.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')).to_be_visible()
+    expect(other.get_by_test_id("stroke-alert")).to_have_count(0)
 
 
 def test_operations_see_a_dead_lettered_result_on_any_page_and_acknowledge_it(

@@ -219,13 +219,15 @@ def test_acknowledging_stops_the_alert_and_shortcuts_are_listed(asgi_server, pag
     neuro, _ = readers
     sign_in(page, asgi_server, neuro)
     open_worklist(page, asgi_server)
-    route_stroke(chicago)
+    stroke_id = route_stroke(chicago)
     alert = page.get_by_test_id("stroke-alert")
     expect(alert).to_have_attribute("data-sounding", "true")
     # "a" acknowledges: the banner and its sound go; the unclaimed row stays to be claimed
     page.keyboard.press("a")
     expect(alert).to_have_count(0)
     expect(page.get_by_test_id("study-row")).to_have_count(1)
+    # and it is recorded on the server (who, when), so the reader's other pages and windows agree
+    _acknowledgement_recorded(neuro, stroke_id)
     # a reload does not ring again for an acknowledged study
     page.reload()
     expect(page.get_by_test_id("study-row")).to_have_count(1)
@@ -238,6 +240,17 @@ def test_acknowledging_stops_the_alert_and_shortcuts_are_listed(asgi_server, pag
     expect(page.get_by_test_id("help-overlay")).to_be_hidden()
     page.keyboard.press("f")
     expect(page.get_by_label("Facility")).to_be_focused()
+
+
+def _acknowledgement_recorded(user, study_id: int) -> None:
+    import time
+
+    from worklist.models import AlertAcknowledgement
+
+    deadline = time.monotonic() + 5
+    while not AlertAcknowledgement.objects.filter(user=user, study_id=study_id).exists():
+        assert time.monotonic() < deadline, "the worklist's acknowledgement was not recorded"
+        time.sleep(0.1)
 
 
 def test_a_dropped_socket_reconnects_and_resyncs(asgi_server, page: Page, readers, chicago):

@@ -217,3 +217,47 @@ def test_a_dead_lettered_result_notice_is_acknowledged_by_operations_only(
         "/live/acknowledge/", json.dumps({"notice": "nonsense"}), content_type="application/json"
     )
     assert bad.status_code == 404
+
+
+def _acknowledged_on_the_worklist(client) -> set[str]:
+    import re
+
+    html = client.get("/worklist/rows/", headers={"HX-Request": "true"}).content.decode()
+    return set(re.search(r'data-acknowledged-strokes="([\d ]*)"', html).group(1).split())
+
+
+def test_a_stroke_acknowledged_anywhere_is_acknowledged_on_every_worklist(
+    verified_client, dr_neuro_il, dr_msk_wi, chicago, lakeview, django_capture_on_commit_callbacks
+):
+    # given an eligible reader's worklist with a waiting code stroke, not yet acknowledged
+    make_eligible(dr_neuro_il, chicago)
+    with django_capture_on_commit_callbacks(execute=False):
+        stroke = routed_stroke(chicago)
+    client = verified_client(dr_neuro_il)
+    assert _acknowledged_on_the_worklist(client) == set()
+    # when they acknowledge it on the lock (its live banner, the step it names)
+    ack = {"study": stroke.pk, "step": EscalationStep.STROKE_ALERT}
+    assert client.post("/live/acknowledge/", ack, content_type="application/json").status_code == 200
+    # then every worklist render carries the server's record: no page raises its banner again
+    assert _acknowledged_on_the_worklist(client) == {str(stroke.pk)}
+
+
+def test_the_worklists_own_acknowledge_records_the_latest_step(
+    verified_client, dr_neuro_il, dr_msk_wi, chicago, lakeview, django_capture_on_commit_callbacks
+):
+    make_eligible(dr_neuro_il, chicago)
+    make_eligible(dr_msk_wi, lakeview)
+    with django_capture_on_commit_callbacks(execute=False):
+        stroke = routed_stroke(chicago)
+        later = timezone.now() + timedelta(minutes=2)
+        stroke_step_fire(study_id=stroke.pk, step=EscalationStep.STROKE_READERS, at=later)
+    # the worklist's banner knows the stroke, not its step: "stroke" is the latest one that alerts them
+    body = {"study": stroke.pk, "step": "stroke"}
+    assert alert_acknowledge(dr_neuro_il, study_id=stroke.pk, step="stroke", at=timezone.now()).kind == (
+        EscalationStep.STROKE_READERS
+    )
+    assert steps_pending(dr_neuro_il) == []
+    # and a reader licensed elsewhere still cannot acknowledge (nor learn of) it
+    enrol_totp(dr_msk_wi)
+    client = verified_client(dr_msk_wi)
+    assert client.post("/live/acknowledge/", body, content_type="application/json").status_code == 404
