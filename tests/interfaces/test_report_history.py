@@ -325,7 +325,14 @@ def test_a_preliminary_is_shown_marked_and_its_final_replaces_it_keeping_what_it
 @pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
 @ONE_LISTENER_MODE
 def test_a_report_before_its_study_is_kept_and_linked_when_the_images_arrive_by_storescu(
-    hl7_listener, dicom_scp, tmp_path, takes_history, lakeview_interfaces, claimed_head_ct, admin_chicago
+    hl7_listener,
+    dicom_scp,
+    tmp_path,
+    takes_history,
+    lakeview_interfaces,
+    claimed_head_ct,
+    admin_chicago,
+    admin_lakeview,
 ):
     lakeview_interfaces.hl7_report_history = True
     lakeview_interfaces.save(update_fields=["hl7_report_history"])
@@ -363,3 +370,4 @@ def test_a_report_before_its_study_is_kept_and_linked_when_the_images_arrive_by_
     assert {d.study for d in documents} == {study}
     body = fragment(admin_chicago, claimed_head_ct).content.decode()
     assert "H-PRIOR-1" in body and "RIS-77" in body
+    assert fragment(admin_lakeview, claimed_head_ct).status_code == 404
