@@ -190,16 +190,18 @@ class AiResultFacts:
 @dataclass(frozen=True)
 class HistoricalReportFacts:
     """The hospital's own earlier report of a patient, as its RIS sent it (an ORU^R01 of its report
-    history, docs/priors.md): who, which exam, who read it, the final or corrected text."""
+    history, docs/priors.md): who, which exam, who read it, the final, corrected or preliminary
+    text. The metadata are ``Sent``: a new version of the report keeps what the message left empty."""
 
     patient: PatientFacts
     accession_number: str
-    procedure_code: str
-    procedure_text: str
-    observed_at: datetime | None  # naive: the facility's local time, as HL7 sends it
-    reported_at: datetime | None
-    result_status: str  # F | C
-    radiologist_name: str
+    study_instance_uid: str  # "" when the RIS did not send it (ZDS-1.1 / OBX 110180)
+    procedure_code: Sent[str]
+    procedure_text: Sent[str]
+    observed_at: Sent[datetime]  # naive: the facility's local time, as HL7 sends it
+    reported_at: Sent[datetime]
+    result_status: str  # F | C | P
+    radiologist_name: Sent[str]
     text: str
     source: str  # MSH-3^MSH-4
     control_id: str  # MSH-10

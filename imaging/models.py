@@ -528,11 +528,13 @@ class HistoricalReport(models.Model):
     # the study here with that accession, if ReadRoom holds it (a retrieved prior, or none at all)
     study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     accession_number = models.CharField(max_length=16)  # OBR-18, else OBR-3
+    # the prior's Study Instance UID when the RIS sent it (ZDS-1.1 / OBX 110180): the late link's key
+    study_instance_uid = models.CharField(max_length=64, blank=True)
     procedure_code = models.CharField(max_length=64, blank=True)  # OBR-4.1
     procedure_text = models.CharField(max_length=200, blank=True)  # OBR-4.2
     observed_at = models.DateTimeField(null=True, blank=True)  # OBR-7: when the exam was done
     reported_at = models.DateTimeField(null=True, blank=True)  # OBR-22: the result's status change
-    result_status = models.CharField(max_length=1)  # OBR-25: F final, C corrected
+    result_status = models.CharField(max_length=1)  # OBR-25: F final, C corrected, P preliminary
     radiologist_name = models.CharField(max_length=200, blank=True)  # OBR-32 / OBX-16
     source = models.CharField(max_length=200)  # MSH-3^MSH-4 of the sender
     control_id = models.CharField(max_length=199)  # MSH-10: which received message this is
@@ -554,7 +556,15 @@ class HistoricalReport(models.Model):
                 name="one_current_historical_report",
             )
         ]
-        indexes = [models.Index(fields=["patient", "superseded_at"], name="historical_report_patient_idx")]
+        indexes = [
+            models.Index(fields=["patient", "superseded_at"], name="historical_report_patient_idx"),
+            # the late link: a facility's reports still waiting for their study
+            models.Index(
+                fields=["facility", "study_instance_uid"],
+                condition=models.Q(study__isnull=True),
+                name="historical_report_unlinked_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"historical report {self.accession_number} ({self.result_status}) from {self.source}"

@@ -34,7 +34,7 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 DOCUMENT_CLASSES = {**TEXT_SR_CLASSES, ENCAPSULATED_PDF: "PDF"}
 MAX_DOCUMENTS = 10
 MAX_TEXT = 20_000  # characters shown of one document: a report, not a book
-HISTORY_STATUS = {"F": "Final", "C": "Corrected"}
+HISTORY_STATUS = {"F": "Final", "C": "Corrected", "P": "Preliminary (not final)"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def historical_documents(study: Study) -> list[PriorDocument]:
             facility_id=study.facility_id, patient_id=study.patient_id, superseded_at__isnull=True
         )
         .exclude(accession_number__in=[study.accession_number] if study.accession_number else [])
+        .exclude(study_id=study.pk)  # its own report, linked by the UID the RIS sent
         .order_by(F("observed_at").desc(nulls_last=True), "-pk")[:MAX_DOCUMENTS]
     )
     documents = []

@@ -16,23 +16,33 @@ patient at that facility, shown on the reading screen beside the reports ReadRoo
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from facilities.models import Facility
-from imaging.facts import HistoricalReportFacts
+from imaging.facts import HistoricalReportFacts, hl7_update
 from imaging.models import HistoricalReport, Study
 from imaging.services import IngestConflict, _aware, patient_find, patient_upsert
 from imaging.storage import encrypted_delete, encrypted_read, encrypted_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class HistoryOutcome:
     report: HistoricalReport | None  # None: the same text was already shown, nothing stored
     note: str  # what the inbound message browser says was done
+
+
+# A version may replace the shown one unless it goes back: a preliminary after the final (or its
+# correction), or a final after its own correction (the corrected text stays).
+_RANK = {"P": 0, "F": 1, "C": 2}
 
 
 @transaction.atomic
@@ -50,11 +60,14 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
             f"accession {facts.accession_number} is already another patient's report at {facility.code}"
         )
     digest = hashlib.sha256(facts.text.encode()).hexdigest()
-    if current is not None and current.text_sha256 == digest:
+    same = current is not None and current.text_sha256 == digest
+    if same and _RANK[facts.result_status] <= _RANK[current.result_status]:  # a resend, or F after C
         return HistoryOutcome(None, f"report {facts.accession_number}: same text as shown, nothing changed")
-    if current is not None and current.result_status == "C" and facts.result_status == "F":
+    if current is not None and _RANK[facts.result_status] < _RANK[current.result_status]:
+        shown = {"C": "corrected", "F": "final"}[current.result_status]
         raise IngestConflict(
-            f"a final result for {facts.accession_number} after its correction: the corrected text stays"
+            f"a {HISTORY_WORD[facts.result_status]} result for {facts.accession_number} after its "
+            f"{shown} one: the {shown} text stays"
         )
     now = timezone.now()
     stored = encrypted_write(f"history/{facility.pk}/{uuid.uuid4().hex}.txt", facts.text.encode())
@@ -65,16 +78,10 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
         report = HistoricalReport.objects.create(
             facility=facility,
             patient=patient,
-            study=Study.objects.filter(
-                facility=facility, patient=patient, accession_number=facts.accession_number
-            ).first(),
             accession_number=facts.accession_number,
-            procedure_code=facts.procedure_code,
-            procedure_text=facts.procedure_text,
-            observed_at=_aware(facts.observed_at, facility),
-            reported_at=_aware(facts.reported_at, facility),
+            study_instance_uid=facts.study_instance_uid or (current.study_instance_uid if current else ""),
+            **_metadata(current, facts, facility),
             result_status=facts.result_status,
-            radiologist_name=facts.radiologist_name,
             source=facts.source,
             control_id=facts.control_id,
             storage_path=stored.relative_path,
@@ -86,8 +93,83 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
     except Exception:
         encrypted_delete(stored.relative_path)  # no text file without its row
         raise
+    report.study = (current.study if current else None) or _study_of(report)
+    if report.study is not None:
+        report.save(update_fields=["study"])
+    else:
+        # its study's first image may be committing now, its link blind to this uncommitted row:
+        # look once more after this commits (the link is a compare-and-set, so once either way)
+        transaction.on_commit(lambda: _study_link_again(report.pk))
     verb = "corrected" if current is not None else "stored"
-    return HistoryOutcome(report, f"historical report {facts.accession_number} {verb} (MRN {patient.mrn})")
+    word = HISTORY_WORD[facts.result_status]
+    return HistoryOutcome(
+        report, f"historical report {facts.accession_number} ({word}) {verb} (MRN {patient.mrn})"
+    )
+
+
+HISTORY_WORD = {"F": "final", "C": "corrected", "P": "preliminary"}
+
+
+def _metadata(current: HistoricalReport | None, facts: HistoricalReportFacts, facility: Facility) -> dict:
+    """The version's procedure, times and reader by the HL7 update rule: what the message left empty
+    is the shown version's (a correction often resends only the text), ``""`` deletes it."""
+    fields = {
+        "procedure_code": (facts.procedure_code, ""),
+        "procedure_text": (facts.procedure_text, ""),
+        "observed_at": (_local(facts.observed_at, facility), None),
+        "reported_at": (_local(facts.reported_at, facility), None),
+        "radiologist_name": (facts.radiologist_name, ""),
+    }
+    return {
+        name: hl7_update(getattr(current, name) if current else cleared, value, cleared=cleared)
+        for name, (value, cleared) in fields.items()
+    }
+
+
+def _local(value, facility: Facility):
+    return _aware(value, facility) if isinstance(value, datetime) else value
+
+
+def _study_of(report: HistoricalReport) -> Study | None:
+    """The study this report is of, if ReadRoom holds it: by the Study Instance UID the RIS sent, else
+    by accession — at the report's facility and of its patient only."""
+    studies = Study.objects.filter(facility_id=report.facility_id, patient_id=report.patient_id)
+    if report.study_instance_uid:
+        found = studies.filter(study_instance_uid=report.study_instance_uid).first()
+        if found is not None:
+            return found
+    return studies.filter(accession_number=report.accession_number).first()
+
+
+def _study_link_again(report_id: int) -> None:
+    report = HistoricalReport.objects.get(pk=report_id)
+    study = _study_of(report)
+    if study is not None:
+        HistoricalReport.objects.filter(pk=report_id, study__isnull=True).update(study=study)
+
+
+def historical_reports_link(*, study: Study, accession_number: str = "") -> int:
+    """The late link (docs/priors.md): a study arrived — the current one, or a prior retrieved from
+    the PACS, which keeps no accession of ours, so the caller passes the one its images carry. The
+    facility's reports of the same patient that wait for it by Study Instance UID or accession are
+    linked to it; a report of another patient with that accession is left alone (logged), and
+    another facility's never matches. A compare-and-set on ``study IS NULL``: linked once."""
+    if study.patient_id is None:
+        return 0
+    accessions = {a for a in (study.accession_number, accession_number) if a}
+    match = Q(study_instance_uid=study.study_instance_uid)
+    if accessions:
+        # by accession only where the RIS sent no UID, or sent this one
+        match |= Q(accession_number__in=accessions) & Q(study_instance_uid__in=["", study.study_instance_uid])
+    waiting = HistoricalReport.objects.filter(match, facility_id=study.facility_id, study__isnull=True)
+    others = waiting.exclude(patient_id=study.patient_id).count()
+    if others:
+        log.warning(
+            "%s report(s) with study %s's accession or UID are another patient's: not linked",
+            others,
+            study.pk,
+        )
+    return waiting.filter(patient_id=study.patient_id).update(study=study)
 
 
 def historical_report_text(report: HistoricalReport) -> str:

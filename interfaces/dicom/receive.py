@@ -24,6 +24,7 @@ from facilities.models import Facility
 from imaging.ai import ai_result_record
 from imaging.facts import AiResultFacts, InstanceHeader
 from imaging.models import Instance, Study
+from imaging.report_history import historical_reports_link
 from imaging.services import (
     IndexCache,
     IngestConflict,
@@ -191,6 +192,7 @@ def dicom_instance_receive(
     if recorded.study_created and ai_facts is None and made_by is None:
         _waiting_ai_results_link(facility, header.study_instance_uid)
         _waiting_ai_orus_release(facility, recorded.study_id)
+        _waiting_history_link(recorded.study_id, header.accession_number)
     return ReceiveResult(SUCCESS, recorded=recorded, header=header)
 
 
@@ -243,6 +245,15 @@ def _waiting_ai_orus_release(facility: Facility, study_id: int) -> None:
         ai_orus_waiting_release(facility=facility, study_instance_uid=study_uid, accession_number=accession)
     except Exception:  # the image is stored already: a failure here is logged, the ORU keeps waiting
         log.exception("could not release the AI ORUs waiting for study %s", study_id)
+
+
+def _waiting_history_link(study_id: int, accession_number: str) -> None:
+    """The RIS's reports that came before this study (docs/priors.md, the late link) are linked to
+    it; the images' own accession counts, as a retrieved prior keeps none of ours."""
+    try:
+        historical_reports_link(study=Study.objects.get(pk=study_id), accession_number=accession_number)
+    except Exception:  # the image is stored already: the report stays listed by patient, unlinked
+        log.exception("could not link the historical reports waiting for study %s", study_id)
 
 
 def _duplicate_check(

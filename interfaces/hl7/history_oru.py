@@ -6,19 +6,27 @@ an AI node (an AI node's ORU is its result, ``ai_oru``).
 * PID-3 the patient: MRN and its assigning authority (PID-3.4), matched in the facility's identity
   domain like an order's, never by name.
 * OBR-18 the accession (else OBR-3, the filler order number), OBR-4 the procedure, OBR-7 when the
-  exam was done, OBR-22 when the result was reported, OBR-25 the result status: F final or C
-  corrected only (a preliminary or cancelled result is not history), OBR-32 the reading radiologist
-  (else OBX-16, the responsible observer).
+  exam was done, OBR-22 when the result was reported, OBR-25 the result status: F final, C
+  corrected or P preliminary (shown marked as such; dcm4chee's RAD-128 import reads P as PARTIAL);
+  a cancelled or other result is not history. OBR-32 the reading radiologist (else OBX-16, the
+  responsible observer).
+* The prior study's Study Instance UID, when sent: ZDS-1.1 (IHE's Z-segment, as in an ORM), else an
+  OBX whose OBX-3 is DCM 110180 "Study Instance UID" (dcm4chee's RAD-128 rows). It links the report
+  to the prior even when ReadRoom holds the prior under no accession (a retrieved prior).
+* The metadata (procedure, times, radiologist) follow the update rule of every HL7 field (docs/
+  orders.md): empty leaves the earlier version's value, ``""`` deletes it.
 * The text: every OBX of value type TX or FT, in order, each repetition of OBX-5 a line; FT's
   ``\\.br\\`` is a line break. Other OBX rows (codes, numbers) are not the report and are skipped."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
-from imaging.facts import HistoricalReportFacts
+from imaging.facts import CLEAR, HistoricalReportFacts, Sent
 from interfaces.hl7.parse import (
     DATA_TYPE_ERROR,
+    NULL,
     REQUIRED_FIELD_MISSING,
     TABLE_VALUE_NOT_FOUND,
     AnyMessage,
@@ -31,10 +39,12 @@ from interfaces.hl7.parse import (
     _segments,
     get,
     raw_field,
+    sent_component,
 )
 
 TEXT_TYPES = ("TX", "FT")
-HISTORY_STATUSES = {"F": "final", "C": "corrected"}
+HISTORY_STATUSES = {"F": "final", "C": "corrected", "P": "preliminary"}
+STUDY_UID_CODE = "110180"  # DCM: Study Instance UID
 MAX_TEXT = 100_000  # characters: a report, not a book; longer is refused, never cut short
 
 
@@ -57,9 +67,10 @@ def history_oru_read(message: AnyMessage, header: Header) -> HistoricalReportFac
         raise Hl7Error(
             "AE",
             TABLE_VALUE_NOT_FOUND,
-            f"result status {shown}: report history takes F (final) or C (corrected) only",
+            f"result status {shown}: report history takes F (final), C (corrected) or P (preliminary)",
             _loc("OBR", 25),
         )
+    study_uid = _study_uid(message, obxs)
     lines = [line for obx in obxs if get(obx, 2).upper() in TEXT_TYPES for line in _text_lines(obx, header)]
     text = "\n".join(lines).strip()
     if not text:
@@ -70,16 +81,48 @@ def history_oru_read(message: AnyMessage, header: Header) -> HistoricalReportFac
     return HistoricalReportFacts(
         patient=patient,
         accession_number=accession,
-        procedure_code=get(obr, 4, comp=1)[:64],
-        procedure_text=get(obr, 4, comp=2)[:200],
-        observed_at=_optional_ts(get(obr, 7), _loc("OBR", 7)),
-        reported_at=_optional_ts(get(obr, 22), _loc("OBR", 22)),
+        study_instance_uid=study_uid,
+        procedure_code=_cut(sent_component(obr, 4, 1), 64),
+        procedure_text=_cut(sent_component(obr, 4, 2), 200),
+        observed_at=_sent_ts(obr, 7),
+        reported_at=_sent_ts(obr, 22),
         result_status=status,
-        radiologist_name=_interpreter(obr) or next((_person_name(o, 16) for o in obxs if get(o, 16)), ""),
+        radiologist_name=_radiologist(obr, obxs),
         text=text,
         source=f"{header.sending_application}^{header.sending_facility}"[:200],
         control_id=header.control_id,
     )
+
+
+def _study_uid(message: AnyMessage, obxs) -> str:
+    zds = next(iter(_segments(message, "ZDS")), None)
+    uid = get(zds, 1, comp=1) if zds is not None else ""
+    if not uid:
+        uid = next((get(o, 5) for o in obxs if get(o, 3, comp=1) == STUDY_UID_CODE), "")
+    if uid and (len(uid) > 64 or not _UID.fullmatch(uid)):
+        where = _loc("ZDS", 1) if zds is not None else _loc("OBX", 5)
+        raise Hl7Error("AE", DATA_TYPE_ERROR, f"{uid[:70]!r} is not a Study Instance UID", where)
+    return uid
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _cut(value: Sent[str], length: int) -> Sent[str]:
+    return value[:length] if isinstance(value, str) else value
+
+
+def _sent_ts(obr, field_num: int) -> Sent[datetime]:
+    value = raw_field(obr, field_num)
+    if value == NULL:
+        return CLEAR
+    return _optional_ts(get(obr, field_num), _loc("OBR", field_num))
+
+
+def _radiologist(obr, obxs) -> Sent[str]:
+    if raw_field(obr, 32) == NULL:
+        return CLEAR
+    return _interpreter(obr) or next((_person_name(o, 16) for o in obxs if get(o, 16)), "") or None
 
 
 def _interpreter(obr) -> str:

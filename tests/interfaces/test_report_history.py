@@ -8,17 +8,20 @@ AI node's ORU still goes to the AI path."""
 # ruff: noqa: F811 -- the reading-screen fixtures are imported from tests/reports and tests/worklist
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from django.test import Client
 
 from facilities.models import Hl7Sender
-from imaging.models import AiResult, HistoricalReport, Patient
+from imaging.models import AiResult, HistoricalReport, Patient, Study
 from imaging.prior_reports import prior_documents
 from imaging.storage import storage_root
 from interfaces.models import InboundMessage, InboundStatus
-from tests.ai.test_ai_sr_scp import wait_for
+from tests.ai.test_ai_sr_scp import storescu, wait_for, write
 from tests.ai_data import ai_oru
 from tests.conftest import enrol_totp
+from tests.dicom_data import ct_series
 from tests.interfaces.test_hl7_listener import err_code, exchange, msa
 from tests.reports.conftest import claimed_head_ct, ct_head_template  # noqa: F401
 from tests.worklist.conftest import make_eligible, neuro_reader  # noqa: F401
@@ -46,6 +49,7 @@ def history_oru(
     facility: str = "LAKESHORE",
     name: str = "RIVERA^ANA",
     kind: str = "TX",
+    study_uid: str = "",
 ) -> str:
     """A RIS's historical report: OBR-32 the reading radiologist, OBR-25 the result status, one TX
     OBX per line of the report (as Epic and Meditech send them)."""
@@ -57,6 +61,7 @@ def history_oru(
         f"MSH|^~\\&|{app}|{facility}|READROOM|READROOM|20250301113500||ORU^R01|{control_id}|P|2.5.1",
         f"PID|1||{mrn}^^^{issuer}^MR||{name}||19580601|F",
         "|".join(obr),
+        *([f"ZDS|{study_uid}^READROOM^Application^DICOM"] if study_uid else []),
         *(f"OBX|{n}|{kind}|18782-3^Radiology Study observation^LN||{line}||||||{status}" for n, line in
           enumerate(lines, start=1)),
     ]  # fmt: skip
@@ -225,15 +230,16 @@ def test_another_facilitys_history_never_reaches_this_facility(
     ("change", "code", "where"),
     [
         (
-            lambda m: m.replace("|F|||||||1234567", "|P|||||||1234567").replace("|||||F", "|||||P"),
+            lambda m: m.replace("|F|||||||1234567", "|X|||||||1234567").replace("|||||F", "|||||X"),
             "103",
             "OBR",
         ),
+        (lambda m: m.replace("\rOBX|1|", "\rZDS|1.2.NOT-A-UID^RIS^Application^DICOM\rOBX|1|"), "102", "ZDS"),
         (lambda m: m.replace("|TX|", "|CWE|"), "101", "OBX"),
         (lambda m: m.replace("PID|1||MRN-1^^^CHI-L1^MR", "PID|1||"), "101", "PID"),
         (lambda m: m.replace("||H-2025-001|", "|||").replace("||H-2025-001||", "||||"), "101", "OBR"),
     ],
-    ids=["preliminary", "no-text", "no-mrn", "no-accession"],
+    ids=["cancelled", "no-text", "no-mrn", "no-accession", "bad-study-uid"],
 )
 @ONE_LISTENER_MODE
 def test_bad_history_gets_ae_with_err_and_is_kept(hl7_listener, takes_history, change, code, where):
@@ -278,3 +284,90 @@ def test_ft_formatting_is_read_as_lines(hl7_listener, takes_history, claimed_hea
     assert msa(ack)[0] == "AA" and applied("HIST-1").status == InboundStatus.PROCESSED
     [document] = prior_documents(admin_chicago, claimed_head_ct)
     assert document.text == "FINDINGS: Clear lungs.\nIMPRESSION: Normal & stable."
+
+
+@ONE_LISTENER_MODE
+def test_a_preliminary_is_shown_marked_and_its_final_replaces_it_keeping_what_it_left_empty(
+    hl7_listener, takes_history, claimed_head_ct, admin_chicago
+):
+    patient = claimed_head_ct.patient
+    # given the RIS sends the preliminary report first
+    preliminary = history_oru(mrn=patient.mrn, issuer=patient.assigning_authority, status="P")
+    [ack] = exchange(hl7_listener, preliminary)
+    assert msa(ack)[0] == "AA" and applied("HIST-1").status == InboundStatus.PROCESSED
+    # then it is shown, marked as not final
+    [document] = prior_documents(admin_chicago, claimed_head_ct)
+    assert document.title == "Preliminary (not final) report" and IMPRESSION in document.text
+    # when the final comes with OBR-4 and OBR-7 empty (no change) and OBR-32 "" (delete)
+    final = history_oru(
+        mrn=patient.mrn, issuer=patient.assigning_authority, control_id="HIST-2", lines=(FINDINGS, "Final.")
+    )
+    obr = final.split("\r")[2].split("|")
+    obr[4], obr[7], obr[32] = "", "", '""'
+    final = final.replace(final.split("\r")[2], "|".join(obr))
+    [ack] = exchange(hl7_listener, final)
+    assert msa(ack)[0] == "AA" and applied("HIST-2").status == InboundStatus.PROCESSED
+    # then the final is shown, with the preliminary's procedure and exam time, and no reader
+    [document] = prior_documents(admin_chicago, claimed_head_ct)
+    assert document.title == "Final report, replaces 1 earlier version" and "Final." in document.text
+    assert document.description == "CT CHEST WO CONTRAST · H-2025-001" and document.on is not None
+    assert document.reader == ""
+    [earlier] = document.earlier
+    assert earlier.label.startswith("Replaced: Preliminary (not final), received ")
+    # and a preliminary after its final is refused, kept: the final stays shown
+    late = preliminary.replace("HIST-1", "HIST-3").replace("6 months", "2 months")
+    [ack] = exchange(hl7_listener, late)
+    refused = applied("HIST-3")
+    assert refused.status == InboundStatus.FAILED and "final text stays" in refused.error
+    assert HistoricalReport.objects.count() == 2
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
+@ONE_LISTENER_MODE
+def test_a_report_before_its_study_is_kept_and_linked_when_the_images_arrive_by_storescu(
+    hl7_listener,
+    dicom_scp,
+    tmp_path,
+    takes_history,
+    lakeview_interfaces,
+    claimed_head_ct,
+    admin_chicago,
+    admin_lakeview,
+):
+    lakeview_interfaces.hl7_report_history = True
+    lakeview_interfaces.save(update_fields=["hl7_report_history"])
+    patient = claimed_head_ct.patient
+    prior = ct_series(count=2, accession="H-PRIOR-1", patient_id=patient.mrn, patient_name="RIVERA^ANA")
+    for ds in prior.datasets:
+        ds.IssuerOfPatientID = patient.assigning_authority
+    # given the RIS sends two reports of a study ReadRoom does not hold: one by the accession the
+    # images will carry, one by their Study Instance UID (ZDS) under the RIS's own accession
+    identity = {"mrn": patient.mrn, "issuer": patient.assigning_authority}
+    by_accession = history_oru(**identity, accession="H-PRIOR-1", control_id="H-ACC")
+    by_uid = history_oru(**identity, accession="RIS-77", control_id="H-UID", study_uid=prior.study_uid)
+    # and Lakeview's RIS names the same accession for its own patient of that MRN
+    theirs = history_oru(
+        **identity, accession="H-PRIOR-1", control_id="H-LV", app="RIS_LV", facility="LAKEVIEW"
+    )
+    acks = exchange(hl7_listener, by_accession, by_uid, theirs)
+    assert [msa(a)[0] for a in acks] == ["AA", "AA", "AA"]
+    assert {applied(c).status for c in ("H-ACC", "H-UID", "H-LV")} == {InboundStatus.PROCESSED}
+    # then both are kept, unlinked, and already listed by patient
+    assert not HistoricalReport.objects.filter(study__isnull=False).exists()
+    assert len(prior_documents(admin_chicago, claimed_head_ct)) == 2
+    # when the study's images arrive at Lakeshore by C-STORE
+    assert storescu(dicom_scp, "LAKESHORE_CT1", *write(tmp_path, prior.datasets)).returncode == 0
+    study = Study.objects.get(study_instance_uid=prior.study_uid)
+    assert study.patient_id == patient.pk
+    # then both of Lakeshore's reports are linked to it; Lakeview's never
+    linked = wait_for(
+        lambda: set(HistoricalReport.objects.filter(study=study).values_list("control_id", flat=True)) or None
+    )
+    assert linked == {"H-ACC", "H-UID"}
+    assert HistoricalReport.objects.get(control_id="H-LV").study_id is None
+    # and the reading screen's panel shows them with the linked study, for Lakeshore only
+    documents = prior_documents(admin_chicago, claimed_head_ct)
+    assert {d.study for d in documents} == {study}
+    body = fragment(admin_chicago, claimed_head_ct).content.decode()
+    assert "H-PRIOR-1" in body and "RIS-77" in body
+    assert fragment(admin_lakeview, claimed_head_ct).status_code == 404
