@@ -18,10 +18,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are issued with ``manage.py drf_create_token`` (the key is shown only there); here they
     are listed, their expiry changed, or revoked (deleted)."""
 
-    list_display = ("prefix", "user", "created_at", "expires_at")
+    list_display = ("prefix", "user", "created_at", "expires_at", "rate_per_minute")
     list_select_related = ("user",)
     search_fields = ("user__username", "prefix")
-    fields = ("user", "prefix", "created_at", "expires_at")
+    fields = ("user", "prefix", "created_at", "expires_at", "rate_per_minute")
     readonly_fields = ("user", "prefix", "created_at")
 
     def has_add_permission(self, request) -> bool:

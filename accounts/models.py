@@ -26,6 +26,12 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: never expires")
+    rate_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="requests per minute this token may make (more: 429 with Retry-After); "
+        "empty: READROOM_API_TOKEN_RATE_PER_MINUTE (empty there too: no limit)",
+    )
 
     class Meta:
         verbose_name = "API token"

@@ -35,6 +35,7 @@ OPERATIONS_FIELDS = (
     # edge security (issue 15): TLS for the ORU, and who may connect for this facility
     "hl7_outbound_tls",
     "hl7_allowed_networks",
+    "hl7_max_messages_per_minute",
     "dicom_allowed_networks",
     "hl7_accession_fallback",
     "study_quiet_seconds",

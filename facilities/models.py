@@ -374,6 +374,11 @@ class Facility(models.Model):
         "HL7 sender networks", default=list, blank=True, validators=[validate_networks],
         help_text='e.g. ["10.20.0.0/16"]; empty allows any address',
     )  # fmt: skip
+    hl7_max_messages_per_minute = models.PositiveIntegerField(
+        "HL7 messages per minute", null=True, blank=True,
+        help_text="per sender, per listener process: the listener reads the next message later "
+        "(nothing is refused); empty: no limit",
+    )  # fmt: skip
     dicom_allowed_networks = models.JSONField(
         "DICOM sender networks", default=list, blank=True, validators=[validate_networks],
         help_text='e.g. ["10.20.0.0/16"]; empty allows any address',

@@ -18,6 +18,7 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
       expected_gap_minutes: 60      # HL7 silence longer than this turns the interface red
       allowed_networks: [10.20.0.0/16]  # optional: the addresses these senders may connect from; a
                                     #   frame from elsewhere gets AR and the connection is closed
+      max_messages_per_minute: 600  # optional: per sender; the listener reads the next frame later
       report_history: false         # its senders' ORU^R01 are the hospital's historical reports, kept
                                     #   read-only as priors (docs/priors.md); default false: AR 200
       outbound:                     # where signed reports (ORU^R01) go over MLLP; both keys or neither
@@ -135,7 +136,7 @@ TOP_KEYS = (
 )  # fmt: skip
 HL7_KEYS = (
     "senders", "accession_fallback", "expected_gap_minutes", "outbound", "allowed_networks",
-    "report_history",
+    "report_history", "max_messages_per_minute",
 )  # fmt: skip
 HL7_SENDER_KEYS = ("application", "facility")
 OUTBOUND_KEYS = ("host", "port", "tls")
@@ -180,6 +181,7 @@ FIELD_PATHS: dict[str, str] = {
     "hl7_outbound_port": "hl7.outbound.port",
     "hl7_outbound_tls": "hl7.outbound.tls",
     "hl7_allowed_networks": "hl7.allowed_networks",
+    "hl7_max_messages_per_minute": "hl7.max_messages_per_minute",
     "dicom_allowed_networks": "dicom.allowed_networks",
     "hl7_report_history": "hl7.report_history",
     "study_quiet_seconds": "dicom.study_quiet_seconds",
@@ -605,6 +607,9 @@ def _spec_read(data: Any) -> tuple[_FacilitySpec, list[str]]:
     # checked whole by the model fields' validators (facilities.models)
     raw["hl7_outbound_tls"] = outbound.get("tls")
     raw["hl7_allowed_networks"] = hl7.get("allowed_networks")
+    raw["hl7_max_messages_per_minute"] = r.whole(
+        hl7, "max_messages_per_minute", "hl7_max_messages_per_minute"
+    )
 
     dicom = r.section(top.get("dicom"), "dicom", DICOM_KEYS)
     ae_titles = r.ae_titles(dicom.get("calling_ae_titles"), "dicom.calling_ae_titles")

@@ -17,23 +17,37 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from accounts.selectors import session_state
-from interfaces.fhircast.hub import channel_subscription, confirmation, topic_group, topic_session
+from interfaces.fhircast.hub import (
+    channel_close,
+    channel_group,
+    channel_subscription,
+    confirmation,
+    topic_end,
+    topic_group,
+    topic_live,
+)
 from interfaces.fhircast.receivers import session_end_events
 
 CLOSE_UNKNOWN_ENDPOINT = 4404
 CLOSE_SESSION_ENDED = 4401  # the topic's session signed out or expired (as the worklist socket's 4401)
+CLOSE_UNSUBSCRIBED = 1000  # hub.mode=unsubscribe: the subscription ended normally
 
 
 class FhircastConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
-        endpoint = self.scope["url_route"]["kwargs"]["endpoint"]
-        self.subscription = await database_sync_to_async(channel_subscription)(endpoint)
+        self.endpoint = self.scope["url_route"]["kwargs"]["endpoint"]
+        self.subscription = await database_sync_to_async(channel_subscription)(self.endpoint)
         if self.subscription is None:
             await self.close(code=CLOSE_UNKNOWN_ENDPOINT)
             return
-        self.group = topic_group(self.subscription.topic)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        live = await database_sync_to_async(topic_live)(self.subscription.topic, self.subscription.user_id)
+        if not live:  # subscribed while the session lived; it has ended since, and so has the topic
+            await database_sync_to_async(channel_close)(self.endpoint)
+            await self.close(code=CLOSE_UNKNOWN_ENDPOINT)
+            return
+        self.groups_joined = [topic_group(self.subscription.topic), channel_group(self.endpoint)]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         await self.send_json(confirmation(self.subscription))
         self.session_watch = asyncio.create_task(self._session_watch())
@@ -42,17 +56,20 @@ class FhircastConsumer(AsyncJsonWebsocketConsumer):
         topic, user_id = self.subscription.topic, self.subscription.user_id
         while True:
             await asyncio.sleep(settings.READROOM_WS_SESSION_CHECK_SECONDS)
-            session_key = await database_sync_to_async(topic_session)(topic)
-            alive = session_key and await database_sync_to_async(session_state)(session_key, user_id)
-            if not alive:
+            if not await database_sync_to_async(topic_live)(topic, user_id):
                 await self._session_end("system-timeout")
                 return
 
     async def _session_end(self, reason: str) -> None:
-        events = await database_sync_to_async(session_end_events)(self.subscription.topic, reason)
+        """The topic ends with its session: the close events and UserLogout, then the
+        subscription is removed (its endpoint no longer opens) and the channel closes."""
+        topic = self.subscription.topic
+        events = await database_sync_to_async(session_end_events)(topic, reason)
         for event in events:
             if event["event"]["hub.event"] in self.subscription.events:
                 await self.send_json(event)
+        await database_sync_to_async(topic_end)(topic)
+        await database_sync_to_async(channel_close)(self.endpoint)
         await self.close(code=CLOSE_SESSION_ENDED)
 
     async def disconnect(self, code: int) -> None:
@@ -61,8 +78,8 @@ class FhircastConsumer(AsyncJsonWebsocketConsumer):
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
         pass  # event acknowledgements from the subscriber need no answer
@@ -74,3 +91,7 @@ class FhircastConsumer(AsyncJsonWebsocketConsumer):
     async def session_ended(self, message: dict) -> None:
         """The session whose topic this is signed out (``fhircast.receivers.session_channels_close``)."""
         await self._session_end("user-initiated")
+
+    async def fhircast_unsubscribed(self, message: dict) -> None:
+        """``hub.mode=unsubscribe`` named this channel's endpoint (``views.HubView``)."""
+        await self.close(code=CLOSE_UNSUBSCRIBED)

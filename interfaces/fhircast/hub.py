@@ -21,6 +21,8 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accounts.selectors import session_state
+
 EVENTS = (
     "ImagingStudy-open",
     "ImagingStudy-close",
@@ -69,6 +71,19 @@ def topic_owner(topic: str) -> int | None:
     return cache.get(f"fhircast:topic:{topic}")
 
 
+def topic_end(topic: str) -> None:
+    """The topic's session ended (logout or idle expiry): the topic is no longer registered, so no
+    one may subscribe to it and no channel of it opens again (``topic_live``)."""
+    cache.delete_many([f"fhircast:topic:{topic}", f"fhircast:session:{topic}"])
+
+
+def topic_live(topic: str, user_id: int) -> bool:
+    """Whether the topic's session still lives (signed in, locked or not). A registration can
+    outlive its session (idle expiry comes with no request), so the session itself is looked at."""
+    session_key = topic_session(topic)
+    return bool(session_key and session_state(session_key, user_id))
+
+
 @dataclass(frozen=True)
 class Subscription:
     topic: str
@@ -93,8 +108,8 @@ def subscription_parse(data, *, user_id: int) -> tuple[str, Subscription]:
     topic = data.get("hub.topic", "")
     if not topic:
         raise SubscribeError("hub.topic is required.")
-    if topic_owner(topic) != user_id:
-        raise SubscribeError("That hub.topic is not one of your sessions.", status=403)
+    if topic_owner(topic) != user_id or not topic_live(topic, user_id):
+        raise SubscribeError("That hub.topic is not one of your live sessions.", status=403)
     events = tuple(e.strip() for e in data.get("hub.events", "").split(",") if e.strip())
     unknown = [e for e in events if e not in EVENTS]
     if not events or unknown:
@@ -119,7 +134,14 @@ def channel_subscription(endpoint: str) -> Subscription | None:
     return cache.get(f"fhircast:endpoint:{endpoint}")
 
 
+def channel_group(endpoint: str) -> str:
+    """The channel layer group of one subscription's open websocket (an unsubscribe closes it)."""
+    return f"fhircast.channel.{salted_hmac('readroom.fhircast.channel', endpoint).hexdigest()[:40]}"
+
+
 def channel_close(endpoint: str) -> None:
+    """The subscription is removed: its endpoint no longer opens, and the caller closes the
+    websocket that is open on it (``channel_group``)."""
     cache.delete(f"fhircast:endpoint:{endpoint}")
 
 

@@ -46,6 +46,7 @@ from interfaces.fhircast.hub import (
     event_build,
     reason_parameters,
     session_topic,
+    topic_end,
     topic_group,
     topic_of,
 )
@@ -72,7 +73,9 @@ def session_channels_close(sender, request, user, **kwargs) -> None:
     session's worklist sockets do (``worklist.broadcast.on_user_logged_out``)."""
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
-        sockets_close([topic_group(topic_of(session_key))])
+        topic = topic_of(session_key)
+        topic_end(topic)  # nobody subscribes to it any more; its channels end (each sends UserLogout)
+        sockets_close([topic_group(topic)])
 
 
 def _study_context(study) -> list[tuple[str, dict]]:

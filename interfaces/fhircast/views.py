@@ -4,6 +4,8 @@ signed-in user their session's ``hub.topic`` (and the events offered)."""
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import SessionAuthentication
@@ -16,7 +18,9 @@ from interfaces.fhircast.hub import (
     EVENTS,
     SubscribeError,
     channel_close,
+    channel_group,
     channel_open,
+    channel_subscription,
     session_topic,
     subscription_parse,
 )
@@ -43,7 +47,12 @@ class HubView(APIView):
             return JsonResponse({"detail": error.message}, status=error.status)
         if mode == "unsubscribe":
             endpoint = str(request.data.get("hub.channel.endpoint", "")).rstrip("/").rpartition("/")[2]
-            channel_close(endpoint)
+            current = channel_subscription(endpoint)
+            if current is not None and current.topic == subscription.topic:
+                channel_close(endpoint)
+                async_to_sync(get_channel_layer().group_send)(
+                    channel_group(endpoint), {"type": "fhircast.unsubscribed"}
+                )
             return JsonResponse({}, status=202)
         endpoint = channel_open(subscription)
         scheme = "wss" if request.is_secure() else "ws"

@@ -60,6 +60,7 @@ class Hl7Receipt:
     to_apply: bool  # a new accepted message: the caller enqueues the drain for its sender
     sender: tuple[str, str]
     close: bool = False  # the connection is closed after this ACK (a sender outside its allow-list)
+    messages_per_minute: int | None = None  # the facility's pace for this sender (listener.SenderPace)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class _SenderFacility:
     code: str
     accession_fallback: str
     allowed_networks: tuple[str, ...]
+    messages_per_minute: int | None = None
 
 
 class PeerNotAllowed(Hl7Error):
@@ -91,6 +93,7 @@ def _sender_facility(app: str, fac: str) -> _SenderFacility | None:
             sender.facility.code,
             sender.facility.hl7_accession_fallback,
             tuple(sender.facility.hl7_allowed_networks),
+            sender.facility.hl7_max_messages_per_minute,
         )
         if sender
         else None
@@ -145,6 +148,10 @@ def hl7_frame_receive(
     original_code = "AA" if error is None else error.ack
     row.ack_code = ack_code_for(header, original_code) or ""
     sender = (row.sending_application, row.sending_facility)
+    # the sender's pace applies to every frame it sends, refused ones too (an engine resending an
+    # erroring message in a loop is what it is for); an unknown sender has none
+    known = _sender_facility(*sender) if facility_id is not None else None
+    pace = known.messages_per_minute if known else None
     if error is not None:
         row.status, row.error_code, row.error = InboundStatus.REJECTED, error.code, error.text
         row.save(force_insert=True)
@@ -152,7 +159,8 @@ def hl7_frame_receive(
         refused = isinstance(error, PeerNotAllowed)
         if refused:
             log.warning("HL7 from %s refused: %s", peer, error.text)
-        return Hl7Receipt(row.pk, _ack(header, original_code, error), row.ack_code, False, sender, refused)
+        ack = _ack(header, original_code, error)
+        return Hl7Receipt(row.pk, ack, row.ack_code, False, sender, refused, pace)
     row.dedupe_key = f"{header.sending_application}^{header.sending_facility}^{header.control_id}"[:600]
     row.pk = _inbox_insert(row)
     to_apply = row.pk is not None
@@ -161,7 +169,7 @@ def hl7_frame_receive(
         row.duplicate_of = InboundMessage.objects.filter(dedupe_key=row.dedupe_key).first()
         row.dedupe_key, row.status = None, InboundStatus.DUPLICATE
         row.save(force_insert=True)
-    return Hl7Receipt(row.pk, _ack(header, "AA", None), row.ack_code, to_apply, sender)
+    return Hl7Receipt(row.pk, _ack(header, "AA", None), row.ack_code, to_apply, sender, False, pace)
 
 
 _INSERT_SQL: dict[str, tuple[str, list]] = {}

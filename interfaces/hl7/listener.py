@@ -13,6 +13,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 from asyncio import IncompleteReadError, LimitOverrunError
 from collections import Counter
 from concurrent.futures import Future
@@ -251,8 +252,32 @@ class PeerConnections:
             del self._open[host]
 
 
+class SenderPace:
+    """Per-sender message pace (``Facility.hl7_max_messages_per_minute``), in this listener process:
+    MLLP is one message, then its ACK, then the next, so reading a sender's next frame later slows
+    it without refusing anything — what is sent is stored and ACKed, only later. Messages of one
+    sender are spaced 60/rate seconds apart, across all its connections; no burst allowance: a
+    backlog after an outage drains at the rate, which is what the limit is for."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, str], float] = {}
+
+    def delay(self, sender: tuple[str, str], per_minute: int | None) -> float:
+        """Seconds to wait before reading this sender's next frame (and reserve that slot)."""
+        if not per_minute:
+            return 0.0
+        now = time.monotonic()
+        self._next[sender] = max(now, self._next.get(sender, now)) + 60.0 / per_minute
+        return self._next[sender] - now
+
+
 async def _serve_connection(
-    reader: FrameReader, writer, drains: DrainScheduler, inbox: Inbox, peers: PeerConnections
+    reader: FrameReader,
+    writer,
+    drains: DrainScheduler,
+    inbox: Inbox,
+    peers: PeerConnections,
+    pace: SenderPace,
 ) -> None:
     host, port = (writer.get_extra_info("peername") or ("?", 0))[:2]
     peer = f"{host}:{port}"
@@ -275,6 +300,8 @@ async def _serve_connection(
                 drains.request(receipt.sender)
             if receipt is not None and receipt.close:
                 break  # a sender outside its allow-list: answered AR, and no further frame is read
+            if receipt is not None and (wait := pace.delay(receipt.sender, receipt.messages_per_minute)):
+                await asyncio.sleep(wait)  # the sender's pace: its next frame is read later
     except (ConnectionError, OSError) as exc:
         log.info("HL7 connection from %s ended: %s", peer, exc)
     finally:
@@ -310,11 +337,12 @@ async def hl7_server_start(
     drains = DrainScheduler(inbox)
     scheduler = loop.create_task(drains.run(), name="hl7-drain-scheduler")
     peers = PeerConnections(settings.READROOM_HL7_MAX_CONNECTIONS_PER_PEER)
+    pace = SenderPace()
 
     def factory() -> HL7StreamProtocol:
         reader = FrameReader(limit=limit, loop=loop)
         return HL7StreamProtocol(
-            reader, lambda r, w: _serve_connection(r, w, drains, inbox, peers), loop=loop
+            reader, lambda r, w: _serve_connection(r, w, drains, inbox, peers, pace), loop=loop
         )
 
     # a client that connects and never completes the handshake is dropped after this long

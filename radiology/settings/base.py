@@ -291,6 +291,8 @@ READROOM_LOCK_MAX_HOURS = env.float("READROOM_LOCK_MAX_HOURS", default=12.0)
 READROOM_WS_SESSION_CHECK_SECONDS = env.float("READROOM_WS_SESSION_CHECK_SECONDS", default=30.0)
 # API tokens expire this many days after they are issued (0: never); rotate by issuing a new one.
 READROOM_API_TOKEN_DAYS = env.int("READROOM_API_TOKEN_DAYS", default=365)
+# requests per minute an API token may make unless the token says (accounts.throttling); 0: no limit
+READROOM_API_TOKEN_RATE_PER_MINUTE = env.int("READROOM_API_TOKEN_RATE_PER_MINUTE", default=0)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -325,6 +327,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiTokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "accounts.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,

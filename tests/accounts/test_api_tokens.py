@@ -85,3 +85,30 @@ def test_the_migration_hashes_existing_plain_tokens_and_drops_them(ops_omar, chi
     assert ApiToken.objects.get(user=ops_omar).digest == token_digest(plain)
     assert "authtoken_token" not in connection.introspection.table_names()
     assert _call(plain).status_code == 200
+
+
+def test_a_token_above_its_rate_gets_429_with_retry_after_and_other_callers_do_not(
+    ops_omar, chicago, settings
+):
+    """Issue 15: a runaway integration is limited per token (``ApiToken.rate_per_minute``); the
+    limit says when to come back, and neither another token nor a signed-in person is slowed."""
+    limited = api_token_issue(user=ops_omar)
+    ApiToken.objects.filter(digest=token_digest(limited.key)).update(rate_per_minute=3)
+    other = api_token_issue(user=ops_omar)
+    # given three calls within the minute
+    assert [_call(limited.key).status_code for _ in range(3)] == [200, 200, 200]
+    # then the fourth is refused with 429, a reason, and when to retry
+    refused = _call(limited.key)
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "throttled" in refused.json()["detail"].lower()
+    # and another token with no rate of its own (and no default) is not limited
+    assert {_call(other.key).status_code for _ in range(5)} == {200}
+    # and a person's session is not limited by tokens' rates
+    client = Client()
+    client.force_login(ops_omar)
+    assert client.get("/api/v1/facilities/").status_code == 200
+    # and the install's default applies to a token without its own rate
+    settings.READROOM_API_TOKEN_RATE_PER_MINUTE = 2
+    fresh = api_token_issue(user=ops_omar)
+    assert [_call(fresh.key).status_code for _ in range(3)] == [200, 200, 429]

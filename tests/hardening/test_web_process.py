@@ -94,7 +94,7 @@ def test_sigterm_finishes_the_request_in_flight_closes_websockets_and_exits_in_t
             assert chunk, f"the connection closed unanswered: {answer!r}"
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 403 Forbidden"), answer[:400]
-        assert b"not one of your sessions" in answer, answer
+        assert b"not one of your live sessions" in answer, answer
         upload.close()
         # and the process exits within uvicorn's graceful window, before the manager's SIGKILL
         web.process.wait(timeout=graceful + 2)

@@ -244,6 +244,54 @@ def test_logout_closes_the_sessions_fhircast_channels(
     # nothing was open: only UserLogout (signed out by the user), then the close
     assert logout["hub.event"] == "UserLogout" and _reason(logout) == "user-initiated"
     assert closed.value.rcvd.code == 4401
+    # and the topic ended with the session: its subscription is gone, nobody subscribes to it again
+    assert _channel_refused(hub_server, body["hub.channel.endpoint"])
+    again = subscribe(Client(), topic, events="ImagingStudy-open", HTTP_AUTHORIZATION=f"Token {key}")
+    assert again[0] == 403, again
+
+
+def _channel_refused(server: AsgiServer, endpoint: str) -> bool:
+    """The endpoint no longer opens: the websocket handshake is refused (HTTP 403)."""
+    from websockets.exceptions import InvalidStatus
+
+    path = endpoint.split("/ws/", 1)[1]
+    try:
+        connect(f"ws://127.0.0.1:{server.port}/ws/{path}", origin=server.url, open_timeout=10).close()
+    except InvalidStatus as refused:
+        return refused.response.status_code == 403
+    return False
+
+
+def test_unsubscribe_closes_the_open_channel_and_removes_the_subscription(
+    hub_server,
+    neuro_reader,  # noqa: F811
+    other_neuro_reader,  # noqa: F811
+):
+    from websockets.exceptions import ConnectionClosed
+
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    status, body = subscribe(reader, topic)
+    assert status == 202, body
+    endpoint = body["hub.channel.endpoint"]
+    socket, _ = channel(hub_server, endpoint)
+    with socket:
+        # another reader naming this endpoint with their own topic removes nothing
+        other = _verified(other_neuro_reader)
+        other_topic = other.get("/fhircast/").json()["hub.topic"]
+        unsubscribe = {
+            "hub.mode": "unsubscribe",
+            "hub.events": "ImagingStudy-open",
+            "hub.channel.endpoint": endpoint,
+        }
+        assert other.post("/fhircast/", {**unsubscribe, "hub.topic": other_topic}).status_code == 202
+        assert _nothing(socket)
+        # the subscriber's own unsubscribe closes the open channel normally
+        assert reader.post("/fhircast/", {**unsubscribe, "hub.topic": topic}).status_code == 202
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+    assert closed.value.rcvd.code == 1000
+    assert _channel_refused(hub_server, endpoint)
 
 
 def test_leaving_a_study_unsigned_publishes_imaging_study_close_to_the_session_only(
@@ -426,3 +474,31 @@ def test_an_idle_expired_sessions_channel_closes_at_its_session_check(
     assert study.accession_number in {i["value"] for i in study_closed["study"]["identifier"]}
     assert _reason(ended[1]) == "system-timeout"
     assert closed.value.rcvd.code == 4401
+    # and the expired session's topic ended: the subscription is removed, a new one is refused
+    assert _channel_refused(hub_server, body["hub.channel.endpoint"])
+    again = subscribe(Client(), topic, events=SESSION_EVENTS, HTTP_AUTHORIZATION=f"Token {key}")
+    assert again[0] == 403, again
+
+
+def test_a_subscription_made_before_an_idle_expiry_does_not_open_after_it(
+    hub_server,
+    neuro_reader,  # noqa: F811
+):
+    """No channel was open when the session expired, so no session check ended the topic: the
+    endpoint looks at the session when it is opened, and the subscribe request does too."""
+    from datetime import timedelta
+
+    from django.conf import settings as django_settings
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    reader = _verified(neuro_reader)
+    topic = reader.get("/fhircast/").json()["hub.topic"]
+    key = api_token_issue(user=neuro_reader).key
+    status, body = subscribe(Client(), topic, events=SESSION_EVENTS, HTTP_AUTHORIZATION=f"Token {key}")
+    assert status == 202, body
+    session_key = reader.cookies[django_settings.SESSION_COOKIE_NAME].value
+    Session.objects.filter(session_key=session_key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert _channel_refused(hub_server, body["hub.channel.endpoint"])
+    again = subscribe(Client(), topic, events=SESSION_EVENTS, HTTP_AUTHORIZATION=f"Token {key}")
+    assert again[0] == 403, again

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 
 import hl7
 import pytest
@@ -178,3 +179,37 @@ def test_a_missing_certificate_file_is_a_failed_attempt_not_a_crash(chicago_inte
     assert outbox_deliver(facility_id=facility.pk) == 0
     head = OutboundMessage.objects.get()
     assert head.attempts == 1 and head.last_error.startswith("TLS configuration:")
+
+
+def test_a_senders_message_pace_spaces_its_frames_across_connections_and_refuses_none(chicago_interfaces):
+    """Facility.hl7_max_messages_per_minute: the listener reads the sender's next frame later (MLLP
+    waits for each ACK), across all its connections; every message is still stored and ACKed AA."""
+
+    async def two_connections(address, accessions: list[str]) -> tuple[float, list[str]]:
+        async def one(batch: list[str]) -> list[str]:
+            reader, writer = await open_hl7_connection(*address)
+            codes = [msa(await _send(reader, writer, hl7_data.orm(accession=a)))[0] for a in batch]
+            writer.close()
+            return codes
+
+        started = asyncio.get_running_loop().time()
+        first, second = await asyncio.gather(one(accessions[:3]), one(accessions[3:]))
+        return asyncio.get_running_loop().time() - started, first + second
+
+    with hl7_listener_running() as address:
+        # given no pace (the default): six messages on two connections come in at once
+        free, codes = asyncio.run(two_connections(address, [f"P80{i}" for i in range(6)]))
+        assert codes == ["AA"] * 6
+        # when the facility paces its senders at 120 a minute (one every 0.5 s)
+        chicago_interfaces.hl7_max_messages_per_minute = 120
+        chicago_interfaces.save()
+        sender_cache_clear()
+        paced, codes = asyncio.run(two_connections(address, [f"P81{i}" for i in range(6)]))
+        applied()
+        time.sleep(1.2)  # the listener reads each connection's end after its last pause
+    # then the same six take at least four intervals (the two connections share one pace) ...
+    assert paced >= 1.9, paced
+    assert paced > free + 1.0, (free, paced)
+    # ... and none was refused: all ACKed AA and stored
+    assert codes == ["AA"] * 6
+    assert InboundMessage.objects.filter(ack_code="AA").count() == 12
