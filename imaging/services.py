@@ -694,6 +694,20 @@ def instance_stored(
     raise AssertionError("unreachable")
 
 
+def instance_index_in_group(
+    *,
+    facility: Facility,
+    header: InstanceHeader,
+    stored: StoredFile,
+    received_at: datetime,
+    cache: IndexCache,
+) -> InstanceRecorded:
+    """``instance_stored``'s indexing of an image, in the caller's transaction: a group commit
+    (``imaging.group_commit``) commits several, waits for their files and queues their decode
+    checks as one task; if anything in the group fails, each is stored alone by ``instance_stored``."""
+    return _instance_index(facility, header, stored, received_at, cache, None, False)
+
+
 def _instance_index(
     facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by, derived
 ) -> InstanceRecorded:
@@ -784,6 +798,29 @@ def _display_check_enqueue(instance_id: int) -> None:
     from imaging.tasks import instance_display_check_task  # the task module imports this one
 
     transaction.on_commit(lambda: instance_display_check_task.delay(instance_id), robust=True)
+
+
+def instances_display_check_enqueue(instance_ids: list[int]) -> None:
+    """One decode-check task for a committed group of images (``imaging.group_commit``): a publish
+    costs 1–2 ms of the SCP's CPU, too much to pay per image."""
+    if not instance_ids or not getattr(settings, "READROOM_DECODE_CHECK", True):
+        return
+    from imaging.tasks import instances_display_check_task
+
+    transaction.on_commit(lambda: instances_display_check_task.delay(instance_ids), robust=True)
+
+
+def instances_display_check(*, instance_ids: list[int]) -> list[str]:
+    """``instance_display_check`` for each (idempotent the same way: one checked already is skipped).
+    One that raises is logged and left unchecked; it does not stop the others' checks."""
+    problems = []
+    for instance_id in instance_ids:
+        try:
+            problems.append(instance_display_check(instance_id=instance_id))
+        except Exception:
+            log.exception("decode check of instance %s failed", instance_id)
+            problems.append("")
+    return problems
 
 
 def instance_display_check(*, instance_id: int) -> str:

@@ -2,9 +2,14 @@
 
 from celery import shared_task
 
-from imaging.services import instance_display_check
+from imaging.services import instance_display_check, instances_display_check
 
 
 @shared_task(name="imaging.tasks.instance_display_check")
 def instance_display_check_task(instance_id: int) -> str:
     return instance_display_check(instance_id=instance_id)
+
+
+@shared_task(name="imaging.tasks.instances_display_check")
+def instances_display_check_task(instance_ids: list[int]) -> list[str]:
+    return instances_display_check(instance_ids=instance_ids)

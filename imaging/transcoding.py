@@ -120,17 +120,14 @@ def instance_transcode(part10: bytes, target: str) -> bytes:
     return buffer.getvalue()
 
 
-def pixel_problem(part10: bytes) -> str:
+def pixel_problem(ds: Dataset) -> str:
     """Why the first frame of this object cannot be shown, or ``""`` (no pixel data, or it decodes).
 
     Run on receipt so a modality hears at C-STORE time that an image is broken (truncated, a
     bitstream no decoder reads, a frame count that is not a number) rather than it sitting in a
     study nobody can read. Only the first frame is decoded: it costs a few ms per image; a later
-    frame that proves broken is answered 422 with the reason when it is asked for."""
-    try:
-        ds = dcmread(BytesIO(part10))
-    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
-        return f"the dataset cannot be read: {_first_line(exc)}"
+    frame that proves broken is answered 422 with the reason when it is asked for. ``ds``: the
+    receive path's one parse of the object (its pixel data is read from it here)."""
     if "PixelData" not in ds:
         return ""
     source = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)

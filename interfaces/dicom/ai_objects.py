@@ -20,7 +20,6 @@ from __future__ import annotations
 from io import BytesIO
 
 import highdicom as hd
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -54,12 +53,12 @@ class MalformedAiResult(ValueError):
     """An object that claims to be an AI result but cannot be read as one (quarantined, 0xC210)."""
 
 
-def ai_facts_read(part10: bytes, sop_class_uid: str) -> AiResultFacts | None:
-    """The AI result in ``part10``, None when the object is not one. Raises MalformedAiResult."""
+def ai_facts_read(ds: Dataset, sop_class_uid: str) -> AiResultFacts | None:
+    """The AI result in ``ds`` (the receive path's parse), None when the object is not one. Raises
+    MalformedAiResult."""
     if sop_class_uid not in AI_OBJECT_CLASSES:
         return None
     try:
-        ds = dcmread(BytesIO(part10))
         if sop_class_uid == SEG_CLASS:
             return _seg_facts(ds)
         if sop_class_uid == KOS_CLASS:

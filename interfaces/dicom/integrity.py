@@ -2,14 +2,12 @@
 length contradicts Rows × Columns × frames × samples × bits (uncompressed), or pixel data larger
 than ``READROOM_DICOM_MAX_PIXEL_BYTES`` (issue #15: "objects claiming 4 GB were accepted").
 
-Only the element headers are read (pydicom ``defer_size``): the pixel bytes are not decoded."""
+It reads the receive path's one parse (``header.dataset_read``, values over 1 KB deferred): the
+pixel element's declared length and offset, never its bytes."""
 
 from __future__ import annotations
 
-from io import BytesIO
-
 from django.conf import settings
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -17,13 +15,9 @@ PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data: fragments, no fixed length
 
 
-def pixel_data_problem(part10: bytes) -> str | None:
-    """Why the object must be refused, or None. Undecodable input is left to the header reader."""
-    try:
-        ds = dcmread(BytesIO(part10), defer_size=1024, force=False)
-        raw = ds._dict.get(PIXEL_DATA)  # the raw element: its declared length without its value
-    except Exception:  # not ours to judge: instance_header_read quarantines what cannot be decoded
-        return None
+def pixel_data_problem(part10: bytes, ds: Dataset) -> str | None:
+    """Why the object must be refused, or None. ``ds``: ``part10`` as parsed by ``dataset_read``."""
+    raw = ds._dict.get(PIXEL_DATA)  # the raw element: its declared length without its value
     if raw is None:
         return None
     length, value_tell = getattr(raw, "length", None), getattr(raw, "value_tell", None)

@@ -18,11 +18,13 @@ from auditlog.models import LogEntry
 from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
+from pydicom.dataset import Dataset
 
 from accounts.audit import audit_entry_write
 from facilities.models import Facility
 from imaging.ai import ai_result_record
 from imaging.facts import AiResultFacts, InstanceHeader
+from imaging.group_commit import GroupCommitter, GroupMember
 from imaging.models import Instance, Study
 from imaging.report_history import historical_reports_link
 from imaging.services import (
@@ -30,6 +32,7 @@ from imaging.services import (
     IngestConflict,
     InstanceRecorded,
     StudyNotYetStored,
+    instance_index_in_group,
     instance_stored,
 )
 from imaging.storage import (
@@ -42,7 +45,7 @@ from imaging.storage import (
 )
 from imaging.transcoding import pixel_problem, same_image, syntax_decodable, syntax_name
 from interfaces.dicom.ai_objects import AI_OBJECT_CLASSES, MalformedAiResult, ai_facts_read
-from interfaces.dicom.header import UndecodableDataset, instance_header_read
+from interfaces.dicom.header import UndecodableDataset, dataset_read, instance_header_read
 from interfaces.dicom.integrity import pixel_data_problem
 from interfaces.dicom.quarantine import ai_objects_waiting_link
 from interfaces.hl7.inbound import ai_orus_waiting_release
@@ -94,12 +97,17 @@ def dicom_instance_receive(
     sop_instance_uid_hint: str = "",
     cache: IndexCache | None = None,
     made_by=None,
+    dataset: Dataset | None = None,
+    group: GroupCommitter | None = None,
 ) -> ReceiveResult:
     """``made_by``: the reader whose measurement SR / key objects (``instance_stored``): never a new study,
-    never counted as images."""
+        never counted as images. ``dataset``: ``part10`` already parsed by ``dataset_read`` (STOW reads
+        the header first): every check below reads that one parse. ``group``: the SCP's group commit
+    (``imaging.group_commit``) for an image; an AI result or a reader's object is stored alone."""
     received_at = received_at or timezone.now()
     try:
-        header = instance_header_read(part10)
+        dataset = dataset if dataset is not None else dataset_read(part10)
+        header = instance_header_read(dataset)
     except UndecodableDataset as exc:
         return _quarantine(
             facility, part10, association_id, received_at, str(exc), CANNOT_UNDERSTAND, sop_instance_uid_hint
@@ -119,11 +127,11 @@ def dicom_instance_receive(
             header.sop_instance_uid,
         )
     # header-only length checks first: cheap, and they refuse a claimed 4 GB before any decode
-    if problem := pixel_data_problem(part10):
+    if problem := pixel_data_problem(part10, dataset):
         return _quarantine(
             facility, part10, association_id, received_at, problem, DATA_SET_MISMATCH, header.sop_instance_uid
         )
-    problem = pixel_problem(part10) if made_by is None else ""
+    problem = pixel_problem(dataset) if made_by is None else ""
     if problem:
         return _quarantine(
             facility,
@@ -137,7 +145,7 @@ def dicom_instance_receive(
     ai_facts = None
     if made_by is None and header.sop_class_uid in AI_OBJECT_CLASSES:
         try:
-            ai_facts = ai_facts_read(part10, header.sop_class_uid)
+            ai_facts = ai_facts_read(dataset, header.sop_class_uid)
         except MalformedAiResult as exc:
             return _quarantine(
                 facility,
@@ -155,8 +163,10 @@ def dicom_instance_receive(
     # The encrypted write + fsync runs while the index rows are written; the transaction commits
     # only once the file is safely on disk, so there is never an index row without its file.
     write = _WRITERS.submit(encrypted_write, path, part10)
-    try:
-        recorded = instance_stored(
+    cache = cache if cache is not None else IndexCache()
+
+    def alone() -> InstanceRecorded:
+        return instance_stored(
             facility=facility,
             header=header,
             stored=stored,
@@ -167,6 +177,22 @@ def dicom_instance_receive(
             # an AI result is kept with its study but is not an image of it (and needs the study here)
             derived=ai_facts is not None,
         )
+
+    try:
+        if group is not None and made_by is None and ai_facts is None:
+            recorded = group.commit(
+                GroupMember(
+                    index=lambda: instance_index_in_group(
+                        facility=facility, header=header, stored=stored, received_at=received_at, cache=cache
+                    ),
+                    before_commit=write.result,
+                    alone=alone,
+                    forget=lambda: _cache_forget(cache),
+                    order=(header.study_instance_uid, header.series_instance_uid),
+                )
+            )
+        else:
+            recorded = alone()
         if ai_facts is not None:
             _ai_result_link(facility, ai_facts, recorded, received_at)
     except (OSError, StorageError) as exc:
@@ -194,6 +220,12 @@ def dicom_instance_receive(
         _waiting_ai_orus_release(facility, recorded.study_id)
         _waiting_history_link(recorded.study_id, header.accession_number)
     return ReceiveResult(SUCCESS, recorded=recorded, header=header)
+
+
+def _cache_forget(cache: IndexCache) -> None:
+    """A group rolled back: the studies and series it created are not in the database."""
+    cache.studies.clear()
+    cache.series.clear()
 
 
 def _ai_result_wait(

@@ -7,6 +7,7 @@ association has its own database connection, closed when the association ends.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import re
@@ -25,6 +26,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification, 
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility, address_allowed
+from imaging.group_commit import GroupCommitter
 from imaging.services import IndexCache
 from imaging.transcoding import syntax_decodable
 from interfaces.dicom.mwl import worklist_responses
@@ -80,6 +82,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     descriptor — ``shutdown()`` on a listening socket stops it listening in every process."""
 
     request_queue_size = 128  # a burst of associations waits in the accept queue instead of being refused
+    group: GroupCommitter | None = None  # the SCP's group commit, stopped with the server
 
     def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
         self._listening = listening
@@ -100,6 +103,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             super().server_activate()
 
     def server_close(self) -> None:
+        if self.group is not None:  # associations still open (a stop's grace) store alone
+            self.group.stop()
         if self._listening is None:
             super().server_close()
         else:
@@ -212,6 +217,7 @@ class StorageScp:
     network_timeout: float | None = 30.0
     acse_timeout: float | None = 5.0
     ssl_context: ssl.SSLContext | None = None
+    group: GroupCommitter | None = None  # None: each instance in its own transaction
     _states: dict[int, _AssociationState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -330,13 +336,15 @@ class StorageScp:
         state = self._state(event.assoc)
         if state is None or state.facility is None:
             return NOT_AUTHORISED
-        result = dicom_instance_receive(
-            facility=state.facility,
-            part10=event.encoded_dataset(include_meta=True),
-            association_id=state.association_id,
-            sop_instance_uid_hint=str(event.request.AffectedSOPInstanceUID or ""),
-            cache=state.cache,
-        )
+        with self.group.arriving() if self.group else contextlib.nullcontext():
+            result = dicom_instance_receive(
+                facility=state.facility,
+                part10=event.encoded_dataset(include_meta=True),
+                association_id=state.association_id,
+                sop_instance_uid_hint=str(event.request.AffectedSOPInstanceUID or ""),
+                cache=state.cache,
+                group=self.group,
+            )
         if result.ok:
             state.stored += 1
         else:
@@ -454,6 +462,7 @@ class StorageScp:
             listening=listening,
         )
         server.contexts = _AcceptorContexts(server.contexts)
+        server.group = self.group
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp:{port}", daemon=True)
         thread.start()
         return server
@@ -529,6 +538,12 @@ def storage_scp() -> StorageScp:
             settings.READROOM_DICOM_TLS_KEY_FILE,
             settings.READROOM_DICOM_TLS_CA_FILE,
         ),
+        group=GroupCommitter(
+            max_instances=settings.READROOM_DICOM_GROUP_COMMIT_MAX,
+            max_wait_seconds=settings.READROOM_DICOM_GROUP_COMMIT_WAIT_MS / 1000,
+        )
+        if settings.READROOM_DICOM_GROUP_COMMIT
+        else None,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from facilities.models import Facility
 from imaging.services import IndexCache
 from interfaces.dicom import web_access as access
-from interfaces.dicom.header import UndecodableDataset, instance_header_read
+from interfaces.dicom.header import UndecodableDataset, dataset_read, instance_header_read
 from interfaces.dicom.receive import dicom_association_close, dicom_association_open, dicom_instance_receive
 from interfaces.dicom.web_json import StoreOutcome
 from interfaces.dicom.web_multipart import MultipartError, Part
@@ -93,9 +93,11 @@ def _part_store(
     cache: IndexCache,
 ) -> StoreOutcome:
     body = part10_with_preamble(part.body)
+    dataset = None
     if study_uid:
         try:
-            header = instance_header_read(body)
+            dataset = dataset_read(body)
+            header = instance_header_read(dataset)
         except UndecodableDataset:
             header = None  # the receive path quarantines it and says why
         if header is not None and header.study_instance_uid != study_uid:
@@ -106,7 +108,7 @@ def _part_store(
                 reason=f"instance of study {header.study_instance_uid}, not of {study_uid}",
             )
     result = dicom_instance_receive(
-        facility=facility, part10=body, association_id=association_id, cache=cache
+        facility=facility, part10=body, association_id=association_id, cache=cache, dataset=dataset
     )
     header = result.header
     if header is None:
@@ -164,7 +166,8 @@ def _reader_part_store(
 ) -> StoreOutcome:
     body = part10_with_preamble(part.body)
     try:
-        header = instance_header_read(body)
+        dataset = dataset_read(body)
+        header = instance_header_read(dataset)
     except UndecodableDataset as exc:
         return StoreOutcome("", "", 0xC000, reason=f"not a readable DICOM object: {exc}")
     if study_uid and header.study_instance_uid != study_uid:
@@ -181,7 +184,12 @@ def _reader_part_store(
             header.sop_class_uid, header.sop_instance_uid, refusal.status, reason=refusal.message
         )
     result = dicom_instance_receive(
-        facility=study.facility, part10=body, association_id=association_id, cache=cache, made_by=user
+        facility=study.facility,
+        part10=body,
+        association_id=association_id,
+        cache=cache,
+        made_by=user,
+        dataset=dataset,
     )
     url = instance_url(header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid)
     return StoreOutcome(

@@ -397,8 +397,16 @@ READROOM_AI_ORU_WAIT_HOURS = env.float("READROOM_AI_ORU_WAIT_HOURS", default=24.
 # contradicts its Rows x Columns x frames x bits (docs/interfaces-hardening.md). 2 GiB by default.
 READROOM_DICOM_MAX_PIXEL_BYTES = env.int("READROOM_DICOM_MAX_PIXEL_BYTES", default=2 * 1024**3)
 # After an image is indexed, a worker decodes its first and last frame the way the viewer does and
-# flags it when it cannot be displayed (imaging.tasks.instance_display_check_task, docs/viewer.md).
+# flags it when it cannot be displayed (imaging.tasks.instance_display_check_task;
+# instances_display_check_task for a group commit's images; docs/viewer.md).
 READROOM_DECODE_CHECK = env.bool("READROOM_DECODE_CHECK", default=True)
+# C-STOREs of concurrent associations are committed a few at a time, in one transaction each
+# (imaging.group_commit, docs/ingest.md): at most MAX instances, and the committer waits up to WAIT_MS
+# for more only while other associations are still checking one. Each Success still goes out only
+# after its own group committed. false: each instance in its own transaction.
+READROOM_DICOM_GROUP_COMMIT = env.bool("READROOM_DICOM_GROUP_COMMIT", default=True)
+READROOM_DICOM_GROUP_COMMIT_MAX = env.int("READROOM_DICOM_GROUP_COMMIT_MAX", default=32)
+READROOM_DICOM_GROUP_COMMIT_WAIT_MS = env.float("READROOM_DICOM_GROUP_COMMIT_WAIT_MS", default=20.0)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

@@ -51,8 +51,9 @@ class Command(BaseCommand):
         def process_setup() -> None:
             if not options["no_db_pool"]:
                 # sessions reused across associations (a few more than the associations one process
-                # accepts at once); per serving process, so the supervising parent has none
-                database_pool_enable(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 2)
+                # accepts at once, and the group committer's one); per serving process, so the
+                # supervising parent has none
+                database_pool_enable(settings.READROOM_DICOM_MAX_ASSOCIATIONS + 3)
 
         service = functools.partial(dicom_scp_service, stop_grace_seconds=stop_grace)
         edge_service_run(

@@ -1,0 +1,175 @@
+"""Group commit of received images (issue 16): the instances that concurrent C-STORE handlers
+have checked and are writing are indexed by one thread, several in one transaction, so they share
+one COMMIT (one WAL flush) and one decode-check task instead of one each.
+
+The guarantee is the per-instance one: a handler's ``commit`` returns only after its own group
+has committed, and the group commits only after every member's file is written and fsynced
+(``before_commit``), so a C-STORE Success still means "file on disk and row committed". If
+anything in a group fails — a member's index, a file, the COMMIT itself — the group is rolled back
+and each member is stored alone (``alone``: ``instance_stored``, its own transaction and retries),
+so one bad instance never fails another, and each gets its own outcome (raised to its handler,
+which answers the DICOM status it answers today).
+
+Groups form by themselves: while one group commits, the next arrivals queue. The committer waits
+(up to ``max_wait_seconds``) for more only while other handlers are still checking an instance
+(``arriving``), so a lone association never waits for company."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from django.db import connections, transaction
+
+from imaging.services import InstanceRecorded, instances_display_check_enqueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupMember:
+    index: Callable[[], InstanceRecorded]  # in the group's transaction
+    before_commit: Callable[[], object]  # waits for the member's file (raises if it failed)
+    alone: Callable[[], InstanceRecorded]  # in its own transaction, after the group failed
+    forget: Callable[[], None]  # drop what the rolled-back group put in the member's cache
+    order: tuple[str, ...] = ()  # the order rows are locked in: two processes' groups cannot deadlock
+    future: Future = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """One per SCP (``StorageScp``): a thread with its own database session."""
+
+    def __init__(self, *, max_instances: int = 32, max_wait_seconds: float = 0.02) -> None:
+        self.max_instances = max_instances
+        self.max_wait_seconds = max_wait_seconds
+        self.groups = 0  # committed groups, and the members they held (operations, tests)
+        self.grouped = 0
+        self.fallbacks = 0  # groups that failed and were stored member by member
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._arriving = 0
+        self._counted = threading.local()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around a handler's whole receive: while it checks an instance, its member may come."""
+        self._arrival(+1)
+        self._counted.on = True
+        try:
+            yield
+        finally:
+            if self._counted.on:
+                self._counted.on = False
+                self._arrival(-1)
+
+    def commit(self, member: GroupMember) -> InstanceRecorded:
+        """Returns once the member's group has committed (or it was stored alone); raises what its
+        lone store raised."""
+        with self._lock:
+            running = not self._stopped
+            if running:
+                self._started()
+                self._queue.put(member)
+        if getattr(self._counted, "on", False):
+            self._counted.on = False
+            self._arrival(-1)
+        if not running:  # stopping: the associations still open store alone, in their own thread
+            return member.alone()
+        return member.future.result()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join(30)
+
+    # --- the committer thread -----------------------------------------------------------------
+
+    def _arrival(self, step: int) -> None:
+        with self._lock:
+            self._arriving += step
+
+    def _started(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dicom-group-commit", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (group := self._gather()) is not None:
+                connections["default"].close_if_unusable_or_obsolete()
+                self._commit(group)
+        finally:
+            connections.close_all()  # this thread's session (back to the pool, with one)
+
+    def _gather(self) -> list[GroupMember] | None:
+        first = self._queue.get()
+        if first is _STOP:
+            return None
+        group = [first]
+        deadline = time.monotonic() + self.max_wait_seconds
+        while len(group) < self.max_instances:
+            try:
+                member = self._queue.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    others_coming = self._arriving > 0
+                if not others_coming or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.0005)
+                continue
+            if member is _STOP:
+                self._queue.put(_STOP)  # after this group
+                break
+            group.append(member)
+        return group
+
+    def _commit(self, group: list[GroupMember]) -> None:
+        if len(group) == 1:
+            self._alone(group[0])
+            return
+        group.sort(key=lambda member: member.order)
+        committed: list[bool] = []
+        results: list[InstanceRecorded] = []
+        try:
+            with transaction.atomic():
+                transaction.on_commit(lambda: committed.append(True))  # first of the callbacks
+                results = [member.index() for member in group]
+                for member in group:
+                    member.before_commit()
+                instances_display_check_enqueue([r.instance_id for r in results])
+        except Exception as exc:
+            if not committed:
+                self.fallbacks += 1
+                log.warning("a group of %d instances failed (%s): storing each alone", len(group), exc)
+                for member in group:
+                    member.forget()
+                for member in group:
+                    self._alone(member)
+                return
+            # an on-commit callback (routing's) raised: the rows are committed all the same
+            log.exception("after a group of %d instances committed", len(group))
+        self.groups += 1
+        self.grouped += len(group)
+        for member, recorded in zip(group, results, strict=True):
+            member.future.set_result(recorded)
+
+    def _alone(self, member: GroupMember) -> None:
+        try:
+            member.future.set_result(member.alone())
+        except BaseException as exc:  # the handler answers it (0xA700, 0xC220 …)
+            member.future.set_exception(exc)
