@@ -105,13 +105,18 @@ def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
     demographics. Saves only when something changed, so the audit log records real changes."""
     patient = patient_find(facility=facility, identifier=facts.identifier)
     if patient is None:
-        patient, _ = Patient.objects.get_or_create(
-            facility=facility,
-            assigning_authority=_authority(facility, facts.identifier),
-            mrn=facts.identifier.mrn,
-            defaults=_demographics(facts),
-        )
-        return patient
+        # get_or_create without its first SELECT: patient_find just looked (one query less per new
+        # patient); only another connection creating the same record at once lands in the except
+        key = {
+            "facility": facility,
+            "assigning_authority": _authority(facility, facts.identifier),
+            "mrn": facts.identifier.mrn,
+        }
+        try:
+            with transaction.atomic():
+                return Patient.objects.create(**key, **_demographics(facts))
+        except IntegrityError:
+            return Patient.objects.get(**key)
     _patient_demographics_set(patient, facts)
     return patient
 

@@ -189,8 +189,12 @@ def apply_while_receiving(env: dict, messages: int, warmup: int) -> None:
     finally:
         for process in (listener, worker):
             process.terminate()
-        listener.wait(10)
-        worker.wait(30)
+        for process, grace in ((listener, 10), (worker, 30)):
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:  # a warm shutdown still waiting on a task: done with it
+                process.kill()
+                process.wait(10)
     elapsed = last_ack - started
     ms = [v * 1000 for v in latencies]
     print(f"bench/hl7: {messages} ORM^O01 on one MLLP connection, applied by a 2-process worker meanwhile")

@@ -378,19 +378,21 @@ def _batch_apply(app: str, fac: str, *, batched: bool = True) -> tuple[int, bool
             return 0, False
         facilities: dict[int, Facility] = {}
         relinks = imaging.OrderRelinks() if batched else None
+        settled: list[InboundMessage] | None = [] if batched else None
+        more = True
         for message in messages:
             if message.facility_id is not None:  # one Facility for the batch: its MRN domain is cached on it
                 message.facility = facilities.setdefault(message.facility_id, message.facility)
-            if not _message_apply(message, relinks):
-                if relinks is not None:
-                    _relinks_flush(relinks)
-                return done, False  # kept in order: a transient failure; the sweep drains again
+            if not _message_apply(message, relinks, settled):
+                more = False  # kept in order: a transient failure; the sweep drains again
+                break
             done += 1
             if time.monotonic() > deadline:
                 break
         if relinks is not None:
             _relinks_flush(relinks)
-    return done, True
+            _settled_save(settled)
+    return done, more
 
 
 def _sender_lock(app: str, fac: str) -> None:
@@ -406,9 +408,31 @@ def _sender_lock(app: str, fac: str) -> None:
 DETERMINISTIC_ERRORS = (DataError, ValueError, UnicodeError)
 
 
-def _message_apply(message: InboundMessage, relinks: imaging.OrderRelinks | None = None) -> bool:
+# What applying a message may change on its row; a batch writes them for all its messages at once.
+SETTLED_FIELDS = (
+    "status",
+    "error",
+    "attempts",
+    "processed_at",
+    "dead_at",
+    "waiting_study_uid",
+    "waiting_accession",
+)
+
+
+def _settled_save(settled: list[InboundMessage]) -> None:
+    if settled:
+        InboundMessage.objects.bulk_update(settled, SETTLED_FIELDS)
+
+
+def _message_apply(
+    message: InboundMessage,
+    relinks: imaging.OrderRelinks | None = None,
+    settled: list[InboundMessage] | None = None,
+) -> bool:
     """Apply one message in a savepoint; False when it stays ``received`` (a transient failure).
-    ``relinks``: its orders' images are linked with the batch's (see ``imaging.OrderRelinks``)."""
+    ``relinks``: its orders' images are linked with the batch's (see ``imaging.OrderRelinks``);
+    ``settled``: its row is written with the batch's others (``_settled_save``), else now."""
     message.attempts += 1
     fields = ["status", "error", "attempts", "processed_at"]
     try:
@@ -440,7 +464,10 @@ def _message_apply(message: InboundMessage, relinks: imaging.OrderRelinks | None
         _dead_letter(message, message.error)
         fields += ["dead_at"]
     message.processed_at = timezone.now()  # for a waiting message: when its wait began
-    message.save(update_fields=fields)
+    if settled is None:
+        message.save(update_fields=fields)
+    else:
+        settled.append(message)  # written with the batch's others in one UPDATE (_settled_save)
     if message.status != InboundStatus.WAITING:  # a waiting message is acknowledged when it ends
         _application_ack_send(message)
     return True
