@@ -97,19 +97,26 @@ def patient_find(*, facility: Facility, identifier: PatientIdentifier) -> Patien
     return patient
 
 
-@transaction.atomic
+# savepoint=False: every caller already runs in a transaction of its own (or this opens one), and
+# none catches an error from here to go on: one savepoint less per message (bench/hl7 --apply).
+@transaction.atomic(savepoint=False)
 def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
     """Find the patient by MRN in the facility's identity domain, creating or updating the
     demographics. Saves only when something changed, so the audit log records real changes."""
     patient = patient_find(facility=facility, identifier=facts.identifier)
     if patient is None:
-        patient, _ = Patient.objects.get_or_create(
-            facility=facility,
-            assigning_authority=_authority(facility, facts.identifier),
-            mrn=facts.identifier.mrn,
-            defaults=_demographics(facts),
-        )
-        return patient
+        # get_or_create without its first SELECT: patient_find just looked (one query less per new
+        # patient); only another connection creating the same record at once lands in the except
+        key = {
+            "facility": facility,
+            "assigning_authority": _authority(facility, facts.identifier),
+            "mrn": facts.identifier.mrn,
+        }
+        try:
+            with transaction.atomic():
+                return Patient.objects.create(**key, **_demographics(facts))
+        except IntegrityError:
+            return Patient.objects.get(**key)
     _patient_demographics_set(patient, facts)
     return patient
 
@@ -370,19 +377,61 @@ class OrderOutcome:
     note: str = ""
 
 
-@transaction.atomic
-def order_message_apply(*, facility: Facility, message: OrderMessage) -> list[OrderOutcome]:
-    """Apply an ORM^O01/OMI^O23: one outcome per ORC/OBR group, in message order."""
+class OrderRelinks:
+    """Orders whose images are still to be (re)linked, gathered over a batch of messages of one
+    sender and linked together by ``orders_images_relink`` (one query for all their studies instead
+    of one or two per message). The batch links them before any message that could see or change
+    the link — one naming a pending order again, a cancel, an ADT — so the result is the one
+    linking each order at once would give."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[Order, bool]] = {}  # order id → (order, is_stroke), in order
+        self._keys: set[tuple[str, str]] = set()
+
+    def add(self, order: Order, *, is_stroke: bool) -> None:
+        self.pending[order.pk] = (order, is_stroke)
+        self._keys.update(_order_keys(order.accession_number, order.placer_order_number))
+
+    def touches(self, message: OrderMessage) -> bool:
+        """Whether applying ``message`` before the pending links could differ from after them."""
+        return any(
+            facts.control in CANCELLING
+            or not self._keys.isdisjoint(_order_keys(facts.accession_number, facts.placer_order_number))
+            for facts in message.orders
+        )
+
+    def flush(self) -> None:
+        orders, self.pending, self._keys = list(self.pending.values()), {}, set()
+        if orders:
+            orders_images_relink(orders)
+
+
+def _order_keys(accession: str, placer: str) -> set[tuple[str, str]]:
+    return {key for key in (("A", accession), ("P", placer or "")) if key[1]}
+
+
+# savepoint=False: as patient_upsert's; a caller that must survive a bad message (the HL7 drain)
+# wraps each message in its own savepoint.
+@transaction.atomic(savepoint=False)
+def order_message_apply(
+    *, facility: Facility, message: OrderMessage, relinks: OrderRelinks | None = None
+) -> list[OrderOutcome]:
+    """Apply an ORM^O01/OMI^O23: one outcome per ORC/OBR group, in message order. ``relinks``: the
+    images of the orders are linked later, with other messages' (``OrderRelinks``); else now."""
     patient = patient_upsert(facility=facility, facts=message.patient)
-    return [_order_apply(facility, patient, facts, message.sent_at) for facts in message.orders]
+    return [_order_apply(facility, patient, facts, message.sent_at, relinks) for facts in message.orders]
 
 
 def _order_apply(
-    facility: Facility, patient: Patient, facts: OrderFacts, sent_at: datetime | None
+    facility: Facility,
+    patient: Patient,
+    facts: OrderFacts,
+    sent_at: datetime | None,
+    relinks: OrderRelinks | None = None,
 ) -> OrderOutcome:
     if facts.control in CANCELLING:
         return _order_cancel(facility, facts)
-    return _order_upsert(facility, patient, facts, sent_at)
+    return _order_upsert(facility, patient, facts, sent_at, relinks)
 
 
 def _order_lookup(facility: Facility, facts: OrderFacts) -> Order | None:
@@ -455,7 +504,11 @@ def _reason_text(order: Order) -> str:
 
 
 def _order_upsert(
-    facility: Facility, patient: Patient, facts: OrderFacts, sent_at: datetime | None
+    facility: Facility,
+    patient: Patient,
+    facts: OrderFacts,
+    sent_at: datetime | None,
+    relinks: OrderRelinks | None = None,
 ) -> OrderOutcome:
     order = _order_lookup(facility, facts)
     created = order is None
@@ -501,7 +554,10 @@ def _order_upsert(
         order.save(force_insert=True)
     elif changed:
         order.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
-    _studies_link(order, is_stroke=is_stroke)
+    if relinks is not None:
+        relinks.add(order, is_stroke=is_stroke)
+    else:
+        _studies_link(order, is_stroke=is_stroke)
     return OrderOutcome(order.pk, "created" if created else "updated")
 
 
@@ -531,6 +587,46 @@ def _studies_link(order: Order, *, is_stroke: bool) -> None:
         candidates += [(study, OrderMatch.STUDY_UID) for study in by_uid if study.pk not in seen]
     for study, how in candidates:
         study_order_link(study, order, how=how, is_stroke=is_stroke)
+
+
+def orders_images_relink(orders: list[tuple[Order, bool]]) -> None:
+    """``_studies_link`` for many orders (each with its is_stroke), in their order, with one query
+    for every study they could match: by accession, or by Study Instance UID where the study has no
+    order or has this one. The studies are the same objects throughout, so a study one order takes
+    by UID is not taken by a later order, as one query per order would see it."""
+    if not orders:
+        return
+    match = models.Q(pk__in=[])
+    for facility_id in {order.facility_id for order, _ in orders}:
+        mine = [order for order, _ in orders if order.facility_id == facility_id]
+        accessions = {o.accession_number for o in mine if o.accession_number}
+        uids = {o.study_instance_uid for o in mine if o.study_instance_uid}
+        match |= models.Q(facility_id=facility_id) & (
+            models.Q(accession_number__in=accessions) | models.Q(study_instance_uid__in=uids)
+        )
+    studies = list(Study.objects.filter(match).order_by("pk"))
+    if not studies:
+        return
+    for order, is_stroke in orders:
+        here = [study for study in studies if study.facility_id == order.facility_id]
+        candidates = [
+            (study, OrderMatch.ACCESSION)
+            for study in here
+            if order.accession_number
+            and study.accession_number == order.accession_number
+            and _accession_issuers_agree(order.accession_issuer, study.accession_issuer)
+        ]
+        if order.study_instance_uid:
+            seen = {study.pk for study, _ in candidates}
+            candidates += [
+                (study, OrderMatch.STUDY_UID)
+                for study in here
+                if study.study_instance_uid == order.study_instance_uid
+                and study.order_id in (None, order.pk)
+                and study.pk not in seen
+            ]
+        for study, how in candidates:
+            study_order_link(study, order, how=how, is_stroke=is_stroke)
 
 
 def study_order_link(study: Study, order: Order, *, how: str, is_stroke: bool) -> list[str]:

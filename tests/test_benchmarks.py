@@ -36,7 +36,7 @@ pytestmark = [
 # bench → (command-line arguments beside --smoke, a line its report must contain). A bench is
 # bench/<name>/run.py; a name with a slash is that script itself (bench/ingest/associations.py).
 BENCHES = {
-    "hl7": ([], "bench/hl7:"),
+    "hl7": ([], "last ACK → all applied"),
     "ingest": (["--storage", "s3", "--associations", "2", "--processes", "2"], "ratio s3/filesystem"),
     "worklist": (["--http"], "event → row applied"),
     "stroke_alert": ([], "stroke ORM ACK → alert"),

@@ -319,31 +319,88 @@ def _ack(header: Header | None, original_code: str, error: Hl7Error | None) -> b
 # --- applying ------------------------------------------------------------------------------------
 
 
+# A batch: this many messages, or until this long has passed — one transaction, one sender lock and
+# one query for the images of all their orders, instead of one each per message (bench/hl7 --apply).
+# Short enough that an order reaches the worklist a fraction of a second after its ACK even in a
+# replay, and that the sender lock is never held long.
+BATCH_MESSAGES = 100
+BATCH_SECONDS = 0.25
+
+
 def hl7_inbound_drain(*, sending_application: str, sending_facility: str) -> int:
-    """Apply a sender's received messages oldest first, one transaction each. Several workers may
-    drain the same sender: the sender lock keeps them in order (an XO never overtakes its NW).
+    """Apply a sender's received messages oldest first, in batches (``_batch_apply``). Several
+    workers may drain the same sender: the sender lock keeps them in order (an XO never overtakes
+    its NW).
 
     A message that cannot be applied never blocks the ones after it for long: a deterministic
     error sets it aside at once (dead letter), any other error stops this drain with the attempt
     counted (the sweep tries again) until ``READROOM_HL7_IN_MAX_ATTEMPTS``, then it is set aside."""
-    applied = 0
+    applied, batched = 0, True
     while True:
-        with transaction.atomic():
-            _sender_lock(sending_application, sending_facility)
-            message = (
-                InboundMessage.objects.filter(
-                    status=InboundStatus.RECEIVED,
-                    sending_application=sending_application,
-                    sending_facility=sending_facility,
-                )
-                .order_by("id")
-                .first()
+        try:
+            done, more = _batch_apply(sending_application, sending_facility, batched=batched)
+        except Exception:
+            if not batched:
+                raise  # one message at a time, as before batches: the sweep tries again
+            # the batch rolled back whole (nothing of it is lost: the rows are still received):
+            # the rest of this drain goes one message at a time, which sets a bad one aside alone
+            log.exception(
+                "HL7 batch of %s^%s failed: applying one message at a time",
+                *(sending_application, sending_facility),
             )
-            if message is None:
-                return applied
-            if not _message_apply(message):
-                return applied  # kept in order: a transient failure; the sweep drains again
-        applied += 1
+            batched = False
+            continue
+        applied += done
+        if not more:
+            return applied
+
+
+class _BatchFailed(Exception):
+    """A step of the batch itself failed (not one message): the batch rolls back whole."""
+
+
+def _relinks_flush(relinks: imaging.OrderRelinks) -> None:
+    try:
+        relinks.flush()
+    except Exception as exc:
+        raise _BatchFailed("linking the batch's orders to their images failed") from exc
+
+
+def _batch_apply(app: str, fac: str, *, batched: bool = True) -> tuple[int, bool]:
+    """Up to ``BATCH_MESSAGES`` of the sender's oldest received messages (or what ``BATCH_SECONDS``
+    allows) in one transaction under the sender lock, each in a savepoint of its own: a bad message
+    rolls back alone and is set aside with its reason, the others apply, in order. Returns (messages
+    settled, whether to go on); a transient failure stops here with what came before it committed."""
+    deadline = time.monotonic() + BATCH_SECONDS
+    done = 0
+    with transaction.atomic():
+        _sender_lock(app, fac)
+        messages = list(
+            InboundMessage.objects.filter(
+                status=InboundStatus.RECEIVED, sending_application=app, sending_facility=fac
+            )
+            .select_related("facility")
+            .order_by("id")[: BATCH_MESSAGES if batched else 1]
+        )
+        if not messages:
+            return 0, False
+        facilities: dict[int, Facility] = {}
+        relinks = imaging.OrderRelinks() if batched else None
+        settled: list[InboundMessage] | None = [] if batched else None
+        more = True
+        for message in messages:
+            if message.facility_id is not None:  # one Facility for the batch: its MRN domain is cached on it
+                message.facility = facilities.setdefault(message.facility_id, message.facility)
+            if not _message_apply(message, relinks, settled):
+                more = False  # kept in order: a transient failure; the sweep drains again
+                break
+            done += 1
+            if time.monotonic() > deadline:
+                break
+        if relinks is not None:
+            _relinks_flush(relinks)
+            _settled_save(settled)
+    return done, more
 
 
 def _sender_lock(app: str, fac: str) -> None:
@@ -359,15 +416,45 @@ def _sender_lock(app: str, fac: str) -> None:
 DETERMINISTIC_ERRORS = (DataError, ValueError, UnicodeError)
 
 
-def _message_apply(message: InboundMessage) -> bool:
-    """Apply one message in a savepoint; False when it stays ``received`` (a transient failure)."""
+# What applying a message may change on its row; a batch writes them for all its messages at once.
+SETTLED_FIELDS = (
+    "status",
+    "error",
+    "attempts",
+    "processed_at",
+    "dead_at",
+    "waiting_study_uid",
+    "waiting_accession",
+)
+
+
+def _settled_save(settled: list[InboundMessage]) -> None:
+    if settled:
+        InboundMessage.objects.bulk_update(settled, SETTLED_FIELDS)
+
+
+def _message_apply(
+    message: InboundMessage,
+    relinks: imaging.OrderRelinks | None = None,
+    settled: list[InboundMessage] | None = None,
+) -> bool:
+    """Apply one message in a savepoint; False when it stays ``received`` (a transient failure).
+    ``relinks``: its orders' images are linked with the batch's (see ``imaging.OrderRelinks``);
+    ``settled``: its row is written with the batch's others (``_settled_save``), else now."""
     message.attempts += 1
     fields = ["status", "error", "attempts", "processed_at"]
     try:
-        with transaction.atomic():
+        parsed = None
+        if relinks is not None:  # batched: read first (no writes), to make pending links before it
             parsed = _parsed(message)
-            note = _apply(message.facility, parsed)
+            if parsed.kind != "order" or relinks.touches(parsed.content):
+                _relinks_flush(relinks)  # before anything that could see or change a pending link
+        with transaction.atomic():
+            parsed = parsed or _parsed(message)
+            note = _apply(message.facility, parsed, relinks)
         message.status, message.error = InboundStatus.PROCESSED, note
+    except _BatchFailed:
+        raise
     except AiStudyNotStored as exc:
         _ai_result_wait(message, exc)
         fields += ["waiting_study_uid", "waiting_accession"]
@@ -385,7 +472,10 @@ def _message_apply(message: InboundMessage) -> bool:
         _dead_letter(message, message.error)
         fields += ["dead_at"]
     message.processed_at = timezone.now()  # for a waiting message: when its wait began
-    message.save(update_fields=fields)
+    if settled is None:
+        message.save(update_fields=fields)
+    else:
+        settled.append(message)  # written with the batch's others in one UPDATE (_settled_save)
     if message.status != InboundStatus.WAITING:  # a waiting message is acknowledged when it ends
         _application_ack_send(message)
     return True
@@ -532,10 +622,10 @@ def hl7_in_dead_letter_alert(facility: Facility) -> None:
         log.exception("could not announce the dead letter of %s at once", facility)
 
 
-def _apply(facility: Facility, parsed: ParsedMessage) -> str:
+def _apply(facility: Facility, parsed: ParsedMessage, relinks: imaging.OrderRelinks | None = None) -> str:
     if parsed.kind == "order":
         content = _with_fallback_accessions(facility, parsed.content)
-        outcomes = imaging.order_message_apply(facility=facility, message=content)
+        outcomes = imaging.order_message_apply(facility=facility, message=content, relinks=relinks)
         return "; ".join(o.note for o in outcomes if o.note)
     if parsed.kind == "demographics":
         patient = imaging.patient_demographics_update(facility=facility, update=parsed.content)
