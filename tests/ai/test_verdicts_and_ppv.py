@@ -149,10 +149,10 @@ def test_the_ppv_check_is_on_beat_and_its_task_raises_the_alert(seeded_quarter, 
     chicago.ai_ppv_alert_threshold = 0.8
     chicago.save()
     # when beat's task runs (by its registered name, as the worker would)
-    assert celery_app.tasks[entry["task"]].apply().get() == 1
+    assert celery_app.tasks[entry["task"]].apply().get(disable_sync_subtasks=False) == 1
     # then the 70 % episode is open, once: the next beat raises nothing
     assert AiAlgorithmAlert.objects.get().ppv == 0.7
-    assert celery_app.tasks[entry["task"]].apply().get() == 0
+    assert celery_app.tasks[entry["task"]].apply().get(disable_sync_subtasks=False) == 0
 
 
 @pytest.mark.parametrize("in_oru", [True, False])
