@@ -185,7 +185,7 @@ def ohif_load(side: Side, study_uid: str, concurrency: int) -> dict:
                 arrived[index] = done
         except Exception as exc:  # reported below: the load failed
             with lock:
-                errors.append(repr(exc))
+                errors.append(f"{side.root}: {exc!r}")
         finally:
             connection.close()
 
