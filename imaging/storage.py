@@ -26,7 +26,7 @@ import secrets
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,11 +75,25 @@ def _decode_key(value: str) -> bytes:
 
 
 def _resolve(relative_path: str) -> Path:
-    root = storage_root().resolve()
+    return _resolved(str(settings.READROOM_STORAGE_DIR), relative_path)
+
+
+@lru_cache(maxsize=16384)
+def _resolved(root_setting: str, relative_path: str) -> Path:
+    """The file of a stored path, checked to lie under the storage root. Kept per (root, path):
+    resolving walks every directory of both (a system call each), and a viewer reads hundreds of
+    files a minute whose place never changes. A refusal is not kept (raised, never cached)."""
+    root = Path(root_setting).resolve()
     path = (root / relative_path).resolve()
     if root not in path.parents:
         raise StorageError(f"path escapes the storage root: {relative_path!r}")
     return path
+
+
+@lru_cache(maxsize=16)
+def _cipher(key: bytes) -> AESGCM:
+    """The AES-GCM cipher of a key, made once (by the key's bytes: tests and a rotation swap keys)."""
+    return AESGCM(key)
 
 
 def storage_key_id() -> str:
@@ -173,7 +187,7 @@ def encrypted_read(relative_path: str) -> bytes:
     if key is None:
         raise StorageError(f"{relative_path} is encrypted with key {key_id!r}, which is not configured")
     try:
-        return AESGCM(key).decrypt(nonce, blob[start + id_len + NONCE_BYTES :], None)
+        return _cipher(key).decrypt(nonce, blob[start + id_len + NONCE_BYTES :], None)
     except Exception as exc:  # InvalidTag: tampered or truncated
         raise StorageError(f"stored file failed its integrity check: {relative_path}") from exc
 

@@ -27,6 +27,12 @@ from radiology.asgi_handler import ClosingASGIHandler  # noqa: E402
 # Django's get_asgi_application(), with the handler that returns connections on a failed send
 django_asgi_app = ClosingASGIHandler()
 
+from interfaces.dicom.web_fast import FastFrames  # noqa: E402
+
+# OHIF's frame GETs answered beside the URL router and DRF, under the same checks; everything else,
+# and any doubt, goes to Django (docs/viewer.md "Feeding OHIF fast"; READROOM_DICOMWEB_FAST_FRAMES)
+http_app = FastFrames(django_asgi_app)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
@@ -35,7 +41,7 @@ from radiology.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

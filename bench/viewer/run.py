@@ -18,7 +18,11 @@ from the start (the whole series). ReadRoom and Orthanc run interleaved (A B A B
 warm-up load each. Targets: first frame < 300 ms from the start of the load; the whole series
 ≤ 1.0 × Orthanc's time (medians).
 
-    PYTHONPATH=$PWD .venv/bin/python bench/viewer/run.py [--slices 300] [--rounds 3] [--concurrency 6] [--smoke]
+ReadRoom is measured twice in the same run: as deployed (OHIF's frames on the fast path,
+``interfaces/dicom/web_fast.py``) and, on a second uvicorn, with ``READROOM_DICOMWEB_FAST_FRAMES`` off
+(every frame through Django's view); ``--full-path`` runs only the latter, as "ReadRoom".
+
+    PYTHONPATH=$PWD .venv/bin/python bench/viewer/run.py [--slices 300] [--rounds 3] [--concurrency 6] [--full-path] [--smoke]
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ BENCH_STORAGE_KEY = "YmVuY2gtb25seS1zdG9yYWdlLWtleS0zMi1ieXRlcyE="
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 METADATA_ACCEPT = "application/dicom+json"
 TAG = "VIEWER1"
+FULL = "ReadRoom Django path"  # READROOM_DICOMWEB_FAST_FRAMES off: every frame through the view
 
 
 def series_part10(study_uid: str, *, slices: int, size: int) -> list[bytes]:
@@ -180,7 +185,7 @@ def ohif_load(side: Side, study_uid: str, concurrency: int) -> dict:
                 arrived[index] = done
         except Exception as exc:  # reported below: the load failed
             with lock:
-                errors.append(repr(exc))
+                errors.append(f"{side.root}: {exc!r}")
         finally:
             connection.close()
 
@@ -225,13 +230,14 @@ def _medians(results: list[dict]) -> dict[str, float]:
 
 
 def _report(results: dict[str, list[dict]], *, slices: int, size: int, concurrency: int) -> None:
-    ours, theirs = _medians(results["ReadRoom"]), _medians(results["Orthanc"])
+    medians = {name: _medians(rounds) for name, rounds in results.items()}
+    names = list(medians)
     print(
         f"bench/viewer: {slices}-slice {size}×{size} CT, study metadata then every frame, {concurrency} "
         f"concurrent requests, {len(results['ReadRoom'])} rounds interleaved (uvicorn --workers 2, "
         "production settings, reader's session; Orthanc + DICOMweb plugin)"
     )
-    print(f"  {'median':<24} {'ReadRoom':>10} {'Orthanc':>10}")
+    print(f"  {'median':<24}" + "".join(f" {name:>20}" for name in names))
     for key, label in (
         ("metadata s", "metadata (s)"),
         ("first frame ms", "first frame (ms)"),
@@ -239,12 +245,16 @@ def _report(results: dict[str, list[dict]], *, slices: int, size: int, concurren
         ("last frame s", "last frame (s)"),
         ("frames/s", "frames/s"),
     ):
-        print(f"  {label:<24} {ours[key]:>10.2f} {theirs[key]:>10.2f}")
+        print(f"  {label:<24}" + "".join(f" {medians[name][key]:>20.2f}" for name in names))
+    ours, theirs = medians["ReadRoom"], medians["Orthanc"]
     ratio = ours["last frame s"] / theirs["last frame s"]
     met = "met" if ours["first frame ms"] < 300 else "NOT met"
     print(f"  first frame {ours['first frame ms']:.0f} ms (target < 300 ms) — {met}")
     met = "met" if ratio <= 1.0 else "NOT met"
     print(f"  ratio ReadRoom/Orthanc, whole series: {ratio:.2f} (target ≤ 1.0) — {met}")
+    if FULL in medians:
+        full = medians[FULL]["last frame s"] / theirs["last frame s"]
+        print(f"  ratio {FULL}/Orthanc, whole series: {full:.2f} (the fast frame path off)")
 
 
 def main() -> None:
@@ -253,6 +263,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="rows and columns of each slice")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (A B A B …)")
     parser.add_argument("--concurrency", type=int, default=6, help="requests in flight (a browser's 6)")
+    parser.add_argument(
+        "--full-path",
+        action="store_true",
+        help="ReadRoom with READROOM_DICOMWEB_FAST_FRAMES off only (default: both paths, fast as ReadRoom)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.slices, args.size, args.rounds = 4, 64, 1
@@ -285,17 +300,27 @@ def main() -> None:
         files = series_part10(study_uid, slices=args.slices, size=args.size)
         readroom_load_study(files)
         connections.close_all()
-        port = free_port()
+        port, full_port = free_port(), free_port()
+        full_env = {**env, "READROOM_DICOMWEB_FAST_FRAMES": "false"}
         with (
             orthanc_running(work, dicomweb=True) as orthanc,
-            deployed_processes({"web": _web_command(port)}, env, [port], work / "logs"),
+            deployed_processes(
+                {"web": _web_command(port)}, full_env if args.full_path else env, [port], work / "logs"
+            ),
+            contextlib.ExitStack() as more,
         ):
+            if not args.full_path:  # the same build with the fast frame path off, beside it
+                more.enter_context(
+                    deployed_processes(
+                        {"web-full": _web_command(full_port)}, full_env, [full_port], work / "logs"
+                    )
+                )
             for part10 in files:
                 orthanc_store(orthanc, part10)
-            sides = {
-                "ReadRoom": Side(f"http://127.0.0.1:{port}/dicomweb", {"Cookie": cookie}),
-                "Orthanc": Side(orthanc["dicomweb"], {}),
-            }
+            sides = {"ReadRoom": Side(f"http://127.0.0.1:{port}/dicomweb", {"Cookie": cookie})}
+            if not args.full_path:
+                sides[FULL] = Side(f"http://127.0.0.1:{full_port}/dicomweb", {"Cookie": cookie})
+            sides["Orthanc"] = Side(orthanc["dicomweb"], {})
             runs: dict[str, Callable[[], dict]] = {
                 name: (lambda side=side: ohif_load(side, study_uid, args.concurrency))
                 for name, side in sides.items()

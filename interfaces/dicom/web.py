@@ -703,20 +703,20 @@ def _thumbnail(request, study_uid: str, series_uid=None, sop_uid=None, frame: st
     return _image_response(instance, frame_index, asked)
 
 
-def _frame_numbers(text: str) -> list[int]:
+def frame_numbers(text: str) -> list[int]:
     numbers = [int(n) for n in text.split(",") if n.strip()]
     if not numbers or min(numbers) < 1:
         raise ValueError
     return numbers
 
 
-def _frames_acceptable(request, syntax: str) -> tuple[str, str] | None:
+def frames_acceptable(accept: str, syntax: str) -> tuple[str, str] | None:
     """(part media type, transfer syntax of the frames: the stored one or Explicit VR Little
     Endian = decoded), or None (406). PS3.18 Table 8.7.3-2: application/octet-stream without a
     transfer-syntax (and no Accept) is native little endian; ``*`` is the stored bitstream."""
     compressed = syntax not in UNCOMPRESSED
     native = FRAME_MEDIA_TYPES.get(syntax, "application/octet-stream")
-    for r in accept_parse(_accept(request)):
+    for r in accept_parse(accept):
         if r.type in ("*/*", "*"):
             return "application/octet-stream", ExplicitVRLittleEndian
         part = (r.subtype_param or "application/octet-stream") if r.type == "multipart/related" else r.type
@@ -734,21 +734,30 @@ def _frames_acceptable(request, syntax: str) -> tuple[str, str] | None:
 
 
 def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: str | None):
-    """``frame_list`` None: every frame (the pixel data's bulkdata resource)."""
+    return frames_answer(request.user, _accept(request), study_uid, series_uid, sop_uid, frame_list)
+
+
+def frames_answer(
+    user, accept: str, study_uid: str, series_uid: str, sop_uid: str, frame_list: str | None
+) -> HttpResponse:
+    """WADO-RS frames for ``user`` (authenticated and role-checked by the caller: the view, or
+    ``web_fast`` for OHIF's frame requests), negotiated by the ``accept`` header's text.
+    ``frame_list`` None: every frame (the pixel data's bulkdata resource). 404 (Http404) when the
+    instance is not the user's to read."""
     try:
-        numbers = _frame_numbers(frame_list) if frame_list is not None else None
+        numbers = frame_numbers(frame_list) if frame_list is not None else None
     except ValueError:
         return _error(400, "frames are a comma-separated list of numbers from 1, e.g. 1,2,3")
-    instance = access.instance_by_uid(request.user, study_uid, series_uid, sop_uid)
+    instance = access.instance_by_uid(user, study_uid, series_uid, sop_uid)
     syntax = instance.transfer_syntax_uid or ExplicitVRLittleEndian
-    acceptable = _frames_acceptable(request, syntax)
+    acceptable = frames_acceptable(accept, syntax)
     if acceptable is None:
         return _not_acceptable(
             f"Frames are stored as {UID(syntax).name or syntax}; ask with transfer-syntax=* "
             f"(as stored) or type=application/octet-stream (decoded, Explicit VR Little Endian)."
         )
     media_type, target = acceptable
-    access.study_frames_read_record(request.user, instance.series.study)
+    access.study_frames_read_record(user, instance.series.study)
     # Sent as stored or sliced out of native pixels: only the few elements that locate a frame are
     # parsed (a CT header's ~260 elements took three quarters of a frame's reading); decoding needs all
     sliced = syntax in NATIVE_TARGETS or (target == syntax and syntax not in UNCOMPRESSED)

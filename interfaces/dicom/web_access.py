@@ -101,6 +101,13 @@ def _grant_held(user, study_uid: str) -> int | None:
     return study_id if time.time() < until else None
 
 
+def study_granted(user, study_uid: str) -> bool:
+    """Whether this process holds a yes for ``user`` and the study now (``_grant_held``). The fast
+    frame path (``web_fast``) serves only under one; without it the request goes to the view, which
+    decides afresh."""
+    return _grant_held(user, study_uid) is not None
+
+
 def _grant_hold(user, study: Study) -> None:
     seconds = _grant_seconds()
     if seconds <= 0:

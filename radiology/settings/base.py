@@ -318,6 +318,10 @@ AUDITLOG_STORE_JSON_CHANGES = True
 AUDITLOG_DISABLE_REMOTE_ADDR = False
 
 # --- REST API -----------------------------------------------------------------------------------
+# OHIF's frame requests answered beside Django's router and DRF, with the same middleware and checks
+# and only under a held DICOMweb grant (interfaces/dicom/web_fast.py; docs/viewer.md "Feeding OHIF
+# fast"). Off: every frame through the view.
+READROOM_DICOMWEB_FAST_FRAMES = env.bool("READROOM_DICOMWEB_FAST_FRAMES", default=True)
 REST_FRAMEWORK = {
     # The token class first: DRF answers an anonymous call with the first class's challenge, so
     # every API refuses it with 401 and ``WWW-Authenticate: Token`` (a session class has no
