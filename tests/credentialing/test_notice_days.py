@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from credentialing.demo import CHICAGO
 from credentialing.eligibility import ReasonCode, assess
 from credentialing.models import LicenceStatus, Notification, NotificationLevel
 from credentialing.selectors import LATEST_US_ZONE, expiry_windows
@@ -43,7 +44,11 @@ def test_a_fresh_demo_tells_the_mso_of_what_expires_soon():
     demo_load()
     messages = list(Notification.objects.filter(recipient__username="mso").values_list("message", flat=True))
     assert any("privileges at Lakeview" in m and "(in 20 days)" in m for m in messages), messages
-    assert any("licence 036-171932" in m and "(in 25 days)" in m for m in messages), messages
+    # the demo dates its licence 25 days from Chicago's today; a licence's days are counted from
+    # the latest US zone's (Honolulu's) today, a day behind Chicago's from 06:00 to 10:00 UTC
+    now = timezone.now()
+    behind = (now.astimezone(CHICAGO).date() - now.astimezone(LATEST_US_ZONE).date()).days
+    assert any("licence 036-171932" in m and f"(in {25 + behind} days)" in m for m in messages), messages
 
 
 def test_an_expired_licence_removes_eligibility_and_the_mso_is_told(

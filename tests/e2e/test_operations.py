@@ -50,6 +50,10 @@ def test_ops_reassigns_from_the_page_and_the_new_holder_sees_it_live(
     ops = ops_context.new_page()
     sign_in(ops, asgi_server, ops_omar)
     ops.goto(f"{asgi_server.url}/operations/worklist/")
+    # the socket's open resyncs the rows (it replaces them): a click while the replacement lands
+    # is lost (CI: the form never opened), so the link is clicked once that fetch is over
+    expect(ops.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
+    ops.wait_for_load_state("networkidle")
     row = ops.locator(f'[data-testid="study-row"][data-study-id="{study.pk}"]')
     row.get_by_test_id("reassign-link").click()
     # then the eligible readers are offered with their load, the holder marked
