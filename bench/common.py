@@ -110,10 +110,11 @@ DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 @contextlib.contextmanager
 def deployed_processes(
     commands: dict[str, list[str]], env: dict, ports: Iterable[int], logs: Path
-) -> Iterator[None]:
+) -> Iterator[dict[str, subprocess.Popen]]:
     """The deployed processes (``commands``: name → arguments to Python, run from the repository),
-    up once every port listens; each one's stderr in ``logs``/name, its tail printed if the body
-    fails; terminated afterwards (killed if one hangs on a socket a dead client left open)."""
+    up once every port listens, given by name (a bench reads one's CPU); each one's stderr in
+    ``logs``/name, its tail printed if the body fails; terminated afterwards (killed if one hangs on
+    a socket a dead client left open, or a worker's warm shutdown waits on a task)."""
     logs.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as files:
         processes = [
@@ -129,7 +130,7 @@ def deployed_processes(
         try:
             for port in ports:
                 wait_for_port(port)
-            yield
+            yield dict(zip(commands, processes, strict=True))
         except Exception:
             for name in commands:
                 print(f"--- {name} stderr (tail)\n" + (logs / name).read_text(errors="replace")[-3000:])

@@ -39,6 +39,7 @@ from bench.common import (
     bench_parser,
     cpu_seconds,
     database_migrated,
+    deployed_processes,
     free_port,
     load_average,
     percentile,
@@ -118,11 +119,7 @@ def main() -> None:
     if args.no_apply:
         return
     # applying: a real Celery worker drains the queued tasks
-    worker = subprocess.Popen(
-        [PYTHON, "-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
-        cwd=ROOT,
-        env=env,
-    )
+    worker = _worker(env)
     try:
         t0 = time.perf_counter()
         total = args.messages + (20 if args.smoke else 200)
@@ -140,13 +137,12 @@ def main() -> None:
     uptime_print("after applying")
 
 
+# A real Celery worker, two processes (the machine's cores), as deployed.
+WORKER = ["-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"]
+
+
 def _worker(env: dict) -> subprocess.Popen:
-    """A real Celery worker, two processes (the machine's cores), as deployed."""
-    return subprocess.Popen(
-        [PYTHON, "-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
-        cwd=ROOT,
-        env=env,
-    )
+    return subprocess.Popen([PYTHON, *WORKER], cwd=ROOT, env=env)
 
 
 def _all_applied(env: dict, total: int) -> bool:
@@ -169,15 +165,9 @@ def _wait_applied(env: dict, total: int, poll: float, timeout: float = 600) -> f
 def apply_while_receiving(env: dict, messages: int, warmup: int) -> None:
     """Listener and worker both running: ACK rate while applying, and last ACK → all applied."""
     port = free_port()
-    listener = subprocess.Popen(
-        [PYTHON, "manage.py", "hl7_listener", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = _worker(env)
-    try:
-        wait_for_port(port)
+    commands = {"hl7_listener": ["manage.py", "hl7_listener", "--port", str(port)], "worker": WORKER}
+    with deployed_processes(commands, env, [port], Path(env["READROOM_DATA_DIR"]) / "logs") as running:
+        listener = running["hl7_listener"]
         uvloop.run(send_all(port, warmup, first=9_000_000))  # warm-up: connections, caches, the worker
         _wait_applied(env, warmup, poll=0.2)
         started, cpu = time.perf_counter(), cpu_seconds(listener.pid)
@@ -186,15 +176,6 @@ def apply_while_receiving(env: dict, messages: int, warmup: int) -> None:
         cpu = cpu_seconds(listener.pid) - cpu
         load = load_average()
         after = _wait_applied(env, warmup + messages, poll=0.05)
-    finally:
-        for process in (listener, worker):
-            process.terminate()
-        for process, grace in ((listener, 10), (worker, 30)):
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:  # a warm shutdown still waiting on a task: done with it
-                process.kill()
-                process.wait(10)
     elapsed = last_ack - started
     ms = [v * 1000 for v in latencies]
     print(f"bench/hl7: {messages} ORM^O01 on one MLLP connection, applied by a 2-process worker meanwhile")
