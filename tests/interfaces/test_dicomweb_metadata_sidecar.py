@@ -56,9 +56,9 @@ def test_the_decode_check_keeps_an_encrypted_sidecar_and_metadata_is_the_files_o
         assert json.loads(made_from)["size"] == instance.size_bytes
         # the very JSON the file itself gives
         assert text == instance_metadata_relative(instance, encrypted_read(instance.storage_path))
-        # encrypted at rest like the image: no patient name or UID in the bytes on disk
+        # encrypted at rest like the image: no patient name (ct_series's) or UID in the bytes on disk
         raw = _resolve(metadata_sidecar_path(instance.storage_path)).read_bytes()
-        assert instance.sop_instance_uid.encode() not in raw and b"DOE" not in raw.upper()
+        assert instance.sop_instance_uid.encode() not in raw and b"QUINLAN^JANE" not in raw
     # and the metadata served from them is, item for item, what the files give (as the metadata was
     # made before side-cars: each whole file to JSON, its bulk data under the request's instance URL)
     _body, items = metadata(hospital, series)
