@@ -14,6 +14,7 @@ from imaging.models import Order
 from interfaces.hl7.inbound import hl7_inbound_drain, inbound_message_discard
 from interfaces.models import InboundMessage, InboundStatus, InterfaceAlert
 from tests import hl7_data
+from tests.ai.test_ai_sr_scp import wait_for
 from tests.interfaces.test_health import listen_operations, next_event
 from tests.interfaces.test_hl7_listener import exchange, msa
 
@@ -70,8 +71,13 @@ def test_poison_order_is_dead_lettered_and_the_next_five_orders_are_applied(
     assert poison.attempts == 1 and poison.dead_at is not None
     assert "DataError" in poison.error or "ValueError" in poison.error
     assert bytes(poison.raw) == poison_text.encode()  # what was received is kept as received
-    # and operations are alerted
-    alert = InterfaceAlert.objects.get(facility=chicago, interface="hl7_in_dead", cleared_at__isnull=True)
+    # and operations are alerted (after the drain's commit, in the thread that applied it: the
+    # poison's row can be read here a moment before its on-commit alert is written)
+    alert = wait_for(
+        lambda: InterfaceAlert.objects.filter(
+            facility=chicago, interface="hl7_in_dead", cleared_at__isnull=True
+        ).first()
+    )
     assert "1 HL7 message(s) dead-lettered" in alert.reason
     if "inbox-thread" in request.node.callspec.id:
         # (the inline inbox with eager tasks applies in the event loop's own thread, where the
