@@ -399,6 +399,14 @@ class Instance(models.Model):
 
     class Meta:
         ordering = ["instance_number", "id"]
+        indexes = [
+            # the lost-check sweep reads only the few images not yet checked, never the archive
+            models.Index(
+                fields=["received_at"],
+                name="instance_unchecked_idx",
+                condition=models.Q(display_checked_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.sop_instance_uid

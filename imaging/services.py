@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
@@ -917,6 +917,42 @@ def instances_display_check(*, instance_ids: list[int]) -> list[str]:
             log.exception("decode check of instance %s failed", instance_id)
             problems.append("")
     return problems
+
+
+# The decode check is queued on commit: a worker killed, a broker restarted or a publish that failed
+# loses the task, and the image would then never be checked before someone opens it. The sweep
+# re-queues what is still unchecked this long after it arrived; only within the window, so an image
+# whose check raises every time is not retried forever (it stays unchecked, and the first render
+# still finds and records its problem).
+DISPLAY_CHECK_LOST_AFTER = timedelta(minutes=10)
+DISPLAY_CHECK_SWEEP_WINDOW = timedelta(hours=24)
+DISPLAY_CHECK_SWEEP_BATCH = 200
+
+
+def instances_display_check_lost_requeue(*, now: datetime | None = None, limit: int = 2000) -> int:
+    """Queue the decode check again for images whose check never ran (its task was lost): received
+    ``DISPLAY_CHECK_LOST_AFTER`` to ``DISPLAY_CHECK_SWEEP_WINDOW`` ago, at most ``limit``, in tasks of
+    ``DISPLAY_CHECK_SWEEP_BATCH``. Harmless when a task is only late: the check is idempotent (an
+    image checked meanwhile is skipped). Returns how many images were queued."""
+    if not getattr(settings, "READROOM_DECODE_CHECK", True):
+        return 0
+    from imaging.tasks import instances_display_check_task  # the task module imports this one
+
+    now = now or timezone.now()
+    lost = list(
+        Instance.objects.filter(
+            display_checked_at__isnull=True,
+            received_at__lt=now - DISPLAY_CHECK_LOST_AFTER,
+            received_at__gte=now - DISPLAY_CHECK_SWEEP_WINDOW,
+        )
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for start in range(0, len(lost), DISPLAY_CHECK_SWEEP_BATCH):
+        instances_display_check_task.delay(lost[start : start + DISPLAY_CHECK_SWEEP_BATCH])
+    if lost:
+        log.warning("decode check re-queued for %d image(s) whose check never ran", len(lost))
+    return len(lost)
 
 
 def instance_display_check(*, instance_id: int) -> str:

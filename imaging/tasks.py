@@ -2,7 +2,11 @@
 
 from celery import shared_task
 
-from imaging.services import instance_display_check, instances_display_check
+from imaging.services import (
+    instance_display_check,
+    instances_display_check,
+    instances_display_check_lost_requeue,
+)
 
 
 @shared_task(name="imaging.tasks.instance_display_check")
@@ -13,3 +17,8 @@ def instance_display_check_task(instance_id: int) -> str:
 @shared_task(name="imaging.tasks.instances_display_check")
 def instances_display_check_task(instance_ids: list[int]) -> list[str]:
     return instances_display_check(instance_ids=instance_ids)
+
+
+@shared_task(name="imaging.tasks.instances_display_check_lost_requeue")
+def instances_display_check_lost_requeue_task() -> int:
+    return instances_display_check_lost_requeue()

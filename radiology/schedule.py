@@ -37,6 +37,10 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "priors-deferred-sweep": PeriodicTask("interfaces.tasks.priors_deferred_sweep", timedelta(minutes=5)),
     # AI ORUs that waited READROOM_AI_ORU_WAIT_HOURS for a study that never came → dead letters.
     "ai-oru-waiting-expire": PeriodicTask("interfaces.tasks.ai_orus_waiting_expire", timedelta(minutes=5)),
+    # Images whose decode check (queued on commit) was lost with its task → queued again (docs/viewer.md).
+    "display-checks-lost-requeue": PeriodicTask(
+        "imaging.tasks.instances_display_check_lost_requeue", timedelta(minutes=10)
+    ),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
     # SLA warnings (50 %, 80 %), breaches and the code-stroke steps; each step is recorded once, so

@@ -139,6 +139,38 @@ def test_the_check_can_be_turned_off(chicago, image_store, settings, django_capt
     assert instance.display_checked_at is None and instance.display_problem == ""
 
 
+def test_an_image_whose_check_was_lost_is_checked_by_the_sweep(
+    chicago, image_store, django_capture_on_commit_callbacks
+):
+    """The check's task is queued on commit; lost with a killed worker or a failed publish, the
+    periodic sweep queues it again, ten minutes on, within a day."""
+    from datetime import timedelta
+
+    from imaging.services import instances_display_check_lost_requeue
+    from radiology.schedule import PERIODIC_TASKS
+
+    # given an image stored, its check's task lost (the on-commit publish never ran)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        result = dicom_instance_receive(facility=chicago, part10=three_frames_the_last_broken())
+    assert result.ok and len(queued) == 1
+    instance = Instance.objects.get(pk=result.recorded.instance_id)
+    assert instance.display_checked_at is None
+    # a check only late is left to its task; one more than a day old is no longer retried
+    assert instances_display_check_lost_requeue(now=instance.received_at + timedelta(minutes=5)) == 0
+    assert instances_display_check_lost_requeue(now=instance.received_at + timedelta(hours=25)) == 0
+    assert Instance.objects.get(pk=instance.pk).display_checked_at is None
+    # when the sweep runs ten minutes on, the image is checked and its broken frame flagged
+    assert instances_display_check_lost_requeue(now=instance.received_at + timedelta(minutes=11)) == 1
+    checked = Instance.objects.get(pk=instance.pk)
+    assert checked.display_checked_at is not None
+    assert checked.display_problem.startswith("frame 3: the JPEG Lossless")
+    # and once checked it is not queued again
+    assert instances_display_check_lost_requeue(now=instance.received_at + timedelta(minutes=20)) == 0
+    entry = PERIODIC_TASKS["display-checks-lost-requeue"]
+    assert entry.task == "imaging.tasks.instances_display_check_lost_requeue"
+    assert entry.every == timedelta(minutes=10)
+
+
 def test_a_lossless_resend_in_another_syntax_clears_the_flag_and_is_checked_anew(
     chicago, image_store, django_capture_on_commit_callbacks
 ):
