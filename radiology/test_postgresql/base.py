@@ -13,14 +13,15 @@ A second change: the flush keeps the rows ``post_migrate`` writes when no test c
 the DELETE, Django re-sends ``post_migrate``, which rebuilds the content types, ~700 permissions, the
 role groups, subspecialties, shipped templates and catalogue rows and re-installs the triggers:
 ~0.7 s of the ~0.75 s a transactional test's teardown took (load 6), ~350 tests. Right after a
-full flush and its ``post_migrate``, the connection records which tables hold rows ("seeded") and a
-fingerprint: each seeded table's rows (md5 of every row's text, ids included) and the schema's
+full flush and its ``post_migrate``, the connection records which tables it wrote and filled
+("seeded") and a fingerprint: each seeded table's rows (md5 of every row's text, ids included) and the schema's
 triggers, functions, owners and grants. A later flush that finds the same fingerprint deletes every
 other table only and skips ``post_migrate``: the database is then row for row what the full flush
 would leave, except that the seeded rows keep their ids. A test that changed any of it (a renamed
 subspecialty, a group's permissions, a dropped trigger, a grant) gets the full flush.
 Production never uses this module."""
 
+import re
 import time
 
 from django.core.management.commands import flush as flush_command
@@ -69,14 +70,16 @@ class DatabaseOperations(base.DatabaseOperations):
             cursor.execute(f"SELECT concat_ws('|', ({_SCHEMA_FINGERPRINT}), {', '.join(rows) or 'NULL'})")
             return cursor.fetchone()[0]
 
-    def seeded_record(self) -> None:
-        """After post_migrate: which tables it filled, and their fingerprint."""
-        tables = self.connection.introspection.django_table_names(only_existing=True, include_views=False)
+    def seeded_record(self, written: set[str]) -> None:
+        """After post_migrate: the tables it wrote (``written``, on this connection: a row a live
+        server's straggling request wrote meanwhile is not seeded, and goes at the next flush) that
+        hold rows, and their fingerprint."""
+        tables = sorted(written & set(self.connection.introspection.table_names()))
         exists = ", ".join(f"EXISTS (SELECT 1 FROM {self.quote_name(table)})" for table in tables)  # noqa: S608
         with self.connection.cursor() as cursor:
-            cursor.execute(f"SELECT {exists}")
-            filled = cursor.fetchone()
-        seeded = tuple(sorted(table for table, full in zip(tables, filled, strict=True) if full))
+            cursor.execute(f"SELECT {exists or 'NULL'}")
+            filled = cursor.fetchone() if tables else ()
+        seeded = tuple(table for table, full in zip(tables, filled, strict=True) if full)
         self.seeded = (seeded, self._fingerprint(seeded))
 
     def _seeded_unchanged(self, tables) -> bool:
@@ -133,6 +136,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
 
 _post_migrate_emit = flush_command.emit_post_migrate_signal
+# the table an INSERT or UPDATE of Django's writes (its SQL quotes the name)
+_WRITE = re.compile(r'\s*(?:INSERT INTO|UPDATE) "([^"]+)"')
 
 
 def _flush_post_migrate(verbosity, interactive, db, **kwargs) -> None:
@@ -146,8 +151,16 @@ def _flush_post_migrate(verbosity, interactive, db, **kwargs) -> None:
     if ops.seeded_kept:
         ops.seeded_kept = False
         return
-    _post_migrate_emit(verbosity, interactive, db, **kwargs)
-    ops.seeded_record()
+    written: set[str] = set()
+
+    def tables_written(execute, sql, params, many, context):
+        if match := _WRITE.match(sql):
+            written.add(match[1])
+        return execute(sql, params, many, context)
+
+    with connections[db].execute_wrapper(tables_written):
+        _post_migrate_emit(verbosity, interactive, db, **kwargs)
+    ops.seeded_record(written)
 
 
 flush_command.emit_post_migrate_signal = _flush_post_migrate
