@@ -14,11 +14,12 @@ the DELETE, Django re-sends ``post_migrate``, which rebuilds the content types, 
 role groups, subspecialties, shipped templates and catalogue rows and re-installs the triggers:
 ~0.7 s of the ~0.75 s a transactional test's teardown took (load 6), ~350 tests. Right after a
 full flush and its ``post_migrate``, the connection records which tables it wrote and filled
-("seeded") and a fingerprint: each seeded table's rows (md5 of every row's text, ids included) and the schema's
-triggers, functions, owners and grants. A later flush that finds the same fingerprint deletes every
-other table only and skips ``post_migrate``: the database is then row for row what the full flush
-would leave, except that the seeded rows keep their ids. A test that changed any of it (a renamed
-subspecialty, a group's permissions, a dropped trigger, a grant) gets the full flush.
+("seeded") and a fingerprint: each seeded table's rows (md5 of every row's text, ids included) and
+the schema's triggers, functions, owners and grants. A later flush that finds the same
+fingerprint deletes every other table only and skips ``post_migrate``: the database is then row for
+row what the full flush would leave, except that the seeded rows keep their ids. A test that
+changed any of it (a renamed subspecialty, a group's permissions, a dropped trigger, a grant) gets
+the full flush.
 Production never uses this module."""
 
 import re
