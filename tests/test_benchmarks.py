@@ -46,8 +46,6 @@ BENCHES = {
     "viewer": ([], "ratio ReadRoom/Orthanc, whole series"),
     "ingest/associations": ([], "PG sessions opened"),
 }
-# databases the benches make beside bench_database(<name>) (bench/common.py), dropped afterwards
-BENCH_DATABASES = ("ingest_template", "priors_template", "associations", "associations_template")
 
 
 def bench_script(bench: str) -> str:
@@ -72,27 +70,46 @@ def _psql(sql: str) -> None:
     assert result.returncode == 0, f"{sql}: {result.stderr}"  # PostgreSQL's reason, shown on failure
 
 
+def _smoke_databases(prefix: str) -> list[str]:
+    """Every database a smoke run made (bench_database(<kind>) = <prefix>_<kind>, whatever the kind)."""
+    query = f"SELECT datname FROM pg_database WHERE starts_with(datname, '{prefix}_')"  # noqa: S608 (the test's own prefix)
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAtc", query]
+    result = subprocess.run(psql, capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+def _migrated_template(prefix: str, env: dict[str, str]) -> str:
+    """The benches' migrated template: under xdist on PostgreSQL the run's own (tests/xdist_db.py,
+    migrated once for every worker's test database; no bench connects to it, each copies it), else
+    ``<prefix>_template``, migrated here (~30 s of CPU on the 2-core machine, a third of this file's)."""
+    from django.db import connection
+
+    run_template = connection.settings_dict["TEST"].get("TEMPLATE")  # django_db_modify_db_settings'
+    if os.environ.get("PYTEST_XDIST_WORKER") and run_template:
+        return run_template
+    template = f"{prefix}_template"
+    _psql(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
+    _psql(f"CREATE DATABASE {template}")
+    migrate_env = {**env, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{template}"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=migrate_env, check=True)
+    return template
+
+
 @pytest.fixture(scope="session")
-def bench_env():
+def bench_env(django_db_modify_db_settings):
     """The environment every smoke run shares: its database prefix and a migrated template."""
     prefix = f"{urlparse(DATABASE_URL).path.lstrip('/')}_smoke"  # never a real bench run's
-    template = f"{prefix}_template"
     env = {
         **os.environ,
         "READROOM_BENCH_DB_PREFIX": prefix,
-        "READROOM_BENCH_TEMPLATE": template,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "radiology.settings.base",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{template}",
         "REDIS_URL": bench_redis_url(),
     }
-    _psql(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
-    _psql(f"CREATE DATABASE {template}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    del env["DATABASE_URL"]  # each bench names its own
+    env.pop("DATABASE_URL", None)  # each bench names its own
+    env["READROOM_BENCH_TEMPLATE"] = _migrated_template(prefix, env)
     yield env
-    kinds = (*(bench for bench in BENCHES if "/" not in bench), *BENCH_DATABASES)
-    for name in [template, *(f"{prefix}_{kind}" for kind in kinds)]:
+    for name in _smoke_databases(prefix):
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

@@ -34,8 +34,11 @@ PAGES_PER_ROLE = 20
 
 
 def _shape(path: str) -> str:
-    """/qa/reviews/12/ and /qa/reviews/13/ are one page to walk; so are two facilities' pages."""
-    return re.sub(r"/[^/]*\d[^/]*(?=/)", "/N", re.sub(r"^/facilities/[^/]+/", "/facilities/F/", path))
+    """/qa/reviews/12/ and /qa/reviews/13/ are one page to walk; so are two facilities' pages, their
+    credentialing pages and their macro lists (a facility's code names it: WI-LAKEVIEW has no digit)."""
+    by_facility = re.sub(r"(^|/credentialing)/facilities/[^/]+/", r"\1/facilities/F/", path)
+    by_facility = re.sub(r"^/reports/macros/[^/]+/", "/reports/macros/F/", by_facility)
+    return re.sub(r"/[^/]*\d[^/]*(?=/)", "/N", by_facility)
 
 
 def _links(page: Page, origin: str) -> list[str]:

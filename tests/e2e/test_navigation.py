@@ -75,9 +75,13 @@ def test_each_role_signs_in_and_sees_its_navigation(live_server, browser: Browse
         context.close()
 
 
-def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: Page):
-    demo_load()
-    sign_in(page, live_server, "admin.chicago")
+def test_facility_admin_only_finds_own_facility_in_the_pages(
+    live_server, page: Page, admin_chicago, lakeview
+):
+    # the cast's admin of Lakeshore (Chicago) only, with Lakeview beside it (a demo load is ~9 s of CPU)
+    from tests.e2e.conftest import sign_in as sign_in_user
+
+    sign_in_user(page, live_server, admin_chicago)
     page.get_by_role("link", name="Facilities").click()
     table = page.get_by_test_id("facility-table")
     expect(table).to_contain_text("Lakeshore Medical Center")
@@ -86,9 +90,10 @@ def test_facility_admin_only_finds_own_facility_in_the_pages(live_server, page: 
     assert response.status == 404
 
 
-def test_signed_out_after_sign_out(live_server, page: Page):
-    demo_load()
-    sign_in(page, live_server, "ops")
+def test_signed_out_after_sign_out(live_server, page: Page, ops_omar):
+    from tests.e2e.conftest import sign_in as sign_in_user
+
+    sign_in_user(page, live_server, ops_omar)
     expect(page.get_by_test_id("roles")).to_have_text(Role.OPERATIONS.value)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in to ReadRoom")).to_be_visible()
