@@ -41,16 +41,18 @@ accepts. ``eligible_readers(study, at)`` is the reverse question for routing.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import reduce
 from operator import and_, or_
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q
 
 from credentialing.models import (
@@ -435,132 +437,181 @@ def reader_facts(
     user_ids: Iterable[int], *, shifts_from: datetime, shifts_until: datetime | None = None
 ) -> dict[int, ReaderFacts]:
     """Facts for these users (active radiologists with a profile only), with the shifts overlapping
-    ``[shifts_from, shifts_until]`` (just the instant when ``shifts_until`` is omitted)."""
+    ``[shifts_from, shifts_until]`` (just the instant when ``shifts_until`` is omitted).
+
+    One query, whatever the number of readers: a row per reader, each one-to-many list (subspecialties,
+    licences, covers, privileges with their facility and scope, shifts with their limits) aggregated
+    into JSON beside it. Every worklist request asks this for its reader, never cached (see the
+    module docstring), and building five ORM queries for it was a quarter of the request's CPU
+    (bench/worklist, docs/worklist-fanout.md)."""
     _require_aware(shifts_from)
-    user_ids = list(user_ids)
+    user_ids = sorted(set(user_ids))
+    if not user_ids:
+        return {}
     shifts_until = shifts_until or shifts_from
-    # Plain rows, not model instances with prefetches, and each one-to-many list joined onto its
-    # parent's query (five queries in all): every worklist request asks this for its reader, and
-    # building the ORM's queries was most of it (bench/worklist).
-    profiles: dict[int, tuple] = {}
-    subspecialties: dict[int, list[tuple[int, str]]] = {}
-    for profile_id, user_id, *names, sub_id, code in RadiologistProfile.objects.filter(
-        user_id__in=user_ids, user__is_active=True
-    ).values_list(
-        "id",
-        "user_id",
-        *(f"user__{name}" for name in _NAME_FIELDS),
-        "subspecialties__id",
-        "subspecialties__code",
-    ):
-        profiles[profile_id] = (profile_id, user_id, *names)
-        if sub_id is not None:
-            subspecialties.setdefault(profile_id, []).append((sub_id, code))
-    ids = list(profiles)
-    licences: dict[int, list[LicenceFact]] = {}
-    for profile_id, *fields in (
-        StateLicence.objects.filter(profile_id__in=ids)
-        .order_by("id")
-        .values_list("profile_id", "state", "number", "status", "issued_on", "expires_on", "verified_at")
-    ):
-        licences.setdefault(profile_id, []).append(LicenceFact(*fields[:-1], verified=fields[-1] is not None))
-    covers: dict[int, list[CoverFact]] = {}
-    for profile_id, *fields in (
-        MalpracticeCoverage.objects.filter(profile_id__in=ids)
-        .order_by("id")
-        .values_list("profile_id", "carrier", "effective_on", "expires_on", "verified_at")
-    ):
-        covers.setdefault(profile_id, []).append(CoverFact(*fields[:-1], verified=fields[-1] is not None))
-    privileges = _privilege_facts(ids)
-    shifts = _shift_facts(user_ids, shifts_from, shifts_until)
+    adapt = connection.ops.adapt_datetimefield_value
+    sql = _facts_sql(connection.vendor).format(ids=", ".join(["%s"] * len(user_ids)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(shifts_until), adapt(shifts_from), *user_ids])
+        rows = cursor.fetchall()
+    User = get_user_model()
     facts = {}
-    for profile_id, user_id, *names in profiles.values():
-        subs = subspecialties.get(profile_id, [])
+    for user_id, *names, subs, licences, covers, privileges, shifts in rows:
+        subs = _json_list(subs)
         facts[user_id] = ReaderFacts(
             user_id=user_id,
-            name=str(get_user_model()(**dict(zip(_NAME_FIELDS, names, strict=True)))),
+            # str(User) of the joined columns: the name the reasons and the desk show
+            name=str(User(**dict(zip(_NAME_FIELDS, names, strict=True)))),
             subspecialty_ids=frozenset(sub_id for sub_id, _ in subs),
             subspecialty_codes=frozenset(code for _, code in subs),
-            licences=tuple(licences.get(profile_id, ())),
-            privileges=tuple(privileges.get(profile_id, ())),
-            shifts=tuple(shifts.get(user_id, ())),
-            covers=tuple(covers.get(profile_id, ())),
+            licences=tuple(map(_licence_fact, sorted(_json_list(licences), key=_first))),
+            privileges=tuple(_privilege_facts(_json_list(privileges))),
+            shifts=tuple(_shift_fact(row) for row in sorted(map(_shift_row, _json_list(shifts)))),
+            covers=tuple(map(_cover_fact, sorted(_json_list(covers), key=_first))),
         )
     return facts
 
 
-def _privilege_facts(profile_ids: list[int]) -> dict[int, list[PrivilegeFact]]:
-    """Each profile's privileges with their facility's facts and scope (one query: a row per scope
-    subspecialty, in name order)."""
-    columns = ("id", "profile_id", "facility_id", "status", "granted_on", "expires_on", "scope_modalities")
-    facility_columns = (
-        "facility__name",
-        "facility__state",
-        "facility__timezone",
-        "facility__accepts_general_readers",
-        "facility__reads_before_verification",
-    )
-    rows: dict[int, tuple] = {}
-    scopes: dict[int, list[tuple[int, str]]] = {}
-    for pk, *fields, sub_id, sub_name in (
-        FacilityPrivilege.objects.filter(profile_id__in=profile_ids)
-        .order_by("facility__name", "id", "scope_subspecialties__name")
-        .values_list(*columns, *facility_columns, "scope_subspecialties__id", "scope_subspecialties__name")
-    ):
-        rows.setdefault(pk, tuple(fields))
-        if sub_id is not None:
-            scopes.setdefault(pk, []).append((sub_id, sub_name))
-    result: dict[int, list[PrivilegeFact]] = {}
-    for pk, (profile_id, facility_id, status, granted, expires, modalities, *facility_fields) in rows.items():
-        scope = scopes.get(pk, [])
-        name, state, zone, general, before_verification = facility_fields
-        result.setdefault(profile_id, []).append(
+# Each list a JSON array of arrays, the id first (the order the rules and reasons expect — licences and
+# covers by id, privileges by facility name then id, shifts by start then id — is restored in Python:
+# the SQLite of the embedded topology has no ORDER BY inside an aggregate before 3.44). ``{agg}`` and
+# ``{arr}`` are the vendor's JSON functions; ``{sub}`` wraps a nested aggregate (SQLite drops a JSON
+# value's type at a subquery's edge, so it is re-read with json()).
+_FACTS_SQL = """
+SELECT u.id, {names},
+  (SELECT {agg}({arr}(s.id, s.code))
+     FROM {profile_subs} ps JOIN {sub_table} s ON s.id = ps.subspecialty_id
+    WHERE ps.radiologistprofile_id = p.id),
+  (SELECT {agg}({arr}(l.id, l.state, l.number, l.status, l.issued_on, l.expires_on,
+                      l.verified_at IS NOT NULL))
+     FROM {licence} l WHERE l.profile_id = p.id),
+  (SELECT {agg}({arr}(c.id, c.carrier, c.effective_on, c.expires_on, c.verified_at IS NOT NULL))
+     FROM {cover} c WHERE c.profile_id = p.id),
+  (SELECT {agg}({arr}(fp.id, fp.facility_id, f.name, fp.status, fp.granted_on, fp.expires_on,
+                      {modalities}, f.state, f.timezone, f.accepts_general_readers,
+                      f.reads_before_verification,
+                      {sub}((SELECT {agg}({arr}(s.id, s.name))
+                               FROM {scope_subs} ss JOIN {sub_table} s ON s.id = ss.subspecialty_id
+                              WHERE ss.facilityprivilege_id = fp.id))))
+     FROM {privilege} fp JOIN {facility} f ON f.id = fp.facility_id WHERE fp.profile_id = p.id),
+  (SELECT {agg}({arr}(sh.id, sh.starts_at, sh.ends_at,
+                      {sub}((SELECT {agg}(sf.facility_id) FROM {shift_facilities} sf
+                              WHERE sf.shift_id = sh.id)),
+                      {sub}((SELECT {agg}(sb.subspecialty_id) FROM {shift_subs} sb
+                              WHERE sb.shift_id = sh.id))))
+     FROM {shift} sh WHERE sh.radiologist_id = u.id AND sh.starts_at <= %s AND sh.ends_at > %s)
+FROM {profile} p JOIN {user} u ON u.id = p.user_id
+WHERE u.is_active AND p.user_id IN ({{ids}})
+"""
+_FACTS_SQL_BY_VENDOR: dict[str, str] = {}
+
+
+def _facts_sql(vendor: str) -> str:
+    """The facts query for this database, its table names from the models' meta (built once)."""
+    if vendor not in _FACTS_SQL_BY_VENDOR:
+        from worklist.models import Shift  # the shifts the engine judges (DESIGN.md §7 floors)
+
+        def table(model) -> str:
+            return connection.ops.quote_name(model._meta.db_table)
+
+        sqlite = vendor == "sqlite"
+        _FACTS_SQL_BY_VENDOR[vendor] = _FACTS_SQL.format(
+            agg="json_group_array" if sqlite else "json_agg",
+            arr="json_array" if sqlite else "json_build_array",
+            sub="json" if sqlite else "",
+            modalities="json(fp.scope_modalities)" if sqlite else "fp.scope_modalities",
+            names=", ".join(f"u.{connection.ops.quote_name(name)}" for name in _NAME_FIELDS),
+            user=table(get_user_model()),
+            profile=table(RadiologistProfile),
+            profile_subs=table(RadiologistProfile.subspecialties.through),
+            sub_table=table(Subspecialty),
+            licence=table(StateLicence),
+            cover=table(MalpracticeCoverage),
+            privilege=table(FacilityPrivilege),
+            scope_subs=table(FacilityPrivilege.scope_subspecialties.through),
+            facility=table(Facility),
+            shift=table(Shift),
+            shift_facilities=table(Shift.facilities.through),
+            shift_subs=table(Shift.subspecialties.through),
+        )
+    return _FACTS_SQL_BY_VENDOR[vendor]
+
+
+def _json_list(value) -> list:
+    """An aggregated column: psycopg decodes PostgreSQL's json; SQLite's is text; no rows is NULL."""
+    if value is None:
+        return []
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _first(row: list) -> int:
+    return row[0]
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def _instant(value: str) -> datetime:
+    # PostgreSQL writes the offset (the connection's time zone is UTC); SQLite stores naive UTC
+    at = datetime.fromisoformat(value)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _licence_fact(row: list) -> LicenceFact:
+    _id, state, number, status, issued_on, expires_on, verified = row
+    return LicenceFact(state, number, status, _day(issued_on), _day(expires_on), verified=bool(verified))
+
+
+def _cover_fact(row: list) -> CoverFact:
+    _id, carrier, effective_on, expires_on, verified = row
+    return CoverFact(carrier, _day(effective_on), _day(expires_on), bool(verified))
+
+
+def _privilege_facts(rows: list) -> list[PrivilegeFact]:
+    """The privileges by facility name, then id (the order their reasons are told in); each scope's
+    subspecialties by name."""
+    result = []
+    for row in sorted(rows, key=lambda r: (r[2], r[0])):
+        (
+            _id,
+            facility_id,
+            name,
+            status,
+            granted,
+            expires,
+            modalities,
+            state,
+            zone,
+            general,
+            unverified,
+            scope,
+        ) = row
+        scope = sorted(scope or (), key=lambda s: s[1])
+        result.append(
             PrivilegeFact(
                 facility_id,
                 name,
                 status,
-                granted,
-                expires,
+                _day(granted),
+                _day(expires),
                 frozenset(sub_id for sub_id, _ in scope),
                 tuple(sub_name for _, sub_name in scope),
                 tuple(modalities or ()),
-                FacilityFacts(facility_id, name, state, ZoneInfo(zone), general, before_verification),
+                FacilityFacts(facility_id, name, state, ZoneInfo(zone), bool(general), bool(unverified)),
             )
         )
     return result
 
 
-def _shift_facts(user_ids: list[int], since: datetime, until: datetime) -> dict[int, list[ShiftFact]]:
-    """The shifts overlapping ``[since, until]`` per reader. Plain rows with both limits joined on
-    (one query: a row per facility × subspecialty limit, one for an unlimited shift) rather than
-    ``prefetch_related``: a week's rota for a whole group is thousands of shifts, and a related
-    manager per shift costs seconds (the coverage grid, the forecast)."""
-    from worklist.models import Shift
+def _shift_row(row: list) -> tuple:
+    shift_id, starts_at, ends_at, facility_ids, subspecialty_ids = row
+    return _instant(starts_at), shift_id, _instant(ends_at), facility_ids, subspecialty_ids
 
-    rows: dict[int, tuple] = {}
-    facilities: dict[int, set[int]] = {}
-    subspecialties: dict[int, set[int]] = {}
-    for pk, reader_id, starts_at, ends_at, facility_id, subspecialty_id in (
-        Shift.objects.filter(radiologist_id__in=user_ids, starts_at__lte=until, ends_at__gt=since)
-        .order_by("starts_at", "pk")
-        .values_list("pk", "radiologist_id", "starts_at", "ends_at", "facilities__id", "subspecialties__id")
-    ):
-        rows.setdefault(pk, (reader_id, starts_at, ends_at))
-        if facility_id is not None:
-            facilities.setdefault(pk, set()).add(facility_id)
-        if subspecialty_id is not None:
-            subspecialties.setdefault(pk, set()).add(subspecialty_id)
-    shifts: dict[int, list[ShiftFact]] = {}
-    for pk, (reader_id, starts_at, ends_at) in rows.items():
-        shifts.setdefault(reader_id, []).append(
-            ShiftFact(
-                starts_at,
-                ends_at,
-                frozenset(facilities.get(pk, ())),
-                frozenset(subspecialties.get(pk, ())),
-            )
-        )
-    return shifts
+
+def _shift_fact(row: tuple) -> ShiftFact:
+    starts_at, _id, ends_at, facility_ids, subspecialty_ids = row
+    return ShiftFact(starts_at, ends_at, frozenset(facility_ids or ()), frozenset(subspecialty_ids or ()))
 
 
 def _load_study(study):

@@ -150,25 +150,31 @@ class Order(models.Model):
     def clinical_history(self) -> str:
         """Everything the hospital said about why: every OBR-31 (with its code), OBR-13, the NTE
         notes — in full, for the reader (worklist detail, viewer header, the report's merge field)."""
-        parts = []
-        reasons = [
-            f"{r.get('text') or r.get('code')}"
-            + (f" ({r['code']})" if r.get("code") and r.get("text") else "")
-            for r in self.reasons_for_study or []
-        ]
-        if reasons:
-            parts.append("; ".join(reasons))
-        elif self.reason:
-            parts.append(self.reason)
-        if self.clinical_information and self.clinical_information != self.reason:
-            parts.append(self.clinical_information)
-        parts += [n for n in self.notes or [] if n]
-        # the hospital's words verbatim (never trim their punctuation): a full stop only between parts
-        joined = ""
-        for part in (p.strip() for p in parts):
-            if part:
-                joined += ("" if not joined else " " if joined.endswith((".", "!", "?")) else ". ") + part
-        return joined
+        return clinical_history_text(
+            self.reasons_for_study, self.reason, self.clinical_information, self.notes
+        )
+
+
+def clinical_history_text(reasons_for_study, reason: str, clinical_information: str, notes) -> str:
+    """``Order.clinical_history`` over the order's columns (lists that load plain rows ask here)."""
+    parts = []
+    reasons = [
+        f"{r.get('text') or r.get('code')}" + (f" ({r['code']})" if r.get("code") and r.get("text") else "")
+        for r in reasons_for_study or []
+    ]
+    if reasons:
+        parts.append("; ".join(reasons))
+    elif reason:
+        parts.append(reason)
+    if clinical_information and clinical_information != reason:
+        parts.append(clinical_information)
+    parts += [n for n in notes or [] if n]
+    # the hospital's words verbatim (never trim their punctuation): a full stop only between parts
+    joined = ""
+    for part in (p.strip() for p in parts):
+        if part:
+            joined += ("" if not joined else " " if joined.endswith((".", "!", "?")) else ". ") + part
+    return joined
 
 
 class OrderMatch(models.TextChoices):

@@ -293,7 +293,14 @@ def study_fanout(
     readers eligible now): each gets the row for their own list, rendered once per distinct shape
     (``rendered`` keeps them, so several events of one committed state share them)."""
     from imaging.models import OPEN_STUDY_STATUSES
-    from worklist.rows import operations_row_html, reader_row_html, row_decorate, row_facts, row_sort
+    from worklist.rows import (
+        operations_row_html,
+        reader_row,
+        reader_row_values,
+        row_decorate,
+        row_facts,
+        row_sort,
+    )
 
     holder = study.worklist_claimed_by_id
     on_list = study.worklist_routed and study.status in OPEN_STUDY_STATUSES
@@ -310,14 +317,22 @@ def study_fanout(
         if shape not in rendered:
             if shape == "gone":
                 rendered[shape] = {"op": "remove"}
-            else:
-                row_decorate(study, viewer_id=holder if shape == "mine" else None, at=at)
-                html = operations_row_html(study, _coverage(study, eligible, at)) if shape == "ops" else None
+            elif shape == "ops":
+                row_decorate(study, viewer_id=None, at=at)
                 rendered[shape] = {
                     "op": "upsert",
-                    "html": html or reader_row_html(study),
-                    "sort": row_sort(study, mine=shape == "mine"),
+                    "html": operations_row_html(study, _coverage(study, eligible, at)),
+                    "sort": row_sort(study, mine=False),
                     "facts": row_facts(study),
+                }
+            else:  # a reader's row, by the code that builds their page's rows
+                viewer = holder if shape == "mine" else None
+                pushed = reader_row(reader_row_values(study), viewer_id=viewer, at=at)
+                rendered[shape] = {
+                    "op": "upsert",
+                    "html": pushed.html,
+                    "sort": pushed.sort,
+                    "facts": pushed.facts,
                 }
         return rendered[shape]
 

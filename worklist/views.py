@@ -47,7 +47,7 @@ from worklist.order_match import (
     study_order_match,
     study_order_unmatch,
 )
-from worklist.rows import reader_row_html, rows_decorate
+from worklist.rows import rows_decorate, rows_for_reader
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
@@ -115,44 +115,28 @@ def _filter_choices(user) -> dict:
     }
 
 
-# The columns a reader's row shows (worklist.rows.reader_row_html): a page is 100 studies with five
-# relations, and every unused column is values to convert and model fields to fill (bench/worklist).
-READER_ROW_COLUMNS = (
-    *("id", "facility_id", "patient_id", "order_id", "subspecialty_id", "worklist_claimed_by_id"),
-    *("accession_number", "modalities", "description", "number_of_instances", "status", "priority"),
-    *("is_stroke", "triage_rank", "ai_badge", "study_datetime", "first_received_at"),
-    "worklist_sla_deadline",
-    *("facility__name", "facility__code", "facility__timezone"),
-    *("patient__birth_date", "patient__sex", "subspecialty__code", "subspecialty__name"),
-    *("order__procedure_text", "order__reasons_for_study", "order__reason", "order__clinical_information"),
-    *("order__notes", "assignment__clock_started_at"),
-)
+def _page_ids(studies, request: HttpRequest, size: int, count: int) -> Page:
+    """The page's ids (read from the worklist index; ``count``: the list's length, known from its
+    per-priority counts, so the paginator does not count again)."""
+    paginator = Paginator(studies.values_list("pk", flat=True), size)
+    paginator.count = count  # a cached_property: set, it is not asked of the database
+    page = paginator.get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    return page
 
 
-def _page(studies, request: HttpRequest, size: int, columns: tuple[str, ...] | None = None) -> Page:
-    # The page's ids first (read from the worklist index), then its rows with their relations:
-    # joining them onto every study of the list before the sort costs a lookup per study.
-    page = Paginator(studies.values_list("pk", flat=True), size).get_page(request.GET.get("page"))
-    rows = Study.objects.select_related(*WORKLIST_RELATED)
-    if columns:  # only the relations these columns name (a reader's row shows no holder or milestones)
-        related = {c.split("__")[0] for c in columns if "__" in c}
-        rows = Study.objects.select_related(*sorted(related)).only(*columns)
-    rows = rows.in_bulk(list(page.object_list))
+def _page(studies, request: HttpRequest, size: int, count: int) -> Page:
+    # The page's ids first, then its rows with their relations: joining them onto every study of
+    # the list before the sort costs a lookup per study.
+    page = _page_ids(studies, request, size, count)
+    rows = Study.objects.select_related(*WORKLIST_RELATED).in_bulk(page.object_list)
     page.object_list = [rows[pk] for pk in page.object_list if pk in rows]
     return page
 
 
-def _live_context(
-    request: HttpRequest,
-    *,
-    at: datetime,
-    size: int,
-    viewer_id: int | None,
-    columns: tuple[str, ...] | None = None,
-) -> dict:
+def _live_context(request: HttpRequest, *, at: datetime, studies) -> dict:
+    """What both pages' live parts show besides their rows: filters, per-priority counts, the query."""
     filters = _filters(request.GET)
-    studies = worklist_for(request.user, at=at, filters=filters)
-    page = _page(studies, request, size, columns)
     query = request.GET.copy()
     query.pop("page", None)
     return {
@@ -160,8 +144,6 @@ def _live_context(
         "filters": filters,
         "filtered": any(filters.values()),
         "counts": worklist_counts(studies),
-        "page": page,
-        "studies": rows_decorate(list(page.object_list), viewer_id=viewer_id, at=at),
         "query": query.urlencode(),
         "sla_shares": {"warning": SLA_WARNING_SHARE, "critical": SLA_CRITICAL_SHARE},
     }
@@ -172,15 +154,16 @@ def _live_context(
 
 def _reader_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    context = _live_context(
-        request, at=at, size=READER_PAGE_SIZE, viewer_id=request.user.pk, columns=READER_ROW_COLUMNS
-    )
-    for study in context["studies"]:
-        study.row_html = reader_row_html(study)
+    studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
+    context = _live_context(request, at=at, studies=studies)
+    page = _page_ids(studies, request, READER_PAGE_SIZE, sum(context["counts"].values()))
+    # plain values, one query: model instances with five relations were a third of the page's CPU
+    page.object_list = rows_for_reader(page.object_list, viewer_id=request.user.pk, at=at)
+    context["page"], context["studies"] = page, page.object_list
     # the strokes on this page the reader acknowledged anywhere (the lock, another window): the page
     # raises no banner for them. Rows are shared between readers, so this travels beside them; asked
     # only when an unclaimed stroke is on the page.
-    waiting = [s.pk for s in context["studies"] if s.stroke and not s.worklist_claimed_by_id]
+    waiting = [row.pk for row in page.object_list if row.stroke and not row.claimed]
     context["acknowledged_strokes"] = " ".join(map(str, sorted(strokes_acknowledged(request.user, waiting))))
     if not context["studies"]:
         # say why it is empty, in the eligibility engine's words
@@ -224,8 +207,10 @@ def reader_rows(request: HttpRequest) -> HttpResponse:
 
 def _operations_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    context = _live_context(request, at=at, size=OPERATIONS_PAGE_SIZE, viewer_id=None)
-    studies = context["studies"]
+    studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
+    context = _live_context(request, at=at, studies=studies)
+    context["page"] = _page(studies, request, OPERATIONS_PAGE_SIZE, sum(context["counts"].values()))
+    studies = context["studies"] = rows_decorate(list(context["page"].object_list), viewer_id=None, at=at)
     unclaimed = [s for s in studies if not s.worklist_claimed_by_id]
     # the reasons only for the rows on this page: the engine over every reader, once per row
     context["coverage"] = coverage_for(unclaimed, at=at)

@@ -112,6 +112,9 @@ def _run(port, server_pid, cookies, facility_ids, args, connections) -> dict:
     )
     workers = _workers(server_pid)
     cpu_before = sum(cpu_seconds(w) for w in workers)
+    database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+    postgres_before, machine_before = _postgres_cpu(database), _machine_cpu()
+    started, screens_cpu = time.time(), time.process_time()
     pollers.start()
     arrivals.start()
     applied = asyncio.run(_screens(port, cookies, until + (8.0 if args.smoke else DRAIN)))
@@ -122,7 +125,61 @@ def _run(port, server_pid, cookies, facility_ids, args, connections) -> dict:
     pollers.join(30)
     arrivals.join(30)
     cpu = sum(cpu_seconds(w) for w in workers) - cpu_before
-    return {"applied": applied, "cpu": cpu, **gathered}
+    postgres_after = _postgres_cpu(database)
+    busy, total = (after - before for after, before in zip(_machine_cpu(), machine_before, strict=True))
+    # Where the two cores went over the run: the web workers, PostgreSQL's backends for this
+    # database, this bench's own clients (they share the cores: the issue's load is measured on
+    # one machine), and everything else the machine ran meanwhile (other users' processes).
+    split = {
+        "seconds": time.time() - started,
+        "web": cpu,
+        "postgres": sum(v - postgres_before.get(pid, 0.0) for pid, v in postgres_after.items()),
+        "pollers": gathered["polls"].pop("cpu"),
+        "arrivals": gathered["arrivals"]["cpu"],
+        "screens": time.process_time() - screens_cpu,
+        "machine busy": busy,
+        "machine total": total,
+    }
+    return {
+        "applied": applied,
+        "cpu": cpu,
+        "split": split,
+        **gathered,
+        "arrivals": gathered["arrivals"]["studies"],
+    }
+
+
+def _postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to ``database`` (same machine)."""
+    import subprocess as sp
+
+    out = sp.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu = {}
+    for pid in map(int, out.split()):
+        with contextlib.suppress(OSError):  # a backend that ended meanwhile
+            cpu[pid] = cpu_seconds(pid)
+    return cpu
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
 # --- the readers polling ---------------------------------------------------------------------------
@@ -161,7 +218,7 @@ def _poll(port: int, cookies: list[str], start: float, until: float, think: floa
         thread.start()
     for thread in threads:
         thread.join()
-    results.put(("polls", {"latencies": latencies, "failures": failures}))
+    results.put(("polls", {"latencies": latencies, "failures": failures, "cpu": time.process_time()}))
 
 
 # --- the studies arriving --------------------------------------------------------------------------
@@ -231,7 +288,7 @@ def _arrive(facility_ids, reader_ids, start: float, until: float, rate: float, r
         # by id: routing classified the study (its subspecialty) in the database, not on this object
         expected = sorted(measured & {u.pk for u in eligible_readers(study.pk, timezone.now())})
         arrived.append({"study": study.pk, "at": committed[0], "sent": sent, "expected": expected})
-    results.put(("arrivals", arrived))
+    results.put(("arrivals", {"studies": arrived, "cpu": time.process_time()}))
 
 
 # --- the readers' screens ----------------------------------------------------------------------------
@@ -331,4 +388,24 @@ def _print(figures: dict, args) -> None:
         print(
             f"  web CPU per request      {figures['cpu'] / requests * 1000:6.1f} ms (both workers, sockets included)"
         )
+    split = figures["split"]
+    cores = split["machine total"] / split["seconds"]
+    clients = split["pollers"] + split["arrivals"] + split["screens"]
+    others = split["machine busy"] - split["web"] - split["postgres"] - clients
+    print(
+        f"  CPU over the run, in cores ({cores:.0f} on the machine, {split['seconds']:.0f} s):"
+        + "".join(
+            f" {name} {seconds / split['seconds']:.2f};"
+            for name, seconds in (
+                ("web workers", split["web"]),
+                ("PostgreSQL", split["postgres"]),
+                ("bench clients", clients),
+                ("  of which pollers", split["pollers"]),
+                ("arrivals", split["arrivals"]),
+                ("screens", split["screens"]),
+                ("everything else", others),
+                ("idle", split["machine total"] - split["machine busy"]),
+            )
+        )
+    )
     uptime_print("--http")

@@ -29,9 +29,14 @@ def zone_time(value: datetime | None, zone: ZoneInfo | None, fmt: str = DEFAULT_
 @register.simple_tag
 def facility_due(value: datetime | None, facility):
     """A deadline at the facility: its clock time, with the date when that is not today there."""
+    return zone_due(value, facility.zone)
+
+
+def zone_due(value: datetime | None, zone: ZoneInfo):
+    """``facility_due`` given the facility's zone (rows built from plain values)."""
     if value is None:
         return "—"
-    return _time_html(value, due_text(value, facility.zone, at=timezone.now()))
+    return _time_html(value, due_text(value, zone, at=timezone.now()))
 
 
 def _time_html(value: datetime, text: str) -> SafeString:
