@@ -109,13 +109,19 @@ DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 
 @contextlib.contextmanager
 def deployed_processes(
-    commands: dict[str, list[str]], env: dict, ports: Iterable[int], logs: Path
+    commands: dict[str, list[str]],
+    env: dict,
+    ports: Iterable[int],
+    logs: Path,
+    nice: dict[str, int] | None = None,
 ) -> Iterator[dict[str, subprocess.Popen]]:
     """The deployed processes (``commands``: name → arguments to Python, run from the repository),
     up once every port listens, given by name (a bench reads one's CPU); each one's stderr in
     ``logs``/name, its tail printed if the body fails; terminated afterwards (killed if one hangs on
-    a socket a dead client left open, or a worker's warm shutdown waits on a task)."""
+    a socket a dead client left open, or a worker's warm shutdown waits on a task). ``nice``: name →
+    the niceness it starts with (its children inherit it), as a unit's ``Nice=`` would."""
     logs.mkdir(parents=True, exist_ok=True)
+    nice = nice or {}
     with contextlib.ExitStack() as files:
         processes = [
             subprocess.Popen(
@@ -124,6 +130,7 @@ def deployed_processes(
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=files.enter_context((logs / name).open("wb")),
+                preexec_fn=(lambda n=nice[name]: os.nice(n)) if nice.get(name) else None,
             )
             for name, command in commands.items()
         ]
