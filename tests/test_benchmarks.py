@@ -45,9 +45,16 @@ BENCHES = {
     "priors": ([], "ratio ReadRoom C-MOVE/movescu→storescp"),
     "viewer": ([], "ratio ReadRoom/Orthanc, whole series"),
     "ingest/associations": ([], "PG sessions opened"),
+    "hl7/apply_profile": ([], "statements per message"),
 }
 # databases the benches make beside bench_database(<name>) (bench/common.py), dropped afterwards
-BENCH_DATABASES = ("ingest_template", "priors_template", "associations", "associations_template")
+BENCH_DATABASES = (
+    "ingest_template",
+    "priors_template",
+    "associations",
+    "associations_template",
+    "hl7_profile",
+)
 
 
 def bench_script(bench: str) -> str:

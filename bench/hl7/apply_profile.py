@@ -46,6 +46,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cprofile", action="store_true", help="print the top functions of the last round")
+    parser.add_argument(
+        "--trickle",
+        type=int,
+        default=0,
+        help="store and drain this many at a time (a worker keeping up with arrivals: small batches)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.rounds = 30, 1
@@ -68,7 +74,11 @@ def main() -> None:
     print(f"bench/hl7/apply_profile: {args.messages} new ORM^O01 per round, applied in-process (PostgreSQL)")
     for round_ in range(args.rounds):
         first = 1_000_000 + round_ * args.messages
-        for n in range(first, first + args.messages):
+        step = args.trickle or args.messages
+        chunks = [
+            range(n, min(n + step, first + args.messages)) for n in range(first, first + args.messages, step)
+        ]
+        for n in chunks[0]:
             receipt = hl7_frame_receive(raw=ORM.format(n=n).encode(), peer="127.0.0.1:1")
             assert receipt.ack_code == "AA", receipt
         with connection.cursor() as cursor:
@@ -81,6 +91,10 @@ def main() -> None:
             if profile:
                 profile.enable()
             applied = hl7_inbound_drain(sending_application="BENCH_RIS", sending_facility="BENCH")
+            for chunk in chunks[1:]:  # the stores are counted too: they are a fraction of a drain
+                for n in chunk:
+                    hl7_frame_receive(raw=ORM.format(n=n).encode(), peer="127.0.0.1:1")
+                applied += hl7_inbound_drain(sending_application="BENCH_RIS", sending_facility="BENCH")
             if profile:
                 profile.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
