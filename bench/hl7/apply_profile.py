@@ -32,6 +32,7 @@ from bench.common import (
     django_start,
     load_average,
     shell,
+    uptime_print,
 )
 from bench.hl7.run import ORM
 
@@ -107,6 +108,8 @@ def main() -> None:
             f"{db_cpu * per:5.2f} ms PostgreSQL CPU, {sum(statements.values()) / args.messages:5.2f} "
             f"statements per message ({kinds})   load {load_average()}"
         )
+        if round_ == args.rounds - 1:
+            uptime_print()
         if profile:
             stats = pstats.Stats(profile).sort_stats("cumulative")
             stats.print_stats(45)
