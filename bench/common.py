@@ -109,13 +109,19 @@ DicomSender.objects.get_or_create(facility=f, ae_title="BENCH_CT")
 
 @contextlib.contextmanager
 def deployed_processes(
-    commands: dict[str, list[str]], env: dict, ports: Iterable[int], logs: Path
+    commands: dict[str, list[str]],
+    env: dict,
+    ports: Iterable[int],
+    logs: Path,
+    batch: Iterable[str] = (),
 ) -> Iterator[dict[str, subprocess.Popen]]:
     """The deployed processes (``commands``: name → arguments to Python, run from the repository),
     up once every port listens, given by name (a bench reads one's CPU); each one's stderr in
     ``logs``/name, its tail printed if the body fails; terminated afterwards (killed if one hangs on
-    a socket a dead client left open, or a worker's warm shutdown waits on a task)."""
+    a socket a dead client left open, or a worker's warm shutdown waits on a task). ``batch``: names
+    run under SCHED_BATCH (their children inherit it), as a unit's ``CPUSchedulingPolicy=batch``."""
     logs.mkdir(parents=True, exist_ok=True)
+    batch = set(batch)
     with contextlib.ExitStack() as files:
         processes = [
             subprocess.Popen(
@@ -124,6 +130,7 @@ def deployed_processes(
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=files.enter_context((logs / name).open("wb")),
+                preexec_fn=_sched_batch if name in batch else None,
             )
             for name, command in commands.items()
         ]
@@ -144,6 +151,10 @@ def deployed_processes(
                 except subprocess.TimeoutExpired:  # uvicorn waits for sockets a dead client left open
                     process.kill()
                     process.wait(10)
+
+
+def _sched_batch() -> None:
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def cpu_seconds(pid: int) -> float:

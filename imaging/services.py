@@ -88,7 +88,11 @@ def _holders(facility: Facility, identifier: PatientIdentifier) -> list[Patient]
     )
 
 
-def patient_find(*, facility: Facility, identifier: PatientIdentifier) -> Patient | None:
+def patient_find(
+    *, facility: Facility, identifier: PatientIdentifier, absent: KnownAbsent | None = None
+) -> Patient | None:
+    if absent is not None and absent.patient_absent(facility, identifier.mrn):
+        return None  # no record held this MRN when the batch began, and no message since named it
     holders = _holders(facility, identifier)
     patient = holders[0] if holders else None
     # a merged record is never used again: follow its link to the survivor
@@ -100,10 +104,12 @@ def patient_find(*, facility: Facility, identifier: PatientIdentifier) -> Patien
 # savepoint=False: every caller already runs in a transaction of its own (or this opens one), and
 # none catches an error from here to go on: one savepoint less per message (bench/hl7 --apply).
 @transaction.atomic(savepoint=False)
-def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
+def patient_upsert(*, facility: Facility, facts: PatientFacts, absent: KnownAbsent | None = None) -> Patient:
     """Find the patient by MRN in the facility's identity domain, creating or updating the
-    demographics. Saves only when something changed, so the audit log records real changes."""
-    patient = patient_find(facility=facility, identifier=facts.identifier)
+    demographics. Saves only when something changed, so the audit log records real changes.
+    ``absent``: a batch's negative cache (``KnownAbsent``); its caller handles the unique
+    violation of a record another connection created meanwhile (it retries the message)."""
+    patient = patient_find(facility=facility, identifier=facts.identifier, absent=absent)
     if patient is None:
         # get_or_create without its first SELECT: patient_find just looked (one query less per new
         # patient); only another connection creating the same record at once lands in the except
@@ -112,6 +118,8 @@ def patient_upsert(*, facility: Facility, facts: PatientFacts) -> Patient:
             "assigning_authority": _authority(facility, facts.identifier),
             "mrn": facts.identifier.mrn,
         }
+        if absent is not None:  # no savepoint of its own: the batch's message savepoint is the one
+            return Patient.objects.create(**key, **_demographics(facts))
         try:
             with transaction.atomic():
                 return Patient.objects.create(**key, **_demographics(facts))
@@ -406,6 +414,71 @@ class OrderRelinks:
             orders_images_relink(orders)
 
 
+class KnownAbsent:
+    """A batch's negative cache: the patients (by MRN) and orders (by accession, by placer number)
+    its order messages name that did not exist when the batch began — one query each for the
+    whole batch, so a new patient and a new order cost no SELECT of their own (bench/hl7). Only
+    absence is kept, and each key is used once: the first message naming it may create it (or be
+    rolled back), so every later message naming it looks it up as before. A message that is not
+    an order (an ADT merge can re-key patients) clears it all (``clear``). Another connection may
+    create one of these meanwhile (another sender of the same facility): the INSERT then meets
+    the unique constraint and the batch applies that message again without the cache."""
+
+    def __init__(self) -> None:
+        self._patients: set[tuple[int, str]] = set()
+        self._orders: set[tuple[int, str, str]] = set()
+
+    def learn(self, facility: Facility, messages: list[OrderMessage]) -> None:
+        mrns = {m.patient.identifier.mrn for m in messages}
+        accessions = {o.accession_number for m in messages for o in m.orders if o.accession_number}
+        placers = {
+            o.placer_order_number
+            for m in messages
+            for o in m.orders
+            if not o.accession_number and o.placer_order_number
+        }
+        held = set(Patient.objects.filter(facility=facility, mrn__in=mrns).values_list("mrn", flat=True))
+        self._patients |= {(facility.pk, mrn) for mrn in mrns - held}
+        orders = Order.objects.filter(facility=facility).filter(
+            models.Q(accession_number__in=accessions) | models.Q(placer_order_number__in=placers)
+        )
+        taken_a, taken_p = set(), set()
+        for accession, placer in orders.values_list("accession_number", "placer_order_number"):
+            taken_a.add(accession)
+            taken_p.add(placer)
+        self._orders |= {(facility.pk, "A", a) for a in accessions - taken_a}
+        self._orders |= {(facility.pk, "P", p) for p in placers - taken_p}
+
+    def patient_absent(self, facility: Facility, mrn: str) -> bool:
+        key = (facility.pk, mrn)
+        if key in self._patients:
+            self._patients.discard(key)
+            return True
+        return False
+
+    def order_absent(self, facility: Facility, facts: OrderFacts) -> bool:
+        """Whether ``_order_lookup`` would find nothing. Either way, both of the order's keys are
+        forgotten: this message may create the order, or give an existing one this placer number."""
+        if facts.accession_number:
+            key = (facility.pk, "A", facts.accession_number)
+        else:
+            key = (facility.pk, "P", facts.placer_order_number)
+        found = key in self._orders
+        self._orders.discard((facility.pk, "A", facts.accession_number))
+        self._orders.discard((facility.pk, "P", facts.placer_order_number))
+        return found
+
+    def forget(self, message: OrderMessage, facility: Facility) -> None:
+        """Every key ``message`` names (it failed, or is applied again without the cache)."""
+        self._patients.discard((facility.pk, message.patient.identifier.mrn))
+        for facts in message.orders:
+            self.order_absent(facility, facts)
+
+    def clear(self) -> None:
+        self._patients.clear()
+        self._orders.clear()
+
+
 def _order_keys(accession: str, placer: str) -> set[tuple[str, str]]:
     return {key for key in (("A", accession), ("P", placer or "")) if key[1]}
 
@@ -414,12 +487,19 @@ def _order_keys(accession: str, placer: str) -> set[tuple[str, str]]:
 # wraps each message in its own savepoint.
 @transaction.atomic(savepoint=False)
 def order_message_apply(
-    *, facility: Facility, message: OrderMessage, relinks: OrderRelinks | None = None
+    *,
+    facility: Facility,
+    message: OrderMessage,
+    relinks: OrderRelinks | None = None,
+    absent: KnownAbsent | None = None,
 ) -> list[OrderOutcome]:
     """Apply an ORM^O01/OMI^O23: one outcome per ORC/OBR group, in message order. ``relinks``: the
-    images of the orders are linked later, with other messages' (``OrderRelinks``); else now."""
-    patient = patient_upsert(facility=facility, facts=message.patient)
-    return [_order_apply(facility, patient, facts, message.sent_at, relinks) for facts in message.orders]
+    images of the orders are linked later, with other messages' (``OrderRelinks``); else now.
+    ``absent``: the batch's negative cache (``KnownAbsent``)."""
+    patient = patient_upsert(facility=facility, facts=message.patient, absent=absent)
+    return [
+        _order_apply(facility, patient, facts, message.sent_at, relinks, absent) for facts in message.orders
+    ]
 
 
 def _order_apply(
@@ -428,15 +508,18 @@ def _order_apply(
     facts: OrderFacts,
     sent_at: datetime | None,
     relinks: OrderRelinks | None = None,
+    absent: KnownAbsent | None = None,
 ) -> OrderOutcome:
     if facts.control in CANCELLING:
-        return _order_cancel(facility, facts)
-    return _order_upsert(facility, patient, facts, sent_at, relinks)
+        return _order_cancel(facility, facts, absent)
+    return _order_upsert(facility, patient, facts, sent_at, relinks, absent)
 
 
-def _order_lookup(facility: Facility, facts: OrderFacts) -> Order | None:
+def _order_lookup(facility: Facility, facts: OrderFacts, absent: KnownAbsent | None = None) -> Order | None:
     """By accession; by placer order number only when the message has no accession (one placer
     order may hold several requested procedures, each with its own accession)."""
+    if absent is not None and absent.order_absent(facility, facts):
+        return None
     if facts.accession_number:
         return Order.objects.filter(facility=facility, accession_number=facts.accession_number).first()
     if facts.placer_order_number:
@@ -509,8 +592,9 @@ def _order_upsert(
     facts: OrderFacts,
     sent_at: datetime | None,
     relinks: OrderRelinks | None = None,
+    absent: KnownAbsent | None = None,
 ) -> OrderOutcome:
-    order = _order_lookup(facility, facts)
+    order = _order_lookup(facility, facts, absent)
     created = order is None
     cancelled = order is not None and order.status in (OrderStatus.CANCELLED, OrderStatus.DISCONTINUED)
     if cancelled and facts.control == "NW":
@@ -714,8 +798,8 @@ def _accession_free(order: Order) -> bool:
     return not Study.objects.filter(facility=order.facility, accession_number=order.accession_number).exists()
 
 
-def _order_cancel(facility: Facility, facts: OrderFacts) -> OrderOutcome:
-    order = _order_lookup(facility, facts)
+def _order_cancel(facility: Facility, facts: OrderFacts, absent: KnownAbsent | None = None) -> OrderOutcome:
+    order = _order_lookup(facility, facts, absent)
     if order is None:
         return OrderOutcome(None, "ignored", f"{facts.control} for an unknown order {facts.accession_number}")
     order.status = OrderStatus.DISCONTINUED if facts.control in {"DC", "OD", "DR"} else OrderStatus.CANCELLED

@@ -45,6 +45,7 @@ BENCHES = {
     "priors": ([], "ratio ReadRoom C-MOVE/movescu→storescp"),
     "viewer": ([], "ratio ReadRoom/Orthanc, whole series"),
     "ingest/associations": ([], "PG sessions opened"),
+    "hl7/apply_profile": ([], "statements per message"),
 }
 
 

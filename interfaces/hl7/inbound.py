@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 import psycopg
 from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import DataError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.audit import audit_entry_write
+from accounts.audit import AuditRowsDeferred, audit_entry_write
 from facilities.models import Facility, Hl7Sender, address_allowed
 from imaging import services as imaging
 from imaging.ai import AiStudyNotStored
@@ -336,9 +336,10 @@ def hl7_inbound_drain(*, sending_application: str, sending_facility: str) -> int
     error sets it aside at once (dead letter), any other error stops this drain with the attempt
     counted (the sweep tries again) until ``READROOM_HL7_IN_MAX_ATTEMPTS``, then it is set aside."""
     applied, batched = 0, True
+    read: dict[int, ParsedMessage] = {}  # orders read by a batch and left for the next (its deadline)
     while True:
         try:
-            done, more = _batch_apply(sending_application, sending_facility, batched=batched)
+            done, more = _batch_apply(sending_application, sending_facility, batched=batched, read=read)
         except Exception:
             if not batched:
                 raise  # one message at a time, as before batches: the sweep tries again
@@ -359,14 +360,54 @@ class _BatchFailed(Exception):
     """A step of the batch itself failed (not one message): the batch rolls back whole."""
 
 
-def _relinks_flush(relinks: imaging.OrderRelinks) -> None:
-    try:
-        relinks.flush()
-    except Exception as exc:
-        raise _BatchFailed("linking the batch's orders to their images failed") from exc
+@dataclass
+class _Batch:
+    """What a batch shares across its messages, each part written or read once for all of them:
+    the images to relink (``imaging.OrderRelinks``), the messages' rows (``_settled_save``), the
+    audit rows (``AuditRowsDeferred``: one INSERT), the patients and orders known absent
+    (``imaging.KnownAbsent``: one SELECT each), and each message read once up front."""
+
+    relinks: imaging.OrderRelinks = dataclasses.field(default_factory=imaging.OrderRelinks)
+    settled: list[InboundMessage] = dataclasses.field(default_factory=list)
+    audit: AuditRowsDeferred = dataclasses.field(default_factory=AuditRowsDeferred)
+    absent: imaging.KnownAbsent = dataclasses.field(default_factory=imaging.KnownAbsent)
+    parsed: dict[int, ParsedMessage] = dataclasses.field(default_factory=dict)
+
+    def read(self, messages: list[InboundMessage]) -> None:
+        """Every message read once (a message that cannot be read is read again, and fails, when
+        it is applied), and the patients and orders its orders name looked up together. An order
+        read by an earlier batch of the drain is not read again (a batch often stops at its
+        deadline before its last messages: the next batch takes them)."""
+        orders: dict[int, tuple[Facility, list[OrderMessage]]] = {}
+        for message in messages:
+            try:
+                parsed = self.parsed.get(message.pk) or _parsed(message)
+            except Exception:  # noqa: S112 — its own apply reads it again and sets it aside
+                continue
+            if parsed.kind == "order":  # an ORU's reading depends on its sender's settings: read it anew
+                self.parsed[message.pk] = parsed
+            if parsed.kind == "order" and message.facility is not None:
+                content = _with_fallback_accessions(message.facility, parsed.content)
+                orders.setdefault(message.facility_id, (message.facility, []))[1].append(content)
+        for facility, contents in orders.values():
+            self.absent.learn(facility, contents)
+
+    def flush(self, *, audit: bool = True) -> None:
+        """Pending image links, then (``audit``) every audit row collected so far: before a message
+        that could see them (links: one naming a pending order again; rows: anything but an order),
+        and at the batch's end."""
+        try:
+            with self.audit.collecting():  # relinking a study writes its own audit rows
+                self.relinks.flush()
+            if audit:
+                self.audit.write()
+        except Exception as exc:
+            raise _BatchFailed("linking the batch's orders to their images failed") from exc
 
 
-def _batch_apply(app: str, fac: str, *, batched: bool = True) -> tuple[int, bool]:
+def _batch_apply(
+    app: str, fac: str, *, batched: bool = True, read: dict[int, ParsedMessage] | None = None
+) -> tuple[int, bool]:
     """Up to ``BATCH_MESSAGES`` of the sender's oldest received messages (or what ``BATCH_SECONDS``
     allows) in one transaction under the sender lock, each in a savepoint of its own: a bad message
     rolls back alone and is set aside with its reason, the others apply, in order. Returns (messages
@@ -385,21 +426,23 @@ def _batch_apply(app: str, fac: str, *, batched: bool = True) -> tuple[int, bool
         if not messages:
             return 0, False
         facilities: dict[int, Facility] = {}
-        relinks = imaging.OrderRelinks() if batched else None
-        settled: list[InboundMessage] | None = [] if batched else None
-        more = True
         for message in messages:
             if message.facility_id is not None:  # one Facility for the batch: its MRN domain is cached on it
                 message.facility = facilities.setdefault(message.facility_id, message.facility)
-            if not _message_apply(message, relinks, settled):
+        batch = _Batch(parsed=read if read is not None else {}) if batched else None
+        if batch is not None:
+            batch.read(messages)
+        more = True
+        for message in messages:
+            if not _message_apply(message, batch):
                 more = False  # kept in order: a transient failure; the sweep drains again
                 break
             done += 1
             if time.monotonic() > deadline:
                 break
-        if relinks is not None:
-            _relinks_flush(relinks)
-            _settled_save(settled)
+        if batch is not None:
+            batch.flush()
+            _settled_save(batch.settled)
     return done, more
 
 
@@ -429,29 +472,32 @@ SETTLED_FIELDS = (
 
 
 def _settled_save(settled: list[InboundMessage]) -> None:
-    if settled:
-        InboundMessage.objects.bulk_update(settled, SETTLED_FIELDS)
+    """The batch's rows in one UPDATE per set of values — one in all for a batch of orders that
+    applied cleanly (status, note, attempts alike), a few more for notes and failures. Their
+    ``processed_at`` is the batch's one time: the batch commits as one, so that is when each was
+    applied for every reader. ``bulk_update`` (a CASE per field per row) took ~5 ms per message of
+    a 100-message batch (bench/hl7/apply_profile.py, docs/ingest.md)."""
+    if not settled:
+        return
+    now = timezone.now()
+    groups: dict[tuple, list[int]] = {}
+    for message in settled:
+        message.processed_at = now
+        values = tuple(getattr(message, name) for name in SETTLED_FIELDS)
+        groups.setdefault(values, []).append(message.pk)
+    for values, ids in groups.items():
+        InboundMessage.objects.filter(pk__in=ids).update(**dict(zip(SETTLED_FIELDS, values, strict=True)))
 
 
-def _message_apply(
-    message: InboundMessage,
-    relinks: imaging.OrderRelinks | None = None,
-    settled: list[InboundMessage] | None = None,
-) -> bool:
+def _message_apply(message: InboundMessage, batch: _Batch | None = None) -> bool:
     """Apply one message in a savepoint; False when it stays ``received`` (a transient failure).
-    ``relinks``: its orders' images are linked with the batch's (see ``imaging.OrderRelinks``);
-    ``settled``: its row is written with the batch's others (``_settled_save``), else now."""
+    ``batch``: applied as part of one (``_Batch``): its orders' images are linked with the batch's,
+    its audit rows and its row are written with the others', its patients and orders looked up with
+    the others'; else all of that now."""
     message.attempts += 1
     fields = ["status", "error", "attempts", "processed_at"]
     try:
-        parsed = None
-        if relinks is not None:  # batched: read first (no writes), to make pending links before it
-            parsed = _parsed(message)
-            if parsed.kind != "order" or relinks.touches(parsed.content):
-                _relinks_flush(relinks)  # before anything that could see or change a pending link
-        with transaction.atomic():
-            parsed = parsed or _parsed(message)
-            note = _apply(message.facility, parsed, relinks)
+        note = _apply_in_savepoint(message, batch)
         message.status, message.error = InboundStatus.PROCESSED, note
     except _BatchFailed:
         raise
@@ -472,13 +518,40 @@ def _message_apply(
         _dead_letter(message, message.error)
         fields += ["dead_at"]
     message.processed_at = timezone.now()  # for a waiting message: when its wait began
-    if settled is None:
+    if batch is None:
         message.save(update_fields=fields)
     else:
-        settled.append(message)  # written with the batch's others in one UPDATE (_settled_save)
+        batch.settled.append(message)  # written with the batch's others in one UPDATE (_settled_save)
     if message.status != InboundStatus.WAITING:  # a waiting message is acknowledged when it ends
         _application_ack_send(message)
     return True
+
+
+def _apply_in_savepoint(message: InboundMessage, batch: _Batch | None) -> str:
+    """The message applied in a savepoint of its own; its note. In a batch, an order's audit rows are
+    collected with the savepoint (dropped if it rolls back), anything else first flushes what the
+    batch holds back (pending links, audit rows) and the batch's negative cache, which it could make
+    wrong (an ADT merge re-keys patients)."""
+    if batch is None:
+        with transaction.atomic():
+            return _apply(message.facility, _parsed(message))
+    parsed = batch.parsed.pop(message.pk, None) or _parsed(message)  # an ORU, or unreadable
+    if parsed.kind != "order":
+        batch.flush()
+        batch.absent.clear()
+        with transaction.atomic():
+            return _apply(message.facility, parsed)
+    if batch.relinks.touches(parsed.content):
+        batch.flush(audit=False)  # before anything that could see or change a pending link
+    try:
+        with batch.audit.collecting(), transaction.atomic():
+            return _apply(message.facility, parsed, batch.relinks, batch.absent)
+    except IntegrityError:
+        # a patient or order the cache had as absent was created meanwhile by another connection
+        # (another sender of this facility): this message again, looking everything up
+        batch.absent.forget(_with_fallback_accessions(message.facility, parsed.content), message.facility)
+        with batch.audit.collecting(), transaction.atomic():
+            return _apply(message.facility, parsed, batch.relinks)
 
 
 def _parsed(message: InboundMessage) -> ParsedMessage:
@@ -622,10 +695,17 @@ def hl7_in_dead_letter_alert(facility: Facility) -> None:
         log.exception("could not announce the dead letter of %s at once", facility)
 
 
-def _apply(facility: Facility, parsed: ParsedMessage, relinks: imaging.OrderRelinks | None = None) -> str:
+def _apply(
+    facility: Facility,
+    parsed: ParsedMessage,
+    relinks: imaging.OrderRelinks | None = None,
+    absent: imaging.KnownAbsent | None = None,
+) -> str:
     if parsed.kind == "order":
         content = _with_fallback_accessions(facility, parsed.content)
-        outcomes = imaging.order_message_apply(facility=facility, message=content, relinks=relinks)
+        outcomes = imaging.order_message_apply(
+            facility=facility, message=content, relinks=relinks, absent=absent
+        )
         return "; ".join(o.note for o in outcomes if o.note)
     if parsed.kind == "demographics":
         patient = imaging.patient_demographics_update(facility=facility, update=parsed.content)

@@ -243,3 +243,45 @@ def test_search_by_action_and_pages_of_fifty(client, ops_omar, superuser, janes_
     second = client.get("/audit/", {"action": LogEntry.Action.ACCESS, "page": 2}).context["page"]
     assert len(first.object_list) == 50 and first.has_next()
     assert len(second.object_list) == first.paginator.count - 50 > 0
+
+
+def test_deferred_audit_rows_are_auditlogs_own_written_at_once_and_dropped_with_their_savepoint(
+    ops_omar, chicago
+):
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.audit import AuditRowsDeferred
+
+    deferred = AuditRowsDeferred()
+    with set_actor(ops_omar), CaptureQueriesContext(connection) as queries:
+        # given two changes collected, each in its own savepoint, and a third rolled back
+        with deferred.collecting(), transaction.atomic():
+            kept = Patient.objects.create(
+                facility=chicago, mrn="D-1", assigning_authority="X", family_name="Doe"
+            )
+        with deferred.collecting(), transaction.atomic():
+            kept.family_name = "Dough"
+            kept.save(update_fields=["family_name"])
+        with pytest.raises(RuntimeError), deferred.collecting(), transaction.atomic():
+            Patient.objects.create(facility=chicago, mrn="D-2", assigning_authority="X", family_name="Gone")
+            raise RuntimeError("the message failed after its patient was stored")
+        # then nothing is written until the batch writes them (auditlog writes through the hook)
+        assert len(deferred.rows) == 2
+        assert not LogEntry.objects.filter(content_type__model="patient").exists()
+        deferred.write()
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "auditlog_logentry"')]
+    assert len(inserts) == 1
+    # and the rows are those auditlog writes at each save: the create, then the change, with the actor
+    rows = list(LogEntry.objects.filter(content_type__model="patient").order_by("pk"))
+    assert [(r.object_pk, r.action) for r in rows] == [
+        (str(kept.pk), LogEntry.Action.CREATE),
+        (str(kept.pk), LogEntry.Action.UPDATE),
+    ]
+    assert rows[1].changes == {"family_name": ["Doe", "Dough"]}
+    assert {r.actor for r in rows} == {ops_omar}
+    assert rows[0].timestamp < rows[1].timestamp  # each the time of its change, not of the write
+    assert not Patient.objects.filter(mrn="D-2").exists()
+    # and outside a collecting block every row is written at once, as before
+    kept.given_name = "Jane"
+    kept.save(update_fields=["given_name"])
+    assert LogEntry.objects.filter(content_type__model="patient").count() == 3

@@ -12,13 +12,15 @@ import signal
 
 import hl7
 import pytest
+from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hl7.mllp import open_hl7_connection
 
-from imaging.models import Order
+from imaging.models import Order, Patient
+from interfaces.hl7 import inbound
 from interfaces.hl7.inbound import hl7_inbound_drain
 from interfaces.models import InboundMessage, InboundStatus
 from interfaces.tasks import hl7_inbound_sweep
@@ -60,9 +62,11 @@ def received() -> int:
 
 
 def test_one_bad_message_in_a_batch_is_set_aside_and_the_others_apply_in_order(
-    hl7_listener, chicago_interfaces, worker_queue
+    hl7_listener, chicago_interfaces, worker_queue, monkeypatch
 ):
     chicago = chicago_interfaces
+    # one batch whatever the machine's load (at load 13 four messages outlasted the 0.25 s)
+    monkeypatch.setattr(inbound, "BATCH_SECONDS", 60.0)
     # given a new order, a poison message ACKed by an earlier release (its family name is longer than
     # the column), the order's update (now STAT), and a second new order — all waiting, unapplied
     [acks] = send(hl7_listener, [hl7_data.orm(accession="B1", priority="R", control_id="B-1")])
@@ -99,6 +103,79 @@ def test_one_bad_message_in_a_batch_is_set_aside_and_the_others_apply_in_order(
     b1 = Order.objects.get(accession_number="B1")
     assert (b1.priority_code, b1.procedure_text) == ("S", "CT HEAD STAT")
     assert Order.objects.get(accession_number="B2").patient.mrn == "MRN2002"
+
+
+def test_every_change_of_a_batch_has_its_audit_row_and_a_rolled_back_message_none(
+    hl7_listener, chicago_interfaces, worker_queue, monkeypatch
+):
+    chicago = chicago_interfaces
+    monkeypatch.setattr(inbound, "BATCH_SECONDS", 60.0)  # one batch, whatever the load
+    # given a new order, a message whose new patient is stored before its order fails (a procedure
+    # text longer than the column: ACKed by an earlier release), the first order's update, a new order
+    [acks] = send(hl7_listener, [hl7_data.orm(accession="AU1", control_id="AU-1")])
+    poison = _stored_poison(
+        chicago,
+        hl7_data.orm(accession="AUBAD", mrn="MRN9009", text="Q" * 300, placer="PX", filler="FX"),
+        "AU-BAD",
+    )
+    [more] = send(
+        hl7_listener,
+        [
+            hl7_data.orm("XO", accession="AU1", priority="S", text="CT HEAD STAT", control_id="AU-2"),
+            hl7_data.orm(accession="AU2", placer="P2", filler="F2", mrn="MRN2002", control_id="AU-3"),
+        ],
+    )
+    assert [code for code, _ in acks + more] == ["AA"] * 3
+    # when the sender's drain applies them in one batch
+    with CaptureQueriesContext(connection) as queries:
+        assert hl7_inbound_drain(sending_application="EPIC_RAD", sending_facility="LAKESHORE") == 4
+    # then the poison is set aside and its patient is gone with its savepoint — and so is its row
+    poison.refresh_from_db()
+    assert poison.status == InboundStatus.DEAD and "DataError" in poison.error
+    assert not Patient.objects.filter(mrn="MRN9009").exists()
+    # and every patient and order change has its row, in the order of the changes, in one INSERT
+    rows = LogEntry.objects.filter(content_type__app_label="imaging").order_by("pk")
+    first, second = Patient.objects.get(mrn="MRN1001"), Patient.objects.get(mrn="MRN2002")
+    au1, au2 = Order.objects.get(accession_number="AU1"), Order.objects.get(accession_number="AU2")
+    assert [(r.content_type.model, r.object_pk, r.action) for r in rows] == [
+        ("patient", str(first.pk), LogEntry.Action.CREATE),
+        ("order", str(au1.pk), LogEntry.Action.CREATE),
+        ("order", str(au1.pk), LogEntry.Action.UPDATE),
+        ("patient", str(second.pk), LogEntry.Action.CREATE),
+        ("order", str(au2.pk), LogEntry.Action.CREATE),
+    ]
+    assert rows[2].changes["procedure_text"] == ["CT HEAD W/O CONTRAST", "CT HEAD STAT"]
+    assert rows[1].additional_data["patient_id"] == first.pk
+    logentry_inserts = [q for q in queries.captured_queries if 'INTO "auditlog_logentry"' in q["sql"]]
+    assert len(logentry_inserts) == 1
+
+
+def test_a_patient_another_connection_stores_after_the_batch_looked_is_used_not_duplicated(
+    hl7_listener, chicago_interfaces, worker_queue
+):
+    chicago = chicago_interfaces
+    # given a new patient's order, and a batch that has looked up its patients (none held)
+    [acks] = send(hl7_listener, [hl7_data.orm(accession="RC1", mrn="MRN7007", control_id="RC-1")])
+    assert acks == [("AA", "RC-1")]
+    message = InboundMessage.objects.select_related("facility").get(control_id="RC-1")
+    with transaction.atomic():
+        batch = inbound._Batch()
+        batch.read([message])
+        assert (chicago.pk, "MRN7007") in batch.absent._patients
+        # when another sender of the facility stores that patient before the batch applies it
+        other = Patient.objects.create(
+            facility=chicago,
+            mrn="MRN7007",
+            assigning_authority=chicago.patient_authority(""),
+            family_name="Q",
+        )
+        assert inbound._message_apply(message, batch)
+        batch.flush()
+    # then the message is applied to that patient (its unique key met, applied again, looked up)
+    assert message.status == InboundStatus.PROCESSED, message.error
+    assert Order.objects.get(accession_number="RC1").patient == other
+    assert Patient.objects.filter(mrn="MRN7007").count() == 1
+    assert LogEntry.objects.filter(content_type__model="order", action=LogEntry.Action.CREATE).count() == 1
 
 
 def test_two_senders_interleaved_each_keep_their_own_order(
