@@ -40,6 +40,7 @@ from interfaces.dicom.qr import (
     retrieve_responses,
     storage_contexts,
 )
+from interfaces.dicom.reactor import wake_on_work
 from interfaces.dicom.receive import (
     dicom_association_close,
     dicom_association_open,
@@ -83,6 +84,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
 
     request_queue_size = 128  # a burst of associations waits in the accept queue instead of being refused
     group: GroupCommitter | None = None  # the SCP's group commit, stopped with the server
+    reactor_wake = True  # associations wait for work instead of polling (interfaces.dicom.reactor)
 
     def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
         self._listening = listening
@@ -169,6 +171,8 @@ class _ConnectionReturningHandler(RequestHandler):
 
     def _create_association(self):
         assoc = super()._create_association()
+        if self.server.reactor_wake:
+            wake_on_work(assoc)
         run = assoc.run
 
         def run_then_return_connection() -> None:
@@ -218,6 +222,7 @@ class StorageScp:
     acse_timeout: float | None = 5.0
     ssl_context: ssl.SSLContext | None = None
     group: GroupCommitter | None = None  # None: each instance in its own transaction
+    reactor_wake: bool = True  # False: pynetdicom's polling reactors
     _states: dict[int, _AssociationState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -463,6 +468,7 @@ class StorageScp:
         )
         server.contexts = _AcceptorContexts(server.contexts)
         server.group = self.group
+        server.reactor_wake = self.reactor_wake
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp:{port}", daemon=True)
         thread.start()
         return server
@@ -538,6 +544,7 @@ def storage_scp() -> StorageScp:
             settings.READROOM_DICOM_TLS_KEY_FILE,
             settings.READROOM_DICOM_TLS_CA_FILE,
         ),
+        reactor_wake=settings.READROOM_DICOM_REACTOR_WAKE,
         group=GroupCommitter(
             max_instances=settings.READROOM_DICOM_GROUP_COMMIT_MAX,
             max_wait_seconds=settings.READROOM_DICOM_GROUP_COMMIT_WAIT_MS / 1000,
