@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connections
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    AllStoragePresentationContexts,
+    evt,
+)
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification, register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -29,6 +36,7 @@ from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
 from imaging.group_commit import GroupCommitter
 from imaging.services import IndexCache
 from imaging.transcoding import syntax_decodable
+from interfaces.dicom.header import part10_file_meta
 from interfaces.dicom.mwl import worklist_responses
 from interfaces.dicom.qr import (
     QR_SOP_CLASSES,
@@ -344,7 +352,7 @@ class StorageScp:
         with self.group.arriving() if self.group else contextlib.nullcontext():
             result = dicom_instance_receive(
                 facility=state.facility,
-                part10=event.encoded_dataset(include_meta=True),
+                part10=_part10(event),
                 association_id=state.association_id,
                 sop_instance_uid_hint=str(event.request.AffectedSOPInstanceUID or ""),
                 cache=state.cache,
@@ -507,6 +515,25 @@ def _idle_timer_restart(event) -> None:
     timer = getattr(event.assoc.dul, "_idle_timer", None)
     if timer is not None:
         timer.restart()
+
+
+def _part10(event) -> bytes:
+    """The received object as a Part 10 stream: what ``event.encoded_dataset()`` returns, with its
+    File Meta Information encoded directly (``header.part10_file_meta``) instead of through pydicom."""
+    request = event.request
+    if not request.AffectedSOPClassUID or not request.AffectedSOPInstanceUID:
+        return event.encoded_dataset(include_meta=True)  # whatever pynetdicom does with that
+    try:
+        meta = part10_file_meta(
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+            implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+        )
+    except ValueError:  # not ASCII: pynetdicom's own encoding says what it makes of it
+        return event.encoded_dataset(include_meta=True)
+    return meta + request.DataSet.getvalue()
 
 
 def _calling(event) -> str:

@@ -1,6 +1,8 @@
 """interfaces.dicom.reactor: the SCP's associations wait for their socket and queues instead of
 pynetdicom's 1 ms polling. Pins the pynetdicom functions the patch copies or wraps, so an upgrade
-fails here, and shows the patched associations idle quietly and still store, release and abort."""
+fails here, and shows the patched associations idle quietly and still store, release and abort.
+And the SCP's own File Meta Information encoding (interfaces.dicom.header.part10_file_meta) is
+pynetdicom's, byte for byte."""
 
 from __future__ import annotations
 
@@ -153,3 +155,45 @@ def test_a_pdu_is_read_whole_into_one_buffer_or_what_came_before_the_close():
         assert sock.recv(10) == b"abc"
     finally:
         ours.close()
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop_instance", "syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6.7.8.9.10", "1.2.840.10008.1.2.1"),  # odd, even, odd
+        ("1.2.840.10008.5.1.4.1.1.128", "2.25.1234567890123456789012345678901234567", "1.2.840.10008.1.2"),
+        ("1.2.840.10008.5.1.4.1.1.4", "1.2", "1.2.840.10008.1.2.4.70"),
+    ],
+)
+def test_the_file_meta_is_byte_for_byte_pynetdicoms(sop_class, sop_instance, syntax):
+    # given what pynetdicom's event.encoded_dataset() puts before a received data set
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    from interfaces.dicom.header import part10_file_meta
+
+    theirs = encode_file_meta(
+        create_file_meta(sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=syntax)
+    )
+    # when the SCP encodes it itself / then the bytes are the same
+    ours = part10_file_meta(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        transfer_syntax_uid=syntax,
+        implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+        implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+    )
+    assert ours == b"\x00" * 128 + b"DICM" + theirs
+
+
+def test_a_file_meta_value_that_is_not_ascii_is_left_to_pynetdicom():
+    from interfaces.dicom.header import part10_file_meta
+
+    with pytest.raises(ValueError):
+        part10_file_meta(
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid="1.2.3.\u00e9",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            implementation_uid="1.2.3",
+            implementation_version="X",
+        )
