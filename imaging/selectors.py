@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -361,3 +362,16 @@ def display_problems_for(user, *, facility: str = "", limit: int = 50) -> list[I
     if facility:
         found = found.filter(series__study__facility__code=facility)
     return list(found[:limit])
+
+
+def instance_storage_path_of(sop_instance_uid: str) -> str | None:
+    """Where the instance with this SOP Instance UID is stored, or None: the SCP's duplicate check,
+    asked for every image received. One plain indexed SELECT: the ORM's ``filter().first()`` cost
+    ~0.4 ms of Python per image (query compile, ORDER BY pk), this ~0.06 ms (issue 16)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT storage_path FROM imaging_instance WHERE sop_instance_uid = %s LIMIT 1",
+            [sop_instance_uid],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None

@@ -844,6 +844,7 @@ def instance_stored(
     before_commit: Callable[[], object] | None = None,
     made_by=None,
     derived: bool = False,
+    display_check: bool = True,
 ) -> InstanceRecorded:
     """Index one stored instance: study, series and instance rows, counters, order matching.
     Idempotent on SOP Instance UID. A stroke study is announced routable at its first instance.
@@ -854,7 +855,8 @@ def instance_stored(
     a key-object selection; docs/viewer.md). It is kept with the study, in its own series, but it
     is not an arrival of images: the study must exist already, and its image counts, modalities,
     last arrival (the quiet period), status and routing are left as they are. ``derived``: the same
-    for an object no reader made (an AI result's SR/SEG/KOS: ``imaging.ai``)."""
+    for an object no reader made (an AI result's SR/SEG/KOS: ``imaging.ai``). ``display_check``
+    False: the caller enqueues the image's decode check itself (the SCP's group commit gathers them)."""
     cache = cache if cache is not None else IndexCache()
     for attempt in range(3):
         try:
@@ -862,7 +864,7 @@ def instance_stored(
                 recorded = _instance_index(facility, header, stored, received_at, cache, made_by, derived)
                 if before_commit is not None:
                     before_commit()
-                if not derived and made_by is None:
+                if display_check and not derived and made_by is None:
                     _display_check_enqueue(recorded.instance_id)
                 return recorded
         except IntegrityError:
@@ -980,14 +982,13 @@ def _display_check_enqueue(instance_id: int) -> None:
     transaction.on_commit(lambda: instance_display_check_task.delay(instance_id), robust=True)
 
 
-def instances_display_check_enqueue(instance_ids: list[int]) -> None:
-    """One decode-check task for a committed group of images (``imaging.group_commit``): a publish
-    costs 1–2 ms of the SCP's CPU, too much to pay per image."""
+def instances_display_check_publish(instance_ids: list[int]) -> None:
+    """One decode-check task for images committed already (the SCP's group commit gathers them)."""
     if not instance_ids or not getattr(settings, "READROOM_DECODE_CHECK", True):
         return
     from imaging.tasks import instances_display_check_task
 
-    transaction.on_commit(lambda: instances_display_check_task.delay(instance_ids), robust=True)
+    instances_display_check_task.delay(instance_ids)
 
 
 def instances_display_check(*, instance_ids: list[int]) -> list[str]:

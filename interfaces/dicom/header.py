@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import date, datetime
 from io import BytesIO
 
@@ -129,3 +130,35 @@ def _procedure_codes(ds: Dataset) -> tuple[str, ...]:
     if not codes:
         codes = [str(item.get("CodeValue", "")) for item in ds.get("ProcedureCodeSequence") or []]
     return tuple(code for code in codes if code)
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def part10_file_meta(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, implementation_uid: str,
+    implementation_version: str,
+) -> bytes:  # fmt: skip
+    """Preamble, prefix and File Meta Information (PS3.10 §7.1) for a received data set, byte for
+    byte what pynetdicom's ``event.encoded_dataset()`` puts before it (tests pin that), without
+    building a pydicom FileMetaDataset and writing it (~0.25 ms of CPU per image). The values are
+    the ASCII of UIDs and a version name; anything else raises ValueError (the caller then asks
+    pynetdicom)."""
+    elements = b"".join((
+        b"\x02\x00\x01\x00OB\x00\x00" + struct.pack("<I", 2) + b"\x00\x01",
+        _short_element(0x0002, "UI", sop_class_uid, b"\x00"),
+        _short_element(0x0003, "UI", sop_instance_uid, b"\x00"),
+        _short_element(0x0010, "UI", transfer_syntax_uid, b"\x00"),
+        _short_element(0x0012, "UI", implementation_uid, b"\x00"),
+        _short_element(0x0013, "SH", implementation_version, b" "),
+    ))  # fmt: skip
+    group_length = b"\x02\x00\x00\x00UL" + struct.pack("<HI", 4, len(elements))
+    return _PREAMBLE + group_length + elements
+
+
+def _short_element(element: int, vr: str, value: str, pad: bytes) -> bytes:
+    """One explicit-VR little-endian element of group 0002 with a 2-byte length, padded to even."""
+    data = value.encode("ascii")  # UnicodeEncodeError is a ValueError
+    if len(data) % 2:
+        data += pad
+    return struct.pack("<HH", 0x0002, element) + vr.encode() + struct.pack("<H", len(data)) + data

@@ -27,6 +27,7 @@ from imaging.facts import AiResultFacts, InstanceHeader
 from imaging.group_commit import GroupCommitter, GroupMember
 from imaging.models import Instance, Study
 from imaging.report_history import historical_reports_link
+from imaging.selectors import instance_storage_path_of
 from imaging.services import (
     IndexCache,
     IngestConflict,
@@ -165,7 +166,7 @@ def dicom_instance_receive(
     write = _WRITERS.submit(encrypted_write, path, part10)
     cache = cache if cache is not None else IndexCache()
 
-    def alone() -> InstanceRecorded:
+    def alone(display_check: bool = True) -> InstanceRecorded:
         return instance_stored(
             facility=facility,
             header=header,
@@ -176,6 +177,7 @@ def dicom_instance_receive(
             made_by=made_by,
             # an AI result is kept with its study but is not an image of it (and needs the study here)
             derived=ai_facts is not None,
+            display_check=display_check,
         )
 
     try:
@@ -294,10 +296,7 @@ def _duplicate_check(
     """A SOP Instance UID we hold already: the same bytes are a resend (None: indexed as before,
     idempotent); other bytes are refused with 0xA900, the newcomer quarantined and audited, and
     the stored object left byte-identical — it is never overwritten in place."""
-    stored = Instance.objects.filter(sop_instance_uid=header.sop_instance_uid).values_list(
-        "storage_path", flat=True
-    )
-    path = stored.first()
+    path = instance_storage_path_of(header.sop_instance_uid)
     if path is None:
         return None
     try:

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connections
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    AllStoragePresentationContexts,
+    evt,
+)
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification, register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -29,6 +36,7 @@ from facilities.models import RETIRED_STORAGE_SOP_CLASSES, DicomSender, Facility
 from imaging.group_commit import GroupCommitter
 from imaging.services import IndexCache
 from imaging.transcoding import syntax_decodable
+from interfaces.dicom.header import part10_file_meta
 from interfaces.dicom.mwl import worklist_responses
 from interfaces.dicom.qr import (
     QR_SOP_CLASSES,
@@ -40,6 +48,7 @@ from interfaces.dicom.qr import (
     retrieve_responses,
     storage_contexts,
 )
+from interfaces.dicom.reactor import wake_on_work
 from interfaces.dicom.receive import (
     dicom_association_close,
     dicom_association_open,
@@ -83,6 +92,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
 
     request_queue_size = 128  # a burst of associations waits in the accept queue instead of being refused
     group: GroupCommitter | None = None  # the SCP's group commit, stopped with the server
+    reactor_wake = True  # associations wait for work instead of polling (interfaces.dicom.reactor)
 
     def __init__(self, *args, listening: socket.socket | None = None, **kwargs) -> None:
         self._listening = listening
@@ -169,6 +179,8 @@ class _ConnectionReturningHandler(RequestHandler):
 
     def _create_association(self):
         assoc = super()._create_association()
+        if self.server.reactor_wake:
+            wake_on_work(assoc)
         run = assoc.run
 
         def run_then_return_connection() -> None:
@@ -218,6 +230,7 @@ class StorageScp:
     acse_timeout: float | None = 5.0
     ssl_context: ssl.SSLContext | None = None
     group: GroupCommitter | None = None  # None: each instance in its own transaction
+    reactor_wake: bool = True  # False: pynetdicom's polling reactors
     _states: dict[int, _AssociationState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -339,7 +352,7 @@ class StorageScp:
         with self.group.arriving() if self.group else contextlib.nullcontext():
             result = dicom_instance_receive(
                 facility=state.facility,
-                part10=event.encoded_dataset(include_meta=True),
+                part10=_part10(event),
                 association_id=state.association_id,
                 sop_instance_uid_hint=str(event.request.AffectedSOPInstanceUID or ""),
                 cache=state.cache,
@@ -463,6 +476,7 @@ class StorageScp:
         )
         server.contexts = _AcceptorContexts(server.contexts)
         server.group = self.group
+        server.reactor_wake = self.reactor_wake
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp:{port}", daemon=True)
         thread.start()
         return server
@@ -503,6 +517,25 @@ def _idle_timer_restart(event) -> None:
         timer.restart()
 
 
+def _part10(event) -> bytes:
+    """The received object as a Part 10 stream: what ``event.encoded_dataset()`` returns, with its
+    File Meta Information encoded directly (``header.part10_file_meta``) instead of through pydicom."""
+    request = event.request
+    if not request.AffectedSOPClassUID or not request.AffectedSOPInstanceUID:
+        return event.encoded_dataset(include_meta=True)  # whatever pynetdicom does with that
+    try:
+        meta = part10_file_meta(
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            implementation_uid=PYNETDICOM_IMPLEMENTATION_UID,
+            implementation_version=PYNETDICOM_IMPLEMENTATION_VERSION,
+        )
+    except ValueError:  # not ASCII: pynetdicom's own encoding says what it makes of it
+        return event.encoded_dataset(include_meta=True)
+    return meta + request.DataSet.getvalue()
+
+
 def _calling(event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
@@ -538,6 +571,7 @@ def storage_scp() -> StorageScp:
             settings.READROOM_DICOM_TLS_KEY_FILE,
             settings.READROOM_DICOM_TLS_CA_FILE,
         ),
+        reactor_wake=settings.READROOM_DICOM_REACTOR_WAKE,
         group=GroupCommitter(
             max_instances=settings.READROOM_DICOM_GROUP_COMMIT_MAX,
             max_wait_seconds=settings.READROOM_DICOM_GROUP_COMMIT_WAIT_MS / 1000,

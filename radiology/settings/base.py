@@ -411,6 +411,9 @@ READROOM_DECODE_CHECK = env.bool("READROOM_DECODE_CHECK", default=True)
 READROOM_DICOM_GROUP_COMMIT = env.bool("READROOM_DICOM_GROUP_COMMIT", default=True)
 READROOM_DICOM_GROUP_COMMIT_MAX = env.int("READROOM_DICOM_GROUP_COMMIT_MAX", default=32)
 READROOM_DICOM_GROUP_COMMIT_WAIT_MS = env.float("READROOM_DICOM_GROUP_COMMIT_WAIT_MS", default=20.0)
+# The SCP's associations wait for their socket and queues instead of polling every millisecond
+# (interfaces.dicom.reactor, docs/ingest.md "pynetdicom's polling"). false: pynetdicom's own reactors.
+READROOM_DICOM_REACTOR_WAKE = env.bool("READROOM_DICOM_REACTOR_WAKE", default=True)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

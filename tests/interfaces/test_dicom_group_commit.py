@@ -19,6 +19,7 @@ from pynetdicom.sop_class import CTImageStorage
 from imaging.models import Instance
 from interfaces.dicom.scp import storage_scp
 from interfaces.simulator import Procedure, exam_random, series_datasets
+from tests.net import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,8 +93,12 @@ def test_concurrent_associations_store_every_image_once_and_answer_after_the_com
     assert all(answer == (0x0000, True) for answer in answers.values()), answers
     assert Instance.objects.count() == 48
     assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == set(answers)
-    # the decode check ran for every image (tasks run inline here), one task per group
-    assert not Instance.objects.filter(display_checked_at__isnull=True).exists()
+    # the decode check ran for every image (tasks run inline here), gathered: at most 0.1 s later
+    wait_until(
+        lambda: not Instance.objects.filter(display_checked_at__isnull=True).exists(),
+        timeout=5,
+        message="an image's decode check never ran",
+    )
     if group_commit:
         assert group.grouped >= 2, "four associations at once never shared a commit"
         assert group.fallbacks == 0
@@ -185,3 +190,31 @@ def test_a_group_that_cannot_commit_answers_no_success_and_fails_only_its_bad_in
     assert committed(sent[1][1].SOPInstanceUID) and committed(sent[3][1].SOPInstanceUID)
     assert not committed(bad.SOPInstanceUID)  # answered 0xA700: the modality sends it again
     assert Instance.objects.count() == 7
+
+
+def test_a_lone_associations_decode_checks_are_published_gathered(scp, monkeypatch):
+    # given one association, whose every group is of one, and the publishes counted
+    import imaging.group_commit
+
+    published: list[list[int]] = []
+    publish = imaging.group_commit.instances_display_check_publish
+
+    def counted(instance_ids):
+        published.append(list(instance_ids))
+        publish(instance_ids)
+
+    monkeypatch.setattr(imaging.group_commit, "instances_display_check_publish", counted)
+    port, _group = scp(True)
+    # when it sends 20 images
+    assoc = associate(port)
+    assert all(assoc.send_c_store(ds).Status == 0x0000 for ds in series(7, 20))
+    assoc.release()
+    # then every image is checked, in fewer tasks than images, none twice
+    wait_until(
+        lambda: not Instance.objects.filter(display_checked_at__isnull=True).exists(),
+        timeout=5,
+        message="an image's decode check never ran",
+    )
+    ids = [i for batch in published for i in batch]
+    assert sorted(ids) == sorted(Instance.objects.values_list("pk", flat=True))
+    assert len(published) < 20, published
