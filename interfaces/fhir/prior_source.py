@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"  # diagnostic service sections: RAD
 LOINC = "http://loinc.org"
+GENERIC_REPORT_CODE = (LOINC, "18748-4")  # "Diagnostic imaging study": any imaging report
 RADIOLOGY_CATEGORIES = {(V2_0074, "RAD"), (LOINC, "LP29684-5")}  # LOINC "Radiology" (US Core)
 # DiagnosticReport.status kept, as the RIS history keeps F, C and P (a preliminary is shown marked)
 KEPT_STATUSES = {"final": "F", "amended": "A", "appended": "A", "corrected": "C", "preliminary": "P"}
@@ -173,7 +174,10 @@ def _facts(report, zone: ZoneInfo) -> FhirReportFacts | None:
     meta = report.meta
     version = (meta.versionId or (meta.lastUpdated.isoformat() if meta.lastUpdated else "")) if meta else ""
     coding = next(iter(report.code.coding or []), None) if report.code else None
-    display = (coding.display if coding else "") or ""
+    display = (report.code.text if report.code else None) or (coding.display if coding else "") or ""
+    if coding is not None and (coding.system, coding.code) == GENERIC_REPORT_CODE:
+        # a document type, not the exam: the report's own title says which exam it was
+        display = next((f.title for f in report.presentedForm or [] if f.title), display)
     effective = report.effectiveDateTime or (report.effectivePeriod.start if report.effectivePeriod else None)
     return FhirReportFacts(
         fhir_id=report.id,
@@ -181,7 +185,7 @@ def _facts(report, zone: ZoneInfo) -> FhirReportFacts | None:
         result_status=status,
         accession_number=_accession(report),
         procedure_code=(coding.code if coding and coding.code else "") or "",
-        procedure_text=(report.code.text if report.code else None) or display,
+        procedure_text=display,
         observed_at=_instant(effective, zone),
         reported_at=_instant(report.issued, zone),
         radiologist_name=_reader(report),
