@@ -131,7 +131,7 @@ def fhir_source(ehr, **changes) -> dict:
         "name": "Lakeshore EHR", "method": "fhir", "base_url": ehr["url"],
         "auth": {"type": "bearer", "token_env": TOKEN_ENV},
         "patient_identifier_system": hospital.EHR_SYSTEM, "count": 5, "lookback_days": 3650,
-        "timeout_seconds": 10, **changes,
+        "timeout_seconds": 30, **changes,
     }  # fmt: skip
 
 
@@ -253,7 +253,7 @@ def test_a_source_down_or_answering_no_bundle_fails_and_stores_nothing(ehr, read
         "metadata": f"{ehr['url']}/metadata?ignored=",
         "not-fhir": f"{ehr['url']}/NoSuchResource",
     }[base]
-    reading.facility.prior_sources = [fhir_source(ehr, base_url=url, timeout_seconds=3)]
+    reading.facility.prior_sources = [fhir_source(ehr, base_url=url)]
     reading.facility.save(update_fields=["prior_sources"])
     ask(reading)
     retrieval = PriorRetrieval.objects.get()
