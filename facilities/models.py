@@ -141,9 +141,20 @@ def _web_auth_problems(auth, at: str) -> list[str]:
         return []
     shapes = {"basic": {"type", "username", "password_env"}, "bearer": {"type", "token_env"}}
     keys = shapes.get(auth.get("type")) if isinstance(auth, dict) else None
-    if keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys):
-        return []
-    return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
+    if not (keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys)):
+        return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
+    variable = auth.get("password_env") or auth.get("token_env")
+    if variable in READROOM_SECRETS or variable.startswith("AWS_"):
+        # the worker sends this variable's value to the source's URL: never one of ReadRoom's own
+        return [f"{at}: {variable} is one of ReadRoom's own secrets; name a variable of this source's"]
+    return []
+
+
+# The environment variables that hold ReadRoom's own secrets (deploy/readroom.env.example): a prior
+# source may not name one as its credential, or the worker would send it to the source's server.
+READROOM_SECRETS = frozenset(
+    {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "READROOM_STORAGE_KEY", "READROOM_STORAGE_OLD_KEYS"}
+)
 
 
 def validate_move_destinations(value) -> None:
