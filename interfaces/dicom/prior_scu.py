@@ -9,8 +9,10 @@ study we asked for that patient's prior (``imaging.services._prior_expected``)."
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
@@ -251,10 +253,16 @@ def fhir_reports_ask(source: dict, *, facility: Facility, patient: Patient, name
             source, mrn=patient.mrn, authority=patient.assigning_authority, zone=facility.zone,
             today=timezone.localdate(timezone=facility.zone),
         )  # fmt: skip
-        outcome = fhir_reports_record(
-            facility=facility, patient=patient, source=name, reports=answer.reports,
+        record = partial(
+            fhir_reports_record, facility=facility, patient=patient, source=name, reports=answer.reports,
             withdrawn_ids=answer.withdrawn,
         )  # fmt: skip
+        try:
+            outcome = record()
+        except IntegrityError:
+            # another fetch of the patient (the order's and the first image's) stored the same new
+            # report a moment before: its rows are committed now, so this one finds them unchanged
+            outcome = record()
     except SourceUnavailable as exc:
         return str(exc)
     except IngestConflict as exc:

@@ -339,6 +339,32 @@ def test_a_server_that_ignored_the_patient_parameter_never_gives_another_patient
     assert answer.withdrawn == ["4"] and answer.skipped == 4
 
 
+def test_a_report_the_source_withdraws_is_hidden_and_kept(chicago, image_store):
+    from imaging.facts import FhirReportFacts
+    from imaging.models import Patient
+    from imaging.prior_reports import historical_documents
+    from imaging.report_history import fhir_reports_record
+    from tests.worklist.conftest import make_study
+
+    current = make_study(chicago, code="71250", text="CT CHEST WO CONTRAST")
+    facts = FhirReportFacts(
+        fhir_id="77", fhir_version="1", result_status="F", accession_number="", procedure_code="",
+        procedure_text="CT CHEST", observed_at=None, reported_at=None, radiologist_name="",
+        text="Clear lungs.",
+    )  # fmt: skip
+    patient = Patient.objects.get(pk=current.patient_id)
+    # given the source's report, stored and shown
+    first = fhir_reports_record(facility=chicago, patient=patient, source="EHR", reports=[facts])
+    assert first.stored == 1 and [d.text for d in historical_documents(current)] == ["Clear lungs."]
+    # when the source says it was entered in error (a wrong-patient report, say)
+    later = fhir_reports_record(
+        facility=chicago, patient=patient, source="EHR", reports=[], withdrawn_ids=["77"]
+    )
+    # then it is no longer shown, and its row and text are kept
+    assert later.withdrawn == 1 and historical_documents(current) == []
+    assert HistoricalReport.objects.get(fhir_id="77").superseded_at is not None
+
+
 def test_readrooms_fhir_api_takes_its_tokens_as_bearer_too(client, ops_omar):
     key = api_token_issue(user=ops_omar).key
     assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
