@@ -172,8 +172,7 @@ def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, st
 def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int | None = None,
                  attempt: int = 1, last_attempt: bool = True) -> list[str]:  # fmt: skip
     """Ask every prior source of the patient's facility (DIMSE, DICOMweb, or FHIR for reports);
-    returns the errors
-    (empty: all well).
+    returns the errors (empty: all well).
     The caller (a task) retries on errors; on the last attempt what arrived half is discarded."""
     patient = Patient.objects.select_related("facility").get(pk=patient_id)
     facility = patient.facility
