@@ -46,6 +46,10 @@ OPERATIONS_FIELDS = (
     "patient_id_authority",
     "patient_id_issuers",
     "orderless_wait_minutes",
+    # Q/R and priors (issue 17): where the worker connects and which environment variable's secret
+    # it sends there (docs/priors.md) — the interface analysts' call, never a facility admin's
+    "dicom_move_destinations",
+    "prior_sources",
 )
 
 

@@ -112,11 +112,13 @@ def validate_timezone(value: str) -> None:
 
 
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # AE: 16 printable characters, no backslash
-PRIOR_METHODS = ("c-move", "c-get", "dicomweb")
+PRIOR_METHODS = ("c-move", "c-get", "dicomweb", "fhir")
 PRIOR_SOURCE_KEYS = (
     "name", "method", "host", "port", "called_ae_title", "base_url", "auth", "count", "lookback_days",
-    "modalities", "body_parts", "hours", "timeout_seconds",
+    "modalities", "body_parts", "hours", "timeout_seconds", "patient_identifier_system",
 )  # fmt: skip
+# a FHIR source's MRN system (docs/priors.md "FHIR DiagnosticReport sources"): an absolute URI
+IDENTIFIER_SYSTEM_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s|]+$")
 
 
 def _dicom_peer_problems(entry: dict, at: str, title_key: str) -> list[str]:
@@ -133,15 +135,26 @@ def _dicom_peer_problems(entry: dict, at: str, title_key: str) -> list[str]:
 
 
 def _web_auth_problems(auth, at: str) -> list[str]:
-    """A DICOMweb source's credentials: the secret is named by an environment variable, never
+    """A DICOMweb or FHIR source's credentials: the secret is named by an environment variable, never
     written in the onboarding file (which is kept in version control and shown to admins)."""
     if auth is None:
         return []
     shapes = {"basic": {"type", "username", "password_env"}, "bearer": {"type", "token_env"}}
     keys = shapes.get(auth.get("type")) if isinstance(auth, dict) else None
-    if keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys):
-        return []
-    return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
+    if not (keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys)):
+        return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
+    variable = auth.get("password_env") or auth.get("token_env")
+    if variable in READROOM_SECRETS or variable.startswith("AWS_"):
+        # the worker sends this variable's value to the source's URL: never one of ReadRoom's own
+        return [f"{at}: {variable} is one of ReadRoom's own secrets; name a variable of this source's"]
+    return []
+
+
+# The environment variables that hold ReadRoom's own secrets (deploy/readroom.env.example): a prior
+# source may not name one as its credential, or the worker would send it to the source's server.
+READROOM_SECRETS = frozenset(
+    {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "READROOM_STORAGE_KEY", "READROOM_STORAGE_OLD_KEYS"}
+)
 
 
 def validate_move_destinations(value) -> None:
@@ -241,7 +254,7 @@ def validate_prior_sources(value) -> None:
         method = entry.get("method")
         if method not in PRIOR_METHODS:
             problems.append(f"{at}.method: one of {', '.join(PRIOR_METHODS)}")
-        elif method == "dicomweb":
+        elif method in ("dicomweb", "fhir"):
             if not str(entry.get("base_url", "")).startswith(("http://", "https://")):
                 problems.append(f"{at}.base_url: an http(s) URL")
             problems += _web_auth_problems(entry.get("auth"), f"{at}.auth")
@@ -255,6 +268,11 @@ def validate_prior_sources(value) -> None:
             items = entry.get(key)
             if items is not None and not (isinstance(items, list) and all(isinstance(x, str) for x in items)):
                 problems.append(f"{at}.{key}: a list of codes")
+        system = entry.get("patient_identifier_system")
+        if system is not None and (
+            method != "fhir" or not isinstance(system, str) or not IDENTIFIER_SYSTEM_PATTERN.match(system)
+        ):
+            problems.append(f"{at}.patient_identifier_system: an absolute URI (e.g. urn:oid:…), fhir only")
         hours = entry.get("hours")
         if hours is not None and not (
             isinstance(hours, str) and re.match(r"^\d{2}:\d{2}-\d{2}:\d{2}$", hours)

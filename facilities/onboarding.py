@@ -73,12 +73,16 @@ One file describes one hospital; ``deploy/facility.example.yaml`` is the comment
         rank: 50
         subspecialty: msk
     priors:                         # prior sources queried when an order (or first image) arrives
-      sources:                      #   docs/priors.md: method c-move | c-get | dicomweb, limits
+      sources:                      #   docs/priors.md: method c-move | c-get | dicomweb | fhir, limits
         - {name: PACS, method: c-move, host: pacs.birchlake.example.org, port: 104,
            called_ae_title: BLMH_PACS, count: 3, lookback_days: 1825, hours: "00:00-23:59"}
         # or DICOMweb (QIDO-RS + WADO-RS); the secret comes from the named environment variable
         # - {name: VNA, method: dicomweb, base_url: "https://vna.birchlake.example.org/dicom-web",
         #    auth: {type: basic, username: readroom, password_env: BLMH_VNA_PASSWORD}}
+        # or FHIR R4 for the hospital's reports (DiagnosticReport by MRN in the EHR's system)
+        # - {name: EHR, method: fhir, base_url: "https://fhir.birchlake.example.org/r4",
+        #    auth: {type: bearer, token_env: BLMH_FHIR_TOKEN},
+        #    patient_identifier_system: "urn:oid:2.16.840.1.113883.3.5150", count: 5}
     ai:                             # AI results (docs/ai.md)
       verdict_required: true        # the reader's verdict on each AI finding is needed to sign final
       verdict_in_oru: false         # the verdicts also go in the ORU (one OBX per finding)

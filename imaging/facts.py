@@ -205,3 +205,21 @@ class HistoricalReportFacts:
     text: str
     source: str  # MSH-3^MSH-4
     control_id: str  # MSH-10
+
+
+@dataclass(frozen=True)
+class FhirReportFacts:
+    """One DiagnosticReport a facility's FHIR source gave for a patient (docs/priors.md, "FHIR
+    DiagnosticReport sources"), already checked: the patient's MRN and issuer, a status we keep,
+    a text. Times are aware (FHIR instants carry their zone)."""
+
+    fhir_id: str  # DiagnosticReport.id at the source
+    fhir_version: str  # meta.versionId, else meta.lastUpdated, else ""
+    result_status: str  # F final | A amended (also appended) | C corrected | P preliminary
+    accession_number: str  # identifier / basedOn of type ACSN; "" when it gave none
+    procedure_code: str
+    procedure_text: str
+    observed_at: datetime | None  # effectiveDateTime (or effectivePeriod.start)
+    reported_at: datetime | None  # issued
+    radiologist_name: str  # resultsInterpreter, else performer
+    text: str

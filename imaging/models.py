@@ -548,10 +548,16 @@ class HistoricalReport(models.Model):
     procedure_text = models.CharField(max_length=200, blank=True)  # OBR-4.2
     observed_at = models.DateTimeField(null=True, blank=True)  # OBR-7: when the exam was done
     reported_at = models.DateTimeField(null=True, blank=True)  # OBR-22: the result's status change
-    result_status = models.CharField(max_length=1)  # OBR-25: F final, C corrected, P preliminary
+    # OBR-25: F final, C corrected, P preliminary; from FHIR also A amended (DiagnosticReport.status)
+    result_status = models.CharField(max_length=1)
     radiologist_name = models.CharField(max_length=200, blank=True)  # OBR-32 / OBX-16
-    source = models.CharField(max_length=200)  # MSH-3^MSH-4 of the sender
-    control_id = models.CharField(max_length=199)  # MSH-10: which received message this is
+    source = models.CharField(max_length=200)  # MSH-3^MSH-4 of the sender, or the FHIR source's name
+    control_id = models.CharField(max_length=199)  # MSH-10, or DiagnosticReport/<id>/_history/<version>
+    # a report asked of a FHIR source (docs/priors.md "FHIR DiagnosticReport sources"): its id there
+    # and its version (meta.versionId, else meta.lastUpdated); blank for the RIS's ORUs. A re-fetch
+    # of the same id and version stores nothing.
+    fhir_id = models.CharField(max_length=64, blank=True)
+    fhir_version = models.CharField(max_length=64, blank=True)
     storage_path = models.CharField(max_length=255)
     storage_key_id = models.CharField(max_length=32)
     text_sha256 = models.CharField(max_length=64)
@@ -563,12 +569,20 @@ class HistoricalReport(models.Model):
 
     class Meta:
         constraints = [
-            # one shown version per accession at a facility; the earlier ones are kept beside it
+            # one shown version per accession at a facility (of the RIS's history); the earlier
+            # ones are kept beside it
             models.UniqueConstraint(
                 fields=["facility", "accession_number"],
-                condition=models.Q(superseded_at__isnull=True),
+                condition=models.Q(superseded_at__isnull=True, fhir_id=""),
                 name="one_current_historical_report",
-            )
+            ),
+            # a FHIR source's report: one shown version per DiagnosticReport id (an accession is
+            # optional there, and one exam may have several reports)
+            models.UniqueConstraint(
+                fields=["facility", "source", "fhir_id"],
+                condition=models.Q(superseded_at__isnull=True) & ~models.Q(fhir_id=""),
+                name="one_current_fhir_report",
+            ),
         ]
         indexes = [
             models.Index(fields=["patient", "superseded_at"], name="historical_report_patient_idx"),

@@ -34,7 +34,7 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 DOCUMENT_CLASSES = {**TEXT_SR_CLASSES, ENCAPSULATED_PDF: "PDF"}
 MAX_DOCUMENTS = 10
 MAX_TEXT = 20_000  # characters shown of one document: a report, not a book
-HISTORY_STATUS = {"F": "Final", "C": "Corrected", "P": "Preliminary (not final)"}
+HISTORY_STATUS = {"F": "Final", "C": "Corrected", "A": "Amended", "P": "Preliminary (not final)"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def prior_documents(user, study: Study) -> list[PriorDocument]:
     """The hospital's reports of the patient's priors that ``user`` may see beside ``study`` (the
     caller checked the study): the report objects (text SR, Encapsulated PDF) of the *retrieved*
     priors, newest prior first — a prior still retrieving is hidden here as everywhere — then the
-    reports its RIS sent as history (``imaging.report_history``), newest exam first."""
+    reports its RIS sent as history or its FHIR source gave (``imaging.report_history``), newest
+    exam first."""
     return _pacs_documents(user, study) + historical_documents(study)
 
 
@@ -103,8 +104,10 @@ def historical_documents(study: Study) -> list[PriorDocument]:
                 kind="report",
                 title=title,
                 text=text[:MAX_TEXT],
-                source=f"from the RIS, {report.source}",
-                description=f"{report.procedure_text or report.procedure_code} · {report.accession_number}",
+                source=f"from FHIR, {report.source}" if report.fhir_id else f"from the RIS, {report.source}",
+                description=" · ".join(
+                    filter(None, [report.procedure_text or report.procedure_code, report.accession_number])
+                ),
                 on=report.observed_at or report.reported_at,
                 reader=report.radiologist_name,
                 earlier=tuple(earlier),

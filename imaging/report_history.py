@@ -26,8 +26,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from facilities.models import Facility
-from imaging.facts import HistoricalReportFacts, hl7_update
-from imaging.models import HistoricalReport, Study
+from imaging.facts import FhirReportFacts, HistoricalReportFacts, hl7_update
+from imaging.models import HistoricalReport, Patient, Study
 from imaging.services import IngestConflict, _aware, patient_find, patient_upsert
 from imaging.storage import encrypted_delete, encrypted_read, encrypted_write
 
@@ -52,7 +52,9 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
     )
     current = (
         HistoricalReport.objects.select_for_update()
-        .filter(facility=facility, accession_number=facts.accession_number, superseded_at__isnull=True)
+        .filter(
+            facility=facility, accession_number=facts.accession_number, superseded_at__isnull=True, fhir_id=""
+        )
         .first()
     )
     if current is not None and current.patient_id != patient.pk:
@@ -107,7 +109,7 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
     )
 
 
-HISTORY_WORD = {"F": "final", "C": "corrected", "P": "preliminary"}
+HISTORY_WORD = {"F": "final", "C": "corrected", "P": "preliminary", "A": "amended"}
 
 
 def _metadata(current: HistoricalReport | None, facts: HistoricalReportFacts, facility: Facility) -> dict:
@@ -134,10 +136,14 @@ def _study_of(report: HistoricalReport) -> Study | None:
     """The study this report is of, if ReadRoom holds it: by the Study Instance UID the RIS sent, else
     by accession — at the report's facility and of its patient only."""
     studies = Study.objects.filter(facility_id=report.facility_id, patient_id=report.patient_id)
+    if not (report.study_instance_uid or report.accession_number):
+        return None  # a FHIR report may name neither: never matched to a study without an accession
     if report.study_instance_uid:
         found = studies.filter(study_instance_uid=report.study_instance_uid).first()
         if found is not None:
             return found
+    if not report.accession_number:
+        return None
     return studies.filter(accession_number=report.accession_number).first()
 
 
@@ -174,3 +180,87 @@ def historical_reports_link(*, study: Study, accession_number: str = "") -> int:
 
 def historical_report_text(report: HistoricalReport) -> str:
     return encrypted_read(report.storage_path).decode()
+
+
+@dataclass(frozen=True)
+class FhirOutcome:
+    stored: int  # new rows (a first version, or one replacing the shown version)
+    unchanged: int  # the same id and version (or the same text and status) as shown: nothing stored
+    withdrawn: int  # shown versions the source now says are entered-in-error / cancelled: hidden
+
+
+def fhir_reports_record(
+    *, facility: Facility, patient: Patient, source: str, reports: list[FhirReportFacts],
+    withdrawn_ids: list[str] = (),
+) -> FhirOutcome:  # fmt: skip
+    """The reports a FHIR source gave for ``patient`` (docs/priors.md, "FHIR DiagnosticReport
+    sources"), stored as read-only historical reports, all of them or none: the text files are
+    written first and removed again when the transaction fails, so nothing is left half stored.
+
+    Idempotent on the report's id and version: the same id and version again, or the same text
+    and status under another version, stores nothing. Another text or status becomes the shown
+    version and the one it replaces is kept under it (``superseded_at``), as for the RIS's
+    corrections. A report the source now calls entered-in-error or cancelled is hidden (its row
+    and text kept)."""
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            outcome = _fhir_reports_apply(facility, patient, source, reports, withdrawn_ids, written)
+    except Exception:
+        for path in written:
+            encrypted_delete(path)  # no text file without its row
+        raise
+    return outcome
+
+
+def _fhir_reports_apply(
+    facility: Facility, patient: Patient, source: str, reports: list[FhirReportFacts],
+    withdrawn_ids, written: list[str],
+) -> FhirOutcome:  # fmt: skip
+    now = timezone.now()
+    shown = HistoricalReport.objects.select_for_update().filter(
+        facility=facility, source=source, superseded_at__isnull=True
+    )
+    withdrawn = shown.filter(fhir_id__in=list(withdrawn_ids), patient=patient).update(superseded_at=now)
+    stored = unchanged = 0
+    for facts in reports:
+        current = shown.filter(fhir_id=facts.fhir_id).first()
+        if current is not None and current.patient_id != patient.pk:
+            raise IngestConflict(f"DiagnosticReport/{facts.fhir_id} of {source} is another patient's")
+        digest = hashlib.sha256(facts.text.encode()).hexdigest()
+        if current is not None and (
+            (facts.fhir_version and current.fhir_version == facts.fhir_version)
+            or (current.text_sha256 == digest and current.result_status == facts.result_status)
+        ):
+            unchanged += 1
+            continue
+        text = encrypted_write(f"history/{facility.pk}/{uuid.uuid4().hex}.txt", facts.text.encode())
+        written.append(text.relative_path)
+        if current is not None:
+            current.superseded_at = now
+            current.save(update_fields=["superseded_at"])
+        report = HistoricalReport.objects.create(
+            facility=facility,
+            patient=patient,
+            accession_number=facts.accession_number,
+            procedure_code=facts.procedure_code[:64],
+            procedure_text=facts.procedure_text[:200],
+            observed_at=facts.observed_at,
+            reported_at=facts.reported_at,
+            result_status=facts.result_status,
+            radiologist_name=facts.radiologist_name[:200],
+            source=source[:200],
+            control_id=f"DiagnosticReport/{facts.fhir_id}/_history/{facts.fhir_version}"[:199],
+            fhir_id=facts.fhir_id,
+            fhir_version=facts.fhir_version[:64],
+            storage_path=text.relative_path,
+            storage_key_id=text.key_id,
+            text_sha256=digest,
+            received_at=now,
+            supersedes=current,
+        )
+        study = (current.study if current else None) or _study_of(report)
+        if study is not None:
+            HistoricalReport.objects.filter(pk=report.pk).update(study=study)
+        stored += 1
+    return FhirOutcome(stored, unchanged, withdrawn)

@@ -9,8 +9,10 @@ study we asked for that patient's prior (``imaging.services._prior_expected``)."
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
@@ -35,8 +37,11 @@ from imaging.priors import (
     relevant_pick,
     within_hours,
 )
+from imaging.report_history import fhir_reports_record
+from imaging.services import IngestConflict
 from interfaces.dicom.prior_web import web_retrieve, web_studies
 from interfaces.dicom.receive import dicom_instance_receive
+from interfaces.fhir.prior_source import fhir_reports_find
 from worklist.broadcast import group_event_send, operations_event_send
 from worklist.groups import user_group
 from worklist.models import StudyAssignment
@@ -166,8 +171,8 @@ def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, st
 
 def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int | None = None,
                  attempt: int = 1, last_attempt: bool = True) -> list[str]:  # fmt: skip
-    """Ask every prior source of the patient's facility (DIMSE or DICOMweb); returns the errors
-    (empty: all well).
+    """Ask every prior source of the patient's facility (DIMSE, DICOMweb, or FHIR for reports);
+    returns the errors (empty: all well).
     The caller (a task) retries on errors; on the last attempt what arrived half is discarded."""
     patient = Patient.objects.select_related("facility").get(pk=patient_id)
     facility = patient.facility
@@ -184,7 +189,7 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
     )
     errors = []
     for source in facility.prior_sources or []:
-        if source.get("method") not in ("c-move", "c-get", "dicomweb"):
+        if source.get("method") not in ("c-move", "c-get", "dicomweb", "fhir"):
             continue
         retrieval = prior_retrieval_open(
             facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
@@ -194,6 +199,13 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
             prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
             continue
         error = ""
+        if source["method"] == "fhir":
+            # reports only, no images: asked again at every trigger, stored once per id and version
+            error = fhir_reports_ask(source, facility=facility, patient=patient, name=retrieval.source_name)
+            errors += [error] if error else []
+            prior_retrieval_close(retrieval, error=error, attempt=attempt)
+            prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+            continue
         try:
             candidates = _find(source, mrn=patient.mrn, issuer=patient.assigning_authority)
             announced = {c.study_instance_uid: c.instances for c in candidates}
@@ -230,6 +242,35 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
         prior_retrieval_close(retrieval, error=error, attempt=attempt)
         prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
     return errors
+
+
+def fhir_reports_ask(source: dict, *, facility: Facility, patient: Patient, name: str) -> str:
+    """Ask a FHIR source for the patient's reports and store them (all or none); the error, or "".
+    The task retries on an error, as for the PACS; nothing of a failed answer was stored."""
+    try:
+        answer = fhir_reports_find(
+            source, mrn=patient.mrn, authority=patient.assigning_authority, zone=facility.zone,
+            today=timezone.localdate(timezone=facility.zone),
+        )  # fmt: skip
+        record = partial(
+            fhir_reports_record, facility=facility, patient=patient, source=name, reports=answer.reports,
+            withdrawn_ids=answer.withdrawn,
+        )  # fmt: skip
+        try:
+            outcome = record()
+        except IntegrityError:
+            # another fetch of the patient (the order's and the first image's) stored the same new
+            # report a moment before: its rows are committed now, so this one finds them unchanged
+            outcome = record()
+    except SourceUnavailable as exc:
+        return str(exc)
+    except IngestConflict as exc:
+        return f"FHIR: {exc}"
+    log.info(
+        "FHIR reports from %s for patient %s: %s stored, %s unchanged, %s withdrawn, %s skipped",
+        name, patient.pk, outcome.stored, outcome.unchanged, outcome.withdrawn, answer.skipped,
+    )  # fmt: skip
+    return ""
 
 
 def _find(source: dict, *, mrn: str, issuer: str) -> list[Candidate]:

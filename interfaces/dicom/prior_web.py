@@ -50,7 +50,7 @@ def _authorization(source: dict) -> str | None:
     return f"Bearer {secret}"
 
 
-def _open(source: dict, url: str, accept: str, *, timeout: float):
+def web_open(source: dict, url: str, accept: str, *, timeout: float):
     # base_url is validated as http(s) at onboarding (facilities.models.validate_prior_sources)
     request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
     if header := _authorization(source):
@@ -77,7 +77,7 @@ def web_studies(source: dict, *, mrn: str, issuer: str) -> list[Candidate]:
     even if the PACS ignored a key (as with C-FIND)."""
     base = source["base_url"].rstrip("/")
     query = [("PatientID", mrn), ("IssuerOfPatientID", issuer)] + [("includefield", t) for t in RETURN_KEYS]
-    response = _open(
+    response = web_open(
         source, f"{base}/studies?{urlencode(query)}", "application/dicom+json", timeout=_timeout(source, 30)
     )
     try:
@@ -119,7 +119,7 @@ def web_retrieve(
     ``expected`` is what QIDO-RS announced (or what came, when it announced nothing): the prior is
     complete only when that many are indexed."""
     base = source["base_url"].rstrip("/")
-    response = _open(source, f"{base}/studies/{quote(uid)}", RETRIEVE_ACCEPT, timeout=_timeout(source, 60))
+    response = web_open(source, f"{base}/studies/{quote(uid)}", RETRIEVE_ACCEPT, timeout=_timeout(source, 60))
     completed = failed = 0
     error = ""
     try:

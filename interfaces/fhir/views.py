@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from fhir.resources.R4B.bundle import Bundle
 from rest_framework import exceptions
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import SessionAuthentication, get_authorization_header
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -26,7 +26,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from accounts.audit import ReadKind, record_phi_access, record_phi_search
-from accounts.authentication import AuditedTokenAuthentication
+from accounts.authentication import AuditedTokenAuthentication, audit_actor_bind
 from imaging.api import MayReadPatientData
 from interfaces.fhir.capability import capability_statement
 from interfaces.fhir.resources import validated
@@ -108,11 +108,31 @@ def prefers_strict(request) -> bool:
     return any(p.strip().lower().replace(" ", "") == "handling=strict" for p in preferences)
 
 
+class FhirTokenAuthentication(AuditedTokenAuthentication):
+    """The API's tokens, as ``Authorization: Token <key>`` (the REST API's form) or ``Bearer <key>``,
+    the form FHIR clients send (SMART backend services, EHR integration engines, ReadRoom's own FHIR
+    prior-report client: docs/priors.md)."""
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != b"bearer":
+            return super().authenticate(request)
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: Bearer and one token.")
+        try:
+            key = header[1].decode()
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token header.") from exc
+        user, token = self.authenticate_credentials(key)
+        audit_actor_bind(user)
+        return user, token
+
+
 class FhirView(APIView):
     """Base of every FHIR view (the reports app's DiagnosticReport views derive from it)."""
 
     # Token first: its WWW-Authenticate challenge makes an anonymous call 401, not 403.
-    authentication_classes = (AuditedTokenAuthentication, SessionAuthentication)
+    authentication_classes = (FhirTokenAuthentication, SessionAuthentication)
     permission_classes = (IsAuthenticated, MayReadPatientData)
     content_negotiation_class = FhirNegotiation
     renderer_classes = (FhirJsonRenderer,)

@@ -304,7 +304,28 @@ def _rename(old: str, new: str):
         ),
         (
             _set("priors.sources.0.method", "ftp"),
-            "priors.sources: [0].method: one of c-move, c-get, dicomweb",
+            "priors.sources: [0].method: one of c-move, c-get, dicomweb, fhir",
+        ),
+        (  # a FHIR source's token in the file itself: it must name an environment variable
+            _set("priors.sources.1.auth", {"type": "bearer", "token": "eyJhbGciOi"}),
+            "priors.sources: [1].auth: {type: basic, username, password_env} or {type: bearer, token_env}",
+        ),
+        (  # the worker would send ReadRoom's own secret to the source's server
+            _set("priors.sources.1.auth", {"type": "bearer", "token_env": "SECRET_KEY"}),
+            "priors.sources: [1].auth: SECRET_KEY is one of ReadRoom's own secrets; name a variable of this "
+            "source's",
+        ),
+        (
+            _set("priors.sources.1.base_url", "fhir.birchlake.example.org/r4"),
+            "priors.sources: [1].base_url: an http(s) URL",
+        ),
+        (
+            _set("priors.sources.1.patient_identifier_system", "BLMH|MRN"),
+            "priors.sources: [1].patient_identifier_system: an absolute URI (e.g. urn:oid:…), fhir only",
+        ),
+        (  # the MRN system means something to a FHIR source only
+            _set("priors.sources.0.patient_identifier_system", "urn:oid:1.2.3"),
+            "priors.sources: [0].patient_identifier_system: an absolute URI (e.g. urn:oid:…), fhir only",
         ),
         (
             _set("priors.sources.0.count", 0),
@@ -546,8 +567,16 @@ def test_move_destinations_and_prior_sources_are_kept_as_listed(tmp_path):
     assert facility.dicom_move_destinations == [
         {"ae_title": "BLMH_PACS", "host": "pacs.birchlake.example.org", "port": 104}
     ]
-    (source,) = facility.prior_sources
-    assert (source["method"], source["called_ae_title"], source["count"]) == ("c-move", "BLMH_PACS", 3)
+    pacs, ehr = facility.prior_sources
+    assert (pacs["method"], pacs["called_ae_title"], pacs["count"]) == ("c-move", "BLMH_PACS", 3)
+    # the FHIR report source: its URL, the *name* of the variable holding its token, its MRN system
+    assert (ehr["method"], ehr["base_url"], ehr["count"]) == (
+        "fhir",
+        "https://fhir.birchlake.example.org/r4",
+        5,
+    )
+    assert ehr["auth"] == {"type": "bearer", "token_env": "BLMH_FHIR_TOKEN"}
+    assert ehr["patient_identifier_system"] == "urn:oid:2.16.840.1.113883.3.5150"
 
 
 def test_the_patient_identity_domain_and_orderless_wait_are_kept(tmp_path):

@@ -1,5 +1,7 @@
 """A facility admin sees and changes only their own facility — in the admin, the pages and the API."""
 
+import json
+
 import pytest
 
 from facilities.selectors import facilities_visible_to
@@ -51,6 +53,73 @@ def test_facility_admin_edits_own_facility_but_not_its_contract(client, admin_ch
     chicago.refresh_from_db()
     assert chicago.name == "Lakeshore Medical Center — Main Campus"
     assert chicago.sla_stroke_minutes == 20
+
+
+def test_a_facility_admin_cannot_change_where_priors_come_from(client, admin_chicago, chicago):
+    # given Chicago's FHIR report source, set by operations
+    source = {"name": "EHR", "method": "fhir", "base_url": "https://fhir.lakeshore.example.org/r4",
+              "auth": {"type": "bearer", "token_env": "LAKESHORE_FHIR_TOKEN"}}  # fmt: skip
+    chicago.prior_sources = [source]
+    chicago.save(update_fields=["prior_sources"])
+    client.force_login(admin_chicago)
+    # then Chicago's own admin sees no input for it, and a crafted POST (another URL, and a variable
+    # naming ReadRoom's own secret) changes nothing: the worker sends that secret to that URL
+    page = client.get(f"/admin/facilities/facility/{chicago.pk}/change/")
+    assert page.status_code == 200 and b'name="prior_sources"' not in page.content
+    assert b'name="dicom_move_destinations"' not in page.content
+    stolen = {
+        **source,
+        "base_url": "https://attacker.example.net",
+        "auth": {"type": "bearer", "token_env": "X"},
+    }
+    client.post(
+        f"/admin/facilities/facility/{chicago.pk}/change/",
+        {"name": chicago.name, "timezone": "America/Chicago", "prior_sources": json.dumps([stolen])},
+    )
+    chicago.refresh_from_db()
+    assert chicago.prior_sources == [source]
+
+
+def test_operations_may_set_a_fhir_source_in_the_admin_but_never_a_literal_token(client, ops_omar, chicago):
+    client.force_login(ops_omar)
+    page = client.get(f"/admin/facilities/facility/{chicago.pk}/change/")
+    assert b'name="prior_sources"' in page.content
+    literal = [{"name": "EHR", "method": "fhir", "base_url": "https://fhir.lakeshore.example.org/r4",
+                "auth": {"type": "bearer", "token": "eyJhbGciOi"}}]  # fmt: skip
+    form = facility_admin_form(chicago, ops_omar)
+    refused = client.post(
+        f"/admin/facilities/facility/{chicago.pk}/change/", {**form, "prior_sources": json.dumps(literal)}
+    )
+    assert refused.status_code == 200 and "{type: bearer, token_env}" in refused.content.decode()
+    chicago.refresh_from_db()
+    assert chicago.prior_sources == []
+    named = [{**literal[0], "auth": {"type": "bearer", "token_env": "LAKESHORE_FHIR_TOKEN"}}]
+    saved = client.post(
+        f"/admin/facilities/facility/{chicago.pk}/change/", {**form, "prior_sources": json.dumps(named)}
+    )
+    assert saved.status_code == 302, saved.content.decode()[-3000:]
+    chicago.refresh_from_db()
+    assert chicago.prior_sources == named
+
+
+def facility_admin_form(facility, user) -> dict:
+    """The change form's fields as the admin shows them to ``user``, filled with what is stored."""
+    from django.contrib.admin.sites import site
+    from django.forms.models import model_to_dict
+    from django.test import RequestFactory
+
+    from facilities.models import Facility
+
+    request = RequestFactory().get("/")
+    request.user = user
+    fields = site._registry[Facility].get_form(request, facility).base_fields
+    values = {k: v for k, v in model_to_dict(facility).items() if k in fields and v is not None}
+    for key, value in values.items():
+        if isinstance(value, list | dict):
+            values[key] = json.dumps(value)
+    values.update({f"{p}-TOTAL_FORMS": "0" for p in ("hl7_senders", "dicom_senders")})
+    values.update({f"{p}-INITIAL_FORMS": "0" for p in ("hl7_senders", "dicom_senders")})
+    return values
 
 
 def test_facility_pages_hide_other_facilities(client, admin_chicago, chicago, lakeview):

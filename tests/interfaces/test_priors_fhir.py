@@ -1,0 +1,372 @@
+"""A FHIR DiagnosticReport source of prior reports (docs/priors.md, "FHIR DiagnosticReport sources"),
+against a real FHIR server: ReadRoom's own FHIR R4 API in a uvicorn process of its own, on a database
+of its own, as the hospital's EHR (tests/interfaces/fhir_hospital.py says why no third-party server).
+
+When priors are fetched for the patient, the source is asked by MRN and issuer; the patient's
+reports (final, amended, preliminary) are stored read-only and encrypted and shown beside the editor
+with their source; the namesake's and the same MRN under another issuer are not; another facility's
+reader gets 404; a wrong token, a source that is down and an answer that is not a Bundle are the
+source's failure on the priors line; asking again stores nothing twice, and a report amended at the
+hospital since becomes the shown version with the earlier one kept under it."""
+
+# ruff: noqa: F811 -- the reading-screen fixtures are imported from tests/reports and tests/worklist
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import psycopg
+import pytest
+from django.db import connection
+from django.test import Client
+
+from accounts.tokens import api_token_issue
+from imaging.models import HistoricalReport, Order, PriorRetrieval
+from imaging.priors import prior_status_text
+from imaging.storage import storage_root
+from interfaces.fhir.prior_source import _answer, html_text, patient_system
+from interfaces.tasks import priors_fetch_task
+from tests.conftest import enrol_totp
+from tests.hardening.uvicorn_process import ROOT, uvicorn_server
+from tests.interfaces import fhir_hospital as hospital
+from tests.net import free_port
+from tests.reports.conftest import claimed_head_ct, ct_head_template  # noqa: F401
+from tests.worklist.conftest import make_eligible, neuro_reader  # noqa: F401
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the hospital's server needs PostgreSQL"),
+]
+
+TOKEN_ENV = "READROOM_TEST_LAKESHORE_FHIR_TOKEN"
+
+
+def _admin_connection():
+    settings = connection.settings_dict
+    return psycopg.connect(
+        dbname="postgres", host=settings.get("HOST") or "127.0.0.1", port=settings.get("PORT") or 5432,
+        user=settings.get("USER") or None, password=settings.get("PASSWORD") or None, autocommit=True,
+    )  # fmt: skip
+
+
+def _database_copy(name: str) -> None:
+    """A migrated database of the hospital's own: a copy of the run's template (xdist), else of this
+    worker's test database, which no test holds between modules (transactional tests flush it)."""
+    settings = connection.settings_dict
+    template = settings["TEST"].get("TEMPLATE") or settings["NAME"]
+    connection.close()
+    with _admin_connection() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(10):  # another worker may be copying the template this instant
+            try:
+                if template == settings["NAME"]:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                        [template],
+                    )
+                admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.5 * (attempt + 1))
+        raise RuntimeError(f"could not copy {template}")
+
+
+@pytest.fixture(scope="module")
+def ehr(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The hospital's FHIR server, seeded: its URL, the API token of ReadRoom's account there, and
+    the ids of the patient's reports."""
+    name = f"{connection.settings_dict['NAME']}_ehr"
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    data = tmp_path_factory.mktemp("ehr")
+    with django_db_blocker.unblock():
+        _database_copy(name)
+    stack = contextlib.ExitStack()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("CELERY_TASK_ALWAYS_EAGER", "true")  # its own signals' tasks, run in place
+            seeded = _hospital_shell(url, data, "seed()")
+            server = stack.enter_context(uvicorn_server(data, url))
+        yield {"url": f"{server.url}/fhir/r4", "database": url, "data": data, **json.loads(seeded)}
+    finally:
+        with django_db_blocker.unblock():
+            stack.close()
+            with _admin_connection() as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _hospital_shell(database_url: str, data, call: str) -> str:
+    """Run ``tests.interfaces.fhir_hospital.<call>`` in the hospital's database (production settings,
+    as its server runs); its last line of output."""
+    import base64
+    import os
+
+    from django.conf import settings
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "radiology.settings.production",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "READROOM_STORAGE_KEY": base64.b64encode(b"h" * 32).decode(),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "READROOM_DATA_DIR": str(data),
+        "CELERY_TASK_ALWAYS_EAGER": "true",
+        "LOG_LEVEL": "WARNING",
+    }
+    command = f"from tests.interfaces.fhir_hospital import *; {call}"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+def fhir_source(ehr, **changes) -> dict:
+    return {
+        "name": "Lakeshore EHR", "method": "fhir", "base_url": ehr["url"],
+        "auth": {"type": "bearer", "token_env": TOKEN_ENV},
+        "patient_identifier_system": hospital.EHR_SYSTEM, "count": 5, "lookback_days": 3650,
+        "timeout_seconds": 30, **changes,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def reading(ehr, claimed_head_ct, image_store, monkeypatch):
+    """The claimed head CT of the patient the hospital knows as MRN7001, at a facility whose prior
+    source is the hospital's FHIR server, with ReadRoom's token for it in the environment."""
+    monkeypatch.setenv(TOKEN_ENV, ehr["token"])
+    patient = claimed_head_ct.patient
+    patient.mrn = hospital.MRN
+    patient.save(update_fields=["mrn"])
+    facility = claimed_head_ct.facility
+    facility.prior_sources = [fhir_source(ehr)]
+    facility.save(update_fields=["prior_sources"])
+    return claimed_head_ct
+
+
+def ask(study, retries: int = 0) -> None:
+    """The priors task as its retry would run it (the first attempt comes from the order trigger)."""
+    priors_fetch_task.apply(args=(study.patient_id,), kwargs={"study_id": study.pk}, retries=retries)
+
+
+def fragment(client, study):
+    return client.get(f"/studies/{study.pk}/report/priors/")
+
+
+def test_the_patients_reports_are_stored_encrypted_and_shown_beside_the_editor_with_their_source(
+    ehr, reading, neuro_reader, verified_client, dr_msk_wi, lakeview_interfaces, admin_lakeview
+):
+    current = reading
+    patient = current.patient
+    # when a new order of the patient arrives (the priors task runs after its commit)
+    Order.objects.create(
+        facility=current.facility, patient=patient, accession_number="A-FHIR-1", procedure_code="71250",
+        procedure_text="CT CHEST WO CONTRAST",
+    )  # fmt: skip
+    # then the hospital's three reports of the patient in the lookback are kept, read-only, each with
+    # its id there; never the namesake's, the same MRN under another issuer, or the 2012 one
+    reports = {r.fhir_id: r for r in HistoricalReport.objects.filter(patient=patient)}
+    ids = {k: str(v) for k, v in ehr["reports"].items()}
+    assert set(reports) == set(ids.values())
+    chest, abdomen, knee = (reports[ids[k]] for k in ("chest", "abdomen", "knee"))
+    assert (chest.result_status, abdomen.result_status, knee.result_status) == ("F", "A", "P")
+    assert (chest.accession_number, chest.radiologist_name, chest.source, chest.facility_id) == (
+        "H-CT-2025", "Martin Hale, MD", "Lakeshore EHR", current.facility_id,
+    )  # fmt: skip
+    assert chest.observed_at == datetime(2025, 3, 1, 10, 15, tzinfo=hospital.ZONE)
+    assert chest.procedure_text == "CT CHEST WO CONTRAST — final report"
+    retrieval = PriorRetrieval.objects.get(patient=patient, order__isnull=False)
+    assert (retrieval.status, retrieval.last_error) == ("retrieved", "")
+    # the text is in the encrypted store, never in the clear
+    stored = (storage_root() / chest.storage_path).read_bytes()
+    assert b"nodule" not in stored and b"IMPRESSION" not in stored
+    # and the claimant's reading screen shows them beside the editor, with the source and the reader
+    page = fragment(verified_client(neuro_reader), current)
+    assert page.status_code == 200
+    body = page.content.decode()
+    for text in (*hospital.CHEST.splitlines(), hospital.ABDOMEN, hospital.ADDENDUM, hospital.KNEE):
+        assert text in body
+    assert "from FHIR, Lakeshore EHR" in body and "Read by Martin Hale, MD" in body
+    assert "Amended report" in body and "Preliminary (not final) report" in body
+    assert "CT CHEST WO CONTRAST — final report · H-CT-2025" in body and "2025-03-01" in body
+    for absent in (hospital.NAMESAKE, hospital.ELSEWHERE, hospital.OLD):
+        assert absent not in body
+    # another facility's reader (on shift there) and admin get 404 for the fragment and the page
+    enrol_totp(dr_msk_wi)
+    make_eligible(dr_msk_wi, lakeview_interfaces)
+    elsewhere = verified_client(dr_msk_wi)
+    assert fragment(elsewhere, current).status_code == 404
+    assert elsewhere.get(f"/studies/{current.pk}/report/").status_code == 404
+    admin = Client()
+    admin.force_login(admin_lakeview)
+    assert fragment(admin, current).status_code == 404
+
+
+def test_a_wrong_token_is_the_sources_failure_retried_and_shown(ehr, reading, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "not-the-token")
+    # when the priors are asked (first attempt, then the three retries)
+    ask(reading)
+    ask(reading, retries=3)
+    # then the source failed, said why, was tried four times, and nothing was stored
+    retrieval = PriorRetrieval.objects.get(patient=reading.patient)
+    assert (retrieval.status, retrieval.attempts, retrieval.last_error) == (
+        "failed", 4, "FHIR: authentication refused (HTTP 401)",
+    )  # fmt: skip
+    assert (
+        prior_status_text(reading) == "0 priors retrieved, 1 failed: FHIR: authentication refused (HTTP 401)"
+    )
+    assert not HistoricalReport.objects.exists()
+    # and once the right token is configured, the next question brings the reports
+    monkeypatch.setenv(TOKEN_ENV, ehr["token"])
+    ask(reading)
+    retrieval.refresh_from_db()
+    assert (retrieval.status, retrieval.last_error) == ("retrieved", "")
+    assert HistoricalReport.objects.filter(patient=reading.patient).count() == 3
+
+
+def test_a_token_not_configured_is_shown(reading, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV)
+    ask(reading)
+    assert (
+        PriorRetrieval.objects.get().last_error
+        == f"FHIR: credentials not configured (${TOKEN_ENV} is not set)"
+    )
+
+
+@pytest.mark.parametrize(
+    "base, error",
+    [
+        ("down", "FHIR: source unreachable"),
+        # a real answer of the server that is no Bundle: its CapabilityStatement
+        ("metadata", "FHIR: the answer is not a valid Bundle"),
+        ("not-fhir", "FHIR: HTTP 404 from the source"),  # a base URL that is no FHIR endpoint
+    ],
+)
+def test_a_source_down_or_answering_no_bundle_fails_and_stores_nothing(ehr, reading, base, error):
+    url = {
+        "down": f"http://127.0.0.1:{free_port()}/fhir/r4",
+        "metadata": f"{ehr['url']}/metadata?ignored=",
+        "not-fhir": f"{ehr['url']}/NoSuchResource",
+    }[base]
+    reading.facility.prior_sources = [fhir_source(ehr, base_url=url)]
+    reading.facility.save(update_fields=["prior_sources"])
+    ask(reading)
+    retrieval = PriorRetrieval.objects.get()
+    assert (retrieval.status, retrieval.last_error) == ("failed", error)
+    assert not HistoricalReport.objects.exists()
+
+
+def test_asking_again_stores_nothing_twice_and_an_amended_report_replaces_the_shown_one(
+    ehr, reading, neuro_reader, verified_client
+):
+    patient = reading.patient
+    ask(reading)
+    first = set(HistoricalReport.objects.values_list("pk", "fhir_id", "storage_path"))
+    assert len(first) == 3
+    # when the same question is asked again (another order, a retry): nothing new
+    ask(reading)
+    ask(reading)
+    assert set(HistoricalReport.objects.values_list("pk", "fhir_id", "storage_path")) == first
+    # when the hospital amends the chest report (an addendum signed there) and the priors are asked
+    chest_id = ehr["reports"]["chest"]
+    _hospital_shell(ehr["database"], ehr["data"], f"addendum({chest_id}, {hospital.LATE_ADDENDUM!r})")
+    ask(reading)
+    # then the amended version is shown, and the final one it replaces is kept under it
+    shown = HistoricalReport.objects.get(fhir_id=str(chest_id), superseded_at__isnull=True)
+    assert shown.result_status == "A" and shown.supersedes.result_status == "F"
+    assert HistoricalReport.objects.filter(patient=patient).count() == 4
+    body = fragment(verified_client(neuro_reader), reading).content.decode()
+    assert hospital.LATE_ADDENDUM in body and "Replaced: Final, received" in body
+    assert "replaces 1 earlier version" in body
+    # and asking once more changes nothing
+    ask(reading)
+    assert HistoricalReport.objects.filter(patient=patient).count() == 4
+
+
+# --- the parts without a server: what is sent as the system, what is read as text ----------------
+
+
+def test_the_mrn_system_is_the_configured_one_else_the_issuer_as_readrooms_fhir_writes_it():
+    assert patient_system({"patient_identifier_system": "urn:oid:1.2.3"}, "LAKESHORE") == "urn:oid:1.2.3"
+    assert patient_system({}, "2.16.840.1.113883.3.4242") == "urn:oid:2.16.840.1.113883.3.4242"
+    assert patient_system({}, "https://ehr.example.org/mrn") == "https://ehr.example.org/mrn"
+    assert patient_system({}, "LAKESHORE") == "LAKESHORE"  # the bare PID-3.4 name
+
+
+def test_html_is_read_as_text_with_nothing_of_the_markup():
+    markup = (
+        "<div><h1>CT HEAD</h1><p>No <b>acute</b> bleed &amp; no mass.</p>"
+        "<script>alert('x')</script><style>p{}</style><ul><li>one</li><li>two</li></ul></div>"
+    )
+    assert html_text(markup) == "CT HEAD\n\nNo acute bleed & no mass.\n\none\n\ntwo"
+
+
+def test_a_server_that_ignored_the_patient_parameter_never_gives_another_patients_report():
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from fhir.resources.R4B.bundle import Bundle
+
+    def entry(rid: str, mrn: str, system: str = hospital.EHR_SYSTEM, **extra) -> dict:
+        return {
+            "resource": {
+                "resourceType": "DiagnosticReport", "id": rid, "status": "final", "code": {"text": "CT"},
+                "subject": {"reference": f"Patient/{rid}", "identifier": {"system": system, "value": mrn}},
+                "effectiveDateTime": "2025-03-01T10:00:00Z", "conclusion": f"report {rid}", **extra,
+            }
+        }  # fmt: skip
+
+    lab = [{"coding": [{"code": "LAB", "system": "http://terminology.hl7.org/CodeSystem/v2-0074"}]}]
+    entries = [
+        entry("1", hospital.MRN),
+        entry("2", "MRN7002"),  # the namesake
+        entry("3", hospital.MRN, "urn:oid:9.9"),  # the same MRN under another issuer
+        entry("4", hospital.MRN, status="entered-in-error"),
+        entry("5", hospital.MRN, category=lab),
+        entry("6", hospital.MRN, status="registered"),
+    ]
+    bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "searchset", "entry": entries})
+    answer = _answer(
+        bundle, system=hospital.EHR_SYSTEM, mrn=hospital.MRN, zone=ZoneInfo("UTC"), oldest=date(2020, 1, 1),
+        count=5,
+    )  # fmt: skip
+    assert [r.fhir_id for r in answer.reports] == ["1"]
+    assert answer.withdrawn == ["4"] and answer.skipped == 4
+
+
+def test_a_report_the_source_withdraws_is_hidden_and_kept(chicago, image_store):
+    from imaging.facts import FhirReportFacts
+    from imaging.models import Patient
+    from imaging.prior_reports import historical_documents
+    from imaging.report_history import fhir_reports_record
+    from tests.worklist.conftest import make_study
+
+    current = make_study(chicago, code="71250", text="CT CHEST WO CONTRAST")
+    facts = FhirReportFacts(
+        fhir_id="77", fhir_version="1", result_status="F", accession_number="", procedure_code="",
+        procedure_text="CT CHEST", observed_at=None, reported_at=None, radiologist_name="",
+        text="Clear lungs.",
+    )  # fmt: skip
+    patient = Patient.objects.get(pk=current.patient_id)
+    # given the source's report, stored and shown
+    first = fhir_reports_record(facility=chicago, patient=patient, source="EHR", reports=[facts])
+    assert first.stored == 1 and [d.text for d in historical_documents(current)] == ["Clear lungs."]
+    # when the source says it was entered in error (a wrong-patient report, say)
+    later = fhir_reports_record(
+        facility=chicago, patient=patient, source="EHR", reports=[], withdrawn_ids=["77"]
+    )
+    # then it is no longer shown, and its row and text are kept
+    assert later.withdrawn == 1 and historical_documents(current) == []
+    assert HistoricalReport.objects.get(fhir_id="77").superseded_at is not None
+
+
+def test_readrooms_fhir_api_takes_its_tokens_as_bearer_too(client, ops_omar):
+    key = api_token_issue(user=ops_omar).key
+    assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
