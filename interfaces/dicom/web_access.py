@@ -150,11 +150,19 @@ def instances_in(
     return study, found
 
 
-def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+def instance_by_uid(
+    user, study_uid: str, series_uid: str, sop_uid: str, *, held_rows: bool = False
+) -> Instance:
     """One instance with its series and study (and the study's facility); 404 as ``instances_in``.
-    Under a held grant one query: a viewer asks this for every frame."""
+    Under a held grant one query: a viewer asks this for every frame. ``held_rows`` (the fast frame
+    path): under a held grant, the study's rows as this process read them within the grant's
+    window (``granted_rows``), no query at all."""
     granted = _grant_held(user, study_uid)
     if granted is not None:
+        if held_rows:
+            instance = granted_rows(granted, study_uid).get((series_uid, sop_uid))
+            if instance is not None:
+                return instance
         instance = (
             # no patient: a frame, a rendering or bulk data never names them (fewer columns to build)
             Instance.objects.select_related("series__study__facility")
@@ -174,6 +182,36 @@ def instance_by_uid(user, study_uid: str, series_uid: str, sop_uid: str) -> Inst
     return instance
 
 
+# study id → (held until, (series UID, SOP UID) → instance with series, study, facility): the index
+# rows of studies granted in this process, read once per grant window instead of once per frame.
+# Not permission data (the grant is checked first, per user); bounded.
+_ROWS: dict[int, tuple[float, dict[tuple[str, str], Instance]]] = {}
+_ROWS_MAX = 32
+
+
+def granted_rows(study_id: int, study_uid: str) -> dict[tuple[str, str], Instance]:
+    """A granted study's instances, read at most once per ``READROOM_DICOMWEB_GRANT_SECONDS`` in this
+    process. What a row can miss within that window: an instance added since (not found here: the
+    caller queries it), or a re-sent file's new transfer syntax (the frames path compares the row with
+    the file and drops the rows when they differ, ``granted_rows_drop``)."""
+    now = time.time()
+    held = _ROWS.get(study_id)
+    if held is not None and now < held[0]:
+        return held[1]
+    rows = Instance.objects.select_related("series__study__facility").filter(
+        series__study_id=study_id, series__study__study_instance_uid=study_uid
+    )
+    instances = {(i.series.series_instance_uid, i.sop_instance_uid): i for i in rows}
+    if len(_ROWS) >= _ROWS_MAX:
+        _ROWS.clear()
+    _ROWS[study_id] = (now + _grant_seconds(), instances)
+    return instances
+
+
+def granted_rows_drop(study_id: int) -> None:
+    _ROWS.pop(study_id, None)
+
+
 # --- audit ---------------------------------------------------------------------------------------
 
 
@@ -186,8 +224,14 @@ def study_frames_read_record(user, study: Study) -> None:
     """Rendered frames and raw frames: one audit row per user and study per window
     (``READROOM_AUDIT_FRAME_WINDOW_SECONDS``, default 300 s), however many frames were fetched."""
     window = int(getattr(settings, "READROOM_AUDIT_FRAME_WINDOW_SECONDS", 300))
-    if window <= 0 or cache.add(f"readroom:frame-read:{user.pk}:{study.study_instance_uid}", 1, window):
+    if window <= 0 or cache.add(frames_read_key(user, study.study_instance_uid), 1, window):
         study_read_record(user, study, kind=ReadKind.DICOMWEB_FRAMES)
+
+
+def frames_read_key(user, study_uid: str) -> str:
+    """The shared cache's key that says this user's frames row for the study is written in the
+    current window (``study_frames_read_record``): while it exists no row is due."""
+    return f"readroom:frame-read:{user.pk}:{study_uid}"
 
 
 # --- store ---------------------------------------------------------------------------------------
