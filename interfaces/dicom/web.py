@@ -778,7 +778,7 @@ def frames_answer(
         ds = dcmread(BytesIO(part10), specific_tags=FRAME_LOCATING if sliced else None)
         if held_rows and str(getattr(ds.file_meta, "TransferSyntaxUID", "")) != syntax:
             # a held row older than a re-send of its file: answer from the row as it is now
-            access.granted_rows_drop(instance.series.study_id)
+            access.granted_rows_drop(study_uid)
             return frames_answer(user, accept, study_uid, series_uid, sop_uid, frame_list, audited=audited)
         if sliced and str(getattr(ds.file_meta, "TransferSyntaxUID", "")) != syntax:
             ds = dcmread(BytesIO(part10))  # the index says otherwise than the file: the file decides
