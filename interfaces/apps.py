@@ -19,8 +19,11 @@ class InterfacesConfig(AppConfig):
         post_save.connect(on_study_saved, sender=Study, dispatch_uid="readroom.priors.study")
         from imaging.signals import instance_display_checked
         from interfaces.dicom.metadata_sidecar import on_instance_display_checked
+        from interfaces.dicom.web_signin import receivers_connect
         from interfaces.fhircast import receivers  # noqa: F401 — connects the hub's publishers
 
+        # the fast frame path's held sign-ins hear of sign-outs, locks and account changes
+        receivers_connect()
         # the decode check read the file: its WADO-RS metadata side-car is made from the same bytes
         instance_display_checked.connect(
             on_instance_display_checked, dispatch_uid="readroom.metadata_sidecar"

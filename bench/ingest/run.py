@@ -44,12 +44,12 @@ from bench.common import (
     bench_database,
     bench_env,
     bench_parser,
-    cpu_seconds,
     database_copy,
     database_migrated,
     free_port,
     interleaved,
     orthanc_running,
+    process_tree_cpu_seconds,
     row_count,
     shell,
     uptime_print,
@@ -92,17 +92,6 @@ def storescu(port: int, called: str, calling: str, series: list[list[Path]]) -> 
     failed = [(code, err[-500:]) for code, err in failed if code != 0]
     assert not failed, f"storescu failed: {failed}"
     return elapsed
-
-
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and its direct children (dicom_scp --processes: the supervisor's children)."""
-    total = cpu_seconds(pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    total += cpu_seconds(int(entry.name))
-    return total
 
 
 def readroom_rate(

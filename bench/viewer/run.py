@@ -59,6 +59,7 @@ from bench.common import (
     interleaved,
     orthanc_running,
     orthanc_store,
+    process_tree_cpu_seconds,
     reader_create,
     redis_db,
     session_cookie,
@@ -111,6 +112,7 @@ class Side:
 
     root: str  # e.g. http://127.0.0.1:8000/dicomweb
     headers: dict[str, str]
+    pid: int  # the server's process (uvicorn's supervisor, its workers its children; Orthanc)
 
 
 class _Connection:
@@ -151,7 +153,11 @@ def _frames_of(metadata: list[dict]) -> list[tuple[str, str, int]]:
 
 
 def ohif_load(side: Side, study_uid: str, concurrency: int) -> dict:
-    """One study opened as OHIF opens it; the figures of that load (seconds from its start)."""
+    """One study opened as OHIF opens it; the figures of that load (seconds from its start), and
+    the CPU per frame the server (all its processes) and this client spent on it: on a shared
+    2-core machine the wall clock swings, the CPU per frame much less, and the client's share says
+    whether it, not the server, is the limit."""
+    server_cpu, client_cpu = process_tree_cpu_seconds(side.pid), time.process_time()
     started = time.perf_counter()
     first = _Connection(side.root)
     status, _, body = first.get(f"/studies/{study_uid}/metadata", {**side.headers, "Accept": METADATA_ACCEPT})
@@ -200,12 +206,16 @@ def ohif_load(side: Side, study_uid: str, concurrency: int) -> dict:
     assert not errors, errors[:3]
     assert len(arrived) == len(frames), f"{len(arrived)} of {len(frames)} frames"
     last = max(arrived.values())
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = process_tree_cpu_seconds(side.pid) - server_cpu
     return {
         "metadata s": metadata_done - started,
         "first frame ms": (arrived[0] - started) * 1000,
         "its request ms": (arrived[0] - first_request[0]) * 1000,
         "last frame s": last - started,
         "frames/s": len(frames) / (last - metadata_done),
+        "server CPU ms/frame": server_cpu * 1000 / len(frames),
+        "client CPU ms/frame": client_cpu * 1000 / len(frames),
     }
 
 
@@ -244,6 +254,8 @@ def _report(results: dict[str, list[dict]], *, slices: int, size: int, concurren
         ("its request ms", "  its own request (ms)"),
         ("last frame s", "last frame (s)"),
         ("frames/s", "frames/s"),
+        ("server CPU ms/frame", "server CPU ms/frame"),
+        ("client CPU ms/frame", "client CPU ms/frame"),
     ):
         print(f"  {label:<24}" + "".join(f" {medians[name][key]:>20.2f}" for name in names))
     ours, theirs = medians["ReadRoom"], medians["Orthanc"]
@@ -306,21 +318,23 @@ def main() -> None:
             orthanc_running(work, dicomweb=True) as orthanc,
             deployed_processes(
                 {"web": _web_command(port)}, full_env if args.full_path else env, [port], work / "logs"
-            ),
+            ) as web,
             contextlib.ExitStack() as more,
         ):
             if not args.full_path:  # the same build with the fast frame path off, beside it
-                more.enter_context(
+                web_full = more.enter_context(
                     deployed_processes(
                         {"web-full": _web_command(full_port)}, full_env, [full_port], work / "logs"
                     )
                 )
             for part10 in files:
                 orthanc_store(orthanc, part10)
-            sides = {"ReadRoom": Side(f"http://127.0.0.1:{port}/dicomweb", {"Cookie": cookie})}
+            headers = {"Cookie": cookie}
+            sides = {"ReadRoom": Side(f"http://127.0.0.1:{port}/dicomweb", headers, web["web"].pid)}
             if not args.full_path:
-                sides[FULL] = Side(f"http://127.0.0.1:{full_port}/dicomweb", {"Cookie": cookie})
-            sides["Orthanc"] = Side(orthanc["dicomweb"], {})
+                root = f"http://127.0.0.1:{full_port}/dicomweb"
+                sides[FULL] = Side(root, headers, web_full["web-full"].pid)
+            sides["Orthanc"] = Side(orthanc["dicomweb"], {}, orthanc["process"].pid)
             runs: dict[str, Callable[[], dict]] = {
                 name: (lambda side=side: ohif_load(side, study_uid, args.concurrency))
                 for name, side in sides.items()

@@ -738,17 +738,28 @@ def _frames(request, study_uid: str, series_uid: str, sop_uid: str, frame_list: 
 
 
 def frames_answer(
-    user, accept: str, study_uid: str, series_uid: str, sop_uid: str, frame_list: str | None
+    user,
+    accept: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame_list: str | None,
+    *,
+    audited: bool = False,
+    held_rows: bool = False,
 ) -> HttpResponse:
     """WADO-RS frames for ``user`` (authenticated and role-checked by the caller: the view, or
     ``web_fast`` for OHIF's frame requests), negotiated by the ``accept`` header's text.
     ``frame_list`` None: every frame (the pixel data's bulkdata resource). 404 (Http404) when the
-    instance is not the user's to read."""
+    instance is not the user's to read. ``audited``: the caller has seen this window's PHI row
+    written (``access.frames_read_key`` exists), so none is due. ``held_rows``: the instance from
+    the granted study's rows held in this process (``access.granted_rows``); a row that disagrees
+    with its file (re-sent since) drops them and the answer is made from a fresh row."""
     try:
         numbers = frame_numbers(frame_list) if frame_list is not None else None
     except ValueError:
         return _error(400, "frames are a comma-separated list of numbers from 1, e.g. 1,2,3")
-    instance = access.instance_by_uid(user, study_uid, series_uid, sop_uid)
+    instance = access.instance_by_uid(user, study_uid, series_uid, sop_uid, held_rows=held_rows)
     syntax = instance.transfer_syntax_uid or ExplicitVRLittleEndian
     acceptable = frames_acceptable(accept, syntax)
     if acceptable is None:
@@ -757,13 +768,18 @@ def frames_answer(
             f"(as stored) or type=application/octet-stream (decoded, Explicit VR Little Endian)."
         )
     media_type, target = acceptable
-    access.study_frames_read_record(user, instance.series.study)
+    if not audited:
+        access.study_frames_read_record(user, instance.series.study)
     # Sent as stored or sliced out of native pixels: only the few elements that locate a frame are
     # parsed (a CT header's ~260 elements took three quarters of a frame's reading); decoding needs all
     sliced = syntax in NATIVE_TARGETS or (target == syntax and syntax not in UNCOMPRESSED)
     part10 = encrypted_read(instance.storage_path)
     try:
         ds = dcmread(BytesIO(part10), specific_tags=FRAME_LOCATING if sliced else None)
+        if held_rows and str(getattr(ds.file_meta, "TransferSyntaxUID", "")) != syntax:
+            # a held row older than a re-send of its file: answer from the row as it is now
+            access.granted_rows_drop(study_uid)
+            return frames_answer(user, accept, study_uid, series_uid, sop_uid, frame_list, audited=audited)
         if sliced and str(getattr(ds.file_meta, "TransferSyntaxUID", "")) != syntax:
             ds = dcmread(BytesIO(part10))  # the index says otherwise than the file: the file decides
     except (InvalidDicomError, EOFError, ValueError) as exc:

@@ -21,7 +21,14 @@ It checks what the Django path checks, with the same code:
 
 Any doubt goes to Django, whose view then gives the normal answer (401, 403, 404, 406, 423): no
 session cookie, a token, a query string, no held grant, a session due for its once-a-minute
-renewal (Django saves it), a non-200 answer, any exception."""
+renewal (Django saves it), a non-200 answer, any exception.
+
+A session whose frame request passed the middleware is held for a few seconds
+(``web_signin``: ``READROOM_DICOMWEB_SIGNIN_SECONDS``); its next frames skip the middleware's
+queries and are answered with the headers the middleware added, unless Redis records a change of
+the session, the user, their roles or devices since (read in the round trip the audit's key takes
+anyway). Such a frame is answered only when this window's PHI row is already written: the row is
+always written by a request that went through the whole chain (its actor and address)."""
 
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ from django.http.cookie import parse_cookie
 from django.utils.module_loading import import_string
 
 from accounts.middleware import IdleSessionMiddleware
+from interfaces.dicom import web_signin
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,7 @@ def _frames_view(request: HttpRequest) -> HttpResponse:
     if response.status_code != 200:
         raise FallThrough
     response["Allow"] = _ALLOW  # DRF's default header for the view
+    request.fast_frames_view_headers = dict(response.items())  # what the middleware adds is held
     return response
 
 
@@ -158,11 +167,19 @@ def _serve(scope: dict, uids: dict[str, str]) -> HttpResponse | None:
         return None
     request_started.send(sender=FastFrames, scope=scope)
     try:
+        key = web_signin.request_key(scope)
+        signin = web_signin.held(key, time.time())
+        if signin is not None:
+            response = _held_answer(signin, key, scope, uids)
+            if response is not None:
+                return response
+        made_at = time.time()  # before the middleware reads the session and the user
         request = ASGIRequest(scope, BytesIO())
         request.fast_frames_uids = uids
         response = chain(request)
         if response.status_code != 200 or response.cookies or not response.has_header("Content-Type"):
             return None  # a middleware answered (redirect, 403, 423): Django says it again
+        _signin_hold(key, request, response, made_at)
         return response
     except FallThrough:
         return None
@@ -172,6 +189,63 @@ def _serve(scope: dict, uids: dict[str, str]) -> HttpResponse | None:
         return None
     finally:
         request_finished.send(sender=FastFrames)
+
+
+def _signin_hold(key: tuple, request: HttpRequest, response: HttpResponse, made_at: float) -> None:
+    """Hold the sign-in this 200 passed with, and the headers the middleware added to the view's:
+    all of them constant for a frames path (the security headers, ``Vary: Cookie``), except
+    CommonMiddleware's Content-Length, which the held answer computes as it does. Not held when a
+    middleware changed a header the view set (it would not be replayed exactly)."""
+    view_headers = getattr(request, "fast_frames_view_headers", None)
+    if view_headers is None or response.get("Content-Length") != str(len(response.content)):
+        return
+    if any(response.get(name) != value for name, value in view_headers.items()):
+        return
+    added = tuple(
+        (name, value)
+        for name, value in response.items()
+        if name not in view_headers and name != "Content-Length"
+    )
+    web_signin.hold(key, request, made_at, added)
+
+
+def _held_answer(signin: web_signin.HeldSignIn, key: tuple, scope: dict, uids: dict[str, str]):
+    """The frames under a held sign-in and a held grant, or None (the whole chain then decides)."""
+    from interfaces.dicom import web
+    from interfaces.dicom import web_access as access
+
+    user = signin.user
+    if not access.study_granted(user, uids["study"]):
+        return None
+    changed, audited = web_signin.changes_and_audit(signin, access.frames_read_key(user, uids["study"]))
+    if changed:
+        web_signin.drop(key)
+        return None
+    if not audited:
+        return None  # the PHI row is due: written through the chain, with the request's actor
+    response = web.frames_answer(
+        user,
+        _accept(scope),
+        uids["study"],
+        uids["series"],
+        uids["instance"],
+        uids["frames"],
+        audited=True,
+        held_rows=True,
+    )
+    if response.status_code != 200:
+        return None
+    response["Allow"] = _ALLOW
+    for name, value in signin.headers:
+        response[name] = value
+    response["Content-Length"] = str(len(response.content))  # as CommonMiddleware sets it
+    return response
+
+
+def _accept(scope: dict) -> str:
+    """The Accept header as Django's ASGIRequest reads it (repeated headers joined by commas)."""
+    values = [value.decode("latin1") for name, value in scope.get("headers", ()) if name == b"accept"]
+    return ",".join(values)
 
 
 def _candidate(scope: dict) -> dict[str, str] | None:

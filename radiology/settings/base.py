@@ -322,6 +322,10 @@ AUDITLOG_DISABLE_REMOTE_ADDR = False
 # and only under a held DICOMweb grant (interfaces/dicom/web_fast.py; docs/viewer.md "Feeding OHIF
 # fast"). Off: every frame through the view.
 READROOM_DICOMWEB_FAST_FRAMES = env.bool("READROOM_DICOMWEB_FAST_FRAMES", default=True)
+# A session whose frame request passed every check is held that long per web process (0: never);
+# sign-out, the lock and account changes reach it at once through Redis, a change made without a
+# model save within this window (interfaces/dicom/web_signin.py; docs/viewer.md "The fast frame path").
+READROOM_DICOMWEB_SIGNIN_SECONDS = env.float("READROOM_DICOMWEB_SIGNIN_SECONDS", default=5.0)
 REST_FRAMEWORK = {
     # The token class first: DRF answers an anonymous call with the first class's challenge, so
     # every API refuses it with 401 and ``WWW-Authenticate: Token`` (a session class has no

@@ -23,7 +23,7 @@ from pydicom.uid import RLELossless, generate_uid
 from accounts.middleware import LOCKED_KEY
 from credentialing.models import FacilityPrivilege, PrivilegeStatus
 from imaging.models import Instance
-from interfaces.dicom import web_access
+from interfaces.dicom import web_access, web_signin
 from interfaces.dicom.receive import dicom_instance_receive
 from interfaces.dicom.web_fast import FastFrames
 from tests.e2e.test_worklist import AsgiServer, _server_connections_close
@@ -43,9 +43,13 @@ UNCOMPARED = {"date", "server"}
 def fresh_grants():
     cache.clear()
     web_access._GRANTS.clear()
+    web_access._ROWS.clear()
+    web_signin._SIGNINS.clear()
     yield
     cache.clear()
     web_access._GRANTS.clear()
+    web_access._ROWS.clear()
+    web_signin._SIGNINS.clear()
 
 
 @pytest.fixture
@@ -207,10 +211,13 @@ def test_the_fast_path_refuses_as_the_view_does(
     assert http.get(frame, headers={"Accept": OHIF}).status_code == 200
     assert senders == ["fast"]
 
-    # the account deactivated: refused at once, grant or not
-    type(reader).objects.filter(pk=reader.pk).update(is_active=False)
+    # the account deactivated: refused at once, grant or not (saved: the held sign-in hears of it)
+    account = type(reader).objects.get(pk=reader.pk)
+    account.is_active = False
+    account.save(update_fields=["is_active"])
     assert http.get(frame, headers={"Accept": OHIF}).status_code in (401, 403)
-    type(reader).objects.filter(pk=reader.pk).update(is_active=True)
+    account.is_active = True
+    account.save(update_fields=["is_active"])
     assert http.get(frame, headers={"Accept": OHIF}).status_code == 200
 
     # the privilege withdrawn: once the grant's window is over, 404 on every frame
@@ -218,3 +225,242 @@ def test_the_fast_path_refuses_as_the_view_does(
     time.sleep(3.2)
     for url in frames:
         assert http.get(url, headers={"Accept": OHIF}).status_code == 404
+
+
+# --- the held sign-in (web_signin) ------------------------------------------------------------------
+
+
+def held_sign_in(server, study, user, senders) -> tuple[Client, requests.Session, list[str]]:
+    """The reader's verified browser with the study open and their sign-in held by the fast path:
+    a frame passed the whole chain, and a change recorded before it is past the clock's slack."""
+    client = reader_client(user)
+    http = browser(server, client)
+    metadata, frames = urls(server, study)
+    assert http.get(metadata, headers={"Accept": "application/dicom+json"}).status_code == 200
+    time.sleep(web_signin.CLOCK_SLACK_SECONDS + 0.2)  # the sign-in's own saves are behind the hold
+    del senders[:]
+    assert http.get(frames[0], headers={"Accept": OHIF}).status_code == 200
+    assert senders == ["fast"]
+    key = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    assert [s.session_key for s in web_signin._SIGNINS.values()] == [key], "no sign-in held"
+    return client, http, frames
+
+
+def test_a_held_sign_in_serves_the_same_bytes_and_headers_as_the_view(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+):
+    # given a held sign-in
+    _, http, frames = held_sign_in(server, read_ct, reader, senders)
+    for url in frames:
+        # when a frame is served under it, then through Django's view
+        settings.READROOM_DICOMWEB_FAST_FRAMES = True
+        del senders[:]
+        held = http.get(url, headers={"Accept": OHIF})
+        assert senders == ["fast"]
+        settings.READROOM_DICOMWEB_FAST_FRAMES = False
+        slow = http.get(url, headers={"Accept": OHIF})
+        # then both are the same, header for header (Content-Length included) and byte for byte
+        assert held.status_code == slow.status_code == 200
+        assert normalised(held) == normalised(slow)
+
+
+def _signed_out(client, user) -> None:
+    client.logout()
+
+
+def _locked(client, user) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    store = SessionStore(client.cookies[django_settings.SESSION_COOKIE_NAME].value)
+    store[LOCKED_KEY] = True
+    store.save()
+
+
+def _deactivated(client, user) -> None:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
+def _new_password(client, user) -> None:
+    user.set_password("a-new-password-for-the-test")
+    user.save()
+
+
+def _roles_taken(client, user) -> None:
+    user.groups.clear()
+
+
+def _device_removed(client, user) -> None:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.filter(user=user).delete()
+
+
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        (_signed_out, {401}),
+        (_locked, {423}),
+        (_deactivated, {401, 403}),
+        (_new_password, {401, 403}),
+        (_roles_taken, {403, 404}),
+        (_device_removed, {403}),
+    ],
+    ids=["signed out", "locked", "deactivated", "new password", "roles taken", "device removed"],
+)
+def test_a_held_sign_in_is_refused_at_once_after_a_change(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+    change,
+    refused,
+):
+    # given a held sign-in, its window far from over
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 60
+    client, http, frames = held_sign_in(server, read_ct, reader, senders)
+    # when the session or the account changes (in the way the product changes it: model saves)
+    change(client, type(reader).objects.get(pk=reader.pk))
+    # then the next frame, and every one after, is refused as the view refuses it
+    for url in frames:
+        assert http.get(url, headers={"Accept": OHIF}).status_code in refused
+
+
+def test_a_held_sign_in_is_never_anothers(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    dr_msk_wi,
+    mso_mary,
+    settings,
+    senders,
+):
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 60
+    # given the reader's held sign-in
+    _, _, frames = held_sign_in(server, read_ct, reader, senders)
+    # then another facility's reader, credentialing staff, an unverified session of the same
+    # reader and a forged cookie are each refused as the view refuses them
+    from tests.conftest import enrol_totp
+
+    enrol_totp(dr_msk_wi)
+    staff = Client()
+    staff.force_login(mso_mary)
+    unverified = Client()
+    unverified.force_login(reader)
+    name = django_settings.SESSION_COOKIE_NAME
+    forged = requests.Session()
+    forged.headers["Cookie"] = f"{name}=no-such-session"
+    for session, status in (
+        (browser(server, reader_client(dr_msk_wi)), 404),
+        (browser(server, staff), 403),
+        (browser(server, unverified), 403),
+        (forged, 401),
+    ):
+        assert session.get(frames[0], headers={"Accept": OHIF}).status_code == status
+
+
+def test_a_change_no_signal_tells_reaches_a_held_sign_in_within_its_window(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+):
+    # given a held sign-in with a 3-s window
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 3
+    _, http, frames = held_sign_in(server, read_ct, reader, senders)
+    # when the account is deactivated without a model save (SQL by hand: no signal, no record)
+    type(reader).objects.filter(pk=reader.pk).update(is_active=False)
+    # then frames are still served within the window (the documented cost)...
+    del senders[:]
+    assert http.get(frames[1], headers={"Accept": OHIF}).status_code == 200
+    assert senders == ["fast"]
+    # ...and refused once it is over, on every frame
+    time.sleep(3.2)
+    for url in frames:
+        assert http.get(url, headers={"Accept": OHIF}).status_code in (401, 403)
+
+
+def test_with_the_window_0_a_sign_in_is_never_held(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+):
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 0
+    http = browser(server, reader_client(reader))
+    metadata, frames = urls(server, read_ct)
+    assert http.get(metadata, headers={"Accept": "application/dicom+json"}).status_code == 200
+    time.sleep(web_signin.CLOCK_SLACK_SECONDS + 0.2)
+    del senders[:]
+    assert http.get(frames[0], headers={"Accept": OHIF}).status_code == 200
+    assert senders == ["fast"] and not web_signin._SIGNINS
+    # a change no signal tells is refused at once
+    type(reader).objects.filter(pk=reader.pk).update(is_active=False)
+    assert http.get(frames[1], headers={"Accept": OHIF}).status_code in (401, 403)
+
+
+def test_a_held_sign_in_leaves_the_audit_row_to_the_whole_chain(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+):
+    # given a held sign-in and a 1-s audit window for frames
+    settings.READROOM_AUDIT_FRAME_WINDOW_SECONDS = 1
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 60
+    _, http, frames = held_sign_in(server, read_ct, reader, senders)
+
+    def frame_rows():
+        rows = LogEntry.objects.filter(action=LogEntry.Action.ACCESS, object_pk=str(read_ct.pk))
+        return [r for r in rows if (r.additional_data or {}).get("read", {}).get("kind") == "dicomweb-frames"]
+
+    before = len(frame_rows())
+    # when the audit window has passed and the viewer asks again
+    time.sleep(1.2)
+    assert http.get(frames[1], headers={"Accept": OHIF}).status_code == 200
+    # then one new row, with the reader as actor and their address (written through the chain)
+    rows = frame_rows()
+    assert len(rows) == before + 1
+    newest = max(rows, key=lambda r: r.pk)
+    assert newest.actor_id == reader.pk and newest.remote_addr == "127.0.0.1"
+
+
+def test_a_file_resent_while_its_row_is_held_is_served_as_it_is_now(
+    server,
+    read_ct,  # noqa: F811
+    reader,  # noqa: F811
+    settings,
+    senders,
+):
+    # given a held sign-in, whose frames came from the study's held rows
+    settings.READROOM_DICOMWEB_SIGNIN_SECONDS = 60
+    _, http, frames = held_sign_in(server, read_ct, reader, senders)
+    assert http.get(frames[0], headers={"Accept": OHIF}).status_code == 200
+    assert web_access._ROWS, "the study's rows are not held"
+    # when a slice is re-sent RLE-compressed (same SOP instance, file and row rewritten)
+    first = Instance.objects.filter(series__study=read_ct).order_by("id").first()
+    from imaging.storage import encrypted_read
+
+    ds = dcmread(BytesIO(encrypted_read(first.storage_path)))
+    ds.compress(RLELossless, generate_instance_uid=False)
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert dicom_instance_receive(facility=read_ct.facility, part10=buffer.getvalue()).ok
+    assert Instance.objects.get(pk=first.pk).transfer_syntax_uid == RLELossless
+    # then the held path sends the new file's RLE bitstream, as the view does
+    del senders[:]
+    held = http.get(frames[0], headers={"Accept": OHIF})
+    assert senders == ["fast"]
+    settings.READROOM_DICOMWEB_FAST_FRAMES = False
+    slow = http.get(frames[0], headers={"Accept": OHIF})
+    assert held.status_code == slow.status_code == 200
+    assert b"1.2.840.10008.1.2.5" in held.content
+    assert normalised(held) == normalised(slow)
