@@ -44,6 +44,7 @@ from bench.common import (
     bench_database,
     bench_env,
     bench_parser,
+    cpu_seconds,
     database_copy,
     database_migrated,
     free_port,
