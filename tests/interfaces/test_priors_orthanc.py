@@ -250,8 +250,12 @@ def stop_when_instances_arrive(orthanc, uid: str) -> threading.Thread:
     return thread
 
 
+HUNG = {"c-move": "timed out mid-move", "c-get": "timed out mid-get"}  # method → the reason shown
+
+
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
 def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing_half(
-    orthanc, chicago, admin_chicago, image_store
+    method, orthanc, chicago, admin_chicago, image_store
 ):
     from interfaces.tasks import priors_fetch_task
 
@@ -263,7 +267,7 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     current = Study.objects.create(
         facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
     )
-    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.prior_sources = [source(orthanc, method, timeout_seconds=3)]
     chicago.save(update_fields=["prior_sources"])
 
     # when the first attempt's C-MOVE starts and the PACS hangs after the first instances
@@ -272,12 +276,12 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     watcher.join(5)
     # then the prior is failed with the reason, and what arrived is hidden, never shown as complete
     fetch = PriorFetch.objects.get(study_instance_uid=uid)
-    assert (fetch.status, fetch.error) == ("failed", "timed out mid-move")
+    assert (fetch.status, fetch.error) == ("failed", HUNG[method])
     partial = Study.objects.get(study_instance_uid=uid)
     arrived = Instance.objects.filter(series__study=partial).count()
     assert partial.prior_state == PriorState.RETRIEVING and 0 < arrived < MANY
     assert not studies_visible_to(admin_chicago).filter(pk=partial.pk).exists()
-    assert prior_status_text(current) == "0 priors retrieved, 1 failed: timed out mid-move"
+    assert prior_status_text(current) == f"0 priors retrieved, 1 failed: {HUNG[method]}"
     retrieval = PriorRetrieval.objects.get(patient=order.patient)
     assert (retrieval.status, retrieval.attempts) == ("failed", 1)
 
@@ -298,7 +302,10 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     orthanc["process"].wait(15)
 
 
-def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admin_chicago, image_store):
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
+def test_a_retry_after_a_hung_move_brings_the_whole_prior(
+    method, orthanc, chicago, admin_chicago, image_store
+):
     from interfaces.tasks import priors_fetch_task
 
     uid = orthanc_load(
@@ -309,7 +316,7 @@ def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admi
     current = Study.objects.create(
         facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
     )
-    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.prior_sources = [source(orthanc, method, timeout_seconds=3)]
     chicago.save(update_fields=["prior_sources"])
     watcher = stop_when_instances_arrive(orthanc, uid)
     priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk})
