@@ -334,6 +334,43 @@ def test_a_retry_after_a_hung_move_brings_the_whole_prior(
     assert prior_status_text(current) == "1 prior retrieved"
 
 
+@pytest.mark.parametrize("threads", [1, 3], ids=["one-thread", "three-threads"])
+def test_an_instance_refused_in_a_c_get_fails_the_prior_and_is_quarantined(
+    threads, orthanc, chicago, admin_chicago, settings
+):
+    """On several threads a C-GET's C-STOREs are answered Success once received (docs/priors.md,
+    "Ingest on several threads"): an instance the ingest then refuses must still fail the prior, as
+    the refusal status does on one thread — never a prior shown without it."""
+    from interfaces.models import QuarantinedObject
+
+    settings.READROOM_PRIOR_INGEST_THREADS = threads
+    uid = orthanc_load(orthanc, seed=41, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901")
+    # given: one more slice of the prior whose pixel data is cut short (Rows x Columns say otherwise)
+    exam = dataclasses.replace(exam_random(random.Random(42), "CHI-L1", stroke_rate=0.0), mrn=MRN)
+    broken = next(iter(series_datasets(exam, slices=1, size=64)))
+    broken.StudyInstanceUID, broken.IssuerOfPatientID, broken.Modality = uid, ISSUER, "CT"
+    broken.StudyDescription, broken.StudyDate = "CT CHEST W CONTRAST", "20260901"
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 2]
+    buffer = BytesIO()
+    broken.save_as(buffer, enforce_file_format=True)
+    orthanc_store(orthanc, buffer.getvalue(), auth=orthanc["auth"])
+    chicago.prior_sources = [source(orthanc, "c-get")]
+    chicago.save(update_fields=["prior_sources"])
+    # when the order asks for it
+    order = new_order(chicago)
+    # then the prior failed with the count, stays hidden, and the refused slice is kept quarantined
+    fetch = PriorFetch.objects.get(study_instance_uid=uid)
+    assert fetch.status == "failed" and fetch.error.startswith("1 of ") and "instances failed" in fetch.error
+    prior = Study.objects.get(study_instance_uid=uid)
+    assert prior.prior_state == PriorState.RETRIEVING
+    assert Instance.objects.filter(series__study=prior).count() == SLICES
+    assert not studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
+    assert QuarantinedObject.objects.filter(facility=chicago, sop_instance_uid=broken.SOPInstanceUID).exists()
+    assert "1 failed" in prior_status_text(Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    ))  # fmt: skip
+
+
 # --- the prior's own report, as the hospital's PACS holds it (a text SR, an Encapsulated PDF) ---------
 
 
