@@ -1,20 +1,19 @@
-"""bench/priors — the time from an order's ACK to its patient's priors present (issue 17).
+"""bench/priors — the time from an order's ACK to its patient's priors present (issue 17), and
+whether they are there before the current study's images are complete (docs/priors.md).
 
 A real Orthanc plays the hospital PACS on loopback (with its DICOMweb plugin), loaded with
-``--priors`` prior chest CTs of ``--slices`` × 512² each for one patient. Each ReadRoom run is the
-deployed path on a fresh copy of a migrated database: an ORM^O01 for that patient goes over MLLP to
-``manage.py hl7_listener``; the clock starts when its ACK arrives; the order is applied, its
-``priors_fetch`` task runs on a Celery worker (C-FIND or QIDO-RS by MRN and issuer, relevance, then
-one C-MOVE / C-GET / WADO-RS per prior, every instance stored encrypted and indexed), and the clock
-stops when every prior is retrieved (polled in the database). C-MOVE lands in ``manage.py
-dicom_scp`` (the production SCP, its own process); C-GET and WADO-RS come back to the worker. Each
-run first sends a warm-up order (a patient without priors), so the figure is not a process start.
+``--priors`` prior chest CTs of ``--slices`` × 512² for each of three patients, one per method. Each
+round is one deployment on a fresh copy of a migrated database (``hl7_listener``, a Celery worker,
+``dicom_scp``), warmed up by an order for a patient the PACS holds nothing of. For each method
+(C-MOVE into the SCP, C-GET and WADO-RS into the worker) an ORM^O01 goes over MLLP; the clock starts
+at its ACK, when the modality also starts sending the current study (storescu into the SCP); it
+stops when every prior is retrieved (polled in the database) and the current study's last image is
+answered. The floor, interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS
+(files only), the same current study going by storescu into a storescp meanwhile. Target:
+ReadRoom ≤ 1.5 × the floor, and the priors all present before the current study is complete.
 
-The floor, interleaved in the same run: the same studies moved by dcmtk ``movescu`` into dcmtk
-``storescp`` (files only, no index), fetched by dcmtk ``getscu``, and for DICOMweb by ``curl``
-(WADO-RS into one file each, nothing parsed or stored). Target: ReadRoom ≤ 1.5 × the floor.
-
-    .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2] [--smoke]
+    .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2]
+        [--current-slices N] [--methods c-move,c-get,dicomweb] [--smoke]
 """
 
 from __future__ import annotations
