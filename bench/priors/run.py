@@ -1,20 +1,19 @@
-"""bench/priors — the time from an order's ACK to its patient's priors present (issue 17).
+"""bench/priors — the time from an order's ACK to its patient's priors present (issue 17), and
+whether they are there before the current study's images are complete (docs/priors.md).
 
 A real Orthanc plays the hospital PACS on loopback (with its DICOMweb plugin), loaded with
-``--priors`` prior chest CTs of ``--slices`` × 512² each for one patient. Each ReadRoom run is the
-deployed path on a fresh copy of a migrated database: an ORM^O01 for that patient goes over MLLP to
-``manage.py hl7_listener``; the clock starts when its ACK arrives; the order is applied, its
-``priors_fetch`` task runs on a Celery worker (C-FIND or QIDO-RS by MRN and issuer, relevance, then
-one C-MOVE / C-GET / WADO-RS per prior, every instance stored encrypted and indexed), and the clock
-stops when every prior is retrieved (polled in the database). C-MOVE lands in ``manage.py
-dicom_scp`` (the production SCP, its own process); C-GET and WADO-RS come back to the worker. Each
-run first sends a warm-up order (a patient without priors), so the figure is not a process start.
+``--priors`` prior chest CTs of ``--slices`` × 512² for each of three patients, one per method. Each
+round is one deployment on a fresh copy of a migrated database (``hl7_listener``, a Celery worker,
+``dicom_scp``), warmed up by an order for a patient the PACS holds nothing of. For each method
+(C-MOVE into the SCP, C-GET and WADO-RS into the worker) an ORM^O01 goes over MLLP; the clock starts
+at its ACK, when the modality also starts sending the current study (storescu into the SCP); it
+stops when every prior is retrieved (polled in the database) and the current study's last image is
+answered. The floor, interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS
+(files only), the same current study going by storescu into a storescp meanwhile. Target:
+ReadRoom ≤ 1.5 × the floor, and the priors all present before the current study is complete.
 
-The floor, interleaved in the same run: the same studies moved by dcmtk ``movescu`` into dcmtk
-``storescp`` (files only, no index), fetched by dcmtk ``getscu``, and for DICOMweb by ``curl``
-(WADO-RS into one file each, nothing parsed or stored). Target: ReadRoom ≤ 1.5 × the floor.
-
-    .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2] [--smoke]
+    .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2]
+        [--current-slices N] [--methods c-move,c-get,dicomweb] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,53 +29,49 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import (
-    PYTHON,
-    ROOT,
     SETUP_FACILITY,
     bench_database,
     bench_env,
     bench_parser,
+    cpu_seconds,
     database_copy,
     database_migrated,
+    deployed_processes,
     free_port,
     interleaved,
     orthanc_running,
     orthanc_store,
     row_count,
-    shell,
     uptime_print,
     wait_for_port,
 )
 
-MRN, ISSUER, PACS_AE, OUR_AE, FLOOR_AE = "BENCH-PRIOR-1", "BENCH", "HOSP_PACS", "READROOM", "FLOOR"
-
-# The facility's prior source, set on the run's database before its processes start.
-SOURCE = """
-import json
-from facilities.models import Facility
-f = Facility.objects.get(code="BENCH")
-f.prior_sources = json.loads({sources!r})
-f.save(update_fields=["prior_sources"])
-"""
+ISSUER, PACS_AE, OUR_AE, FLOOR_AE, MODALITY_AE = "BENCH", "HOSP_PACS", "READROOM", "FLOOR", "BENCH_CT"
+METHODS = ("c-move", "c-get", "dicomweb")
+# One patient per method: the three are asked of one deployment, one after the other, and a
+# patient's priors already here are never asked again.
+MRNS = {method: f"BENCH-PRIOR-{n + 1}" for n, method in enumerate(METHODS)}
 WARM_MRN = "BENCH-WARM-1"  # a patient the PACS holds nothing of: the warm-up order
 
 
-def priors_load(pacs: dict, *, priors: int, slices: int) -> list[str]:
-    """The patient's priors into Orthanc over its REST API; their Study Instance UIDs."""
+def priors_load(pacs: dict, *, mrn: str, seed: int, priors: int, slices: int) -> list[str]:
+    """A patient's priors into Orthanc over its REST API; their Study Instance UIDs."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
     from interfaces.simulator import exam_random, series_datasets
 
     uids = []
     for n in range(priors):
-        exam = exam_random(random.Random(700 + n), "BENCH", stroke_rate=0.0)
-        exam = dataclasses.replace(exam, mrn=MRN, family_name="PRIOR", given_name="BENCH")
+        exam = exam_random(random.Random(seed + n), "BENCH", stroke_rate=0.0)
+        exam = dataclasses.replace(exam, mrn=mrn, family_name="PRIOR", given_name="BENCH")
         for ds in series_datasets(exam, slices=slices, size=512):
             ds.IssuerOfPatientID, ds.Modality = ISSUER, "CT"
             ds.StudyDescription, ds.StudyDate = "CT CHEST W CONTRAST", f"2025{n + 1:02d}01"
@@ -85,6 +80,24 @@ def priors_load(pacs: dict, *, priors: int, slices: int) -> list[str]:
             orthanc_store(pacs, buffer.getvalue())
         uids.append(str(ds.StudyInstanceUID))
     return uids
+
+
+def _exam(mrn: str, n: int):
+    from interfaces.simulator import exam_random
+
+    return dataclasses.replace(exam_random(random.Random(900 + n), "BENCH", stroke_rate=0.0), mrn=mrn)
+
+
+def current_write(mrn: str, n: int, slices: int, folder: Path) -> list[Path]:
+    """The current study of order ``n`` (its accession and Study UID) as the modality's files."""
+    from interfaces.simulator import series_datasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, ds in enumerate(series_datasets(_exam(mrn, n), slices=slices, size=512)):
+        paths.append(folder / f"{k:04d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
 
 
 @contextlib.contextmanager
@@ -114,12 +127,19 @@ def _source(method: str, pacs: dict, count: int) -> dict:
     return {**source, "host": "127.0.0.1", "port": pacs["dicom_port"], "called_ae_title": PACS_AE}
 
 
+def _sources_set(env: dict, sources: list[dict]) -> None:
+    """The facility's prior sources, by psql: the worker reads them at each ``priors_fetch``."""
+    database = env["DATABASE_URL"].rsplit("/", 1)[1]
+    literal = json.dumps(sources).replace("'", "''")
+    sql = f"UPDATE facilities_facility SET prior_sources = '{literal}'::jsonb WHERE code = 'BENCH'"
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql], check=True)
+
+
 def _order(mrn: str, n: int) -> bytes:
     """An ORM^O01 from the facility's RIS for ``mrn`` (issuer BENCH, PID-3.4), as the simulator sends."""
-    from interfaces.simulator import exam_random, order_message
+    from interfaces.simulator import order_message
 
-    exam = dataclasses.replace(exam_random(random.Random(900 + n), "BENCH", stroke_rate=0.0), mrn=mrn)
-    return order_message(exam, ("BENCH_RIS", "BENCH"), f"PRIORS{n:05d}")
+    return order_message(_exam(mrn, n), ("BENCH_RIS", "BENCH"), f"PRIORS{n:05d}")
 
 
 def _acked(frame: bytes, port: int) -> float:
@@ -142,62 +162,163 @@ def _wait_rows(env: dict, table: str, where: str, count: int, timeout: float = 9
     return time.perf_counter()
 
 
-def readroom_fetch(method: str, *, template: str, pacs: dict, our_port: int, count: int, files: int) -> dict:
-    """One order's priors on a fresh copy of the migrated database, through the deployed processes:
-    hl7_listener, a Celery worker, and (for C-MOVE) the SCP."""
-    database = bench_database("priors")
+@dataclasses.dataclass
+class Sending:
+    """The modality's storescu of the current study; ``ended``: when its last image was answered."""
+
+    process: subprocess.Popen
+    ended: float | None = None
+    stderr: bytes = b""
+
+
+def modality_send(files: list[Path], *, port: int, called: str) -> Sending:
+    """The scanner sends the current study (dcmtk storescu, one association, as a modality does); a
+    thread notes the moment it ends, however late anyone looks."""
+    sending = Sending(
+        subprocess.Popen(
+            ["storescu", "-aet", MODALITY_AE, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    )
+
+    def wait() -> None:
+        _, sending.stderr = sending.process.communicate()
+        sending.ended = time.perf_counter()
+
+    threading.Thread(target=wait, daemon=True).start()
+    return sending
+
+
+def modality_done(sending: Sending | None) -> float | None:
+    """When the current study's last image was answered, or None: still sending."""
+    if sending is None or sending.ended is None:
+        return None
+    if sending.process.returncode != 0:
+        raise RuntimeError(f"storescu of the current study failed: {sending.stderr[-2000:]!r}")
+    return sending.ended
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (a prefork Celery worker's pool)."""
+    total = cpu_seconds(pid)
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(tree_cpu(int(child)) for child in children.read_text().split())
+    return total
+
+
+@dataclasses.dataclass
+class Deployment:
+    """One round's ReadRoom: a fresh copy of the migrated database, hl7_listener, the SCP and a
+    Celery worker, warmed up by an order for a patient the PACS holds nothing of."""
+
+    env: dict
+    hl7_port: int
+    our_port: int
+    processes: dict
+
+
+@contextlib.contextmanager
+def readroom_deployed(template: str, our_port: int, pacs: dict, count: int, *, copy: bool = True):
+    database = bench_database("priors") if copy else template
     store = tempfile.mkdtemp(prefix="rr-bench-priors-store-")
     env = bench_env(database, READROOM_STORAGE_DIR=store, READROOM_DICOM_AE_TITLE=OUR_AE)
-    database_copy(template, database)
-    shell(env, SOURCE.format(sources=json.dumps([_source(method, pacs, count)])))
+    if copy:
+        database_copy(template, database)
+    _sources_set(env, [_source("c-move", pacs, count)])
     hl7_port = free_port()
     commands = {
         "hl7_listener": ["manage.py", "hl7_listener", "--port", str(hl7_port)],
         "worker": ["-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
+        "dicom_scp": ["manage.py", "dicom_scp", "--port", str(our_port)],
     }
-    if method == "c-move":
-        commands["dicom_scp"] = ["manage.py", "dicom_scp", "--port", str(our_port)]
-    logs = Path(store) / "logs"
-    logs.mkdir()
-    processes = []
     try:
-        for name, command in commands.items():
-            with (logs / name).open("wb") as log:
-                processes.append(
-                    subprocess.Popen(
-                        [PYTHON, *command], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
-                    )
-                )
-        wait_for_port(hl7_port)
-        if method == "c-move":
-            wait_for_port(our_port)
-        # warm-up: a patient without priors, asked of the PACS like any (every process has served once)
-        _acked(_order(WARM_MRN, 0), hl7_port)
-        _wait_rows(env, "imaging_priorretrieval", "status IN ('retrieved', 'failed')", 1, timeout=120)
-        started = _acked(_order(MRN, 1), hl7_port)
-        done = _wait_rows(env, "imaging_study", "prior_state = 'retrieved'", count)
-    except Exception:
-        for name in commands:
-            print(f"--- {name} stderr (tail)\n" + (logs / name).read_text(errors="replace")[-3000:])
-        raise
+        with deployed_processes(commands, env, (hl7_port, our_port), Path(store) / "logs") as processes:
+            # warm-up: a patient without priors, asked of the PACS like any (every process has served once)
+            _acked(_order(WARM_MRN, 0), hl7_port)
+            _wait_rows(env, "imaging_priorretrieval", "status IN ('retrieved', 'failed')", 1, timeout=120)
+            yield Deployment(env, hl7_port, our_port, processes)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:  # a worker still in a retry's back-off: the run is measured
-                process.kill()
-                process.wait()
-    failed = row_count(env, "imaging_priorfetch", "status = 'failed'")
-    indexed = row_count(env, "imaging_instance")
-    shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def readroom_fetch(method: str, n: int, *, deployment: Deployment, pacs: dict, count: int, files: int,
+                   current: list[Path]) -> dict:  # fmt: skip
+    """One order's priors through the deployed processes: the clock starts at the ORM's ACK, the
+    modality starts sending the current study (``current``) at that moment; stops when every prior
+    is retrieved and the current study's last image was answered. CPU: the worker's (C-GET and
+    WADO-RS land there) and the SCP's (the C-MOVE and the current study) in that window."""
+    env, mrn = deployment.env, MRNS[method]
+    _sources_set(env, [_source(method, pacs, count)])
+    worker, scp = deployment.processes["worker"].pid, deployment.processes["dicom_scp"].pid
+    before = {name: tree_cpu(pid) for name, pid in (("worker", worker), ("scp", scp))}
+    patient = f"patient_id = (SELECT id FROM imaging_patient WHERE mrn = '{mrn}')"
+    instances = f"series_id IN (SELECT s.id FROM imaging_series s JOIN imaging_study t ON t.id = s.study_id WHERE t.{patient} AND t.prior_state = 'retrieved')"
+    started = _acked(_order(mrn, n), deployment.hl7_port)
+    sending = modality_send(current, port=deployment.our_port, called=OUR_AE) if current else None
+    priors_done = current_done = None
+    deadline = time.monotonic() + 900
+    while priors_done is None or (current and current_done is None):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{method}: priors or the current study not complete after 900 s")
+        if current_done is None:
+            current_done = modality_done(sending)
+        if (
+            priors_done is None
+            and row_count(env, "imaging_study", f"{patient} AND prior_state = 'retrieved'") >= count
+        ):
+            priors_done = time.perf_counter()
+        time.sleep(0.05)
+    cpu = {name: tree_cpu(pid) - before[name] for name, pid in (("worker", worker), ("scp", scp))}
+    failed = row_count(
+        env,
+        "imaging_priorfetch",
+        f"status = 'failed' AND retrieval_id IN (SELECT id FROM imaging_priorretrieval WHERE {patient})",
+    )
+    indexed = row_count(env, "imaging_instance", instances)
     assert failed == 0, f"{failed} prior(s) failed"
-    assert indexed == files, f"{indexed} of {files} instances indexed"
-    return {"seconds": done - started, "instances/s": files / (done - started)}
+    assert indexed == files, f"{indexed} of {files} prior instances indexed"
+    figures = {"seconds": priors_done - started, "instances/s": files / (priors_done - started)}
+    if current:
+        figures["current complete s"] = current_done - started
+        figures["priors first"] = "yes" if priors_done <= current_done else "NO"
+    figures["worker CPU ms/prior inst"] = cpu["worker"] * 1000 / files
+    figures["SCP CPU s"] = cpu["scp"]
+    return figures
 
 
-def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, files: int) -> dict:
+@contextlib.contextmanager
+def floor_modality(current: list[Path]):
+    """The floor's current study: the same files by storescu into a dcmtk storescp (files only),
+    sent while the floor fetches the priors, as ReadRoom's runs receive theirs. Yields a callable:
+    when its last image was answered (waits for it)."""
+    if not current:
+        yield lambda: None
+        return
+    out, port = Path(tempfile.mkdtemp(prefix="rr-bench-floor-current-")), free_port()
+    storescp = subprocess.Popen(
+        ["storescp", "-aet", "FLOOR_CUR", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        sending = modality_send(current, port=port, called="FLOOR_CUR")
+
+        def done() -> float:
+            while (finished := modality_done(sending)) is None:
+                time.sleep(0.02)
+            return finished
+
+        yield done
+    finally:
+        storescp.terminate()
+        storescp.wait(10)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, files: int,
+                current: list[Path]) -> dict:  # fmt: skip
     """The floor: movescu → storescp (or getscu), one association per study, as ReadRoom does."""
     out = Path(tempfile.mkdtemp(prefix="rr-bench-floor-"))
     storescp = None
@@ -209,14 +330,18 @@ def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, fi
         wait_for_port(floor_port)
     try:
         started = time.perf_counter()
-        for uid in uids:
-            keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}"]
-            if method == "c-move":
-                command = ["movescu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-aem", FLOOR_AE, *keys]
-            else:
-                command = ["getscu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-od", str(out), *keys]
-            subprocess.run([*command, "127.0.0.1", str(pacs["dicom_port"])], check=True, capture_output=True)
-        elapsed = time.perf_counter() - started
+        with floor_modality(current) as current_done:
+            for uid in uids:
+                keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}"]
+                if method == "c-move":
+                    command = ["movescu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-aem", FLOOR_AE, *keys]
+                else:
+                    command = ["getscu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-od", str(out), *keys]
+                subprocess.run(
+                    [*command, "127.0.0.1", str(pacs["dicom_port"])], check=True, capture_output=True
+                )
+            elapsed = time.perf_counter() - started
+            current_at = current_done()
         received = sum(1 for p in out.rglob("*") if p.is_file())
     finally:
         if storescp is not None:
@@ -224,25 +349,36 @@ def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, fi
             storescp.wait(10)
         shutil.rmtree(out, ignore_errors=True)
     assert received == files, f"{received} of {files} instances received by dcmtk"
-    return {"seconds": elapsed, "instances/s": files / elapsed}
+    return _floor_figures(elapsed, files, current_at and current_at - started)
 
 
-def curl_fetch(*, pacs: dict, uids: list[str], files: int) -> dict:
+def curl_fetch(*, pacs: dict, uids: list[str], files: int, current: list[Path]) -> dict:
     """The DICOMweb floor: each study's WADO-RS answer into one file by curl (nothing parsed, stored
     or indexed), one request per study, as ReadRoom does."""
     out = Path(tempfile.mkdtemp(prefix="rr-bench-curl-"))
     accept = 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*'
     try:
         started = time.perf_counter()
-        for n, uid in enumerate(uids):
-            url = f"{pacs['dicomweb']}/studies/{uid}"
-            subprocess.run(["curl", "-sSf", "-H", accept, "-o", str(out / f"{n}.multipart"), url], check=True)
-        elapsed = time.perf_counter() - started
+        with floor_modality(current) as current_done:
+            for n, uid in enumerate(uids):
+                url = f"{pacs['dicomweb']}/studies/{uid}"
+                subprocess.run(
+                    ["curl", "-sSf", "-H", accept, "-o", str(out / f"{n}.multipart"), url], check=True
+                )
+            elapsed = time.perf_counter() - started
+            current_at = current_done()
         parts = sum(p.read_bytes().count(b"Content-Type: application/dicom") for p in out.iterdir())
     finally:
         shutil.rmtree(out, ignore_errors=True)
     assert parts == files, f"{parts} of {files} instances in curl's WADO-RS answers"
-    return {"seconds": elapsed, "instances/s": files / elapsed}
+    return _floor_figures(elapsed, files, current_at and current_at - started)
+
+
+def _floor_figures(elapsed: float, files: int, current_seconds: float | None) -> dict:
+    figures = {"seconds": elapsed, "instances/s": files / elapsed}
+    if current_seconds is not None:
+        figures["current complete s"] = current_seconds
+    return figures
 
 
 def main() -> None:
@@ -250,53 +386,137 @@ def main() -> None:
     parser.add_argument("--priors", type=int, default=3)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B C D A B C D)")
+    parser.add_argument(
+        "--current-slices", type=int, default=None,
+        help="the current study the modality sends from the ACK on (default: --slices; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="which of c-move,c-get,dicomweb (each with its floor)"
+    )
     args = parser.parse_args()
+    methods = args.method_list = tuple(m for m in METHODS if m in args.methods.split(","))
     if args.smoke:
         args.priors, args.slices, args.rounds = 2, 4, 1
+    current_slices = args.slices if args.current_slices is None else args.current_slices
     if not shutil.which("Orthanc") and not Path("/usr/sbin/Orthanc").exists():
         sys.exit("bench/priors needs Orthanc as the PACS (apt-get install orthanc)")
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
-    django.setup()
     template = bench_database("priors_template")
     env = bench_env(template)
-    database_migrated(template, env)
-    # the PACS's own C-STOREs (the C-MOVE) arrive as a calling AE of the facility
-    shell(env, SETUP_FACILITY + f"DicomSender.objects.get_or_create(facility=f, ae_title={PACS_AE!r})\n")
+    _template_prepare(template, env)
     our_port, floor_port = free_port(), free_port()
-    with pacs_running(our_port, floor_port) as pacs:
-        loading = time.perf_counter()
-        uids = priors_load(pacs, priors=args.priors, slices=args.slices)
-        files = args.priors * args.slices
-        print(
-            f"bench/priors: {args.priors} prior CT(s) of {args.slices} x 512x512 from Orthanc (the PACS) on"
-            f" loopback, {files} instances (loaded in {time.perf_counter() - loading:.0f} s);"
-            f" {args.rounds} round(s), interleaved; ReadRoom timed from the ORM ACK"
-        )
-        uptime_print("start")
-        common = {"pacs": pacs, "files": files}
-        ours = {"template": template, "our_port": our_port, "count": args.priors, **common}
-        runs = {
-            "ReadRoom C-MOVE": lambda: readroom_fetch("c-move", **ours),
-            "movescu→storescp": lambda: dcmtk_fetch("c-move", uids=uids, floor_port=floor_port, **common),
-            "ReadRoom C-GET": lambda: readroom_fetch("c-get", **ours),
-            "getscu": lambda: dcmtk_fetch("c-get", uids=uids, floor_port=floor_port, **common),
-            "ReadRoom DICOMweb": lambda: readroom_fetch("dicomweb", **ours),
-            "curl WADO-RS": lambda: curl_fetch(uids=uids, **common),
-        }
-        results = interleaved(runs, args.rounds)
+    scratch = Path(tempfile.mkdtemp(prefix="rr-bench-priors-current-"))
+    files = args.priors * args.slices
+    try:
+        with pacs_running(our_port, floor_port) as pacs, ThreadPoolExecutor(1) as loader:
+
+            def load() -> tuple[dict, dict]:
+                loading = time.perf_counter()
+                uids = {
+                    method: priors_load(pacs, mrn=MRNS[method], seed=700 + 10 * k, priors=args.priors, slices=args.slices)
+                    for k, method in enumerate(METHODS)
+                    if method in methods
+                }  # fmt: skip
+                current = {
+                    method: current_write(MRNS[method], k + 1, current_slices, scratch / method) if current_slices else []
+                    for k, method in enumerate(METHODS)
+                    if method in methods
+                }  # fmt: skip
+                print(
+                    f"bench/priors: {args.priors} prior CT(s) of {args.slices} x 512x512 from Orthanc (the PACS)"
+                    f" on loopback, {files} instances a patient (loaded in {time.perf_counter() - loading:.0f} s);"
+                    f" the current study {current_slices} x 512x512 by storescu from the ACK on;"
+                    f" {args.rounds} round(s), interleaved; ReadRoom timed from the ORM ACK"
+                )
+                uptime_print("start")
+                return uids, current
+
+            # the PACS is loaded while the first round's processes start (neither is timed)
+            loaded = loader.submit(load)
+            results = _rounds(args, template, pacs, loaded, our_port, floor_port, files)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _report(results, files, bool(current_slices))
+
+
+def _template_prepare(template: str, env: dict) -> None:
+    """The migrated database the rounds copy, with the facility: set up in this process (a
+    ``manage.py shell`` costs seconds of Django start)."""
+    import django
+    from django.core.management import call_command
+    from django.db import connections
+
+    database_migrated(template, env)
+    os.environ["DATABASE_URL"] = env["DATABASE_URL"]
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radiology.settings.base")
+    django.setup()
+    # the PACS's own C-STOREs (the C-MOVE) arrive as a calling AE of the facility
+    code = SETUP_FACILITY + f"DicomSender.objects.get_or_create(facility=f, ae_title={PACS_AE!r})\n"
+    call_command("shell", command=code, verbosity=0)
+    connections.close_all()  # a database copied from this one must have no session on it
+
+
+def _rounds(args, template, pacs, loaded: Future, our_port, floor_port, files) -> dict[str, list[dict]]:
+    """Each round one deployment serves the three methods' orders (one patient each), the floors
+    interleaved between them (A B C D E F): no process start or database copy is timed. A single
+    round runs on the prepared database itself (a copy is for rounds that must start alike)."""
+    common = {"pacs": pacs, "files": files}
+    results: dict[str, list[dict]] = {}
+    for round_ in range(args.rounds):
+        print(f"  round {round_ + 1} of {args.rounds}", flush=True)
+        with readroom_deployed(template, our_port, pacs, args.priors, copy=args.rounds > 1) as deployment:
+            uids, current = loaded.result()
+            runs = _round_runs(deployment, uids, current, args.priors, floor_port, common)
+            runs = {name: run for name, run in runs.items() if name in _names(args.method_list)}
+            for name, rounds in interleaved(runs, 1).items():
+                results.setdefault(name, []).extend(rounds)
+    return results
+
+
+def _round_runs(deployment, uids: dict, current: dict, count: int, floor_port: int, common: dict) -> dict:
+    """One round's runs, in the order they alternate: each ReadRoom method, then its floor."""
+    ours = {"deployment": deployment, "count": count, **common}
+    runs = {
+        "ReadRoom C-MOVE": lambda: readroom_fetch("c-move", 1, current=current["c-move"], **ours),
+        "movescu→storescp": lambda: dcmtk_fetch(
+            "c-move", uids=uids["c-move"], floor_port=floor_port, current=current["c-move"], **common
+        ),
+        "ReadRoom C-GET": lambda: readroom_fetch("c-get", 2, current=current["c-get"], **ours),
+        "getscu": lambda: dcmtk_fetch(
+            "c-get", uids=uids["c-get"], floor_port=floor_port, current=current["c-get"], **common
+        ),
+        "ReadRoom DICOMweb": lambda: readroom_fetch("dicomweb", 3, current=current["dicomweb"], **ours),
+        "curl WADO-RS": lambda: curl_fetch(uids=uids["dicomweb"], current=current["dicomweb"], **common),
+    }
+    return runs
+
+
+PAIRS = {
+    "c-move": ("ReadRoom C-MOVE", "movescu→storescp"),
+    "c-get": ("ReadRoom C-GET", "getscu"),
+    "dicomweb": ("ReadRoom DICOMweb", "curl WADO-RS"),
+}
+
+
+def _names(methods: tuple[str, ...]) -> set[str]:
+    return {name for method in methods for name in PAIRS[method]}
+
+
+def _report(results: dict[str, list[dict]], files: int, with_current: bool) -> None:
     mean = {name: statistics.mean(r["seconds"] for r in rounds) for name, rounds in results.items()}
     for name, seconds in mean.items():
         print(f"  {name:<18} {seconds:7.2f} s to all priors present  ({files / seconds:.1f} instances/s)")
-    pairs = (
-        ("ReadRoom C-MOVE", "movescu→storescp"),
-        ("ReadRoom C-GET", "getscu"),
-        ("ReadRoom DICOMweb", "curl WADO-RS"),
-    )
+    pairs = [pair for pair in PAIRS.values() if pair[0] in results]
     for mine, floor in pairs:
         per_round = [a["seconds"] / b["seconds"] for a, b in zip(results[mine], results[floor], strict=True)]
         print(f"  ratio {mine}/{floor}  {', '.join(f'{r:.2f}' for r in per_round)}  (target <= 1.5)")
+    if with_current:
+        for mine, _floor in pairs:
+            rounds = results[mine]
+            times = ", ".join(f"{r['seconds']:.1f} s vs {r['current complete s']:.1f} s" for r in rounds)
+            verdict = "yes" if all(r["priors first"] == "yes" for r in rounds) else "NO"
+            print(
+                f"  priors before the current study complete, {mine}: {verdict}  (priors vs current: {times})"
+            )
     uptime_print("end")
 
 

@@ -39,8 +39,8 @@ from imaging.priors import (
 )
 from imaging.report_history import fhir_reports_record
 from imaging.services import IngestConflict
+from interfaces.dicom.prior_ingest import PriorIngest
 from interfaces.dicom.prior_web import web_retrieve, web_studies
-from interfaces.dicom.receive import dicom_instance_receive
 from interfaces.fhir.prior_source import fhir_reports_find
 from worklist.broadcast import group_event_send, operations_event_send
 from worklist.groups import user_group
@@ -136,37 +136,42 @@ def source_move(source: dict, uid: str) -> tuple[int, int, str]:
 
 
 def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, str]:
-    """(completed, failed, error) of a C-GET: the instances come back on this association."""
+    """(completed, failed, error) of a C-GET: the instances come back on this association and are
+    ingested on a few threads while the next arrive (``PriorIngest``). Threaded, each C-STORE is
+    answered Success once received and queued: its outcome counts in ``failed`` here (the prior
+    is then incomplete and retried), beside the sub-operations the PACS reports failed."""
     ae = _ae(float(source.get("timeout_seconds") or 60))
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     contexts = StoragePresentationContexts[:127]
     for context in contexts:
         ae.add_requested_context(context.abstract_syntax)
     roles = [build_role(c.abstract_syntax, scp_role=True) for c in contexts]
+    ingest = PriorIngest(facility)
 
     def on_store(event) -> int:
-        return dicom_instance_receive(
-            facility=facility, part10=event.encoded_dataset(include_meta=True)
-        ).status
+        return ingest.submit(event.encoded_dataset(include_meta=True))
 
-    assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     completed = failed = 0
     error = ""
     try:
-        for status, _identifier in assoc.send_c_get(
-            _retrieve_query(uid), StudyRootQueryRetrieveInformationModelGet
-        ):
-            if not status:
-                error = "timed out mid-get"
-                break
-            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
-            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
-            if status.Status not in (0x0000, 0xFF00, 0xB000):
-                error = f"C-GET failed 0x{status.Status:04X}"
+        assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        try:
+            for status, _identifier in assoc.send_c_get(
+                _retrieve_query(uid), StudyRootQueryRetrieveInformationModelGet
+            ):
+                if not status:
+                    error = "timed out mid-get"
+                    break
+                completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+                failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+                if status.Status not in (0x0000, 0xFF00, 0xB000):
+                    error = f"C-GET failed 0x{status.Status:04X}"
+        finally:
+            if assoc.is_established:
+                assoc.release()
     finally:
-        if assoc.is_established:
-            assoc.release()
-    return completed, failed, error
+        _, refused = ingest.finish()  # every instance handed in is stored or counted before we judge
+    return completed, failed + (refused if ingest.deferred else 0), error
 
 
 def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int | None = None,

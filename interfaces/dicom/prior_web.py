@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 from facilities.models import Facility
 from imaging.priors import Candidate, SourceUnavailable
-from interfaces.dicom.receive import dicom_instance_receive
+from interfaces.dicom.prior_ingest import PriorIngest
 from interfaces.dicom.web_multipart import MultipartError, media_type_parse, multipart_parts
 
 # QIDO-RS return keys we need (PS3.18 §10.6.3): what relevance reads, the identity we check again,
@@ -120,20 +120,19 @@ def web_retrieve(
     complete only when that many are indexed."""
     base = source["base_url"].rstrip("/")
     response = web_open(source, f"{base}/studies/{quote(uid)}", RETRIEVE_ACCEPT, timeout=_timeout(source, 60))
-    completed = failed = 0
     error = ""
+    ingest = PriorIngest(facility)  # the parts are stored on a few threads while the next are read
     try:
         with response:
             boundary = media_type_parse(response.headers.get("Content-Type", "")).params.get("boundary", "")
             for part in multipart_parts(_chunks(response), boundary):
-                if dicom_instance_receive(facility=facility, part10=part.body).ok:
-                    completed += 1
-                else:
-                    failed += 1
+                ingest.submit(part.body)
     except TimeoutError:
         error = "timed out mid-retrieve"
     except MultipartError:
         error = "the retrieve ended early"
     except (ConnectionError, OSError):
         error = "connection lost mid-retrieve"
+    finally:
+        completed, failed = ingest.finish()  # every part handed in is stored or counted
     return max(announced or 0, completed + failed), failed, error

@@ -418,6 +418,10 @@ READROOM_DICOM_GROUP_COMMIT_WAIT_MS = env.float("READROOM_DICOM_GROUP_COMMIT_WAI
 # The SCP's associations wait for their socket and queues instead of polling every millisecond
 # (interfaces.dicom.reactor, docs/ingest.md "pynetdicom's polling"). false: pynetdicom's own reactors.
 READROOM_DICOM_REACTOR_WAKE = env.bool("READROOM_DICOM_REACTOR_WAKE", default=True)
+# A prior that comes back to the worker (C-GET, WADO-RS) is stored on this many threads while the
+# next instances arrive, their images committed together (interfaces.dicom.prior_ingest,
+# docs/priors.md). 1: each instance stored before the next is read, as a C-STORE SCP does.
+READROOM_PRIOR_INGEST_THREADS = env.int("READROOM_PRIOR_INGEST_THREADS", default=3)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

@@ -250,8 +250,12 @@ def stop_when_instances_arrive(orthanc, uid: str) -> threading.Thread:
     return thread
 
 
+HUNG = {"c-move": "timed out mid-move", "c-get": "timed out mid-get"}  # method → the reason shown
+
+
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
 def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing_half(
-    orthanc, chicago, admin_chicago, image_store
+    method, orthanc, chicago, admin_chicago, image_store
 ):
     from interfaces.tasks import priors_fetch_task
 
@@ -263,7 +267,7 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     current = Study.objects.create(
         facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
     )
-    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.prior_sources = [source(orthanc, method, timeout_seconds=3)]
     chicago.save(update_fields=["prior_sources"])
 
     # when the first attempt's C-MOVE starts and the PACS hangs after the first instances
@@ -272,12 +276,12 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     watcher.join(5)
     # then the prior is failed with the reason, and what arrived is hidden, never shown as complete
     fetch = PriorFetch.objects.get(study_instance_uid=uid)
-    assert (fetch.status, fetch.error) == ("failed", "timed out mid-move")
+    assert (fetch.status, fetch.error) == ("failed", HUNG[method])
     partial = Study.objects.get(study_instance_uid=uid)
     arrived = Instance.objects.filter(series__study=partial).count()
     assert partial.prior_state == PriorState.RETRIEVING and 0 < arrived < MANY
     assert not studies_visible_to(admin_chicago).filter(pk=partial.pk).exists()
-    assert prior_status_text(current) == "0 priors retrieved, 1 failed: timed out mid-move"
+    assert prior_status_text(current) == f"0 priors retrieved, 1 failed: {HUNG[method]}"
     retrieval = PriorRetrieval.objects.get(patient=order.patient)
     assert (retrieval.status, retrieval.attempts) == ("failed", 1)
 
@@ -298,7 +302,10 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     orthanc["process"].wait(15)
 
 
-def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admin_chicago, image_store):
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
+def test_a_retry_after_a_hung_move_brings_the_whole_prior(
+    method, orthanc, chicago, admin_chicago, image_store
+):
     from interfaces.tasks import priors_fetch_task
 
     uid = orthanc_load(
@@ -309,7 +316,7 @@ def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admi
     current = Study.objects.create(
         facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
     )
-    chicago.prior_sources = [source(orthanc, "c-move", timeout_seconds=3)]
+    chicago.prior_sources = [source(orthanc, method, timeout_seconds=3)]
     chicago.save(update_fields=["prior_sources"])
     watcher = stop_when_instances_arrive(orthanc, uid)
     priors_fetch_task.apply(args=(order.patient_id,), kwargs={"order_id": order.pk})
@@ -325,6 +332,43 @@ def test_a_retry_after_a_hung_move_brings_the_whole_prior(orthanc, chicago, admi
     assert Instance.objects.filter(series__study=prior).count() == MANY
     assert studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
     assert prior_status_text(current) == "1 prior retrieved"
+
+
+@pytest.mark.parametrize("threads", [1, 3], ids=["one-thread", "three-threads"])
+def test_an_instance_refused_in_a_c_get_fails_the_prior_and_is_quarantined(
+    threads, orthanc, chicago, admin_chicago, settings
+):
+    """On several threads a C-GET's C-STOREs are answered Success once received (docs/priors.md,
+    "Ingest on several threads"): an instance the ingest then refuses must still fail the prior, as
+    the refusal status does on one thread — never a prior shown without it."""
+    from interfaces.models import QuarantinedObject
+
+    settings.READROOM_PRIOR_INGEST_THREADS = threads
+    uid = orthanc_load(orthanc, seed=41, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901")
+    # given: one more slice of the prior whose pixel data is cut short (Rows x Columns say otherwise)
+    exam = dataclasses.replace(exam_random(random.Random(42), "CHI-L1", stroke_rate=0.0), mrn=MRN)
+    broken = next(iter(series_datasets(exam, slices=1, size=64)))
+    broken.StudyInstanceUID, broken.IssuerOfPatientID, broken.Modality = uid, ISSUER, "CT"
+    broken.StudyDescription, broken.StudyDate = "CT CHEST W CONTRAST", "20260901"
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 2]
+    buffer = BytesIO()
+    broken.save_as(buffer, enforce_file_format=True)
+    orthanc_store(orthanc, buffer.getvalue(), auth=orthanc["auth"])
+    chicago.prior_sources = [source(orthanc, "c-get")]
+    chicago.save(update_fields=["prior_sources"])
+    # when the order asks for it
+    order = new_order(chicago)
+    # then the prior failed with the count, stays hidden, and the refused slice is kept quarantined
+    fetch = PriorFetch.objects.get(study_instance_uid=uid)
+    assert fetch.status == "failed" and fetch.error.startswith("1 of ") and "instances failed" in fetch.error
+    prior = Study.objects.get(study_instance_uid=uid)
+    assert prior.prior_state == PriorState.RETRIEVING
+    assert Instance.objects.filter(series__study=prior).count() == SLICES
+    assert not studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
+    assert QuarantinedObject.objects.filter(facility=chicago, sop_instance_uid=broken.SOPInstanceUID).exists()
+    assert "1 failed" in prior_status_text(Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9"
+    ))  # fmt: skip
 
 
 # --- the prior's own report, as the hospital's PACS holds it (a text SR, an Encapsulated PDF) ---------
