@@ -29,7 +29,7 @@ from facilities.models import Facility
 from imaging.facts import FhirReportFacts, HistoricalReportFacts, hl7_update
 from imaging.models import HistoricalReport, Patient, Study
 from imaging.services import IngestConflict, _aware, patient_find, patient_upsert
-from imaging.storage import encrypted_delete, encrypted_read, encrypted_write
+from imaging.storage import StoredFile, encrypted_delete, encrypted_read, encrypted_write
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,10 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
     now = timezone.now()
     stored = encrypted_write(f"history/{facility.pk}/{uuid.uuid4().hex}.txt", facts.text.encode())
     try:
-        if current is not None:
-            current.superseded_at = now
-            current.save(update_fields=["superseded_at"])
-        report = HistoricalReport.objects.create(
+        report = _version_add(
+            current,
+            stored,
+            now,
             facility=facility,
             patient=patient,
             accession_number=facts.accession_number,
@@ -86,11 +86,7 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
             result_status=facts.result_status,
             source=facts.source,
             control_id=facts.control_id,
-            storage_path=stored.relative_path,
-            storage_key_id=stored.key_id,
             text_sha256=digest,
-            received_at=now,
-            supersedes=current,
         )
     except Exception:
         encrypted_delete(stored.relative_path)  # no text file without its row
@@ -106,6 +102,23 @@ def historical_report_record(*, facility: Facility, facts: HistoricalReportFacts
     word = HISTORY_WORD[facts.result_status]
     return HistoryOutcome(
         report, f"historical report {facts.accession_number} ({word}) {verb} (MRN {patient.mrn})"
+    )
+
+
+def _version_add(
+    current: HistoricalReport | None, text: StoredFile, now: datetime, **fields
+) -> HistoricalReport:
+    """A report's new shown version (from the RIS or a FHIR source): the one it replaces is kept
+    under it (``superseded_at``), the text is the encrypted file just written."""
+    if current is not None:
+        current.superseded_at = now
+        current.save(update_fields=["superseded_at"])
+    return HistoricalReport.objects.create(
+        **fields,
+        storage_path=text.relative_path,
+        storage_key_id=text.key_id,
+        received_at=now,
+        supersedes=current,
     )
 
 
@@ -223,8 +236,10 @@ def _fhir_reports_apply(
     )
     withdrawn = shown.filter(fhir_id__in=list(withdrawn_ids), patient=patient).update(superseded_at=now)
     stored = unchanged = 0
+    # the shown version of each report the answer names, read (and locked) in one query
+    currents = {r.fhir_id: r for r in shown.filter(fhir_id__in=[facts.fhir_id for facts in reports])}
     for facts in reports:
-        current = shown.filter(fhir_id=facts.fhir_id).first()
+        current = currents.get(facts.fhir_id)
         if current is not None and current.patient_id != patient.pk:
             raise IngestConflict(f"DiagnosticReport/{facts.fhir_id} of {source} is another patient's")
         digest = hashlib.sha256(facts.text.encode()).hexdigest()
@@ -236,10 +251,10 @@ def _fhir_reports_apply(
             continue
         text = encrypted_write(f"history/{facility.pk}/{uuid.uuid4().hex}.txt", facts.text.encode())
         written.append(text.relative_path)
-        if current is not None:
-            current.superseded_at = now
-            current.save(update_fields=["superseded_at"])
-        report = HistoricalReport.objects.create(
+        report = currents[facts.fhir_id] = _version_add(
+            current,
+            text,
+            now,
             facility=facility,
             patient=patient,
             accession_number=facts.accession_number,
@@ -253,11 +268,7 @@ def _fhir_reports_apply(
             control_id=f"DiagnosticReport/{facts.fhir_id}/_history/{facts.fhir_version}"[:199],
             fhir_id=facts.fhir_id,
             fhir_version=facts.fhir_version[:64],
-            storage_path=text.relative_path,
-            storage_key_id=text.key_id,
             text_sha256=digest,
-            received_at=now,
-            supersedes=current,
         )
         study = (current.study if current else None) or _study_of(report)
         if study is not None:
