@@ -200,6 +200,9 @@ class FhirOutcome:
     stored: int  # new rows (a first version, or one replacing the shown version)
     unchanged: int  # the same id and version (or the same text and status) as shown: nothing stored
     withdrawn: int  # shown versions the source now says are entered-in-error / cancelled: hidden
+    # ids of the answer whose shown version still says its text could not be fetched (a text we
+    # already hold for that version is kept, so a failed url then is no failure)
+    pending: tuple[str, ...] = ()
 
 
 def fhir_reports_record(
@@ -283,7 +286,8 @@ def _fhir_reports_apply(
         if study is not None:
             HistoricalReport.objects.filter(pk=report.pk).update(study=study)
         stored += 1
-    return FhirOutcome(stored, unchanged, withdrawn)
+    pending = tuple(r.fhir_id for r in currents.values() if r.text_pending)
+    return FhirOutcome(stored, unchanged, withdrawn, pending)
 
 
 def _pending_replace(

@@ -73,7 +73,9 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if origin(newurl) != origin(req.full_url):
-            raise CrossOriginRedirect(f"redirected to another host ({origin(newurl)[1] or newurl[:80]})")
+            raise CrossOriginRedirect(
+                f"redirected to another host ({urlsplit(newurl).netloc or newurl[:80]})"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

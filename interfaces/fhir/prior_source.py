@@ -16,7 +16,7 @@ import binascii
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
@@ -53,7 +53,7 @@ class FhirAnswer:
     reports: list[FhirReportFacts]  # the patient's kept reports, newest exam first, at most ``count``
     withdrawn: list[str]  # ids the source now says are entered-in-error or cancelled
     skipped: int  # entries dropped: another patient, another category or status, no text
-    unfetched: list[str] = ()  # why a kept report's text could not be fetched (one per report)
+    unfetched: dict[str, str] = field(default_factory=dict)  # id → why its text could not be fetched
     pages: int = 1  # searchset pages read
 
 
@@ -86,7 +86,8 @@ def _get(source: dict, url: str, accept: str, *, limit: int, what: str):
     except (ConnectionError, OSError) as exc:
         raise SourceUnavailable(f"connection lost mid-{what}") from exc
     if len(body) > limit:
-        raise SourceUnavailable(f"{what} is larger than {limit // 2**20} MB")
+        size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit} bytes"
+        raise SourceUnavailable(f"{what} is larger than {size}")
     return body, content_type
 
 
@@ -94,8 +95,7 @@ def _same_origin(source: dict, url: str, what: str) -> str:
     """``url`` if it is on the source's scheme, host and port: the source's credentials go there
     and nowhere else (a next link or an attachment elsewhere is refused, never called)."""
     if origin(url) != origin(source["base_url"]):
-        host = urlsplit(url).hostname or url[:80]
-        raise SourceUnavailable(f"{what} is on another host ({host})")
+        raise SourceUnavailable(f"{what} is on another host ({urlsplit(url).netloc or url[:80]})")
     return url
 
 
@@ -209,7 +209,7 @@ def _answer(
         candidates.append((when or datetime.min.replace(tzinfo=zone), report))
     # the server may ignore _sort (ReadRoom's own pages by id): newest exam first here, whatever it did
     candidates.sort(key=lambda c: c[0], reverse=True)
-    kept, unfetched = [], []
+    kept, unfetched = [], {}
     for _, report in candidates:
         if len(kept) == count:
             break  # the attachments of reports not kept are never fetched
@@ -220,7 +220,7 @@ def _answer(
             continue
         kept.append(facts)
         if pending:
-            unfetched.append(pending)
+            unfetched[report.id] = pending
     return FhirAnswer(kept, withdrawn, skipped, unfetched)
 
 
