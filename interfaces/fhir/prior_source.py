@@ -7,7 +7,12 @@ read into ``FhirReportFacts`` for ``imaging.report_history.fhir_reports_record``
 built with) before anything is read from it: an answer that is not a Bundle fails the source, and
 nothing of it is stored. Each DiagnosticReport is then checked again on our side, as QIDO-RS answers
 are: its subject's identifier (or the included Patient's) must be the patient's MRN in the asked
-system — a server that ignored the parameter never gives us another patient's report."""
+system — a server that ignored the parameter never gives us another patient's report.
+
+The searchset's next links are followed (at most ``MAX_PAGES``) until ``count`` reports are kept, and
+a presentedForm given by ``url`` only is fetched (text, HTML, PDF; at most ``MAX_ATTACHMENT``): both
+only on the source's own origin, the one its credentials are for — a next link elsewhere fails the
+source, an attachment elsewhere is not called (the report says its text could not be fetched)."""
 
 from __future__ import annotations
 
