@@ -223,3 +223,6 @@ class FhirReportFacts:
     reported_at: datetime | None  # issued
     radiologist_name: str  # resultsInterpreter, else performer
     text: str
+    # the report's text is at a presentedForm url that could not be fetched: ``text`` says so (and
+    # gives the conclusion, if any); the row is replaced in place once the text is fetched
+    text_pending: bool = False

@@ -558,6 +558,9 @@ class HistoricalReport(models.Model):
     # of the same id and version stores nothing.
     fhir_id = models.CharField(max_length=64, blank=True)
     fhir_version = models.CharField(max_length=64, blank=True)
+    # a FHIR report whose presentedForm url could not be fetched: the stored text says so; the
+    # row is replaced in place (not versioned) once a later question fetches the text
+    text_pending = models.BooleanField(default=False)
     storage_path = models.CharField(max_length=255)
     storage_key_id = models.CharField(max_length=32)
     text_sha256 = models.CharField(max_length=64)

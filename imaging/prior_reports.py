@@ -209,10 +209,15 @@ def _sr_title(ds: Dataset) -> str:
 def pdf_text(ds: Dataset) -> str:
     """The text of an Encapsulated PDF (pypdf: pure Python, already what the tests read our own
     report PDFs with; shown as text, so no PDF renderer runs in the reader's page)."""
+    return pdf_bytes_text(bytes(ds.EncapsulatedDocument))
+
+
+def pdf_bytes_text(document: bytes) -> str:
+    """The text of a PDF's pages (an Encapsulated PDF's document, a FHIR presentedForm); raises
+    ``ValueError`` for one pypdf cannot read."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
-    document = bytes(ds.EncapsulatedDocument)
     try:
         reader = PdfReader(BytesIO(document))
         return "\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()

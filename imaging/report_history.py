@@ -200,6 +200,9 @@ class FhirOutcome:
     stored: int  # new rows (a first version, or one replacing the shown version)
     unchanged: int  # the same id and version (or the same text and status) as shown: nothing stored
     withdrawn: int  # shown versions the source now says are entered-in-error / cancelled: hidden
+    # ids of the answer whose shown version still says its text could not be fetched (a text we
+    # already hold for that version is kept, so a failed url then is no failure)
+    pending: tuple[str, ...] = ()
 
 
 def fhir_reports_record(
@@ -243,14 +246,22 @@ def _fhir_reports_apply(
         if current is not None and current.patient_id != patient.pk:
             raise IngestConflict(f"DiagnosticReport/{facts.fhir_id} of {source} is another patient's")
         digest = hashlib.sha256(facts.text.encode()).hexdigest()
-        if current is not None and (
-            (facts.fhir_version and current.fhir_version == facts.fhir_version)
-            or (current.text_sha256 == digest and current.result_status == facts.result_status)
-        ):
-            unchanged += 1
+        held = (current.text_sha256, current.result_status) if current is not None else None
+        same = held == (digest, facts.result_status)
+        if same or (
+            current is not None and not current.text_pending
+            and facts.fhir_version and current.fhir_version == facts.fhir_version
+        ):  # fmt: skip
+            unchanged += 1  # (a version whose text we hold is kept even if its url failed this time)
             continue
         text = encrypted_write(f"history/{facility.pk}/{uuid.uuid4().hex}.txt", facts.text.encode())
         written.append(text.relative_path)
+        if current is not None and current.text_pending:
+            # the note "(the report's text could not be fetched …)" was no version of the report:
+            # the text (or a newer note) takes its place; its file is removed after the commit
+            _pending_replace(current, text, facts, digest, now)
+            stored += 1
+            continue
         report = currents[facts.fhir_id] = _version_add(
             current,
             text,
@@ -268,10 +279,30 @@ def _fhir_reports_apply(
             control_id=f"DiagnosticReport/{facts.fhir_id}/_history/{facts.fhir_version}"[:199],
             fhir_id=facts.fhir_id,
             fhir_version=facts.fhir_version[:64],
+            text_pending=facts.text_pending,
             text_sha256=digest,
         )
         study = (current.study if current else None) or _study_of(report)
         if study is not None:
             HistoricalReport.objects.filter(pk=report.pk).update(study=study)
         stored += 1
-    return FhirOutcome(stored, unchanged, withdrawn)
+    pending = tuple(r.fhir_id for r in currents.values() if r.text_pending)
+    return FhirOutcome(stored, unchanged, withdrawn, pending)
+
+
+def _pending_replace(
+    report: HistoricalReport, text: StoredFile, facts: FhirReportFacts, digest: str, now: datetime
+) -> None:
+    old_path = report.storage_path
+    report.storage_path, report.storage_key_id, report.text_sha256 = text.relative_path, text.key_id, digest
+    report.text_pending, report.result_status = facts.text_pending, facts.result_status
+    report.received_at = now
+    report.fhir_version = facts.fhir_version[:64]
+    report.control_id = f"DiagnosticReport/{facts.fhir_id}/_history/{facts.fhir_version}"[:199]
+    report.save(
+        update_fields=[
+            "storage_path", "storage_key_id", "text_sha256", "text_pending", "result_status",
+            "received_at", "fhir_version", "control_id",
+        ]
+    )  # fmt: skip
+    transaction.on_commit(lambda: encrypted_delete(old_path))

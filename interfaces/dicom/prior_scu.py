@@ -272,9 +272,16 @@ def fhir_reports_ask(source: dict, *, facility: Facility, patient: Patient, name
     except IngestConflict as exc:
         return f"FHIR: {exc}"
     log.info(
-        "FHIR reports from %s for patient %s: %s stored, %s unchanged, %s withdrawn, %s skipped",
-        name, patient.pk, outcome.stored, outcome.unchanged, outcome.withdrawn, answer.skipped,
+        "FHIR reports from %s for patient %s: %s stored, %s unchanged, %s withdrawn, %s skipped, %s pages",
+        name, patient.pk, outcome.stored, outcome.unchanged, outcome.withdrawn, answer.skipped, answer.pages,
     )  # fmt: skip
+    if outcome.pending:
+        # the reports are stored and shown, each saying its text could not be fetched; the source
+        # fails so that the task asks again, and the fetched text then replaces the note
+        many = len(outcome.pending)
+        reports = f"{many} report{'s' if many > 1 else ''}"
+        reason = answer.unfetched.get(outcome.pending[0], "")
+        return f"FHIR: the text of {reports} could not be fetched ({reason})"
     return ""
 
 

@@ -17,7 +17,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from facilities.models import Facility
 from imaging.priors import Candidate, SourceUnavailable
@@ -50,13 +50,47 @@ def _authorization(source: dict) -> str | None:
     return f"Bearer {secret}"
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit: what "the same server"
+    means before the source's credentials are sent anywhere."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # a malformed port is nobody's origin
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class CrossOriginRedirect(urllib.error.URLError):
+    pass
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect with every header of the request, Authorization included: a
+    redirect to another scheme, host or port than the source's would hand it the source's
+    credentials. Such a redirect is refused (the source fails) instead of followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if origin(newurl) != origin(req.full_url):
+            raise CrossOriginRedirect(
+                f"redirected to another host ({urlsplit(newurl).netloc or newurl[:80]})"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
 def web_open(source: dict, url: str, accept: str, *, timeout: float):
     # base_url is validated as http(s) at onboarding (facilities.models.validate_prior_sources)
     request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
     if header := _authorization(source):
         request.add_header("Authorization", header)
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 — the facility's own PACS URL
+        return _OPENER.open(request, timeout=timeout)  # the facility's own PACS / EHR URL
+    except CrossOriginRedirect as exc:
+        raise SourceUnavailable(str(exc.reason)) from exc
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise SourceUnavailable(f"authentication refused (HTTP {exc.code})") from exc

@@ -7,7 +7,12 @@ read into ``FhirReportFacts`` for ``imaging.report_history.fhir_reports_record``
 built with) before anything is read from it: an answer that is not a Bundle fails the source, and
 nothing of it is stored. Each DiagnosticReport is then checked again on our side, as QIDO-RS answers
 are: its subject's identifier (or the included Patient's) must be the patient's MRN in the asked
-system — a server that ignored the parameter never gives us another patient's report."""
+system — a server that ignored the parameter never gives us another patient's report.
+
+The searchset's next links are followed (at most ``MAX_PAGES``) until ``count`` reports are kept, and
+a presentedForm given by ``url`` only is fetched (text, HTML, PDF; at most ``MAX_ATTACHMENT``): both
+only on the source's own origin, the one its credentials are for — a next link elsewhere fails the
+source, an attachment elsewhere is not called (the report says its text could not be fetched)."""
 
 from __future__ import annotations
 
@@ -16,18 +21,19 @@ import binascii
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from html.parser import HTMLParser
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from imaging.facts import FhirReportFacts
+from imaging.prior_reports import pdf_bytes_text
 from imaging.priors import DEFAULT_COUNT, DEFAULT_LOOKBACK_DAYS, SourceUnavailable
-from interfaces.dicom.prior_web import web_open
+from interfaces.dicom.prior_web import origin, web_open
 from interfaces.fhir.identifiers import V2_0203, patient_id_system
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,9 @@ KEPT_STATUSES = {"final": "F", "amended": "A", "appended": "A", "corrected": "C"
 WITHDRAWN_STATUSES = {"entered-in-error", "cancelled"}  # a shown version of such an id is hidden
 MAX_TEXT = 100_000  # characters, as for the RIS history: longer is skipped, never cut
 MAX_ANSWER = 20 * 1024 * 1024  # bytes of one Bundle: a page of reports, not an archive
+MAX_PAGES = 10  # searchset pages followed (link next) for one question
+MAX_ATTACHMENT = 10 * 1024 * 1024  # bytes of one presentedForm fetched by its url
+URL_FORMS = ("text/plain", "text/html", "application/pdf")  # fetched by url, in this preference
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class FhirAnswer:
     reports: list[FhirReportFacts]  # the patient's kept reports, newest exam first, at most ``count``
     withdrawn: list[str]  # ids the source now says are entered-in-error or cancelled
     skipped: int  # entries dropped: another patient, another category or status, no text
+    unfetched: dict[str, str] = field(default_factory=dict)  # id → why its text could not be fetched
+    pages: int = 1  # searchset pages read
 
 
 def patient_system(source: dict, authority: str) -> str:
@@ -63,9 +74,45 @@ def patient_system(source: dict, authority: str) -> str:
     return derived if not derived.startswith("urn:readroom:") else authority
 
 
+def _timeout(source: dict) -> float:
+    return float(source.get("timeout_seconds") or 30)
+
+
+def _get(source: dict, url: str, accept: str, *, limit: int, what: str):
+    """(body, Content-Type) of one GET with the source's credentials; ``url`` is on the source's
+    origin (the callers check). Raises ``SourceUnavailable`` with a reason for the priors line."""
+    response = web_open(source, url, accept, timeout=_timeout(source))
+    try:
+        with response:
+            body = response.read(limit + 1)
+            content_type = response.headers.get("Content-Type", "")
+    except TimeoutError as exc:
+        raise SourceUnavailable(f"no answer to {what} (timed out)") from exc
+    except (ConnectionError, OSError) as exc:
+        raise SourceUnavailable(f"connection lost mid-{what}") from exc
+    if len(body) > limit:
+        size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit} bytes"
+        raise SourceUnavailable(f"{what} is larger than {size}")
+    return body, content_type
+
+
+def _same_origin(source: dict, url: str, what: str) -> str:
+    """``url`` if it is on the source's scheme, host and port: the source's credentials go there
+    and nowhere else (a next link or an attachment elsewhere is refused, never called)."""
+    if origin(url) != origin(source["base_url"]):
+        raise SourceUnavailable(f"{what} is on another host ({urlsplit(url).netloc or url[:80]})")
+    return url
+
+
 def fhir_reports_find(source: dict, *, mrn: str, authority: str, zone: ZoneInfo, today: date) -> FhirAnswer:
     """The patient's radiology reports at the source, newest exam first (raises
-    ``SourceUnavailable``: down, credentials refused, not a Bundle)."""
+    ``SourceUnavailable``: down, credentials refused, not a Bundle, a next page elsewhere).
+
+    The searchset's ``link[next]`` is followed (at most ``MAX_PAGES``, on the source's origin only)
+    until ``count`` reports are kept: entries we drop (another category, a status we do not keep)
+    are made up from the next page. A server whose self link does not list ``_sort`` did not sort
+    (the spec: the self link names the parameters applied) — ReadRoom's own pages by id — so then
+    every page is read (up to ``MAX_PAGES``) and the newest exams are picked here."""
     system = patient_system(source, authority)
     count = int(source.get("count") or DEFAULT_COUNT)
     oldest = today - timedelta(days=int(source.get("lookback_days") or DEFAULT_LOOKBACK_DAYS))
@@ -78,21 +125,24 @@ def fhir_reports_find(source: dict, *, mrn: str, authority: str, zone: ZoneInfo,
         ("_include", "DiagnosticReport:subject"),
     ]
     url = f"{source['base_url'].rstrip('/')}/DiagnosticReport?{urlencode(query)}"
+    checks = {"system": system, "mrn": mrn, "zone": zone, "oldest": oldest, "count": count}
     try:
-        response = web_open(source, url, FHIR_JSON, timeout=float(source.get("timeout_seconds") or 30))
+        bundles, pages = [], 0
+        while url is not None and pages < MAX_PAGES:
+            body, _ = _get(source, url, FHIR_JSON, limit=MAX_ANSWER, what="the search")
+            bundle = _bundle(body)
+            bundles.append(bundle)
+            pages += 1
+            # what would be kept so far (a url-only text counts; it is fetched once the pages are read)
+            if _sorted(bundle) and len(_answer(bundles, **checks).reports) >= count:
+                break
+            url = _next(bundle, source)
+        if url is not None and pages == MAX_PAGES:
+            log.warning("FHIR source %s: %s pages read, the rest left", source.get("name"), pages)
+        answer = _answer(bundles, **checks, fetch=lambda form: _attachment_text(source, form))
     except SourceUnavailable as exc:  # the line names the source kind: "FHIR: authentication refused …"
         raise SourceUnavailable(f"FHIR: {exc}") from exc
-    try:
-        with response:
-            body = response.read(MAX_ANSWER + 1)
-    except TimeoutError as exc:
-        raise SourceUnavailable("FHIR: no answer to the search (timed out)") from exc
-    except (ConnectionError, OSError) as exc:
-        raise SourceUnavailable("FHIR: connection lost mid-answer") from exc
-    if len(body) > MAX_ANSWER:
-        raise SourceUnavailable(f"FHIR: the answer is larger than {MAX_ANSWER // 2**20} MB")
-    bundle = _bundle(body)
-    return _answer(bundle, system=system, mrn=mrn, zone=zone, oldest=oldest, count=count)
+    return FhirAnswer(answer.reports, answer.withdrawn, answer.skipped, answer.unfetched, pages)
 
 
 def _bundle(body: bytes) -> Bundle:
@@ -102,30 +152,81 @@ def _bundle(body: bytes) -> Bundle:
             raise ValueError("not a Bundle")
         return Bundle.model_validate(data)
     except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
-        raise SourceUnavailable("FHIR: the answer is not a valid Bundle") from exc
+        raise SourceUnavailable("the answer is not a valid Bundle") from exc
 
 
-def _answer(bundle: Bundle, *, system: str, mrn: str, zone: ZoneInfo, oldest: date, count: int) -> FhirAnswer:
-    resources = [e.resource for e in bundle.entry or [] if e.resource is not None]
+def _link(bundle: Bundle, relation: str) -> str | None:
+    return next((link.url for link in bundle.link or [] if link.relation == relation and link.url), None)
+
+
+def _sorted(bundle: Bundle) -> bool:
+    """The server says (in its self link) that it applied our ``_sort``."""
+    self_url = _link(bundle, "self") or ""
+    return any(key == "_sort" for key, _ in parse_qsl(urlsplit(self_url).query))
+
+
+def _next(bundle: Bundle, source: dict) -> str | None:
+    url = _link(bundle, "next")
+    if url is None:
+        return None
+    # a relative next link is relative to the base (R4 §3.1.1.2 allows only absolute; be lenient)
+    return _same_origin(source, urljoin(source["base_url"].rstrip("/") + "/", url), "the next page")
+
+
+def _entries(bundles: list[Bundle]):
+    """The DiagnosticReports of every page, each id once (a page may repeat one as records move),
+    and the Patients the server included."""
+    resources = [e.resource for b in bundles for e in b.entry or [] if e.resource is not None]
     patients = {
         f"Patient/{r.id}": r for r in resources if r.get_resource_type() == "Patient" and r.id is not None
     }
-    kept, withdrawn, skipped = [], [], 0
+    seen, reports = set(), []
     for report in (r for r in resources if r.get_resource_type() == "DiagnosticReport"):
+        if report.id in seen:
+            continue
+        seen.add(report.id)
+        reports.append(report)
+    return reports, patients
+
+
+def _answer(
+    bundles, *, system: str, mrn: str, zone: ZoneInfo, oldest: date, count: int, fetch=None
+) -> FhirAnswer:
+    """The kept reports of the pages read (a Bundle or a list of them). ``fetch(form)`` gives the
+    text of a presentedForm given by ``url`` (raises ``SourceUnavailable``); without it such a form
+    counts as text that could not be fetched."""
+    reports, patients = _entries(bundles if isinstance(bundles, list) else [bundles])
+    candidates, withdrawn, skipped = [], [], 0
+    for report in reports:
         if not report.id or not _is_patients(report, patients, system=system, mrn=mrn):
             skipped += 1
             continue
         if report.status in WITHDRAWN_STATUSES:
             withdrawn.append(report.id)
             continue
-        facts = _facts(report, zone)
-        if facts is None or not _is_radiology(report) or _too_old(facts, oldest):
+        if report.status not in KEPT_STATUSES or not _is_radiology(report):
+            skipped += 1
+            continue
+        when = _instant(_effective(report), zone) or _instant(report.issued, zone)
+        if when is not None and when.date() < oldest:
+            skipped += 1
+            continue
+        candidates.append((when or datetime.min.replace(tzinfo=zone), report))
+    # the server may ignore _sort (ReadRoom's own pages by id): newest exam first here, whatever it did
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    kept, unfetched = [], {}
+    for _, report in candidates:
+        if len(kept) == count:
+            break  # the attachments of reports not kept are never fetched
+        text, pending = _report_text(report, fetch)
+        facts = _facts(report, zone, text, pending)
+        if facts is None:
             skipped += 1
             continue
         kept.append(facts)
-    # the server may ignore _sort (ReadRoom's own pages by id): newest exam first here, whatever it did
-    kept.sort(key=lambda f: f.observed_at or f.reported_at or datetime.min.replace(tzinfo=zone), reverse=True)
-    return FhirAnswer(kept[:count], withdrawn, skipped)
+        if pending:
+            unfetched[report.id] = pending
+    return FhirAnswer(kept, withdrawn, skipped, unfetched)
 
 
 def _same_system(a: str | None, b: str) -> bool:
@@ -158,14 +259,12 @@ def _is_radiology(report) -> bool:
     return not codings or any(coding in RADIOLOGY_CATEGORIES for coding in codings)
 
 
-def _too_old(facts: FhirReportFacts, oldest: date) -> bool:
-    when = facts.observed_at or facts.reported_at
-    return when is not None and when.date() < oldest
+def _effective(report):
+    return report.effectiveDateTime or (report.effectivePeriod.start if report.effectivePeriod else None)
 
 
-def _facts(report, zone: ZoneInfo) -> FhirReportFacts | None:
+def _facts(report, zone: ZoneInfo, text: str, pending: str) -> FhirReportFacts | None:
     status = KEPT_STATUSES.get(report.status or "")
-    text = _text(report)
     if status is None or not text:
         return None
     if len(text) > MAX_TEXT:
@@ -178,7 +277,6 @@ def _facts(report, zone: ZoneInfo) -> FhirReportFacts | None:
     if coding is not None and (coding.system, coding.code) == GENERIC_REPORT_CODE:
         # a document type, not the exam: the report's own title says which exam it was
         display = next((f.title for f in report.presentedForm or [] if f.title), display)
-    effective = report.effectiveDateTime or (report.effectivePeriod.start if report.effectivePeriod else None)
     return FhirReportFacts(
         fhir_id=report.id,
         fhir_version=str(version),
@@ -186,10 +284,11 @@ def _facts(report, zone: ZoneInfo) -> FhirReportFacts | None:
         accession_number=_accession(report),
         procedure_code=(coding.code if coding and coding.code else "") or "",
         procedure_text=display,
-        observed_at=_instant(effective, zone),
+        observed_at=_instant(_effective(report), zone),
         reported_at=_instant(report.issued, zone),
         radiologist_name=_reader(report),
         text=text,
+        text_pending=bool(pending),
     )
 
 
@@ -222,29 +321,103 @@ def _reader(report) -> str:
     return ""
 
 
-def _text(report) -> str:
-    """presentedForm text/plain, else text/html as text, else the conclusion, else the narrative.
-    An attachment given by ``url`` only is not fetched (a URL from the answer is not ours to call)."""
+def _media(content_type: str | None) -> tuple[str, str]:
+    media, _, parameters = (content_type or "").partition(";")
+    return media.strip().lower(), parameters
+
+
+def _decode_text(raw: bytes, media: str, parameters: str) -> str:
+    """text/plain in its charset (UTF-8 when none), text/html as text, a PDF's text; "" when it
+    cannot be read."""
+    if media == "application/pdf":
+        try:
+            return pdf_bytes_text(raw)
+        except ValueError:
+            return ""
+    charset = re.search(r"charset=\"?([\w.-]+)", parameters or "")
+    try:
+        text = raw.decode(charset.group(1) if charset else "utf-8")
+    except (LookupError, UnicodeDecodeError):
+        return ""
+    return (html_text(text) if media == "text/html" else text).strip()
+
+
+def _inline_text(report) -> str:
+    """presentedForm data: text/plain, else text/html as text."""
     forms = [f for f in report.presentedForm or [] if f.data]
     for wanted in ("text/plain", "text/html"):
         for form in forms:
-            media, _, parameters = (form.contentType or "").partition(";")
-            if media.strip().lower() != wanted:
-                continue
-            raw = _decoded(form.data)
-            charset = re.search(r"charset=\"?([\w.-]+)", parameters or "")
-            try:
-                text = raw.decode(charset.group(1) if charset else "utf-8")
-            except (LookupError, UnicodeDecodeError):
-                continue
-            text = html_text(text) if wanted == "text/html" else text
-            if text.strip():
-                return text.strip()
+            media, parameters = _media(form.contentType)
+            if media == wanted and (text := _decode_text(_decoded(form.data), media, parameters)):
+                return text
+    return ""
+
+
+def _url_forms(report) -> list:
+    """presentedForms given by ``url`` only that we can read, text/plain first, then HTML, then PDF."""
+    forms = [f for f in report.presentedForm or [] if f.url and not f.data]
+    ranked = [(URL_FORMS.index(_media(f.contentType)[0]), i, f) for i, f in enumerate(forms)
+              if _media(f.contentType)[0] in URL_FORMS]  # fmt: skip
+    return [f for *_, f in sorted(ranked, key=lambda r: (r[0], r[1]))]
+
+
+def _fallback_text(report) -> str:
+    """The conclusion, else the narrative."""
     if report.conclusion and report.conclusion.strip():
         return report.conclusion.strip()
     if report.text is not None and report.text.div:
         return html_text(report.text.div).strip()
     return ""
+
+
+def _report_text(report, fetch) -> tuple[str, str]:
+    """(text, why its attachment could not be fetched or ""): inline presentedForm text, else the
+    text of a form given by ``url`` (fetched with the source's credentials, on its origin only),
+    else the conclusion, else the narrative. A url form whose fetch fails keeps the report, its text
+    saying so (with the conclusion, if any), and the reason is the source's failure: the task asks
+    again and the text replaces the note."""
+    if text := _inline_text(report):
+        return text, ""
+    reason = ""
+    for form in _url_forms(report):
+        try:
+            if fetch is None:
+                raise SourceUnavailable("not asked")
+            if text := fetch(form):
+                return text, ""
+            reason = reason or "the attachment holds no readable text"
+        except SourceUnavailable as exc:
+            reason = reason or str(exc)
+    if reason:
+        note = f"(the report's text could not be fetched: {reason})"
+        fallback = _fallback_text(report)
+        return (f"{note}\n\n{fallback}" if fallback else note), reason
+    return _fallback_text(report), ""
+
+
+def _attachment_text(source: dict, form) -> str:
+    """A presentedForm given by ``url``: GET it with the source's credentials if it is on the
+    source's origin (a relative url is relative to the base), ``Accept`` its contentType, at most
+    ``MAX_ATTACHMENT`` bytes, the source's timeout. A server may answer a Binary resource in JSON
+    instead of the raw content; its data is read then."""
+    url = _same_origin(source, urljoin(source["base_url"].rstrip("/") + "/", form.url), "its attachment")
+    media, parameters = _media(form.contentType)
+    accept = f"{form.contentType}, {FHIR_JSON};q=0.5"
+    body, answered = _get(source, url, accept, limit=MAX_ATTACHMENT, what="the attachment")
+    answered_media, answered_parameters = _media(answered)
+    if answered_media in (FHIR_JSON, "application/json"):
+        try:
+            binary = json.loads(body)
+            if not isinstance(binary, dict) or binary.get("resourceType") != "Binary":
+                raise ValueError("not a Binary")
+            raw = base64.b64decode(binary.get("data") or "", validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise SourceUnavailable("the attachment is not its content nor a Binary") from exc
+        media, parameters = _media(binary.get("contentType") or form.contentType)
+        return _decode_text(raw, media, parameters)
+    if answered_media and answered_media != media:
+        raise SourceUnavailable(f"the attachment is {answered_media}, not {media}")
+    return _decode_text(body, media, answered_parameters or parameters)
 
 
 def _decoded(data) -> bytes:

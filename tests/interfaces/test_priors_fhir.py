@@ -288,6 +288,50 @@ def test_asking_again_stores_nothing_twice_and_an_amended_report_replaces_the_sh
     assert HistoricalReport.objects.filter(patient=patient).count() == 4
 
 
+def test_readrooms_own_search_pages_are_followed_and_the_newest_exams_kept(ehr, reading):
+    """ReadRoom's FHIR API pages by id (newest record first) and ignores _sort: its self link does
+    not list it, so the client reads every page and picks the newest exams itself."""
+    import urllib.request
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    from django.utils import timezone
+
+    from interfaces.fhir.prior_source import fhir_reports_find
+
+    source = fhir_source(ehr, count=2)
+    ids = {k: str(v) for k, v in ehr["reports"].items()}
+    # given the server's first page of 2: the knee (2023) and the abdomen (2024) — the chest (2025),
+    # the newest exam, is on page 2
+    query = urlencode([("patient.identifier", f"{hospital.EHR_SYSTEM}|{hospital.MRN}"), ("_count", "2"),
+                       ("date", "ge2016-01-01"), ("_sort", "-date")])  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310 — the test's own server
+        f"{ehr['url']}/DiagnosticReport?{query}",
+        headers={"Accept": "application/fhir+json", "Authorization": f"Bearer {ehr['token']}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 — the test's own server
+        first = json.loads(response.read())
+    links = {link["relation"]: link["url"] for link in first["link"]}
+    assert {"self", "next"} <= set(links)
+    assert "_sort" not in dict(parse_qsl(urlsplit(links["self"]).query))
+    on_first = {
+        e["resource"]["id"] for e in first["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"
+    }
+    assert on_first == {ids["knee"], ids["abdomen"]}
+    # when ReadRoom's client asks with count 2
+    answer = fhir_reports_find(
+        source, mrn=hospital.MRN, authority=hospital.EHR_OID, zone=hospital.ZONE,
+        today=timezone.localdate(timezone=hospital.ZONE),
+    )  # fmt: skip
+    # then it followed the next link and kept the two newest exams, the chest from page 2
+    assert answer.pages == 2
+    assert [r.fhir_id for r in answer.reports] == [ids["chest"], ids["abdomen"]]
+    # and through the task: those two are stored, the knee is not
+    reading.facility.prior_sources = [source]
+    reading.facility.save(update_fields=["prior_sources"])
+    ask(reading)
+    assert set(HistoricalReport.objects.values_list("fhir_id", flat=True)) == {ids["chest"], ids["abdomen"]}
+
+
 # --- the parts without a server: what is sent as the system, what is read as text ----------------
 
 
