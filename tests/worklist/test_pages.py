@@ -315,3 +315,26 @@ def test_a_readers_page_resyncs_just_after_their_next_shift_boundary(verified_cl
         starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=2)
     )
     assert resync_seconds() == 300
+
+
+def test_a_readers_pages_list_the_held_studies_then_the_others_once_each(
+    verified_client, neuro_reader, chicago, monkeypatch
+):
+    # given pages of two rows, a reader holding one study and offered four more
+    import worklist.views
+
+    monkeypatch.setattr(worklist.views, "READER_PAGE_SIZE", 2)
+    now = timezone.now()
+    offered = [routed(chicago, code="70450", completed_at=now) for _ in range(5)]
+    held = offered.pop()
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    client = verified_client(neuro_reader)
+    pages = [row_ids(client.get(f"/worklist/rows/?page={n}")) for n in (1, 2, 3)]
+    # then the held study comes first, then the others in reading order, each once, none twice
+    assert pages[0][0] == held.pk
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert sorted(pk for p in pages for pk in p) == sorted([held.pk, *(s.pk for s in offered)])
+    # and a page past the end shows the last one; the count is the whole list
+    last = client.get("/worklist/rows/?page=9")
+    assert row_ids(last) == pages[2]
+    assert "Page 3 of 3 · 5 studies" in last.content.decode()
