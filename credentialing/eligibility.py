@@ -699,11 +699,19 @@ def _licensed_grants(reader: ReaderFacts, at: datetime) -> list[tuple[FacilityFa
     return result
 
 
-def readable_studies_q(radiologist, at: datetime) -> Q:
+# "load the facts here": the default of the functions that may be given a reader's facts (None
+# itself means "no facts": not an active radiologist)
+LOAD_FACTS = object()
+
+
+def readable_studies_q(radiologist, at: datetime, *, reader: ReaderFacts | None = LOAD_FACTS) -> Q:
     """A ``Q`` over ``imaging.Study`` selecting exactly the studies ``assess`` accepts for this reader
     at ``at``: an OR, per facility where licence and privileges hold, of the facility id AND the
-    privilege scope AND the subspecialty fit AND the covering shifts' subspecialty limits."""
-    reader = reader_facts([radiologist.pk], shifts_from=at).get(radiologist.pk)
+    privilege scope AND the subspecialty fit AND the covering shifts' subspecialty limits.
+    ``reader``: their facts, when the caller has just loaded them (``reader_facts`` with shifts from
+    ``at`` — a wider window is fine: only shifts covering ``at`` count); None: not a radiologist."""
+    if reader is LOAD_FACTS:
+        reader = reader_facts([radiologist.pk], shifts_from=at).get(radiologist.pk)
     clauses, facility_ids = [], set()
     for facility, grants in _licensed_grants(reader, at) if reader else []:
         shifts = [

@@ -333,9 +333,14 @@ class Study(models.Model):
                 condition=ON_WORKLIST,
                 name="study_worklist_facility_idx",
             ),
-            # "the studies I hold": a handful of entries per reader
+            # "the studies I hold": a handful of entries per reader. Held rows only: over every open
+            # study the planner took it for "unclaimed" (worklist_claimed_by IS NULL) too, misjudging
+            # that as rare, and walked every unclaimed open study of every facility for a reader's
+            # page (docs/worklist-fanout.md, third and fourth passes).
             models.Index(
-                fields=["worklist_claimed_by"], condition=ON_WORKLIST, name="study_worklist_held_idx"
+                fields=["worklist_claimed_by"],
+                condition=ON_WORKLIST & models.Q(worklist_claimed_by__isnull=False),
+                name="study_worklist_held_idx",
             ),
         ]
 

@@ -6,10 +6,10 @@ channel-layer messages that share it. The test settings use this backend because
 
 from __future__ import annotations
 
-from django.core.cache.backends.redis import RedisCache
+from radiology.process_cache import ProcessRedisCache
 
 
-class PrefixScopedRedisCache(RedisCache):
+class PrefixScopedRedisCache(ProcessRedisCache):
     def clear(self) -> bool:
         # make_key("*") is "<KEY_PREFIX>:<version>:*"; every version of this prefix is ours
         pattern = f"{self.key_prefix}:*"

@@ -20,6 +20,7 @@ from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 
 from accounts.roles import Role, has_role
 from credentialing.eligibility import (
+    LOAD_FACTS,
     FacilityFacts,
     ReasonCode,
     StudyFacts,
@@ -59,19 +60,24 @@ class WorklistParts:
     everything: bool = False
 
 
-def _conditions(user, at: datetime) -> tuple[Q | None, Q | None]:
-    """(what the user holds, the rest they may see) over the studies on worklists; None: nothing."""
+def _conditions(user, at: datetime, reader=LOAD_FACTS) -> tuple[Q | None, Q | None]:
+    """(what the user holds, the rest they may see) over the studies on worklists; None: nothing.
+    ``reader``: the user's facts if the caller loaded them (``readable_studies_q``)."""
     if user.is_superuser or has_role(user, Role.OPERATIONS, Role.MEDICAL_DIRECTOR):
         return None, Q()
     if has_role(user, Role.RADIOLOGIST):
         # What I hold (even if my shift just ended: I may finish it), else what I may claim now —
         # never a study someone else holds.
-        return Q(worklist_claimed_by=user), Q(worklist_claimed_by__isnull=True) & readable_studies_q(user, at)
+        readable = readable_studies_q(user, at, reader=reader)
+        return Q(worklist_claimed_by=user), Q(worklist_claimed_by__isnull=True) & readable
     return None, None
 
 
-def worklist_parts(user, *, at: datetime, filters: dict[str, str] | None = None) -> WorklistParts:
-    mine, others = _conditions(user, at)
+def worklist_parts(
+    user, *, at: datetime, filters: dict[str, str] | None = None, reader=LOAD_FACTS
+) -> WorklistParts:
+    """``reader``: the user's ``reader_facts``, when the caller has them (else loaded here)."""
+    mine, others = _conditions(user, at, reader)
     on_list = _filtered(Study.objects.filter(ON_WORKLIST), filters or {})
     return WorklistParts(
         held=on_list.filter(mine).order_by(*READING_ORDER) if mine is not None else Study.objects.none(),
@@ -95,6 +101,41 @@ def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -
         .annotate(mine_first=mine_first)
         .order_by("mine_first", *READING_ORDER)
     )
+
+
+class PartsIds:
+    """A reader's list as one sequence of ids for ``Paginator``, read the way the API reads it
+    (``WorklistPagination``): the held ids (a handful, loaded once), then a slice of the others'
+    ids — never one query over "held OR eligible", whose plan walked every unclaimed open study of
+    every facility (docs/worklist-fanout.md, fourth pass). ``len`` is the count the caller knows
+    (the per-priority counts); the paginator must not ask."""
+
+    def __init__(self, held: list[int], others: QuerySet[Study], count: int):
+        self.held, self.others, self.count = held, others, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, part: slice) -> list[int]:
+        start, stop = part.start or 0, self.count if part.stop is None else part.stop
+        ids = self.held[start:stop]
+        rest = stop - start - len(ids)
+        if rest > 0:
+            after = max(0, start - len(self.held))
+            ids = ids + list(self.others.values_list("pk", flat=True)[after : after + rest])
+        return ids
+
+
+def reader_list(parts: WorklistParts) -> tuple[PartsIds, dict[str, int]]:
+    """A reader's list as ids to page over and its per-priority counts, from its two parts: the
+    held studies' ids and ranks (one query on the held index), the others counted by rank (one
+    query on the facility index). The page's slice of the others is one more query, when paged."""
+    held = list(parts.held.values_list("pk", "priority_rank"))
+    counts = worklist_counts(parts.others)
+    ranks = list(PriorityClass)
+    for _pk, rank in held:
+        counts[ranks[rank].value] += 1
+    return PartsIds([pk for pk, _rank in held], parts.others, sum(counts.values())), counts
 
 
 def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Study]:
@@ -140,11 +181,14 @@ class FacilityStanding:
         return not self.reasons
 
 
-def reader_standing(user, *, at: datetime, facility_code: str = "") -> list[FacilityStanding]:
+def reader_standing(
+    user, *, at: datetime, facility_code: str = "", reader=LOAD_FACTS
+) -> list[FacilityStanding]:
     """For an empty worklist: at each facility where the reader holds (or held) privileges — or only
     the one filtered on — what keeps them from reading there now (licence, privileges, shift), in the
     eligibility engine's own words. Empty reasons: eligible there; there is simply nothing to read."""
-    reader = reader_facts([user.pk], shifts_from=at).get(user.pk)
+    if reader is LOAD_FACTS:
+        reader = reader_facts([user.pk], shifts_from=at).get(user.pk)
     if reader is None:
         return []
     # only facilities with the reader's own privilege records: a filter on any other code must not

@@ -3,8 +3,9 @@
 Both are a full page plus an HTMX partial of the live part (counts, rows, pagination). The page
 applies the rows ``/ws/worklist/`` pushes to it (``worklist.broadcast``, rendered by the same row
 templates, ``worklist.rows``) and re-fetches the partial only to resync (socket opened, a shift
-boundary, every few minutes). What a page lists is always ``worklist.selectors.worklist_for(
-request.user, …)`` — the one permission filter — and a pushed row goes only to readers eligible now.
+boundary, every few minutes). What a page lists is always ``worklist.selectors`` (``worklist_parts``
+for a reader, ``worklist_for`` for the desk: the same permission filter) and a pushed row goes only
+to readers eligible now.
 
 Claims and releases go to the REST API (``/api/v1/worklist/<id>/claim/``) with the session's CSRF
 token: one code path for checks, answers and events."""
@@ -24,6 +25,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.decorators import refuse
 from accounts.roles import Role, has_role
+from credentialing.eligibility import reader_facts
 from credentialing.models import Subspecialty
 from facilities.models import PriorityClass
 from facilities.selectors import facilities_visible_to
@@ -51,10 +53,12 @@ from worklist.rows import rows_decorate, rows_for_reader
 from worklist.selectors import (
     WORKLIST_RELATED,
     coverage_for,
+    reader_list,
     reader_standing,
     reassign_candidates,
     worklist_counts,
     worklist_for,
+    worklist_parts,
 )
 
 FILTERS = ("facility", "modality", "subspecialty", "priority")
@@ -70,19 +74,23 @@ READER_RESYNC_SECONDS = 300
 OPERATIONS_RESYNC_SECONDS = 60
 
 
-def reader_resync_seconds(user, at: datetime) -> int:
+def reader_resync_seconds(user, at: datetime, shifts=None) -> int:
     """Seconds until the reader's page should resync: just after their next shift boundary (their
-    list changes then without any study event), at most ``READER_RESYNC_SECONDS``."""
-    horizon = at + timedelta(seconds=READER_RESYNC_SECONDS)
-    edges = [
-        edge
-        for start, end in Shift.objects.filter(
-            radiologist=user, starts_at__lt=horizon, ends_at__gt=at
-        ).values_list("starts_at", "ends_at")
-        for edge in (start, end)
-        if at < edge < horizon
-    ]
+    list changes then without any study event), at most ``READER_RESYNC_SECONDS``. ``shifts``: their
+    shifts overlapping the next ``READER_RESYNC_SECONDS`` (``reader_facts``'s), when already loaded."""
+    horizon = resync_horizon(at)
+    if shifts is None:
+        shifts = Shift.objects.filter(radiologist=user, starts_at__lt=horizon, ends_at__gt=at).values_list(
+            "starts_at", "ends_at"
+        )
+    else:
+        shifts = [(s.starts_at, s.ends_at) for s in shifts]
+    edges = [edge for start, end in shifts for edge in (start, end) if at < edge < horizon]
     return int((min(edges) - at).total_seconds()) + 2 if edges else READER_RESYNC_SECONDS
+
+
+def resync_horizon(at: datetime) -> datetime:
+    return at + timedelta(seconds=READER_RESYNC_SECONDS)
 
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
@@ -115,10 +123,11 @@ def _filter_choices(user) -> dict:
     }
 
 
-def _page_ids(studies, request: HttpRequest, size: int, count: int) -> Page:
-    """The page's ids (read from the worklist index; ``count``: the list's length, known from its
-    per-priority counts, so the paginator does not count again)."""
-    paginator = Paginator(studies.values_list("pk", flat=True), size)
+def _page_ids(ids, request: HttpRequest, size: int, count: int) -> Page:
+    """The page's ids (``ids``: a sliceable sequence of them — a queryset's ids, or a reader's
+    ``PartsIds``; ``count``: the list's length, known from its per-priority counts, so the paginator
+    does not count again)."""
+    paginator = Paginator(ids, size)
     paginator.count = count  # a cached_property: set, it is not asked of the database
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
@@ -128,13 +137,13 @@ def _page_ids(studies, request: HttpRequest, size: int, count: int) -> Page:
 def _page(studies, request: HttpRequest, size: int, count: int) -> Page:
     # The page's ids first, then its rows with their relations: joining them onto every study of
     # the list before the sort costs a lookup per study.
-    page = _page_ids(studies, request, size, count)
+    page = _page_ids(studies.values_list("pk", flat=True), request, size, count)
     rows = Study.objects.select_related(*WORKLIST_RELATED).in_bulk(page.object_list)
     page.object_list = [rows[pk] for pk in page.object_list if pk in rows]
     return page
 
 
-def _live_context(request: HttpRequest, *, at: datetime, studies) -> dict:
+def _live_context(request: HttpRequest, *, at: datetime, counts: dict[str, int]) -> dict:
     """What both pages' live parts show besides their rows: filters, per-priority counts, the query."""
     filters = _filters(request.GET)
     query = request.GET.copy()
@@ -143,7 +152,7 @@ def _live_context(request: HttpRequest, *, at: datetime, studies) -> dict:
         "now": at,
         "filters": filters,
         "filtered": any(filters.values()),
-        "counts": worklist_counts(studies),
+        "counts": counts,
         "query": query.urlencode(),
         "sla_shares": {"warning": SLA_WARNING_SHARE, "critical": SLA_CRITICAL_SHARE},
     }
@@ -154,9 +163,15 @@ def _live_context(request: HttpRequest, *, at: datetime, studies) -> dict:
 
 def _reader_context(request: HttpRequest) -> dict:
     at = timezone.now()
-    studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
-    context = _live_context(request, at=at, studies=studies)
-    page = _page_ids(studies, request, READER_PAGE_SIZE, sum(context["counts"].values()))
+    # the reader's facts once, with the shifts up to the resync horizon: the list's filter and the
+    # next shift boundary both come from them (only shifts covering ``at`` count for the filter)
+    user = request.user
+    reader = reader_facts([user.pk], shifts_from=at, shifts_until=resync_horizon(at)).get(user.pk)
+    # held, then the others, as the API reads them (never one query over "held OR eligible")
+    parts = worklist_parts(request.user, at=at, filters=_filters(request.GET), reader=reader)
+    ids, counts = reader_list(parts)
+    context = _live_context(request, at=at, counts=counts)
+    page = _page_ids(ids, request, READER_PAGE_SIZE, len(ids))
     # plain values, one query: model instances with five relations were a third of the page's CPU
     page.object_list = rows_for_reader(page.object_list, viewer_id=request.user.pk, at=at)
     context["page"], context["studies"] = page, page.object_list
@@ -168,10 +183,10 @@ def _reader_context(request: HttpRequest) -> dict:
     if not context["studies"]:
         # say why it is empty, in the eligibility engine's words
         context["standings"] = reader_standing(
-            request.user, at=at, facility_code=context["filters"]["facility"]
+            request.user, at=at, facility_code=context["filters"]["facility"], reader=reader
         )
     context["rows_url"] = reverse("worklist:rows")
-    context["resync_seconds"] = reader_resync_seconds(request.user, at)
+    context["resync_seconds"] = reader_resync_seconds(request.user, at, reader.shifts if reader else ())
     # Peer reviews wait at the foot of the list: low priority, never mixed with clinical reads.
     context["peer_reviews"] = reviews_assigned_to(request.user).count()
     return context
@@ -208,7 +223,7 @@ def reader_rows(request: HttpRequest) -> HttpResponse:
 def _operations_context(request: HttpRequest) -> dict:
     at = timezone.now()
     studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
-    context = _live_context(request, at=at, studies=studies)
+    context = _live_context(request, at=at, counts=worklist_counts(studies))
     context["page"] = _page(studies, request, OPERATIONS_PAGE_SIZE, sum(context["counts"].values()))
     studies = context["studies"] = rows_decorate(list(context["page"].object_list), viewer_id=None, at=at)
     unclaimed = [s for s in studies if not s.worklist_claimed_by_id]

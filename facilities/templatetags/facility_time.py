@@ -39,6 +39,11 @@ def zone_due(value: datetime | None, zone: ZoneInfo):
     return _time_html(value, due_text(value, zone, at=timezone.now()))
 
 
+def time_html(value: datetime, text: str) -> SafeString:
+    """``<time>`` of an instant with the text already worked out (a worklist row has its due text)."""
+    return _time_html(value, text)
+
+
 def _time_html(value: datetime, text: str) -> SafeString:
     # format_html's lazy-aware escaping, by hand: a worklist page writes two of these per row
     utc = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

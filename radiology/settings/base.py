@@ -202,7 +202,9 @@ CHANNEL_REDIS_SOCKET_TIMEOUT = 15  # seconds; more than channels-redis's 5 s blo
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache, with one connection pool per process rather than per request
+            # (radiology/process_cache.py: a new connection per request was ~30 % of a web worker)
+            "BACKEND": "radiology.process_cache.ProcessRedisCache",
             "LOCATION": REDIS_URL,
             # several installs (or test workers) on one Redis database keep their keys apart
             "KEY_PREFIX": env.str("READROOM_CACHE_KEY_PREFIX", default=""),

@@ -190,9 +190,10 @@ def test_operations_rows_cost_the_same_queries_for_3_rows_or_12(client, ops_omar
 
 
 # What a reader's rows partial (and its full page) may cost whatever the rows: the session, its user,
-# OTP device and groups; the reader's facts (one query); the page's ids, its rows (plain values with
-# their relations' columns) and the per-priority counts (which also give the paginator its count);
-# the shift boundary and the peer reviews: 10 (11 with an unclaimed stroke on the page: its
+# OTP device and groups; the reader's facts (one query, which also gives the next shift boundary);
+# the held ids, the others' per-priority counts (which also give the paginator its count), the
+# others' ids on the page, its rows (plain values with their relations' columns) and the peer
+# reviews: 10 (11 with an unclaimed stroke on the page: its
 # acknowledgements). A query per row shows as more. The full page adds its filters' choices (the
 # facilities the reader may see — their facts once more — and the subspecialties): 13.
 READER_ROWS_QUERIES = {"/worklist/rows/": 10, "/worklist/": 13}
@@ -287,3 +288,53 @@ def test_the_browser_ticks_with_the_escalation_thresholds(verified_client, neuro
 
     html = verified_client(neuro_reader).get("/worklist/rows/").content.decode()
     assert f'data-sla-warning="{SLA_WARNING_SHARE}" data-sla-critical="{SLA_CRITICAL_SHARE}"' in html
+
+
+def test_a_readers_page_resyncs_just_after_their_next_shift_boundary(verified_client, dr_neuro_il, chicago):
+    # given a reader whose shift ends in four minutes, and their next one starting in two
+    import re
+
+    make_eligible(dr_neuro_il, chicago, shift_hours=0)
+    now = timezone.now()
+    Shift.objects.filter(radiologist=dr_neuro_il).update(ends_at=now + timedelta(minutes=4))
+    Shift.objects.create(
+        radiologist=dr_neuro_il, starts_at=now + timedelta(minutes=2), ends_at=now + timedelta(hours=3)
+    )
+    client = verified_client(dr_neuro_il)
+
+    def resync_seconds() -> int:
+        html = client.get("/worklist/rows/").content.decode()
+        return int(re.search(r'data-resync-seconds="(\d+)"', html).group(1))
+
+    # then the page resyncs just after the next one starts (a shift not yet covering now: the facts
+    # are read with the shifts up to the resync horizon)
+    assert 100 <= resync_seconds() <= 122
+    # and with no boundary in the next five minutes, after the usual five
+    Shift.objects.filter(radiologist=dr_neuro_il, starts_at__gt=now).delete()
+    Shift.objects.filter(radiologist=dr_neuro_il).update(
+        starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=2)
+    )
+    assert resync_seconds() == 300
+
+
+def test_a_readers_pages_list_the_held_studies_then_the_others_once_each(
+    verified_client, neuro_reader, chicago, monkeypatch
+):
+    # given pages of two rows, a reader holding one study and offered four more
+    import worklist.views
+
+    monkeypatch.setattr(worklist.views, "READER_PAGE_SIZE", 2)
+    now = timezone.now()
+    offered = [routed(chicago, code="70450", completed_at=now) for _ in range(5)]
+    held = offered.pop()
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    client = verified_client(neuro_reader)
+    pages = [row_ids(client.get(f"/worklist/rows/?page={n}")) for n in (1, 2, 3)]
+    # then the held study comes first, then the others in reading order, each once, none twice
+    assert pages[0][0] == held.pk
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert sorted(pk for p in pages for pk in p) == sorted([held.pk, *(s.pk for s in offered)])
+    # and a page past the end shows the last one; the count is the whole list
+    last = client.get("/worklist/rows/?page=9")
+    assert row_ids(last) == pages[2]
+    assert "Page 3 of 3 · 5 studies" in last.content.decode()
