@@ -142,12 +142,26 @@ def peer_process(children: list[int], port: int, client_port: int) -> int:
 
 @contextlib.contextmanager
 def stopped(pid: int):
-    """SIGSTOP: the process accepts nothing until SIGCONT (so the other child must serve)."""
+    """SIGSTOP: the process accepts nothing until SIGCONT (so the other child must serve). Returns
+    once every thread of it is stopped, not when kill() returns: the kernel wakes one thread for the
+    signal, and only when that thread next runs does it stop the others. Until then they run on,
+    and on a loaded machine the child's accepting thread took the connection the test opened next,
+    then stopped holding it: the other child never saw it and the SCU's ACSE timeout ran out (the
+    flaky "replacement never answered the A-ASSOCIATE-RQ", docs/ingest.md)."""
     os.kill(pid, signal.SIGSTOP)
     try:
+        wait_until(lambda: _every_thread_stopped(pid), timeout=10, message=f"pid {pid} did not stop")
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def _every_thread_stopped(pid: int) -> bool:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in "TtZX" for state in states)  # stopped (or gone)
 
 
 def _scu_association(port: int):
