@@ -160,7 +160,11 @@ class Supervisor:
                 self.on_child_died(pid)
             except Exception:  # the database down, say: supervising goes on, the next start sweeps
                 log.exception("%s: clean-up after child pid %d failed", self.name, pid)
-        connections.close_all()
+        # the pool too, not only the session: a Django pool (READROOM_DB_POOL_MAX_SIZE in a shared
+        # environment file) keeps a scheduler and three worker threads, which the parent otherwise
+        # kept until its next fork (seen: 5 threads between a death and the next one). Forking is
+        # safe either way (released again before each fork), but an idle parent now holds no thread.
+        _database_release_before_fork()
 
     def _wait_seconds(self) -> float:
         waiting = [slot.start_at for slot in self._slots if not slot.pid]

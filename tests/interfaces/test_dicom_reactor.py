@@ -7,16 +7,23 @@ pynetdicom's, byte for byte."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
+from io import BytesIO
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pynetdicom import AE, Association
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from imaging.models import Instance
 from interfaces.dicom import reactor
+from interfaces.dicom.scp import storage_scp
 from interfaces.models import DicomAssociation
+from interfaces.supervisor import listening_socket
 from tests.interfaces.test_dicom_edges import scp_running
 from tests.interfaces.test_dicom_scp import write_series
 from tests.net import wait_until
@@ -135,6 +142,125 @@ def test_the_switch_off_keeps_pynetdicoms_reactors(chicago_interfaces, settings)
         assert type(accepted) is Association
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
+
+
+# --- a request already waiting in the socket when the association starts --------------------------
+# A raw client, so the bytes' timing is the test's, not an SCU's: the A-ASSOCIATE-RQ is in the
+# connection's receive buffer before any server exists to accept it (as when a replacement child
+# starts with connections queued on the shared socket). IDLE_WAIT is raised to 30 s, so a wake-up
+# that was lost — select() waiting for new data while the request sits in the socket or the queues —
+# would hold the answer for 30 s instead of 50 ms: every answer is required within 3 s.
+
+A_ASSOCIATE_AC, P_DATA_TF, A_RELEASE_RP = 0x02, 0x04, 0x06
+A_RELEASE_RQ = struct.pack(">BBLL", 0x05, 0, 4, 0)
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        got = sock.recv(size - len(data))
+        assert got, f"connection closed after {len(data)} of {size} bytes"
+        data += got
+    return bytes(data)
+
+
+def _pdu(sock: socket.socket) -> tuple[int, bytes]:
+    kind, _, length = struct.unpack(">BBL", _exactly(sock, 6))
+    return kind, _exactly(sock, length)
+
+
+def _association_request(calling: str) -> bytes:
+    """pynetdicom's own A-ASSOCIATE-RQ (Verification, presentation context 1), as an SCU sends it,
+    caught by a socket that reads it and hangs up."""
+    caught: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as catcher:
+
+        def catch() -> None:
+            conn, _ = catcher.accept()
+            with conn:
+                header = _exactly(conn, 6)
+                caught.append(header + _exactly(conn, struct.unpack(">L", header[2:])[0]))
+
+        thread = threading.Thread(target=catch)
+        thread.start()
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(Verification)
+        ae.acse_timeout = 2
+        ae.associate("127.0.0.1", catcher.getsockname()[1], ae_title="READROOM")
+        thread.join(5)
+    assert caught and caught[0][0] == 0x01
+    return caught[0]
+
+
+def _echo_request(message_id: int) -> bytes:
+    """A P-DATA-TF with one C-ECHO-RQ command (implicit VR little endian, context 1, last fragment)."""
+    command = Dataset()
+    command.AffectedSOPClassUID = Verification
+    command.CommandField = 0x0030
+    command.MessageID = message_id
+    command.CommandDataSetType = 0x0101
+    body = _implicit_le(command)
+    group = struct.pack("<HHLL", 0x0000, 0x0000, 4, len(body)) + body
+    pdv = struct.pack(">LBB", len(group) + 2, 1, 0x03) + group
+    return struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv
+
+
+def _implicit_le(ds: Dataset) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def _status(p_data: bytes) -> int:
+    command = read_dataset(BytesIO(p_data[6:]), is_implicit_VR=True, is_little_endian=True)
+    return command.Status
+
+
+@pytest.mark.parametrize("wake", [True, False], ids=["patched", "pynetdicoms"])
+def test_a_request_already_in_the_socket_when_the_association_starts_is_answered_at_once(
+    chicago_interfaces, monkeypatch, settings, wake
+):
+    settings.READROOM_DICOM_REACTOR_WAKE = wake  # pynetdicom's polling reactors: the comparison
+    monkeypatch.setattr(reactor, "IDLE_WAIT", 30.0)
+    request = _association_request("LAKESHORE_CT1")
+    shared = listening_socket("127.0.0.1", 0)  # the supervisor's socket: non-blocking, as children share it
+    port = shared.getsockname()[1]
+    try:
+        for round_ in range(8):
+            # given connections whose whole A-ASSOCIATE-RQ is sent before anything accepts them
+            # (one in two pieces: the header alone, then the rest)
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+            for n, client in enumerate(clients):
+                client.settimeout(3.0)
+                if n == 3:
+                    client.sendall(request[:6])
+                    client.sendall(request[6:])
+                else:
+                    client.sendall(request)
+            # when a server starts on the socket (as a forked child does)
+            server = storage_scp().start("127.0.0.1", 0, listening=shared.dup())
+            try:
+                for n, client in enumerate(clients):
+                    # then each is accepted, and answered well within the (raised) idle wait
+                    started = time.monotonic()
+                    assert _pdu(client)[0] == A_ASSOCIATE_AC, (round_, n)
+                    client.sendall(_echo_request(1))
+                    kind, body = _pdu(client)
+                    assert (kind, _status(body)) == (P_DATA_TF, 0x0000), (round_, n)
+                    client.sendall(A_RELEASE_RQ)
+                    assert _pdu(client)[0] == A_RELEASE_RP, (round_, n)
+                    assert time.monotonic() - started < 3.0
+            finally:
+                for client in clients:
+                    client.close()
+                wait_until(lambda s=server: not s.active_associations, timeout=5)
+                server.shutdown()
+                server.server_close()
+    finally:
+        shared.close()
 
 
 def test_a_pdu_is_read_whole_into_one_buffer_or_what_came_before_the_close():

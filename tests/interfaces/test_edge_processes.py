@@ -142,12 +142,60 @@ def peer_process(children: list[int], port: int, client_port: int) -> int:
 
 @contextlib.contextmanager
 def stopped(pid: int):
-    """SIGSTOP: the process accepts nothing until SIGCONT (so the other child must serve)."""
+    """SIGSTOP: the process accepts nothing until SIGCONT (so the other child must serve). Returns
+    once every thread of it is stopped, not when kill() returns: the kernel wakes one thread for the
+    signal, and only when that thread next runs does it stop the others. Until then they run on,
+    and on a loaded machine the child's accepting thread took the connection the test opened next,
+    then stopped holding it: the other child never saw it and the SCU's ACSE timeout ran out (the
+    flaky "replacement never answered the A-ASSOCIATE-RQ", docs/ingest.md)."""
     os.kill(pid, signal.SIGSTOP)
     try:
+        wait_until(lambda: _every_thread_stopped(pid), timeout=10, message=f"pid {pid} did not stop")
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def _every_thread_stopped(pid: int) -> bool:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in "TtZX" for state in states)  # stopped (or gone)
+
+
+_SPINNING = """
+import threading, time
+def spin():
+    while True:
+        pass
+for _ in range(4):
+    threading.Thread(target=spin, daemon=True).start()
+time.sleep(120)
+"""
+
+
+def _cpu_ticks(pid: int) -> int:
+    utime, stime = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[11:13]
+    return int(utime) + int(stime)
+
+
+def test_stopped_returns_once_no_thread_of_the_process_runs():
+    # given a process whose threads all run (as a child's accept, association and DUL threads may)
+    busy = subprocess.Popen([sys.executable, "-c", _SPINNING])
+    try:
+        wait_until(lambda: len(list(Path(f"/proc/{busy.pid}/task").iterdir())) == 5, timeout=10)
+        # when the test stops it / then from the moment stopped() yields nothing of it runs: every
+        # thread is stopped and its CPU time stands still (kill() alone returns before that)
+        with stopped(busy.pid):
+            assert _every_thread_stopped(busy.pid)
+            before = _cpu_ticks(busy.pid)
+            time.sleep(0.3)
+            assert _cpu_ticks(busy.pid) == before
+        wait_until(lambda: _cpu_ticks(busy.pid) > before, timeout=10, message="SIGCONT did not resume it")
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def _scu_association(port: int):
