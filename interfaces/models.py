@@ -32,8 +32,15 @@ class InboundMessage(models.Model):
     peer = models.CharField(max_length=64, blank=True)  # "ip:port" of the sender
     raw = models.BinaryField()  # exactly the bytes inside the MLLP frame
     size_bytes = models.PositiveIntegerField()
+    # no index of its own: inbound_facility_time_idx leads with it (every index is written by the
+    # listener before each ACK, docs/ingest.md "ACKs while applying")
     facility = models.ForeignKey(
-        Facility, null=True, blank=True, on_delete=models.PROTECT, related_name="inbound_messages"
+        Facility,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="inbound_messages",
+        db_index=False,
     )
     sending_application = models.CharField(max_length=180, blank=True)  # MSH-3
     sending_facility = models.CharField(max_length=180, blank=True)  # MSH-4
@@ -41,9 +48,11 @@ class InboundMessage(models.Model):
     message_type = models.CharField(max_length=32, blank=True)  # MSH-9, e.g. ORM^O01
     version = models.CharField(max_length=16, blank=True)  # MSH-12
     # sender + MSH-10 for accepted messages only: a resent message is stored again (we keep what
-    # we receive) but cannot take this key, so it is never applied twice.
-    dedupe_key = models.CharField(max_length=600, null=True, blank=True, unique=True)
-    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    # we receive) but cannot take this key, so it is never applied twice. Unique by a constraint
+    # (Meta), not ``unique=True``: that would add a second, LIKE-pattern index nothing reads.
+    dedupe_key = models.CharField(max_length=600, null=True, blank=True)  # noqa: DJ001 (NULL: no key)
+    # indexed where set only (Meta): nearly every row has none
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, db_index=False)
     status = models.CharField(max_length=16, choices=InboundStatus.choices, default=InboundStatus.RECEIVED)
     ack_code = models.CharField(max_length=2, blank=True)  # AA/AE/AR/CA/CE/CR; blank: none sent
     error_code = models.CharField(max_length=8, blank=True)  # HL7 table 0357
@@ -54,7 +63,12 @@ class InboundMessage(models.Model):
     # An operator's decision on a dead letter (reprocess or discard), who and why
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # indexed where set only (Meta)
     )
     resolution = models.CharField(max_length=300, blank=True)
     # A waiting AI result (status WAITING): the study it names, by Study Instance UID and/or accession
@@ -72,7 +86,19 @@ class InboundMessage(models.Model):
             models.Index(
                 fields=["facility"], condition=models.Q(status="waiting"), name="inbound_waiting_study_idx"
             ),
+            # the PROTECT / SET_NULL checks when a message or a user is deleted
+            models.Index(
+                fields=["duplicate_of"],
+                condition=models.Q(duplicate_of__isnull=False),
+                name="inbound_duplicate_of_idx",
+            ),
+            models.Index(
+                fields=["resolved_by"],
+                condition=models.Q(resolved_by__isnull=False),
+                name="inbound_resolved_by_idx",
+            ),
         ]
+        constraints = [models.UniqueConstraint(fields=["dedupe_key"], name="inbound_dedupe_key_uniq")]
 
     def __str__(self) -> str:
         return f"{self.message_type or '?'} {self.control_id or '(no MSH-10)'} [{self.status}]"

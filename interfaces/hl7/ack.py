@@ -10,9 +10,11 @@ an error adds ERR with a table 0357 code — ERR-3/ERR-4 from v2.5 on, ERR-1 bef
 
 from __future__ import annotations
 
+import functools
 import itertools
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 
@@ -85,8 +87,57 @@ def application_ack_wanted(header: Header, code: str) -> bool:
 
 
 def ack_control_id(now: datetime | None = None) -> str:
-    stamp = timezone.localtime(now or timezone.now()).strftime("%Y%m%d%H%M%S")
-    return f"RR{stamp}{next(_sequence) % 1_000_000:06d}"
+    return f"RR{_stamps(now)[0]}{next(_sequence) % 1_000_000:06d}"
+
+
+_stamp_cache: tuple[int, object, tuple[str, str]] | None = None
+
+
+def _stamps(now: datetime | None) -> tuple[str, str]:
+    """The local time as MSH-7 (``%Y%m%d%H%M%S``, then with ``%z``). Without ``now``, computed once
+    a second (the listener builds an ACK per frame: localtime and strftime were a tenth of it)."""
+    global _stamp_cache
+    if now is not None:
+        local = timezone.localtime(now)
+        return local.strftime("%Y%m%d%H%M%S"), local.strftime("%Y%m%d%H%M%S%z")
+    second, tz = int(time.time()), timezone.get_current_timezone()
+    cached = _stamp_cache
+    if cached is not None and cached[0] == second and cached[1] is tz:
+        return cached[2]
+    local = timezone.localtime(datetime.fromtimestamp(second, tz=UTC), tz)
+    stamps = (local.strftime("%Y%m%d%H%M%S"), local.strftime("%Y%m%d%H%M%S%z"))
+    _stamp_cache = (second, tz, stamps)
+    return stamps
+
+
+@functools.lru_cache(maxsize=512)
+def _msh_parts(
+    fs: str,
+    enc: str,
+    responder: tuple[str, str],
+    sending: tuple[str, str],
+    message_type: str,
+    processing_id: str,
+    version: str,
+    ack_types: tuple[str, str],
+    charset: str,
+) -> tuple[str, str, str]:
+    """The ACK's MSH around its two per-message fields (MSH-7 time, MSH-10 control id): the same for
+    every ACK to one sender, so built once (``build_ack``)."""
+    head = fs.join(
+        [
+            "MSH",
+            enc,
+            _escape(responder[0], fs, enc),
+            _escape(responder[1], fs, enc),
+            _escape(sending[0], fs, enc),
+            _escape(sending[1], fs, enc),
+            "",
+        ]
+    )
+    middle = fs.join(["", "", message_type, ""])
+    tail = fs.join(["", processing_id, version, "", "", ack_types[0], ack_types[1], "", charset])
+    return head, middle, tail
 
 
 def build_ack(
@@ -103,33 +154,27 @@ def build_ack(
 ) -> bytes:
     """Bytes of an ACK message (without MLLP framing). ``responder`` is MSH-3/MSH-4 of the ACK: we,
     unless something else answers (the demo's EMR simulator answers as the message's MSH-5/MSH-6).
-    ``ack_types`` is the ACK's own MSH-15/MSH-16 (an application ACK asks for an accept ACK)."""
+    ``ack_types`` is the ACK's own MSH-15/MSH-16 (an application ACK asks for an accept ACK).
+
+    MSH: MSH-3/4 the responder, MSH-5/6 the message's MSH-3/4, MSH-7 now, MSH-9 ``ack_message_type``,
+    MSH-10 a new control id, MSH-11/12 the message's (P and 2.5.1 when absent), MSH-15/16
+    ``ack_types``, MSH-18 the message's character set; trailing empty fields dropped."""
     h = header or DEFAULT_HEADER
     fs, enc = h.field_separator, h.encoding_characters
-    stamp = timezone.localtime(now or timezone.now()).strftime("%Y%m%d%H%M%S%z")
-    control_id = control_id or ack_control_id(now)
-    msh = fs.join(
-        [
-            "MSH",
-            enc,
-            _escape(responder[0], fs, enc),
-            _escape(responder[1], fs, enc),
-            _escape(h.sending_application, fs, enc),
-            _escape(h.sending_facility, fs, enc),
-            stamp,
-            "",
-            ack_message_type(h),
-            control_id,
-            h.processing_id or "P",
-            h.version or "2.5.1",
-            "",
-            "",
-            ack_types[0],
-            ack_types[1],
-            "",
-            h.charset,
-        ]
-    ).rstrip(fs)
+    short, stamp = _stamps(now)
+    control_id = control_id or f"RR{short}{next(_sequence) % 1_000_000:06d}"
+    head, middle, tail = _msh_parts(
+        fs,
+        enc,
+        responder,
+        (h.sending_application, h.sending_facility),
+        ack_message_type(h),
+        h.processing_id or "P",
+        h.version or "2.5.1",
+        ack_types,
+        h.charset,
+    )
+    msh = f"{head}{stamp}{middle}{control_id}{tail}".rstrip(fs)
     msa = fs.join(["MSA", code, _escape(h.control_id, fs, enc), _escape(error_text[:80], fs, enc)]).rstrip(fs)
     segments = [msh, msa]
     if error_code:

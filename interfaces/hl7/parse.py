@@ -326,10 +326,14 @@ def _split_get(segment: SplitSegment, field_num: int, rep: int, comp: int, sub: 
     if field_num >= len(segment):
         return ""
     value = segment[field_num]
+    rs, cs, ss = segment.repetition, segment.component, segment.subcomponent
+    if rs not in value and cs not in value and ss not in value:
+        # no separator below the field (most fields): what the splits below would give, without them
+        return value.strip() if rep == comp == sub == 1 else ""
     for separator, index in (
-        (segment.repetition, rep),
-        (segment.component, comp),
-        (segment.subcomponent, sub),
+        (rs, rep),
+        (cs, comp),
+        (ss, sub),
     ):
         parts = value.split(separator)
         if index > len(parts):
