@@ -219,6 +219,7 @@ def _paced_send(files: list[Path], *, port: int, called: str, rate: float) -> No
 
     datasets = [dcmread(path) for path in files]  # read before the clock: the pace is the scanner's
     ae = AE(ae_title=MODALITY_AE)
+    ae.dimse_timeout = 120  # a loaded machine's storescp may take its time; the answer still counts
     for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(sop_class)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -231,7 +232,7 @@ def _paced_send(files: list[Path], *, port: int, called: str, rate: float) -> No
         for k, ds in enumerate(datasets):
             if (wait := start + k / rate - time.perf_counter()) > 0:
                 time.sleep(wait)
-            status = assoc.send_c_store(ds)
+            status = assoc.send_c_store(ds, msg_id=k + 1)  # a modality numbers its messages
             if not status or status.Status != 0x0000:
                 raise RuntimeError(f"C-STORE of image {k}: {status}")
     finally:
