@@ -6,14 +6,18 @@ A real Orthanc plays the hospital PACS on loopback (with its DICOMweb plugin), l
 round is one deployment on a fresh copy of a migrated database (``hl7_listener``, a Celery worker,
 ``dicom_scp``), warmed up by an order for a patient the PACS holds nothing of. For each method
 (C-MOVE into the SCP, C-GET and WADO-RS into the worker) an ORM^O01 goes over MLLP; the clock starts
-at its ACK, when the modality also starts sending the current study (storescu into the SCP); it
-stops when every prior is retrieved (polled in the database) and the current study's last image is
-answered. The floor, interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS
-(files only), the same current study going by storescu into a storescp meanwhile. Target:
-ReadRoom ≤ 1.5 × the floor, and the priors all present before the current study is complete.
+at its ACK, when the modality also starts sending the current study into the SCP (storescu at
+loopback speed, or paced by ``--current-rate`` images/s after ``--current-delay`` s: a scanner
+sending as it reconstructs); it stops when every prior is retrieved (polled in the database) and the
+current study's last image is answered, noting when the newest prior was there. The floor,
+interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS (files only), newest
+first, the same current study at the same pace into a storescp meanwhile; every dcmtk process with
+TCP_NODELAY=1 (``--nagle-compare``: the floors without it too). Target: ReadRoom ≤ 1.5 × the floor,
+and the priors present before the current study is complete (the newest, and all).
 
     .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2]
-        [--current-slices N] [--methods c-move,c-get,dicomweb] [--smoke]
+        [--current-slices N] [--current-rate IMAGES_PER_S] [--current-delay S] [--nagle-compare]
+        [--methods c-move,c-get,dicomweb] [--smoke]
 """
 
 from __future__ import annotations
