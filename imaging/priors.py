@@ -116,14 +116,46 @@ def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, 
 
 
 def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> list[PriorFetch]:
-    for c in chosen:
-        PriorFetch.objects.get_or_create(
-            retrieval=retrieval, study_instance_uid=c.study_instance_uid,
-            defaults={"study_date": c.study_date, "modalities": "\\".join(c.modalities)[:64],
-                      "description": c.description[:64]},
-        )  # fmt: skip
-    PriorRetrieval.objects.filter(pk=retrieval.pk).update(status=RetrievalStatus.RUNNING)
-    return list(retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED))
+    """The priors this retrieval is to fetch now, claimed (RUNNING), newest first.
+
+    Planned under a lock on the patient row: a current study's first image is often indexed before
+    its order is applied, so the study's retrieval and the order's run at once (on two worker
+    children) with the same C-FIND answer. Without the lock both planned every prior and both moved
+    it (double work, and the reading screen counted each prior twice). With it, a prior that another
+    retrieval of the patient has pending, running or retrieved is left to that one, and one of this
+    retrieval's own not yet retrieved (a failed attempt the other has since taken up) is dropped: the
+    screen's line, which counts the patient's fetches, is then right for the order and the study."""
+    with transaction.atomic():
+        # the lock: the two plans of one patient run one after the other, each seeing the other's rows
+        list(Patient.objects.select_for_update().filter(pk=retrieval.patient_id).values_list("pk", flat=True))
+        taken = set(
+            PriorFetch.objects.filter(
+                retrieval__facility_id=retrieval.facility_id,
+                retrieval__patient_id=retrieval.patient_id,
+                status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING, RetrievalStatus.RETRIEVED),
+            )
+            .exclude(retrieval_id=retrieval.pk)
+            .values_list("study_instance_uid", flat=True)
+        )
+        retrieval.fetches.filter(study_instance_uid__in=taken).exclude(
+            status=RetrievalStatus.RETRIEVED
+        ).delete()
+        for c in chosen:
+            if c.study_instance_uid in taken:
+                continue
+            PriorFetch.objects.get_or_create(
+                retrieval=retrieval, study_instance_uid=c.study_instance_uid,
+                defaults={"study_date": c.study_date, "modalities": "\\".join(c.modalities)[:64],
+                          "description": c.description[:64]},
+            )  # fmt: skip
+        mine = list(
+            retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED).order_by("-study_date", "pk")
+        )  # newest first: the prior a reader compares with first is there first
+        PriorFetch.objects.filter(pk__in=[f.pk for f in mine]).update(status=RetrievalStatus.RUNNING)
+        for fetch in mine:
+            fetch.status = RetrievalStatus.RUNNING
+        PriorRetrieval.objects.filter(pk=retrieval.pk).update(status=RetrievalStatus.RUNNING)
+    return mine
 
 
 def prior_fetch_finish(fetch: PriorFetch, *, expected: int, failed: int, error: str = "") -> bool:

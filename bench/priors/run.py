@@ -6,14 +6,18 @@ A real Orthanc plays the hospital PACS on loopback (with its DICOMweb plugin), l
 round is one deployment on a fresh copy of a migrated database (``hl7_listener``, a Celery worker,
 ``dicom_scp``), warmed up by an order for a patient the PACS holds nothing of. For each method
 (C-MOVE into the SCP, C-GET and WADO-RS into the worker) an ORM^O01 goes over MLLP; the clock starts
-at its ACK, when the modality also starts sending the current study (storescu into the SCP); it
-stops when every prior is retrieved (polled in the database) and the current study's last image is
-answered. The floor, interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS
-(files only), the same current study going by storescu into a storescp meanwhile. Target:
-ReadRoom ≤ 1.5 × the floor, and the priors all present before the current study is complete.
+at its ACK, when the modality also starts sending the current study into the SCP (storescu at
+loopback speed, or paced by ``--current-rate`` images/s after ``--current-delay`` s: a scanner
+sending as it reconstructs); it stops when every prior is retrieved (polled in the database) and the
+current study's last image is answered, noting when the newest prior was there. The floor,
+interleaved: dcmtk ``movescu`` → ``storescp``, ``getscu``, ``curl`` of WADO-RS (files only), newest
+first, the same current study at the same pace into a storescp meanwhile; every dcmtk process with
+TCP_NODELAY=1 (``--nagle-compare``: the floors without it too). Target: ReadRoom ≤ 1.5 × the floor,
+and the priors present before the current study is complete (the newest, and all).
 
     .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2]
-        [--current-slices N] [--methods c-move,c-get,dicomweb] [--smoke]
+        [--current-slices N] [--current-rate IMAGES_PER_S] [--current-delay S] [--nagle-compare]
+        [--methods c-move,c-get,dicomweb] [--smoke]
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ METHODS = ("c-move", "c-get", "dicomweb")
 # patient's priors already here are never asked again.
 MRNS = {method: f"BENCH-PRIOR-{n + 1}" for n, method in enumerate(METHODS)}
 WARM_MRN = "BENCH-WARM-1"  # a patient the PACS holds nothing of: the warm-up order
+# dcmtk 3.6.7 leaves Nagle's algorithm on unless the environment says TCP_NODELAY=1 (dcmnet's
+# dul.cc / dulfsm.cc read it for every association; Orthanc gets it from bench.common too): without
+# it every C-STORE of storescu waits ≈ 40 ms for a delayed ACK. The floor is the fastest honest
+# dcmtk run, so every dcmtk process here has it; ``--nagle-compare`` also times the floors without.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+DCMTK_NAGLE_ENV = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
 
 
 def priors_load(pacs: dict, *, mrn: str, seed: int, priors: int, slices: int) -> list[str]:
@@ -164,38 +174,81 @@ def _wait_rows(env: dict, table: str, where: str, count: int, timeout: float = 9
 
 @dataclasses.dataclass
 class Sending:
-    """The modality's storescu of the current study; ``ended``: when its last image was answered."""
+    """The modality's sending of the current study; ``ended``: when its last image was answered."""
 
-    process: subprocess.Popen
     ended: float | None = None
-    stderr: bytes = b""
+    error: str = ""
 
 
-def modality_send(files: list[Path], *, port: int, called: str) -> Sending:
-    """The scanner sends the current study (dcmtk storescu, one association, as a modality does); a
-    thread notes the moment it ends, however late anyone looks."""
-    sending = Sending(
-        subprocess.Popen(
-            ["storescu", "-aet", MODALITY_AE, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-    )
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """How the modality sends the current study: ``rate`` images/s (0: as fast as the SCP answers,
+    dcmtk storescu) after ``delay`` s from the ACK."""
 
-    def wait() -> None:
-        _, sending.stderr = sending.process.communicate()
+    rate: float = 0.0
+    delay: float = 0.0
+
+
+def modality_send(files: list[Path], *, port: int, called: str, pace: Pace = Pace()) -> Sending:
+    """The scanner sends the current study on one association, as a modality does: at loopback speed
+    by dcmtk storescu, or paced (``pace.rate``, a scanner sending as it reconstructs) by pynetdicom,
+    each image at its due time. A thread notes the moment the last is answered."""
+    sending = Sending()
+
+    def send() -> None:
+        try:
+            time.sleep(pace.delay)
+            if pace.rate:
+                _paced_send(files, port=port, called=called, rate=pace.rate)
+            else:
+                done = subprocess.run(
+                    ["storescu", "-aet", MODALITY_AE, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=DCMTK_ENV,
+                )  # fmt: skip
+                if done.returncode:
+                    raise RuntimeError(f"storescu failed: {done.stderr[-2000:]!r}")
+        except Exception as exc:  # reported by modality_done
+            sending.error = repr(exc)
         sending.ended = time.perf_counter()
 
-    threading.Thread(target=wait, daemon=True).start()
+    threading.Thread(target=send, daemon=True).start()
     return sending
+
+
+def _paced_send(files: list[Path], *, port: int, called: str, rate: float) -> None:
+    import socket
+
+    from pydicom import dcmread
+    from pynetdicom import AE
+
+    datasets = [dcmread(path) for path in files]  # read before the clock: the pace is the scanner's
+    ae = AE(ae_title=MODALITY_AE)
+    ae.dimse_timeout = 120  # a loaded machine's storescp may take its time; the answer still counts
+    for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        raise RuntimeError("the current study's association was refused")
+    # as storescu with TCP_NODELAY=1: the pace, not Nagle, sets when an image goes
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        start = time.perf_counter()
+        for k, ds in enumerate(datasets):
+            if (wait := start + k / rate - time.perf_counter()) > 0:
+                time.sleep(wait)
+            status = assoc.send_c_store(ds, msg_id=k + 1)  # a modality numbers its messages
+            if not status or status.Status != 0x0000:
+                raise RuntimeError(f"C-STORE of image {k}: {status}")
+    finally:
+        assoc.release()
 
 
 def modality_done(sending: Sending | None) -> float | None:
     """When the current study's last image was answered, or None: still sending."""
     if sending is None or sending.ended is None:
         return None
-    if sending.process.returncode != 0:
-        raise RuntimeError(f"storescu of the current study failed: {sending.stderr[-2000:]!r}")
+    if sending.error:
+        raise RuntimeError(f"sending the current study failed: {sending.error}")
     return sending.ended
 
 
@@ -243,8 +296,41 @@ def readroom_deployed(template: str, our_port: int, pacs: dict, count: int, *, c
         shutil.rmtree(store, ignore_errors=True)
 
 
+def _scalar(env: dict, sql: str) -> str:
+    database = env["DATABASE_URL"].rsplit("/", 1)[1]
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-tAc", sql],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def _latencies(env: dict, patient: str, acked_epoch: float) -> dict:
+    """Where the time from the ACK goes before the first prior image, from the rows' own clocks
+    (PostgreSQL's now() and the bench's time.time() read one machine clock): the order applied (a
+    task), the first ``priors_fetch`` started (its PriorRetrieval), the first prior instance in."""
+    row = _scalar(
+        env,
+        "SELECT extract(epoch FROM (SELECT min(created_at) FROM imaging_order WHERE " + patient + ")), "
+        "extract(epoch FROM (SELECT min(created_at) FROM imaging_priorretrieval WHERE " + patient + ")), "
+        "extract(epoch FROM (SELECT min(first_received_at) FROM imaging_study WHERE " + patient
+        + " AND prior_state <> '')), "
+        "(SELECT count(*) FROM imaging_priorretrieval WHERE " + patient + "), "
+        "(SELECT count(*) FROM imaging_priorfetch WHERE retrieval_id IN (SELECT id FROM imaging_priorretrieval"
+        " WHERE " + patient + "))",
+    )  # fmt: skip
+    order, asked, first, retrievals, fetches = row.split("|")
+    return {
+        "ACK→order applied s": float(order) - acked_epoch,
+        "ACK→priors asked s": float(asked) - acked_epoch,
+        "asked→1st prior image s": float(first) - float(asked),
+        "retrievals": int(retrievals),
+        "fetches": int(fetches),
+    }
+
+
 def readroom_fetch(method: str, n: int, *, deployment: Deployment, pacs: dict, count: int, files: int,
-                   current: list[Path]) -> dict:  # fmt: skip
+                   current: list[Path], newest: str, pace: Pace) -> dict:  # fmt: skip
     """One order's priors through the deployed processes: the clock starts at the ORM's ACK, the
     modality starts sending the current study (``current``) at that moment; stops when every prior
     is retrieved and the current study's last image was answered. CPU: the worker's (C-GET and
@@ -256,14 +342,19 @@ def readroom_fetch(method: str, n: int, *, deployment: Deployment, pacs: dict, c
     patient = f"patient_id = (SELECT id FROM imaging_patient WHERE mrn = '{mrn}')"
     instances = f"series_id IN (SELECT s.id FROM imaging_series s JOIN imaging_study t ON t.id = s.study_id WHERE t.{patient} AND t.prior_state = 'retrieved')"
     started = _acked(_order(mrn, n), deployment.hl7_port)
-    sending = modality_send(current, port=deployment.our_port, called=OUR_AE) if current else None
-    priors_done = current_done = None
+    acked_epoch = time.time() - (time.perf_counter() - started)
+    sending = modality_send(current, port=deployment.our_port, called=OUR_AE, pace=pace) if current else None
+    priors_done = current_done = newest_done = None
     deadline = time.monotonic() + 900
     while priors_done is None or (current and current_done is None):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{method}: priors or the current study not complete after 900 s")
         if current_done is None:
             current_done = modality_done(sending)
+        if newest_done is None and row_count(
+            env, "imaging_study", f"study_instance_uid = '{newest}' AND prior_state = 'retrieved'"
+        ):
+            newest_done = time.perf_counter()
         if (
             priors_done is None
             and row_count(env, "imaging_study", f"{patient} AND prior_state = 'retrieved'") >= count
@@ -280,16 +371,21 @@ def readroom_fetch(method: str, n: int, *, deployment: Deployment, pacs: dict, c
     assert failed == 0, f"{failed} prior(s) failed"
     assert indexed == files, f"{indexed} of {files} prior instances indexed"
     figures = {"seconds": priors_done - started, "instances/s": files / (priors_done - started)}
+    figures["newest prior s"] = (newest_done or priors_done) - started
     if current:
         figures["current complete s"] = current_done - started
         figures["priors first"] = "yes" if priors_done <= current_done else "NO"
+        figures["newest first"] = (
+            "yes" if figures["newest prior s"] <= figures["current complete s"] else "NO"
+        )
     figures["worker CPU ms/prior inst"] = cpu["worker"] * 1000 / files
     figures["SCP CPU s"] = cpu["scp"]
+    figures.update(_latencies(env, patient, acked_epoch))
     return figures
 
 
 @contextlib.contextmanager
-def floor_modality(current: list[Path]):
+def floor_modality(current: list[Path], pace: Pace = Pace()):
     """The floor's current study: the same files by storescu into a dcmtk storescp (files only),
     sent while the floor fetches the priors, as ReadRoom's runs receive theirs. Yields a callable:
     when its last image was answered (waits for it)."""
@@ -299,11 +395,11 @@ def floor_modality(current: list[Path]):
     out, port = Path(tempfile.mkdtemp(prefix="rr-bench-floor-current-")), free_port()
     storescp = subprocess.Popen(
         ["storescp", "-aet", "FLOOR_CUR", "-od", str(out), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV,
     )  # fmt: skip
     try:
         wait_for_port(port)
-        sending = modality_send(current, port=port, called="FLOOR_CUR")
+        sending = modality_send(current, port=port, called="FLOOR_CUR", pace=pace)
 
         def done() -> float:
             while (finished := modality_done(sending)) is None:
@@ -318,28 +414,32 @@ def floor_modality(current: list[Path]):
 
 
 def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, files: int,
-                current: list[Path]) -> dict:  # fmt: skip
-    """The floor: movescu → storescp (or getscu), one association per study, as ReadRoom does."""
+                current: list[Path], pace: Pace, nagle: bool = False) -> dict:  # fmt: skip
+    """The floor: movescu → storescp (or getscu), one association per study, newest first, as
+    ReadRoom does; its dcmtk processes with TCP_NODELAY=1 (``nagle``: without, for comparison)."""
+    env = DCMTK_NAGLE_ENV if nagle else DCMTK_ENV
     out = Path(tempfile.mkdtemp(prefix="rr-bench-floor-"))
     storescp = None
     if method == "c-move":
         storescp = subprocess.Popen(
             ["storescp", "-aet", FLOOR_AE, "-od", str(out), str(floor_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         wait_for_port(floor_port)
+    newest = None
     try:
         started = time.perf_counter()
-        with floor_modality(current) as current_done:
-            for uid in uids:
+        with floor_modality(current, pace) as current_done:
+            for uid in reversed(uids):  # loaded oldest first: the newest prior first
                 keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}"]
                 if method == "c-move":
                     command = ["movescu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-aem", FLOOR_AE, *keys]
                 else:
                     command = ["getscu", "-S", "-aet", "BENCH", "-aec", PACS_AE, "-od", str(out), *keys]
                 subprocess.run(
-                    [*command, "127.0.0.1", str(pacs["dicom_port"])], check=True, capture_output=True
+                    [*command, "127.0.0.1", str(pacs["dicom_port"])], check=True, capture_output=True, env=env
                 )
+                newest = newest or time.perf_counter() - started
             elapsed = time.perf_counter() - started
             current_at = current_done()
         received = sum(1 for p in out.rglob("*") if p.is_file())
@@ -349,33 +449,35 @@ def dcmtk_fetch(method: str, *, pacs: dict, uids: list[str], floor_port: int, fi
             storescp.wait(10)
         shutil.rmtree(out, ignore_errors=True)
     assert received == files, f"{received} of {files} instances received by dcmtk"
-    return _floor_figures(elapsed, files, current_at and current_at - started)
+    return _floor_figures(elapsed, files, current_at and current_at - started, newest)
 
 
-def curl_fetch(*, pacs: dict, uids: list[str], files: int, current: list[Path]) -> dict:
+def curl_fetch(*, pacs: dict, uids: list[str], files: int, current: list[Path], pace: Pace) -> dict:
     """The DICOMweb floor: each study's WADO-RS answer into one file by curl (nothing parsed, stored
     or indexed), one request per study, as ReadRoom does."""
     out = Path(tempfile.mkdtemp(prefix="rr-bench-curl-"))
     accept = 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*'
+    newest = None
     try:
         started = time.perf_counter()
-        with floor_modality(current) as current_done:
-            for n, uid in enumerate(uids):
+        with floor_modality(current, pace) as current_done:
+            for n, uid in enumerate(reversed(uids)):  # newest first
                 url = f"{pacs['dicomweb']}/studies/{uid}"
                 subprocess.run(
                     ["curl", "-sSf", "-H", accept, "-o", str(out / f"{n}.multipart"), url], check=True
                 )
+                newest = newest or time.perf_counter() - started
             elapsed = time.perf_counter() - started
             current_at = current_done()
         parts = sum(p.read_bytes().count(b"Content-Type: application/dicom") for p in out.iterdir())
     finally:
         shutil.rmtree(out, ignore_errors=True)
     assert parts == files, f"{parts} of {files} instances in curl's WADO-RS answers"
-    return _floor_figures(elapsed, files, current_at and current_at - started)
+    return _floor_figures(elapsed, files, current_at and current_at - started, newest)
 
 
-def _floor_figures(elapsed: float, files: int, current_seconds: float | None) -> dict:
-    figures = {"seconds": elapsed, "instances/s": files / elapsed}
+def _floor_figures(elapsed: float, files: int, current_seconds: float | None, newest: float | None) -> dict:
+    figures = {"seconds": elapsed, "instances/s": files / elapsed, "newest prior s": newest or elapsed}
     if current_seconds is not None:
         figures["current complete s"] = current_seconds
     return figures
@@ -393,7 +495,21 @@ def main() -> None:
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="which of c-move,c-get,dicomweb (each with its floor)"
     )
+    parser.add_argument(
+        "--current-rate", type=float, default=0.0, metavar="IMAGES_PER_S",
+        help="the modality sends the current study at this pace (a scanner sending as it reconstructs;"
+        " 0: as fast as the SCP answers, dcmtk storescu)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--current-delay", type=float, default=0.0, metavar="S",
+        help="the current study's first image this long after the ACK (the patient on the table)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nagle-compare", action="store_true",
+        help="also time the dcmtk floors without TCP_NODELAY (dcmtk's default: Nagle's algorithm on)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.pace = Pace(args.current_rate, args.current_delay)
     methods = args.method_list = tuple(m for m in METHODS if m in args.methods.split(","))
     if args.smoke:
         args.priors, args.slices, args.rounds = 2, 4, 1
@@ -421,11 +537,17 @@ def main() -> None:
                     for k, method in enumerate(METHODS)
                     if method in methods
                 }  # fmt: skip
+                how = (
+                    f"at {args.current_rate:g} images/s (pynetdicom, one association)"
+                    if args.current_rate
+                    else "by storescu at loopback speed"
+                )
                 print(
                     f"bench/priors: {args.priors} prior CT(s) of {args.slices} x 512x512 from Orthanc (the PACS)"
                     f" on loopback, {files} instances a patient (loaded in {time.perf_counter() - loading:.0f} s);"
-                    f" the current study {current_slices} x 512x512 by storescu from the ACK on;"
-                    f" {args.rounds} round(s), interleaved; ReadRoom timed from the ORM ACK"
+                    f" the current study {current_slices} x 512x512 {how}, {args.current_delay:g} s after"
+                    f" the ACK; {args.rounds} round(s), interleaved; ReadRoom timed from the ORM ACK;"
+                    " dcmtk with TCP_NODELAY=1"
                 )
                 uptime_print("start")
                 return uids, current
@@ -465,29 +587,39 @@ def _rounds(args, template, pacs, loaded: Future, our_port, floor_port, files) -
         print(f"  round {round_ + 1} of {args.rounds}", flush=True)
         with readroom_deployed(template, our_port, pacs, args.priors, copy=args.rounds > 1) as deployment:
             uids, current = loaded.result()
-            runs = _round_runs(deployment, uids, current, args.priors, floor_port, common)
-            runs = {name: run for name, run in runs.items() if name in _names(args.method_list)}
+            runs = _round_runs(deployment, uids, current, args.priors, floor_port, common, args.pace)
+            names = _names(args.method_list, nagle=args.nagle_compare)
+            runs = {name: run for name, run in runs.items() if name in names}
             for name, rounds in interleaved(runs, 1).items():
                 results.setdefault(name, []).extend(rounds)
     return results
 
 
-def _round_runs(deployment, uids: dict, current: dict, count: int, floor_port: int, common: dict) -> dict:
-    """One round's runs, in the order they alternate: each ReadRoom method, then its floor."""
-    ours = {"deployment": deployment, "count": count, **common}
-    runs = {
-        "ReadRoom C-MOVE": lambda: readroom_fetch("c-move", 1, current=current["c-move"], **ours),
-        "movescu→storescp": lambda: dcmtk_fetch(
-            "c-move", uids=uids["c-move"], floor_port=floor_port, current=current["c-move"], **common
+def _round_runs(
+    deployment, uids: dict, current: dict, count: int, floor_port: int, common: dict, pace: Pace
+) -> dict:
+    """One round's runs, in the order they alternate: each ReadRoom method, then its floor(s)."""
+    ours = {"deployment": deployment, "count": count, "pace": pace, **common}
+    floors = {"floor_port": floor_port, "pace": pace, **common}
+
+    def mine(method: str, n: int):
+        return lambda: readroom_fetch(method, n, current=current[method], newest=uids[method][-1], **ours)
+
+    def dcmtk(method: str, nagle: bool = False):
+        return lambda: dcmtk_fetch(method, uids=uids[method], current=current[method], nagle=nagle, **floors)
+
+    return {
+        "ReadRoom C-MOVE": mine("c-move", 1),
+        "movescu→storescp": dcmtk("c-move"),
+        "movescu (Nagle)": dcmtk("c-move", nagle=True),
+        "ReadRoom C-GET": mine("c-get", 2),
+        "getscu": dcmtk("c-get"),
+        "getscu (Nagle)": dcmtk("c-get", nagle=True),
+        "ReadRoom DICOMweb": mine("dicomweb", 3),
+        "curl WADO-RS": lambda: curl_fetch(
+            uids=uids["dicomweb"], current=current["dicomweb"], pace=pace, **common
         ),
-        "ReadRoom C-GET": lambda: readroom_fetch("c-get", 2, current=current["c-get"], **ours),
-        "getscu": lambda: dcmtk_fetch(
-            "c-get", uids=uids["c-get"], floor_port=floor_port, current=current["c-get"], **common
-        ),
-        "ReadRoom DICOMweb": lambda: readroom_fetch("dicomweb", 3, current=current["dicomweb"], **ours),
-        "curl WADO-RS": lambda: curl_fetch(uids=uids["dicomweb"], current=current["dicomweb"], **common),
     }
-    return runs
 
 
 PAIRS = {
@@ -495,10 +627,12 @@ PAIRS = {
     "c-get": ("ReadRoom C-GET", "getscu"),
     "dicomweb": ("ReadRoom DICOMweb", "curl WADO-RS"),
 }
+NAGLE = {"c-move": "movescu (Nagle)", "c-get": "getscu (Nagle)"}  # the floors as dcmtk runs by default
 
 
-def _names(methods: tuple[str, ...]) -> set[str]:
-    return {name for method in methods for name in PAIRS[method]}
+def _names(methods: tuple[str, ...], *, nagle: bool = False) -> set[str]:
+    names = {name for method in methods for name in PAIRS[method]}
+    return names | ({NAGLE[m] for m in methods if m in NAGLE} if nagle else set())
 
 
 def _report(results: dict[str, list[dict]], files: int, with_current: bool) -> None:
@@ -509,14 +643,38 @@ def _report(results: dict[str, list[dict]], files: int, with_current: bool) -> N
     for mine, floor in pairs:
         per_round = [a["seconds"] / b["seconds"] for a, b in zip(results[mine], results[floor], strict=True)]
         print(f"  ratio {mine}/{floor}  {', '.join(f'{r:.2f}' for r in per_round)}  (target <= 1.5)")
-    if with_current:
-        for mine, _floor in pairs:
-            rounds = results[mine]
-            times = ", ".join(f"{r['seconds']:.1f} s vs {r['current complete s']:.1f} s" for r in rounds)
-            verdict = "yes" if all(r["priors first"] == "yes" for r in rounds) else "NO"
+    for method, nagle in NAGLE.items():
+        mine, floor = PAIRS[method][0], PAIRS[method][1]
+        if nagle in results and mine in results:
+            per_round = [
+                a["seconds"] / b["seconds"] for a, b in zip(results[mine], results[nagle], strict=True)
+            ]
             print(
-                f"  priors before the current study complete, {mine}: {verdict}  (priors vs current: {times})"
+                f"  ratio {mine}/{nagle}  {', '.join(f'{r:.2f}' for r in per_round)}  (the floor without"
+                f" TCP_NODELAY; {floor} {statistics.mean(r['seconds'] for r in results[floor]):.2f} s vs"
+                f" {statistics.mean(r['seconds'] for r in results[nagle]):.2f} s, {files} instances)"
             )
+    for mine, _floor in pairs:
+        for r in results[mine]:
+            print(
+                f"  {mine}: ACK→order applied {r['ACK→order applied s']:.2f} s, ACK→priors asked"
+                f" {r['ACK→priors asked s']:.2f} s, asked→first prior image {r['asked→1st prior image s']:.2f} s;"
+                f" {r['retrievals']} retrieval(s), {r['fetches']} fetch(es)"
+            )
+    if with_current:
+        for mine, floor in pairs:
+            for name in (mine, floor):
+                rounds = results[name]
+                all_ = ", ".join(f"{r['seconds']:.1f} vs {r['current complete s']:.1f} s" for r in rounds)
+                newest = ", ".join(
+                    f"{r['newest prior s']:.1f} vs {r['current complete s']:.1f} s" for r in rounds
+                )
+                every = all(r["seconds"] <= r["current complete s"] for r in rounds)
+                first = all(r["newest prior s"] <= r["current complete s"] for r in rounds)
+                print(
+                    f"  before the current study is complete, {name}: newest prior {'yes' if first else 'NO'}"
+                    f" ({newest}); all priors {'yes' if every else 'NO'} ({all_})"
+                )
     uptime_print("end")
 
 

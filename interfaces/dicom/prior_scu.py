@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from facilities.models import Facility
-from imaging.models import Order, Patient, PriorFetch, RetrievalStatus, Study
+from imaging.models import Order, Patient, RetrievalStatus, Study
 from imaging.priors import (
     Candidate,
     SourceUnavailable,
@@ -219,8 +219,7 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
                 source, candidates, modalities=modalities, body_parts=parts,
                 today=timezone.localdate(timezone=facility.zone), exclude=exclude,
             )  # fmt: skip
-            for fetch in prior_fetches_plan(retrieval, chosen):
-                PriorFetch.objects.filter(pk=fetch.pk).update(status=RetrievalStatus.RUNNING)
+            for fetch in prior_fetches_plan(retrieval, chosen):  # claimed, newest first
                 try:
                     completed, failed, fetch_error = _retrieve(
                         source,

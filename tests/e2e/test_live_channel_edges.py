@@ -26,6 +26,7 @@ from tests.interfaces.conftest import (  # noqa: F401  (the real MLLP listener a
     _inbox_connection_reset,
     chicago_interfaces,
     dicom_scp,
+    dicom_scp_server,
     hl7_listener,
     image_store,
 )

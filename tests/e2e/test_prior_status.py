@@ -17,7 +17,12 @@ from imaging.models import PriorState, Study
 from interfaces.tasks import priors_fetch_task
 from tests.e2e.conftest import sign_in
 from tests.e2e.test_worklist import asgi_server, in_worker, readers  # noqa: F401
-from tests.interfaces.conftest import chicago_interfaces, dicom_scp, image_store  # noqa: F401
+from tests.interfaces.conftest import (  # noqa: F401
+    chicago_interfaces,
+    dicom_scp,
+    dicom_scp_server,
+    image_store,
+)
 from tests.interfaces.test_priors_orthanc import (  # noqa: F401
     ORTHANC,
     orthanc,

@@ -115,14 +115,21 @@ def _inbox_connection_reset() -> None:
 
 
 @pytest.fixture
-def dicom_scp(transactional_db, chicago_interfaces, image_store, settings):
-    """(host, port, AE title) of a running Storage SCP on an ephemeral port."""
+def dicom_scp_server(transactional_db, chicago_interfaces, image_store):
+    """The running Storage SCP (pynetdicom's server) on an ephemeral port: a test may ``bind`` a
+    notification handler to it (e.g. count the C-STOREs it receives)."""
     from interfaces.dicom.scp import storage_scp
 
     server = storage_scp().start("127.0.0.1", 0)
-    yield "127.0.0.1", server.server_address[1], settings.READROOM_DICOM_AE_TITLE
+    yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def dicom_scp(dicom_scp_server, settings):
+    """(host, port, AE title) of a running Storage SCP on an ephemeral port."""
+    return "127.0.0.1", dicom_scp_server.server_address[1], settings.READROOM_DICOM_AE_TITLE
 
 
 @pytest.fixture

@@ -136,6 +136,74 @@ def test_a_new_order_fetches_the_two_relevant_priors(
     assert not studies_visible_to(admin_lakeview).filter(patient=order.patient).exists()
 
 
+def c_stores_counted(server) -> list:
+    """Every C-STORE request the SCP receives (pynetdicom's DIMSE notification), appended as it comes."""
+    from pynetdicom import evt
+
+    received = []
+    server.bind(
+        evt.EVT_DIMSE_RECV,
+        lambda event: (
+            received.append(event.message.command_set.AffectedSOPInstanceUID)
+            if type(event.message).__name__ == "C_STORE_RQ"
+            else None
+        ),
+    )
+    return received
+
+
+def test_the_orders_and_the_first_images_retrievals_at_once_fetch_each_prior_once(
+    hospital, orthanc, chicago, dicom_scp_server
+):
+    """The current study's first image is often indexed before its order is applied (bench/priors):
+    "a new study without an order" and the order then each ask the sources, on two worker children at
+    the same moment. Each prior must still be planned and moved once (docs/priors.md)."""
+    from django.db import connection
+
+    from interfaces.dicom.prior_scu import priors_fetch
+
+    # given: the order and its current study, both here before the sources are set (nothing asked yet)
+    order = new_order(chicago)
+    current = Study.objects.create(
+        facility=chicago, patient=order.patient, order=order, study_instance_uid="1.2.9.1", modalities="CT",
+        description="CT CHEST WO CONTRAST",
+    )  # fmt: skip
+    chicago.prior_sources = [source(orthanc, "c-move")]
+    chicago.save(update_fields=["prior_sources"])
+    received = c_stores_counted(dicom_scp_server)
+    start = threading.Barrier(2)
+    errors: dict[str, list[str]] = {}
+
+    def ask(name: str, **ids) -> None:
+        try:
+            start.wait(10)
+            errors[name] = priors_fetch(patient_id=order.patient_id, **ids)
+        finally:
+            connection.close()
+
+    # when: the study's retrieval and the order's run at once, as on the worker's two children
+    threads = [
+        threading.Thread(target=ask, args=("study",), kwargs={"study_id": current.pk}),
+        threading.Thread(target=ask, args=("order",), kwargs={"order_id": order.pk}),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # then: both asked and both are done; each relevant prior was planned once and moved once
+    assert errors == {"study": [], "order": []}
+    assert set(PriorRetrieval.objects.filter(patient=order.patient).values_list("status", flat=True)) == {
+        "retrieved"
+    }
+    planned = list(PriorFetch.objects.values_list("study_instance_uid", flat=True))
+    assert sorted(planned) == sorted(hospital["relevant"])
+    assert len(received) == 2 * SLICES and len(set(received)) == 2 * SLICES  # one C-STORE per instance
+    priors = Study.objects.filter(patient=order.patient, prior_state=PriorState.RETRIEVED)
+    assert set(priors.values_list("study_instance_uid", flat=True)) == hospital["relevant"]
+    # and the reading screen's line counts each prior once, for the order's study as for any
+    assert prior_status_text(current) == "2 priors retrieved"
+
+
 def test_a_source_that_is_down_is_retried_and_the_failure_shown(chicago):
     down = free_port()
     chicago.prior_sources = [
