@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from imaging.models import Order
+from imaging.tasks import instances_display_check_task
 from interfaces.hl7.inbound import hl7_frame_receive
 from interfaces.models import InboundMessage, InboundStatus
 from interfaces.tasks import hl7_inbound_drain_task, hl7_inbound_sweep
@@ -32,7 +33,7 @@ pytestmark = [
 ]
 
 
-def start_worker(queue: str) -> subprocess.Popen:
+def start_worker(queue: str, loglevel: str = "WARNING", log: Path | None = None) -> subprocess.Popen:
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -56,9 +57,10 @@ def start_worker(queue: str) -> subprocess.Popen:
         "--without-mingle",
         "--without-gossip",
         "--loglevel",
-        "WARNING",
+        loglevel,
     ]
-    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    output = open(log, "wb") if log else None  # noqa: SIM115 — the worker writes it until killed
+    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=output)
 
 
 @contextlib.contextmanager
@@ -104,3 +106,27 @@ def test_killed_worker_loses_nothing(chicago_interfaces, worker_queue):
     # every order exactly once, nothing failed
     assert Order.objects.filter(accession_number__startswith="K").count() == 120
     assert not InboundMessage.objects.exclude(status=InboundStatus.PROCESSED).exists()
+
+
+def test_an_order_queued_behind_a_studys_decode_checks_is_applied_before_them(
+    chicago_interfaces, worker_queue, tmp_path
+):
+    # given a study's decode checks in the broker, then an order ACKed after them, no worker running
+    for _ in range(20):
+        instances_display_check_task.delay([])
+    receipt = hl7_frame_receive(raw=hl7_data.orm(accession="PRI1", placer="PP1", filler="PF1").encode())
+    assert receipt.ack_code == "AA"
+    hl7_inbound_drain_task.delay(*receipt.sender)
+    # when one worker (one task at a time) starts
+    log = tmp_path / "worker.log"
+    worker = start_worker(worker_queue, loglevel="INFO", log=log)
+    try:
+        wait_until(lambda: log.read_text().count(" received") >= 21, timeout=60)
+        wait_until(lambda: Order.objects.filter(accession_number="PRI1").exists(), timeout=30)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    # then it took the order's apply first, the checks after it (they are on a lower priority step)
+    taken = [line for line in log.read_text().splitlines() if line.endswith(" received")]
+    assert len(taken) == 21, taken
+    assert "interfaces.tasks.hl7_inbound_drain[" in taken[0], taken[:3]
