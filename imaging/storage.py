@@ -82,7 +82,31 @@ def _resolve(relative_path: str) -> Path:
 def _resolved(root_setting: str, relative_path: str) -> Path:
     """The file of a stored path, checked to lie under the storage root. Kept per (root, path):
     resolving walks every directory of both (a system call each), and a viewer reads hundreds of
-    files a minute whose place never changes. A refusal is not kept (raised, never cached)."""
+    files a minute whose place never changes. A new image's path is new, but its directory (the
+    series') is not: the directory is resolved once (``_resolved_directory``) and the file's own
+    name costs one ``lstat`` (a symbolic link there is resolved and checked like the rest). A
+    refusal is not kept (raised, never cached)."""
+    directory, _, name = relative_path.rpartition("/")
+    if name in ("", ".", ".."):
+        return _resolved_fully(root_setting, relative_path)
+    path = _resolved_directory(root_setting, directory) / name
+    if path.is_symlink():
+        return _resolved_fully(root_setting, relative_path)
+    return path
+
+
+@lru_cache(maxsize=4096)
+def _resolved_directory(root_setting: str, directory: str) -> Path:
+    root = Path(root_setting).resolve()
+    if not directory:
+        return root
+    path = (root / directory).resolve()
+    if root not in path.parents:
+        raise StorageError(f"path escapes the storage root: {directory!r}")
+    return path
+
+
+def _resolved_fully(root_setting: str, relative_path: str) -> Path:
     root = Path(root_setting).resolve()
     path = (root / relative_path).resolve()
     if root not in path.parents:
@@ -107,7 +131,7 @@ def encrypted_write(relative_path: str, plaintext: bytes, *, unreferenced: bool 
     may be written in place (``_file_write``)."""
     key_id = storage_key_id()
     nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
+    ciphertext = _cipher(_keys()[key_id]).encrypt(nonce, plaintext, None)
     header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce
     if object_store_configured():
         from imaging.object_store import object_put

@@ -60,6 +60,19 @@ def test_paths_cannot_escape_the_root():
         encrypted_write("../outside.dcm", b"x")
 
 
+def test_a_symbolic_link_out_of_the_root_is_refused_in_a_directory_and_as_the_file(
+    isolated_storage, tmp_path_factory
+):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.dcm").write_bytes(b"not ReadRoom's")
+    (isolated_storage / "FAC").mkdir()
+    (isolated_storage / "FAC" / "linked").symlink_to(outside)
+    (isolated_storage / "FAC" / "file.dcm").symlink_to(outside / "secret.dcm")
+    for path in ("FAC/linked/secret.dcm", "FAC/file.dcm", "/etc/hostname", "FAC/.."):
+        with pytest.raises(StorageError, match="escapes"):
+            encrypted_read(path)
+
+
 def test_missing_file_is_a_storage_error():
     with pytest.raises(StorageError, match="missing"):
         encrypted_read("nope.dcm")
