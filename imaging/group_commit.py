@@ -70,7 +70,13 @@ class GroupCommitter:
         self.groups = 0  # committed groups, and the members they held (operations, tests)
         self.grouped = 0
         self.fallbacks = 0  # groups that failed and were stored member by member
-        self._cond = threading.Condition()  # guards everything below; notified on every change
+        # one lock, three conditions, so a change wakes only who waits for it: a leader waiting
+        # for company (a member or an arrival's end), members waiting for their turn or their
+        # group's commit (a leader done), the decode-check publisher (checks added, stop)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # company for the leader
+        self._turn = threading.Condition(self._lock)
+        self._checks_ready = threading.Condition(self._lock)
         self._pending: list[GroupMember] = []
         self._leading = False  # a group is being gathered or committed
         self._arriving = 0
@@ -118,9 +124,9 @@ class GroupCommitter:
         if not running:  # stopping: the associations still open store alone, in their own thread
             return member.alone()
         while not member.future.done():
-            with self._cond:
+            with self._lock:
                 while self._leading and not member.future.done():
-                    self._cond.wait()
+                    self._turn.wait()
                 if member.future.done():
                     break
                 self._leading = True
@@ -134,9 +140,9 @@ class GroupCommitter:
                         other.future.set_exception(exc)
                 raise
             finally:
-                with self._cond:
+                with self._lock:
                     self._leading = False
-                    self._cond.notify_all()
+                    self._turn.notify_all()
         return member.future.result()
 
     def stop(self) -> None:
@@ -145,7 +151,7 @@ class GroupCommitter:
         with self._cond:
             self._stopped = True
             publisher = self._publisher
-            self._cond.notify_all()
+            self._checks_ready.notify_all()
         if publisher is not None:
             publisher.join(30)
 
@@ -231,7 +237,7 @@ class GroupCommitter:
                         target=self._publish_run, name="dicom-check-publish", daemon=True
                     )
                     self._publisher.start()
-                self._cond.notify_all()
+                self._checks_ready.notify_all()
                 return
         _checks_publish(instance_ids)  # stopping: the publisher may be gone
 
@@ -240,14 +246,14 @@ class GroupCommitter:
             while True:
                 with self._cond:
                     while not self._checks and not self._stopped:
-                        self._cond.wait()
+                        self._checks_ready.wait()
                     while (
                         self._checks
                         and not self._stopped
                         and len(self._checks) < self.max_instances
                         and (wait := self._checks_since + DISPLAY_CHECK_GATHER_SECONDS - time.monotonic()) > 0
                     ):
-                        self._cond.wait(wait)
+                        self._checks_ready.wait(wait)
                     ids, self._checks = self._checks, []
                     stopped = self._stopped
                 if ids:
