@@ -1,6 +1,6 @@
 """Group commit of received images (issue 16): the instances that concurrent C-STORE handlers
-have checked and are writing are indexed by one of those handlers, several in one transaction, so
-they share one COMMIT (one WAL flush) and one decode-check task instead of one each.
+have checked and are writing are indexed by one thread, several in one transaction, so they share
+one COMMIT (one WAL flush) and one decode-check task instead of one each.
 
 The guarantee is the per-instance one: a handler's ``commit`` returns only after its own group
 has committed, and the group commits only after every member's file is written and fsynced
@@ -10,14 +10,13 @@ and each member is stored alone (``alone``: ``instance_stored``, its own transac
 so one bad instance never fails another, and each gets its own outcome (raised to its handler,
 which answers the DICOM status it answers today).
 
-Groups form by themselves: while one group commits, the next arrivals queue, and the first of them
-to wake leads the next group. The leader waits (up to ``max_wait_seconds``, on a condition, not
-polling) for more only while other handlers are still checking an instance (``arriving``), so a
-lone association never waits for company, and commits in its own thread.
+Groups form by themselves: while one group commits, the next arrivals queue. The committer waits
+(up to ``max_wait_seconds``, on a condition, not polling) for more only while other handlers are
+still checking an instance (``arriving``), so a lone association never waits for company.
 
 The decode checks of what it committed are published gathered: one task for the images of up to
-``DISPLAY_CHECK_GATHER_SECONDS`` (or ``max_instances`` images), published by a thread of its own
-once they are committed. A publish costs 1–2 ms of the SCP's CPU; one per image was ~15 % of an image's CPU
+``DISPLAY_CHECK_GATHER_SECONDS`` (or ``max_instances`` images), published by this thread once they
+are committed. A publish costs 1–2 ms of the SCP's CPU; one per image was ~15 % of an image's CPU
 on a lone association, where every group is of one. The check is advisory and after the commit
 anyway (frame 1 was decoded on receipt): a check is at most that much later, and a process killed
 in between leaves those images unchecked (their metadata side-car is then made by the first
@@ -27,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,17 +52,12 @@ class GroupMember:
     future: Future = field(default_factory=Future)
 
 
+_STOP = object()
 DISPLAY_CHECK_GATHER_SECONDS = 0.1
 
 
 class GroupCommitter:
-    """One per SCP (``StorageScp``). No thread of its own commits: the handler that finds no
-    commit under way leads the next one, in its own thread and on its own database session,
-    taking every member waiting then (its own among them); the others wait on a condition and
-    are woken the moment their group has committed, or one of them leads the next group. A lone
-    association therefore commits in its own thread, as without group commit (no hand-off to a
-    committer and back per image), and nothing polls. One small thread publishes the gathered
-    decode checks, off every C-STORE's path."""
+    """One per SCP (``StorageScp``): a thread with its own database session."""
 
     def __init__(self, *, max_instances: int = 32, max_wait_seconds: float = 0.02) -> None:
         self.max_instances = max_instances
@@ -70,114 +65,137 @@ class GroupCommitter:
         self.groups = 0  # committed groups, and the members they held (operations, tests)
         self.grouped = 0
         self.fallbacks = 0  # groups that failed and were stored member by member
-        # one lock, three conditions, so a change wakes only who waits for it: a leader waiting
-        # for company (a member or an arrival's end), members waiting for their turn or their
-        # group's commit (a leader done), the decode-check publisher (checks added, stop)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)  # company for the leader
-        self._turn = threading.Condition(self._lock)
-        self._checks_ready = threading.Condition(self._lock)
-        self._pending: list[GroupMember] = []
-        self._leading = False  # a group is being gathered or committed
+        # notified (under _lock) when a member is queued or an arrival ends: a committer waiting
+        # for company wakes at once instead of polling
+        self._changed = threading.Condition(self._lock)
         self._arriving = 0
         self._counted = threading.local()
+        self._thread: threading.Thread | None = None
         self._stopped = False
         self._checks: list[int] = []  # committed images whose decode check is not published yet
         self._checks_since = 0.0
-        self._publisher: threading.Thread | None = None
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
         """Around a handler's whole receive: while it checks an instance, its member may come."""
-        with self._cond:
-            self._arriving += 1
+        self._arrival(+1)
         self._counted.on = True
         try:
             yield
         finally:
             if self._counted.on:
                 self._counted.on = False
-                with self._cond:
-                    self._arriving -= 1
-                    self._cond.notify_all()  # a leader waiting for company need not wait for it
+                self._arrival(-1)
 
     def waiting(self) -> int:
-        """Members queued for a group not yet begun (tests)."""
-        with self._cond:
-            return len(self._pending)
+        """Members queued for the committer (tests)."""
+        return self._queue.qsize()
 
     def commit(self, member: GroupMember) -> InstanceRecorded:
         """Returns once the member's group has committed (or it was stored alone); raises what its
         lone store raised."""
-        counted = getattr(self._counted, "on", False)
-        self._counted.on = False
-        with self._cond:
-            if counted:
-                self._arriving -= 1
-            if self._stopped:
-                self._cond.notify_all()
-                running = False
-            else:
-                running = True
-                self._pending.append(member)
-                self._cond.notify_all()
+        with self._lock:
+            running = not self._stopped
+            if running:
+                self._started()
+                self._queue.put(member)
+                self._changed.notify_all()
+        if getattr(self._counted, "on", False):
+            self._counted.on = False
+            self._arrival(-1)
         if not running:  # stopping: the associations still open store alone, in their own thread
             return member.alone()
-        while not member.future.done():
-            with self._lock:
-                while self._leading and not member.future.done():
-                    self._turn.wait()
-                if member.future.done():
-                    break
-                self._leading = True
-                group = self._gather(member)
-            try:
-                self._connection_check()
-                self._commit(group)
-            except BaseException as exc:  # never leave a member waiting for a group that died
-                for other in group:
-                    if not other.future.done():
-                        other.future.set_exception(exc)
-                raise
-            finally:
-                with self._lock:
-                    self._leading = False
-                    self._turn.notify_all()
         return member.future.result()
 
     def stop(self) -> None:
-        """Members already queued are still committed by their handlers; later ones store alone.
-        The decode checks gathered so far are published."""
-        with self._cond:
+        with self._lock:
             self._stopped = True
-            publisher = self._publisher
-            self._checks_ready.notify_all()
-        if publisher is not None:
-            publisher.join(30)
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join(30)
 
-    # --- the leader ---------------------------------------------------------------------------
+    # --- the committer thread -----------------------------------------------------------------
 
-    def _gather(self, leader: GroupMember) -> list[GroupMember]:
-        """Under the condition: the leader's member and those waiting, and while other handlers
-        are still checking an instance, those that come within ``max_wait_seconds``."""
-        group = [leader]
+    def _arrival(self, step: int) -> None:
+        with self._lock:
+            self._arriving += step
+            self._changed.notify_all()
+
+    def _started(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dicom-group-commit", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (group := self._gather()) is not None:
+                self._connection_check()
+                self._commit(group)
+                if self._checks and (
+                    len(self._checks) >= self.max_instances
+                    or time.monotonic() - self._checks_since >= DISPLAY_CHECK_GATHER_SECONDS
+                ):
+                    self._checks_publish()
+        finally:
+            self._checks_publish()
+            connections.close_all()  # this thread's session (back to the pool, with one)
+
+    def _checks_add(self, instance_ids: list[int]) -> None:
+        if not self._checks:
+            self._checks_since = time.monotonic()
+        self._checks += instance_ids
+
+    def _checks_publish(self) -> None:
+        ids, self._checks = self._checks, []
+        try:
+            instances_display_check_publish(ids)
+        except Exception:  # the images are committed: a lost check is logged, never their failure
+            log.exception("could not enqueue the decode check of %d instances", len(ids))
+
+    def _next(self):
+        """The next member (or _STOP); with checks gathered, they are published when none comes
+        before their time is up."""
+        while self._checks:
+            wait = self._checks_since + DISPLAY_CHECK_GATHER_SECONDS - time.monotonic()
+            try:
+                return self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                self._checks_publish()
+        return self._queue.get()
+
+    def _gather(self) -> list[GroupMember] | None:
+        first = self._next()
+        if first is _STOP:
+            return None
+        group = [first]
         deadline = time.monotonic() + self.max_wait_seconds
-        while True:
-            for member in self._pending:
-                if member is not leader and len(group) < self.max_instances:
-                    group.append(member)
-            taken = {id(member) for member in group}
-            self._pending = [member for member in self._pending if id(member) not in taken]
-            remaining = deadline - time.monotonic()
-            if len(group) >= self.max_instances or self._arriving <= 0 or remaining <= 0:
-                return group
-            self._cond.wait(remaining)  # woken by an arrival's member or its end
+        while len(group) < self.max_instances:
+            try:
+                member = self._queue.get_nowait()
+            except queue.Empty:
+                with self._lock:
+                    remaining = deadline - time.monotonic()
+                    if self._arriving <= 0 or remaining <= 0:
+                        break
+                    if self._queue.empty():  # a put comes under this lock: no wake-up is lost
+                        self._changed.wait(remaining)
+                continue
+            if member is _STOP:
+                self._queue.put(_STOP)  # after this group
+                break
+            group.append(member)
+        return group
 
     @staticmethod
     def _connection_check() -> None:
         """This thread's session after an error (a PostgreSQL restart): replaced if unusable.
-        Not ``close_if_unusable_or_obsolete``: with a pool (CONN_MAX_AGE 0) that hands the
-        session back every time, and the next statement takes one out and checks it (a round trip)."""
+        Not ``close_if_unusable_or_obsolete``: with a pool (CONN_MAX_AGE 0) that handed the
+        session back before every group, and the next statement took one out and checked it
+        (a ``SELECT 1`` round trip per group)."""
         connection = connections["default"]
         if connection.connection is not None and connection.errors_occurred:
             if connection.is_usable():
@@ -223,51 +241,3 @@ class GroupCommitter:
             return
         self._checks_add([recorded.instance_id])
         member.future.set_result(recorded)
-
-    # --- the decode checks: gathered, published by a thread of their own ------------------------
-
-    def _checks_add(self, instance_ids: list[int]) -> None:
-        with self._cond:
-            if not self._stopped:
-                if not self._checks:
-                    self._checks_since = time.monotonic()
-                self._checks += instance_ids
-                if self._publisher is None:
-                    self._publisher = threading.Thread(
-                        target=self._publish_run, name="dicom-check-publish", daemon=True
-                    )
-                    self._publisher.start()
-                self._checks_ready.notify_all()
-                return
-        _checks_publish(instance_ids)  # stopping: the publisher may be gone
-
-    def _publish_run(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not self._checks and not self._stopped:
-                        self._checks_ready.wait()
-                    while (
-                        self._checks
-                        and not self._stopped
-                        and len(self._checks) < self.max_instances
-                        and (wait := self._checks_since + DISPLAY_CHECK_GATHER_SECONDS - time.monotonic()) > 0
-                    ):
-                        self._checks_ready.wait(wait)
-                    ids, self._checks = self._checks, []
-                    stopped = self._stopped
-                if ids:
-                    _checks_publish(ids)
-                if stopped:
-                    return
-        finally:
-            connections.close_all()
-
-
-def _checks_publish(ids: list[int]) -> None:
-    if not ids:
-        return
-    try:
-        instances_display_check_publish(ids)
-    except Exception:  # the images are committed: a lost check is logged, never their failure
-        log.exception("could not enqueue the decode check of %d instances", len(ids))
