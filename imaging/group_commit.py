@@ -11,8 +11,8 @@ so one bad instance never fails another, and each gets its own outcome (raised t
 which answers the DICOM status it answers today).
 
 Groups form by themselves: while one group commits, the next arrivals queue. The committer waits
-(up to ``max_wait_seconds``) for more only while other handlers are still checking an instance
-(``arriving``), so a lone association never waits for company.
+(up to ``max_wait_seconds``, on a condition, not polling) for more only while other handlers are
+still checking an instance (``arriving``), so a lone association never waits for company.
 
 The decode checks of what it committed are published gathered: one task for the images of up to
 ``DISPLAY_CHECK_GATHER_SECONDS`` (or ``max_instances`` images), published by this thread once they
@@ -67,6 +67,9 @@ class GroupCommitter:
         self.fallbacks = 0  # groups that failed and were stored member by member
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        # notified (under _lock) when a member is queued or an arrival ends: a committer waiting
+        # for company wakes at once instead of polling
+        self._changed = threading.Condition(self._lock)
         self._arriving = 0
         self._counted = threading.local()
         self._thread: threading.Thread | None = None
@@ -86,6 +89,10 @@ class GroupCommitter:
                 self._counted.on = False
                 self._arrival(-1)
 
+    def waiting(self) -> int:
+        """Members queued for the committer (tests)."""
+        return self._queue.qsize()
+
     def commit(self, member: GroupMember) -> InstanceRecorded:
         """Returns once the member's group has committed (or it was stored alone); raises what its
         lone store raised."""
@@ -94,6 +101,7 @@ class GroupCommitter:
             if running:
                 self._started()
                 self._queue.put(member)
+                self._changed.notify_all()
         if getattr(self._counted, "on", False):
             self._counted.on = False
             self._arrival(-1)
@@ -115,6 +123,7 @@ class GroupCommitter:
     def _arrival(self, step: int) -> None:
         with self._lock:
             self._arriving += step
+            self._changed.notify_all()
 
     def _started(self) -> None:
         if self._thread is None:
@@ -124,7 +133,7 @@ class GroupCommitter:
     def _run(self) -> None:
         try:
             while (group := self._gather()) is not None:
-                connections["default"].close_if_unusable_or_obsolete()
+                self._connection_check()
                 self._commit(group)
                 if self._checks and (
                     len(self._checks) >= self.max_instances
@@ -169,16 +178,30 @@ class GroupCommitter:
                 member = self._queue.get_nowait()
             except queue.Empty:
                 with self._lock:
-                    others_coming = self._arriving > 0
-                if not others_coming or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.0005)
+                    remaining = deadline - time.monotonic()
+                    if self._arriving <= 0 or remaining <= 0:
+                        break
+                    if self._queue.empty():  # a put comes under this lock: no wake-up is lost
+                        self._changed.wait(remaining)
                 continue
             if member is _STOP:
                 self._queue.put(_STOP)  # after this group
                 break
             group.append(member)
         return group
+
+    @staticmethod
+    def _connection_check() -> None:
+        """This thread's session after an error (a PostgreSQL restart): replaced if unusable.
+        Not ``close_if_unusable_or_obsolete``: with a pool (CONN_MAX_AGE 0) that handed the
+        session back before every group, and the next statement took one out and checked it
+        (a ``SELECT 1`` round trip per group)."""
+        connection = connections["default"]
+        if connection.connection is not None and connection.errors_occurred:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
 
     def _commit(self, group: list[GroupMember]) -> None:
         if len(group) == 1:

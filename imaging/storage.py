@@ -82,7 +82,31 @@ def _resolve(relative_path: str) -> Path:
 def _resolved(root_setting: str, relative_path: str) -> Path:
     """The file of a stored path, checked to lie under the storage root. Kept per (root, path):
     resolving walks every directory of both (a system call each), and a viewer reads hundreds of
-    files a minute whose place never changes. A refusal is not kept (raised, never cached)."""
+    files a minute whose place never changes. A new image's path is new, but its directory (the
+    series') is not: the directory is resolved once (``_resolved_directory``) and the file's own
+    name costs one ``lstat`` (a symbolic link there is resolved and checked like the rest). A
+    refusal is not kept (raised, never cached)."""
+    directory, _, name = relative_path.rpartition("/")
+    if name in ("", ".", ".."):
+        return _resolved_fully(root_setting, relative_path)
+    path = _resolved_directory(root_setting, directory) / name
+    if path.is_symlink():
+        return _resolved_fully(root_setting, relative_path)
+    return path
+
+
+@lru_cache(maxsize=4096)
+def _resolved_directory(root_setting: str, directory: str) -> Path:
+    root = Path(root_setting).resolve()
+    if not directory:
+        return root
+    path = (root / directory).resolve()
+    if root not in path.parents:
+        raise StorageError(f"path escapes the storage root: {directory!r}")
+    return path
+
+
+def _resolved_fully(root_setting: str, relative_path: str) -> Path:
     root = Path(root_setting).resolve()
     path = (root / relative_path).resolve()
     if root not in path.parents:
@@ -101,17 +125,20 @@ def storage_key_id() -> str:
     return settings.READROOM_STORAGE_KEY_ID
 
 
-def encrypted_write(relative_path: str, plaintext: bytes) -> StoredFile:
+def encrypted_write(relative_path: str, plaintext: bytes, *, unreferenced: bool = False) -> StoredFile:
+    """``unreferenced``: the caller knows no index row names this path yet (a C-STORE of a SOP
+    Instance UID not stored), so nobody reads it before the caller's commit: on the file system it
+    may be written in place (``_file_write``)."""
     key_id = storage_key_id()
     nonce = secrets.token_bytes(NONCE_BYTES)
-    ciphertext = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
+    ciphertext = _cipher(_keys()[key_id]).encrypt(nonce, plaintext, None)
     header = MAGIC + bytes([len(key_id)]) + key_id.encode("ascii") + nonce
     if object_store_configured():
         from imaging.object_store import object_put
 
         object_put(relative_path, header + ciphertext)
     else:
-        _file_write(relative_path, header, ciphertext)
+        _file_write(relative_path, header, ciphertext, in_place=unreferenced)
     return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
 
 
@@ -120,10 +147,35 @@ def object_store_configured() -> bool:
     return bool(getattr(settings, "READROOM_S3_BUCKET", ""))
 
 
-def _file_write(relative_path: str, header: bytes, ciphertext: bytes) -> None:
+def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_place: bool = False) -> None:
+    """Written to a temporary file, flushed, renamed over the path, the directory flushed: a
+    reader of the path sees the old file or the new one, whole. ``in_place`` (no row names the
+    path: nobody reads it): a path where no file is yet is created and written directly
+    (``O_EXCL``), flushed, its directory flushed — one rename and on ext4 one journal commit fewer
+    per image (~4 ms of 10–25 ms on this shared machine's disk). A crash mid-way leaves a partial
+    file no row names; the modality's resend finds it there and takes the rename path over it."""
     path = _resolve(relative_path)
     durable = settings.READROOM_STORAGE_FSYNC
     _directories_make(path.parent, durable=durable)
+    if in_place:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # a file no row names (an attempt that never committed, or a racing one): rename over it
+        else:
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(header)
+                    fh.write(ciphertext)
+                    fh.flush()
+                    if durable:
+                        os.fsync(fh.fileno())
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            if durable:  # its name: the new entry in its directory
+                _directory_fsync(path.parent)
+            return
     incoming = storage_root() / INCOMING_DIR
     _directories_make(incoming, durable=durable)
     # same file system as its target, so the rename below is atomic

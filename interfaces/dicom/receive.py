@@ -157,13 +157,17 @@ def dicom_instance_receive(
                 CANNOT_UNDERSTAND,
                 header.sop_instance_uid,
             )
-    if (duplicate := _duplicate_check(facility, header, part10, association_id, received_at)) is not None:
-        return duplicate
+    held = instance_storage_path_of(header.sop_instance_uid)
+    if held is not None:
+        duplicate = _duplicate_check(facility, header, part10, association_id, received_at, held)
+        if duplicate is not None:
+            return duplicate
     path = instance_storage_path(facility, header)
     stored = StoredFile(relative_path=path, key_id=storage_key_id(), size_bytes=len(part10))
     # The encrypted write + fsync runs while the index rows are written; the transaction commits
-    # only once the file is safely on disk, so there is never an index row without its file.
-    write = _WRITERS.submit(encrypted_write, path, part10)
+    # only once the file is safely on disk, so there is never an index row without its file. No
+    # row names the path of a UID not held: nobody reads it before this commit (written in place).
+    write = _WRITERS.submit(encrypted_write, path, part10, unreferenced=held is None)
     cache = cache if cache is not None else IndexCache()
 
     def alone(display_check: bool = True) -> InstanceRecorded:
@@ -291,14 +295,11 @@ def _waiting_history_link(study_id: int, accession_number: str) -> None:
 
 
 def _duplicate_check(
-    facility: Facility, header: InstanceHeader, part10: bytes, association_id, received_at
+    facility: Facility, header: InstanceHeader, part10: bytes, association_id, received_at, path: str
 ) -> ReceiveResult | None:
-    """A SOP Instance UID we hold already: the same bytes are a resend (None: indexed as before,
-    idempotent); other bytes are refused with 0xA900, the newcomer quarantined and audited, and
-    the stored object left byte-identical — it is never overwritten in place."""
-    path = instance_storage_path_of(header.sop_instance_uid)
-    if path is None:
-        return None
+    """A SOP Instance UID we hold already (at ``path``): the same bytes are a resend (None:
+    indexed as before, idempotent); other bytes are refused with 0xA900, the newcomer quarantined
+    and audited, and the stored object left byte-identical — it is never overwritten in place."""
     try:
         kept = encrypted_read(path)
         # the same bytes, or the same image in another transfer syntax (issue #12: a re-send in

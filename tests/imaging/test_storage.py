@@ -60,6 +60,19 @@ def test_paths_cannot_escape_the_root():
         encrypted_write("../outside.dcm", b"x")
 
 
+def test_a_symbolic_link_out_of_the_root_is_refused_in_a_directory_and_as_the_file(
+    isolated_storage, tmp_path_factory
+):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.dcm").write_bytes(b"not ReadRoom's")
+    (isolated_storage / "FAC").mkdir()
+    (isolated_storage / "FAC" / "linked").symlink_to(outside)
+    (isolated_storage / "FAC" / "file.dcm").symlink_to(outside / "secret.dcm")
+    for path in ("FAC/linked/secret.dcm", "FAC/file.dcm", "/etc/hostname", "FAC/.."):
+        with pytest.raises(StorageError, match="escapes"):
+            encrypted_read(path)
+
+
 def test_missing_file_is_a_storage_error():
     with pytest.raises(StorageError, match="missing"):
         encrypted_read("nope.dcm")
@@ -90,6 +103,40 @@ def test_a_stored_file_and_its_new_directories_are_flushed_to_disk(isolated_stor
     flushed.clear()
     encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM" * 10)
     assert len(flushed) == 2 and flushed[1] == root / "FAC/1.2.3/1.2.3.4"
+
+
+def test_a_path_no_row_names_is_written_in_place_and_flushed_with_its_directory(
+    isolated_storage, settings, monkeypatch
+):
+    # given durable writes and a record of what is flushed, and a series directory that exists
+    settings.READROOM_STORAGE_FSYNC = True
+    encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.5.dcm", b"DICM" * 10)
+    flushed, renamed = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        flushed.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", lambda *a: (renamed.append(a), real_replace(*a)))
+    series = isolated_storage / "FAC/1.2.3/1.2.3.4"
+    # when a new instance (no row names its path) is written
+    encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM new" * 10, unreferenced=True)
+    # then the file is created at its path (no temp file, no rename), flushed, then its directory
+    assert flushed == [series / "1.2.3.4.6.dcm", series] and not renamed
+    assert encrypted_read("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm") == b"DICM new" * 10
+    # and where a file is already there (an attempt that never committed), it is replaced whole by a rename
+    flushed.clear()
+    encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM again" * 10, unreferenced=True)
+    assert len(renamed) == 1 and flushed[0].parent == isolated_storage / ".incoming"
+    assert flushed[1:] == [series]
+    assert encrypted_read("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm") == b"DICM again" * 10
+    # and a write that fails in place leaves no partial file at the path
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.7.dcm", b"DICM" * 10, unreferenced=True)
+    assert not (series / "1.2.3.4.7.dcm").exists()
 
 
 def test_a_crash_mid_write_leaves_a_temp_file_that_the_next_process_start_removes(tmp_path):

@@ -174,7 +174,7 @@ def test_a_group_that_cannot_commit_answers_no_success_and_fails_only_its_bad_in
         others = [threading.Thread(target=send, args=(n,)) for n in (1, 2, 3)]
         for thread in others:
             thread.start()
-        while group._queue.qsize() < 3:
+        while group.waiting() < 3:
             assert time.monotonic() < deadline, "the three did not queue behind the held group"
             time.sleep(0.01)
         assert not statuses, "an answer before any commit"
