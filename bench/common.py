@@ -229,16 +229,17 @@ def uptime_print(when: str = "") -> None:
     )
 
 
-def interleaved(runs: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+def interleaved(runs: dict[str, Callable[[], dict]], rounds: int, first: int = 1) -> dict[str, list[dict]]:
     """Run each side once per round, in turn (A B A B …), so a change of the machine's load during
-    the bench falls on both sides rather than flattering one. Each run returns its figures."""
+    the bench falls on both sides rather than flattering one. Each run returns its figures.
+    ``first``: the number printed for the first round (a bench that deploys afresh per round)."""
     results: dict[str, list[dict]] = {name: [] for name in runs}
     for round_ in range(rounds):
         for name, run in runs.items():
             figures = run()
             figures["load"] = load_average()
             results[name].append(figures)
-            print(f"  round {round_ + 1} {name:<10} " + _figures_line(figures), flush=True)
+            print(f"  round {round_ + first} {name:<10} " + _figures_line(figures), flush=True)
     return results
 
 

@@ -590,7 +590,7 @@ def _rounds(args, template, pacs, loaded: Future, our_port, floor_port, files) -
             runs = _round_runs(deployment, uids, current, args.priors, floor_port, common, args.pace)
             names = _names(args.method_list, nagle=args.nagle_compare)
             runs = {name: run for name, run in runs.items() if name in names}
-            for name, rounds in interleaved(runs, 1).items():
+            for name, rounds in interleaved(runs, 1, first=round_ + 1).items():
                 results.setdefault(name, []).extend(rounds)
     return results
 
