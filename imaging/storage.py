@@ -164,12 +164,7 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_plac
             pass  # a file no row names (an attempt that never committed, or a racing one): rename over it
         else:
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(header)
-                    fh.write(ciphertext)
-                    fh.flush()
-                    if durable:
-                        os.fsync(fh.fileno())
+                _contents_write(fd, header, ciphertext, durable=durable)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
@@ -181,12 +176,7 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_plac
     # same file system as its target, so the rename below is atomic
     fd, tmp = tempfile.mkstemp(dir=incoming, prefix=TEMP_PREFIX)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header)
-            fh.write(ciphertext)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
+        _contents_write(fd, header, ciphertext, durable=durable)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -195,6 +185,17 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_plac
         # The rename is a change to the directory: until the directory is flushed too, a power cut
         # can take the file's name back — after the index row pointing at it has committed.
         _directory_fsync(path.parent)
+
+
+def _contents_write(fd: int, header: bytes, ciphertext: bytes, *, durable: bool) -> None:
+    """The stored object's bytes into the open file ``fd`` (closed after), flushed to the disk when
+    ``durable``: both the in-place and the temporary-file paths write exactly this."""
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(header)
+        fh.write(ciphertext)
+        fh.flush()
+        if durable:
+            os.fsync(fh.fileno())
 
 
 def _directories_make(directory: Path, *, durable: bool) -> None:

@@ -115,23 +115,30 @@ def source_move(source: dict, uid: str) -> tuple[int, int, str]:
     ae = _ae(float(source.get("timeout_seconds") or 60))
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = _associate(ae, source)
-    completed = failed = 0
-    error = ""
     try:
         responses = assoc.send_c_move(
             _retrieve_query(uid), settings.READROOM_DICOM_AE_TITLE, StudyRootQueryRetrieveInformationModelMove
         )
-        for status, _identifier in responses:
-            if not status:
-                error = "timed out mid-move"
-                break
-            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
-            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
-            if status.Status not in (0x0000, 0xFF00, 0xB000):
-                error = f"C-MOVE failed 0x{status.Status:04X}"
+        completed, failed, error = _suboperations_tally(responses, "move")
     finally:
         if assoc.is_established:
             assoc.release()
+    return completed, failed, error
+
+
+def _suboperations_tally(responses, verb: str) -> tuple[int, int, str]:
+    """(completed, failed, error) from a C-MOVE's or C-GET's responses: the PACS's last counts, and
+    the first failure it reports; an empty status is pynetdicom's timeout (the source stopped
+    answering mid-retrieve)."""
+    completed = failed = 0
+    error = ""
+    for status, _identifier in responses:
+        if not status:
+            return completed, failed, f"timed out mid-{verb}"
+        completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+        failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+        if status.Status not in (0x0000, 0xFF00, 0xB000):
+            error = f"C-{verb.upper()} failed 0x{status.Status:04X}"
     return completed, failed, error
 
 
@@ -151,21 +158,11 @@ def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, st
     def on_store(event) -> int:
         return ingest.submit(event.encoded_dataset(include_meta=True))
 
-    completed = failed = 0
-    error = ""
     try:
         assoc = _associate(ae, source, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
         try:
-            for status, _identifier in assoc.send_c_get(
-                _retrieve_query(uid), StudyRootQueryRetrieveInformationModelGet
-            ):
-                if not status:
-                    error = "timed out mid-get"
-                    break
-                completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
-                failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
-                if status.Status not in (0x0000, 0xFF00, 0xB000):
-                    error = f"C-GET failed 0x{status.Status:04X}"
+            responses = assoc.send_c_get(_retrieve_query(uid), StudyRootQueryRetrieveInformationModelGet)
+            completed, failed, error = _suboperations_tally(responses, "get")
         finally:
             if assoc.is_established:
                 assoc.release()
