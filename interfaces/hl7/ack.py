@@ -87,7 +87,12 @@ def application_ack_wanted(header: Header, code: str) -> bool:
 
 
 def ack_control_id(now: datetime | None = None) -> str:
-    return f"RR{_stamps(now)[0]}{next(_sequence) % 1_000_000:06d}"
+    return _control_id(_stamps(now)[0])
+
+
+def _control_id(stamp: str) -> str:
+    # MSH-10 of what we send: our prefix, the second, and a per-process sequence
+    return f"RR{stamp}{next(_sequence) % 1_000_000:06d}"
 
 
 _stamp_cache: tuple[int, object, tuple[str, str]] | None = None
@@ -162,7 +167,7 @@ def build_ack(
     h = header or DEFAULT_HEADER
     fs, enc = h.field_separator, h.encoding_characters
     short, stamp = _stamps(now)
-    control_id = control_id or f"RR{short}{next(_sequence) % 1_000_000:06d}"
+    control_id = control_id or _control_id(short)
     head, middle, tail = _msh_parts(
         fs,
         enc,
