@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, BaseCache, cache, caches
+from django.core.cache import cache
 from django.db import transaction
 
 from accounts.middleware import IdleSessionMiddleware, session_lock_after
@@ -131,25 +131,12 @@ def _user_change_key(user_id: int) -> str:
     return f"readroom:signin-changed:u:{user_id}"
 
 
-_PROCESS_CACHE: BaseCache | None = None
-
-
-def _process_cache() -> BaseCache:
-    """The default cache as one object for the whole process. Django keeps its cache objects per
-    request context (``caches`` is an asgiref ``Local``), and each Redis cache object has its own
-    connection pool: every request connected to Redis anew (socket, handshake, redis-py's client
-    info), most of a held frame's CPU in the profile. redis-py's pool is thread-safe."""
-    global _PROCESS_CACHE
-    if _PROCESS_CACHE is None:
-        _PROCESS_CACHE = caches.create_connection(DEFAULT_CACHE_ALIAS)
-    return _PROCESS_CACHE
-
-
 def changes_and_audit(signin: HeldSignIn, audit_key: str) -> tuple[bool, bool]:
     """(whether the session or user changed since the hold was made, whether the PHI audit key
     exists), in one round trip to Redis."""
     session_key, user_key = _session_change_key(signin.session_key), _user_change_key(signin.user.pk)
-    found = _process_cache().get_many([session_key, user_key, audit_key])
+    # the default cache's per-context object shares the process's Redis pool (radiology.process_cache)
+    found = cache.get_many([session_key, user_key, audit_key])
     changed = any(
         isinstance(found.get(key), float) and found[key] >= signin.made_at - CLOCK_SLACK_SECONDS
         for key in (session_key, user_key)
