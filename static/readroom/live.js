@@ -107,7 +107,12 @@
     if (!study || study.id === undefined || !shown(step)) return;
     const id = String(study.id);
     if (handled.has(id + ":" + step)) return;
+    // Locked, the page keeps the lock's fields only, whatever the socket sent: the page locks at
+    // once, and an alert routed before the server has heard of the lock still has the full study
+    if (locked) study = lockedStudy(study);
     let node = banner(id);
+    // a lock's copy (no procedure) gets it back when the unlocked page's resync raises it again
+    if (node && study.procedure) node.querySelector(".procedure").textContent = study.procedure;
     if (node && node.dataset.step === step) return;
     if (!node) {
       node = document.createElement("div");
@@ -134,6 +139,15 @@
     update();
   }
 
+  function lockedStudy(study) {
+    // the client's copy of worklist.live.locked_study: facility, priority class, never the exam
+    const kept = {};
+    ["id", "facility", "facility_name", "priority", "is_stroke", "claimed_by"].forEach((key) => {
+      if (key in study) kept[key] = study[key];
+    });
+    return kept;
+  }
+
   function settle(study, text) {
     // claimed (by anyone), cancelled or read: nothing left to call for, so the sound stops; the
     // banner stays until acknowledged, so whoever looked away still sees what happened
@@ -150,6 +164,7 @@
     // a notice (no study to claim): same banner, its own key, acknowledged by key — an operations
     // notice, or one addressed to this user alone (worklist.notices: "notice:<id>")
     if (handled.has(key) || alertsNode.querySelector('.live-alert[data-notice="' + CSS.escape(key) + '"]')) return;
+    if (locked) text = ""; // the lock's fields only (worklist.live.locked_notice), as for a study
     const node = document.createElement("div");
     node.className = "live-alert";
     node.setAttribute("role", "alert");
