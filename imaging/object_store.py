@@ -106,7 +106,7 @@ def object_get(relative_path: str) -> bytes:
 
 def object_delete(relative_path: str, *, if_match: str = "") -> bool:
     """``if_match`` (an ETag): delete only that version (DeleteObject ``If-Match``); False when the
-    store says the object is another one now (412) — a PUT replaced it since it was read."""
+    store says the object is another one now (412) — a PUT replaced it since it was read — or gone."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     condition = {"IfMatch": if_match} if if_match else {}
@@ -115,7 +115,13 @@ def object_delete(relative_path: str, *, if_match: str = "") -> bool:
             Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path), **condition
         )
     except ClientError as exc:
-        if if_match and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+        # 412: another version now; 404 (AWS answers it to If-Match on an absent key): nothing deleted
+        if if_match and exc.response.get("Error", {}).get("Code") in (
+            "PreconditionFailed",
+            "412",
+            "NoSuchKey",
+            "404",
+        ):
             return False
         raise _failure(exc, relative_path) from exc
     except BotoCoreError as exc:

@@ -133,12 +133,16 @@ def _batch_sweep(facility_id: int, batch: list[tuple[str, str]], cutoff: float, 
         if entry is None or entry.modified >= cutoff:
             sweep.kept += entry is not None  # young: maybe a write whose row commits any moment
             continue
-        if object_store_configured():
-            _object_judge(facility_id, entry, uid, sweep)
-        elif orphan_set_aside(entry):
-            _aside_judge(facility_id, path, uid, sweep)
-        else:
-            sweep.kept += 1  # replaced since it was listed: a resend's file
+        try:
+            if object_store_configured():
+                _object_judge(facility_id, entry, uid, sweep)
+            elif orphan_set_aside(entry):
+                _aside_judge(facility_id, path, uid, sweep)
+            else:
+                sweep.kept += 1  # replaced since it was listed: a resend's file
+        except (OSError, StorageError) as exc:  # one file's trouble (the store away): the next day again
+            log.warning("orphan sweep: %s not judged: %s", path, exc)
+            sweep.kept += 1
 
 
 def _aside_judge(facility_id: int, path: str, uid: str, sweep: OrphanSweep) -> None:
