@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from functools import cache
 
 from django.conf import settings
@@ -103,10 +104,72 @@ def object_get(relative_path: str) -> bytes:
         raise _failure(exc, relative_path) from exc
 
 
-def object_delete(relative_path: str) -> None:
+def object_delete(relative_path: str, *, if_match: str = "") -> bool:
+    """``if_match`` (an ETag): delete only that version (DeleteObject ``If-Match``); False when the
+    store says the object is another one now (412) — a PUT replaced it since it was read — or gone."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    condition = {"IfMatch": if_match} if if_match else {}
+    try:
+        _client().delete_object(
+            Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path), **condition
+        )
+    except ClientError as exc:
+        # 412: another version now; 404 (AWS answers it to If-Match on an absent key): nothing deleted
+        if if_match and exc.response.get("Error", {}).get("Code") in (
+            "PreconditionFailed",
+            "412",
+            "NoSuchKey",
+            "404",
+        ):
+            return False
+        raise _failure(exc, relative_path) from exc
+    except BotoCoreError as exc:
+        raise _failure(exc, relative_path) from exc
+    return True
+
+
+def object_paths(prefix: str) -> Iterator[str]:
+    """The relative paths of the objects under ``prefix`` (ListObjectsV2, 1,000 a page)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    strip = len(settings.READROOM_S3_PREFIX)
+    pages = (
+        _client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=settings.READROOM_S3_BUCKET, Prefix=object_key(prefix.rstrip("/")) + "/")
+    )
+    try:
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+    except (BotoCoreError, ClientError) as exc:
+        raise _failure(exc, prefix) from exc
+
+
+def object_head(relative_path: str):
+    """``StoredEntry`` of the object (HeadObject: its LastModified and ETag), None if there is none."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from imaging.storage import StoredEntry
+
+    try:
+        answer = _client().head_object(Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise _failure(exc, relative_path) from exc
+    except BotoCoreError as exc:
+        raise _failure(exc, relative_path) from exc
+    return StoredEntry(relative_path, answer["LastModified"].timestamp(), answer["ETag"])
+
+
+def object_get_tagged(relative_path: str) -> tuple[bytes, str]:
+    """The object's bytes and the ETag of exactly those bytes."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        _client().delete_object(Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path))
+        answer = _client().get_object(Bucket=settings.READROOM_S3_BUCKET, Key=object_key(relative_path))
+        return answer["Body"].read(), answer["ETag"]
     except (BotoCoreError, ClientError) as exc:
         raise _failure(exc, relative_path) from exc

@@ -23,8 +23,10 @@ import base64
 import logging
 import os
 import secrets
+import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -45,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 class StorageError(Exception):
     """A stored file is missing, damaged, or encrypted with a key we do not have."""
+
+
+class StorageKeyMissing(StorageError):
+    """Encrypted with a key this process is not configured with: unreadable here, not damaged."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,12 @@ def encrypted_read(relative_path: str) -> bytes:
             blob = _resolve(relative_path).read_bytes()
         except FileNotFoundError as exc:
             raise StorageError(f"stored file missing: {relative_path}") from exc
+    return blob_decrypt(blob, relative_path)
+
+
+def blob_decrypt(blob: bytes, relative_path: str) -> bytes:
+    """The plaintext of a stored object's bytes; ``StorageKeyMissing`` for a key we lack, else
+    ``StorageError`` when it is not whole (a partial write fails the GCM tag) or was changed."""
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 1:
         raise StorageError(f"not a ReadRoom encrypted file: {relative_path}")
     id_len = blob[len(MAGIC)]
@@ -238,7 +250,7 @@ def encrypted_read(relative_path: str) -> bytes:
     nonce = blob[start + id_len : start + id_len + NONCE_BYTES]
     key = _keys().get(key_id)
     if key is None:
-        raise StorageError(f"{relative_path} is encrypted with key {key_id!r}, which is not configured")
+        raise StorageKeyMissing(f"{relative_path} is encrypted with key {key_id!r}, which is not configured")
     try:
         return _cipher(key).decrypt(nonce, blob[start + id_len + NONCE_BYTES :], None)
     except Exception as exc:  # InvalidTag: tampered or truncated
@@ -285,3 +297,99 @@ def temp_files_sweep(*, now: float | None = None) -> int:
     if removed:
         logger.info("removed %d temp files left by an earlier crash", removed)
     return removed
+
+
+# --- what the orphan sweep needs (interfaces.dicom.orphans; docs/storage.md, "Files no row names") --
+ORPHANS_DIR = f"{INCOMING_DIR}/orphans"  # a file set aside keeps its relative path under here
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    relative_path: str
+    modified: float  # seconds since the epoch: the file's mtime, the object's LastModified
+    tag: str  # which version of it: the inode (a rename over the path makes a new one), the ETag
+
+
+def stored_paths(directory: str) -> Iterator[str]:
+    """The relative paths of everything stored under ``directory`` (a facility's code), in no
+    order; names only (the sweep stats only what no row holds)."""
+    if object_store_configured():
+        from imaging.object_store import object_paths
+
+        yield from object_paths(f"{directory}/")
+        return
+    top = _resolve(directory)
+    root = storage_root().resolve()
+    for current, _, names in os.walk(top):
+        base = Path(current).relative_to(root).as_posix()
+        for name in names:
+            yield f"{base}/{name}"
+
+
+def stored_entry(relative_path: str) -> StoredEntry | None:
+    """When it was written and which version it is, or None if nothing is there."""
+    if object_store_configured():
+        from imaging.object_store import object_head
+
+        return object_head(relative_path)
+    try:
+        info = _resolve(relative_path).lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return StoredEntry(relative_path, info.st_mtime, str(info.st_ino))
+
+
+def _aside(relative_path: str) -> Path:
+    return _resolve(f"{ORPHANS_DIR}/{relative_path}")
+
+
+def orphan_set_aside(entry: StoredEntry) -> bool:
+    """File system: move the file out of its path (one rename: atomic) into ``ORPHANS_DIR``, so a
+    resend of its instance that comes now writes a file of its own and is never the one judged and
+    removed. False, and nothing moved, if the file at the path is no longer ``entry`` (a resend
+    replaced it since it was listed: it is put back)."""
+    aside = _aside(entry.relative_path)
+    _directories_make(aside.parent, durable=settings.READROOM_STORAGE_FSYNC)
+    try:
+        os.rename(_resolve(entry.relative_path), aside)
+    except FileNotFoundError:
+        return False
+    if str(aside.lstat().st_ino) != entry.tag:
+        orphan_put_back(entry.relative_path)
+        return False
+    return True
+
+
+def orphan_put_back(relative_path: str) -> None:
+    """A file set aside goes back to its path, unless a newer file is there (that write wins, as a
+    rename over it would have)."""
+    aside = _aside(relative_path)
+    try:
+        os.link(aside, _resolve(relative_path))  # only where no file is
+        if settings.READROOM_STORAGE_FSYNC:
+            _directory_fsync(_resolve(relative_path).parent)
+    except FileExistsError:
+        pass
+    aside.unlink()
+
+
+def orphan_aside_read(relative_path: str) -> tuple[bytes, float]:
+    """A file set aside: its bytes and when it was written (the rename kept its mtime)."""
+    aside = _aside(relative_path)
+    return aside.read_bytes(), aside.lstat().st_mtime
+
+
+def orphan_aside_remove(relative_path: str) -> None:
+    _aside(relative_path).unlink(missing_ok=True)
+
+
+def orphans_set_aside() -> list[str]:
+    """The relative paths of files still set aside: a sweep killed while judging them."""
+    top = storage_root() / ORPHANS_DIR
+    return [
+        Path(current, name).relative_to(top).as_posix()
+        for current, _, names in os.walk(top)
+        for name in names
+    ]

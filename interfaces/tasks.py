@@ -70,6 +70,17 @@ def priors_fetch_task(self, patient_id: int, order_id: int | None = None, study_
     return len(errors)
 
 
+@shared_task(name="interfaces.tasks.orphan_images_sweep")
+def orphan_images_sweep() -> dict[str, int]:
+    """Stored image files no index row names (docs/storage.md, "Image files no row names")."""
+    from dataclasses import asdict
+
+    from interfaces.dicom.orphans import orphan_images_sweep_once
+
+    sweep = orphan_images_sweep_once()
+    return asdict(sweep) if sweep is not None else {}
+
+
 @shared_task(name="interfaces.tasks.priors_deferred_sweep")
 def priors_deferred_sweep() -> int:
     """Ask the prior questions that waited for their source's pull hours (docs/priors.md)."""

@@ -41,6 +41,9 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "display-checks-lost-requeue": PeriodicTask(
         "imaging.tasks.instances_display_check_lost_requeue", timedelta(minutes=10)
     ),
+    # Stored image files no index row names (a writer killed mid-write, a failed commit): whole ones
+    # to the quarantine, partial ones removed (docs/storage.md). It lists the whole store: daily.
+    "orphan-images-sweep": PeriodicTask("interfaces.tasks.orphan_images_sweep", timedelta(days=1)),
     # Each facility's quarterly QA report, the day after its quarter ends (local time); idempotent.
     "qa-quarterly-reports": PeriodicTask("qa.tasks.quarterly_reports", timedelta(hours=6)),
     # SLA warnings (50 %, 80 %), breaches and the code-stroke steps; each step is recorded once, so

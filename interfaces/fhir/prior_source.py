@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pydantic import ValidationError
 
 from imaging.facts import FhirReportFacts
@@ -125,21 +126,21 @@ def fhir_reports_find(source: dict, *, mrn: str, authority: str, zone: ZoneInfo,
         ("_include", "DiagnosticReport:subject"),
     ]
     url = f"{source['base_url'].rstrip('/')}/DiagnosticReport?{urlencode(query)}"
-    checks = {"system": system, "mrn": mrn, "zone": zone, "oldest": oldest, "count": count}
+    judged = _Judged(system=system, mrn=mrn, zone=zone, oldest=oldest, count=count)
     try:
-        bundles, pages = [], 0
+        pages = 0
         while url is not None and pages < MAX_PAGES:
             body, _ = _get(source, url, FHIR_JSON, limit=MAX_ANSWER, what="the search")
             bundle = _bundle(body)
-            bundles.append(bundle)
+            judged.add(bundle)  # this page's entries only: the earlier pages' are judged already
             pages += 1
-            # what would be kept so far (a url-only text counts; it is fetched once the pages are read)
-            if _sorted(bundle) and len(_answer(bundles, **checks).reports) >= count:
+            # enough would be kept so far (a url-only text counts; it is fetched once the pages are read)
+            if _sorted(bundle) and judged.enough():
                 break
             url = _next(bundle, source)
         if url is not None and pages == MAX_PAGES:
             log.warning("FHIR source %s: %s pages read, the rest left", source.get("name"), pages)
-        answer = _answer(bundles, **checks, fetch=lambda form: _attachment_text(source, form))
+        answer = judged.answer(fetch=lambda form: _attachment_text(source, form))
     except SourceUnavailable as exc:  # the line names the source kind: "FHIR: authentication refused …"
         raise SourceUnavailable(f"FHIR: {exc}") from exc
     return FhirAnswer(answer.reports, answer.withdrawn, answer.skipped, answer.unfetched, pages)
@@ -173,60 +174,114 @@ def _next(bundle: Bundle, source: dict) -> str | None:
     return _same_origin(source, urljoin(source["base_url"].rstrip("/") + "/", url), "the next page")
 
 
-def _entries(bundles: list[Bundle]):
-    """The DiagnosticReports of every page, each id once (a page may repeat one as records move),
-    and the Patients the server included."""
-    resources = [e.resource for b in bundles for e in b.entry or [] if e.resource is not None]
-    patients = {
-        f"Patient/{r.id}": r for r in resources if r.get_resource_type() == "Patient" and r.id is not None
-    }
-    seen, reports = set(), []
-    for report in (r for r in resources if r.get_resource_type() == "DiagnosticReport"):
-        if report.id in seen:
-            continue
-        seen.add(report.id)
-        reports.append(report)
-    return reports, patients
+@dataclass
+class _Candidate:
+    """A report of our patient, of a kept status and category, in the lookback: judged once."""
+
+    when: datetime  # the exam time (else issued); the oldest possible when it has neither
+    order: int  # its place among the answer's reports: equal exam times keep the server's order
+    report: DiagnosticReport
+    facts: FhirReportFacts | None  # read without fetching anything; None: nothing to show
+    pending: str  # "not asked": its text is a presentedForm given by url only, fetched if it is kept
+
+
+class _Judged:
+    """The searchset pages read so far, each entry judged once, when its page arrives: a sorted
+    server's pages are read only until ``count`` would be kept, and asking after each page whether
+    enough are kept must not judge the earlier pages again (that was quadratic in the pages).
+
+    A report's id is judged once: a later page that repeats it (records move between pages) is
+    ignored, the first copy counts. A report whose subject is only a reference to a Patient not yet
+    included waits for that Patient on a later page (``_include`` may put it there); at the end, one
+    still unresolved is dropped — a subject we cannot check is never assumed ours."""
+
+    def __init__(self, *, system: str, mrn: str, zone: ZoneInfo, oldest: date, count: int) -> None:
+        self.system, self.mrn, self.zone, self.oldest, self.count = system, mrn, zone, oldest, count
+        self.patients: dict[str, object] = {}  # "Patient/<id>" → the included Patient
+        self.seen: set[str | None] = set()
+        self.waiting: list[tuple[int, DiagnosticReport]] = []  # subject's Patient not included yet
+        self.candidates: list[_Candidate] = []
+        self.withdrawn: list[str] = []
+        self.skipped = 0
+        self.showable = 0  # candidates with something to show (a url-only text counts)
+
+    def add(self, bundle: Bundle) -> None:
+        resources = [e.resource for e in bundle.entry or [] if e.resource is not None]
+        for resource in resources:
+            if resource.get_resource_type() == "Patient" and resource.id is not None:
+                self.patients.setdefault(f"Patient/{resource.id}", resource)
+        waiting, self.waiting = self.waiting, []
+        for order, report in waiting:  # a Patient of this page may be the one they wait for
+            self._judge(order, report)
+        for report in (r for r in resources if r.get_resource_type() == "DiagnosticReport"):
+            if report.id in self.seen:
+                continue
+            self.seen.add(report.id)
+            self._judge(len(self.seen), report)
+
+    def _judge(self, order: int, report: DiagnosticReport) -> None:
+        subject = report.subject
+        if (
+            report.id and subject is not None and subject.identifier is None
+            and (subject.reference or "") not in self.patients
+        ):  # fmt: skip
+            self.waiting.append((order, report))
+            return
+        if not report.id or not _is_patients(report, self.patients, system=self.system, mrn=self.mrn):
+            self.skipped += 1
+            return
+        if report.status in WITHDRAWN_STATUSES:
+            self.withdrawn.append(report.id)
+            return
+        if report.status not in KEPT_STATUSES or not _is_radiology(report):
+            self.skipped += 1
+            return
+        when = _instant(_effective(report), self.zone) or _instant(report.issued, self.zone)
+        if when is not None and when.date() < self.oldest:
+            self.skipped += 1
+            return
+        text, pending = _report_text(report, None)  # pending: a url-only form, not asked yet
+        facts = _facts(report, self.zone, text, pending)
+        self.showable += facts is not None
+        when = when or datetime.min.replace(tzinfo=self.zone)
+        self.candidates.append(_Candidate(when, order, report, facts, pending))
+
+    def enough(self) -> bool:
+        return self.showable >= self.count
+
+    def answer(self, fetch=None) -> FhirAnswer:
+        """The kept reports, newest exam first, at most ``count``. ``fetch(form)`` gives the text of a
+        presentedForm given by ``url`` (raises ``SourceUnavailable``): called for the kept reports
+        only; without it such a form counts as text that could not be fetched."""
+        skipped = self.skipped + len(self.waiting)  # a subject never included: not checked, dropped
+        # the server may ignore _sort (ReadRoom's own pages by id): newest exam first here, whatever it did
+        candidates = sorted(self.candidates, key=lambda c: c.order)
+        candidates.sort(key=lambda c: c.when, reverse=True)
+        kept, unfetched = [], {}
+        for candidate in candidates:
+            if len(kept) == self.count:
+                break  # the attachments of reports not kept are never fetched
+            facts, pending = candidate.facts, candidate.pending
+            if pending and fetch is not None:
+                text, pending = _report_text(candidate.report, fetch)
+                facts = _facts(candidate.report, self.zone, text, pending)
+            if facts is None:
+                skipped += 1
+                continue
+            kept.append(facts)
+            if pending:
+                unfetched[candidate.report.id] = pending
+        return FhirAnswer(kept, list(self.withdrawn), skipped, unfetched)
 
 
 def _answer(
     bundles, *, system: str, mrn: str, zone: ZoneInfo, oldest: date, count: int, fetch=None
 ) -> FhirAnswer:
-    """The kept reports of the pages read (a Bundle or a list of them). ``fetch(form)`` gives the
-    text of a presentedForm given by ``url`` (raises ``SourceUnavailable``); without it such a form
-    counts as text that could not be fetched."""
-    reports, patients = _entries(bundles if isinstance(bundles, list) else [bundles])
-    candidates, withdrawn, skipped = [], [], 0
-    for report in reports:
-        if not report.id or not _is_patients(report, patients, system=system, mrn=mrn):
-            skipped += 1
-            continue
-        if report.status in WITHDRAWN_STATUSES:
-            withdrawn.append(report.id)
-            continue
-        if report.status not in KEPT_STATUSES or not _is_radiology(report):
-            skipped += 1
-            continue
-        when = _instant(_effective(report), zone) or _instant(report.issued, zone)
-        if when is not None and when.date() < oldest:
-            skipped += 1
-            continue
-        candidates.append((when or datetime.min.replace(tzinfo=zone), report))
-    # the server may ignore _sort (ReadRoom's own pages by id): newest exam first here, whatever it did
-    candidates.sort(key=lambda c: c[0], reverse=True)
-    kept, unfetched = [], {}
-    for _, report in candidates:
-        if len(kept) == count:
-            break  # the attachments of reports not kept are never fetched
-        text, pending = _report_text(report, fetch)
-        facts = _facts(report, zone, text, pending)
-        if facts is None:
-            skipped += 1
-            continue
-        kept.append(facts)
-        if pending:
-            unfetched[report.id] = pending
-    return FhirAnswer(kept, withdrawn, skipped, unfetched)
+    """The kept reports of the pages read (a Bundle or a list of them); see ``_Judged.answer``."""
+    judged = _Judged(system=system, mrn=mrn, zone=zone, oldest=oldest, count=count)
+    for bundle in bundles if isinstance(bundles, list) else [bundles]:
+        judged.add(bundle)
+    return judged.answer(fetch)
 
 
 def _same_system(a: str | None, b: str) -> bool:

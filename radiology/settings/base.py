@@ -63,6 +63,10 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
 # A temp file older than this at a process's start was left by a crash (a write takes seconds, an
 # upload minutes); younger ones may belong to another process on the machine that is still writing.
 READROOM_TEMP_GRACE_SECONDS = env.int("READROOM_TEMP_GRACE_SECONDS", default=3600)
+# A stored image file no index row names, older than this, was left by a crash or a failed commit
+# (ingest writes the file just before its row: milliseconds); the orphan sweep quarantines a whole
+# one and removes a partial one (interfaces/dicom/orphans.py, docs/storage.md).
+READROOM_ORPHAN_GRACE_SECONDS = env.int("READROOM_ORPHAN_GRACE_SECONDS", default=3600)
 # An S3-API object store instead of READROOM_STORAGE_DIR (imaging/object_store.py, docs/storage.md):
 # AWS S3, MinIO or Ceph RGW, shared by every SCP, web and worker machine. Empty bucket: the file system.
 READROOM_S3_BUCKET = env.str("READROOM_S3_BUCKET", default="")

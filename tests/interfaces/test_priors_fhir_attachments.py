@@ -17,6 +17,7 @@ import html
 import json
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -117,10 +118,8 @@ def page(server: Server, entries: list[dict], *, sorted_: bool = True, next_url:
     links = [{"relation": "self", "url": self_url}]
     if next_url:
         links.append({"relation": "next", "url": next_url})
-    return fhir_json(
-        {"resourceType": "Bundle", "type": "searchset", "link": links,
-         "entry": [{"fullUrl": f"{server.base}/DiagnosticReport/{e['id']}", "resource": e} for e in entries]}
-    )  # fmt: skip
+    full = [{"fullUrl": f"{server.base}/{e['resourceType']}/{e['id']}", "resource": e} for e in entries]
+    return fhir_json({"resourceType": "Bundle", "type": "searchset", "link": links, "entry": full})
 
 
 @pytest.fixture
@@ -206,6 +205,49 @@ def test_an_unsorted_server_is_read_to_its_last_page_and_the_newest_exams_kept(r
     assert ask(reading).status == "retrieved"
     assert shown(reading.patient) == {"c": "2025", "b": "2024"}
     assert len(ehr.requests) == 2
+
+
+def test_each_page_is_judged_once_as_it_arrives(reading, servers, monkeypatch):
+    """Deciding after each page whether enough reports are kept judged every page read so far
+    again (quadratic in the pages): each entry is judged once, when its page arrives."""
+    ehr, _ = servers
+    judged = Counter()
+    is_patients = prior_source._is_patients
+
+    def counted(report, patients, **checks):
+        judged[report.id] += 1
+        return is_patients(report, patients, **checks)
+
+    monkeypatch.setattr(prior_source, "_is_patients", counted)
+    source = reading.facility.prior_sources[0]
+    reading.facility.prior_sources = [{**source, "count": 4}]
+    reading.facility.save(update_fields=["prior_sources"])
+    # given a sorted server whose pages each hold a lab report (dropped) and one kept; on page 1 a
+    # report whose subject is a bare reference to the Patient that page 2 includes (_include)
+    bare = report("bare", when="2025-11-15T10:00:00Z", presentedForm=inline("By reference."))
+    bare["subject"] = {"reference": "Patient/p9"}
+    patient = {"resourceType": "Patient", "id": "p9", "identifier": [{"system": EHR_SYSTEM, "value": MRN}]}
+    pages = [
+        [report("lab1", when="2026-01-03T10:00:00Z", category=LAB, presentedForm=inline("Hb")), bare,
+         report("ct1", when="2025-12-01T10:00:00Z", presentedForm=inline("One."))],
+        [report("lab2", when="2026-01-02T10:00:00Z", category=LAB, presentedForm=inline("Hb")),
+         report("ct2", when="2025-11-01T10:00:00Z", presentedForm=inline("Two.")), patient],
+        [report("lab3", when="2026-01-01T10:00:00Z", category=LAB, presentedForm=inline("Hb")),
+         report("ct3", when="2025-10-01T10:00:00Z", presentedForm=inline("Three."))],
+        [report("ct4", when="2025-09-01T10:00:00Z", presentedForm=inline("Four."))],
+    ]  # fmt: skip
+    for number, entries in enumerate(pages, start=1):
+        path = "/fhir/DiagnosticReport" + (f"?page={number}" if number > 1 else "")
+        more = f"{ehr.base}/DiagnosticReport?page={number + 1}" if number < len(pages) else None
+        ehr.routes[path] = page(ehr, entries, next_url=more)
+    # when the priors are asked (count 4)
+    retrieval = ask(reading)
+    # then the four are kept by page 3 (page 4 never asked), the bare one matched by the Patient
+    # page 2 included, and every entry was judged exactly once (before: page 1's four times)
+    assert (retrieval.status, retrieval.last_error) == ("retrieved", "")
+    assert shown(reading.patient) == {"ct1": "One.", "bare": "By reference.", "ct2": "Two.", "ct3": "Three."}
+    assert len(ehr.requests) == 3
+    assert judged == Counter({rid: 1 for rid in ("lab1", "bare", "ct1", "lab2", "ct2", "lab3", "ct3")})
 
 
 def test_paging_is_bounded(reading, servers, monkeypatch):
