@@ -18,7 +18,6 @@ class InterfacesConfig(AppConfig):
         post_save.connect(on_order_saved, sender=Order, dispatch_uid="readroom.priors.order")
         post_save.connect(on_study_saved, sender=Study, dispatch_uid="readroom.priors.study")
         from imaging.signals import instance_display_checked
-        from interfaces.dicom.metadata_sidecar import on_instance_display_checked
         from interfaces.dicom.web_signin import receivers_connect
         from interfaces.fhircast import receivers  # noqa: F401 — connects the hub's publishers
 
@@ -26,5 +25,14 @@ class InterfacesConfig(AppConfig):
         receivers_connect()
         # the decode check read the file: its WADO-RS metadata side-car is made from the same bytes
         instance_display_checked.connect(
-            on_instance_display_checked, dispatch_uid="readroom.metadata_sidecar"
+            _metadata_sidecar_write, dispatch_uid="readroom.metadata_sidecar"
         )
+
+
+def _metadata_sidecar_write(sender, **kwargs) -> None:
+    """The decode check's receiver, importing the side-car code (pydicom, numpy) when a check runs:
+    imported from ``ready()`` it cost every process's ``django.setup()`` ~0.6 s of CPU, a manage.py
+    command or the HL7 listener included (tests/test_settings.py shows setup imports neither)."""
+    from interfaces.dicom.metadata_sidecar import on_instance_display_checked
+
+    on_instance_display_checked(sender, **kwargs)

@@ -13,11 +13,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
-    "import json, django; from django.conf import settings; django.setup(); "
+    "import json, sys, django; from django.conf import settings; django.setup(); "
     "print(json.dumps({'db': settings.DATABASES['default']['ENGINE'], "
     "'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], 'eager': settings.CELERY_TASK_ALWAYS_EAGER, "
     "'broker': settings.CELERY_BROKER_URL, 'embedded': settings.EMBEDDED, 'secret': settings.SECRET_KEY, "
-    "'storage_key': settings.READROOM_STORAGE_KEY, 'idle': settings.SESSION_COOKIE_AGE}))"
+    "'storage_key': settings.READROOM_STORAGE_KEY, 'idle': settings.SESSION_COOKIE_AGE, "
+    "'heavy': [m for m in ('pydicom', 'numpy', 'fhir.resources', 'requests') if m in sys.modules]}))"
 )
 REAL_STORAGE_KEY = base64.b64encode(b"k" * 32).decode()
 REAL_SECRET = "s" * 50
@@ -63,6 +64,9 @@ def test_database_and_redis_urls_give_the_production_topology(tmp_path):
     assert seen["eager"] is False
     assert seen["broker"] == "redis://127.0.0.1:6379/0"
     assert seen["embedded"] is False
+    # and setting up imports none of the heavy libraries: each process that uses one imports it then
+    # (pydicom, numpy and fhir.resources were ~1 s of CPU per start: every manage.py, listener, probe)
+    assert seen["heavy"] == []
 
 
 def test_idle_timeout_is_configurable(tmp_path):

@@ -13,14 +13,10 @@ record; docs/api.md has the mapping table."""
 from __future__ import annotations
 
 import base64
+import importlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from fhir.resources.R4B.diagnosticreport import DiagnosticReport
-from fhir.resources.R4B.imagingstudy import ImagingStudy
-from fhir.resources.R4B.patient import Patient as PatientModel
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from facilities.models import Facility, PriorityClass
 from imaging.models import Order, OrderStatus, Patient, Sex, Study, StudyStatus
@@ -110,7 +106,7 @@ def patient_resource(patient: Patient) -> dict:
         "managingOrganization": facility_reference(patient.facility),
         "link": links,
     }
-    return validated(PatientModel, resource)
+    return validated(r4b_model("patient.Patient"), resource)
 
 
 def mrn_identifier(patient: Patient) -> dict:
@@ -171,7 +167,7 @@ def service_request_resource(order: Order, *, read_final: bool) -> dict:
         "reasonCode": reason_codes(order),
         "note": order_notes(order),
     }
-    return validated(ServiceRequest, resource)
+    return validated(r4b_model("servicerequest.ServiceRequest"), resource)
 
 
 def order_notes(order: Order) -> list[dict]:
@@ -262,7 +258,7 @@ def imaging_study_resource(study: Study) -> dict:
         resource["procedureCode"] = [_procedure(order)]
         resource["referrer"] = ordering_provider_reference(order)
         resource["reasonCode"] = reason_codes(order)
-    return validated(ImagingStudy, resource)
+    return validated(r4b_model("imagingstudy.ImagingStudy"), resource)
 
 
 def imaging_study_reference(study_id: int) -> dict:
@@ -383,7 +379,7 @@ def diagnostic_report_resource(snapshot: DiagnosticReportSnapshot) -> dict:
         "conclusion": snapshot.conclusion or None,
         "presentedForm": _presented_forms(snapshot),
     }
-    return validated(DiagnosticReport, resource)
+    return validated(r4b_model("diagnosticreport.DiagnosticReport"), resource)
 
 
 def _presented_forms(snapshot: DiagnosticReportSnapshot) -> list[dict]:
@@ -409,6 +405,14 @@ def _attachment(content_type: str, data: bytes, snapshot: DiagnosticReportSnapsh
 def _instant(value: datetime | None) -> str | None:
     """An instant as FHIR JSON writes it: UTC with "Z"."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def r4b_model(name: str) -> type:
+    """The fhir.resources R4B model ``"<module>.<Class>"``, imported on first use: its pydantic models
+    cost ~0.4 s of CPU to import, which every process's ``django.setup()`` paid through the FHIRcast
+    receivers (a manage.py command, the listener, the SCP) whether or not it ever built a resource."""
+    module, _, cls = name.rpartition(".")
+    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), cls)
 
 
 def validated(model, resource: dict) -> dict:
