@@ -24,9 +24,7 @@ class InterfacesConfig(AppConfig):
         # the fast frame path's held sign-ins hear of sign-outs, locks and account changes
         receivers_connect()
         # the decode check read the file: its WADO-RS metadata side-car is made from the same bytes
-        instance_display_checked.connect(
-            _metadata_sidecar_write, dispatch_uid="readroom.metadata_sidecar"
-        )
+        instance_display_checked.connect(_metadata_sidecar_write, dispatch_uid="readroom.metadata_sidecar")
 
 
 def _metadata_sidecar_write(sender, **kwargs) -> None:
