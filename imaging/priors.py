@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -125,21 +126,24 @@ def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> li
     retrieval of the patient has pending, running or retrieved is left to that one, and one of this
     retrieval's own not yet retrieved (a failed attempt the other has since taken up) is dropped: the
     screen's line, which counts the patient's fetches, is then right for the order and the study."""
+    now = timezone.now()
     with transaction.atomic():
         # the lock: the two plans of one patient run one after the other, each seeing the other's rows
         list(Patient.objects.select_for_update().filter(pk=retrieval.patient_id).values_list("pk", flat=True))
-        taken = set(
-            PriorFetch.objects.filter(
-                retrieval__facility_id=retrieval.facility_id,
-                retrieval__patient_id=retrieval.patient_id,
-                status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING, RetrievalStatus.RETRIEVED),
-            )
-            .exclude(retrieval_id=retrieval.pk)
-            .values_list("study_instance_uid", flat=True)
-        )
+        others = PriorFetch.objects.filter(
+            retrieval__facility_id=retrieval.facility_id,
+            retrieval__patient_id=retrieval.patient_id,
+            status__in=(RetrievalStatus.PENDING, RetrievalStatus.RUNNING, RetrievalStatus.RETRIEVED),
+        ).exclude(retrieval_id=retrieval.pk)
+        stale = _claims_stale(others, now)
+        taken = set(others.exclude(pk__in=[f.pk for f in stale]).values_list("study_instance_uid", flat=True))
         retrieval.fetches.filter(study_instance_uid__in=taken).exclude(
             status=RetrievalStatus.RETRIEVED
         ).delete()
+        wanted = {c.study_instance_uid for c in chosen}
+        for fetch in stale:
+            if fetch.study_instance_uid in wanted:
+                _claim_take_over(retrieval, fetch)
         for c in chosen:
             if c.study_instance_uid in taken:
                 continue
@@ -151,31 +155,59 @@ def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> li
         mine = list(
             retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED).order_by("-study_date", "pk")
         )  # newest first: the prior a reader compares with first is there first
-        PriorFetch.objects.filter(pk__in=[f.pk for f in mine]).update(status=RetrievalStatus.RUNNING)
+        PriorFetch.objects.filter(pk__in=[f.pk for f in mine]).update(
+            status=RetrievalStatus.RUNNING, claimed_at=now
+        )
         for fetch in mine:
-            fetch.status = RetrievalStatus.RUNNING
+            fetch.status, fetch.claimed_at = RetrievalStatus.RUNNING, now
         PriorRetrieval.objects.filter(pk=retrieval.pk).update(status=RetrievalStatus.RUNNING)
     return mine
 
 
+def _claims_stale(others, now: datetime) -> list[PriorFetch]:
+    """Another retrieval's RUNNING fetches claimed longer ago than the limit: their worker died
+    mid-move (its message is redelivered only much later, if ever). A claim of unknown age (made
+    before claims were dated) is left to its holder."""
+    limit = timedelta(seconds=settings.READROOM_PRIOR_CLAIM_MAX_SECONDS)
+    return list(others.filter(status=RetrievalStatus.RUNNING, claimed_at__lt=now - limit))
+
+
+def _claim_take_over(retrieval: PriorRetrieval, fetch: PriorFetch) -> bool:
+    """Move a stale claim to ``retrieval`` (compare-and-set on its status and claim time: a finish
+    of the old holder in between wins, and the prior is then left to it). The row moves, so the
+    patient's fetches still count each prior once; its claim time is set anew by the plan."""
+    retrieval.fetches.filter(study_instance_uid=fetch.study_instance_uid).exclude(
+        status=RetrievalStatus.RETRIEVED
+    ).delete()  # this retrieval's own failed attempt at it, if any (one row per prior and retrieval)
+    moved = PriorFetch.objects.filter(
+        pk=fetch.pk, status=RetrievalStatus.RUNNING, claimed_at=fetch.claimed_at
+    ).update(retrieval=retrieval, error="")
+    return bool(moved)
+
+
 def prior_fetch_finish(fetch: PriorFetch, *, expected: int, failed: int, error: str = "") -> bool:
-    """A move/get ended: the prior is shown only when every instance it announced is indexed."""
+    """A move/get ended: the prior is shown only when every instance it announced is indexed.
+    Only while the claim is still this fetch's (compare-and-set on ``claimed_at``): a retrieval
+    whose stale claim was taken over judges nothing (True: nothing of it to retry)."""
     study = Study.objects.filter(study_instance_uid=fetch.study_instance_uid).first()
     stored = Instance.objects.filter(series__study=study).count() if study else 0
     complete = not error and failed == 0 and study is not None and stored >= expected > 0
+    ours = PriorFetch.objects.filter(
+        pk=fetch.pk, retrieval_id=fetch.retrieval_id, claimed_at=fetch.claimed_at
+    )
     with transaction.atomic():
         if complete:
+            if not ours.update(status=RetrievalStatus.RETRIEVED, instances_expected=expected, error=""):
+                return True
             Study.objects.filter(pk=study.pk, prior_state=PriorState.RETRIEVING).update(
                 prior_state=PriorState.RETRIEVED
             )
-            PriorFetch.objects.filter(pk=fetch.pk).update(
-                status=RetrievalStatus.RETRIEVED, instances_expected=expected, error=""
-            )
         else:
             reason = error or f"{failed} of {expected} instances failed" if failed else error or "incomplete"
-            PriorFetch.objects.filter(pk=fetch.pk).update(
+            if not ours.update(
                 status=RetrievalStatus.FAILED, instances_expected=expected, error=reason[:200]
-            )
+            ):
+                return True
     return complete
 
 

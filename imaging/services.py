@@ -1044,17 +1044,24 @@ def instance_display_check(*, instance_id: int) -> str:
     """Decode the first and last frame of a stored image with the renderer's own path and flag the
     first problem found, before anyone opens it (issue #12). Returns the problem, or "" (none, not an
     image, or checked already: a redelivered task decodes nothing)."""
-    from imaging.rendering import display_problem_find  # numpy/PIL: only where images are decoded
+    # numpy/PIL: only where images are decoded
+    from imaging.rendering import UnsupportedImage, display_problem_find, part10_dataset
 
     instance = Instance.objects.filter(pk=instance_id, display_checked_at__isnull=True).first()
     if instance is None:
         return ""
+    dataset = None  # one parse for the check and the metadata side-car made from the same bytes
     try:
         part10 = encrypted_read(instance.storage_path)
     except StorageError as exc:
         part10, problem = None, f"the stored file cannot be read: {exc}"
     else:
-        problem = display_problem_find(instance, part10)
+        try:
+            dataset = part10_dataset(part10)
+        except UnsupportedImage as exc:
+            problem = exc.message
+        else:
+            problem = display_problem_find(instance, part10, dataset)
     # only the file that was checked: a re-send meanwhile cleared the mark and queued its own check
     Instance.objects.filter(
         pk=instance_id, display_checked_at__isnull=True, storage_path=instance.storage_path
@@ -1062,7 +1069,7 @@ def instance_display_check(*, instance_id: int) -> str:
     if problem:
         instance_display_problem_record(instance_id=instance_id, reason=problem)
     if part10 is not None:
-        instance_display_checked.send(sender=Instance, instance=instance, part10=part10)
+        instance_display_checked.send(sender=Instance, instance=instance, part10=part10, dataset=dataset)
     return problem
 
 

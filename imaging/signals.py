@@ -22,7 +22,8 @@ study_opened = Signal()
 study_closed = Signal()
 
 # An image's decode check ran (imaging.services.instance_display_check, in a worker after the
-# commit): kwargs instance (Instance), part10 (its decrypted bytes, read once for the check).
+# commit): kwargs instance (Instance), part10 (its decrypted bytes, read once for the check),
+# dataset (those bytes parsed once by the check; None when they are no readable DICOM).
 # DICOMweb writes the instance's metadata side-car from them (interfaces.dicom.metadata_sidecar),
 # so a viewer's first metadata request does not convert 300 headers to JSON while the reader waits.
 instance_display_checked = Signal()

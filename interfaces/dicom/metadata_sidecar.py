@@ -23,6 +23,7 @@ import logging
 from io import BytesIO
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from imaging.models import Instance
 from imaging.storage import StorageError, encrypted_read, encrypted_write, metadata_sidecar_path
@@ -48,19 +49,20 @@ def _made_from(instance: Instance) -> str:
     )
 
 
-def instance_metadata_relative(instance: Instance, part10: bytes) -> str:
-    """The instance's metadata as DICOM JSON text, with its bulk data URIs relative (``./…``)."""
-    ds = dcmread(BytesIO(part10))
+def instance_metadata_relative(instance: Instance, part10: bytes, dataset: Dataset | None = None) -> str:
+    """The instance's metadata as DICOM JSON text, with its bulk data URIs relative (``./…``).
+    ``dataset``: ``part10`` parsed already (the decode check's parse), else it is parsed here."""
+    ds = dataset if dataset is not None else dcmread(BytesIO(part10))
     return json.dumps(
         dataset_json(ds, transfer_syntax_uid=instance.transfer_syntax_uid, bulkdata_url="."),
         separators=(",", ":"),
     )
 
 
-def metadata_sidecar_write(instance: Instance, part10: bytes) -> str:
+def metadata_sidecar_write(instance: Instance, part10: bytes, dataset: Dataset | None = None) -> str:
     """Make and keep the side-car; returns its JSON text (relative URIs). Storage failures are
     logged, not raised: the side-car only saves time, the file stays the truth."""
-    text = instance_metadata_relative(instance, part10)
+    text = instance_metadata_relative(instance, part10, dataset)
     try:
         encrypted_write(
             metadata_sidecar_path(instance.storage_path), f"{_made_from(instance)}\n{text}".encode()
@@ -88,9 +90,11 @@ def instance_metadata_json(instance: Instance, instance_url: str) -> str:
     return text.replace(_RELATIVE, f'"BulkDataURI":"{instance_url}/bulkdata/')
 
 
-def on_instance_display_checked(sender, *, instance: Instance, part10: bytes, **kwargs) -> None:
-    """The decode check read the file: keep its metadata while the bytes are at hand."""
+def on_instance_display_checked(
+    sender, *, instance: Instance, part10: bytes, dataset: Dataset | None = None, **kwargs
+) -> None:
+    """The decode check read the file: keep its metadata while the bytes (and their parse) are at hand."""
     try:
-        metadata_sidecar_write(instance, part10)
+        metadata_sidecar_write(instance, part10, dataset)
     except Exception:  # a header pydicom cannot turn into JSON: the request will say so, not the task
         log.exception("metadata side-car of %s not made", instance.sop_instance_uid)

@@ -148,6 +148,9 @@ def source_get(source: dict, uid: str, facility: Facility) -> tuple[int, int, st
     answered Success once received and queued: its outcome counts in ``failed`` here (the prior
     is then incomplete and retried), beside the sub-operations the PACS reports failed."""
     ae = _ae(float(source.get("timeout_seconds") or 60))
+    # no limit on the PDUs the PACS sends us (the SCP's setting): pynetdicom's default 16 KB cut
+    # each 512 KB slice into 32 P-DATA PDUs, each read, decoded and reassembled in Python
+    ae.maximum_pdu_size = 0
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     contexts = StoragePresentationContexts[:127]
     for context in contexts:

@@ -204,6 +204,70 @@ def test_the_orders_and_the_first_images_retrievals_at_once_fetch_each_prior_onc
     assert prior_status_text(current) == "2 priors retrieved"
 
 
+def test_a_running_claim_older_than_the_limit_is_taken_over_by_the_next_retrieval(
+    hospital, orthanc, chicago, settings, dicom_scp_server
+):
+    """A worker killed mid-move leaves its prior's fetch RUNNING (docs/priors.md): the next
+    retrieval of the patient takes over a claim older than READROOM_PRIOR_CLAIM_MAX_SECONDS and
+    fetches it; a younger claim is still left to its holder; the dead holder's late finish (its
+    redelivered task) changes nothing of what the new one retrieved."""
+    from django.utils import timezone
+
+    from imaging.models import RetrievalStatus
+    from imaging.priors import prior_fetch_finish
+
+    settings.READROOM_PRIOR_CLAIM_MAX_SECONDS = 600
+    chicago.prior_sources = [source(orthanc, "c-move")]
+    chicago.save(update_fields=["prior_sources"])
+    patient = Patient.objects.create(
+        facility=chicago, mrn=MRN, assigning_authority=ISSUER, family_name="SMITH", given_name="ANNA"
+    )
+    # given: two earlier retrievals of the patient, each holding one relevant prior RUNNING: one
+    # whose worker died 20 minutes ago, one claimed a minute ago (still moving)
+    stale_uid, fresh_uid = sorted(hospital["relevant"])
+    now = timezone.now()
+    dead = PriorRetrieval.objects.create(
+        facility=chicago, patient=patient, source_name="Lakeshore PACS (dead worker)", status="running"
+    )
+    alive = PriorRetrieval.objects.create(
+        facility=chicago, patient=patient, source_name="Lakeshore PACS (alive)", status="running"
+    )
+    stale = PriorFetch.objects.create(
+        retrieval=dead, study_instance_uid=stale_uid, status=RetrievalStatus.RUNNING,
+        claimed_at=now - timedelta(minutes=20),
+    )  # fmt: skip
+    fresh = PriorFetch.objects.create(
+        retrieval=alive, study_instance_uid=fresh_uid, status=RetrievalStatus.RUNNING,
+        claimed_at=now - timedelta(minutes=1),
+    )  # fmt: skip
+    received = c_stores_counted(dicom_scp_server)
+    # when: a new order arrives (its priors_fetch task runs after the commit, as on the worker)
+    order = Order.objects.create(
+        facility=chicago, patient=patient, accession_number="A-NEW-1", procedure_code="71250",
+        procedure_text="CT CHEST WO CONTRAST",
+    )  # fmt: skip
+    # then: the stale claim moved to the order's retrieval and its prior is retrieved, whole
+    stale.refresh_from_db()
+    mine = PriorRetrieval.objects.get(order=order)
+    assert (stale.retrieval_id, stale.status) == (mine.pk, RetrievalStatus.RETRIEVED)
+    assert stale.claimed_at > now
+    prior = Study.objects.get(study_instance_uid=stale_uid)
+    assert (prior.prior_state, prior.number_of_instances) == (PriorState.RETRIEVED, SLICES)
+    # the young claim is left to its holder: never moved, nothing of it asked for
+    fresh.refresh_from_db()
+    assert (fresh.retrieval_id, fresh.status) == (alive.pk, RetrievalStatus.RUNNING)
+    assert not Study.objects.filter(study_instance_uid=fresh_uid).exists()
+    assert len(received) == SLICES
+    assert prior_status_text(prior) == "1 prior retrieved, 1 retrieving"
+    # and the dead worker's task, redelivered at last, finishing its old claim, changes nothing
+    late = PriorFetch(
+        pk=stale.pk, retrieval=dead, study_instance_uid=stale_uid, claimed_at=now - timedelta(minutes=20)
+    )
+    assert prior_fetch_finish(late, expected=0, failed=0, error="timed out mid-move") is True
+    stale.refresh_from_db()
+    assert (stale.retrieval_id, stale.status, stale.error) == (mine.pk, RetrievalStatus.RETRIEVED, "")
+
+
 def test_a_source_that_is_down_is_retried_and_the_failure_shown(chicago):
     down = free_port()
     chicago.prior_sources = [
