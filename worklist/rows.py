@@ -10,6 +10,7 @@ against its own filters without asking the server."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -294,8 +295,11 @@ def _compiled(row: dict, mine: bool, zone) -> _Compiled:
     if compiled is None:
         compiled = _compile(row, mine)
         if len(_ROW_CACHE) >= ROW_CACHE_SIZE:
-            # the oldest first (dicts keep insertion order); a race between threads only recompiles
-            _ROW_CACHE.pop(next(iter(_ROW_CACHE), None), None)
+            # the oldest first (dicts keep insertion order). Threads share the dict (sync views run
+            # in a thread pool under ASGI): another thread's insert between iter() and next() makes
+            # the iterator raise, and then this one simply evicts nothing this time.
+            with contextlib.suppress(RuntimeError, StopIteration):
+                _ROW_CACHE.pop(next(iter(_ROW_CACHE)), None)
         _ROW_CACHE[key] = compiled
     return compiled
 

@@ -393,3 +393,19 @@ def test_a_cached_row_never_reaches_a_reader_who_may_not_see_its_study(
         # then they get their own study and never the cached Lakeshore row
         assert row_ids(response) == [theirs.pk]
         assert f'data-study-id="{study.pk}"' not in response.content.decode()
+
+
+def test_the_row_cache_keeps_its_size_and_its_rows(neuro_reader, chicago, monkeypatch):
+    from worklist import rows
+
+    # given a cache of two rows and three studies
+    monkeypatch.setattr(rows, "ROW_CACHE_SIZE", 2)
+    rows._ROW_CACHE.clear()
+    now = timezone.now()
+    ids = [routed(chicago, code="70450", text="CT HEAD", completed_at=now).pk for _ in range(3)]
+    # when their rows are rendered twice
+    first = rows.rows_for_reader(ids, viewer_id=neuro_reader.pk, at=now)
+    again = rows.rows_for_reader(ids, viewer_id=neuro_reader.pk, at=now)
+    # then the oldest made way (never more than two kept) and every row is the same
+    assert len(rows._ROW_CACHE) == 2
+    assert first == again and [row.pk for row in again] == ids
