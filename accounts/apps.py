@@ -10,6 +10,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
         from accounts import (
@@ -17,9 +18,12 @@ class AccountsConfig(AppConfig):
             checks,  # noqa: F401  (registers the deploy check)
         )
         from accounts.setup import on_post_migrate
+        from radiology.pg_types import timestamptz_loader_install
 
         # post_migrate is sent after the whole migration run, when every table exists.
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="readroom.accounts.setup")
+        # timestamps parsed in C on PostgreSQL connections in UTC (radiology/pg_types.py)
+        connection_created.connect(timestamptz_loader_install, dispatch_uid="readroom.pg_types")
         register(lock_roles_check)
 
 

@@ -10,6 +10,7 @@ against its own filters without asking the server."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from django.utils.safestring import mark_safe
 
 from facilities.models import PriorityClass
 from facilities.templatetags.facility_time import time_html, zone_time
-from facilities.times import due_text
+from facilities.times import CLOCK_FORMAT, DATED_CLOCK_FORMAT, due_text
 from imaging.models import Study, age_on, clinical_history_text
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 
@@ -157,7 +158,8 @@ class ReaderRow:
 def rows_for_reader(ids: list[int], *, viewer_id: int, at: datetime) -> list[ReaderRow]:
     """These studies' rows for ``viewer_id``'s page, in this order (one query, plain values)."""
     rows = {row["id"]: row for row in Study.objects.filter(pk__in=ids).values(*READER_ROW_COLUMNS).order_by()}
-    return [reader_row(rows[pk], viewer_id=viewer_id, at=at) for pk in ids if pk in rows]
+    zone = timezone.get_current_timezone()
+    return [reader_row(rows[pk], viewer_id=viewer_id, at=at, zone=zone) for pk in ids if pk in rows]
 
 
 def reader_row_values(study: Study) -> dict:
@@ -186,17 +188,18 @@ def reader_row_values(study: Study) -> dict:
     return values
 
 
-def reader_row(row: dict, *, viewer_id: int | None, at: datetime) -> ReaderRow:
-    """The row for ``viewer_id``'s page (None: any reader but its holder)."""
+def reader_row(row: dict, *, viewer_id: int | None, at: datetime, zone=None) -> ReaderRow:
+    """The row for ``viewer_id``'s page (None: any reader but its holder). ``zone``: the current time
+    zone (``_local_iso``'s), when the caller already has it."""
     mine = viewer_id is not None and row["worklist_claimed_by_id"] == viewer_id
-    priority = row["priority"]
+    compiled = _compiled(row, mine, zone or timezone.get_current_timezone())
     return ReaderRow(
-        pk=row["id"],
-        html=reader_row_html(row, mine=mine, at=at),
-        sort=_sort_key(mine, priority, row["triage_rank"], row["worklist_sla_deadline"], row["id"]),
-        facts=_reader_facts(row),
-        stroke=row["is_stroke"] or priority == PriorityClass.STROKE,
-        claimed=row["worklist_claimed_by_id"] is not None,
+        pk=compiled.pk,
+        html=reader_row_html(row, mine=mine, at=at, compiled=compiled),
+        sort=compiled.sort,
+        facts=dict(compiled.facts),
+        stroke=compiled.stroke,
+        claimed=compiled.claimed,
     )
 
 
@@ -213,23 +216,129 @@ def _reader_facts(row: dict) -> dict[str, str]:
 _PRIORITY_LABELS = {value: str(label) for value, label in PriorityClass.choices}
 
 
-def reader_row_html(row: dict, *, mine: bool, at: datetime) -> str:
+# --- a row compiled once per content --------------------------------------------------------------
+#
+# Most of a reader's row does not depend on the instant it is rendered at: only the SLA countdown
+# (its state, text and the "breached" class), the due time's text (its date shows when it is not
+# today at the facility) and the patient's age do. ``_Compiled`` holds the rest already written —
+# escaped, the times formatted, the history joined — and ``reader_row_html`` fills in the three
+# moving parts at ``at``. It is cached by the row's *content*: the key is every value the row is
+# built from (``READER_ROW_COLUMNS``), whether it is the viewer's, and the current time zone. No
+# write can make a cached row stale, because a changed study, order, patient or facility is a
+# different key — so there is nothing to invalidate (a signal-based invalidation would miss
+# ``QuerySet.update()`` and the bench's set-based SQL). Nor can it show a study to a reader who may
+# not see it: a row is found only by the values of a study the caller has already loaded through
+# the permission-checked list (or the broadcast's audience), and the key holds nothing of the
+# reader but "is it theirs". The push path (``worklist.broadcast.study_fanout``) builds its rows
+# through here too, so a study just pushed is already compiled for the next resync in that process.
+# Per process, not in Redis: a page's 100 look-ups in Redis (a round trip and 100 unpickles) would
+# cost about what rendering them does.
+
+ROW_CACHE_SIZE = 20_000  # compiled rows kept per process (~2 KB each): a busy archive's open list
+_ROW_CACHE: dict[tuple, _Compiled] = {}
+_DATETIME_COLUMNS = (
+    "study_datetime",
+    "first_received_at",
+    "worklist_sla_deadline",
+    "assignment__clock_started_at",
+)
+_JSON_COLUMNS = ("order__reasons_for_study", "order__notes")
+_KEY_COLUMNS = tuple(c for c in READER_ROW_COLUMNS if c not in _DATETIME_COLUMNS + _JSON_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A reader's row without its instant: the markup around the moving parts, and what they need."""
+
+    pk: int
+    sort: str
+    facts: dict[str, str]
+    stroke: bool
+    claimed: bool
+    head: str  # up to the class list's end (before " breached")
+    before_due: str  # from the class list's end to data-due-local's value
+    before_age: str  # from data-due-local's end to the age/sex cell's text
+    before_sla: str  # from the age/sex cell's end to the SLA cell's content
+    tail: str  # from the SLA cell's end
+    zone: ZoneInfo
+    birth_date: object  # None without a patient or a birth date
+    has_patient: bool
+    sex: str
+    start: datetime | None
+    deadline: datetime | None
+    deadline_day: object  # the deadline's date at the facility
+    due_clock: str  # "14:46 CST" (the deadline today there)
+    due_dated: str  # "Thu 3 Dec 14:46 CST"
+    countdown: str  # the countdown's attributes after its class (data-testid, data-deadline, …)
+    due_time: str  # ``<time datetime=… title=…>`` of the deadline, up to its text
+
+
+def _datetime_key(value: datetime | None):
+    # equal aware datetimes may differ by offset, and the row writes a value's own ``isoformat``
+    return None if value is None else (value, value.utcoffset())
+
+
+def _row_key(row: dict, mine: bool, zone) -> tuple:
+    return (
+        mine,
+        zone,
+        *map(row.__getitem__, _KEY_COLUMNS),
+        *(_datetime_key(row[c]) for c in _DATETIME_COLUMNS),
+        # the order's JSON lists (HL7's reasons and notes) as text: a list is not hashable
+        *(repr(row[c]) for c in _JSON_COLUMNS),
+    )
+
+
+def _compiled(row: dict, mine: bool, zone) -> _Compiled:
+    key = _row_key(row, mine, zone)
+    compiled = _ROW_CACHE.get(key)
+    if compiled is None:
+        compiled = _compile(row, mine)
+        if len(_ROW_CACHE) >= ROW_CACHE_SIZE:
+            # the oldest first (dicts keep insertion order). Threads share the dict (sync views run
+            # in a thread pool under ASGI): another thread's insert between iter() and next() makes
+            # the iterator raise, and then this one simply evicts nothing this time.
+            with contextlib.suppress(RuntimeError, StopIteration):
+                _ROW_CACHE.pop(next(iter(_ROW_CACHE)), None)
+        _ROW_CACHE[key] = compiled
+    return compiled
+
+
+def reader_row_html(row: dict, *, mine: bool, at: datetime, compiled: _Compiled | None = None) -> str:
     """A reader's row from its ``READER_ROW_COLUMNS`` values: the markup the page's first render, its
     resync and the pushed rows share. Built in Python rather than by a template: a reader's page is
     100 rows of ~50 values each, and the template engine's per-variable lookups were most of the
     page's CPU (bench/worklist; docs/worklist-fanout.md). Every value is escaped as autoescape would,
     except what this module builds from digits: the sort key, the ISO times and the URLs (ids in
-    reversed paths)."""
+    reversed paths). What does not move with ``at`` comes compiled (``_compiled``)."""
+    c = compiled or _compiled(row, mine, timezone.get_current_timezone())
+    sla = sla_state(c.start, c.deadline, at)
+    today = at.astimezone(c.zone).date()
+    age = age_on(c.birth_date, today) if c.has_patient else None
+    age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", c.sex]))
+    if c.deadline:
+        due_local = c.due_clock if c.deadline_day == today else c.due_dated
+        sla_cell = (
+            f'<span class="countdown sla-{_escape(sla.state)}"{c.countdown}>{_escape(sla.text)}</span>\n'
+            f'<div class="muted">due {c.due_time}{due_local}</time></div>'
+        )
+    else:
+        due_local, sla_cell = "", '<span class="muted">clock not started</span>'
+    return mark_safe(  # noqa: S308 — every part is escaped (compiled ones in _compile)
+        f"{c.head}{' breached' if sla.state == 'breached' else ''}{c.before_due}{due_local}"
+        f"{c.before_age}{_escape(age_sex or '—')}{c.before_sla}{sla_cell}{c.tail}"
+    )
+
+
+def _compile(row: dict, mine: bool) -> _Compiled:
+    """The row's markup around its moving parts (``reader_row_html``), every value escaped."""
     e = _escape
     pk, priority = row["id"], row["priority"]
     zone = ZoneInfo(row["facility__timezone"])
     deadline = row["worklist_sla_deadline"]
     deadline_iso = _local_iso(deadline)
     start = row["assignment__clock_started_at"]
-    sla = sla_state(start, deadline, at)
-    age = age_on(row["patient__birth_date"], at.astimezone(zone).date()) if row["patient_id"] else None
     sex = (row["patient__sex"] or "") if row["patient_id"] else ""
-    age_sex = " ".join(filter(None, [f"{age} y" if age is not None else "", sex]))
     procedure = (row["order__procedure_text"] if row["order_id"] else "") or row["description"]
     history = _history(row) if row["order_id"] else ""
     stroke = row["is_stroke"] or priority == PriorityClass.STROKE
@@ -239,7 +348,6 @@ def reader_row_html(row: dict, *, mine: bool, at: datetime) -> str:
     sort = _sort_key(mine, priority, row["triage_rank"], deadline, pk)
     facility_name = e(row["facility__name"])
     accession = e(row["accession_number"])
-    classes = "wl-row" + (" mine" if mine else "") + (" breached" if sla.state == "breached" else "")
     badge = (
         f'<div class="ai-badge" data-testid="ai-badge" title="AI finding">AI: {e(row["ai_badge"])}</div>'
         if row["ai_badge"]
@@ -258,48 +366,74 @@ def reader_row_html(row: dict, *, mine: bool, at: datetime) -> str:
         if mine
         else '<button type="button" data-action="claim">Claim</button>'
     )
-    # the deadline's local text once: the due cell and data-due-local show the same (at ``at``)
-    due_local = due_text(deadline, zone, at=at) if deadline else ""
     if deadline:
+        local = deadline.astimezone(zone)
+        deadline_day = local.date()
+        due_clock, due_dated = e(local.strftime(CLOCK_FORMAT)), e(local.strftime(DATED_CLOCK_FORMAT))
         clock = f' data-clock-start="{_local_iso(start)}"' if start else ""
-        due = time_html(deadline, due_local)
-        sla_cell = (
-            f'<span class="countdown sla-{e(sla.state)}" data-testid="countdown"'
-            f' data-deadline="{deadline_iso}"{clock}>{e(sla.text)}</span>\n'
-            f'<div class="muted">due {due}</div>'
-        )
+        countdown = f' data-testid="countdown" data-deadline="{deadline_iso}"{clock}'
+        # time_html's <time> without its text (the text is the due time at ``at``)
+        due_time = str(time_html(deadline, "\0")).partition("\0")[0]
     else:
-        sla_cell = '<span class="muted">clock not started</span>'
+        deadline_day = due_clock = due_dated = countdown = due_time = ""
     exam_time = row["study_datetime"] or row["first_received_at"]
-    return mark_safe(  # noqa: S308 — every interpolated value above and below is escaped
-        f'<tr class="{classes}" data-testid="study-row" data-study-id="{pk}"'
-        f' data-accession="{accession}" data-sort="{sort}"\n'
-        f'      data-facility="{e(facts["facility"])}" data-modalities="{e(facts["modalities"])}"'
-        f' data-subspecialty="{e(facts["subspecialty"])}" data-priority="{e(priority)}"\n'
-        f'      data-viewer-url="{viewer_url}" data-claim-url="{claim_url}"'
-        f' data-release-url="{release_url}"\n'
-        f'      data-stroke="{1 if stroke else 0}"'
-        f' data-claimed="{1 if row["worklist_claimed_by_id"] else 0}"'
-        f' data-mine="{1 if mine else 0}"\n'
-        f'      data-facility-name="{facility_name}" data-procedure="{e(procedure)}"'
-        f' data-deadline="{deadline_iso}" data-due-local="{e(due_local)}" aria-current="false">\n'
-        f'    <td><span class="prio prio-{e(priority.lower())}">'
-        f"{e(_PRIORITY_LABELS.get(priority, priority))}</span>"
-        f"{badge}</td>\n"
-        f'    <td>{facility_name}<div class="muted">'
-        f"{zone_time(exam_time, zone)}</div></td>\n"
-        f"    <td>{e(age_sex or '—')}</td>\n"
-        f'    <td>{e(procedure or "—")}<div class="muted">{accession} ·'
-        f" {e(row['modalities'])}</div>{history}</td>\n"
-        f"    <td>{e(subspecialty or 'unclassified')}</td>\n"
-        f'    <td>{row["number_of_instances"]}<div class="muted">'
-        f"{'complete' if row['status'] == 'complete' else 'receiving…'}</div></td>\n"
-        f"    <td>{sla_cell}</td>\n"
-        f'    <td data-testid="holder">{holder}</td>\n'
-        f'    <td class="wl-actions">\n      {action}\n'
-        f'      <a class="button secondary" href="{viewer_url}">Open</a>\n'
-        '      <div class="row-message error" role="alert" data-testid="row-message"></div>\n'
-        "    </td>\n  </tr>"
+    return _Compiled(
+        pk=pk,
+        sort=sort,
+        facts=facts,
+        stroke=stroke,
+        claimed=row["worklist_claimed_by_id"] is not None,
+        head=f'<tr class="wl-row{" mine" if mine else ""}',
+        before_due=(
+            f'" data-testid="study-row" data-study-id="{pk}"'
+            f' data-accession="{accession}" data-sort="{sort}"\n'
+            f'      data-facility="{e(facts["facility"])}" data-modalities="{e(facts["modalities"])}"'
+            f' data-subspecialty="{e(facts["subspecialty"])}" data-priority="{e(priority)}"\n'
+            f'      data-viewer-url="{viewer_url}" data-claim-url="{claim_url}"'
+            f' data-release-url="{release_url}"\n'
+            f'      data-stroke="{1 if stroke else 0}"'
+            f' data-claimed="{1 if row["worklist_claimed_by_id"] else 0}"'
+            f' data-mine="{1 if mine else 0}"\n'
+            f'      data-facility-name="{facility_name}" data-procedure="{e(procedure)}"'
+            f' data-deadline="{deadline_iso}" data-due-local="'
+        ),
+        before_age=(
+            '" aria-current="false">\n'
+            f'    <td><span class="prio prio-{e(priority.lower())}">'
+            f"{e(_PRIORITY_LABELS.get(priority, priority))}</span>"
+            f"{badge}</td>\n"
+            f'    <td>{facility_name}<div class="muted">'
+            f"{zone_time(exam_time, zone)}</div></td>\n"
+            "    <td>"
+        ),
+        before_sla=(
+            "</td>\n"
+            f'    <td>{e(procedure or "—")}<div class="muted">{accession} ·'
+            f" {e(row['modalities'])}</div>{history}</td>\n"
+            f"    <td>{e(subspecialty or 'unclassified')}</td>\n"
+            f'    <td>{row["number_of_instances"]}<div class="muted">'
+            f"{'complete' if row['status'] == 'complete' else 'receiving…'}</div></td>\n"
+            "    <td>"
+        ),
+        tail=(
+            "</td>\n"
+            f'    <td data-testid="holder">{holder}</td>\n'
+            f'    <td class="wl-actions">\n      {action}\n'
+            f'      <a class="button secondary" href="{viewer_url}">Open</a>\n'
+            '      <div class="row-message error" role="alert" data-testid="row-message"></div>\n'
+            "    </td>\n  </tr>"
+        ),
+        zone=zone,
+        birth_date=row["patient__birth_date"],
+        has_patient=bool(row["patient_id"]),
+        sex=sex,
+        start=start,
+        deadline=deadline,
+        deadline_day=deadline_day,
+        due_clock=due_clock,
+        due_dated=due_dated,
+        countdown=countdown,
+        due_time=due_time,
     )
 
 

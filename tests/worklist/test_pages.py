@@ -338,3 +338,74 @@ def test_a_readers_pages_list_the_held_studies_then_the_others_once_each(
     last = client.get("/worklist/rows/?page=9")
     assert row_ids(last) == pages[2]
     assert "Page 3 of 3 · 5 studies" in last.content.decode()
+
+
+def test_a_compiled_row_moves_with_the_clock_and_changes_with_its_study(neuro_reader, chicago):
+    from imaging.models import Order, Patient
+    from worklist import rows
+
+    # given a STAT head CT whose patient turns 41 tomorrow, its row rendered now (compiled, cached)
+    now = timezone.now()
+    study = routed(chicago, code="70450", text="CT HEAD", priority=PriorityClass.STAT, completed_at=now)
+    tomorrow = (now + timedelta(days=1)).astimezone(chicago.zone).date()
+    Patient.objects.filter(pk=study.patient_id).update(birth_date=tomorrow.replace(year=tomorrow.year - 41))
+
+    def row(at):
+        return rows.rows_for_reader([study.pk], viewer_id=neuro_reader.pk, at=at)[0]
+
+    first = row(now)
+    assert "40 y" in first.html and "sla-ok" in first.html and "breached" not in first.html
+    # when it is rendered later — past its deadline, tomorrow, next year — from the cache
+    for delay in (timedelta(minutes=45), timedelta(days=1, hours=1), timedelta(days=400)):
+        day = (now + delay).astimezone(chicago.zone).date()
+        age = f"{40 + (day >= tomorrow) + (day >= tomorrow.replace(year=tomorrow.year + 1))} y"
+        cached = row(now + delay)
+        rows._ROW_CACHE.clear()
+        # then it is the row rendered afresh at that instant: countdown, due date and age moved
+        assert cached == row(now + delay)
+        assert 'class="wl-row breached"' in cached.html and "BREACHED" in cached.html
+        assert age in cached.html
+    # and an edit no signal announces (QuerySet.update) shows on the next render: the key is the content
+    Order.objects.filter(pk=study.order_id).update(reason="Sudden left-sided weakness")
+    assert "Sudden left-sided weakness" in row(now).html
+    study_claim(study_id=study.pk, user=neuro_reader, at=now)
+    assert 'class="wl-row mine"' in row(now).html
+
+
+def test_a_cached_row_never_reaches_a_reader_who_may_not_see_its_study(
+    verified_client, neuro_reader, chicago, lakeview
+):
+    from worklist import rows
+
+    # given a Lakeshore (IL) study whose row the IL reader's page rendered, so it is compiled and cached
+    now = timezone.now()
+    study = routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    assert study.pk in row_ids(verified_client(neuro_reader).get("/worklist/rows/"))
+    assert any(compiled.pk == study.pk for compiled in rows._ROW_CACHE.values())
+    # and a neuro reader eligible only at Lakeview (WI), with a study waiting there
+    wi_reader = make_radiologist("neuro_wi_only", "neuro")
+    make_eligible(wi_reader, lakeview)
+    enrol_totp(wi_reader)
+    theirs = routed(lakeview, code="70450", text="CT HEAD", completed_at=now)
+    # when the WI reader fetches their rows and their page
+    for url in ("/worklist/rows/", "/worklist/"):
+        response = verified_client(wi_reader).get(url)
+        # then they get their own study and never the cached Lakeshore row
+        assert row_ids(response) == [theirs.pk]
+        assert f'data-study-id="{study.pk}"' not in response.content.decode()
+
+
+def test_the_row_cache_keeps_its_size_and_its_rows(neuro_reader, chicago, monkeypatch):
+    from worklist import rows
+
+    # given a cache of two rows and three studies
+    monkeypatch.setattr(rows, "ROW_CACHE_SIZE", 2)
+    rows._ROW_CACHE.clear()
+    now = timezone.now()
+    ids = [routed(chicago, code="70450", text="CT HEAD", completed_at=now).pk for _ in range(3)]
+    # when their rows are rendered twice
+    first = rows.rows_for_reader(ids, viewer_id=neuro_reader.pk, at=now)
+    again = rows.rows_for_reader(ids, viewer_id=neuro_reader.pk, at=now)
+    # then the oldest made way (never more than two kept) and every row is the same
+    assert len(rows._ROW_CACHE) == 2
+    assert first == again and [row.pk for row in again] == ids
