@@ -27,6 +27,8 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -43,6 +45,9 @@ INCOMING_DIR = ".incoming"
 UPLOAD_TEMP_PATTERN = "tmp*.upload*"
 
 logger = logging.getLogger(__name__)
+# A new file's directory is flushed in one of these while the file's contents are (``_file_write``).
+# Threads start on first use, so a process that forks (the SCP's supervisor) holds none.
+_DIRECTORY_FLUSHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="storage-dir-flush")
 
 
 class StorageError(Exception):
@@ -169,13 +174,20 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_plac
         except FileExistsError:
             pass  # a file no row names (an attempt that never committed, or a racing one): rename over it
         else:
+            # Its name (the new entry in its directory) is flushed while its contents are written
+            # and flushed, not after: the entry exists from the O_CREAT on, so the directory's
+            # fsync, started now, covers it, and the two flushes overlap instead of queueing one
+            # behind the other. Both have finished before this returns.
+            name = _DIRECTORY_FLUSHERS.submit(_directory_fsync, path.parent) if durable else None
             try:
                 _contents_write(fd, header, ciphertext, durable=durable)
             except BaseException:
                 path.unlink(missing_ok=True)
+                if name is not None:
+                    futures_wait([name])
                 raise
-            if durable:  # its name: the new entry in its directory
-                _directory_fsync(path.parent)
+            if name is not None:
+                name.result()
             return
     incoming = storage_root() / INCOMING_DIR
     _directories_make(incoming, durable=durable)
@@ -201,7 +213,9 @@ def _contents_write(fd: int, header: bytes, ciphertext: bytes, *, durable: bool)
         fh.write(ciphertext)
         fh.flush()
         if durable:
-            os.fsync(fh.fileno())
+            # the contents and what reading them needs (size, blocks): fdatasync skips only the
+            # times, which no reader of a stored object relies on after a crash
+            os.fdatasync(fh.fileno())
 
 
 def _directories_make(directory: Path, *, durable: bool) -> None:

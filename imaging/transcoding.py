@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.uid import (
     UID,
     AllTransferSyntaxes,
@@ -136,10 +137,28 @@ def pixel_problem(ds: Dataset) -> str:
     except (TypeError, ValueError):
         return f"Number of Frames is not a number ({ds['NumberOfFrames'].value!r})"
     try:
-        pixel_array(ds, index=0 if frames > 1 else None)
+        if source in _NATIVE_RECEIPT:
+            _native_validate(ds, source)
+        else:
+            pixel_array(ds, index=0 if frames > 1 else None)
     except Exception as exc:  # decoders raise many types on broken data; the sender is told why
         return f"the {syntax_name(source)} pixel data cannot be decoded: {_first_line(exc)}"
     return ""
+
+
+# Uncompressed syntaxes whose frames are the bytes as stored: what pydicom's decode can refuse is
+# what its validation refuses (elements out of range or missing, data too short for the frames),
+# and after it the "decode" is a copy of the bytes into an array (~0.7 ms of CPU for a 512² CT,
+# a tenth of the SCP's per image). Deflated objects keep the full decode (not measured here).
+_NATIVE_RECEIPT = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian})
+
+
+def _native_validate(ds: Dataset, source: str) -> None:
+    """The checks ``pixel_array`` makes before it decodes (``DecodeRunner.validate``, the same
+    exceptions and messages), without making the array."""
+    runner = DecodeRunner(UID(source))
+    runner.set_source(ds)
+    runner.validate()
 
 
 def frame_native(ds: Dataset, index: int) -> bytes:

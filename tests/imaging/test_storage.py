@@ -2,6 +2,7 @@
 
 import base64
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,7 @@ def test_a_stored_file_and_its_new_directories_are_flushed_to_disk(isolated_stor
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "fdatasync", recording_fsync)
     # when an instance is stored where neither its study's nor its series' directory exists yet
     encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.5.dcm", b"DICM" * 10)
     # then the file is flushed before its rename, the directory after it, and each directory that
@@ -115,16 +117,21 @@ def test_a_path_no_row_names_is_written_in_place_and_flushed_with_its_directory(
     real_fsync, real_replace = os.fsync, os.replace
 
     def recording_fsync(fd):
-        flushed.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            time.sleep(0.2)  # a directory's flush ends well after the file's: it is waited for all the same
         real_fsync(fd)
+        flushed.append(path)  # once flushed
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "fdatasync", recording_fsync)
     monkeypatch.setattr(os, "replace", lambda *a: (renamed.append(a), real_replace(*a)))
     series = isolated_storage / "FAC/1.2.3/1.2.3.4"
     # when a new instance (no row names its path) is written
     encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm", b"DICM new" * 10, unreferenced=True)
-    # then the file is created at its path (no temp file, no rename), flushed, then its directory
-    assert flushed == [series / "1.2.3.4.6.dcm", series] and not renamed
+    # then the file is created at its path (no temp file, no rename) and flushed, and so is its
+    # directory (that flush runs beside the file's; both have ended when the write returns)
+    assert sorted(flushed) == [series, series / "1.2.3.4.6.dcm"] and not renamed
     assert encrypted_read("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm") == b"DICM new" * 10
     # and where a file is already there (an attempt that never committed), it is replaced whole by a rename
     flushed.clear()
@@ -133,7 +140,9 @@ def test_a_path_no_row_names_is_written_in_place_and_flushed_with_its_directory(
     assert flushed[1:] == [series]
     assert encrypted_read("FAC/1.2.3/1.2.3.4/1.2.3.4.6.dcm") == b"DICM again" * 10
     # and a write that fails in place leaves no partial file at the path
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    failing = lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error"))  # noqa: E731
+    monkeypatch.setattr(os, "fsync", failing)
+    monkeypatch.setattr(os, "fdatasync", failing)
     with pytest.raises(OSError):
         encrypted_write("FAC/1.2.3/1.2.3.4/1.2.3.4.7.dcm", b"DICM" * 10, unreferenced=True)
     assert not (series / "1.2.3.4.7.dcm").exists()

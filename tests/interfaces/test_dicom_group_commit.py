@@ -154,6 +154,7 @@ def test_a_group_that_cannot_commit_answers_no_success_and_fails_only_its_bad_in
         # image of that study waits in its index while three others queue behind it. They are
         # then one group, and it holds the bad instance.
         study_id = Instance.objects.get(sop_instance_uid=sent[0][0].SOPInstanceUID).series.study_id
+        inline_before = group.inline
         blocker.set_autocommit(False)
         with blocker.cursor() as cursor:
             cursor.execute("SELECT id FROM imaging_study WHERE id = %s FOR UPDATE", [study_id])
@@ -186,6 +187,9 @@ def test_a_group_that_cannot_commit_answers_no_success_and_fails_only_its_bad_in
         for assoc in assocs:
             assoc.release()
     assert group.fallbacks == 1  # the group failed at COMMIT; each was then stored alone
+    # the held first image found nothing to share with: committed in its handler's thread, holding
+    # the commit slot, so the three queued behind it and formed the next group, as behind a group
+    assert group.inline == inline_before + 1
     assert statuses == {0: 0x0000, 1: 0x0000, 2: 0xA700, 3: 0x0000}
     assert committed(sent[1][1].SOPInstanceUID) and committed(sent[3][1].SOPInstanceUID)
     assert not committed(bad.SOPInstanceUID)  # answered 0xA700: the modality sends it again
@@ -204,7 +208,7 @@ def test_a_lone_associations_decode_checks_are_published_gathered(scp, monkeypat
         publish(instance_ids)
 
     monkeypatch.setattr(imaging.group_commit, "instances_display_check_publish", counted)
-    port, _group = scp(True)
+    port, group = scp(True)
     # when it sends 20 images
     assoc = associate(port)
     assert all(assoc.send_c_store(ds).Status == 0x0000 for ds in series(7, 20))
@@ -218,3 +222,5 @@ def test_a_lone_associations_decode_checks_are_published_gathered(scp, monkeypat
     ids = [i for batch in published for i in batch]
     assert sorted(ids) == sorted(Instance.objects.values_list("pk", flat=True))
     assert len(published) < 20, published
+    # and with nothing to share a commit with, each was committed in its handler's own thread
+    assert group.inline == 20
