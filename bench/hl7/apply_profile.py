@@ -126,7 +126,9 @@ def main() -> None:
         )
         if phases is not None:
             split = ", ".join(f"{name} {seconds * per:.2f}" for name, seconds in phases.items())
-            print(f"      CPU ms per message by phase: {split}, the rest {(cpu - sum(phases.values())) * per:.2f}")
+            print(
+                f"      CPU ms per message by phase: {split}, the rest {(cpu - sum(phases.values())) * per:.2f}"
+            )
         if round_ == args.rounds - 1:
             uptime_print()
         if profile:

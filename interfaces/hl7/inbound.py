@@ -466,8 +466,9 @@ def _batch_apply(
     app: str, fac: str, *, batched: bool = True, read: dict[int, ParsedMessage] | None = None
 ) -> tuple[int, bool]:
     """Up to ``BATCH_MESSAGES`` of the sender's oldest received messages (or what ``BATCH_SECONDS``
-    of CPU and ``BATCH_WALL_SECONDS`` allow) in one transaction under the sender lock, each in a savepoint of its own: a bad message
-    rolls back alone and is set aside with its reason, the others apply, in order. Returns (messages
+    of CPU and ``BATCH_WALL_SECONDS`` allow) in one transaction under the sender lock, each in a
+    savepoint of its own: a bad message rolls back alone and is set aside with its reason, the
+    others apply, in order. Returns (messages
     settled, whether to go on); a transient failure stops here with what came before it committed."""
     done = 0
     with transaction.atomic():
