@@ -53,6 +53,15 @@ def main() -> None:
         default=0,
         help="store and drain this many at a time (a worker keeping up with arrivals: small batches)",
     )
+    parser.add_argument(
+        "--phases", action="store_true", help="split this process's CPU per message by phase of the apply"
+    )
+    parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=None,
+        help="a batch's deadline (default: as deployed, interfaces.hl7.inbound.BATCH_SECONDS)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.rounds = 30, 1
@@ -64,7 +73,12 @@ def main() -> None:
 
     from django.db import connection
 
+    from interfaces.hl7 import inbound
     from interfaces.hl7.inbound import hl7_frame_receive, hl7_inbound_drain
+
+    if args.batch_seconds is not None:
+        inbound.BATCH_SECONDS = args.batch_seconds
+    phases = _phases_patch() if args.phases else None
 
     statements: Counter[str] = Counter()
 
@@ -86,6 +100,8 @@ def main() -> None:
             cursor.execute("SELECT pg_backend_pid()")
             backend = cursor.fetchone()[0]
         statements.clear()
+        if phases is not None:
+            phases.update(dict.fromkeys(phases, 0.0))
         profile = cProfile.Profile() if args.cprofile and round_ == args.rounds - 1 else None
         db_cpu, cpu, wall = cpu_seconds(backend), time.process_time(), time.perf_counter()
         with connection.execute_wrapper(counted):
@@ -108,12 +124,62 @@ def main() -> None:
             f"{db_cpu * per:5.2f} ms PostgreSQL CPU, {sum(statements.values()) / args.messages:5.2f} "
             f"statements per message ({kinds})   load {load_average()}"
         )
+        if phases is not None:
+            split = ", ".join(f"{name} {seconds * per:.2f}" for name, seconds in phases.items())
+            print(
+                f"      CPU ms per message by phase: {split}, the rest {(cpu - sum(phases.values())) * per:.2f}"
+            )
         if round_ == args.rounds - 1:
             uptime_print()
         if profile:
             stats = pstats.Stats(profile).sort_stats("cumulative")
             stats.print_stats(45)
             stats.sort_stats("tottime").print_stats(25)
+
+
+# Phases of a drain, each the CPU (time.process_time) of the functions named, calls within another
+# phase's function not counted twice: outermost wins.
+PHASES = (
+    ("parse", "interfaces.hl7.inbound", "_parsed"),
+    ("batch lookups", "imaging.services.KnownAbsent", "learn"),
+    ("patient upsert", "imaging.services", "patient_upsert"),
+    ("order upsert", "imaging.services", "_order_upsert"),
+    ("image relink", "imaging.services", "orders_images_relink"),
+    ("audit INSERT", "accounts.audit.AuditRowsDeferred", "write"),
+    ("inbox UPDATE", "interfaces.hl7.inbound", "_settled_save"),
+    ("application ACK", "interfaces.hl7.inbound", "_application_ack_send"),
+)
+
+
+def _phases_patch() -> dict[str, float]:
+    import functools
+    import importlib
+
+    spent: dict[str, float] = {name: 0.0 for name, _, _ in PHASES}
+    inside = [False]
+
+    def timed(name, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if inside[0]:
+                return function(*args, **kwargs)
+            inside[0], started = True, time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.process_time() - started
+                inside[0] = False
+
+        return wrapper
+
+    for name, where, attribute in PHASES:
+        module_name, _, class_name = where.rpartition(".")
+        try:
+            owner = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError):
+            owner = importlib.import_module(where)
+        setattr(owner, attribute, timed(name, getattr(owner, attribute)))
+    return spent
 
 
 if __name__ == "__main__":

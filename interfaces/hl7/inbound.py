@@ -342,12 +342,46 @@ def _ack(header: Header | None, original_code: str, error: Hl7Error | None) -> b
 # --- applying ------------------------------------------------------------------------------------
 
 
-# A batch: this many messages, or until this long has passed — one transaction, one sender lock and
-# one query for the images of all their orders, instead of one each per message (bench/hl7 --apply).
-# Short enough that an order reaches the worklist a fraction of a second after its ACK even in a
-# replay, and that the sender lock is never held long.
+# A batch: this many messages, or until it has used this much of the worker's CPU, or this much
+# wall time — one transaction, one sender lock and one query each for the images, the patients and
+# the orders of all its messages, and one audit INSERT, instead of one each per message
+# (bench/hl7 --apply). Short enough that an order reaches the worklist well under a second after its
+# ACK on a quiet machine even in a replay, and that the sender lock is never held long.
+# The deadline is CPU, not wall time: on a loaded machine a 0.25-s wall deadline cut batches to ~5
+# messages, so the per-batch statements were paid by 5 messages instead of 100 and the CPU per
+# message doubled — the slower it applied, the slower it got (bench/hl7/apply_profile.py --phases,
+# docs/ingest.md). The wall cap still bounds how long the sender lock is held.
 BATCH_MESSAGES = 100
-BATCH_SECONDS = 0.25
+BATCH_SECONDS = 0.25  # of this process's CPU (time.process_time)
+BATCH_WALL_SECONDS = 2.0
+# A batch reads only about as many rows as it can apply before its deadline, by this process's
+# recent CPU per message (``_BatchPace``): reading 100 rows (each parsed, its keys looked up) to
+# apply the 10 that fit made the next batch — often the other worker process's, as the sender lock
+# alternates between them — read and parse the other 90 again.
+BATCH_MIN_MESSAGES = 5
+
+
+class _BatchPace:
+    """This process's CPU seconds per applied message, smoothed over its recent batches."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None  # none measured yet: a first batch takes BATCH_MESSAGES
+
+    def size(self) -> int:
+        if not self.seconds:
+            return BATCH_MESSAGES
+        # a fifth more than fits: the deadline, not the row count, should end a batch under load
+        fits = int(BATCH_SECONDS / self.seconds * 1.2) + 1
+        return max(BATCH_MIN_MESSAGES, min(BATCH_MESSAGES, fits))
+
+    def record(self, done: int, elapsed: float) -> None:
+        if done <= 0:
+            return
+        per = elapsed / done
+        self.seconds = per if self.seconds is None else 0.5 * self.seconds + 0.5 * per
+
+
+_pace = _BatchPace()
 
 
 def hl7_inbound_drain(*, sending_application: str, sending_facility: str) -> int:
@@ -432,26 +466,28 @@ def _batch_apply(
     app: str, fac: str, *, batched: bool = True, read: dict[int, ParsedMessage] | None = None
 ) -> tuple[int, bool]:
     """Up to ``BATCH_MESSAGES`` of the sender's oldest received messages (or what ``BATCH_SECONDS``
-    allows) in one transaction under the sender lock, each in a savepoint of its own: a bad message
-    rolls back alone and is set aside with its reason, the others apply, in order. Returns (messages
+    of CPU and ``BATCH_WALL_SECONDS`` allow) in one transaction under the sender lock, each in a
+    savepoint of its own: a bad message rolls back alone and is set aside with its reason, the
+    others apply, in order. Returns (messages
     settled, whether to go on); a transient failure stops here with what came before it committed."""
-    deadline = time.monotonic() + BATCH_SECONDS
     done = 0
     with transaction.atomic():
         _sender_lock(app, fac)
+        started, cpu_started = time.monotonic(), time.process_time()
+        wall_deadline, cpu_deadline = started + BATCH_WALL_SECONDS, cpu_started + BATCH_SECONDS
         messages = list(
             InboundMessage.objects.filter(
                 status=InboundStatus.RECEIVED, sending_application=app, sending_facility=fac
-            )
-            .select_related("facility")
-            .order_by("id")[: BATCH_MESSAGES if batched else 1]
+            ).order_by("id")[: _pace.size() if batched else 1]
         )
         if not messages:
             return 0, False
-        facilities: dict[int, Facility] = {}
+        # one Facility for the batch, read once (not joined to every row: a facility row is wide,
+        # seven JSON fields decoded per message); its MRN domain is cached on it
+        facilities = Facility.objects.in_bulk({m.facility_id for m in messages if m.facility_id is not None})
         for message in messages:
-            if message.facility_id is not None:  # one Facility for the batch: its MRN domain is cached on it
-                message.facility = facilities.setdefault(message.facility_id, message.facility)
+            if message.facility_id is not None:
+                message.facility = facilities[message.facility_id]
         batch = _Batch(parsed=read if read is not None else {}) if batched else None
         if batch is not None:
             batch.read(messages)
@@ -461,11 +497,12 @@ def _batch_apply(
                 more = False  # kept in order: a transient failure; the sweep drains again
                 break
             done += 1
-            if time.monotonic() > deadline:
+            if time.process_time() > cpu_deadline or time.monotonic() > wall_deadline:
                 break
         if batch is not None:
             batch.flush()
             _settled_save(batch.settled)
+            _pace.record(done, time.process_time() - cpu_started)
     return done, more
 
 

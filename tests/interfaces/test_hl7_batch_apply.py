@@ -67,6 +67,7 @@ def test_one_bad_message_in_a_batch_is_set_aside_and_the_others_apply_in_order(
     chicago = chicago_interfaces
     # one batch whatever the machine's load (at load 13 four messages outlasted the 0.25 s)
     monkeypatch.setattr(inbound, "BATCH_SECONDS", 60.0)
+    monkeypatch.setattr(inbound, "BATCH_WALL_SECONDS", 60.0)
     # given a new order, a poison message ACKed by an earlier release (its family name is longer than
     # the column), the order's update (now STAT), and a second new order — all waiting, unapplied
     [acks] = send(hl7_listener, [hl7_data.orm(accession="B1", priority="R", control_id="B-1")])
@@ -109,7 +110,8 @@ def test_every_change_of_a_batch_has_its_audit_row_and_a_rolled_back_message_non
     hl7_listener, chicago_interfaces, worker_queue, monkeypatch
 ):
     chicago = chicago_interfaces
-    monkeypatch.setattr(inbound, "BATCH_SECONDS", 60.0)  # one batch, whatever the load
+    monkeypatch.setattr(inbound, "BATCH_SECONDS", 60.0)
+    monkeypatch.setattr(inbound, "BATCH_WALL_SECONDS", 60.0)  # one batch, whatever the load
     # given a new order, a message whose new patient is stored before its order fails (a procedure
     # text longer than the column: ACKed by an earlier release), the first order's update, a new order
     [acks] = send(hl7_listener, [hl7_data.orm(accession="AU1", control_id="AU-1")])
@@ -255,3 +257,45 @@ def _batch_open() -> bool:
             "AND a.xact_start < now() - interval '50 milliseconds'"
         )
         return cursor.fetchone()[0] > 0
+
+
+def test_a_slow_wall_clock_does_not_cut_a_batch_short_and_rows_read_follow_the_pace(
+    hl7_listener, chicago_interfaces, worker_queue, monkeypatch
+):
+    # given eight new orders waiting, on a machine so loaded that every clock read finds 0.3 s gone
+    # (the wall deadline of before, 0.25 s, ended a batch after one or two messages at load 26);
+    # the wall cap (which bounds the lock) set far off: this test is about the CPU deadline
+    [acks] = send(
+        hl7_listener,
+        [
+            hl7_data.orm(accession=f"W{n}", placer=f"PW{n}", filler=f"FW{n}", control_id=f"W-{n}")
+            for n in range(8)
+        ],
+    )
+    assert [code for code, _ in acks] == ["AA"] * 8
+    wall = iter(range(10_000))
+    monkeypatch.setattr(inbound.time, "monotonic", lambda: next(wall) * 0.3)
+    monkeypatch.setattr(inbound, "BATCH_WALL_SECONDS", 1e9)
+    monkeypatch.setattr(inbound, "_pace", inbound._BatchPace())
+    # when the sender's drain applies them
+    with CaptureQueriesContext(connection) as queries:
+        assert hl7_inbound_drain(sending_application="EPIC_RAD", sending_facility="LAKESHORE") == 8
+    # then in one batch: its deadline is the worker's CPU, not the wall clock (one lock for the
+    # eight, one more to find nothing left)
+    assert sum("hl7-inbound:EPIC_RAD" in q["sql"] for q in queries.captured_queries) == 2
+    assert received() == 0
+    assert Order.objects.filter(accession_number__startswith="W").count() == 8
+
+
+def test_a_batch_reads_about_as_many_rows_as_its_pace_applies():
+    # given a process that applied at 2 ms of CPU a message, then at 50 ms (a loaded machine)
+    pace = inbound._BatchPace()
+    assert pace.size() == inbound.BATCH_MESSAGES  # nothing measured yet: a full batch
+    pace.record(100, 0.2)
+    assert pace.size() == inbound.BATCH_MESSAGES  # 125 would fit: capped
+    for _ in range(10):
+        pace.record(5, 0.25)
+    # then it reads a fifth more than its 0.25 s of CPU applies, never fewer than the minimum
+    assert pace.size() == int(inbound.BATCH_SECONDS / pace.seconds * 1.2) + 1 == 7
+    pace.record(1, 10.0)
+    assert pace.size() == inbound.BATCH_MIN_MESSAGES
