@@ -21,7 +21,9 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from schemathesis.core.errors import SerializationNotPossible  # noqa: E402
 
-EXAMPLES = 6
+# 4 generated requests per operation: with 6, a host at half the speed of the one it was tuned on
+# (bench CPU yardstick 72-101 ms against 30-40) reached the budget before the last operations
+EXAMPLES = 4
 BUDGET = 120.0  # seconds for the whole run (CI bound)
 
 __all__ = ["pytestmark"]
