@@ -140,9 +140,10 @@
   }
 
   function lockedStudy(study) {
-    // the client's copy of worklist.live.locked_study: facility, priority class, never the exam
+    // the fields worklist.live.locked_study keeps (the server's list, data-locked-fields): facility,
+    // priority class, never the exam
     const kept = {};
-    ["id", "facility", "facility_name", "priority", "is_stroke", "claimed_by"].forEach((key) => {
+    (root.dataset.lockedFields || "id").split(" ").forEach((key) => {
       if (key in study) kept[key] = study[key];
     });
     return kept;

@@ -11,7 +11,7 @@ from accounts.middleware import LOCK_AFTER_KEY, session_lock_after, session_lock
 from accounts.roles import requires_second_factor
 from accounts.second_factor import session_is_verified
 from credentialing.screen_lock import session_screen_lock_refresh
-from worklist.live import steps_for
+from worklist.live import LOCKED_STUDY_FIELDS, steps_for
 
 register = template.Library()
 
@@ -55,6 +55,8 @@ def live_channel(context) -> dict:
         "unlock_url": reverse("worklist:live_unlock"),
         "active_url": reverse("worklist:live_active"),
         "lock_after": _lock_after(request),
+        # what a locked page may keep of a study: the socket's own projection's fields, one list
+        "locked_fields": " ".join(LOCKED_STUDY_FIELDS),
         "locked": session_locked(getattr(request, "session", None)),
         "signing": requires_second_factor(user),
     }
