@@ -13,10 +13,11 @@ record; docs/api.md has the mapping table."""
 from __future__ import annotations
 
 import base64
-import importlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from django.utils.module_loading import import_string
 
 from facilities.models import Facility, PriorityClass
 from imaging.models import Order, OrderStatus, Patient, Sex, Study, StudyStatus
@@ -411,8 +412,7 @@ def r4b_model(name: str) -> type:
     """The fhir.resources R4B model ``"<module>.<Class>"``, imported on first use: its pydantic models
     cost ~0.4 s of CPU to import, which every process's ``django.setup()`` paid through the FHIRcast
     receivers (a manage.py command, the listener, the SCP) whether or not it ever built a resource."""
-    module, _, cls = name.rpartition(".")
-    return getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), cls)
+    return import_string(f"fhir.resources.R4B.{name}")
 
 
 def validated(model, resource: dict) -> dict:
