@@ -110,4 +110,6 @@ def live_unlock(request: HttpRequest) -> JsonResponse:
             {"detail": "That is not your password or current authenticator code."}, status=403
         )
     session_state_send(request.session.session_key, "live")
-    return JsonResponse({"state": "live"})
+    # like the heartbeat's, the answer carries the lock time: a contract or role default changed
+    # while the screen was locked binds from the unlock, not from the page's next load
+    return JsonResponse({"state": "live", "lock_after": session_screen_lock_refresh(request)})

@@ -443,6 +443,7 @@
     const secret = lockForm.elements.secret.value;
     post(root.dataset.unlockUrl, { secret }).then(({ ok, data }) => {
       if (ok) {
+        if (Number(data.lock_after) > 0) lockAfterMs = Number(data.lock_after) * 1000;
         localStorage.setItem(LOCK_KEY, "unlocked " + Date.now());
         return unlocked();
       }

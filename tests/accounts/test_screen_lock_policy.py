@@ -191,6 +191,25 @@ def test_each_role_is_given_its_own_minutes_on_the_page(
     assert _lock_after_on_page(client) == 180
 
 
+def test_a_contract_changed_while_locked_binds_from_the_unlock(verified_client, dr_neuro_il, chicago):
+    import json
+
+    from tests.conftest import PASSWORD
+
+    # given Lakeshore's reader at a 5-minute contract, their screen locked
+    _contract(chicago, 5)
+    make_eligible(dr_neuro_il, chicago)
+    client = verified_client(dr_neuro_il)
+    assert _lock_after_on_page(client) == 300
+    assert client.post("/live/lock/").json() == {"state": "locked"}
+    # when the contract is cut to 2 minutes meanwhile, then the unlock's answer gives the page the new
+    # time (live.js takes it) and the session keeps it for the server's own lock
+    _contract(chicago, 2)
+    unlock = client.post("/live/unlock/", json.dumps({"secret": PASSWORD}), content_type="application/json")
+    assert unlock.json() == {"state": "live", "lock_after": 120}
+    assert client.session["_readroom_lock_after"] == 120
+
+
 def test_only_operations_change_a_facilitys_screen_lock(
     verified_client, dr_neuro_il, admin_chicago, admin_lakeview, ops_omar, chicago
 ):

@@ -146,6 +146,7 @@ def test_every_signed_in_page_carries_the_channel(verified_client, dr_neuro_il):
 def test_a_locked_session_serves_no_phi_and_unlocks_with_one_secret(
     verified_client, dr_neuro_il, ops_omar, chicago, django_capture_on_commit_callbacks
 ):
+    from credentialing.screen_lock import screen_lock_seconds
     from tests.conftest import PASSWORD
 
     make_eligible(dr_neuro_il, chicago)
@@ -171,7 +172,7 @@ def test_a_locked_session_serves_no_phi_and_unlocks_with_one_secret(
     wrong = client.post("/live/unlock/", json.dumps({"secret": "nope"}), content_type="application/json")
     assert wrong.status_code == 403 and client.post(f"/api/v1/worklist/{stroke.pk}/claim/").status_code == 423
     ok = client.post("/live/unlock/", json.dumps({"secret": PASSWORD}), content_type="application/json")
-    assert ok.json() == {"state": "live"}
+    assert ok.json() == {"state": "live", "lock_after": screen_lock_seconds(dr_neuro_il)}
     with django_capture_on_commit_callbacks(execute=False):
         assert client.post(f"/api/v1/worklist/{stroke.pk}/claim/").status_code == 200
 
