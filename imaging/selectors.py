@@ -40,6 +40,7 @@ from imaging.models import (
     Patient,
     PriorState,
     Study,
+    StudyStatus,
 )
 from imaging.ohif import URL_PREFIX, ohif_available
 
@@ -148,6 +149,23 @@ def access_patient(user, patient_id: int) -> Patient:
         raise Http404("No such patient")
     record_phi_access(patient, kind=ReadKind.API)
     return patient
+
+
+def studies_announced_unrouted(*, before: datetime) -> list[int]:
+    """Open studies that ingest announced as routable before ``before`` — images complete (the quiet
+    sweep announces at ``completed_at`` + the facility's quiet time), or a code stroke with an image
+    (announced at its first) — and that no routing row names: their routing failed after ingest's
+    commit (``worklist.services.on_study_routable`` logs it), so no worklist lists them and nobody
+    was alerted. Few rows: the normal path routes within a second, so this reads an index's edge."""
+    complete = Study.objects.filter(
+        status=StudyStatus.COMPLETE, worklist_routed=False, completed_at__lt=before
+    ).values_list("pk", "completed_at", "facility__study_quiet_seconds")
+    strokes = Study.objects.filter(
+        status=StudyStatus.RECEIVING, is_stroke=True, worklist_routed=False, first_received_at__lt=before
+    ).values_list("pk", flat=True)
+    # a complete study is announced only once its quiet time has passed since ``completed_at``
+    due = [pk for pk, completed, quiet in complete if completed + timedelta(seconds=quiet) < before]
+    return sorted([*due, *strokes])
 
 
 def study_priors(user, study: Study, *, limit: int = 10) -> list[Study]:

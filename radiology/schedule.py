@@ -52,6 +52,9 @@ PERIODIC_TASKS: dict[str, PeriodicTask] = {
     "escalations-sweep": PeriodicTask(
         "worklist.tasks.escalations_sweep", timedelta(seconds=15), embedded_every=timedelta(seconds=5)
     ),
+    # Studies announced as routable whose routing failed or whose announcement was lost (a process
+    # killed between ingest's commit and its callback) → routed after 30 s; each one is logged.
+    "studies-unrouted-route": PeriodicTask("worklist.tasks.studies_unrouted_route", timedelta(seconds=30)),
     # Repeating shift templates → Shift rows for the next 14 days; idempotent, so hourly is cheap and
     # a new template or a lifted time off shows up within the hour.
     "shift-templates-materialise": PeriodicTask(

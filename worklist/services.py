@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -22,6 +22,7 @@ from django.utils import timezone
 from credentialing.eligibility import Assessment, assess, eligible_readers
 from facilities.models import PriorityClass
 from imaging.models import OPEN_STUDY_STATUSES, Study
+from imaging.selectors import studies_announced_unrouted
 from worklist.broadcast import Before, StudyChange, study_changes_broadcast, study_event_broadcast
 from worklist.catalogue import CatalogueMatch, catalogue_match
 from worklist.clock import clock_start, sla_deadline
@@ -164,11 +165,36 @@ def on_study_cancelled(sender, study_id: int, **kwargs) -> None:
 
 def on_study_routable(sender, study_id: int, **kwargs) -> None:
     """Receiver of ``imaging.signals.study_routable`` (sent after ingest's commit). A failure here must
-    not reach ingest, whose transaction is already committed: log it; the study stays unrouted."""
+    not reach ingest, whose transaction is already committed: log it; the study stays unrouted until
+    ``studies_unrouted_route`` (every 30 s) routes it."""
     try:
         study_route(study_id=study_id)
     except Exception:
         logger.exception("routing study %s failed", study_id)
+
+
+# How long after its announcement a study may stay unrouted before the backstop routes it: the normal
+# path takes well under a second, so this is only ever a failed routing or a lost announcement.
+UNROUTED_GRACE_SECONDS = 30
+
+
+def studies_unrouted_route(*, at: datetime | None = None) -> list[int]:
+    """The backstop of ``on_study_routable``: an announcement is an on-commit callback, so a routing
+    that raised (a database error, a lock timeout) or a process killed between ingest's commit and
+    its callback leaves a study complete — or a code stroke receiving — on no worklist, and nobody
+    alerted. Route each such study again (idempotent, under the study's row lock, so a routing
+    running meanwhile is harmless) and log it: it means an alert went out late. The SLA clock keeps
+    its start (``clock_start`` is the images' and order's time, not this routing's)."""
+    at = at or timezone.now()
+    routed: list[int] = []
+    for study_id in studies_announced_unrouted(before=at - timedelta(seconds=UNROUTED_GRACE_SECONDS)):
+        logger.warning("study %s was announced but never routed: routing it now", study_id)
+        try:
+            if study_route(study_id=study_id, at=at) is not None:
+                routed.append(study_id)
+        except Exception:  # the next sweep tries again; one study never stops the others
+            logger.exception("routing study %s failed again", study_id)
+    return routed
 
 
 # --- claims --------------------------------------------------------------------------------------

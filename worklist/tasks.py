@@ -5,11 +5,17 @@ from django.utils import timezone
 
 from worklist.escalation import escalations_sweep, stroke_step_fire
 from worklist.notifier import escalation_deliveries_send
+from worklist.services import studies_unrouted_route
 
 
 @shared_task(name="worklist.tasks.escalations_sweep")
 def escalations_sweep_task() -> int:
     return len(escalations_sweep())
+
+
+@shared_task(name="worklist.tasks.studies_unrouted_route")
+def studies_unrouted_route_task() -> int:
+    return len(studies_unrouted_route())
 
 
 @shared_task(name="worklist.tasks.stroke_step_fire")
