@@ -448,6 +448,16 @@ class PriorRetrieval(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        indexes = [
+            # the sweep's "questions never asked" (imaging.priors.priors_unasked_due): a handful of rows
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(status=RetrievalStatus.PENDING),
+                name="prior_retrieval_pending_idx",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"priors from {self.source_name}: {self.status}"
 

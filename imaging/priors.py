@@ -104,8 +104,20 @@ def priors_deferred_due(*, now: datetime) -> list[PriorRetrieval]:
     return due
 
 
+# How ReadRoom asks a prior source (docs/priors.md); a source of another method is not asked.
+PRIOR_METHODS = ("c-move", "c-get", "dicomweb", "fhir")
+# A question written with its order (or first image) and still not asked this long after: the task
+# that asks it was lost (the broker down at the commit, a message dropped). ``priors_unasked_due``
+# asks it again. Far longer than a C-FIND takes, so a question being asked is never asked twice.
+PRIOR_UNASKED_MINUTES = 10
+
+
 def _source_name(source: dict) -> str:
     return str(source.get("name") or source.get("called_ae_title") or source.get("base_url"))
+
+
+def prior_sources_asked(facility: Facility) -> list[dict]:
+    return [s for s in facility.prior_sources or [] if s.get("method") in PRIOR_METHODS]
 
 
 def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, order_id=None, study_id=None):
@@ -114,6 +126,37 @@ def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, 
         source_name=_source_name(source),
     )  # fmt: skip
     return retrieval
+
+
+def prior_questions_record(*, facility: Facility, patient: Patient, order_id=None, study_id=None) -> None:
+    """One PENDING question per source, written in the transaction of the order (or the first image)
+    that asks it. The task that asks is enqueued after that commit; were it lost, the row remains
+    and ``priors_unasked_due`` asks it — and the reading screen knows priors were asked for."""
+    for source in prior_sources_asked(facility):
+        prior_retrieval_open(
+            facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
+        )
+
+
+def priors_unasked_due(*, now: datetime) -> list[PriorRetrieval]:
+    """The questions still PENDING ``PRIOR_UNASKED_MINUTES`` after they were written or last claimed,
+    each claimed once (compare-and-set of ``updated_at``: two sweeps never ask twice); the caller asks
+    them. A question whose source was removed from the facility since is closed as not asked."""
+    before = now - timedelta(minutes=PRIOR_UNASKED_MINUTES)
+    due = []
+    waiting = PriorRetrieval.objects.filter(status=RetrievalStatus.PENDING, updated_at__lt=before)
+    for retrieval in waiting.select_related("facility"):
+        names = {_source_name(s) for s in prior_sources_asked(retrieval.facility)}
+        claim = PriorRetrieval.objects.filter(
+            pk=retrieval.pk, status=RetrievalStatus.PENDING, updated_at=retrieval.updated_at
+        )
+        if retrieval.source_name not in names:
+            claim.update(
+                status=RetrievalStatus.SKIPPED, last_error="source no longer configured", updated_at=now
+            )
+        elif claim.update(updated_at=now):
+            due.append(retrieval)
+    return due
 
 
 def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> list[PriorFetch]:

@@ -83,12 +83,14 @@ def orphan_images_sweep() -> dict[str, int]:
 
 @shared_task(name="interfaces.tasks.priors_deferred_sweep")
 def priors_deferred_sweep() -> int:
-    """Ask the prior questions that waited for their source's pull hours (docs/priors.md)."""
+    """Ask the prior questions that waited for their source's pull hours, and those whose task was
+    lost on its way (docs/priors.md)."""
     from django.utils import timezone
 
-    from imaging.priors import priors_deferred_due
+    from imaging.priors import priors_deferred_due, priors_unasked_due
 
-    due = priors_deferred_due(now=timezone.now())
+    now = timezone.now()
+    due = priors_deferred_due(now=now) + priors_unasked_due(now=now)
     for retrieval in due:
         priors_fetch_task.delay(
             retrieval.patient_id, order_id=retrieval.order_id, study_id=retrieval.study_id

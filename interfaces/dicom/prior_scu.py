@@ -33,6 +33,7 @@ from imaging.priors import (
     prior_retrieval_close,
     prior_retrieval_defer,
     prior_retrieval_open,
+    prior_sources_asked,
     relevance,
     relevant_pick,
     within_hours,
@@ -193,9 +194,7 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
         Study.objects.filter(facility=facility, patient=patient).values_list("study_instance_uid", flat=True)
     )
     errors = []
-    for source in facility.prior_sources or []:
-        if source.get("method") not in ("c-move", "c-get", "dicomweb", "fhir"):
-            continue
+    for source in prior_sources_asked(facility):
         retrieval = prior_retrieval_open(
             facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
         )
