@@ -1315,4 +1315,6 @@ def studies_complete_quiet(*, now: datetime | None = None) -> list[int]:
 
 
 def _announce(signal, study_id: int) -> None:
-    transaction.on_commit(lambda: signal.send(sender=Study, study_id=study_id))
+    # robust: in a batch (HL7, a group commit of images) one raising receiver must not skip the
+    # announcements of the other studies (the unrouted sweep is the backstop, 30 s late)
+    transaction.on_commit(lambda: signal.send(sender=Study, study_id=study_id), robust=True)

@@ -106,7 +106,9 @@ def session_state_send(session_key: str | None, state: str) -> None:
     check of the session finds the same state."""
     if session_key:
         message = {"type": "session.state", "state": state}
-        transaction.on_commit(lambda: _layer_send([(session_group(session_key), message)], False))
+        transaction.on_commit(
+            lambda: _layer_send([(session_group(session_key), message)], False), robust=True
+        )
 
 
 def on_screen_locked(sender, session_key: str | None = None, **kwargs) -> None:
@@ -117,7 +119,7 @@ def on_screen_locked(sender, session_key: str | None = None, **kwargs) -> None:
 
 def group_event_send(group: str, event: dict) -> None:
     """Queue ``event`` for every socket in ``group`` once the current transaction commits."""
-    transaction.on_commit(lambda: groups_send_now([group], event))
+    transaction.on_commit(lambda: groups_send_now([group], event), robust=True)
 
 
 def operations_event_send(event: dict) -> None:

@@ -236,7 +236,8 @@ def stroke_alert_fire(*, study: Study, at: datetime, announce: bool = True) -> S
     if alert is not None:
         facility = study.facility
         transaction.on_commit(
-            lambda: stroke_timers_schedule(study_id=study.pk, alert_at=at, facility=facility)
+            lambda: stroke_timers_schedule(study_id=study.pk, alert_at=at, facility=facility),
+            robust=True,  # a broker down: the escalation sweep is the timers' backstop
         )
         if announce:
             change = escalation_change(alert)

@@ -84,3 +84,33 @@ def test_the_backstop_is_on_the_schedule():
     entry = PERIODIC_TASKS["studies-unrouted-route"]
     assert entry.task == "worklist.tasks.studies_unrouted_route"
     assert entry.every <= timedelta(seconds=UNROUTED_GRACE_SECONDS)
+
+
+def test_one_failing_announcement_never_skips_the_other_studies_of_its_commit(
+    chicago, django_capture_on_commit_callbacks
+):
+    from imaging.signals import study_routable
+
+    # given two head CTs completed by one sweep (one transaction, two announcements), and a receiver
+    # of the announcement that fails for the first of them
+    now = timezone.now()
+    first, second = (
+        _received(make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST"), now - timedelta(minutes=5))
+        for _ in range(2)
+    )
+
+    def failing(sender, study_id: int, **kwargs) -> None:
+        if study_id == first.pk:
+            raise RuntimeError("a receiver that fails")
+
+    study_routable.connect(failing, dispatch_uid="test.failing")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert studies_complete_quiet(now=now) == [first.pk, second.pk]
+    finally:
+        study_routable.disconnect(dispatch_uid="test.failing")
+    # then the second study was routed all the same (and the first, before its failing receiver)
+    assert set(Study.objects.filter(worklist_routed=True).values_list("pk", flat=True)) == {
+        first.pk,
+        second.pk,
+    }
