@@ -136,10 +136,15 @@ def storage_key_id() -> str:
     return settings.READROOM_STORAGE_KEY_ID
 
 
-def encrypted_write(relative_path: str, plaintext: bytes, *, unreferenced: bool = False) -> StoredFile:
+def encrypted_write(
+    relative_path: str, plaintext: bytes, *, unreferenced: bool = False, durable: bool = True
+) -> StoredFile:
     """``unreferenced``: the caller knows no index row names this path yet (a C-STORE of a SOP
     Instance UID not stored), so nobody reads it before the caller's commit: on the file system it
-    may be written in place (``_file_write``)."""
+    may be written in place (``_file_write``). ``durable=False``: a cache made again whenever it is
+    missing or unreadable (a metadata side-car): never flushed to the disk — after a power cut it
+    is whole, absent, or fails its GCM tag and is made again; it never waits on the disk or queues
+    the images' own flushes behind its own."""
     key_id = storage_key_id()
     nonce = secrets.token_bytes(NONCE_BYTES)
     ciphertext = _cipher(_keys()[key_id]).encrypt(nonce, plaintext, None)
@@ -149,7 +154,7 @@ def encrypted_write(relative_path: str, plaintext: bytes, *, unreferenced: bool 
 
         object_put(relative_path, header + ciphertext)
     else:
-        _file_write(relative_path, header, ciphertext, in_place=unreferenced)
+        _file_write(relative_path, header, ciphertext, in_place=unreferenced, durable=durable)
     return StoredFile(relative_path=relative_path, key_id=key_id, size_bytes=len(plaintext))
 
 
@@ -158,7 +163,9 @@ def object_store_configured() -> bool:
     return bool(getattr(settings, "READROOM_S3_BUCKET", ""))
 
 
-def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_place: bool = False) -> None:
+def _file_write(
+    relative_path: str, header: bytes, ciphertext: bytes, *, in_place: bool = False, durable: bool = True
+) -> None:
     """Written to a temporary file, flushed, renamed over the path, the directory flushed: a
     reader of the path sees the old file or the new one, whole. ``in_place`` (no row names the
     path: nobody reads it): a path where no file is yet is created and written directly
@@ -166,7 +173,7 @@ def _file_write(relative_path: str, header: bytes, ciphertext: bytes, *, in_plac
     per image (~4 ms of 10–25 ms on this shared machine's disk). A crash mid-way leaves a partial
     file no row names; the modality's resend finds it there and takes the rename path over it."""
     path = _resolve(relative_path)
-    durable = settings.READROOM_STORAGE_FSYNC
+    durable = durable and settings.READROOM_STORAGE_FSYNC
     _directories_make(path.parent, durable=durable)
     if in_place:
         try:

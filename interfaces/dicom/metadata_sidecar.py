@@ -64,8 +64,12 @@ def metadata_sidecar_write(instance: Instance, part10: bytes, dataset: Dataset |
     logged, not raised: the side-car only saves time, the file stays the truth."""
     text = instance_metadata_relative(instance, part10, dataset)
     try:
+        # a cache (made again when missing or torn): not flushed, so it never queues on the disk
+        # beside the images' own flushes
         encrypted_write(
-            metadata_sidecar_path(instance.storage_path), f"{_made_from(instance)}\n{text}".encode()
+            metadata_sidecar_path(instance.storage_path),
+            f"{_made_from(instance)}\n{text}".encode(),
+            durable=False,
         )
     except (StorageError, OSError) as exc:
         log.warning("metadata side-car of %s not written: %s", instance.sop_instance_uid, exc)

@@ -110,6 +110,39 @@ def test_a_missing_sidecar_is_made_by_the_first_request(hospital, series, settin
     assert again == first
 
 
+def test_a_sidecar_is_never_flushed_to_disk_and_a_torn_one_is_made_again(
+    hospital, series, settings, monkeypatch
+):
+    import os
+
+    from interfaces.dicom.metadata_sidecar import metadata_sidecar_write
+
+    # given durable image writes, and a record of every flush (the real ones still run)
+    settings.READROOM_STORAGE_FSYNC = True
+    flushed = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, real=real: (flushed.append(fd), real(fd))[1])
+    instance = Instance.objects.order_by("instance_number").first()
+    path = _resolve(metadata_sidecar_path(instance.storage_path))
+    # when its side-car is made (a cache: it never waits on the disk beside the images' flushes)
+    metadata_sidecar_write(instance, encrypted_read(instance.storage_path))
+    # then nothing was flushed
+    assert flushed == []
+    # and a side-car a power cut tore (its GCM tag fails) is not served but made again, whole
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    _body, items = metadata(hospital, series)
+    assert instance.sop_instance_uid in {i["00080018"]["Value"][0] for i in items}
+    assert path.read_bytes() != whole[: len(whole) // 2]
+    assert sidecar(instance).partition("\n")[2] == instance_metadata_relative(
+        instance, encrypted_read(instance.storage_path)
+    )
+    # (the durable image writes still flush: the same record sees the image's own)
+    encrypted_write("FAC/flushed.dcm", b"DICM")
+    assert flushed
+
+
 def test_another_facilitys_user_gets_no_metadata_and_no_sidecar_is_read(series, admin_lakeview):
     client = Client(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=admin_lakeview).key}")
     response = client.get(
