@@ -120,21 +120,21 @@ def prior_sources_asked(facility: Facility) -> list[dict]:
     return [s for s in facility.prior_sources or [] if s.get("method") in PRIOR_METHODS]
 
 
-def prior_retrieval_open(*, facility: Facility, patient: Patient, source: dict, order_id=None, study_id=None):
+def prior_retrieval_open(*, facility: Facility, patient_id: int, source: dict, order_id=None, study_id=None):
     retrieval, _ = PriorRetrieval.objects.get_or_create(
-        facility=facility, patient=patient, order_id=order_id, study_id=study_id,
+        facility=facility, patient_id=patient_id, order_id=order_id, study_id=study_id,
         source_name=_source_name(source),
     )  # fmt: skip
     return retrieval
 
 
-def prior_questions_record(*, facility: Facility, patient: Patient, order_id=None, study_id=None) -> None:
+def prior_questions_record(*, facility: Facility, patient_id: int, order_id=None, study_id=None) -> None:
     """One PENDING question per source, written in the transaction of the order (or the first image)
     that asks it. The task that asks is enqueued after that commit; were it lost, the row remains
     and ``priors_unasked_due`` asks it — and the reading screen knows priors were asked for."""
     for source in prior_sources_asked(facility):
         prior_retrieval_open(
-            facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
+            facility=facility, patient_id=patient_id, source=source, order_id=order_id, study_id=study_id
         )
 
 

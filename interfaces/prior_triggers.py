@@ -10,20 +10,21 @@ from django.db import transaction
 
 def on_order_saved(sender, instance, created: bool, **kwargs) -> None:
     if created and instance.facility.prior_sources:
-        _ask(instance.facility, instance.patient, order_id=instance.pk)
+        _ask(instance.facility, instance.patient_id, order_id=instance.pk)
 
 
 def on_study_saved(sender, instance, created: bool, **kwargs) -> None:
     new_without_order = created and not instance.prior_state and instance.order_id is None
     if new_without_order and instance.patient_id and instance.facility.prior_sources:
-        _ask(instance.facility, instance.patient, study_id=instance.pk)
+        _ask(instance.facility, instance.patient_id, study_id=instance.pk)
 
 
-def _ask(facility, patient, **ids) -> None:
+def _ask(facility, patient_id: int, **ids) -> None:
+    # by id: the first image's ingest (the SCP's path) reads no Patient row for it
     from imaging.priors import prior_questions_record
     from interfaces.tasks import priors_fetch_task
 
-    prior_questions_record(facility=facility, patient=patient, **ids)
+    prior_questions_record(facility=facility, patient_id=patient_id, **ids)
     # robust: a broker that is down must not fail the order's apply (committed already) nor skip the
     # other callbacks of its transaction; the sweep asks the recorded question later
-    transaction.on_commit(lambda: priors_fetch_task.delay(patient.pk, **ids), robust=True)
+    transaction.on_commit(lambda: priors_fetch_task.delay(patient_id, **ids), robust=True)

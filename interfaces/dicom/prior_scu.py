@@ -196,7 +196,7 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
     errors = []
     for source in prior_sources_asked(facility):
         retrieval = prior_retrieval_open(
-            facility=facility, patient=patient, source=source, order_id=order_id, study_id=study_id
+            facility=facility, patient_id=patient.pk, source=source, order_id=order_id, study_id=study_id
         )
         if not within_hours(source, facility, timezone.now()):
             prior_retrieval_defer(retrieval, source)  # asked when the hours open (priors_deferred_sweep)
