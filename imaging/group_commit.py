@@ -139,7 +139,8 @@ class GroupCommitter:
                 self._busy = False
                 self._changed.notify_all()  # a committer waiting for the slot, with what queued meanwhile
         self.inline += 1
-        self._checks_add([recorded.instance_id])
+        if not recorded.prior_retrieving:  # checked when its retrieval ends
+            self._checks_add([recorded.instance_id])
         return recorded
 
     def stop(self) -> None:
@@ -303,7 +304,7 @@ class GroupCommitter:
             log.exception("after a group of %d instances committed", len(group))
         self.groups += 1
         self.grouped += len(group)
-        self._checks_add([r.instance_id for r in results])
+        self._checks_add([r.instance_id for r in results if not r.prior_retrieving])
         for member, recorded in zip(group, results, strict=True):
             member.future.set_result(recorded)
 
@@ -313,5 +314,6 @@ class GroupCommitter:
         except BaseException as exc:  # the handler answers it (0xA700, 0xC220 …)
             member.future.set_exception(exc)
             return
-        self._checks_add([recorded.instance_id])
+        if not recorded.prior_retrieving:  # checked when its retrieval ends
+            self._checks_add([recorded.instance_id])
         member.future.set_result(recorded)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from facilities.models import Facility
 from imaging.models import Instance, Patient, PriorFetch, PriorRetrieval, PriorState, RetrievalStatus, Study
+from imaging.services import prior_studies_display_check
 from imaging.storage import encrypted_delete, metadata_sidecar_path
 
 # Body parts recognised in a procedure's text when the source names none (DICOM CID 4031 terms).
@@ -272,12 +273,22 @@ def prior_partial_discard(fetch: PriorFetch) -> None:
 
 
 def prior_retrieval_close(retrieval: PriorRetrieval, *, error: str = "", attempt: int) -> None:
+    """The source has been asked (this attempt): its state, and the decode checks of the priors it
+    delivered, which wait until now (``InstanceRecorded.prior_retrieving``)."""
     failed = retrieval.fetches.filter(status=RetrievalStatus.FAILED).exists() or bool(error)
     PriorRetrieval.objects.filter(pk=retrieval.pk).update(
         status=RetrievalStatus.FAILED if failed else RetrievalStatus.RETRIEVED,
         attempts=attempt,
         last_error=error[:200],
         updated_at=timezone.now(),
+    )
+    retrieved = retrieval.fetches.filter(status=RetrievalStatus.RETRIEVED).values("study_instance_uid")
+    prior_studies_display_check(
+        study_ids=list(
+            Study.objects.filter(
+                study_instance_uid__in=retrieved, prior_state=PriorState.RETRIEVED
+            ).values_list("pk", flat=True)
+        )
     )
 
 

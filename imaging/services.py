@@ -3,6 +3,7 @@ safely stored. Keyword-only, atomic; signals to routing go out after commit."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -832,6 +833,9 @@ class InstanceRecorded:
     study_id: int
     created: bool  # False: the SOP Instance UID was already stored (idempotent resend)
     study_created: bool
+    # of a prior still being retrieved (hidden): its decode check waits for the retrieval's end
+    # (``prior_studies_display_check``), so the check does not take the CPU the retrieval needs
+    prior_retrieving: bool = False
 
 
 def instance_stored(
@@ -864,7 +868,7 @@ def instance_stored(
                 recorded = _instance_index(facility, header, stored, received_at, cache, made_by, derived)
                 if before_commit is not None:
                     before_commit()
-                if display_check and not derived and made_by is None:
+                if display_check and not derived and made_by is None and not recorded.prior_retrieving:
                     _display_check_enqueue(recorded.instance_id)
                 return recorded
         except IntegrityError:
@@ -891,6 +895,16 @@ def instance_index_in_group(
 
 
 def _instance_index(
+    facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by, derived
+) -> InstanceRecorded:
+    recorded = _instance_rows(facility, header, stored, received_at, cache, made_by, derived)
+    study = cache.studies.get(header.study_instance_uid)
+    if study is not None and study.prior_state == PriorState.RETRIEVING:
+        return dataclasses.replace(recorded, prior_retrieving=True)
+    return recorded
+
+
+def _instance_rows(
     facility, header: InstanceHeader, stored: StoredFile, received_at, cache: IndexCache, made_by, derived
 ) -> InstanceRecorded:
     derived = derived or made_by is not None
@@ -989,6 +1003,31 @@ def instances_display_check_publish(instance_ids: list[int]) -> None:
     from imaging.tasks import instances_display_check_task
 
     instances_display_check_task.delay(instance_ids)
+
+
+# A prior's images are checked in tasks of this many, so each worker child takes a share (the SCP's
+# group commit gathers at most 32 images per task the same way).
+PRIOR_CHECK_BATCH = 32
+
+
+def prior_studies_display_check(*, study_ids: list[int]) -> int:
+    """Queue, after commit, the decode checks of the still unchecked images of priors whose
+    retrieval has ended (``InstanceRecorded.prior_retrieving``: they were not queued on arrival, so
+    a retrieval's CPU goes to the images arriving, not to checking ones nobody can open yet).
+    Returns how many images were queued; a lost publish is re-queued by the 10-min sweep."""
+    if not study_ids or not getattr(settings, "READROOM_DECODE_CHECK", True):
+        return 0
+    from imaging.tasks import instances_display_check_task  # the task module imports this one
+
+    unchecked = list(
+        Instance.objects.filter(series__study_id__in=study_ids, display_checked_at__isnull=True)
+        .order_by("series__study_id", "series_id", "instance_number", "pk")
+        .values_list("pk", flat=True)
+    )
+    for start in range(0, len(unchecked), PRIOR_CHECK_BATCH):
+        batch = unchecked[start : start + PRIOR_CHECK_BATCH]
+        transaction.on_commit(lambda batch=batch: instances_display_check_task.delay(batch), robust=True)
+    return len(unchecked)
 
 
 def instances_display_check(*, instance_ids: list[int]) -> list[str]:

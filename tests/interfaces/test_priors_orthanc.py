@@ -24,6 +24,7 @@ from facilities.models import DicomSender
 from imaging.models import Instance, Order, Patient, PriorFetch, PriorRetrieval, PriorState, Study
 from imaging.priors import prior_status_text
 from imaging.selectors import studies_visible_to
+from imaging.signals import instance_display_checked
 from interfaces.simulator import exam_random, series_datasets
 from tests.net import free_port
 
@@ -118,10 +119,22 @@ def test_a_new_order_fetches_the_two_relevant_priors(
 ):
     chicago.prior_sources = [source(orthanc, method)]
     chicago.save(update_fields=["prior_sources"])
-    # when: the order arrives (the task runs after commit)
-    order = new_order(chicago)
+    checked = []  # each decode check: the prior's state and its retrieval's, as the check saw them
+    instance_display_checked.connect(checks_seen := _check_seen(checked), weak=False)
+    try:
+        # when: the order arrives (the task runs after commit)
+        order = new_order(chicago)
+    finally:
+        instance_display_checked.disconnect(checks_seen)
     # then: both chest priors are stored, complete, as that patient's priors; never the head or namesake
     priors = Study.objects.filter(patient=order.patient)
+    # each image was checked once, only after its retrieval ended: none took the CPU while the
+    # priors arrived, when nobody could open them yet (a hidden RETRIEVING prior)
+    assert sorted(pk for pk, _, _ in checked) == sorted(
+        Instance.objects.filter(series__study__in=priors).values_list("pk", flat=True)
+    )
+    assert {(state, statuses) for _, state, statuses in checked} == {(PriorState.RETRIEVED, ("retrieved",))}
+    assert not Instance.objects.filter(series__study__in=priors, display_checked_at__isnull=True).exists()
     assert set(priors.values_list("study_instance_uid", flat=True)) == hospital["relevant"]
     assert all(p.prior_state == PriorState.RETRIEVED and p.number_of_instances == SLICES for p in priors)
     assert not Study.objects.filter(study_instance_uid__in=[hospital["head"], hospital["namesake"]]).exists()
@@ -134,6 +147,16 @@ def test_a_new_order_fetches_the_two_relevant_priors(
         priors.values_list("pk", flat=True)
     )
     assert not studies_visible_to(admin_lakeview).filter(patient=order.patient).exists()
+
+
+def _check_seen(checked: list):
+    def seen(sender, *, instance, **kwargs) -> None:
+        study = Study.objects.get(series__instances=instance)
+        retrievals = PriorRetrieval.objects.filter(patient=study.patient)
+        statuses = tuple(retrievals.values_list("status", flat=True))
+        checked.append((instance.pk, study.prior_state, statuses))
+
+    return seen
 
 
 def c_stores_counted(server) -> list:
