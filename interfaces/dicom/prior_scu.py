@@ -56,7 +56,16 @@ def _ae(timeout: float) -> AE:
     return ae
 
 
+def _read_timeout_restore(event) -> None:
+    """pynetdicom's requestor clears the socket's timeout once connected (``settimeout(None)`` in
+    ``AssociationSocket.connect``), so ``network_timeout`` never bounds a read: a PACS that stops
+    mid-PDU (a 512-KB C-GET PDU) left the reactor blocked in ``recv`` and the abort that follows the
+    DIMSE timeout waiting on it for ever. Put the AE's read timeout back as the connection opens."""
+    event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
+
+
 def _associate(ae: AE, source: dict, **kwargs):
+    kwargs["evt_handlers"] = [*kwargs.get("evt_handlers", []), (evt.EVT_CONN_OPEN, _read_timeout_restore)]
     assoc = ae.associate(source["host"], int(source["port"]), ae_title=source["called_ae_title"], **kwargs)
     if assoc.is_established:
         return assoc

@@ -7,10 +7,12 @@ stopped with SIGSTOP) is retried and the failure is shown; nothing half-arrived 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import shutil
 import signal
+import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -26,7 +28,7 @@ from imaging.priors import prior_status_text
 from imaging.selectors import studies_visible_to
 from imaging.signals import instance_display_checked
 from interfaces.simulator import exam_random, series_datasets
-from tests.net import free_port
+from tests.net import free_port, wait_until
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 pytestmark = [
@@ -487,6 +489,83 @@ def test_a_retry_after_a_hung_move_brings_the_whole_prior(
     assert Instance.objects.filter(series__study=prior).count() == MANY
     assert studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
     assert prior_status_text(current) == "1 prior retrieved"
+
+
+class MidPduStall:
+    """A TCP relay in front of the PACS that passes the association through, then forwards only the
+    first half of the PACS's first P-DATA PDU and nothing more: a PACS that stops mid-PDU, its
+    socket still open (what SIGSTOP does by chance when it lands inside a 512-KB C-GET PDU)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream, self.stalled, self._sockets = upstream, threading.Event(), []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            client, _ = self._listener.accept()
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            self._from_pacs(server, client)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def _from_pacs(self, server: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), server.makefile("rb") as stream:
+            while len(header := stream.read(6)) == 6:
+                body = stream.read(int.from_bytes(header[2:], "big"))
+                if header[0] == 0x04:  # P-DATA-TF: half of it, then silence
+                    client.sendall(header + body[: len(body) // 2])
+                    self.stalled.set()
+                    return
+                client.sendall(header + body)
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            sock.close()
+
+
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
+def test_a_pacs_that_stops_mid_pdu_times_out_instead_of_hanging(method, orthanc, chicago):
+    """The source's timeout bounds every read, a PDU's rest included: pynetdicom's requestor clears
+    the socket timeout once connected, and a PACS stalled inside a PDU hung the retrieval (and its
+    worker) for ever — the abort after the DIMSE timeout waited on a reactor blocked in recv."""
+    from interfaces.dicom.prior_scu import source_get, source_move
+
+    uid = orthanc_load(orthanc, seed=33, mrn=MRN, description="CT CHEST W CONTRAST", study_date="20260901")
+    DicomSender.objects.create(facility=chicago, ae_title="HOSP_PACS")
+    relay = MidPduStall(("127.0.0.1", orthanc["dicom_port"]))
+    stalled_source = source(orthanc, method, port=relay.port, timeout_seconds=2)
+    outcome: dict = {}
+
+    def retrieve() -> None:
+        from django.db import connection
+
+        try:
+            if method == "c-get":
+                outcome["tally"] = source_get(stalled_source, uid, chicago)
+            else:
+                outcome["tally"] = source_move(stalled_source, uid)
+        finally:
+            connection.close()
+
+    # when the retrieval meets a PDU that never ends
+    retrieval = threading.Thread(target=retrieve, daemon=True)
+    retrieval.start()
+    retrieval.join(30)
+    # then it ends on the source's timeout with the reason, rather than waiting for ever
+    assert relay.stalled.is_set()
+    assert not retrieval.is_alive(), "the retrieval hung on a PDU that never finished"
+    assert outcome["tally"][2] == HUNG[method]
+    relay.close()
+    if method == "c-move":  # Orthanc's own sub-operations (to our SCP) end before the database goes
+        wait_until(lambda: Instance.objects.count() == SLICES, 30, "the move's C-STOREs did not end")
 
 
 @pytest.mark.parametrize("threads", [1, 3], ids=["one-thread", "three-threads"])
