@@ -476,9 +476,11 @@ class PriorFetch(models.Model):
     status = models.CharField(max_length=10, choices=RetrievalStatus.choices, default=RetrievalStatus.PENDING)
     instances_expected = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=200, blank=True)
-    # when the retrieval running it claimed it (RUNNING): a claim older than
-    # READROOM_PRIOR_CLAIM_MAX_SECONDS is a dead worker's, taken over by the next plan (docs/priors.md)
+    # when the retrieval running it claimed it (RUNNING), and its holder's last heartbeat while it
+    # retrieves: a claim silent longer than READROOM_PRIOR_CLAIM_MAX_SECONDS is a dead worker's,
+    # taken over by the next plan (docs/priors.md)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    alive_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

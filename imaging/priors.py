@@ -4,11 +4,16 @@ the retrieval's state, and what the reading screen says about it. Writes here; t
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from facilities.models import Facility
@@ -19,6 +24,8 @@ from imaging.storage import encrypted_delete, metadata_sidecar_path
 # Body parts recognised in a procedure's text when the source names none (DICOM CID 4031 terms).
 BODY_PARTS = ("HEAD", "BRAIN", "NECK", "CHEST", "ABDOMEN", "PELVIS", "SPINE", "KNEE", "SHOULDER", "HIP")
 DEFAULT_COUNT, DEFAULT_LOOKBACK_DAYS = 3, 1825
+
+log = logging.getLogger(__name__)
 
 
 class SourceUnavailable(Exception):
@@ -200,20 +207,67 @@ def prior_fetches_plan(retrieval: PriorRetrieval, chosen: list[Candidate]) -> li
             retrieval.fetches.exclude(status=RetrievalStatus.RETRIEVED).order_by("-study_date", "pk")
         )  # newest first: the prior a reader compares with first is there first
         PriorFetch.objects.filter(pk__in=[f.pk for f in mine]).update(
-            status=RetrievalStatus.RUNNING, claimed_at=now
+            status=RetrievalStatus.RUNNING, claimed_at=now, alive_at=now
         )
         for fetch in mine:
-            fetch.status, fetch.claimed_at = RetrievalStatus.RUNNING, now
+            fetch.status, fetch.claimed_at, fetch.alive_at = RetrievalStatus.RUNNING, now, now
         PriorRetrieval.objects.filter(pk=retrieval.pk).update(status=RetrievalStatus.RUNNING)
     return mine
 
 
 def _claims_stale(others, now: datetime) -> list[PriorFetch]:
-    """Another retrieval's RUNNING fetches claimed longer ago than the limit: their worker died
-    mid-move (its message is redelivered only much later, if ever). A claim of unknown age (made
-    before claims were dated) is left to its holder."""
+    """Another retrieval's RUNNING fetches whose holder has not beaten (``prior_claims_kept``) for
+    longer than the limit: their worker died mid-move (its message is redelivered only much later,
+    if ever). A long retrieval whose worker still beats is left to it, however long it takes. A claim
+    of unknown age (made before claims were dated) is left to its holder."""
     limit = timedelta(seconds=settings.READROOM_PRIOR_CLAIM_MAX_SECONDS)
-    return list(others.filter(status=RetrievalStatus.RUNNING, claimed_at__lt=now - limit))
+    return list(
+        others.filter(status=RetrievalStatus.RUNNING)
+        .annotate(last_seen=Coalesce("alive_at", "claimed_at"))
+        .filter(last_seen__lt=now - limit)
+    )
+
+
+def prior_claims_beat(fetches: list[PriorFetch]) -> int:
+    """Date the claims still this holder's (compare-and-set on status and claim time: one taken
+    over or finished is not touched); how many. A failed beat is only logged: the next one comes
+    long before the limit."""
+    beaten = 0
+    try:
+        for claimed_at in {f.claimed_at for f in fetches}:
+            beaten += PriorFetch.objects.filter(
+                pk__in=[f.pk for f in fetches if f.claimed_at == claimed_at],
+                status=RetrievalStatus.RUNNING,
+                claimed_at=claimed_at,
+            ).update(alive_at=timezone.now())
+    except DatabaseError:
+        log.warning("prior claims %s: heartbeat failed", [f.pk for f in fetches], exc_info=True)
+    return beaten
+
+
+@contextmanager
+def prior_claims_kept(fetches: list[PriorFetch]) -> Iterator[None]:
+    """While its holder retrieves them, a thread beats the claims every
+    READROOM_PRIOR_CLAIM_BEAT_SECONDS: the age limit then measures the holder's silence (a dead
+    worker), not the length of a live retrieval, which would otherwise be taken over and fetched
+    twice. The thread has its own database session, closed when it ends."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.READROOM_PRIOR_CLAIM_BEAT_SECONDS):
+                prior_claims_beat(fetches)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name="prior-claims-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        # bounded: a beat waiting on a row lock (a test's open transaction) must not hold the retrieval
+        thread.join(10)
 
 
 def _claim_take_over(retrieval: PriorRetrieval, fetch: PriorFetch) -> bool:

@@ -23,10 +23,11 @@ from pynetdicom.sop_class import (
 )
 
 from facilities.models import Facility
-from imaging.models import Order, Patient, RetrievalStatus, Study
+from imaging.models import Order, Patient, PriorFetch, RetrievalStatus, Study
 from imaging.priors import (
     Candidate,
     SourceUnavailable,
+    prior_claims_kept,
     prior_fetch_finish,
     prior_fetches_plan,
     prior_partial_discard,
@@ -227,21 +228,13 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
                 source, candidates, modalities=modalities, body_parts=parts,
                 today=timezone.localdate(timezone=facility.zone), exclude=exclude,
             )  # fmt: skip
-            for fetch in prior_fetches_plan(retrieval, chosen):  # claimed, newest first
-                try:
-                    completed, failed, fetch_error = _retrieve(
-                        source,
-                        fetch.study_instance_uid,
-                        facility,
-                        announced=announced.get(fetch.study_instance_uid),
+            planned = prior_fetches_plan(retrieval, chosen)  # claimed, newest first
+            with prior_claims_kept(planned):  # beaten while we retrieve: never taken over alive
+                for fetch in planned:
+                    errors += _fetch_one(
+                        source, fetch, facility, announced=announced, last_attempt=last_attempt
                     )
-                except SourceUnavailable as exc:
-                    completed, failed, fetch_error = 0, 0, str(exc)
-                if not prior_fetch_finish(fetch, expected=completed, failed=failed, error=fetch_error):
-                    errors.append(fetch_error or "incomplete")
-                    if last_attempt:
-                        prior_partial_discard(fetch)
-                prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+                    prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
         except SourceUnavailable as exc:
             error = str(exc)
             errors.append(error)
@@ -254,6 +247,24 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
         prior_retrieval_close(retrieval, error=error, attempt=attempt)
         prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
     return errors
+
+
+def _fetch_one(
+    source: dict, fetch: PriorFetch, facility: Facility, *, announced: dict, last_attempt: bool
+) -> list[str]:
+    """Retrieve one claimed prior and judge it; its error, if any (what arrived half is discarded
+    on the last attempt)."""
+    try:
+        completed, failed, fetch_error = _retrieve(
+            source, fetch.study_instance_uid, facility, announced=announced.get(fetch.study_instance_uid)
+        )
+    except SourceUnavailable as exc:
+        completed, failed, fetch_error = 0, 0, str(exc)
+    if prior_fetch_finish(fetch, expected=completed, failed=failed, error=fetch_error):
+        return []
+    if last_attempt:
+        prior_partial_discard(fetch)
+    return [fetch_error or "incomplete"]
 
 
 def fhir_reports_ask(source: dict, *, facility: Facility, patient: Patient, name: str) -> str:

@@ -428,10 +428,13 @@ READROOM_DICOM_REACTOR_WAKE = env.bool("READROOM_DICOM_REACTOR_WAKE", default=Tr
 # next instances arrive, their images committed together (interfaces.dicom.prior_ingest,
 # docs/priors.md). 1: each instance stored before the next is read, as a C-STORE SCP does.
 READROOM_PRIOR_INGEST_THREADS = env.int("READROOM_PRIOR_INGEST_THREADS", default=3)
-# A prior's fetch claimed (RUNNING) longer ago than this is a dead worker's: the next retrieval of
-# the patient takes it over (compare-and-set on the row; imaging.priors.prior_fetches_plan). Longer
-# than any live retrieval of one prior (a live one taken over is fetched twice, stored once).
-READROOM_PRIOR_CLAIM_MAX_SECONDS = env.int("READROOM_PRIOR_CLAIM_MAX_SECONDS", default=1800)
+# A retrieval beats its claimed (RUNNING) prior fetches every BEAT seconds while it runs
+# (imaging.priors.prior_claims_kept); a claim not beaten for MAX seconds is a dead worker's, and the
+# next retrieval of the patient takes it over (compare-and-set on the row; prior_fetches_plan).
+# MAX must be several beats: a live holder whose beats fail for that long loses its claim (the
+# prior is then fetched twice, stored once).
+READROOM_PRIOR_CLAIM_BEAT_SECONDS = env.float("READROOM_PRIOR_CLAIM_BEAT_SECONDS", default=30.0)
+READROOM_PRIOR_CLAIM_MAX_SECONDS = env.int("READROOM_PRIOR_CLAIM_MAX_SECONDS", default=300)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

@@ -233,9 +233,9 @@ def test_a_running_claim_older_than_the_limit_is_taken_over_by_the_next_retrieva
     hospital, orthanc, chicago, settings, dicom_scp_server
 ):
     """A worker killed mid-move leaves its prior's fetch RUNNING (docs/priors.md): the next
-    retrieval of the patient takes over a claim older than READROOM_PRIOR_CLAIM_MAX_SECONDS and
-    fetches it; a younger claim is still left to its holder; the dead holder's late finish (its
-    redelivered task) changes nothing of what the new one retrieved."""
+    retrieval of the patient takes over a claim not beaten for READROOM_PRIOR_CLAIM_MAX_SECONDS and
+    fetches it; a claim as old whose holder still beats (a long move) is left to it; the dead
+    holder's late finish (its redelivered task) changes nothing of what the new one retrieved."""
     from django.utils import timezone
 
     from imaging.models import RetrievalStatus
@@ -247,8 +247,8 @@ def test_a_running_claim_older_than_the_limit_is_taken_over_by_the_next_retrieva
     patient = Patient.objects.create(
         facility=chicago, mrn=MRN, assigning_authority=ISSUER, family_name="SMITH", given_name="ANNA"
     )
-    # given: two earlier retrievals of the patient, each holding one relevant prior RUNNING: one
-    # whose worker died 20 minutes ago, one claimed a minute ago (still moving)
+    # given: two earlier retrievals of the patient, each holding one relevant prior RUNNING since 20
+    # minutes: one whose worker died then (no beat since), one whose worker beat 10 s ago (a long move)
     stale_uid, fresh_uid = sorted(hospital["relevant"])
     now = timezone.now()
     dead = PriorRetrieval.objects.create(
@@ -263,7 +263,7 @@ def test_a_running_claim_older_than_the_limit_is_taken_over_by_the_next_retrieva
     )  # fmt: skip
     fresh = PriorFetch.objects.create(
         retrieval=alive, study_instance_uid=fresh_uid, status=RetrievalStatus.RUNNING,
-        claimed_at=now - timedelta(minutes=1),
+        claimed_at=now - timedelta(minutes=20), alive_at=now - timedelta(seconds=10),
     )  # fmt: skip
     received = c_stores_counted(dicom_scp_server)
     # when: a new order arrives (its priors_fetch task runs after the commit, as on the worker)
@@ -275,10 +275,10 @@ def test_a_running_claim_older_than_the_limit_is_taken_over_by_the_next_retrieva
     stale.refresh_from_db()
     mine = PriorRetrieval.objects.get(order=order)
     assert (stale.retrieval_id, stale.status) == (mine.pk, RetrievalStatus.RETRIEVED)
-    assert stale.claimed_at > now
+    assert stale.claimed_at > now and stale.alive_at >= stale.claimed_at
     prior = Study.objects.get(study_instance_uid=stale_uid)
     assert (prior.prior_state, prior.number_of_instances) == (PriorState.RETRIEVED, SLICES)
-    # the young claim is left to its holder: never moved, nothing of it asked for
+    # the beating claim is left to its holder: never moved, nothing of it asked for
     fresh.refresh_from_db()
     assert (fresh.retrieval_id, fresh.status) == (alive.pk, RetrievalStatus.RUNNING)
     assert not Study.objects.filter(study_instance_uid=fresh_uid).exists()
@@ -412,7 +412,7 @@ HUNG = {"c-move": "timed out mid-move", "c-get": "timed out mid-get"}  # method 
 
 @pytest.mark.parametrize("method", ["c-move", "c-get"])
 def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing_half(
-    method, orthanc, chicago, admin_chicago, image_store
+    method, orthanc, chicago, admin_chicago, image_store, settings
 ):
     from interfaces.tasks import priors_fetch_task
 
@@ -426,6 +426,7 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     )
     chicago.prior_sources = [source(orthanc, method, timeout_seconds=3)]
     chicago.save(update_fields=["prior_sources"])
+    settings.READROOM_PRIOR_CLAIM_BEAT_SECONDS = 0.5
 
     # when the first attempt's C-MOVE starts and the PACS hangs after the first instances
     watcher = stop_when_instances_arrive(orthanc, uid)
@@ -434,6 +435,8 @@ def test_a_pacs_that_stops_answering_mid_move_fails_is_retried_and_shows_nothing
     # then the prior is failed with the reason, and what arrived is hidden, never shown as complete
     fetch = PriorFetch.objects.get(study_instance_uid=uid)
     assert (fetch.status, fetch.error) == ("failed", HUNG[method])
+    # its claim was beaten while the worker waited on the hung PACS (≥ 3 s: the source's timeout)
+    assert fetch.alive_at > fetch.claimed_at + timedelta(seconds=1)
     partial = Study.objects.get(study_instance_uid=uid)
     arrived = Instance.objects.filter(series__study=partial).count()
     assert partial.prior_state == PriorState.RETRIEVING and 0 < arrived < MANY
