@@ -229,20 +229,16 @@ def _claims_stale(others, now: datetime) -> list[PriorFetch]:
 
 
 def prior_claims_beat(fetches: list[PriorFetch]) -> int:
-    """Date the claims still this holder's (compare-and-set on status and claim time: one taken
-    over or finished is not touched); how many. A failed beat is only logged: the next one comes
-    long before the limit."""
-    beaten = 0
+    """Date the claims still this holder's (compare-and-set on status and claim time, which one plan
+    gives all its fetches: one taken over or finished is not touched); how many. A failed beat is
+    only logged: the next one comes long before the limit."""
     try:
-        for claimed_at in {f.claimed_at for f in fetches}:
-            beaten += PriorFetch.objects.filter(
-                pk__in=[f.pk for f in fetches if f.claimed_at == claimed_at],
-                status=RetrievalStatus.RUNNING,
-                claimed_at=claimed_at,
-            ).update(alive_at=timezone.now())
+        return PriorFetch.objects.filter(
+            pk__in=[f.pk for f in fetches], status=RetrievalStatus.RUNNING, claimed_at=fetches[0].claimed_at
+        ).update(alive_at=timezone.now())
     except DatabaseError:
         log.warning("prior claims %s: heartbeat failed", [f.pk for f in fetches], exc_info=True)
-    return beaten
+        return 0
 
 
 @contextmanager
@@ -251,6 +247,9 @@ def prior_claims_kept(fetches: list[PriorFetch]) -> Iterator[None]:
     READROOM_PRIOR_CLAIM_BEAT_SECONDS: the age limit then measures the holder's silence (a dead
     worker), not the length of a live retrieval, which would otherwise be taken over and fetched
     twice. The thread has its own database session, closed when it ends."""
+    if not fetches:  # nothing claimed (every relevant prior is here or another's): no thread
+        yield
+        return
     stop = threading.Event()
 
     def beat() -> None:
