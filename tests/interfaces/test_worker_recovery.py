@@ -78,9 +78,15 @@ def processed() -> int:
     return InboundMessage.objects.filter(status=InboundStatus.PROCESSED).count()
 
 
+# Orders enough for several apply batches (inbound.BATCH_MESSAGES, 100): the first batch commits
+# 100 at once, and with only 120 a fast host applied the last 20 in the ~40 ms between the test seeing
+# the first batch and its kill — the kill then landed on an idle worker and proved nothing.
+KILLED_ORDERS = 600
+
+
 def test_killed_worker_loses_nothing(chicago_interfaces, worker_queue):
-    # given 120 orders ACKed with no worker running (the tasks wait in the broker)
-    for n in range(120):
+    # given orders ACKed with no worker running (the tasks wait in the broker)
+    for n in range(KILLED_ORDERS):
         receipt = hl7_frame_receive(
             raw=hl7_data.orm(accession=f"K{n:05d}", placer=f"KP{n}", filler=f"KF{n}").encode()
         )
@@ -92,19 +98,20 @@ def test_killed_worker_loses_nothing(chicago_interfaces, worker_queue):
         wait_until(lambda: processed() >= 10)
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
-        left = 120 - processed()
+        left = KILLED_ORDERS - processed()
         assert left > 0, "the worker finished before it could be killed; the test proves nothing"
         # then a new worker and the sweep apply the rest
         worker = start_worker(worker_queue)
         # the periodic sweep re-drains orphans older than 30 s; the test does not wait that long
         with override_orphan_age(0):
             hl7_inbound_sweep()
-        wait_until(lambda: processed() == 120)
+        wait_until(lambda: processed() == KILLED_ORDERS)
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already killed above, when an assert failed
+            os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
     # every order exactly once, nothing failed
-    assert Order.objects.filter(accession_number__startswith="K").count() == 120
+    assert Order.objects.filter(accession_number__startswith="K").count() == KILLED_ORDERS
     assert not InboundMessage.objects.exclude(status=InboundStatus.PROCESSED).exists()
 
 
