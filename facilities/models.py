@@ -115,8 +115,11 @@ AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # AE: 16 printab
 PRIOR_METHODS = ("c-move", "c-get", "dicomweb", "fhir")
 PRIOR_SOURCE_KEYS = (
     "name", "method", "host", "port", "called_ae_title", "base_url", "auth", "count", "lookback_days",
-    "modalities", "body_parts", "hours", "timeout_seconds", "patient_identifier_system",
+    "modalities", "body_parts", "hours", "timeout_seconds", "patient_identifier_system", "parallel",
 )  # fmt: skip
+# a source's associations (or HTTP retrieves) at once, per retrieval: a PACS limits its associations
+# per calling AE, and more than a few only queue on ReadRoom's cores (docs/priors.md)
+PRIOR_PARALLEL_MAX = 8
 # a FHIR source's MRN system (docs/priors.md "FHIR DiagnosticReport sources"): an absolute URI
 IDENTIFIER_SYSTEM_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s|]+$")
 
@@ -264,6 +267,11 @@ def validate_prior_sources(value) -> None:
             number = entry.get(key)
             if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
                 problems.append(f"{at}.{key}: a positive whole number")
+        width = entry.get("parallel")
+        if width is not None and (
+            isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= PRIOR_PARALLEL_MAX
+        ):
+            problems.append(f"{at}.parallel: a whole number from 1 to {PRIOR_PARALLEL_MAX} (fetched at once)")
         for key in ("modalities", "body_parts"):
             items = entry.get(key)
             if items is not None and not (isinstance(items, list) and all(isinstance(x, str) for x in items)):

@@ -17,7 +17,10 @@ and the priors present before the current study is complete (the newest, and all
 
     .venv/bin/python bench/priors/run.py [--priors 3] [--slices 300] [--rounds 2]
         [--current-slices N] [--current-rate IMAGES_PER_S] [--current-delay S] [--nagle-compare]
-        [--methods c-move,c-get,dicomweb] [--smoke]
+        [--methods c-move,c-get,dicomweb] [--scp-processes 2] [--smoke]
+
+ReadRoom fetches a retrieval's priors up to READROOM_PRIOR_PARALLEL at once (the environment's
+setting reaches the deployed worker; 1: one after another).
 """
 
 from __future__ import annotations
@@ -273,7 +276,9 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def readroom_deployed(template: str, our_port: int, pacs: dict, count: int, *, copy: bool = True):
+def readroom_deployed(
+    template: str, our_port: int, pacs: dict, count: int, *, copy: bool = True, scp_processes: int = 2
+):
     database = bench_database("priors") if copy else template
     store = tempfile.mkdtemp(prefix="rr-bench-priors-store-")
     env = bench_env(database, READROOM_STORAGE_DIR=store, READROOM_DICOM_AE_TITLE=OUR_AE)
@@ -284,7 +289,7 @@ def readroom_deployed(template: str, our_port: int, pacs: dict, count: int, *, c
     commands = {
         "hl7_listener": ["manage.py", "hl7_listener", "--port", str(hl7_port)],
         "worker": ["-m", "celery", "-A", "radiology", "worker", "-c", "2", "--loglevel", "WARNING"],
-        "dicom_scp": ["manage.py", "dicom_scp", "--port", str(our_port)],
+        "dicom_scp": ["manage.py", "dicom_scp", "--port", str(our_port), "--processes", str(scp_processes)],
     }
     try:
         with deployed_processes(commands, env, (hl7_port, our_port), Path(store) / "logs") as processes:
@@ -530,6 +535,10 @@ def main() -> None:
         "--nagle-compare", action="store_true",
         help="also time the dcmtk floors without TCP_NODELAY (dcmtk's default: Nagle's algorithm on)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scp-processes", type=int, default=2,
+        help="dicom_scp --processes (2, as deploy/ runs it; the C-MOVE's associations spread over them)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.pace = Pace(args.current_rate, args.current_delay)
     methods = args.method_list = tuple(m for m in METHODS if m in args.methods.split(","))
@@ -607,7 +616,9 @@ def _rounds(args, template, pacs, loaded: Future, our_port, floor_port, files) -
     results: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
         print(f"  round {round_ + 1} of {args.rounds}", flush=True)
-        with readroom_deployed(template, our_port, pacs, args.priors, copy=args.rounds > 1) as deployment:
+        with readroom_deployed(
+            template, our_port, pacs, args.priors, copy=args.rounds > 1, scp_processes=args.scp_processes
+        ) as deployment:
             uids, current = loaded.result()
             runs = _round_runs(deployment, uids, current, args.priors, floor_port, common, args.pace)
             names = _names(args.method_list, nagle=args.nagle_compare)

@@ -9,10 +9,11 @@ study we asked for that patient's prior (``imaging.services._prior_expected``)."
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
@@ -230,11 +231,9 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
             )  # fmt: skip
             planned = prior_fetches_plan(retrieval, chosen)  # claimed, newest first
             with prior_claims_kept(planned):  # beaten while we retrieve: never taken over alive
-                for fetch in planned:
-                    errors += _fetch_one(
-                        source, fetch, facility, announced=announced, last_attempt=last_attempt
-                    )
-                    prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+                errors += _fetches_run(
+                    source, planned, facility, patient, announced=announced, last_attempt=last_attempt
+                )
         except SourceUnavailable as exc:
             error = str(exc)
             errors.append(error)
@@ -247,6 +246,44 @@ def priors_fetch(*, patient_id: int, order_id: int | None = None, study_id: int 
         prior_retrieval_close(retrieval, error=error, attempt=attempt)
         prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
     return errors
+
+
+def prior_parallel(source: dict) -> int:
+    """How many of a retrieval's priors are fetched at once: the source's ``parallel``, else
+    READROOM_PRIOR_PARALLEL. One on SQLite (the embedded default): its writers would queue on the
+    database's one lock, and a locked write is an error there, not a wait."""
+    if connection.vendor == "sqlite":
+        return 1
+    return int(source.get("parallel") or settings.READROOM_PRIOR_PARALLEL)
+
+
+def _fetches_run(
+    source: dict, planned: list[PriorFetch], facility: Facility, patient: Patient, *, announced: dict,
+    last_attempt: bool,
+) -> list[str]:  # fmt: skip
+    """Fetch the claimed priors, newest first, up to ``prior_parallel`` at once; their errors.
+    Why at once: one association is serial (each instance received, checked, encrypted, written and
+    indexed before the PACS sends the next) and leaves most of the cores idle; several associations
+    overlap those waits, and the SCP's processes take one each (docs/priors.md "Priors fetched
+    side by side"). The newest is still asked first, so it is not queued behind an older one."""
+
+    def one(fetch: PriorFetch) -> list[str]:
+        errors = _fetch_one(source, fetch, facility, announced=announced, last_attempt=last_attempt)
+        prior_status_announce(facility_id=facility.pk, patient_id=patient.pk)
+        return errors
+
+    width = min(prior_parallel(source), len(planned))
+    if width <= 1:
+        return [error for fetch in planned for error in one(fetch)]
+
+    def threaded(fetch: PriorFetch) -> list[str]:
+        try:
+            return one(fetch)
+        finally:
+            connection.close()  # the thread's own database session
+
+    with ThreadPoolExecutor(width, thread_name_prefix="prior-fetch") as pool:
+        return [error for errors in pool.map(threaded, planned) for error in errors]
 
 
 def _fetch_one(

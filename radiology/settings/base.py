@@ -435,6 +435,9 @@ READROOM_PRIOR_INGEST_THREADS = env.int("READROOM_PRIOR_INGEST_THREADS", default
 # prior is then fetched twice, stored once).
 READROOM_PRIOR_CLAIM_BEAT_SECONDS = env.float("READROOM_PRIOR_CLAIM_BEAT_SECONDS", default=30.0)
 READROOM_PRIOR_CLAIM_MAX_SECONDS = env.int("READROOM_PRIOR_CLAIM_MAX_SECONDS", default=300)
+# How many of a retrieval's priors are fetched at once (a source's ``parallel`` overrides it): one
+# association per prior, newest asked first. 1 fetches them one after another (docs/priors.md).
+READROOM_PRIOR_PARALLEL = env.int("READROOM_PRIOR_PARALLEL", default=3)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)
 # An association addressed to another called AE title is refused (A-ASSOCIATE-RJ, called AE not recognised)

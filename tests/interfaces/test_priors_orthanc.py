@@ -827,3 +827,76 @@ def test_a_dicomweb_pacs_that_stops_mid_retrieve_shows_nothing_half_and_the_retr
     assert Instance.objects.filter(series__study=prior).count() == MANY
     assert studies_visible_to(admin_chicago).filter(pk=prior.pk).exists()
     assert prior_status_text(current) == "1 prior retrieved"
+
+
+class AssociationsSeen:
+    """A TCP relay in front of the PACS that passes everything through and records how many of
+    ReadRoom's connections (associations) were open at once."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream, self.open, self.most, self.opened = upstream, 0, 0, 0
+        self._lock, self._sockets = threading.Lock(), []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(self.upstream)
+                self._sockets += [client, server]
+                with self._lock:
+                    self.open, self.opened = self.open + 1, self.opened + 1
+                    self.most = max(self.most, self.open)
+                threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+        if counted:  # ReadRoom's side closed: the association is over
+            with self._lock:
+                self.open -= 1
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            sock.close()
+
+
+@pytest.mark.parametrize("method", ["c-move", "c-get"])
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_retrievals_priors_are_fetched_side_by_side_up_to_the_sources_parallel(
+    method, parallel, hospital, orthanc, chicago
+):
+    """One association per prior, up to the source's ``parallel`` open at once (docs/priors.md
+    "Priors fetched side by side"): one association is serial and leaves the cores idle. With
+    ``parallel: 1`` they go one after another, as before; either way each prior arrives whole."""
+    relay = AssociationsSeen(("127.0.0.1", orthanc["dicom_port"]))
+    try:
+        chicago.prior_sources = [source(orthanc, method, port=relay.port, parallel=parallel)]
+        chicago.full_clean()
+        chicago.save(update_fields=["prior_sources"])
+        order = new_order(chicago)  # its retrieval runs after commit (eager in the tests)
+        assert PriorRetrieval.objects.get(order=order).status == "retrieved"
+    finally:
+        relay.close()
+    priors = Study.objects.filter(patient=order.patient, prior_state=PriorState.RETRIEVED)
+    assert set(priors.values_list("study_instance_uid", flat=True)) == hospital["relevant"]
+    assert Instance.objects.filter(series__study__in=priors).count() == 2 * SLICES
+    # then: a C-FIND, then one association per prior, the two priors' at once only when the
+    # source allows two
+    assert relay.opened == 1 + 2
+    assert relay.most == parallel
+
+
+def test_a_sources_parallel_is_validated(chicago):
+    from django.core.exceptions import ValidationError
+
+    for wrong in (0, 9, "2", True):
+        chicago.prior_sources = [{**source({"dicom_port": 4242}, "c-move"), "parallel": wrong}]
+        with pytest.raises(ValidationError, match="parallel: a whole number from 1 to 8"):
+            chicago.full_clean()
