@@ -435,8 +435,9 @@ READROOM_PRIOR_INGEST_THREADS = env.int("READROOM_PRIOR_INGEST_THREADS", default
 # prior is then fetched twice, stored once).
 READROOM_PRIOR_CLAIM_BEAT_SECONDS = env.float("READROOM_PRIOR_CLAIM_BEAT_SECONDS", default=30.0)
 READROOM_PRIOR_CLAIM_MAX_SECONDS = env.int("READROOM_PRIOR_CLAIM_MAX_SECONDS", default=300)
-# How many of a retrieval's priors are fetched at once (a source's ``parallel`` overrides it): one
-# association per prior, newest asked first. 1 fetches them one after another (docs/priors.md).
+# How many of a C-MOVE retrieval's priors are fetched at once (a source's ``parallel`` overrides
+# it; C-GET and DICOMweb default to 1): one association per prior, newest asked first. 1 fetches
+# them one after another (docs/priors.md "Priors fetched side by side").
 READROOM_PRIOR_PARALLEL = env.int("READROOM_PRIOR_PARALLEL", default=3)
 # Refuse associations from calling AE titles that no facility has registered.
 READROOM_DICOM_REJECT_UNKNOWN_CALLERS = env.bool("READROOM_DICOM_REJECT_UNKNOWN_CALLERS", default=True)

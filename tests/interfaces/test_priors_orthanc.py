@@ -900,3 +900,17 @@ def test_a_sources_parallel_is_validated(chicago):
         chicago.prior_sources = [{**source({"dicom_port": 4242}, "c-move"), "parallel": wrong}]
         with pytest.raises(ValidationError, match="parallel: a whole number from 1 to 8"):
             chicago.full_clean()
+
+
+def test_only_a_c_move_is_fetched_side_by_side_unless_the_source_says(settings):
+    """C-GET and DICOMweb instances are ingested in the worker's one process: side by side they
+    delay the newest prior and gain nothing, so they go one at a time unless the source asks."""
+    from interfaces.dicom.prior_scu import prior_parallel
+
+    settings.READROOM_PRIOR_PARALLEL = 3
+    fake = {"dicom_port": 4242, "dicomweb": "http://127.0.0.1:1/dicom-web"}
+    assert prior_parallel(source(fake, "c-move")) == 3
+    assert prior_parallel(source(fake, "c-get")) == 1
+    assert prior_parallel(source(fake, "dicomweb")) == 1
+    assert prior_parallel(source(fake, "c-get", parallel=2)) == 2
+    assert prior_parallel(source(fake, "c-move", parallel=1)) == 1
