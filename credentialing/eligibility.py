@@ -67,6 +67,7 @@ from credentialing.models import (
     Subspecialty,
 )
 from facilities.models import Facility
+from radiology.statements import keyed
 
 # --- results ----------------------------------------------------------------------------------
 
@@ -759,7 +760,9 @@ def _subspecialty_fit_q(reader: ReaderFacts, facility: FacilityFacts) -> Q | Non
     if reader.is_general and facility.accepts_general_readers:
         return None
     # the general subspecialty by a subquery, not a join: the worklist's count then reads one index
-    general = Subspecialty.objects.filter(code=Subspecialty.GENERAL).values("pk")
+    general = keyed(
+        Subspecialty.objects.filter(code=Subspecialty.GENERAL).values("pk"), "general subspecialty"
+    )
     fit = Q(subspecialty__isnull=True) | Q(subspecialty_id__in=general)
     if reader.subspecialty_ids:
         fit |= Q(subspecialty_id__in=sorted(reader.subspecialty_ids))

@@ -24,6 +24,7 @@ from django.db.models import Q
 from accounts.roles import Role, has_role
 from facilities.models import PriorityClass
 from imaging.models import Study
+from radiology.statements import SLOT_ID, SLOT_IDS, Statement
 from worklist.broadcast import study_event_payload
 from worklist.models import AlertAcknowledgement, EscalationStep, StudyEscalation
 from worklist.notices import NOTICE_KEY_PREFIX, NoticeNotFound, user_notice_acknowledge
@@ -146,11 +147,17 @@ def strokes_acknowledged(user, study_ids: list[int]) -> set[int]:
     for a stroke its reader already acknowledged elsewhere (docs/alerts.md)."""
     if not study_ids:
         return set()
-    return set(
-        AlertAcknowledgement.objects.filter(
-            user=user, study_id__in=study_ids, kind__in=READER_STEPS
-        ).values_list("study_id", flat=True)
-    )
+    return set(_STROKES_ACKNOWLEDGED.flat(user_id=user.pk, study_ids=study_ids))
+
+
+_STROKES_ACKNOWLEDGED = Statement(
+    "worklist.strokes_acknowledged",
+    lambda user_id, study_ids: AlertAcknowledgement.objects.filter(
+        user_id=user_id, study_id__any_of=study_ids, kind__in=READER_STEPS
+    ).values_list("study_id", flat=True),
+    user_id=SLOT_ID,
+    study_ids=SLOT_IDS,
+)
 
 
 # What a page sends as the step when it knows the stroke but not its step (the worklist's own banner):

@@ -27,6 +27,7 @@ from facilities.models import PriorityClass
 from facilities.templatetags.facility_time import time_html, zone_time
 from facilities.times import CLOCK_FORMAT, DATED_CLOCK_FORMAT, due_text
 from imaging.models import Study, age_on, clinical_history_text
+from radiology.statements import SLOT_IDS, Statement
 from worklist.clock import SLA_CRITICAL_SHARE, SLA_WARNING_SHARE
 
 # reading order of the priority classes, as imaging.models.PRIORITY_RANK ranks them
@@ -155,9 +156,17 @@ class ReaderRow:
     claimed: bool
 
 
+# One statement for every page's rows, whatever their ids (radiology.statements: one array parameter)
+_READER_ROWS = Statement(
+    "worklist.reader_rows",
+    lambda ids: Study.objects.filter(pk__any_of=ids).values(*READER_ROW_COLUMNS).order_by(),
+    ids=SLOT_IDS,
+)
+
+
 def rows_for_reader(ids: list[int], *, viewer_id: int, at: datetime) -> list[ReaderRow]:
     """These studies' rows for ``viewer_id``'s page, in this order (one query, plain values)."""
-    rows = {row["id"]: row for row in Study.objects.filter(pk__in=ids).values(*READER_ROW_COLUMNS).order_by()}
+    rows = {row["id"]: row for row in _READER_ROWS.values(ids=ids)}
     zone = timezone.get_current_timezone()
     return [reader_row(rows[pk], viewer_id=viewer_id, at=at, zone=zone) for pk in ids if pk in rows]
 

@@ -12,11 +12,13 @@ Order: held by me first, then priority class (stroke first), then the SLA deadli
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, F, Q, QuerySet, Value, When
+from django.utils.functional import cached_property
 
 from accounts.roles import Role, has_role
 from credentialing.eligibility import (
@@ -30,6 +32,7 @@ from credentialing.eligibility import (
 )
 from facilities.models import Facility, PriorityClass
 from imaging.models import ON_WORKLIST, Study
+from radiology.statements import Statement, StatementError, q_key
 
 # What a worklist row shows besides the study (loaded with it: no query per row).
 WORKLIST_RELATED = (
@@ -48,16 +51,54 @@ WORKLIST_RELATED = (
 READING_ORDER = ("priority_rank", "triage_rank", F("worklist_sla_deadline").asc(nulls_last=True), "id")
 
 
-@dataclass(frozen=True)
 class WorklistParts:
     """A worklist as its two parts, each in reading order: what the user holds (listed first; empty
-    for operations, whose list does not depend on who holds what) and everything else they see."""
+    for operations, whose list does not depend on who holds what) and everything else they see.
 
-    held: QuerySet[Study]
-    others: QuerySet[Study]
-    # others is every study on the worklists (operations): tens of thousands of rows, paged from the
-    # reading-order index and counted apart, not sorted whole
-    everything: bool = False
+    Each part is its condition (None: nothing) and the filters; its queryset is built only when asked
+    for (``held``, ``others``), because the page reads the parts through compiled ``Statement``s
+    keyed by ``held_key``/``others_key`` and building a queryset is half the cost of compiling it."""
+
+    def __init__(
+        self, mine: Q | None, others: Q | None, filters: dict[str, str], *, everything: bool = False
+    ):
+        self.mine, self.other, self.filters = mine, others, filters
+        # others is every study on the worklists (operations): tens of thousands of rows, paged from
+        # the reading-order index and counted apart, not sorted whole
+        self.everything = everything
+
+    @cached_property
+    def held(self) -> QuerySet[Study]:
+        return _part(self.mine, self.filters)
+
+    @cached_property
+    def others(self) -> QuerySet[Study]:
+        return _part(self.other, self.filters)
+
+    @cached_property
+    def held_key(self) -> Hashable:
+        return _part_key(self.mine, self.filters)
+
+    @cached_property
+    def others_key(self) -> Hashable:
+        return _part_key(self.other, self.filters)
+
+
+def _part(where: Q | None, filters: dict[str, str]) -> QuerySet[Study]:
+    """One part of a worklist, in reading order (None: nothing)."""
+    if where is None:
+        return Study.objects.none()
+    return _filtered(Study.objects.filter(ON_WORKLIST), filters).filter(where).order_by(*READING_ORDER)
+
+
+def _part_key(where: Q | None, filters: dict[str, str]) -> Hashable:
+    """Everything ``_part`` builds from: the condition's tree and the filters set (None: a condition
+    ``q_key`` cannot key — compiled per request, as before)."""
+    try:
+        condition = None if where is None else q_key(where)
+    except StatementError:
+        return None
+    return (condition, tuple(sorted((k, v) for k, v in filters.items() if v)))
 
 
 def _conditions(user, at: datetime, reader=LOAD_FACTS) -> tuple[Q | None, Q | None]:
@@ -78,14 +119,7 @@ def worklist_parts(
 ) -> WorklistParts:
     """``reader``: the user's ``reader_facts``, when the caller has them (else loaded here)."""
     mine, others = _conditions(user, at, reader)
-    on_list = _filtered(Study.objects.filter(ON_WORKLIST), filters or {})
-    return WorklistParts(
-        held=on_list.filter(mine).order_by(*READING_ORDER) if mine is not None else Study.objects.none(),
-        others=on_list.filter(others).order_by(*READING_ORDER)
-        if others is not None
-        else Study.objects.none(),
-        everything=others is not None and mine is None,
-    )
+    return WorklistParts(mine, others, filters or {}, everything=others is not None and mine is None)
 
 
 def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -> QuerySet[Study]:
@@ -110,8 +144,8 @@ class PartsIds:
     every facility (docs/worklist-fanout.md, fourth pass). ``len`` is the count the caller knows
     (the per-priority counts); the paginator must not ask."""
 
-    def __init__(self, held: list[int], others: QuerySet[Study], count: int):
-        self.held, self.others, self.count = held, others, count
+    def __init__(self, held: list[int], parts: WorklistParts, count: int):
+        self.held, self.parts, self.count = held, parts, count
 
     def __len__(self) -> int:
         return self.count
@@ -122,20 +156,36 @@ class PartsIds:
         rest = stop - start - len(ids)
         if rest > 0:
             after = max(0, start - len(self.held))
-            ids = ids + list(self.others.values_list("pk", flat=True)[after : after + rest])
+            window = (after, after + rest)
+            key = None if self.parts.others_key is None else (self.parts.others_key, window)
+            ids = ids + _OTHERS_IDS.flat(key, self.parts.other, self.parts.filters, window)
         return ids
+
+
+# The page's three reads of its parts, compiled once per condition and filters (radiology.statements).
+_HELD_RANKS = Statement(
+    "worklist.held_ranks", lambda where, filters: _part(where, filters).values_list("pk", "priority_rank")
+)
+_OTHERS_IDS = Statement(
+    "worklist.others_ids",
+    lambda where, filters, window: _part(where, filters).values_list("pk", flat=True)[window[0] : window[1]],
+)
+_RANK_COUNTS = Statement(
+    "worklist.rank_counts",
+    lambda where, filters: _rank_counted(_part(where, filters)),
+)
 
 
 def reader_list(parts: WorklistParts) -> tuple[PartsIds, dict[str, int]]:
     """A reader's list as ids to page over and its per-priority counts, from its two parts: the
     held studies' ids and ranks (one query on the held index), the others counted by rank (one
     query on the facility index). The page's slice of the others is one more query, when paged."""
-    held = list(parts.held.values_list("pk", "priority_rank"))
-    counts = worklist_counts(parts.others)
+    held = _HELD_RANKS.rows(parts.held_key, parts.mine, parts.filters)
+    counts = _counts_by_rank(_RANK_COUNTS.rows(parts.others_key, parts.other, parts.filters))
     ranks = list(PriorityClass)
     for _pk, rank in held:
         counts[ranks[rank].value] += 1
-    return PartsIds([pk for pk, _rank in held], parts.others, sum(counts.values())), counts
+    return PartsIds([pk for pk, _rank in held], parts, sum(counts.values())), counts
 
 
 def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Study]:
@@ -154,13 +204,21 @@ def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Stu
 
 def worklist_counts(studies: QuerySet[Study]) -> dict[str, int]:
     """How many studies of each priority class a worklist holds (most urgent first, zeros kept)."""
+    return _counts_by_rank(_rank_counted(studies))
+
+
+def _rank_counted(studies: QuerySet[Study]) -> QuerySet:
     # by the rank, which the worklist indexes carry (the priority itself would need every study row)
-    counted = dict(
+    return (
         studies.order_by()
         .values_list("priority_rank")
         .annotate(n=Count("pk"))
         .values_list("priority_rank", "n")
     )
+
+
+def _counts_by_rank(rows) -> dict[str, int]:
+    counted = dict(rows)
     return {p.value: counted.get(rank, 0) for rank, p in enumerate(PriorityClass)}
 
 

@@ -1,0 +1,102 @@
+"""radiology.statements: ORM statements compiled once per process, run with each call's values
+(docs/worklist-fanout.md, sixth pass)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db.models import Q
+from django.db.models.sql.compiler import SQLCompiler
+from django.utils import timezone
+
+from imaging.models import Study
+from radiology.statements import SLOT_ID, SLOT_IDS, Statement, StatementError, keyed, q_key
+from tests.worklist.conftest import make_study
+from worklist.rows import READER_ROW_COLUMNS
+from worklist.services import study_claim, study_route
+
+pytestmark = pytest.mark.django_db
+
+
+def routed(facility, **kwargs):
+    study = make_study(facility, **kwargs)
+    study_route(study_id=study.pk)
+    return study
+
+
+@pytest.fixture
+def compiled_sql(monkeypatch):
+    """Every SQL the ORM's compiler writes while the test runs."""
+    seen: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def as_sql(self, *args, **kwargs):
+        sql, params = original(self, *args, **kwargs)
+        seen.append(sql)
+        return sql, params
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
+    return seen
+
+
+def test_the_rows_partial_compiles_its_worklist_queries_once_per_process(
+    verified_client, neuro_reader, chicago, compiled_sql
+):
+    # given a reader with a held study and unclaimed ones, whose rows partial has been asked once
+    now = timezone.now()
+    held = routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    for _ in range(3):
+        routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    client = verified_client(neuro_reader)
+    first = client.get("/worklist/rows/").content.decode()
+    # when it is asked again
+    compiled_sql.clear()
+    again = client.get("/worklist/rows/").content.decode()
+    # then no query over the studies was compiled anew (held, counts, page ids, rows)
+    assert [sql for sql in compiled_sql if '"imaging_study"' in sql] == []
+    assert again.count('data-testid="study-row"') == first.count('data-testid="study-row"') == 4
+    # and a new study shows at once: the statements hold SQL, never results
+    routed(chicago, code="70450", text="CT HEAD", completed_at=timezone.now())
+    assert client.get("/worklist/rows/").content.decode().count('data-testid="study-row"') == 5
+
+
+def test_a_statement_answers_what_the_orm_answers_for_each_calls_values(chicago):
+    studies = [make_study(chicago, code="70450", text="CT HEAD") for _ in range(4)]
+    rows = Statement(
+        "test.rows",
+        lambda ids: Study.objects.filter(pk__any_of=ids).values(*READER_ROW_COLUMNS),
+        ids=SLOT_IDS,
+    )
+    for ids in ([studies[0].pk], [s.pk for s in studies[1:]], [], [studies[3].pk, 10**9]):
+        expected = list(Study.objects.filter(pk__in=ids).values(*READER_ROW_COLUMNS))
+        assert sorted(rows.values(ids=ids), key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    one = Statement(
+        "test.one", lambda pk: Study.objects.filter(pk=pk).values_list("pk", flat=True), pk=SLOT_ID
+    )
+    # the same compiled statement, another value: never the first call's answer
+    assert one.flat(pk=studies[0].pk) == [studies[0].pk]
+    assert one.flat(pk=studies[1].pk) == [studies[1].pk]
+
+
+def test_a_statement_that_matches_nothing_sends_no_query(django_assert_num_queries):
+    nothing = Statement("test.nothing", lambda: Study.objects.none().values_list("pk"))
+    with django_assert_num_queries(0):
+        assert nothing.rows() == [] and nothing.rows() == []
+
+
+def test_a_q_is_keyed_by_every_lookup_and_value_and_refuses_what_it_cannot_key():
+    assert q_key(Q(facility_id__in=[1, 2])) != q_key(Q(facility_id__in=[1, 3]))
+    assert q_key(Q(a=1) | Q(b=2)) != q_key(Q(a=1) & Q(b=2)) != q_key(~(Q(a=1) & Q(b=2)))
+    assert q_key(Q(a=1)) != q_key(Q(a=True)) != q_key(Q(a="1"))
+    with pytest.raises(StatementError):
+        q_key(Q(subspecialty_id__in=Study.objects.values("pk")))
+    marked = keyed(Study.objects.values("pk"), "every study")
+    assert q_key(Q(pk__in=marked)) == q_key(Q(pk__in=keyed(Study.objects.values("pk"), "every study")))
+
+
+def test_a_slot_lost_in_compilation_is_an_error_not_a_wrong_query():
+    twice = Statement(
+        "test.twice", lambda pk: Study.objects.filter(Q(pk=pk) | Q(order_id=pk)).values("pk"), pk=SLOT_ID
+    )
+    with pytest.raises(StatementError):
+        twice.rows(pk=1)
