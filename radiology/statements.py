@@ -101,7 +101,21 @@ class Statement:
         self, key: Hashable = (), *args: Any, using: str = DEFAULT_DB_ALIAS, **values: Any
     ) -> list[tuple]:
         """The rows as tuples, each column converted as the ORM converts it."""
+        return self._run(self._compiled(key, args, using), using, values)
+
+    def values(
+        self, key: Hashable = (), *args: Any, using: str = DEFAULT_DB_ALIAS, **values: Any
+    ) -> list[dict]:
+        """The rows as dicts, as ``values()`` makes them."""
         compiled = self._compiled(key, args, using)
+        return [dict(zip(compiled.names, row, strict=True)) for row in self._run(compiled, using, values)]
+
+    def flat(self, key: Hashable = (), *args: Any, using: str = DEFAULT_DB_ALIAS, **values: Any) -> list:
+        """The first column of each row (``values_list(…, flat=True)``)."""
+        return [row[0] for row in self.rows(key, *args, using=using, **values)]
+
+    @staticmethod
+    def _run(compiled: _Compiled, using: str, values: dict[str, Any]) -> list[tuple]:
         if compiled.sql is None:
             return []
         params = list(compiled.params)
@@ -116,18 +130,6 @@ class Statement:
         if compiled.width is not None:
             fetched = [row[: compiled.width] for row in fetched]
         return _converted(fetched, compiled.columns, connection)
-
-    def values(
-        self, key: Hashable = (), *args: Any, using: str = DEFAULT_DB_ALIAS, **values: Any
-    ) -> list[dict]:
-        """The rows as dicts, as ``values()`` makes them."""
-        rows = self.rows(key, *args, using=using, **values)
-        names = self._compiled(key, args, using).names
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-    def flat(self, key: Hashable = (), *args: Any, using: str = DEFAULT_DB_ALIAS, **values: Any) -> list:
-        """The first column of each row (``values_list(…, flat=True)``)."""
-        return [row[0] for row in self.rows(key, *args, using=using, **values)]
 
     def _compiled(self, key: Hashable, args: tuple, using: str) -> _Compiled:
         if key is None:  # no key stands for these arguments: compiled for this call only
@@ -158,7 +160,7 @@ class Statement:
         except EmptyResultSet:
             return _Compiled(None, (), (), names, (), None)
         params = tuple(params)
-        slots = tuple(_slot_position(params, name, marker) for name, marker in markers.items())
+        slots = tuple(_slot_position(self.name, params, name, marker) for name, marker in markers.items())
         columns = tuple(s[0] for s in compiler.select[: compiler.col_count])
         width = compiler.col_count if compiler.has_extra_select else None
         return _Compiled(sql, params, slots, names, columns, width)
@@ -168,12 +170,14 @@ SLOT_ID = "id"
 SLOT_IDS = "ids"
 
 
-def _slot_position(params: tuple, name: str, marker) -> tuple[int, str, bool]:
+def _slot_position(statement: str, params: tuple, name: str, marker) -> tuple[int, str, bool]:
     is_list = isinstance(marker, _IdsMarker)
     kind = _IdsMarker if is_list else int
     found = [i for i, p in enumerate(params) if type(p) is kind and p == marker]
     if len(found) != 1:
-        raise StatementError(f"slot {name!r} appears {len(found)} times in the compiled parameters, not once")
+        raise StatementError(
+            f"{statement}: slot {name!r} appears {len(found)} times in the compiled parameters, not once"
+        )
     return found[0], name, is_list
 
 
