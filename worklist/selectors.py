@@ -62,26 +62,26 @@ class WorklistParts:
     def __init__(
         self, mine: Q | None, others: Q | None, filters: dict[str, str], *, everything: bool = False
     ):
-        self.mine, self.other, self.filters = mine, others, filters
+        self.held_where, self.others_where, self.filters = mine, others, filters
         # others is every study on the worklists (operations): tens of thousands of rows, paged from
         # the reading-order index and counted apart, not sorted whole
         self.everything = everything
 
     @cached_property
     def held(self) -> QuerySet[Study]:
-        return _part(self.mine, self.filters)
+        return _part(self.held_where, self.filters)
 
     @cached_property
     def others(self) -> QuerySet[Study]:
-        return _part(self.other, self.filters)
+        return _part(self.others_where, self.filters)
 
     @cached_property
     def held_key(self) -> Hashable:
-        return _part_key(self.mine, self.filters)
+        return _part_key(self.held_where, self.filters)
 
     @cached_property
     def others_key(self) -> Hashable:
-        return _part_key(self.other, self.filters)
+        return _part_key(self.others_where, self.filters)
 
 
 def _part(where: Q | None, filters: dict[str, str]) -> QuerySet[Study]:
@@ -158,7 +158,7 @@ class PartsIds:
             after = max(0, start - len(self.held))
             window = (after, after + rest)
             key = None if self.parts.others_key is None else (self.parts.others_key, window)
-            ids = ids + _OTHERS_IDS.flat(key, self.parts.other, self.parts.filters, window)
+            ids = ids + _OTHERS_IDS.flat(key, self.parts.others_where, self.parts.filters, window)
         return ids
 
 
@@ -180,8 +180,8 @@ def reader_list(parts: WorklistParts) -> tuple[PartsIds, dict[str, int]]:
     """A reader's list as ids to page over and its per-priority counts, from its two parts: the
     held studies' ids and ranks (one query on the held index), the others counted by rank (one
     query on the facility index). The page's slice of the others is one more query, when paged."""
-    held = _HELD_RANKS.rows(parts.held_key, parts.mine, parts.filters)
-    counts = _counts_by_rank(_RANK_COUNTS.rows(parts.others_key, parts.other, parts.filters))
+    held = _HELD_RANKS.rows(parts.held_key, parts.held_where, parts.filters)
+    counts = _counts_by_rank(_RANK_COUNTS.rows(parts.others_key, parts.others_where, parts.filters))
     ranks = list(PriorityClass)
     for _pk, rank in held:
         counts[ranks[rank].value] += 1
