@@ -1336,9 +1336,12 @@ def studies_complete_quiet(*, now: datetime | None = None) -> list[int]:
     then, and the radiologist's turnaround clock starts there, not when we noticed."""
     now = now or timezone.now()
     completed = []
-    candidates = Study.objects.filter(
-        status=StudyStatus.RECEIVING, last_received_at__isnull=False
-    ).select_related("facility")
+    # the longest-quiet first, so their announcements (and routes) go out in the order the exams ended
+    candidates = (
+        Study.objects.filter(status=StudyStatus.RECEIVING, last_received_at__isnull=False)
+        .select_related("facility")
+        .order_by("last_received_at", "pk")
+    )
     for study in candidates:
         if (now - study.last_received_at).total_seconds() < study.facility.study_quiet_seconds:
             continue
