@@ -188,7 +188,8 @@ def test_stroke_rings_on_the_eligible_readers_page_only_and_is_claimed_with_c(
     expect(alert).to_contain_text("CT HEAD W/O CONTRAST")
     expect(alert).to_have_attribute("data-sounding", "true")
     # in Lakeshore's time; a deadline past its midnight carries the day ("due Sun 6 Dec 00:04 CST")
-    expect(alert.locator(".deadline")).to_have_text(re.compile(r"^due (\w{3} \d{1,2} \w{3} )?\d\d:\d\d C[SD]T$"))
+    due = re.compile(r"^due (\w{3} \d{1,2} \w{3} )?\d\d:\d\d C[SD]T$")
+    expect(alert.locator(".deadline")).to_have_text(due)
     assert page.evaluate("window.__notReloaded") is True
     row = page.locator(f'[data-testid="study-row"][data-study-id="{stroke_id}"]')
     expect(row).to_be_visible()
