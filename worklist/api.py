@@ -19,7 +19,7 @@ session before the view runs)."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q, Window
+from django.db.models import Q
 from django.http import Http404
 from django.urls import path
 from django.utils import timezone
@@ -41,8 +41,9 @@ from accounts.pagination import BoundedLimitOffsetPagination
 from accounts.roles import Role, has_role
 from imaging.models import Study, age_on
 from imaging.selectors import studies_visible_to
+from radiology.statements import SLOT_IDS, Statement
 from worklist import services
-from worklist.selectors import WorklistParts, worklist_for, worklist_parts
+from worklist.selectors import WorklistParts, reader_list, worklist_for, worklist_parts
 from worklist.tat import MILESTONES, study_turnaround, turnaround_minutes
 
 
@@ -232,9 +233,7 @@ def worklist_entries(ids: list[int], today) -> list[dict]:
     (~300 for 50 rows with six relations), each cost more CPU than the page's SQL (bench/worklist).
     tests/worklist/test_worklist.py holds the two equal. Datetimes are left to the JSON renderer,
     which writes them as the serializer's fields do."""
-    rows = {
-        row["id"]: row for row in Study.objects.filter(pk__in=ids).values(*WORKLIST_ENTRY_COLUMNS).order_by()
-    }
+    rows = {row["id"]: row for row in _ENTRY_ROWS.values(ids=ids)}
     names: dict[int, str] = {}  # a reader's held rows share one holder: name them once
     return [_entry(rows[pk], today, names) for pk in ids if pk in rows]
 
@@ -306,41 +305,30 @@ WORKLIST_ENTRY_COLUMNS = (
     *(f"turnaround__{milestone}_at" for milestone in MILESTONES),
 )
 
+# compiled once per process (radiology.statements), the page's ids its slot
+_ENTRY_ROWS = Statement(
+    "worklist.api_entries",
+    lambda ids: Study.objects.filter(pk__any_of=ids).values(*WORKLIST_ENTRY_COLUMNS).order_by(),
+    ids=SLOT_IDS,
+)
+
 
 class WorklistPagination(BoundedLimitOffsetPagination):
     """``limit``/``offset`` pages over the two parts of a worklist: the studies the caller holds (a
     handful, listed first), then the rest in reading order. Ids first, then the page's rows with their
     relations: joining patient, order and holder onto every eligible study before the sort costs as
-    many lookups as the reader has studies. The ids and the count read one index (``imaging.Study``'s
-    worklist indexes), not the studies."""
+    many lookups as the reader has studies. The ids and the count are the worklist page's
+    (``worklist.selectors.reader_list``): statements compiled once per condition, reading the
+    worklist indexes, not the studies."""
 
     def paginate_parts(self, parts: WorklistParts, request) -> list[int]:
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
-        held = list(parts.held.values_list("pk", flat=True))
-        ids = held[self.offset : self.offset + self.limit]
-        start, rest = max(0, self.offset - len(held)), self.limit - len(ids)
-        others, total = self._others(parts, start, rest)
-        ids += others
-        self.count = len(held) + total
+        ids, _counts = reader_list(parts)
+        self.count = len(ids)
         self.display_page_controls = self.count > self.limit and self.template is not None
-        return ids
-
-    @staticmethod
-    def _others(parts: WorklistParts, start: int, rest: int) -> tuple[list[int], int]:
-        """A slice of the other studies' ids, and how many there are."""
-        if parts.everything or not rest:
-            # every open study: the first rows of the reading-order index, and an index-only count
-            ids = list(parts.others.values_list("pk", flat=True)[start : start + rest]) if rest else []
-            ended = len(ids) < rest and (ids or start == 0)
-            return ids, start + len(ids) if ended else parts.others.count()
-        # a reader's few thousand: the count rides on the page query (one pass over the index)
-        rows = list(
-            parts.others.annotate(total=Window(Count("pk"))).values_list("pk", "total")[start : start + rest]
-        )
-        # past the last page there is no row to carry the total: count it
-        return [pk for pk, _ in rows], rows[0][1] if rows else (parts.others.count() if start else 0)
+        return ids[self.offset : self.offset + self.limit]
 
 
 class WorklistView(ListAPIView):

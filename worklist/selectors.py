@@ -59,13 +59,8 @@ class WorklistParts:
     for (``held``, ``others``), because the page reads the parts through compiled ``Statement``s
     keyed by ``held_key``/``others_key`` and building a queryset is half the cost of compiling it."""
 
-    def __init__(
-        self, mine: Q | None, others: Q | None, filters: dict[str, str], *, everything: bool = False
-    ):
+    def __init__(self, mine: Q | None, others: Q | None, filters: dict[str, str]):
         self.held_where, self.others_where, self.filters = mine, others, filters
-        # others is every study on the worklists (operations): tens of thousands of rows, paged from
-        # the reading-order index and counted apart, not sorted whole
-        self.everything = everything
 
     @cached_property
     def held(self) -> QuerySet[Study]:
@@ -119,7 +114,7 @@ def worklist_parts(
 ) -> WorklistParts:
     """``reader``: the user's ``reader_facts``, when the caller has them (else loaded here)."""
     mine, others = _conditions(user, at, reader)
-    return WorklistParts(mine, others, filters or {}, everything=others is not None and mine is None)
+    return WorklistParts(mine, others, filters or {})
 
 
 def worklist_for(user, *, at: datetime, filters: dict[str, str] | None = None) -> QuerySet[Study]:

@@ -100,3 +100,35 @@ def test_a_slot_lost_in_compilation_is_an_error_not_a_wrong_query():
     )
     with pytest.raises(StatementError):
         twice.rows(pk=1)
+
+
+@pytest.mark.parametrize("who", ["reader", "operations"])
+def test_the_worklist_api_compiles_its_queries_once_per_process(
+    who, verified_client, client, neuro_reader, ops_omar, chicago, compiled_sql
+):
+    # given a held study and three unclaimed ones, each page of two asked once
+    now = timezone.now()
+    held = routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    for _ in range(3):
+        routed(chicago, code="70450", text="CT HEAD", completed_at=now)
+    if who == "reader":
+        api = verified_client(neuro_reader)
+    else:
+        client.force_login(ops_omar)
+        api = client
+
+    def pages() -> list[tuple[int, list[int]]]:
+        bodies = [api.get("/api/v1/worklist/", {"limit": 2, "offset": o}).json() for o in (0, 2)]
+        return [(body["count"], [row["id"] for row in body["results"]]) for body in bodies]
+
+    first = pages()
+    # when they are asked again
+    compiled_sql.clear()
+    again = pages()
+    # then no query over the studies was compiled anew (held, counts, the page's ids, its rows)
+    assert [sql for sql in compiled_sql if '"imaging_study"' in sql] == []
+    assert again == first and [count for count, _ in first] == [4, 4]
+    assert len({pk for _, ids in first for pk in ids}) == 4
+    if who == "reader":
+        assert first[0][1][0] == held.pk  # the held study first
