@@ -1,6 +1,6 @@
 """bench/worklist --http: the worklist as deployed, under the load the issue names (issue 16).
 
-uvicorn with 2 workers and the production settings serves the generated archive. ``--readers``
+uvicorn with ``--web-workers`` workers (2, as the deploy files run it) and the production settings serves the generated archive. ``--readers``
 readers (on shift, TOTP-verified sessions) each hold ``/ws/worklist/`` open and poll — the API
 (``/api/v1/worklist/``) and the page's rows partial (``/worklist/rows/``) in turn, ``--think``
 seconds apart — while studies arrive at ``--arrivals`` per second at the readers' facilities and are
@@ -56,7 +56,7 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
                 "--port",
                 str(port),
                 "--workers",
-                "2",
+                str(args.web_workers),
                 "--log-level",
                 "warning",
                 "--no-access-log",
@@ -69,7 +69,7 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
         )
     try:
         wait_for_port(port, timeout=60)
-        _warm_up(port, next(iter(cookies.values())))
+        _warm_up(port, next(iter(cookies.values())), args.web_workers)
         figures = _run(port, server.pid, cookies, facility_ids, args, connections)
     except Exception:
         print(log.read_text(errors="replace")[-3000:])
@@ -84,10 +84,11 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
     _print(figures, args)
 
 
-def _warm_up(port: int, cookie: str) -> None:
-    """Both workers import, connect and fill their caches before the clock starts."""
+def _warm_up(port: int, cookie: str, workers: int) -> None:
+    """Every worker imports, connects and fills its caches before the clock starts (the kernel
+    spreads the connections; four per worker reach them all in practice)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    for _ in range(8):
+    for _ in range(4 * workers):
         connection.request("GET", "/api/v1/worklist/", headers={"Cookie": cookie})
         connection.getresponse().read()
         connection.close()
@@ -349,7 +350,7 @@ async def _screens(port: int, cookies: dict[int, str], until: float) -> dict[int
 def _print(figures: dict, args) -> None:
     polls, arrivals, applied = figures["polls"], figures["arrivals"], figures["applied"]
     print(
-        f"bench/worklist --http: uvicorn --workers 2 (production settings), {args.readers} readers polling"
+        f"bench/worklist --http: uvicorn --workers {args.web_workers} (production settings), {args.readers} readers polling"
         f" (API and rows partial in turn, {args.think:g} s apart) with /ws/worklist/ open, studies arriving"
         f" {args.arrivals:g}/s for {args.seconds:g} s"
     )

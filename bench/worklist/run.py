@@ -589,6 +589,9 @@ def main() -> None:
         "--http", action="store_true", help="then: uvicorn, concurrent readers, arriving studies"
     )
     parser.add_argument("--readers", type=int, default=20, help="--http: concurrent readers")
+    parser.add_argument(
+        "--web-workers", type=int, default=2, help="--http: uvicorn workers (the deploy files run 2)"
+    )
     parser.add_argument("--seconds", type=float, default=60, help="--http: how long")
     parser.add_argument("--arrivals", type=float, default=2.0, help="--http: studies arriving per second")
     parser.add_argument(
