@@ -501,7 +501,7 @@ def profile(readers: list, url: str, requests: int) -> None:
 
 def server_time(reader) -> float:
     """PostgreSQL's own execution time (median of 5, EXPLAIN ANALYZE) of the worklist queries that
-    touch studies — the reader's held studies, the first page of the rest, their count — for the
+    touch studies — the reader's held studies, the rest counted, their first page, its rows — for the
     broadest reader: the part of a request that could grow with the archive, measured without the
     Python around it (less disturbed by a busy machine)."""
     import re
@@ -525,29 +525,28 @@ def server_time(reader) -> float:
     return statistics.median(runs)
 
 
-PAGE_QUERIES = ("held", "page", "rows")
+PAGE_QUERIES = ("held", "counts", "page", "rows")
 
 
 def _page_sql(parts, which: str) -> tuple[str, tuple]:
-    """The SQL ``WorklistPagination`` sends for a reader's page 1: the ids of the held studies, the
-    first 50 others' ids with their count, then the page's rows with their relations."""
+    """The SQL a reader's API page 1 sends (``worklist.selectors.reader_list``, then
+    ``worklist.api.worklist_entries``): the held studies' ids and ranks, the others counted by rank,
+    the first 50 others' ids, then the page's rows."""
     from imaging.models import Study
-    from worklist.selectors import WORKLIST_RELATED
+    from worklist.api import WORKLIST_ENTRY_COLUMNS
+    from worklist.selectors import _rank_counted
 
     if which == "held":
-        return parts.held.values_list("pk", flat=True).query.sql_with_params()
-    if which == "page":  # with the count (a reader's list; operations count apart)
-        from django.db.models import Count, Window
-
-        page = parts.others.annotate(total=Window(Count("pk"))).values_list("pk", "total")[:50]
-        return page.query.sql_with_params()
-    if which == "rows":
-        ids = list(parts.held.values_list("pk", flat=True)[:50]) + list(
-            parts.others.values_list("pk", flat=True)[:50]
-        )
-        return Study.objects.select_related(*WORKLIST_RELATED).filter(pk__in=ids[:50]).query.sql_with_params()
-    sql, params = parts.others.order_by().values("pk").query.sql_with_params()
-    return f"SELECT COUNT(*) FROM ({sql}) counted", params
+        return parts.held.values_list("pk", "priority_rank").query.sql_with_params()
+    if which == "counts":
+        return _rank_counted(parts.others).query.sql_with_params()
+    if which == "page":
+        return parts.others.values_list("pk", flat=True)[:50].query.sql_with_params()
+    ids = list(parts.held.values_list("pk", flat=True)[:50]) + list(
+        parts.others.values_list("pk", flat=True)[:50]
+    )
+    rows = Study.objects.filter(pk__in=ids[:50]).values(*WORKLIST_ENTRY_COLUMNS).order_by()
+    return rows.query.sql_with_params()
 
 
 def report(label: str, readers: list, requests: int) -> dict:
