@@ -38,7 +38,7 @@ pytestmark = [
 BENCHES = {
     "hl7": ([], "last ACK → all applied"),
     "ingest": (["--storage", "s3", "--associations", "2", "--processes", "2"], "ratio s3/filesystem"),
-    "worklist": (["--http"], "event → row applied"),
+    "worklist": (["--http", "--server-timing"], "event → row applied"),
     "stroke_alert": ([], "stroke ORM ACK → alert"),
     "ai": ([], "SR C-STORE response → re-ranked"),
     "delivery": ([], "signed → ACK recorded"),

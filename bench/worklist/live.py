@@ -46,13 +46,20 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
     }
     port = free_port()
     log = Path(env["READROOM_DATA_DIR"]) / "uvicorn.log"
+    for old in [
+        *log.parent.glob("server-timing-*.jsonl"),
+        *log.parent.glob("server-sql-*.jsonl"),
+    ]:  # a --reuse run's records are its own
+        old.unlink()
     with log.open("wb") as errors:
         server = subprocess.Popen(
             [
                 PYTHON,
                 "-m",
                 "uvicorn",
-                "radiology.asgi:application",
+                "bench.worklist.timed_asgi:application"
+                if args.server_timing
+                else "radiology.asgi:application",
                 "--port",
                 str(port),
                 "--workers",
@@ -82,6 +89,8 @@ def http_run(env: dict, cookies: dict[int, str], facility_ids: list[int], args) 
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
     _print(figures, args)
+    if args.server_timing:
+        _server_timing_print(log.parent, figures["window"])
 
 
 def _warm_up(port: int, cookie: str, workers: int) -> None:
@@ -142,6 +151,7 @@ def _run(port, server_pid, cookies, facility_ids, args, connections) -> dict:
         "machine total": total,
     }
     return {
+        "window": (start, until),
         "applied": applied,
         "cpu": cpu,
         "split": split,
@@ -410,3 +420,51 @@ def _print(figures: dict, args) -> None:
         )
     )
     uptime_print("--http")
+
+
+def _server_timing_print(directory: Path, window: tuple[float, float]) -> None:
+    """Where the web workers' time went, per request of the measured window (bench/worklist/timed_asgi.py):
+    the median and p95 of each part, and the mean of each part over the slowest 5 % (what the tail is)."""
+    records = [
+        json.loads(line)
+        for path in directory.glob("server-timing-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    texts = {
+        entry["key"]: entry["sql"]
+        for path in directory.glob("server-sql-*.jsonl")
+        for entry in map(json.loads, path.read_text().splitlines())
+    }
+    parts = ("app", "to_thread", "thread_wall", "thread_cpu", "queries", "gil_wait")
+    print("  server timing (inside the web workers; gil_wait = thread wall - thread CPU - queries):")
+    for label, prefix in (
+        ("GET /api/v1/worklist/", "/api/v1/worklist/"),
+        ("GET /worklist/rows/", "/worklist/rows/"),
+    ):
+        rows = [r for r in records if r["path"] == prefix and window[0] <= r["at"] <= window[1] + 5]
+        if not rows:
+            continue
+        for r in rows:
+            r["gil_wait"] = max(0.0, r["thread_wall"] - r["thread_cpu"] - r["queries"])
+        tail = sorted(rows, key=lambda r: r["app"])[-max(1, len(rows) // 20) :]
+        print(f"    {label} n {len(rows)}, {statistics.mean(r['n_queries'] for r in rows):.1f} queries each")
+        for part in parts:
+            values = [r[part] for r in rows]
+            print(
+                f"      {part:<12} p50 {percentile(values, 50):6.1f} ms  p95 {percentile(values, 95):6.1f} ms"
+                f"  mean of the slowest 5 % {statistics.mean(r[part] for r in tail):6.1f} ms"
+            )
+        _statements_print(rows, tail, texts)
+
+
+def _statements_print(rows: list[dict], tail: list[dict], texts: dict[str, str]) -> None:
+    """The statements that took the most of these requests' SQL time: mean ms per request over all
+    and over the slowest 5 %, and the start of each statement's text."""
+    totals: dict[str, float] = {}
+    for r in rows:
+        for key, ms in r["sql"].items():
+            totals[key] = totals.get(key, 0.0) + ms
+    for key in sorted(totals, key=totals.get, reverse=True)[:5]:
+        slow = statistics.mean(r["sql"].get(key, 0.0) for r in tail)
+        text = " ".join(texts.get(key, "?").split())
+        print(f"        {totals[key] / len(rows):6.1f} ms ({slow:6.1f} in the slowest 5 %)  {text[:150]}")

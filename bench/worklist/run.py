@@ -591,6 +591,11 @@ def main() -> None:
     parser.add_argument(
         "--web-workers", type=int, default=2, help="--http: uvicorn workers (the deploy files run 2)"
     )
+    parser.add_argument(
+        "--server-timing",
+        action="store_true",
+        help="--http: where each request's time went inside the web workers (bench/worklist/timed_asgi.py)",
+    )
     parser.add_argument("--seconds", type=float, default=60, help="--http: how long")
     parser.add_argument("--arrivals", type=float, default=2.0, help="--http: studies arriving per second")
     parser.add_argument(
