@@ -310,6 +310,7 @@ _ENTRY_ROWS = Statement(
     "worklist.api_entries",
     lambda ids: Study.objects.filter(pk__any_of=ids).values(*WORKLIST_ENTRY_COLUMNS).order_by(),
     ids=SLOT_IDS,
+    joins_as_written=True,  # the studies by id, then one-to-one lookups (radiology.statements)
 )
 
 

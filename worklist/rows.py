@@ -161,6 +161,7 @@ _READER_ROWS = Statement(
     "worklist.reader_rows",
     lambda ids: Study.objects.filter(pk__any_of=ids).values(*READER_ROW_COLUMNS).order_by(),
     ids=SLOT_IDS,
+    joins_as_written=True,  # the studies by id, then one-to-one lookups (radiology.statements)
 )
 
 

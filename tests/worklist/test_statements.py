@@ -78,6 +78,30 @@ def test_a_statement_answers_what_the_orm_answers_for_each_calls_values(chicago)
     assert one.flat(pk=studies[1].pk) == [studies[1].pk]
 
 
+def test_the_row_statements_are_planned_with_their_joins_as_written_and_put_the_setting_back(chicago):
+    """The id-driven row statements (the API's, the page's) skip PostgreSQL's join-order search:
+    planning it cost more than running them (radiology.statements). Their rows are the ORM's, and
+    the setting is back to the server's own after each, inside a transaction as in autocommit."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from worklist.api import _ENTRY_ROWS, WORKLIST_ENTRY_COLUMNS
+    from worklist.rows import _READER_ROWS
+
+    ids = [routed(chicago, code="70450", text="CT HEAD").pk for _ in range(3)]
+    for statement, columns in ((_ENTRY_ROWS, WORKLIST_ENTRY_COLUMNS), (_READER_ROWS, READER_ROW_COLUMNS)):
+        expected = sorted(Study.objects.filter(pk__in=ids).values(*columns), key=lambda r: r["id"])
+        with transaction.atomic(), CaptureQueriesContext(connection) as sent:
+            assert sorted(statement.values(ids=ids), key=lambda r: r["id"]) == expected
+            if connection.vendor != "postgresql":
+                continue  # SQLite has no join-order search to skip: the plain select
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW join_collapse_limit")
+                assert cursor.fetchone() == ("8",), "the setting leaked into the rest of the transaction"
+        assert sent.captured_queries[0]["sql"].startswith("SET LOCAL join_collapse_limit = 1; SELECT")
+        assert sent.captured_queries[0]["sql"].endswith("; SET LOCAL join_collapse_limit TO DEFAULT")
+
+
 def test_a_statement_that_matches_nothing_sends_no_query(django_assert_num_queries):
     nothing = Statement("test.nothing", lambda: Study.objects.none().values_list("pk"))
     with django_assert_num_queries(0):
