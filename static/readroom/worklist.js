@@ -160,9 +160,13 @@
     const was = event.was || {};
     const id = String(event.study.id);
     const listed = change.op === "upsert" && matches(change.facts);
-    if (was.listed && matches(was.facts)) countAdd(was.facts.priority, -1);
-    if (listed) countAdd(change.facts.priority, 1);
     const existing = rows().find((r) => r.dataset.studyId === id);
+    // A row this page shows is in its counts under the priority it shows. The page may already hold
+    // this very change: a resync answered between the change's commit and its event. So the count
+    // follows the row shown, and the event's "was" only a study this page does not show.
+    if (existing) countAdd(existing.dataset.priority, -1);
+    else if (was.listed && matches(was.facts)) countAdd(was.facts.priority, -1);
+    if (listed) countAdd(change.facts.priority, 1);
     const hadRows = rows().length > 0;
     if (existing) existing.remove();
     if (listed) rowPlace(change);
