@@ -89,8 +89,8 @@ class _Compiled:
 # PostgreSQL searches every order of a statement's joins when it plans it (join_collapse_limit, 8 by
 # default), and plans each statement anew (Django binds parameters client-side, so nothing is
 # prepared). For a worklist page's rows — the studies by id, then seven one-to-one lookups — that
-# search was 4.6 ms of planning on a quiet core and 9-20 ms under load, against 0.2-2 ms executing
-# (docs/worklist-fanout.md, "Where a request's time goes"). SET LOCAL lasts to the end of the
+# search was 4.6 ms of planning on a quiet core and 8-14 ms under load, against 0.1-1.9 ms executing
+# (docs/worklist-fanout.md, "Seventh pass"). SET LOCAL lasts to the end of the
 # transaction, so the setting is put back after the statement; in autocommit the three statements
 # are one implicit transaction (the simple query protocol, as Django's client-side cursor sends).
 _JOINS_AS_WRITTEN = "SET LOCAL join_collapse_limit = 1; "
