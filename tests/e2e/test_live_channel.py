@@ -210,9 +210,12 @@ def test_an_idle_editor_locks_hides_phi_still_rings_and_unlocks_onto_the_claim(
     page.goto(f"{asgi_server.url}/studies/{held.pk}/report/")
     expect(page.get_by_text("Rivera").first).to_be_visible()
     page.get_by_label("History").click()
-    # when they leave it alone past the lock time
+    # when they leave it alone past the lock time (and the page's lock of the session is answered:
+    # the screen locks first, and on a slow host the session's POST lands after the fetch below)
     lock = page.get_by_test_id("screen-lock")
-    expect(lock).to_be_visible(timeout=10_000)
+    locking = lambda response: "/live/lock" in response.url and response.request.method == "POST"  # noqa: E731
+    with page.expect_response(locking, timeout=15_000):
+        expect(lock).to_be_visible(timeout=10_000)
     # (from the unlock on, 10 minutes: the unlock's answer gives the page its time, so a slow host
     # between the steps below cannot lock it again)
     settings.READROOM_LOCK_AFTER_SECONDS = 600
