@@ -93,8 +93,10 @@ class _Compiled:
 # (docs/worklist-fanout.md, "Seventh pass"). SET LOCAL lasts to the end of the
 # transaction, so the setting is put back after the statement; in autocommit the three statements
 # are one implicit transaction (the simple query protocol, as Django's client-side cursor sends).
-_JOINS_AS_WRITTEN = "SET LOCAL join_collapse_limit = 1; "
-_JOINS_PLANNED = "; SET LOCAL join_collapse_limit TO DEFAULT"
+def joins_as_written(sql: str) -> str:
+    """``sql`` sent so PostgreSQL plans its joins in the written order, the setting put back after
+    it; the select's rows are the cursor's second result (``nextset()``)."""
+    return f"SET LOCAL join_collapse_limit = 1; {sql}; SET LOCAL join_collapse_limit TO DEFAULT"
 
 
 class Statement:
@@ -144,7 +146,7 @@ class Statement:
             params = [json.dumps(p) if isinstance(p, list) else p for p in params]
         with connection.cursor() as cursor:
             if compiled.joins_as_written and connection.vendor == "postgresql":
-                cursor.execute(_JOINS_AS_WRITTEN + compiled.sql + _JOINS_PLANNED, params)
+                cursor.execute(joins_as_written(compiled.sql), params)
                 cursor.nextset()  # past the SET: the select's rows
             else:
                 cursor.execute(compiled.sql, params)

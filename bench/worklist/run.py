@@ -529,10 +529,10 @@ def server_time(reader) -> float:
 def _explained(cursor, sql: str, params, *, as_written: bool) -> str:
     """The plan as the API's statement is planned: the rows with their joins as written
     (``radiology.statements``, ``joins_as_written``)."""
+    from radiology.statements import joins_as_written
+
     if as_written:
-        cursor.execute(
-            f"SET LOCAL join_collapse_limit = 1; {sql}; SET LOCAL join_collapse_limit TO DEFAULT", params
-        )
+        cursor.execute(joins_as_written(sql), params)
         cursor.nextset()
     else:
         cursor.execute(sql, params)
