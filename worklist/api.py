@@ -326,7 +326,8 @@ class WorklistPagination(BoundedLimitOffsetPagination):
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
-        ids, _counts = reader_list(parts)
+        # the others of this page are read with the counts (one pass over the reader's studies)
+        ids, _counts = reader_list(parts, page=(self.offset, self.offset + self.limit))
         self.count = len(ids)
         self.display_page_controls = self.count > self.limit and self.template is not None
         return ids[self.offset : self.offset + self.limit]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Case, Count, F, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When, Window
 from django.utils.functional import cached_property
 
 from accounts.roles import Role, has_role
@@ -137,10 +137,17 @@ class PartsIds:
     (``WorklistPagination``): the held ids (a handful, loaded once), then a slice of the others'
     ids — never one query over "held OR eligible", whose plan walked every unclaimed open study of
     every facility (docs/worklist-fanout.md, fourth pass). ``len`` is the count the caller knows
-    (the per-priority counts); the paginator must not ask."""
+    (the per-priority counts); the paginator must not ask. ``page``: a window of the others and their
+    ids, read with the counts (``reader_list``): any slice within it is served from them."""
 
-    def __init__(self, held: list[int], parts: WorklistParts, count: int):
-        self.held, self.parts, self.count = held, parts, count
+    def __init__(
+        self,
+        held: list[int],
+        parts: WorklistParts,
+        count: int,
+        page: tuple[tuple[int, int], list[int]] | None = None,
+    ):
+        self.held, self.parts, self.count, self.page = held, parts, count, page
 
     def __len__(self) -> int:
         return self.count
@@ -148,16 +155,28 @@ class PartsIds:
     def __getitem__(self, part: slice) -> list[int]:
         start, stop = part.start or 0, self.count if part.stop is None else part.stop
         ids = self.held[start:stop]
-        rest = stop - start - len(ids)
-        if rest > 0:
-            after = max(0, start - len(self.held))
-            window = (after, after + rest)
-            key = None if self.parts.others_key is None else (self.parts.others_key, window)
-            ids = ids + _OTHERS_IDS.flat(key, self.parts.others_where, self.parts.filters, window)
-        return ids
+        window = _others_window(len(self.held), start, stop)
+        if window is None:
+            return ids
+        if self.page is not None:
+            (first, last), read = self.page
+            if first <= window[0] and window[1] <= last:  # within the window read with the counts
+                return ids + read[window[0] - first : window[1] - first]
+        key = None if self.parts.others_key is None else (self.parts.others_key, window)
+        return ids + _OTHERS_IDS.flat(key, self.parts.others_where, self.parts.filters, window)
 
 
-# The page's three reads of its parts, compiled once per condition and filters (radiology.statements).
+def _others_window(held: int, start: int, stop: int) -> tuple[int, int] | None:
+    """Which of the others a slice [start, stop) of the list takes, after ``held`` held studies
+    (None: the held ones fill it)."""
+    rest = stop - start - max(0, min(stop, held) - start)
+    if rest <= 0:
+        return None
+    after = max(0, start - held)
+    return (after, after + rest)
+
+
+# The page's reads of its parts, compiled once per condition and filters (radiology.statements).
 _HELD_RANKS = Statement(
     "worklist.held_ranks", lambda where, filters: _part(where, filters).values_list("pk", "priority_rank")
 )
@@ -169,18 +188,56 @@ _RANK_COUNTS = Statement(
     "worklist.rank_counts",
     lambda where, filters: _rank_counted(_part(where, filters)),
 )
+# The others' page and their count per priority in one statement: the counts are window functions
+# over every row that passes the filter, taken before the page is cut, so the reader's eligible
+# studies are scanned once (the facility index carries every column the filter and the order read),
+# not once to count and again, along the reading order, to page (docs/worklist-fanout.md, eighth pass).
+_RANK_COLUMNS = tuple(f"rank_{rank}_count" for rank in range(len(PriorityClass)))
+_OTHERS_PAGE = Statement(
+    "worklist.others_page",
+    lambda where, filters, window: (
+        _part(where, filters)
+        .annotate(
+            **{
+                name: Window(Count("pk", filter=Q(priority_rank=rank)))
+                for rank, name in enumerate(_RANK_COLUMNS)
+            }
+        )
+        .values_list("pk", *_RANK_COLUMNS)[window[0] : window[1]]
+    ),
+)
 
 
-def reader_list(parts: WorklistParts) -> tuple[PartsIds, dict[str, int]]:
+def reader_list(parts: WorklistParts, page: tuple[int, int] | None = None) -> tuple[PartsIds, dict[str, int]]:
     """A reader's list as ids to page over and its per-priority counts, from its two parts: the
-    held studies' ids and ranks (one query on the held index), the others counted by rank (one
-    query on the facility index). The page's slice of the others is one more query, when paged."""
+    held studies' ids and ranks (one query on the held index), then the others counted by rank.
+    ``page``: the (start, stop) slice of the list the caller will show: its others are read with
+    their counts in one statement. Without it, or for a page past the end (no row to carry the
+    counts), the others are counted alone and their slice read when paged."""
     held = _HELD_RANKS.rows(parts.held_key, parts.held_where, parts.filters)
-    counts = _counts_by_rank(_RANK_COUNTS.rows(parts.others_key, parts.others_where, parts.filters))
+    held_ids = [pk for pk, _rank in held]
+    window = None if page is None else _others_window(len(held_ids), *page)
+    read = _others_page(parts, window) if window is not None else None
+    if read is None:
+        counts = _counts_by_rank(_RANK_COUNTS.rows(parts.others_key, parts.others_where, parts.filters))
+    else:
+        counts = read[1]
     ranks = list(PriorityClass)
     for _pk, rank in held:
         counts[ranks[rank].value] += 1
-    return PartsIds([pk for pk, _rank in held], parts, sum(counts.values())), counts
+    prefetched = None if read is None else (window, read[0])
+    return PartsIds(held_ids, parts, sum(counts.values()), prefetched), counts
+
+
+def _others_page(parts: WorklistParts, window: tuple[int, int]) -> tuple[list[int], dict[str, int]] | None:
+    """The others' ids in ``window`` and their counts by priority; None when the window holds no
+    row to carry the counts and cannot show that there are none (it starts past the first)."""
+    key = None if parts.others_key is None else (parts.others_key, window)
+    rows = _OTHERS_PAGE.rows(key, parts.others_where, parts.filters, window)
+    if not rows:
+        return ([], _counts_by_rank([])) if window[0] == 0 else None
+    counted = rows[0][1:]
+    return [row[0] for row in rows], {p.value: counted[rank] for rank, p in enumerate(PriorityClass)}
 
 
 def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Study]:

@@ -134,6 +134,16 @@ def _page_ids(ids, request: HttpRequest, size: int, count: int) -> Page:
     return page
 
 
+def _requested_slice(request: HttpRequest, size: int) -> tuple[int, int]:
+    """The slice of the list the page asked for (``?page=``, as ``Paginator.get_page`` reads it:
+    anything but a number is page 1; a page past the end is read again as the last, by the paginator)."""
+    try:
+        number = max(1, int(request.GET.get("page", 1)))
+    except (TypeError, ValueError):
+        number = 1
+    return ((number - 1) * size, number * size)
+
+
 def _page(studies, request: HttpRequest, size: int, count: int) -> Page:
     # The page's ids first, then its rows with their relations: joining them onto every study of
     # the list before the sort costs a lookup per study.
@@ -169,7 +179,7 @@ def _reader_context(request: HttpRequest) -> dict:
     reader = reader_facts([user.pk], shifts_from=at, shifts_until=resync_horizon(at)).get(user.pk)
     # held, then the others, as the API reads them (never one query over "held OR eligible")
     parts = worklist_parts(request.user, at=at, filters=_filters(request.GET), reader=reader)
-    ids, counts = reader_list(parts)
+    ids, counts = reader_list(parts, page=_requested_slice(request, READER_PAGE_SIZE))
     context = _live_context(request, at=at, counts=counts)
     page = _page_ids(ids, request, READER_PAGE_SIZE, len(ids))
     # plain values, one query: model instances with five relations were a third of the page's CPU

@@ -501,7 +501,7 @@ def profile(readers: list, url: str, requests: int) -> None:
 
 def server_time(reader) -> float:
     """PostgreSQL's own planning and execution time (median of 5, EXPLAIN ANALYZE) of the worklist queries that
-    touch studies — the reader's held studies, the rest counted, their first page, its rows — for the
+    touch studies — the reader's held studies, the rest's first page with their counts, its rows — for the
     broadest reader: the part of a request that could grow with the archive, measured without the
     Python around it (less disturbed by a busy machine)."""
     import re
@@ -539,23 +539,21 @@ def _explained(cursor, sql: str, params, *, as_written: bool) -> str:
     return "\n".join(row[0] for row in cursor.fetchall())
 
 
-PAGE_QUERIES = ("held", "counts", "page", "rows")
+PAGE_QUERIES = ("held", "page", "rows")
 
 
 def _page_sql(parts, which: str) -> tuple[str, tuple]:
     """The SQL a reader's API page 1 sends (``worklist.selectors.reader_list``, then
-    ``worklist.api.worklist_entries``): the held studies' ids and ranks, the others counted by rank,
-    the first 50 others' ids, then the page's rows."""
+    ``worklist.api.worklist_entries``): the held studies' ids and ranks, the first 50 others' ids
+    with the others' counts by rank (one statement), then the page's rows."""
     from imaging.models import Study
     from worklist.api import WORKLIST_ENTRY_COLUMNS
-    from worklist.selectors import _rank_counted
+    from worklist.selectors import _OTHERS_PAGE
 
     if which == "held":
         return parts.held.values_list("pk", "priority_rank").query.sql_with_params()
-    if which == "counts":
-        return _rank_counted(parts.others).query.sql_with_params()
     if which == "page":
-        return parts.others.values_list("pk", flat=True)[:50].query.sql_with_params()
+        return _OTHERS_PAGE.build(parts.others_where, parts.filters, (0, 50)).query.sql_with_params()
     ids = list(parts.held.values_list("pk", flat=True)[:50]) + list(
         parts.others.values_list("pk", flat=True)[:50]
     )

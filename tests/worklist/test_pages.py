@@ -191,12 +191,12 @@ def test_operations_rows_cost_the_same_queries_for_3_rows_or_12(client, ops_omar
 
 # What a reader's rows partial (and its full page) may cost whatever the rows: the session, its user,
 # OTP device and groups; the reader's facts (one query, which also gives the next shift boundary);
-# the held ids, the others' per-priority counts (which also give the paginator its count), the
-# others' ids on the page, its rows (plain values with their relations' columns) and the peer
-# reviews: 10 (11 with an unclaimed stroke on the page: its
-# acknowledgements). A query per row shows as more. The full page adds its filters' choices (the
-# facilities the reader may see — their facts once more — and the subspecialties): 13.
-READER_ROWS_QUERIES = {"/worklist/rows/": 10, "/worklist/": 13}
+# the held ids, the others' ids on the page with their per-priority counts (one statement; the
+# counts also give the paginator its count), its rows (plain values with their relations' columns)
+# and the peer reviews: 9 (10 with an unclaimed stroke on the page: its acknowledgements). A query
+# per row shows as more. The full page adds its filters' choices (the facilities the reader may
+# see — their facts once more — and the subspecialties): 12.
+READER_ROWS_QUERIES = {"/worklist/rows/": 9, "/worklist/": 12}
 
 
 @pytest.mark.parametrize("url", ["/worklist/rows/", "/worklist/"])

@@ -111,9 +111,9 @@ def test_reader_query_count_does_not_grow_with_rows(
         routed(chicago, code="70450", completed_at=now)
     client = verified_client(neuro_reader)
     rows(client)  # the session's first request settles its own bookkeeping
-    # session, user, OTP device, groups; the reader's facts (one query); held ids, the others counted
-    # by rank, the page's ids, the rows (the worklist page's statements: worklist.selectors.reader_list)
-    with django_assert_max_num_queries(9) as small:
+    # session, user, OTP device, groups; the reader's facts (one query); held ids, the others' page
+    # with their counts by rank (one statement), the rows (worklist.selectors.reader_list)
+    with django_assert_max_num_queries(8) as small:
         assert len(rows(client)) == 4
     # when 26 more are offered and a second one is held
     for _ in range(26):
@@ -182,3 +182,42 @@ def test_the_api_rows_are_what_the_documented_serializer_says(verified_client, n
     )
     assert sorted(listed, key=lambda r: r["id"]) == expected
     assert {r["id"] for r in listed} == {held.pk, bare.pk}
+
+
+def test_each_page_read_with_its_counts_is_the_whole_lists_slice_and_counts(
+    neuro_reader, chicago, django_assert_num_queries
+):
+    # given a reader holding three studies, with seven more of mixed priorities offered
+    from worklist.selectors import reader_list, worklist_counts, worklist_for, worklist_parts
+
+    now = timezone.now()
+    priorities = [PriorityClass.ROUTINE, PriorityClass.STROKE, PriorityClass.STAT, PriorityClass.ASAP]
+    studies = [routed(chicago, code="70450", priority=priorities[n % 4], completed_at=now) for n in range(10)]
+    for study in studies[4:7]:
+        study_claim(study_id=study.pk, user=neuro_reader, at=now)
+    whole = worklist_for(neuro_reader, at=now)
+    expected_ids, expected_counts = list(whole.values_list("pk", flat=True)), worklist_counts(whole)
+    assert len(expected_ids) == 10 and expected_counts["STROKE"] == 3
+    parts = worklist_parts(neuro_reader, at=now)
+    # when any page is read, inside the held studies, across their end, among the others or past the end
+    for size in (1, 2, 3, 4, 11):
+        for start in range(0, 13):
+            ids, counts = reader_list(parts, page=(start, start + size))
+            # then its counts and length are the whole list's, and its ids that list's slice
+            assert (counts, len(ids)) == (expected_counts, 10), (start, size)
+            with django_assert_num_queries(0 if start < 10 else 1):  # the others read with the counts
+                assert ids[start : start + size] == expected_ids[start : start + size], (start, size)
+
+
+def test_a_reader_with_nothing_offered_counts_only_what_they_hold(neuro_reader, chicago):
+    # given a reader who holds the only open study
+    from worklist.selectors import reader_list, worklist_parts
+
+    now = timezone.now()
+    held = routed(chicago, code="70450", priority=PriorityClass.STAT, completed_at=now)
+    study_claim(study_id=held.pk, user=neuro_reader, at=now)
+    # then the page (and one past the end) shows it and counts it once
+    for page in ((0, 50), (50, 100)):
+        ids, counts = reader_list(worklist_parts(neuro_reader, at=now), page=page)
+        assert (len(ids), counts["STAT"], sum(counts.values())) == (1, 1, 1)
+    assert reader_list(worklist_parts(neuro_reader, at=now), page=(0, 50))[0][0:50] == [held.pk]
