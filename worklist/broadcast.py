@@ -16,7 +16,9 @@ difference ("Yours" / Release) is the holder's.
 
 Contract (DESIGN.md §5): ``{"type": "study.added" | "study.updated" | "study.claimed" |
 "study.released" | "study.escalated" | "study.finalized" | "study.cancelled", "study": {...}}``
-plus ``row`` and ``was`` for worklist pages and, for some kinds, more keys (an escalation's step)."""
+plus ``row`` and ``was`` for worklist pages, ``xid`` on PostgreSQL (the transaction whose commit it
+announces, as text: a page tests it against the snapshot its last resync was read in), and, for some
+kinds, more keys (an escalation's step)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from radiology.visibility import writer_xid
 from worklist.groups import OPERATIONS_GROUP, SESSION_ENDED, session_group, user_group
 
 logger = logging.getLogger(__name__)
@@ -227,6 +230,9 @@ def study_changes_broadcast(
     (docs/alerts.md "One eligibility pass per step")."""
     also = list(dict.fromkeys(also))
     known = None if eligible is None else frozenset(eligible)
+    # the transaction whose commit this announces: a page whose resync already saw that commit
+    # keeps its counts (radiology.visibility; worklist.js)
+    committed = {"xid": xid} if (xid := writer_xid()) is not None else {}
 
     def send() -> None:
         from credentialing.eligibility import eligible_readers
@@ -239,7 +245,9 @@ def study_changes_broadcast(
             return
         at = timezone.now()
         payload = study_event_payload(study)
-        bases = [{"type": f"study.{c.kind}", "study": payload, **(c.extra or {})} for c in changes]
+        bases = [
+            {"type": f"study.{c.kind}", "study": payload, **(c.extra or {}), **committed} for c in changes
+        ]
         alert = study_alert_event(study, payload, bases)
         if alert is not None:  # the groups that need no eligibility first
             _layer_send([(group, alert) for group in dict.fromkeys([OPERATIONS_GROUP, *also])])

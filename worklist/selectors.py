@@ -33,6 +33,7 @@ from credentialing.eligibility import (
 from facilities.models import Facility, PriorityClass
 from imaging.models import ON_WORKLIST, Study
 from radiology.statements import Statement, StatementError, q_key
+from radiology.visibility import CurrentSnapshot
 
 # What a worklist row shows besides the study (loaded with it: no query per row).
 WORKLIST_RELATED = (
@@ -148,6 +149,7 @@ class PartsIds:
         page: tuple[tuple[int, int], list[int]] | None = None,
     ):
         self.held, self.parts, self.count, self.page = held, parts, count, page
+        self.snapshot: str | None = None  # what the others' counts saw (``reader_list``)
 
     def __len__(self) -> int:
         return self.count
@@ -203,7 +205,8 @@ _OTHERS_PAGE = Statement(
                 for rank, name in enumerate(_RANK_COLUMNS)
             }
         )
-        .values_list("pk", *_RANK_COLUMNS)[window[0] : window[1]]
+        .annotate(snapshot=CurrentSnapshot())  # what the counts saw (radiology.visibility)
+        .values_list("pk", *_RANK_COLUMNS, "snapshot")[window[0] : window[1]]
     ),
 )
 
@@ -226,18 +229,24 @@ def reader_list(parts: WorklistParts, page: tuple[int, int] | None = None) -> tu
     for _pk, rank in held:
         counts[ranks[rank].value] += 1
     prefetched = None if read is None else (window, read[0])
-    return PartsIds(held_ids, parts, sum(counts.values()), prefetched), counts
+    ids = PartsIds(held_ids, parts, sum(counts.values()), prefetched)
+    ids.snapshot = None if read is None else read[2]
+    return ids, counts
 
 
-def _others_page(parts: WorklistParts, window: tuple[int, int]) -> tuple[list[int], dict[str, int]] | None:
-    """The others' ids in ``window`` and their counts by priority; None when the window holds no
-    row to carry the counts and cannot show that there are none (it starts past the first)."""
+def _others_page(
+    parts: WorklistParts, window: tuple[int, int]
+) -> tuple[list[int], dict[str, int], str | None] | None:
+    """The others' ids in ``window``, their counts by priority and the snapshot they were counted
+    in (``radiology.visibility``; None without one); None when the window holds no row to carry the
+    counts and cannot show that there are none (it starts past the first)."""
     key = None if parts.others_key is None else (parts.others_key, window)
     rows = _OTHERS_PAGE.rows(key, parts.others_where, parts.filters, window)
     if not rows:
-        return ([], _counts_by_rank([])) if window[0] == 0 else None
-    counted = rows[0][1:]
-    return [row[0] for row in rows], {p.value: counted[rank] for rank, p in enumerate(PriorityClass)}
+        return ([], _counts_by_rank([]), None) if window[0] == 0 else None
+    counted, snapshot = rows[0][1:-1], rows[0][-1]
+    counts = {p.value: counted[rank] for rank, p in enumerate(PriorityClass)}
+    return [row[0] for row in rows], counts, snapshot
 
 
 def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Study]:

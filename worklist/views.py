@@ -181,6 +181,7 @@ def _reader_context(request: HttpRequest) -> dict:
     parts = worklist_parts(request.user, at=at, filters=_filters(request.GET), reader=reader)
     ids, counts = reader_list(parts, page=_requested_slice(request, READER_PAGE_SIZE))
     context = _live_context(request, at=at, counts=counts)
+    context["snapshot"] = ids.snapshot or ""  # the page tells events its counts hold (worklist.js)
     page = _page_ids(ids, request, READER_PAGE_SIZE, len(ids))
     # plain values, one query: model instances with five relations were a third of the page's CPU
     page.object_list = rows_for_reader(page.object_list, viewer_id=request.user.pk, at=at)

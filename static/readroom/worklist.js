@@ -129,6 +129,20 @@
     return true;
   }
 
+  // Whether the transaction an event announces had committed when the page's last resync counted
+  // its list: the partial's data-snapshot is PostgreSQL's snapshot of that count ("xmin:xmax:xip,…",
+  // radiology/visibility.py), and a transaction is seen by it if it is below xmin, or below xmax and
+  // not listed as in progress. Without both (SQLite, an empty list) nothing is taken as seen.
+  function seenByResync(xid) {
+    const snapshot = live().dataset.snapshot;
+    if (!snapshot || typeof xid !== "string" || !/^\d+$/.test(xid)) return false;
+    const [xmin, xmax, inProgress] = snapshot.split(":");
+    const id = BigInt(xid);
+    if (id < BigInt(xmin)) return true;
+    if (id >= BigInt(xmax)) return false;
+    return !(inProgress || "").split(",").filter(Boolean).some((x) => BigInt(x) === id);
+  }
+
   function countAdd(priority, delta) {
     const node = live().querySelector('.prio-count[data-priority="' + CSS.escape(priority) + '"] b');
     if (node) node.textContent = String(Math.max(0, Number(node.textContent) + delta));
@@ -163,10 +177,13 @@
     const existing = rows().find((r) => r.dataset.studyId === id);
     // A row this page shows is in its counts under the priority it shows. The page may already hold
     // this very change: a resync answered between the change's commit and its event. So the count
-    // follows the row shown, and the event's "was" only a study this page does not show.
+    // follows the row shown. A study this page does not show (on a later page, or gone) is counted
+    // by the event's "was", unless the resync's counts were read after this change's commit
+    // (its snapshot sees the event's transaction): they hold it already.
+    const settled = !existing && seenByResync(event.xid);
     if (existing) countAdd(existing.dataset.priority, -1);
-    else if (was.listed && matches(was.facts)) countAdd(was.facts.priority, -1);
-    if (listed) countAdd(change.facts.priority, 1);
+    else if (!settled && was.listed && matches(was.facts)) countAdd(was.facts.priority, -1);
+    if (listed && !settled) countAdd(change.facts.priority, 1);
     const hadRows = rows().length > 0;
     if (existing) existing.remove();
     if (listed) rowPlace(change);
