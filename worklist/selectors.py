@@ -147,9 +147,10 @@ class PartsIds:
         parts: WorklistParts,
         count: int,
         page: tuple[tuple[int, int], list[int]] | None = None,
+        snapshot: str | None = None,
     ):
         self.held, self.parts, self.count, self.page = held, parts, count, page
-        self.snapshot: str | None = None  # what the others' counts saw (``reader_list``)
+        self.snapshot = snapshot  # what the others' counts saw (radiology.visibility); None: unknown
 
     def __len__(self) -> int:
         return self.count
@@ -228,10 +229,9 @@ def reader_list(parts: WorklistParts, page: tuple[int, int] | None = None) -> tu
     ranks = list(PriorityClass)
     for _pk, rank in held:
         counts[ranks[rank].value] += 1
-    prefetched = None if read is None else (window, read[0])
-    ids = PartsIds(held_ids, parts, sum(counts.values()), prefetched)
-    ids.snapshot = None if read is None else read[2]
-    return ids, counts
+    if read is None:
+        return PartsIds(held_ids, parts, sum(counts.values())), counts
+    return PartsIds(held_ids, parts, sum(counts.values()), (window, read[0]), snapshot=read[2]), counts
 
 
 def _others_page(
