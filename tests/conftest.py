@@ -204,6 +204,16 @@ def pytest_xdist_make_scheduler(config, log):
     return BrowserTestsSpread(config, log)
 
 
+def pytest_configure(config):
+    """A run that must drive the browser (CI: READROOM_REQUIRE_E2E=1) and has none stops here, in
+    the main process, with one line, before any xdist worker starts."""
+    from tests.browser import chromium_missing, chromium_required
+
+    missing = chromium_missing()
+    if missing and chromium_required() and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(f"READROOM_REQUIRE_E2E=1 but {missing}")
+
+
 def pytest_collection_modifyitems(config, items):
     # Playwright's sync API keeps an event loop running for the rest of the session once it starts,
     # which pytest-asyncio's tests cannot share: run the browser tests last. Under xdist this holds

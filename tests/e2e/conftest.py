@@ -2,16 +2,14 @@
 downloaded here). Without Chromium they skip — except in CI, where READROOM_REQUIRE_E2E=1 makes a
 missing browser a failure."""
 
-import os
-import shutil
 from typing import Protocol
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import CHROMIUM, chromium_missing
 from tests.conftest import PASSWORD, current_totp
 
-CHROMIUM = os.environ.get("READROOM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 OFFLINE_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -25,15 +23,11 @@ OFFLINE_FLAGS = [
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.path.exists(CHROMIUM):
+    # Required but missing never gets here: the root conftest's pytest_configure refused the run.
+    missing = chromium_missing()
+    if missing is None:
         return
-    if os.environ.get("READROOM_REQUIRE_E2E") == "1":
-        raise pytest.UsageError(
-            f"READROOM_REQUIRE_E2E=1 but no Chromium at {CHROMIUM} (apt-get install chromium)"
-        )
-    skip = pytest.mark.skip(
-        reason=f"no Chromium at {CHROMIUM}; `apt-get install chromium` to run browser tests"
-    )
+    skip = pytest.mark.skip(reason=missing)
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
