@@ -137,16 +137,38 @@ def _dicom_peer_problems(entry: dict, at: str, title_key: str) -> list[str]:
     return problems
 
 
+# SMART Backend Services' signing algorithms (interfaces/smart_backend.py): the two servers SHALL accept
+SMART_ALGORITHMS = ("RS384", "ES384")
+_AUTH_SHAPES = {
+    "basic": ({"type", "username", "password_env"}, set()),
+    "bearer": ({"type", "token_env"}, set()),
+    "smart_backend": ({"type", "client_id", "key_env", "kid"}, {"alg", "scope", "token_url"}),
+}
+_AUTH_FORMS = (
+    "{type: basic, username, password_env}, {type: bearer, token_env} or "
+    "{type: smart_backend, client_id, key_env, kid[, alg, scope, token_url]}"
+)
+
+
 def _web_auth_problems(auth, at: str) -> list[str]:
-    """A DICOMweb or FHIR source's credentials: the secret is named by an environment variable, never
-    written in the onboarding file (which is kept in version control and shown to admins)."""
+    """A DICOMweb or FHIR source's credentials: the secret (a password, a token, a private key) is
+    named by an environment variable, never written in the onboarding file (which is kept in version
+    control and shown to admins)."""
     if auth is None:
         return []
-    shapes = {"basic": {"type", "username", "password_env"}, "bearer": {"type", "token_env"}}
-    keys = shapes.get(auth.get("type")) if isinstance(auth, dict) else None
-    if not (keys and set(auth) == keys and all(isinstance(auth[k], str) and auth[k] for k in keys)):
-        return [f"{at}: {{type: basic, username, password_env}} or {{type: bearer, token_env}}"]
-    variable = auth.get("password_env") or auth.get("token_env")
+    shape = _AUTH_SHAPES.get(auth.get("type")) if isinstance(auth, dict) else None
+    if shape is None:
+        return [f"{at}: {_AUTH_FORMS}"]
+    required, optional = shape
+    if not (
+        required <= set(auth) <= required | optional and all(isinstance(v, str) and v for v in auth.values())
+    ):
+        return [f"{at}: {_AUTH_FORMS}"]
+    if auth.get("alg", SMART_ALGORITHMS[0]) not in SMART_ALGORITHMS:
+        return [f"{at}.alg: {' or '.join(SMART_ALGORITHMS)}"]
+    if not auth.get("token_url", "https://").startswith(("http://", "https://")):
+        return [f"{at}.token_url: an http(s) URL (or leave it out: the base's smart-configuration names it)"]
+    variable = auth.get("password_env") or auth.get("token_env") or auth["key_env"]
     if variable in READROOM_SECRETS or variable.startswith("AWS_"):
         # the worker sends this variable's value to the source's URL: never one of ReadRoom's own
         return [f"{at}: {variable} is one of ReadRoom's own secrets; name a variable of this source's"]

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from facilities.models import Facility
 from imaging.priors import Candidate, SourceUnavailable
+from interfaces import smart_backend
 from interfaces.dicom.prior_ingest import PriorIngest
 from interfaces.dicom.web_multipart import MultipartError, media_type_parse, multipart_parts
 
@@ -35,12 +36,15 @@ def _timeout(source: dict, default: float) -> float:
     return float(source.get("timeout_seconds") or default)
 
 
-def _authorization(source: dict) -> str | None:
+def _authorization(source: dict, *, timeout: float) -> str | None:
     """The Authorization header from ``auth`` (docs/priors.md): the secret itself is read from the
-    environment variable the YAML names, never kept in the onboarding file or the database."""
+    environment variable the YAML names, never kept in the onboarding file or the database; for
+    ``smart_backend``, a token the EHR's authorization server issued for ReadRoom's signed assertion."""
     auth = source.get("auth")
     if not auth:
         return None
+    if auth.get("type") == "smart_backend":
+        return f"Bearer {smart_backend.bearer(source, timeout=timeout)}"
     variable = auth.get("password_env") if auth.get("type") == "basic" else auth.get("token_env")
     secret = os.environ.get(variable or "")
     if not secret:
@@ -83,22 +87,42 @@ _OPENER = urllib.request.build_opener(_SameOriginRedirects)
 
 
 def web_open(source: dict, url: str, accept: str, *, timeout: float):
+    """One GET of the source with its credentials. A SMART token the server refuses is renewed once
+    (it may have been revoked or have expired early): a second 401 is the source's failure."""
+    try:
+        return _web_get(source, url, accept, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401 or (source.get("auth") or {}).get("type") != "smart_backend":
+            raise _failure(exc) from exc
+        smart_backend.refused(source)
+    try:
+        return _web_get(source, url, accept, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise _failure(exc) from exc
+
+
+def _web_get(source: dict, url: str, accept: str, *, timeout: float):
+    """The GET; an HTTP error status is raised as urllib's, every other failure as the source's."""
     # base_url is validated as http(s) at onboarding (facilities.models.validate_prior_sources)
     request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
-    if header := _authorization(source):
+    if header := _authorization(source, timeout=timeout):
         request.add_header("Authorization", header)
     try:
         return _OPENER.open(request, timeout=timeout)  # the facility's own PACS / EHR URL
+    except urllib.error.HTTPError:
+        raise
     except CrossOriginRedirect as exc:
         raise SourceUnavailable(str(exc.reason)) from exc
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise SourceUnavailable(f"authentication refused (HTTP {exc.code})") from exc
-        raise SourceUnavailable(f"HTTP {exc.code} from the source") from exc
     except TimeoutError as exc:
         raise SourceUnavailable("no answer (timed out)") from exc
     except (urllib.error.URLError, ConnectionError, OSError) as exc:
         raise SourceUnavailable("source unreachable") from exc
+
+
+def _failure(exc: urllib.error.HTTPError) -> SourceUnavailable:
+    if exc.code in (401, 403):
+        return SourceUnavailable(f"authentication refused (HTTP {exc.code})")
+    return SourceUnavailable(f"HTTP {exc.code} from the source")
 
 
 def _value(item: dict, tag: str) -> str:

@@ -206,6 +206,13 @@ def test_the_actor_option_names_the_author_in_the_audit_log(ops_omar):
 # --- invalid files -----------------------------------------------------------------------------------
 
 
+# what onboarding says a web source's auth may be (facilities.models._web_auth_problems), as written
+AUTH_FORMS = (
+    "{type: basic, username, password_env}, {type: bearer, token_env} or "
+    "{type: smart_backend, client_id, key_env, kid[, alg, scope, token_url]}"
+)
+
+
 def _set(path: str, value):
     """An edit of the example: set the value at a dotted path ('hl7.senders.1.application')."""
 
@@ -308,7 +315,7 @@ def _rename(old: str, new: str):
         ),
         (  # a FHIR source's token in the file itself: it must name an environment variable
             _set("priors.sources.1.auth", {"type": "bearer", "token": "eyJhbGciOi"}),
-            "priors.sources: [1].auth: {type: basic, username, password_env} or {type: bearer, token_env}",
+            "priors.sources: [1].auth: " + AUTH_FORMS,
         ),
         (  # the worker would send ReadRoom's own secret to the source's server
             _set("priors.sources.1.auth", {"type": "bearer", "token_env": "SECRET_KEY"}),
@@ -341,7 +348,54 @@ def _rename(old: str, new: str):
                     "auth": {"type": "basic", "username": "readroom", "password": "hunter2"},
                 },
             ),
-            "priors.sources: [0].auth: {type: basic, username, password_env} or {type: bearer, token_env}",
+            "priors.sources: [0].auth: " + AUTH_FORMS,
+        ),
+        (  # a SMART private key in the file itself: it must name an environment variable
+            _set(
+                "priors.sources.1.auth",
+                {
+                    "type": "smart_backend",
+                    "client_id": "rr",
+                    "kid": "k1",
+                    "key": "-----BEGIN PRIVATE KEY-----",
+                },
+            ),
+            "priors.sources: [1].auth: " + AUTH_FORMS,
+        ),
+        (  # SMART servers accept RS384 and ES384; anything else would be refused at the token endpoint
+            _set(
+                "priors.sources.1.auth",
+                {
+                    "type": "smart_backend",
+                    "client_id": "rr",
+                    "kid": "k1",
+                    "key_env": "BLMH_KEY",
+                    "alg": "HS256",
+                },
+            ),
+            "priors.sources: [1].auth.alg: RS384 or ES384",
+        ),
+        (
+            _set(
+                "priors.sources.1.auth",
+                {"type": "smart_backend", "client_id": "rr", "kid": "k1", "key_env": "SECRET_KEY"},
+            ),
+            "priors.sources: [1].auth: SECRET_KEY is one of ReadRoom's own secrets; name a variable of this "
+            "source's",
+        ),
+        (
+            _set(
+                "priors.sources.1.auth",
+                {
+                    "type": "smart_backend",
+                    "client_id": "rr",
+                    "kid": "k1",
+                    "key_env": "K",
+                    "token_url": "ldap://x",
+                },
+            ),
+            "priors.sources: [1].auth.token_url: an http(s) URL (or leave it out: the base's "
+            "smart-configuration names it)",
         ),
     ],
 )

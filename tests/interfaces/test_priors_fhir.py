@@ -414,3 +414,294 @@ def test_readrooms_fhir_api_takes_its_tokens_as_bearer_too(client, ops_omar):
     assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
     assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/fhir/r4/DiagnosticReport", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+
+
+# --- SMART Backend Services (interfaces/smart_backend.py; docs/priors.md "SMART Backend Services") --
+
+KEY_ENV = "READROOM_TEST_LAKESHORE_SMART_KEY"
+CLIENT_ID, KID = "readroom-lakeshore", "rr-2026-1"
+
+
+class AuthorizationServer:
+    """The EHR's OAuth token endpoint as SMART Backend Services specifies it, its client
+    authentication done by Authlib's RFC 7523 server side (``JWTBearerClientAssertion``: an
+    implementation of its own, on joserfc, not the PyJWT that ReadRoom signs with): it knows ReadRoom's
+    client id and public key (registered as a JWKS would be) and checks each assertion's signature,
+    iss = sub = the client id, aud = this endpoint, exp and a jti never seen before; the test adds
+    SMART's rules on top (the kid, a lifetime of at most 5 minutes). It answers ``tokens`` in turn
+    (the last one from then on), each with ``expires_in``; a refused assertion gets 401
+    ``invalid_client`` (RFC 6749 §5.2)."""
+
+    def __init__(self, public_key, tokens: list[str], expires_in: int = 300):
+        import http.server
+        import threading
+
+        self.tokens, self.expires_in = list(tokens), expires_in
+        self.requests: list[dict] = []  # each token request's form and verified claims (or why refused)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _token_handler(self))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
+        self.client_auth = _smart_client_authentication(self.url, public_key)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, body: str) -> tuple[int, dict]:
+        from types import SimpleNamespace
+        from urllib.parse import parse_qs
+
+        import jwt
+        from authlib.oauth2.rfc6749 import InvalidClientError
+
+        form = {k: v[0] for k, v in parse_qs(body).items()}
+        record: dict = {"form": form}
+        self.requests.append(record)
+        request = SimpleNamespace(form=form, client=None)
+        try:
+            assert form.get("grant_type") == "client_credentials"
+            client = self.client_auth(
+                lambda client_id: _Client() if client_id == CLIENT_ID else None, request
+            )
+            assert client is not None, "no client assertion"
+            header, claims = jwt.get_unverified_header(form["client_assertion"]), self.client_auth.claims
+            assert header.get("kid") == KID and header.get("typ") == "JWT"  # SMART: kid and typ required
+            assert claims["exp"] - time.time() <= 300  # SMART: exp no more than five minutes ahead
+        except (AssertionError, InvalidClientError) as exc:
+            record["refused"] = repr(exc)
+            return 401, {"error": "invalid_client", "error_description": "assertion refused"}
+        record.update(claims=dict(claims), alg=header["alg"])
+        token = self.tokens.pop(0) if len(self.tokens) > 1 else self.tokens[0]
+        return 200, {"access_token": token, "token_type": "bearer", "expires_in": self.expires_in,
+                     "scope": form.get("scope", "")}  # fmt: skip
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Client:
+    """The registered client as Authlib's server asks it (the token endpoint's auth method)."""
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "client_assertion_jwt" and endpoint == "token"
+
+
+def _smart_client_authentication(token_url: str, public_key):
+    """Authlib's RFC 7523 client authentication, configured as a SMART server is: its audience, the
+    registered key, a jti accepted once, and SMART's two algorithms (joserfc allows only its
+    "recommended" ones unless told, and RS384 / ES384 are not among them)."""
+    from authlib.oauth2.rfc6749 import InvalidClientError
+    from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc import jwt as jose_jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import import_key
+
+    public_pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_type = "RSA" if isinstance(public_key, rsa.RSAPublicKey) else "EC"
+
+    class SmartClientAssertion(JWTBearerClientAssertion):
+        seen: set[str] = set()
+        claims: dict = {}
+
+        def get_audiences(self):
+            return [token_url]
+
+        def validate_jti(self, claims, jti):
+            if jti in self.seen:
+                return False
+            self.seen.add(jti)
+            return True
+
+        def resolve_client_public_key(self, client):
+            return import_key(public_pem, key_type)
+
+        def process_assertion_claims(self, assertion, resolve_key):
+            try:
+                token = jose_jwt.decode(assertion, resolve_key, algorithms=["RS384", "ES384"])
+            except JoseError as exc:
+                raise InvalidClientError(description=exc.description) from exc
+            self.verify_claims(token.claims)
+            self.claims = token.claims
+            return token.claims
+
+    return SmartClientAssertion()
+
+
+def _token_handler(server: AuthorizationServer):
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            status, answer = server.answer(self.rfile.read(length).decode())
+            body = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def _key_pair(alg: str):
+    """A private key as PEM text (what the environment variable holds) and its public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = rsa.generate_private_key(65537, 2048) if alg == "RS384" else ec.generate_private_key(ec.SECP384R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return pem, key.public_key()
+
+
+@pytest.fixture
+def smart(ehr, reading, monkeypatch):
+    """The reading's facility's FHIR source authenticated by SMART Backend Services, with ReadRoom's
+    key in the environment; the EHR's token endpoint issues ReadRoom's API token of the EHR."""
+    from interfaces import smart_backend
+
+    smart_backend._kept.clear()  # tokens are kept per process: each test starts with none
+    servers: list[AuthorizationServer] = []
+
+    def configure(alg: str = "RS384", tokens: list[str] | None = None, expires_in: int = 300, pem=None):
+        key_pem, public = _key_pair(alg)
+        monkeypatch.setenv(KEY_ENV, pem if pem is not None else key_pem)
+        server = AuthorizationServer(public, tokens or [ehr["token"]], expires_in)
+        servers.append(server)
+        auth = {"type": "smart_backend", "client_id": CLIENT_ID, "key_env": KEY_ENV, "kid": KID, "alg": alg,
+                "token_url": server.url}  # fmt: skip
+        reading.facility.prior_sources = [fhir_source(ehr, auth=auth)]
+        reading.facility.save(update_fields=["prior_sources"])
+        return server
+
+    yield configure
+    for server in servers:
+        server.close()
+    smart_backend._kept.clear()
+
+
+@pytest.mark.parametrize("alg", ["RS384", "ES384"])
+def test_a_smart_backend_source_signs_in_with_its_key_and_its_token_is_kept_until_it_expires(
+    reading, smart, alg
+):
+    from interfaces.smart_backend import DEFAULT_SCOPE
+
+    server = smart(alg)
+    # when the priors are asked
+    ask(reading)
+    # then ReadRoom asked the EHR's token endpoint once, with an assertion the endpoint verified
+    # against ReadRoom's registered public key, and read the reports with the token it got
+    retrieval = PriorRetrieval.objects.get(patient=reading.patient)
+    assert (retrieval.status, retrieval.last_error) == ("retrieved", "")
+    assert HistoricalReport.objects.filter(patient=reading.patient).count() == 3
+    (first,) = server.requests
+    assert "refused" not in first and first["alg"] == alg
+    assert first["form"]["scope"] == DEFAULT_SCOPE
+    assert (first["claims"]["iss"], first["claims"]["aud"]) == (CLIENT_ID, server.url)
+    # and asking again within the token's life reuses it: no second sign-in
+    ask(reading)
+    assert len(server.requests) == 1
+
+
+def test_a_smart_token_that_expired_is_renewed_with_a_new_assertion(reading, smart):
+    server = smart(expires_in=1)  # renewed with a fifth of its life left: after 0.8 s
+    ask(reading)
+    time.sleep(1.0)
+    ask(reading)
+    # two sign-ins, each with an assertion of its own (the endpoint refuses a jti seen before)
+    assert [("refused" in r) for r in server.requests] == [False, False]
+    assert PriorRetrieval.objects.get(patient=reading.patient).status == "retrieved"
+
+
+def test_a_smart_token_the_fhir_server_refuses_is_renewed_once_and_then_the_source_fails(ehr, reading, smart):
+    # given an endpoint whose first token the FHIR server does not know (revoked, say)
+    server = smart(tokens=["revoked-token", ehr["token"]])
+    ask(reading)
+    # then the 401 dropped it, a new token was asked for, and the reports came with it
+    assert len(server.requests) == 2
+    assert PriorRetrieval.objects.get(patient=reading.patient).status == "retrieved"
+    assert HistoricalReport.objects.filter(patient=reading.patient).count() == 3
+
+
+def test_a_smart_token_refused_again_after_renewal_fails_the_source_without_a_loop(reading, smart):
+    server = smart(tokens=["not-known-there"])
+    ask(reading)
+    retrieval = PriorRetrieval.objects.get(patient=reading.patient)
+    assert (retrieval.status, retrieval.last_error) == ("failed", "FHIR: authentication refused (HTTP 401)")
+    assert len(server.requests) == 2  # the first token and one renewal, never more
+    assert not HistoricalReport.objects.exists()
+
+
+def test_an_assertion_signed_with_another_key_is_refused_and_shown(reading, smart):
+    other_pem, _public = _key_pair("RS384")
+    server = smart(pem=other_pem)  # the endpoint holds the registered key, ReadRoom signs with another
+    ask(reading)
+    retrieval = PriorRetrieval.objects.get(patient=reading.patient)
+    assert (retrieval.status, retrieval.last_error) == (
+        "failed", "FHIR: token endpoint refused (HTTP 401: invalid_client)",
+    )  # fmt: skip
+    assert "invalid_client" in server.requests[0]["refused"]
+    assert prior_status_text(reading).endswith("FHIR: token endpoint refused (HTTP 401: invalid_client)")
+
+
+@pytest.mark.parametrize(
+    "pem, error",
+    [
+        ("", f"FHIR: credentials not configured (${KEY_ENV} is not set)"),
+        ("not a key", f"FHIR: the private key in ${KEY_ENV} cannot sign RS384 (a PEM RSA or EC P-384 key)"),
+    ],
+)
+def test_a_smart_key_missing_or_unreadable_is_shown_without_asking_the_endpoint(reading, smart, pem, error):
+    server = smart(pem=pem)
+    ask(reading)
+    assert PriorRetrieval.objects.get(patient=reading.patient).last_error == error
+    assert server.requests == []
+
+
+def test_the_token_endpoint_is_found_in_the_bases_smart_configuration():
+    """Without ``token_url`` the FHIR base's ``.well-known/smart-configuration`` names the endpoint
+    (asked once per base); an answer without one is the source's failure."""
+    import http.server
+    import threading
+
+    from imaging.priors import SourceUnavailable
+    from interfaces import smart_backend
+
+    asked: list[str] = []
+    answers = {"/ok/r4/.well-known/smart-configuration": {"token_endpoint": "https://ehr.example.org/token"},
+               "/none/r4/.well-known/smart-configuration": {"issuer": "https://ehr.example.org"}}  # fmt: skip
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            body = json.dumps(answers[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    auth = {"type": "smart_backend", "client_id": CLIENT_ID, "key_env": KEY_ENV, "kid": KID}
+    try:
+        smart_backend._endpoints.clear()
+        ok = {"base_url": f"{base}/ok/r4/", "auth": auth}
+        assert smart_backend.token_endpoint(ok, timeout=5) == "https://ehr.example.org/token"
+        assert smart_backend.token_endpoint(ok, timeout=5) == "https://ehr.example.org/token"
+        assert asked == ["/ok/r4/.well-known/smart-configuration"]  # once per base
+        with pytest.raises(SourceUnavailable, match="smart-configuration names no token_endpoint"):
+            smart_backend.token_endpoint({"base_url": f"{base}/none/r4", "auth": auth}, timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        smart_backend._endpoints.clear()
