@@ -60,6 +60,12 @@ READROOM_STORAGE_DIR = Path(env.str("READROOM_STORAGE_DIR", default=str(DATA_DIR
 # directory, so the start-up sweep can remove what a crash left (imaging.storage.temp_files_sweep).
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
+# An upload past the memory handler's 2.5 MB is kept in that directory encrypted under a key of its
+# own, never in plain text (radiology/spool.py); request bodies likewise (radiology/asgi_handler.py).
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "radiology.spool.EncryptedTemporaryFileUploadHandler",
+]
 # A temp file older than this at a process's start was left by a crash (a write takes seconds, an
 # upload minutes); younger ones may belong to another process on the machine that is still writing.
 READROOM_TEMP_GRACE_SECONDS = env.int("READROOM_TEMP_GRACE_SECONDS", default=3600)
