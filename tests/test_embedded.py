@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 from django_otp.oath import TOTP
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from radiology.demo import DEMO_PASSWORD, _demo_totp_key
 from tests.net import free_port
@@ -118,8 +120,13 @@ _READERS = ("dr.nighthawk", "dr.er", "dr.neuro", "dr.msk", "dr.body", "dr.chest"
 
 
 def _reader_session(url: str, username: str) -> requests.Session:
-    """Signed in through the real forms, second factor included (as the printed logins say)."""
+    """Signed in through the real forms, second factor included (as the printed logins say). An idle
+    keep-alive connection that uvicorn closes (after 5 s) just as a GET reuses it is reset: the GET
+    is made again on a new connection, as a browser does for an idempotent request (seen in a full
+    run on a loaded machine: each reader's sign-in, argon2 included, leaves the ones before idle)."""
     session = requests.Session()
+    retry = Retry(total=3, connect=3, read=3, status=0, allowed_methods={"GET"}, backoff_factor=0.2)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
     session.get(url + "login/", timeout=5)
     form = {
         "username": username,
