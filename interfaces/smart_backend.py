@@ -47,23 +47,35 @@ class _Kept:
 _kept: dict[tuple, _Kept] = {}
 _endpoints: dict[str, str] = {}
 _lock = threading.Lock()  # C-GET and paging threads of one worker share the kept tokens
+_signing_in: dict[tuple, threading.Lock] = {}  # one token request per source at a time (below)
 
 
 def bearer(source: dict, *, timeout: float) -> str:
     """A current access token for ``source`` (``auth.type: smart_backend``): the kept one, else a new
     one from the token endpoint. Raises ``SourceUnavailable`` with a reason for the priors line."""
     key = _cache_key(source)
+    if (token := _current(key)) is not None:
+        return token
+    with _lock:
+        signing_in = _signing_in.setdefault(key, threading.Lock())
+    # Threads of one retrieval (side-by-side fetches) that find no token wait for the first one's
+    # sign-in instead of each asking the EHR for a token of its own.
+    with signing_in:
+        if (token := _current(key)) is not None:
+            return token
+        token, lifetime = _token_request(source, timeout=timeout)
+        # renewed with a fifth of its life (at most a minute) left: a request never leaves with a
+        # token that expires on its way
+        margin = min(60.0, lifetime / 5)
+        with _lock:
+            _kept[key] = _Kept(token, time.monotonic() + lifetime - margin)
+        return token
+
+
+def _current(key: tuple) -> str | None:
     with _lock:
         kept = _kept.get(key)
-        if kept is not None and time.monotonic() < kept.renew_at:
-            return kept.token
-    token, lifetime = _token_request(source, timeout=timeout)
-    # renewed with a fifth of its life (at most a minute) left: a request never leaves with a token
-    # that expires on its way
-    margin = min(60.0, lifetime / 5)
-    with _lock:
-        _kept[key] = _Kept(token, time.monotonic() + lifetime - margin)
-    return token
+    return kept.token if kept is not None and time.monotonic() < kept.renew_at else None
 
 
 def refused(source: dict) -> None:

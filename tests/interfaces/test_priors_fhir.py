@@ -432,11 +432,11 @@ class AuthorizationServer:
     (the last one from then on), each with ``expires_in``; a refused assertion gets 401
     ``invalid_client`` (RFC 6749 §5.2)."""
 
-    def __init__(self, public_key, tokens: list[str], expires_in: int = 300):
+    def __init__(self, public_key, tokens: list[str], expires_in: int = 300, delay: float = 0.0):
         import http.server
         import threading
 
-        self.tokens, self.expires_in = list(tokens), expires_in
+        self.tokens, self.expires_in, self.delay = list(tokens), expires_in, delay
         self.requests: list[dict] = []  # each token request's form and verified claims (or why refused)
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _token_handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
@@ -450,6 +450,7 @@ class AuthorizationServer:
         import jwt
         from authlib.oauth2.rfc6749 import InvalidClientError
 
+        time.sleep(self.delay)  # an endpoint slow to answer: concurrent sign-ins overlap
         form = {k: v[0] for k, v in parse_qs(body).items()}
         record: dict = {"form": form}
         self.requests.append(record)
@@ -705,3 +706,27 @@ def test_the_token_endpoint_is_found_in_the_bases_smart_configuration():
         httpd.shutdown()
         httpd.server_close()
         smart_backend._endpoints.clear()
+
+
+def test_threads_that_need_a_token_at_once_share_one_sign_in(monkeypatch):
+    """Side-by-side fetches of one retrieval find no token together: one asks the endpoint, the
+    others wait for its token (interfaces.smart_backend.bearer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from interfaces import smart_backend
+
+    pem, public = _key_pair("ES384")
+    monkeypatch.setenv(KEY_ENV, pem)
+    server = AuthorizationServer(public, ["the-token"], delay=0.3)
+    source = {"base_url": "https://ehr.example.org/r4", "auth": {
+        "type": "smart_backend", "client_id": CLIENT_ID, "key_env": KEY_ENV, "kid": KID, "alg": "ES384",
+        "token_url": server.url}}  # fmt: skip
+    smart_backend._kept.clear()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            tokens = list(pool.map(lambda _: smart_backend.bearer(source, timeout=10), range(4)))
+    finally:
+        server.close()
+        smart_backend._kept.clear()
+    assert tokens == ["the-token"] * 4
+    assert len(server.requests) == 1
