@@ -3,6 +3,7 @@ docs/ingest.md "Request bodies on disk")."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -112,6 +113,20 @@ def _handler(path: str, request):
     return import_string(path)(request)
 
 
+@pytest.fixture(scope="module")
+def web(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One uvicorn process for the module's two requests (a server start is most of their time)."""
+    data = tmp_path_factory.mktemp("web")
+    stack = contextlib.ExitStack()
+    with django_db_blocker.unblock():
+        server = stack.enter_context(uvicorn_server(data, database_url()))
+    try:
+        yield server, data
+    finally:
+        with django_db_blocker.unblock():
+            stack.close()
+
+
 def _temp_files_open(pid: int, directories: tuple[str, ...]) -> list[Path]:
     """The regular files in ``directories`` a process holds open with no name left: temporary files."""
     found = []
@@ -128,41 +143,41 @@ def _temp_files_open(pid: int, directories: tuple[str, ...]) -> list[Path]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the server's open files in /proc")
-def test_a_large_request_body_in_flight_is_on_the_servers_disk_only_encrypted(tmp_path):
+def test_a_large_request_body_in_flight_is_on_the_servers_disk_only_encrypted(web):
     """Through uvicorn, as deployed: a 4 MB STOW-RS body (past the 2.5 MB kept in memory), held
     short of its end so the server is still reading it. Every temporary file the server then has open
     is read from outside the process (/proc/<pid>/fd): together they hold the body's bytes, and not
     one shows the patient's name. With Django's own spool (a plain temporary file in /tmp) the name
     is there."""
     body = MARKER * (4_000_000 // len(MARKER))
-    with uvicorn_server(tmp_path, database_url()) as web:
-        client = socket.create_connection(("127.0.0.1", web.port))
-        try:
-            head = (
-                "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
-                f"Content-Length: {len(body) + 100}\r\n\r\n"
-            ).encode()
-            client.sendall(head + body)  # 100 bytes short: the server waits for them
+    web, data = web
+    client = socket.create_connection(("127.0.0.1", web.port))
+    try:
+        head = (
+            "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
+            f"Content-Length: {len(body) + 100}\r\n\r\n"
+        ).encode()
+        client.sendall(head + body)  # 100 bytes short: the server waits for them
 
-            # the server's temp directory (READROOM_DATA_DIR/tmp) and the system's (Django's spool)
-            directories = (str(tmp_path), tempfile.gettempdir())
+        # the server's temp directory (READROOM_DATA_DIR/tmp) and the system's (Django's spool)
+        directories = (str(data), tempfile.gettempdir())
 
-            def spooled() -> list[Path]:
-                files = _temp_files_open(web.process.pid, directories)
-                return files if sum(os.stat(f).st_size for f in files) >= len(body) // 2 else []
+        def spooled() -> list[Path]:
+            files = _temp_files_open(web.process.pid, directories)
+            return files if sum(os.stat(f).st_size for f in files) >= len(body) // 2 else []
 
-            wait_until(lambda: bool(spooled()), timeout=30)
-            on_disk = b"".join(Path(f).read_bytes() for f in spooled())
-            assert len(on_disk) >= len(body) // 2
-            assert MARKER not in on_disk
-        finally:
-            client.close()
+        wait_until(lambda: bool(spooled()), timeout=30)
+        on_disk = b"".join(Path(f).read_bytes() for f in spooled())
+        assert len(on_disk) >= len(body) // 2
+        assert MARKER not in on_disk
+    finally:
+        client.close()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stow_past_the_memory_limit_is_stored_whole_through_the_encrypted_spool(
-    tmp_path, admin_chicago, chicago
+    web, admin_chicago, chicago
 ):
     """The same path carrying a real request: a hospital's STOW-RS of eight 512² CT slices (4 MB)
     through uvicorn with an API token — every instance stored, indexed and read back intact."""
@@ -178,27 +193,27 @@ def test_a_stow_past_the_memory_limit_is_stored_whole_through_the_encrypted_spoo
     body += b"--b0undary--\r\n"
     assert len(body) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
     token = api_token_issue(user=admin_chicago).key
-    with uvicorn_server(tmp_path, database_url()) as web:
-        answer = requests.post(
-            f"{web.url}/dicomweb/studies",
-            data=body,
-            headers={
-                "Authorization": f"Token {token}",
-                "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary',
-                "Accept": "application/dicom+json",
-            },
-            timeout=60,
-        )
-        assert answer.status_code == 200, answer.text[:500]
-        study = Study.objects.get(study_instance_uid=series.study_uid)
-        assert (study.facility_id, study.number_of_instances) == (chicago.pk, 8)
-        frames = requests.get(
-            f"{web.url}/dicomweb/studies/{series.study_uid}/series/{series.series_uid}"
-            f"/instances/{series.sop_uids[-1]}",
-            headers={
-                "Authorization": f"Token {token}",
-                "Accept": 'multipart/related; type="application/dicom"',
-            },
-            timeout=60,
-        )
-        assert frames.status_code == 200 and parts[-1] in frames.content
+    web, _data = web
+    answer = requests.post(
+        f"{web.url}/dicomweb/studies",
+        data=body,
+        headers={
+            "Authorization": f"Token {token}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary',
+            "Accept": "application/dicom+json",
+        },
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    study = Study.objects.get(study_instance_uid=series.study_uid)
+    assert (study.facility_id, study.number_of_instances) == (chicago.pk, 8)
+    frames = requests.get(
+        f"{web.url}/dicomweb/studies/{series.study_uid}/series/{series.series_uid}"
+        f"/instances/{series.sop_uids[-1]}",
+        headers={
+            "Authorization": f"Token {token}",
+            "Accept": 'multipart/related; type="application/dicom"',
+        },
+        timeout=60,
+    )
+    assert frames.status_code == 200 and parts[-1] in frames.content
