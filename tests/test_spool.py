@@ -217,3 +217,18 @@ def test_a_stow_past_the_memory_limit_is_stored_whole_through_the_encrypted_spoo
         timeout=60,
     )
     assert frames.status_code == 200 and parts[-1] in frames.content
+
+
+def test_the_django_read_body_it_copies_is_the_one_it_was_written_for():
+    """If this fails: compare Django's ``ASGIHandler.read_body`` with ``ClosingASGIHandler.read_body``,
+    carry the change into the copy (keeping the BodySpool), then put the new hash in
+    ``radiology.asgi_handler.UPSTREAM_READ_BODY``."""
+    import hashlib
+    import inspect
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    from radiology.asgi_handler import UPSTREAM_READ_BODY
+
+    source = inspect.getsource(ASGIHandler.read_body)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == UPSTREAM_READ_BODY
