@@ -94,6 +94,7 @@ def web_open(source: dict, url: str, accept: str, *, timeout: float):
     except urllib.error.HTTPError as exc:
         if exc.code != 401 or (source.get("auth") or {}).get("type") != "smart_backend":
             raise _failure(exc) from exc
+        exc.close()  # the refused answer's connection, before the second GET
         smart_backend.refused(source)
     try:
         return _web_get(source, url, accept, timeout=timeout)
