@@ -156,7 +156,8 @@ def _web_auth_problems(auth, at: str) -> list[str]:
     control and shown to admins)."""
     if auth is None:
         return []
-    shape = _AUTH_SHAPES.get(auth.get("type")) if isinstance(auth, dict) else None
+    kind = auth.get("type") if isinstance(auth, dict) else None
+    shape = _AUTH_SHAPES.get(kind) if isinstance(kind, str) else None  # a list is no type, nor a 500
     if shape is None:
         return [f"{at}: {_AUTH_FORMS}"]
     required, optional = shape

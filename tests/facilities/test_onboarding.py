@@ -362,6 +362,10 @@ def _rename(old: str, new: str):
             ),
             "priors.sources: [1].auth: " + AUTH_FORMS,
         ),
+        (  # a type that is no name (a YAML list) is refused like any other shape, not a crash
+            _set("priors.sources.1.auth", {"type": ["bearer"], "token_env": "BLMH_FHIR_TOKEN"}),
+            "priors.sources: [1].auth: " + AUTH_FORMS,
+        ),
         (  # SMART servers accept RS384 and ES384; anything else would be refused at the token endpoint
             _set(
                 "priors.sources.1.auth",
