@@ -78,11 +78,14 @@ def _current(key: tuple) -> str | None:
     return kept.token if kept is not None and time.monotonic() < kept.renew_at else None
 
 
-def refused(source: dict) -> None:
-    """The FHIR server refused the kept token (revoked, or the server's clock disagrees): forget it,
-    so the next ``bearer`` asks the token endpoint."""
+def refused(source: dict, token: str) -> None:
+    """The FHIR server refused ``token`` (revoked, or the server's clock disagrees): forget it, so
+    the next ``bearer`` asks the token endpoint — unless another thread has renewed it meanwhile
+    (its new token is kept: dropping it would only make one more sign-in)."""
+    key = _cache_key(source)
     with _lock:
-        _kept.pop(_cache_key(source), None)
+        if (kept := _kept.get(key)) is not None and kept.token == token:
+            del _kept[key]
 
 
 def _cache_key(source: dict) -> tuple:

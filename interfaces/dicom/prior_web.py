@@ -89,25 +89,26 @@ _OPENER = urllib.request.build_opener(_SameOriginRedirects)
 def web_open(source: dict, url: str, accept: str, *, timeout: float):
     """One GET of the source with its credentials. A SMART token the server refuses is renewed once
     (it may have been revoked or have expired early): a second 401 is the source's failure."""
+    header = _authorization(source, timeout=timeout)
     try:
-        return _web_get(source, url, accept, timeout=timeout)
+        return _web_get(url, accept, header, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code != 401 or (source.get("auth") or {}).get("type") != "smart_backend":
             raise _failure(exc) from exc
         exc.close()  # the refused answer's connection, before the second GET
-        smart_backend.refused(source)
+        smart_backend.refused(source, (header or "").removeprefix("Bearer "))
     try:
-        return _web_get(source, url, accept, timeout=timeout)
+        return _web_get(url, accept, _authorization(source, timeout=timeout), timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise _failure(exc) from exc
 
 
-def _web_get(source: dict, url: str, accept: str, *, timeout: float):
+def _web_get(url: str, accept: str, authorization: str | None, *, timeout: float):
     """The GET; an HTTP error status is raised as urllib's, every other failure as the source's."""
     # base_url is validated as http(s) at onboarding (facilities.models.validate_prior_sources)
     request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
-    if header := _authorization(source, timeout=timeout):
-        request.add_header("Authorization", header)
+    if authorization:
+        request.add_header("Authorization", authorization)
     try:
         return _OPENER.open(request, timeout=timeout)  # the facility's own PACS / EHR URL
     except urllib.error.HTTPError:

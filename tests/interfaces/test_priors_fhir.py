@@ -730,3 +730,21 @@ def test_threads_that_need_a_token_at_once_share_one_sign_in(monkeypatch):
         smart_backend._kept.clear()
     assert tokens == ["the-token"] * 4
     assert len(server.requests) == 1
+
+
+def test_a_refusal_of_an_old_token_keeps_the_one_another_thread_renewed_meanwhile():
+    """Two fetches held the same token; the first was refused and renewed it; the second's refusal
+    of the old token must not drop the new one (it would cost one more sign-in)."""
+    from interfaces import smart_backend
+
+    auth = {"type": "smart_backend", "client_id": CLIENT_ID, "key_env": KEY_ENV, "kid": KID}
+    source = {"base_url": "https://ehr.example.org/r4", "auth": auth}
+    key = smart_backend._cache_key(source)
+    smart_backend._kept[key] = smart_backend._Kept("renewed", time.monotonic() + 60)
+    try:
+        smart_backend.refused(source, "old")
+        assert smart_backend._current(key) == "renewed"
+        smart_backend.refused(source, "renewed")
+        assert smart_backend._current(key) is None
+    finally:
+        smart_backend._kept.clear()
