@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Case, Count, F, Q, QuerySet, Value, When, Window
+from django.db.models import Case, Count, F, Max, Q, QuerySet, Value, When, Window
 from django.utils.functional import cached_property
 
 from accounts.roles import Role, has_role
@@ -266,6 +266,19 @@ def _filtered(studies: QuerySet[Study], filters: dict[str, str]) -> QuerySet[Stu
 def worklist_counts(studies: QuerySet[Study]) -> dict[str, int]:
     """How many studies of each priority class a worklist holds (most urgent first, zeros kept)."""
     return _counts_by_rank(_rank_counted(studies))
+
+
+def worklist_counts_seen(studies: QuerySet[Study]) -> tuple[dict[str, int], str | None]:
+    """``worklist_counts`` and the snapshot they were counted in, from the same statement
+    (radiology.visibility; None on SQLite or for an empty list): the operations page tells the
+    events it receives which commits its counts hold already, as the reader's page does."""
+    rows = list(
+        studies.order_by()
+        .values_list("priority_rank")
+        .annotate(n=Count("pk"), snapshot=Max(CurrentSnapshot()))  # one snapshot per statement
+        .values_list("priority_rank", "n", "snapshot")
+    )
+    return _counts_by_rank((rank, n) for rank, n, _ in rows), (rows[0][2] if rows else None)
 
 
 def _rank_counted(studies: QuerySet[Study]) -> QuerySet:

@@ -56,7 +56,7 @@ from worklist.selectors import (
     reader_list,
     reader_standing,
     reassign_candidates,
-    worklist_counts,
+    worklist_counts_seen,
     worklist_for,
     worklist_parts,
 )
@@ -234,7 +234,9 @@ def reader_rows(request: HttpRequest) -> HttpResponse:
 def _operations_context(request: HttpRequest) -> dict:
     at = timezone.now()
     studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
-    context = _live_context(request, at=at, counts=worklist_counts(studies))
+    counts, snapshot = worklist_counts_seen(studies)
+    context = _live_context(request, at=at, counts=counts)
+    context["snapshot"] = snapshot or ""  # the page tells events its counts hold (worklist.js)
     context["page"] = _page(studies, request, OPERATIONS_PAGE_SIZE, sum(context["counts"].values()))
     studies = context["studies"] = rows_decorate(list(context["page"].object_list), viewer_id=None, at=at)
     unclaimed = [s for s in studies if not s.worklist_claimed_by_id]

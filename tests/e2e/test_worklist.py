@@ -449,3 +449,56 @@ def test_events_are_applied_from_the_socket_without_refetching_the_rows(
     expect(routine).to_have_text(str(before))
     assert page.evaluate("Number(document.querySelector('[data-testid=worklist]').dataset.applied)") >= 2
     assert fetched == []
+
+
+def test_an_operations_page_does_not_count_twice_a_study_its_resync_already_holds(
+    asgi_server, page: Page, readers, ops_omar, chicago, monkeypatch
+):
+    """The race of the reader's page, on the operations desk's: a study routed onto its next page
+    whose event comes after a resync that counted it. The desk's counts carry their snapshot too
+    (worklist.selectors.worklist_counts_seen), so the late event does not count the study again;
+    one after the resync still counts."""
+    from django.db import connection
+
+    from worklist import broadcast, views
+
+    if connection.vendor != "postgresql":
+        pytest.skip("snapshots are PostgreSQL's (radiology/visibility.py)")
+    monkeypatch.setattr(views, "OPERATIONS_PAGE_SIZE", 2)  # pages of two rows: a third is not shown
+    now = timezone.now()
+    for n in range(2):
+        in_worker(
+            route,
+            make_study(chicago, code="70450", text="CT HEAD", completed_at=now - timedelta(minutes=9 - n)),
+        )
+    sign_in(page, asgi_server, ops_omar)
+    with page.expect_response(lambda response: "/rows/" in response.url):
+        page.goto(f"{asgi_server.url}/operations/worklist/")
+    expect(page.get_by_test_id("study-row")).to_have_count(2)
+    priority = page.get_by_test_id("study-row").first.get_attribute("data-priority")
+    count = page.get_by_test_id("counts").locator(f'[data-priority="{priority}"] b')
+    expect(count).to_have_text("2")
+    assert page.locator("#worklist-live").get_attribute("data-snapshot")
+    # given a third study routed (after the two in reading order: on the next page), its event held
+    held: list = []
+    send = broadcast._layer_send
+    monkeypatch.setattr(broadcast, "_layer_send", lambda messages, *extra: held.append((messages, extra)))
+    in_worker(route, make_study(chicago, code="70450", text="CT HEAD", completed_at=now))
+    monkeypatch.setattr(broadcast, "_layer_send", send)
+    assert held, "routing sent no event"
+    # and a resync that counts it
+    with page.expect_response(lambda response: "/rows/" in response.url):
+        page.evaluate("document.dispatchEvent(new CustomEvent('readroom:unlocked'))")
+    expect(count).to_have_text("3")
+    applied = int(page.get_by_test_id("worklist").get_attribute("data-applied") or 0)
+    # when the event arrives after all, then the study is not counted again
+    for messages, extra in held:
+        in_worker(send, messages, *extra)
+    expect(page.get_by_test_id("worklist")).to_have_attribute("data-applied", str(applied + 1))
+    expect(count).to_have_text("3")
+    # and a study routed after the resync is counted
+    in_worker(
+        route, make_study(chicago, code="70450", text="CT HEAD", completed_at=now + timedelta(minutes=1))
+    )
+    expect(count).to_have_text("4")
+    expect(page.get_by_test_id("study-row")).to_have_count(2)
