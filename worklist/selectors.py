@@ -272,12 +272,8 @@ def worklist_counts_seen(studies: QuerySet[Study]) -> tuple[dict[str, int], str 
     """``worklist_counts`` and the snapshot they were counted in, from the same statement
     (radiology.visibility; None on SQLite or for an empty list): the operations page tells the
     events it receives which commits its counts hold already, as the reader's page does."""
-    rows = list(
-        studies.order_by()
-        .values_list("priority_rank")
-        .annotate(n=Count("pk"), snapshot=Max(CurrentSnapshot()))  # one snapshot per statement
-        .values_list("priority_rank", "n", "snapshot")
-    )
+    counted = _rank_counted(studies).annotate(snapshot=Max(CurrentSnapshot()))  # one per statement
+    rows = list(counted.values_list("priority_rank", "n", "snapshot"))
     return _counts_by_rank((rank, n) for rank, n, _ in rows), (rows[0][2] if rows else None)
 
 

@@ -153,8 +153,11 @@ def _page(studies, request: HttpRequest, size: int, count: int) -> Page:
     return page
 
 
-def _live_context(request: HttpRequest, *, at: datetime, counts: dict[str, int]) -> dict:
-    """What both pages' live parts show besides their rows: filters, per-priority counts, the query."""
+def _live_context(
+    request: HttpRequest, *, at: datetime, counts: dict[str, int], snapshot: str | None
+) -> dict:
+    """What both pages' live parts show besides their rows: filters, per-priority counts, the query,
+    and the snapshot the counts were read in (the page tells events what they hold: worklist.js)."""
     filters = _filters(request.GET)
     query = request.GET.copy()
     query.pop("page", None)
@@ -163,6 +166,7 @@ def _live_context(request: HttpRequest, *, at: datetime, counts: dict[str, int])
         "filters": filters,
         "filtered": any(filters.values()),
         "counts": counts,
+        "snapshot": snapshot or "",
         "query": query.urlencode(),
         "sla_shares": {"warning": SLA_WARNING_SHARE, "critical": SLA_CRITICAL_SHARE},
     }
@@ -180,8 +184,7 @@ def _reader_context(request: HttpRequest) -> dict:
     # held, then the others, as the API reads them (never one query over "held OR eligible")
     parts = worklist_parts(request.user, at=at, filters=_filters(request.GET), reader=reader)
     ids, counts = reader_list(parts, page=_requested_slice(request, READER_PAGE_SIZE))
-    context = _live_context(request, at=at, counts=counts)
-    context["snapshot"] = ids.snapshot or ""  # the page tells events its counts hold (worklist.js)
+    context = _live_context(request, at=at, counts=counts, snapshot=ids.snapshot)
     page = _page_ids(ids, request, READER_PAGE_SIZE, len(ids))
     # plain values, one query: model instances with five relations were a third of the page's CPU
     page.object_list = rows_for_reader(page.object_list, viewer_id=request.user.pk, at=at)
@@ -235,8 +238,7 @@ def _operations_context(request: HttpRequest) -> dict:
     at = timezone.now()
     studies = worklist_for(request.user, at=at, filters=_filters(request.GET))
     counts, snapshot = worklist_counts_seen(studies)
-    context = _live_context(request, at=at, counts=counts)
-    context["snapshot"] = snapshot or ""  # the page tells events its counts hold (worklist.js)
+    context = _live_context(request, at=at, counts=counts, snapshot=snapshot)
     context["page"] = _page(studies, request, OPERATIONS_PAGE_SIZE, sum(context["counts"].values()))
     studies = context["studies"] = rows_decorate(list(context["page"].object_list), viewer_id=None, at=at)
     unclaimed = [s for s in studies if not s.worklist_claimed_by_id]
