@@ -133,6 +133,35 @@ def route(study) -> int:
     return study.pk
 
 
+def events_held(work, *args) -> list:
+    """``work`` run (``in_worker``) with the study events it broadcasts held back, as a busy channel
+    layer would delay them; what it sent, for ``events_release``."""
+    from worklist import broadcast
+
+    held: list = []
+    send = broadcast._layer_send
+    broadcast._layer_send = lambda messages, *extra: held.append((messages, extra))
+    try:
+        in_worker(work, *args)
+    finally:
+        broadcast._layer_send = send
+    assert held, "the change sent no event"
+    return held
+
+
+def events_release(held: list) -> None:
+    from worklist import broadcast
+
+    for messages, extra in held:
+        in_worker(broadcast._layer_send, messages, *extra)
+
+
+def resync(page: Page) -> None:
+    """The page's resync (as on unlocking the screen), waited for until its rows have answered."""
+    with page.expect_response(lambda response: "/rows/" in response.url):
+        page.evaluate("document.dispatchEvent(new CustomEvent('readroom:unlocked'))")
+
+
 def route_stroke(facility) -> int:
     """A code-stroke head CT whose first image just arrived, routed as ingest would."""
     return in_worker(_route_stroke, facility)
@@ -321,12 +350,10 @@ def test_operations_page_shows_a_new_study_nobody_may_read_live(asgi_server, pag
 
 
 def test_an_event_the_pages_resync_already_holds_is_not_counted_twice(
-    asgi_server, page: Page, readers, chicago, monkeypatch
+    asgi_server, page: Page, readers, chicago
 ):
     """A resync answered between a change's commit and its event holds the change already; the
     event then finds its row on the page and must not count it again (CI, 2026-12-06: 3 for 2)."""
-    from worklist import broadcast
-
     neuro, _ = readers
     first = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
     in_worker(route, first)
@@ -337,21 +364,15 @@ def test_an_event_the_pages_resync_already_holds_is_not_counted_twice(
     count = page.get_by_test_id("counts").locator(f'[data-priority="{priority}"] b')
     before = int(count.inner_text())
     # given a second study routed whose event is held back, as a busy channel layer would
-    held: list = []
-    monkeypatch.setattr(broadcast, "_layer_send", lambda messages, *extra: held.append((messages, extra)))
     second = make_study(chicago, code="70450", text="CT HEAD W/O CONTRAST", completed_at=timezone.now())
-    in_worker(route, second)
-    monkeypatch.undo()
-    assert held, "routing sent no event"
+    held = events_held(route, second)
     # and a resync that answers with it (the row and its count)
-    with page.expect_response(lambda response: "/worklist/rows/" in response.url):
-        page.evaluate("document.dispatchEvent(new CustomEvent('readroom:unlocked'))")
+    resync(page)
     expect(page.locator(f'[data-testid="study-row"][data-study-id="{second.pk}"]')).to_be_visible()
     expect(count).to_have_text(str(before + 1))
     applied = int(page.get_by_test_id("worklist").get_attribute("data-applied") or 0)
     # when the event arrives after all
-    for messages, extra in held:
-        in_worker(broadcast._layer_send, messages, *extra)
+    events_release(held)
     # then it is applied (the row in place) and the study is counted once
     expect(page.get_by_test_id("worklist")).to_have_attribute("data-applied", str(applied + 1))
     expect(page.locator(f'[data-testid="study-row"][data-study-id="{second.pk}"]')).to_have_count(1)
@@ -367,7 +388,7 @@ def test_a_removal_the_pages_resync_already_holds_is_not_counted_twice(
     transaction id (radiology/visibility.py); an event after the resync still counts."""
     from django.db import connection
 
-    from worklist import broadcast, views
+    from worklist import views
 
     if connection.vendor != "postgresql":
         pytest.skip("snapshots are PostgreSQL's (radiology/visibility.py)")
@@ -391,20 +412,13 @@ def test_a_removal_the_pages_resync_already_holds_is_not_counted_twice(
     expect(count).to_have_text("3")
     assert page.get_by_test_id("worklist").locator("#worklist-live").get_attribute("data-snapshot")
     # given the study on the next page claimed by someone else, its event held back
-    held: list = []
-    send = broadcast._layer_send
-    monkeypatch.setattr(broadcast, "_layer_send", lambda messages, *extra: held.append((messages, extra)))
-    in_worker(lambda: study_claim(study_id=studies[2].pk, user=other, at=timezone.now()))
-    monkeypatch.setattr(broadcast, "_layer_send", send)
-    assert held, "the claim sent no event"
+    held = events_held(lambda: study_claim(study_id=studies[2].pk, user=other, at=timezone.now()))
     # and a resync that answers without it
-    with page.expect_response(lambda response: "/worklist/rows/" in response.url):
-        page.evaluate("document.dispatchEvent(new CustomEvent('readroom:unlocked'))")
+    resync(page)
     expect(count).to_have_text("2")
     applied = int(page.get_by_test_id("worklist").get_attribute("data-applied") or 0)
     # when the event arrives after all, then the study is not taken off the count again
-    for messages, extra in held:
-        in_worker(send, messages, *extra)
+    events_release(held)
     expect(page.get_by_test_id("worklist")).to_have_attribute("data-applied", str(applied + 1))
     expect(count).to_have_text("2")
     # and a study routed and claimed after the resync (not shown either) is counted and uncounted
@@ -460,7 +474,7 @@ def test_an_operations_page_does_not_count_twice_a_study_its_resync_already_hold
     one after the resync still counts."""
     from django.db import connection
 
-    from worklist import broadcast, views
+    from worklist import views
 
     if connection.vendor != "postgresql":
         pytest.skip("snapshots are PostgreSQL's (radiology/visibility.py)")
@@ -480,20 +494,13 @@ def test_an_operations_page_does_not_count_twice_a_study_its_resync_already_hold
     expect(count).to_have_text("2")
     assert page.locator("#worklist-live").get_attribute("data-snapshot")
     # given a third study routed (after the two in reading order: on the next page), its event held
-    held: list = []
-    send = broadcast._layer_send
-    monkeypatch.setattr(broadcast, "_layer_send", lambda messages, *extra: held.append((messages, extra)))
-    in_worker(route, make_study(chicago, code="70450", text="CT HEAD", completed_at=now))
-    monkeypatch.setattr(broadcast, "_layer_send", send)
-    assert held, "routing sent no event"
+    held = events_held(route, make_study(chicago, code="70450", text="CT HEAD", completed_at=now))
     # and a resync that counts it
-    with page.expect_response(lambda response: "/rows/" in response.url):
-        page.evaluate("document.dispatchEvent(new CustomEvent('readroom:unlocked'))")
+    resync(page)
     expect(count).to_have_text("3")
     applied = int(page.get_by_test_id("worklist").get_attribute("data-applied") or 0)
     # when the event arrives after all, then the study is not counted again
-    for messages, extra in held:
-        in_worker(send, messages, *extra)
+    events_release(held)
     expect(page.get_by_test_id("worklist")).to_have_attribute("data-applied", str(applied + 1))
     expect(count).to_have_text("3")
     # and a study routed after the resync is counted
