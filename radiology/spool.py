@@ -28,7 +28,20 @@ from django.core.files.uploadhandler import FileUploadHandler
 _BLOCK = 16  # AES block: the counter counts these
 
 
-class EncryptedTempFile(io.RawIOBase):
+class _ReadWriteSeek:
+    """What ``io`` asks of a file that is read, written and sought, as a temporary file is."""
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+class EncryptedTempFile(_ReadWriteSeek, io.RawIOBase):
     """A seekable, readable, writable temporary file in ``directory`` whose bytes on disk are
     AES-256-CTR under a key of its own, in memory only. Unnamed on Linux (``O_TMPFILE``): nothing in
     the directory to leave behind."""
@@ -48,15 +61,6 @@ class EncryptedTempFile(io.RawIOBase):
         if skip:
             cipher.update(bytes(skip))  # into the block: drop the keystream before ``offset``
         return cipher
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def write(self, data) -> int:
         plain = bytes(data)
@@ -104,7 +108,7 @@ def encrypted_temp_file() -> io.BufferedRandom:
     return io.BufferedRandom(EncryptedTempFile(settings.FILE_UPLOAD_TEMP_DIR), buffer_size=256 * 1024)
 
 
-class BodySpool(io.BufferedIOBase):
+class BodySpool(_ReadWriteSeek, io.BufferedIOBase):
     """A request body: in memory up to ``max_size``, then moved into an ``encrypted_temp_file`` —
     what ``SpooledTemporaryFile`` does, with the encrypted file in place of the plain one."""
 
@@ -129,15 +133,6 @@ class BodySpool(io.BufferedIOBase):
         self._file.write(memory.getbuffer())
         self._file.seek(position)
         memory.close()
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         return self._file.read(size)
