@@ -114,13 +114,13 @@ def token_endpoint(source: dict, *, timeout: float) -> str:
     return endpoint
 
 
-def client_assertion(auth: dict, audience: str, *, now: float | None = None) -> str:
+def client_assertion(auth: dict, audience: str) -> str:
     """The signed JWT that stands for ReadRoom at the token endpoint ``audience``."""
     variable = auth["key_env"]
     pem = os.environ.get(variable, "")
     if not pem.strip():
         raise SourceUnavailable(f"credentials not configured (${variable} is not set)")
-    issued = int(now if now is not None else time.time())
+    issued = int(time.time())
     claims = {
         "iss": auth["client_id"],
         "sub": auth["client_id"],
