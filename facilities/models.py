@@ -139,15 +139,23 @@ def _dicom_peer_problems(entry: dict, at: str, title_key: str) -> list[str]:
 
 # SMART Backend Services' signing algorithms (interfaces/smart_backend.py): the two servers SHALL accept
 SMART_ALGORITHMS = ("RS384", "ES384")
+# each auth type: its required keys, its optional ones, and the key naming its secret's variable
 _AUTH_SHAPES = {
-    "basic": ({"type", "username", "password_env"}, set()),
-    "bearer": ({"type", "token_env"}, set()),
-    "smart_backend": ({"type", "client_id", "key_env", "kid"}, {"alg", "scope", "token_url"}),
+    "basic": ({"type", "username", "password_env"}, set(), "password_env"),
+    "bearer": ({"type", "token_env"}, set(), "token_env"),
+    "smart_backend": ({"type", "client_id", "key_env", "kid"}, {"alg", "scope", "token_url"}, "key_env"),
 }
 _AUTH_FORMS = (
     "{type: basic, username, password_env}, {type: bearer, token_env} or "
     "{type: smart_backend, client_id, key_env, kid[, alg, scope, token_url]}"
 )
+
+
+def auth_secret_variable(auth: dict) -> str:
+    """The environment variable that holds ``auth``'s secret (password, token or key); "" when the
+    shape names none (a source stored before its shape was checked: the caller says it is unset)."""
+    shape = _AUTH_SHAPES.get(auth.get("type")) if isinstance(auth.get("type"), str) else None
+    return str(auth.get(shape[2]) or "") if shape else ""
 
 
 def _web_auth_problems(auth, at: str) -> list[str]:
@@ -160,7 +168,7 @@ def _web_auth_problems(auth, at: str) -> list[str]:
     shape = _AUTH_SHAPES.get(kind) if isinstance(kind, str) else None  # a list is no type, nor a 500
     if shape is None:
         return [f"{at}: {_AUTH_FORMS}"]
-    required, optional = shape
+    required, optional = shape[:2]
     if not (
         required <= set(auth) <= required | optional and all(isinstance(v, str) and v for v in auth.values())
     ):
@@ -169,7 +177,7 @@ def _web_auth_problems(auth, at: str) -> list[str]:
         return [f"{at}.alg: {' or '.join(SMART_ALGORITHMS)}"]
     if not auth.get("token_url", "https://").startswith(("http://", "https://")):
         return [f"{at}.token_url: an http(s) URL (or leave it out: the base's smart-configuration names it)"]
-    variable = auth.get("password_env") or auth.get("token_env") or auth["key_env"]
+    variable = auth_secret_variable(auth)
     if variable in READROOM_SECRETS or variable.startswith("AWS_"):
         # the worker sends this variable's value to the source's URL: never one of ReadRoom's own
         return [f"{at}: {variable} is one of ReadRoom's own secrets; name a variable of this source's"]

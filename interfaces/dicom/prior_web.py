@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
-from facilities.models import Facility
+from facilities.models import Facility, auth_secret_variable
 from imaging.priors import Candidate, SourceUnavailable
 from interfaces import smart_backend
 from interfaces.dicom.prior_ingest import PriorIngest
@@ -45,8 +45,8 @@ def _authorization(source: dict, *, timeout: float) -> str | None:
         return None
     if auth.get("type") == "smart_backend":
         return f"Bearer {smart_backend.bearer(source, timeout=timeout)}"
-    variable = auth.get("password_env") if auth.get("type") == "basic" else auth.get("token_env")
-    secret = os.environ.get(variable or "")
+    variable = auth_secret_variable(auth)
+    secret = os.environ.get(variable)
     if not secret:
         raise SourceUnavailable(f"credentials not configured (${variable} is not set)")
     if auth["type"] == "basic":
